@@ -1,0 +1,36 @@
+# TenantGate developer commands. `make serve` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(wildcard proto/tenantgate/v1/*.proto)
+
+.PHONY: serve test proto install lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the PDP on 127.0.0.1:50051 with embedded development defaults.
+serve: $(STAMP)
+	$(VENV)/bin/tenantgate serve $(ARGS)
+
+## Run the whole test suite (unit, integration, adversarial).
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+## Regenerate the committed gRPC/protobuf stubs under src/tenantgate/v1/.
+proto: $(STAMP)
+	$(PY) -m tenantgate._protogen src
+
+lint: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy src
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,238 @@
+"""``tenantgate serve | token mint | check | validate``.
+
+Exit codes: 0 success / allow, 1 error, 2 deny, 3 invalid policies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from tenantgate import __version__
+from tenantgate.errors import ConfigError, PolicyError, TenantGateError
+
+EXIT_OK, EXIT_ERROR, EXIT_DENY, EXIT_INVALID_POLICIES = 0, 1, 2, 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        code: int = args.handler(args)
+        return code
+    except PolicyError as err:
+        print(f"tenantgate: invalid policies: {err}", file=sys.stderr)
+        return EXIT_INVALID_POLICIES
+    except TenantGateError as err:
+        print(f"tenantgate: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tenantgate", description="TenantGate policy decision point.")
+    p.add_argument("--version", action="version", version=f"tenantgate {__version__}")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    def config_arg(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--config", default=os.environ.get("TENANTGATE_CONFIG"),
+                         help="TOML config file (default: $TENANTGATE_CONFIG, else embedded defaults)")
+
+    serve = sub.add_parser("serve", help="run the PDP (gRPC)")
+    config_arg(serve)
+    serve.set_defaults(handler=_serve)
+
+    token = sub.add_parser("token", help="development tokens")
+    token_sub = token.add_subparsers(metavar="ACTION")
+    mint = token_sub.add_parser("mint", help="mint a token from the development issuer")
+    config_arg(mint)
+    mint.add_argument("--tenant", required=True)
+    mint.add_argument("--sub", required=True, help="subject (user id)")
+    mint.add_argument("--roles", default="", help="comma-separated roles")
+    mint.add_argument("--intents", default=None, help="comma-separated intents to bind")
+    mint.add_argument("--act", default=None, metavar="AGENT", help="mint a delegated token for this agent")
+    mint.add_argument("--ttl", type=int, default=900, metavar="SECONDS")
+    mint.set_defaults(handler=_mint)
+
+    check = sub.add_parser("check", help="ask for a decision (in-process, or --server)")
+    config_arg(check)
+    check.add_argument("--token", default=os.environ.get("TENANTGATE_TOKEN", ""),
+                       help="bearer token (default: $TENANTGATE_TOKEN; '-' reads stdin)")
+    check.add_argument("--action", required=True)
+    check.add_argument("--resource-type", required=True)
+    check.add_argument("--resource-id", required=True)
+    check.add_argument("--resource-tenant", required=True)
+    check.add_argument("--resource-attributes", default=None, metavar="JSON")
+    check.add_argument("--intent", default="")
+    check.add_argument("--context", default=None, metavar="JSON")
+    check.add_argument("--server", default=None, metavar="HOST:PORT", help="ask a running server")
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds, with --server")
+    check.set_defaults(handler=_check)
+
+    validate = sub.add_parser("validate", help="validate policies against the schema")
+    config_arg(validate)
+    validate.add_argument("--policies", default=None, metavar="DIR")
+    validate.add_argument("--schema", default=None, metavar="FILE")
+    validate.set_defaults(handler=_validate)
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from tenantgate import config
+
+    return config.load(args.config)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from tenantgate import app as application
+    from tenantgate.observability.logging import configure
+
+    settings = _settings(args)
+    configure(settings.log.level)
+    built = application.build(settings)
+
+    def started(port: int) -> None:
+        _banner(settings, built, port)
+
+    asyncio.run(application.serve(built, started))
+    return EXIT_OK
+
+
+def _banner(settings: Any, built: Any, port: int) -> None:
+    host = settings.server.listen.rpartition(":")[0]
+    address = f"{host}:{port}"
+    compiled = built.policies.current().compiled
+    lines = [
+        f"TenantGate {__version__} serving gRPC on {address} (health and reflection enabled)",
+        f"  config      {settings.source}",
+        f"  policies    {settings.policies.dir} ({compiled.policy_count} policies incl. the built-in "
+        f"tenant guardrail, version {compiled.version})",
+        f"  audit log   {settings.audit.path}",
+    ]
+    if settings.server.metrics_listen:
+        lines.append(f"  metrics     http://{settings.server.metrics_listen}/metrics")
+    if settings.dev_issuer.enabled:
+        lines += [
+            f"  dev issuer  {settings.dev_issuer.issuer} (keys in {settings.dev_issuer.key_dir}) "
+            "DEVELOPMENT ONLY",
+            "",
+            "Try, in a second shell from this directory:",
+            "  TOKEN=$(.venv/bin/tenantgate token mint --tenant acme --sub alice --roles viewer)",
+            f"  .venv/bin/tenantgate check --server {address} --token \"$TOKEN\" --action read "
+            "--resource-type Invoice --resource-id inv-1 --resource-tenant acme",
+            "  (then --resource-tenant globex: denied, reason cross_tenant)",
+        ]
+    lines.append("Stop with Ctrl-C (SIGTERM drains in-flight calls).")
+    print("\n".join(lines), flush=True)
+
+
+def _mint(args: argparse.Namespace) -> int:
+    from tenantgate.core.model import ClaimNames
+    from tenantgate.identity import DevIssuer
+
+    settings = _settings(args)
+    if not settings.dev_issuer.enabled:
+        raise ConfigError("token mint works only with the development issuer ([dev_issuer] enabled = true)")
+    issuer = DevIssuer(settings.dev_issuer)
+    issuer.ensure_keys()
+    t = settings.tokens
+    token = issuer.mint(
+        tenant=args.tenant,
+        subject=args.sub,
+        roles=_csv(args.roles),
+        intents=None if args.intents is None else _csv(args.intents),
+        actor=args.act,
+        ttl_seconds=args.ttl,
+        claim_names=ClaimNames(tenant=t.tenant_claim, roles=t.roles_claim, intents=t.intents_claim),
+    )
+    print(token)
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    from google.protobuf import json_format
+
+    from tenantgate.v1 import authorizer_pb2 as pb
+
+    token = sys.stdin.readline().strip() if args.token == "-" else args.token
+    request = pb.CheckRequest(
+        token=token,
+        action=args.action,
+        resource=pb.Resource(type=args.resource_type, id=args.resource_id, tenant=args.resource_tenant),
+        intent=args.intent,
+    )
+    for text, target, name in ((args.context, request.context, "--context"),
+                               (args.resource_attributes, request.resource.attributes, "--resource-attributes")):
+        if text:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"{name} is not valid JSON: {err}") from err
+            if not isinstance(data, dict):
+                raise ConfigError(f"{name} must be a JSON object")
+            target.update(data)
+    response = _check_remote(args, request) if args.server else _check_local(args, request)
+    print(json.dumps(json_format.MessageToDict(response, preserving_proto_field_name=True,
+                                               always_print_fields_with_no_presence=True), indent=2))
+    return EXIT_OK if response.decision == pb.ALLOW else EXIT_DENY
+
+
+def _check_local(args: argparse.Namespace, request: Any) -> Any:
+    from tenantgate import app as application
+    from tenantgate.rpc import convert
+
+    built = application.build(_settings(args))
+    try:
+        return convert.check_response(built.pdp.decide(convert.check_input(request, api="cli")))
+    finally:
+        built.audit.close()
+
+
+def _check_remote(args: argparse.Namespace, request: Any) -> Any:
+    import grpc
+
+    from tenantgate.v1 import authorizer_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(args.server) as channel:
+        try:
+            return pb_grpc.AuthorizerStub(channel).Check(request, timeout=args.timeout)
+        except grpc.RpcError as err:
+            raise ConfigError(f"server {args.server}: {err.code().name}: {err.details()}") from err
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from tenantgate.policy import load_policies
+
+    if args.policies:
+        policy_dir, schema = args.policies, args.schema
+    else:
+        settings = _settings(args)
+        policy_dir, schema = settings.policies.dir, args.schema or settings.policies.schema_file
+    try:
+        compiled = load_policies(policy_dir, schema)
+    except PolicyError as err:
+        for diag in err.diagnostics or ():
+            print(f"{os.path.join(policy_dir, diag.path)}{str(diag)[len(diag.path):]}")
+        if not err.diagnostics:
+            print(str(err))
+        print(f"invalid: {len(err.diagnostics) or 1} problem(s)", file=sys.stderr)
+        return EXIT_INVALID_POLICIES
+    print(f"valid: {compiled.policy_count - 1} policies in {policy_dir} (version {compiled.version})")
+    return EXIT_OK
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

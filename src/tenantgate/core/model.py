@@ -1,0 +1,164 @@
+"""The nouns of a decision: verified claims, principal, resource, check input, decision result, audit event."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class Decision(enum.Enum):
+    """The only two answers. There is no "unset": every code path picks one explicitly."""
+
+    ALLOW = "ALLOW"
+    DENY = "DENY"
+
+
+class Reason(enum.StrEnum):
+    """Stable reason codes (documented in the README). The first failing step of a decision gives the reason."""
+
+    ALLOW = "allow"
+    TOKEN_MISSING = "token_missing"
+    TOKEN_INVALID = "token_invalid"
+    TOKEN_EXPIRED = "token_expired"
+    ISSUER_UNTRUSTED = "issuer_untrusted"
+    AUDIENCE_MISMATCH = "audience_mismatch"
+    TENANT_CLAIM_MISSING = "tenant_claim_missing"
+    CROSS_TENANT = "cross_tenant"
+    INTENT_MISSING = "intent_missing"
+    INTENT_NOT_BOUND = "intent_not_bound"
+    POLICY_FORBID = "policy_forbid"
+    NO_PERMIT = "no_permit"
+    INVALID_REQUEST = "invalid_request"
+    AUDIT_UNAVAILABLE = "audit_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedClaims:
+    """Claims of a token whose signature, issuer, audience and times were verified.
+
+    ``token_id`` is the token's ``jti`` or ``sha256:<prefix>`` of the token: never the raw token.
+    """
+
+    issuer: str
+    subject: str
+    claims: Mapping[str, Any]
+    token_id: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimNames:
+    """Which token claims carry the tenant, the roles and the bound intents."""
+
+    tenant: str = "tenant"
+    roles: str = "roles"
+    intents: str = "intents"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is asking. ``tenant`` comes only from a verified token claim.
+
+    ``entity_type`` is ``User`` or, for a delegated token (``act`` claim, RFC 8693), ``Agent`` with
+    ``entity_id`` the actor and ``subject`` the user it acts for. ``intents`` is None when the token
+    carries no intents claim (the request's intent is then not bound).
+    """
+
+    entity_type: str
+    entity_id: str
+    subject: str
+    tenant: str
+    roles: tuple[str, ...]
+    intents: tuple[str, ...] | None
+    issuer: str
+    token_id: str
+
+    @property
+    def is_agent(self) -> bool:
+        return self.entity_type == "Agent"
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """What is asked about. ``tenant`` is the owning tenant as stated by the enforcement point."""
+
+    type: str
+    id: str
+    tenant: str
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckInput:
+    """One question, as an adapter translated it. Nothing here is trusted yet, not even its shape."""
+
+    token: str
+    action: str
+    resource: Resource
+    intent: str = ""
+    context: Mapping[str, Any] = field(default_factory=dict)
+    api: str = "check"
+    # Set by an adapter that could not translate part of the call (e.g. two authorization headers,
+    # an unconvertible Struct). decide() then denies with token_invalid / invalid_request, audited.
+    token_problem: str = ""
+    request_problem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """A step's negative answer: a reason code and a human-readable message (no secrets in it)."""
+
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """The record written for every decision before its answer leaves. Field names are a public contract."""
+
+    decision_id: str
+    time: str
+    decision: str
+    reason: str
+    message: str
+    api: str
+    subject: str
+    actor: str
+    principal_type: str
+    principal_tenant: str
+    resource_type: str
+    resource_id: str
+    resource_tenant: str
+    action: str
+    intent: str
+    policy_ids: tuple[str, ...]
+    grant_id: str
+    policy_version: str
+    issuer: str
+    token_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict in field order (``policy_ids`` as a list)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["policy_ids"] = list(self.policy_ids)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionResult:
+    """The answer: decision, reason, determining policies, decision id and the audit record written for it."""
+
+    decision: Decision
+    reason: Reason
+    message: str
+    policy_ids: tuple[str, ...]
+    decision_id: str
+    audit: AuditEvent
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision is Decision.ALLOW

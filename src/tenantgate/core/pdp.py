@@ -1,0 +1,171 @@
+"""``decide()``: the one evaluation path every adapter (gRPC, Envoy, CLI, tests) calls.
+
+Steps, in order; the first failing step gives the reason: token -> principal -> request shape ->
+tenant invariant -> intent -> Cedar. Then the audit record is written; only if that succeeds may the
+answer be an allow. ``decide`` never raises: any unexpected exception becomes DENY ``internal_error``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from tenantgate.core.engine import Engine
+from tenantgate.core.model import (
+    AuditEvent,
+    CheckInput,
+    ClaimNames,
+    Decision,
+    DecisionResult,
+    Denial,
+    Principal,
+    Reason,
+    VerifiedClaims,
+)
+from tenantgate.core.ports import AuditSink, Clock, TokenVerifier
+from tenantgate.core.request import RequestProblem, check_shape, request_context, resource_attributes
+from tenantgate.core.tenancy import check_intent, check_tenant, principal_from_claims
+from tenantgate.errors import TokenError, TokenInvalid, classify
+
+log = logging.getLogger("tenantgate.decision")
+
+_AUDIT_LIMIT = 256  # characters kept of request-controlled strings in an audit record
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    decision: Decision
+    reason: Reason
+    message: str
+    policy_ids: tuple[str, ...] = ()
+
+
+class DecisionPoint:
+    """Holds the verifier, the current engine, the audit sink and the clock; answers ``decide``.
+
+    ``engine`` is a callable returning the current ``Engine`` so a policy reload can swap it atomically;
+    each decision reads it once and finishes on the set it started with.
+    """
+
+    def __init__(self, *, verifier: TokenVerifier, engine: Callable[[], Engine], audit: AuditSink,
+                 clock: Clock, claim_names: ClaimNames | None = None) -> None:
+        self._verifier = verifier
+        self._engine = engine
+        self._audit = audit
+        self._clock = clock
+        self._names = claim_names or ClaimNames()
+
+    def decide(self, check: CheckInput) -> DecisionResult:
+        """Decide one request and write its audit record. Never raises; never returns without a decision."""
+        decision_id = str(uuid.uuid4())
+        engine: Engine | None = None
+        verified: VerifiedClaims | None = None
+        principal: Principal | None = None
+        try:
+            engine = self._engine()
+            verified, principal, outcome = self._evaluate(check, engine)
+        except Exception as err:
+            log.exception("decision %s failed unexpectedly", decision_id)
+            reason, _status = classify(err)
+            outcome = _Outcome(Decision.DENY, Reason(reason), "internal error while deciding")
+        event = self._event(decision_id, check, outcome, verified, principal,
+                            engine.version if engine is not None else "")
+        try:
+            self._audit.write(event)
+        except Exception as err:  # noqa: BLE001 - no allow without a written record
+            log.error("decision %s: audit record not written: %s", decision_id, err)
+            outcome = _Outcome(Decision.DENY, Reason.AUDIT_UNAVAILABLE,
+                               "the audit record could not be written; denied")
+            event = self._event(decision_id, check, outcome, verified, principal, event.policy_version)
+        return DecisionResult(
+            decision=outcome.decision,
+            reason=outcome.reason,
+            message=outcome.message,
+            policy_ids=outcome.policy_ids,
+            decision_id=decision_id,
+            audit=event,
+        )
+
+    def decide_many(self, checks: Sequence[CheckInput]) -> list[DecisionResult]:
+        """Decide independent requests in order; one bad item is a denial for that item only."""
+        return [self.decide(check) for check in checks]
+
+    def _evaluate(self, check: CheckInput, engine: Engine
+                  ) -> tuple[VerifiedClaims | None, Principal | None, _Outcome]:
+        try:
+            if check.token_problem:
+                raise TokenInvalid(check.token_problem)
+            verified = self._verifier.verify(check.token)
+        except TokenError as err:
+            reason, _status = classify(err)
+            return None, None, _Outcome(Decision.DENY, Reason(reason), str(err) or reason)
+        principal = principal_from_claims(verified, self._names)
+        if isinstance(principal, Denial):
+            return verified, None, _deny(principal)
+        try:
+            if check.request_problem:
+                raise RequestProblem(check.request_problem)
+            check_shape(check)
+            attrs = resource_attributes(check)
+            context = request_context(check)
+        except RequestProblem as problem:
+            return verified, principal, _Outcome(Decision.DENY, Reason.INVALID_REQUEST, str(problem))
+        # INVARIANT: checked in code before Cedar; the built-in Cedar guardrail checks it again.
+        denial = check_tenant(principal, check.resource) or check_intent(principal, check.intent)
+        if denial is not None:
+            return verified, principal, _deny(denial)
+        result = engine.evaluate(principal, check.action, check.resource, attrs, context)
+        return verified, principal, _Outcome(result.decision, result.reason, result.message, result.policy_ids)
+
+    def _event(self, decision_id: str, check: CheckInput, outcome: _Outcome, verified: VerifiedClaims | None,
+               principal: Principal | None, policy_version: str) -> AuditEvent:
+        res = check.resource
+        return AuditEvent(
+            decision_id=decision_id,
+            time=_rfc3339(self._clock.now()),
+            decision=outcome.decision.value,
+            reason=outcome.reason.value,
+            message=outcome.message,
+            api=check.api,
+            subject=_clip(verified.subject) if verified else "",
+            actor=_clip(principal.entity_id) if principal and principal.is_agent else "",
+            principal_type=principal.entity_type if principal else "",
+            principal_tenant=principal.tenant if principal else "",
+            resource_type=_clip(res.type),
+            resource_id=_clip(res.id),
+            resource_tenant=_clip(res.tenant),
+            action=_clip(check.action),
+            intent=_clip(check.intent),
+            policy_ids=outcome.policy_ids,
+            grant_id="",
+            policy_version=policy_version,
+            issuer=_clip(verified.issuer) if verified else "",
+            token_id=verified.token_id if verified else token_fingerprint(check.token),
+        )
+
+
+def token_fingerprint(token: str) -> str:
+    """``sha256:<16 hex>`` of a token: how an unverifiable token is named in records. Never the token."""
+    if not token:
+        return ""
+    return "sha256:" + hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def _deny(denial: Denial) -> _Outcome:
+    return _Outcome(Decision.DENY, denial.reason, denial.message)
+
+
+def _clip(value: str) -> str:
+    return value if len(value) <= _AUDIT_LIMIT else value[:_AUDIT_LIMIT] + "..."
+
+
+def _rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+__all__ = ["DecisionPoint", "token_fingerprint"]

@@ -1,0 +1,101 @@
+"""The tenant invariant and token-bound intent: pure functions over verified claims.
+
+Each function returns a value or a ``Denial``; none raises for an expected negative answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tenantgate.core.model import ClaimNames, Denial, Principal, Reason, Resource, VerifiedClaims
+from tenantgate.core.request import is_tenant_id
+
+MAX_ROLES = 256
+MAX_CLAIM_STRING = 256
+
+
+def principal_from_claims(verified: VerifiedClaims, names: ClaimNames) -> Principal | Denial:
+    """Build the principal from verified claims only.
+
+    INVARIANT: the principal's tenant is the configured tenant claim of a verified token and nothing
+    else; no request field, header or entity can set it. A missing, non-string, empty or ill-formed
+    tenant claim is ``tenant_claim_missing``.
+    """
+    claims = verified.claims
+    tenant = claims.get(names.tenant)
+    if not is_tenant_id(tenant):
+        return Denial(Reason.TENANT_CLAIM_MISSING,
+                      f"token has no valid {names.tenant!r} claim (a tenant id string is required)")
+    roles = _string_list(claims.get(names.roles), names.roles, allow_space_separated=False)
+    if isinstance(roles, Denial):
+        return roles
+    intents: tuple[str, ...] | None = None
+    if names.intents in claims:
+        bound = _string_list(claims[names.intents], names.intents, allow_space_separated=True)
+        if isinstance(bound, Denial):
+            return bound
+        intents = bound
+    entity_type, entity_id = "User", verified.subject
+    if "act" in claims:
+        actor = _actor(claims["act"])
+        if isinstance(actor, Denial):
+            return actor
+        entity_type, entity_id = "Agent", actor
+    assert isinstance(tenant, str)
+    return Principal(
+        entity_type=entity_type,
+        entity_id=entity_id,
+        subject=verified.subject,
+        tenant=tenant,
+        roles=roles,
+        intents=intents,
+        issuer=verified.issuer,
+        token_id=verified.token_id,
+    )
+
+
+def check_tenant(principal: Principal, resource: Resource) -> Denial | None:
+    """INVARIANT: a principal may only touch resources of its own tenant. Returns a denial on mismatch."""
+    if principal.tenant != resource.tenant:
+        return Denial(Reason.CROSS_TENANT,
+                      "the resource belongs to another tenant than the caller's token")
+    return None
+
+
+def check_intent(principal: Principal, intent: str) -> Denial | None:
+    """Token-bound intent: when the token carries intents, the stated intent must be one of them.
+
+    Agents (delegated tokens) must carry an intents claim: an agent without bound intents is refused.
+    """
+    if principal.intents is None:
+        if principal.is_agent:
+            return Denial(Reason.INTENT_NOT_BOUND,
+                          "agent tokens (with an act claim) must carry an intents claim")
+        return None
+    if not intent:
+        return Denial(Reason.INTENT_MISSING, "the token binds intents; the request must state one")
+    if intent not in principal.intents:
+        return Denial(Reason.INTENT_NOT_BOUND, "the stated intent is not among the token's intents")
+    return None
+
+
+def _string_list(value: Any, claim: str, *, allow_space_separated: bool) -> tuple[str, ...] | Denial:
+    if value is None:
+        return ()
+    if allow_space_separated and isinstance(value, str):
+        value = value.split()
+    if (not isinstance(value, list) or len(value) > MAX_ROLES
+            or not all(isinstance(v, str) and 0 < len(v) <= MAX_CLAIM_STRING for v in value)):
+        return Denial(Reason.TOKEN_INVALID, f"claim {claim!r} must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _actor(act: Any) -> str | Denial:
+    # RFC 8693: the outermost "act" names the current actor; nested "act" members are prior actors.
+    if not isinstance(act, Mapping):
+        return Denial(Reason.TOKEN_INVALID, "claim 'act' must be an object with a 'sub'")
+    sub = act.get("sub")
+    if not isinstance(sub, str) or not sub or len(sub) > 1024:
+        return Denial(Reason.TOKEN_INVALID, "claim 'act' must carry a non-empty string 'sub'")
+    return sub

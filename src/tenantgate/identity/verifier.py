@@ -1,0 +1,378 @@
+"""``JwtVerifier``: the PyJWT adapter that implements ``tenantgate.core.ports.TokenVerifier``.
+
+PyJWT checks the signature (and, as a second opinion, issuer and audience); everything PyJWT is lenient
+about is checked here first, in this order: size and compact shape, header, payload, issuer, algorithm,
+subject, times (with the injected clock), key selection, then ``jwt.decode``. See ``JwtVerifier.verify``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import jwt
+
+from tenantgate.config import SUPPORTED_ALGORITHMS, Settings, TokenSettings
+from tenantgate.core.model import VerifiedClaims
+from tenantgate.core.ports import Clock
+from tenantgate.errors import (
+    AudienceMismatch,
+    ConfigError,
+    IssuerUntrusted,
+    TokenError,
+    TokenExpired,
+    TokenInvalid,
+    TokenMissing,
+)
+from tenantgate.identity.devissuer import DevIssuer
+from tenantgate.identity.jwks import IssuerKeys, VerificationKey, b64url_decode, parse_strict_json
+
+# Three non-empty segments of the unpadded base64url alphabet, nothing else: no '+', '/', '=', whitespace
+# or a fourth segment. Explicit ASCII ranges (not \w) so no Unicode digit or letter slips through.
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+# Header parameters that would let the token choose its own key or extend processing rules. A key comes
+# only from the configured issuer's set (by opaque kid); 'crit' and 'b64' (RFC 7797) change what is signed.
+_FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit", "b64"})
+_ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 §2.1
+
+MAX_KID_CHARS = 256
+MAX_SUBJECT_CHARS = 1024
+MAX_JTI_CHARS = 128
+MAX_TIME_VALUE = 1e11  # year ~5138: anything larger is garbage, and floats stay exact below it
+
+
+@dataclass(frozen=True, slots=True)
+class _CacheEntry:
+    claims: VerifiedClaims
+    not_before: float | None
+
+
+class JwtVerifier:
+    """Verifies compact JWS access tokens against a fixed set of trusted issuers.
+
+    ``verify`` returns ``VerifiedClaims`` or raises only ``TokenError`` subclasses:
+
+    * ``TokenMissing``: empty or whitespace-only token (or ``None``).
+    * ``IssuerUntrusted``: ``iss`` missing, not a string, or not exactly a configured issuer.
+    * ``TokenExpired``: the injected clock reached ``exp + leeway``. A token is valid iff
+      ``now < exp + leeway`` (so ``exp == now`` with zero leeway is expired).
+    * ``AudienceMismatch``: ``aud`` missing, empty, ill-typed (neither a string nor a list of strings), or
+      naming none of the issuer's audiences.
+    * ``TokenInvalid``: everything else, including an unavailable key source and any unexpected exception.
+
+    Security defaults: exact issuer match; the token's ``alg`` must be in that issuer's list and fit the
+    key's type; keys come only from the issuer's key set (``kid`` is an opaque lookup key, ``jwk``/``jku``/
+    ``x5u``/``x5c``/``crit``/``b64`` headers are refused); duplicate JSON member names, non-UTF-8 text,
+    non-canonical base64url, deep nesting and non-finite numbers are refused; ``exp`` is required and the
+    lifetime is bounded. Messages never contain the token or key material.
+
+    Successful verifications are cached (LRU, ``settings.cache_size`` entries) under the token's SHA-256;
+    a hit re-checks only ``exp`` and ``nbf`` against the clock. Failures are never cached. A key removed
+    from a key set therefore keeps verifying its already-cached tokens until they expire.
+    """
+
+    __slots__ = ("_cache", "_cache_lock", "_clock", "_issuers", "_settings")
+
+    def __init__(self, issuers: Sequence[IssuerKeys], settings: TokenSettings, clock: Clock) -> None:
+        if not issuers:
+            raise ConfigError("no trusted token issuer configured")
+        by_name: dict[str, IssuerKeys] = {}
+        for issuer in issuers:
+            name = issuer.settings.issuer
+            if name in by_name:
+                raise ConfigError(f"issuer {name!r} is configured twice")
+            by_name[name] = issuer
+        if settings.max_token_bytes <= 0 or settings.cache_size < 0 or settings.leeway_seconds < 0:
+            raise ConfigError("tokens: max_token_bytes must be > 0, cache_size and leeway_seconds >= 0")
+        self._issuers: Mapping[str, IssuerKeys] = MappingProxyType(by_name)
+        self._settings = settings
+        self._clock = clock
+        self._cache: OrderedDict[bytes, _CacheEntry] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    @property
+    def issuers(self) -> tuple[IssuerKeys, ...]:
+        return tuple(self._issuers.values())
+
+    def prefetch_keys(self) -> list[str]:
+        """Load every issuer's keys now (JWKS URLs are otherwise fetched on first use).
+
+        Meant to run on a worker thread at start-up, so the first requests do not wait for a fetch on the
+        event loop. Returns one message per issuer whose keys could not be loaded; never raises.
+        """
+        problems = []
+        for issuer in self._issuers.values():
+            try:
+                issuer.source.current()
+            except Exception as err:  # noqa: BLE001 - reported, and retried lazily on first use
+                problems.append(f"{issuer.settings.issuer}: {err}")
+        return problems
+
+    def verify(self, token: str) -> VerifiedClaims:
+        """Verify ``token``; see the class docstring for the contract. Never raises anything but TokenError."""
+        try:
+            return self._verify(token)
+        except TokenError:
+            raise
+        except Exception as err:  # fail closed: any surprise is an invalid token
+            raise TokenInvalid("token could not be verified") from err
+
+    # ----------------------------------------------------------------------------------------- steps
+
+    def _verify(self, token: str) -> VerifiedClaims:
+        if token is None or (isinstance(token, str) and not token.strip()):
+            raise TokenMissing("no token presented")
+        if not isinstance(token, str):
+            raise TokenInvalid("token is not a string")
+        # 1. Size and shape, before any decoding work.
+        if len(token) > self._settings.max_token_bytes:
+            raise TokenInvalid("token is too large")
+        if _COMPACT_JWS.fullmatch(token) is None:
+            raise TokenInvalid("token is not a compact JWS of three base64url segments")
+        digest = hashlib.sha256(token.encode("ascii")).digest()
+        cached = self._cached(digest)
+        if cached is not None:
+            return cached
+        header_segment, payload_segment, signature_segment = token.split(".")
+        # 2. Header (structure only; the alg is checked against the issuer's list once the issuer is known).
+        header = _decode_json_object(header_segment, "header")
+        alg, kid = _check_header(header, self._settings.require_typ)
+        # 3. Payload.
+        payload = _decode_json_object(payload_segment, "payload")
+        _decode_segment(signature_segment, "signature")
+        issuer = self._issuer_of(payload)
+        if alg not in issuer.settings.algorithms:
+            raise TokenInvalid("token algorithm is not accepted for this issuer")
+        subject = _subject_of(payload)
+        # 4. Times, against the injected clock.
+        expires_at, not_before = self._check_times(payload)
+        # 5. Key, only from this issuer's set.
+        key = _select_key(issuer, alg, kid)
+        # 6. Signature (and PyJWT's own issuer/audience checks).
+        _decode_with_pyjwt(token, key, alg, issuer)
+        _check_audience(payload.get("aud"), issuer.settings.audiences)
+        # 7. Result.
+        verified = VerifiedClaims(
+            issuer=issuer.settings.issuer,
+            subject=subject,
+            claims=MappingProxyType(payload),
+            token_id=_token_id(payload.get("jti"), digest),
+            expires_at=expires_at,
+        )
+        # 8. Cache (successes only).
+        self._remember(digest, _CacheEntry(verified, not_before))
+        return verified
+
+    def _issuer_of(self, payload: Mapping[str, Any]) -> IssuerKeys:
+        iss = payload.get("iss")
+        if not isinstance(iss, str) or not iss:
+            raise IssuerUntrusted("token has no issuer string")
+        # INVARIANT: exact dictionary lookup; no prefix, suffix, case-folding or list membership.
+        issuer = self._issuers.get(iss)
+        if issuer is None:
+            raise IssuerUntrusted("token issuer is not trusted")
+        return issuer
+
+    def _check_times(self, payload: Mapping[str, Any]) -> tuple[float, float | None]:
+        if "exp" not in payload:
+            raise TokenInvalid("token has no expiry (exp)")
+        expires_at = _time_claim(payload, "exp")
+        not_before = _time_claim(payload, "nbf") if "nbf" in payload else None
+        issued_at = _time_claim(payload, "iat") if "iat" in payload else None
+        now = self._clock.now()
+        leeway = float(self._settings.leeway_seconds)
+        if not now < expires_at + leeway:
+            raise TokenExpired("token has expired")
+        if not_before is not None and not_before > now + leeway:
+            raise TokenInvalid("token is not yet valid (nbf)")
+        if issued_at is not None and issued_at > now + leeway:
+            raise TokenInvalid("token is issued in the future (iat)")
+        lifetime = expires_at - (issued_at if issued_at is not None else now)
+        if lifetime > self._settings.max_lifetime_seconds:
+            raise TokenInvalid("token lifetime exceeds the configured maximum")
+        return expires_at, not_before
+
+    # ----------------------------------------------------------------------------------------- cache
+
+    def _cached(self, digest: bytes) -> VerifiedClaims | None:
+        if self._settings.cache_size <= 0:
+            return None
+        with self._cache_lock:
+            entry = self._cache.get(digest)
+            if entry is None:
+                return None
+            self._cache.move_to_end(digest)
+        now = self._clock.now()
+        leeway = float(self._settings.leeway_seconds)
+        if not now < entry.claims.expires_at + leeway:
+            with self._cache_lock:
+                self._cache.pop(digest, None)
+            raise TokenExpired("token has expired")
+        if entry.not_before is not None and entry.not_before > now + leeway:
+            raise TokenInvalid("token is not yet valid (nbf)")
+        return entry.claims
+
+    def _remember(self, digest: bytes, entry: _CacheEntry) -> None:
+        if self._settings.cache_size <= 0:
+            return
+        with self._cache_lock:
+            self._cache[digest] = entry
+            self._cache.move_to_end(digest)
+            while len(self._cache) > self._settings.cache_size:
+                self._cache.popitem(last=False)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _decode_segment(segment: str, name: str) -> bytes:
+    try:
+        return b64url_decode(segment)
+    except ValueError as err:
+        raise TokenInvalid(f"token {name} is not canonical base64url") from err
+
+
+def _decode_json_object(segment: str, name: str) -> dict[str, Any]:
+    raw = _decode_segment(segment, name)
+    try:
+        # Strict UTF-8 from bytes to str ourselves: json.loads(bytes) would also accept UTF-16/32.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise TokenInvalid(f"token {name} is not UTF-8") from err
+    try:
+        value = parse_strict_json(text)
+    except ValueError as err:
+        raise TokenInvalid(f"token {name} is not acceptable JSON") from err
+    if not isinstance(value, dict):
+        raise TokenInvalid(f"token {name} is not a JSON object")
+    return value
+
+
+def _check_header(header: Mapping[str, Any], require_typ: bool) -> tuple[str, str | None]:
+    alg = header.get("alg")
+    # 'none' in any casing is not in SUPPORTED_ALGORITHMS, so it fails here like every unknown alg.
+    if not isinstance(alg, str) or alg not in SUPPORTED_ALGORITHMS:
+        raise TokenInvalid("token algorithm is missing or not supported")
+    forbidden = _FORBIDDEN_HEADERS & header.keys()
+    if forbidden:
+        raise TokenInvalid(f"token header carries a refused parameter: {', '.join(sorted(forbidden))}")
+    kid = header.get("kid")
+    if "kid" in header and (not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS):
+        raise TokenInvalid("token key id (kid) must be a non-empty string of at most 256 characters")
+    typ = header.get("typ")
+    if "typ" in header and not isinstance(typ, str):
+        raise TokenInvalid("token type (typ) must be a string")
+    if require_typ and (not isinstance(typ, str) or typ.lower() not in _ACCESS_TOKEN_TYPES):
+        raise TokenInvalid("token type (typ) must be at+jwt")
+    return alg, kid
+
+
+def _subject_of(payload: Mapping[str, Any]) -> str:
+    sub = payload.get("sub")
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUBJECT_CHARS:
+        raise TokenInvalid("token subject (sub) must be a non-empty string of at most 1024 characters")
+    return sub
+
+
+def _time_claim(payload: Mapping[str, Any], name: str) -> float:
+    value = payload[name]
+    # bool is an int subclass; a numeric string is what PyJWT would wrongly accept.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TokenInvalid(f"token {name} must be a number")
+    number = float(value)  # an int too large for a float raises OverflowError: caught by verify()
+    if not math.isfinite(number) or not 0 <= number < MAX_TIME_VALUE:
+        raise TokenInvalid(f"token {name} is out of range")
+    return number
+
+
+def _select_key(issuer: IssuerKeys, alg: str, kid: str | None) -> VerificationKey:
+    keys = issuer.source.current()
+    if kid is None:
+        usable = keys.usable_for(alg)
+        if len(usable) != 1:
+            raise TokenInvalid("token has no key id (kid) and the issuer has no single key for its algorithm")
+        return usable[0]
+    candidates = keys.with_kid(kid)
+    if not candidates:
+        # Unknown kid: maybe the issuer rotated keys. The source rate-limits this refresh.
+        candidates = issuer.source.refresh().with_kid(kid)
+        if not candidates:
+            raise TokenInvalid("token key id (kid) is not in the issuer's key set")
+    fitting = [key for key in candidates if key.fits(alg)]
+    if len(fitting) != 1:
+        raise TokenInvalid("token key id (kid) names no single key usable for the token algorithm")
+    return fitting[0]
+
+
+def _decode_with_pyjwt(token: str, key: VerificationKey, alg: str, issuer: IssuerKeys) -> None:
+    try:
+        jwt.decode(
+            token,
+            key=key.key,
+            algorithms=[alg],
+            audience=list(issuer.settings.audiences),
+            issuer=issuer.settings.issuer,
+            options={
+                # Times were checked above with the injected clock; PyJWT would use the wall clock.
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+                "require": ["exp", "iss", "sub"],
+                "strict_aud": False,
+                "enforce_minimum_key_length": True,
+            },
+        )
+    except jwt.InvalidAudienceError as err:
+        raise AudienceMismatch("token audience does not match") from err
+    except jwt.MissingRequiredClaimError as err:
+        if err.claim == "aud":
+            raise AudienceMismatch("token has no audience") from err
+        raise TokenInvalid(f"token lacks the required claim {err.claim}") from err
+    except jwt.InvalidIssuerError as err:
+        raise IssuerUntrusted("token issuer is not trusted") from err
+    except jwt.InvalidSignatureError as err:
+        raise TokenInvalid("token signature is invalid") from err
+    except jwt.PyJWTError as err:
+        raise TokenInvalid("token was rejected") from err
+
+
+def _check_audience(aud: Any, audiences: Sequence[str]) -> None:
+    # Second opinion after PyJWT, whose audience rules have changed between releases.
+    claimed = [aud] if isinstance(aud, str) else aud
+    if not isinstance(claimed, list) or not all(isinstance(a, str) for a in claimed):
+        raise AudienceMismatch("token audience must be a string or a list of strings")
+    if not any(a in audiences for a in claimed):
+        raise AudienceMismatch("token audience does not match")
+
+
+def _token_id(jti: Any, digest: bytes) -> str:
+    if isinstance(jti, str) and jti and len(jti) <= MAX_JTI_CHARS:
+        return jti
+    return "sha256:" + digest.hex()[:16]
+
+
+# --------------------------------------------------------------------------------------------- assembly
+
+
+def build_verifier(settings: Settings, clock: Clock) -> JwtVerifier:
+    """Build the verifier from settings: every ``[[tokens.issuers]]`` plus the development issuer if enabled.
+
+    The development issuer's keys are created on first use (``DevIssuer.ensure_keys``). Raises
+    ``ConfigError`` for unreadable or unsafe key files, duplicate issuers or no issuer at all. JWKS URLs
+    are not fetched here (lazily on first use), so start-up does not depend on their availability.
+    """
+    tokens = settings.tokens
+    issuers = [IssuerKeys.from_settings(issuer, tokens, clock) for issuer in tokens.issuers]
+    if settings.dev_issuer.enabled:
+        dev = DevIssuer(settings.dev_issuer)
+        dev.ensure_keys()
+        issuers.append(IssuerKeys.from_settings(dev.issuer_settings(), tokens, clock))
+    return JwtVerifier(issuers, tokens, clock)

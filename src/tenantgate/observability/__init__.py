@@ -1,0 +1,1 @@
+"""Metrics and logging. Metrics live on an injected registry; labels never carry tenant or subject ids."""

@@ -1,0 +1,38 @@
+"""Prometheus metrics for decisions. Labels are bounded: api, decision and reason code only."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from tenantgate.core.model import DecisionResult, Reason
+
+_TOKEN_REASONS = frozenset({Reason.TOKEN_MISSING, Reason.TOKEN_INVALID, Reason.TOKEN_EXPIRED,
+                            Reason.ISSUER_UNTRUSTED, Reason.AUDIENCE_MISMATCH})
+
+
+class DecisionMetrics:
+    """Counters and a latency histogram, registered on the registry given (never the global one)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.decisions = Counter("tenantgate_decisions", "Decisions by API, decision and reason code.",
+                                 ["api", "decision", "reason"], registry=registry)
+        self.duration = Histogram("tenantgate_decision_duration_seconds", "Time spent in decide().", ["api"],
+                                  registry=registry,
+                                  buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0))
+        self.token_failures = Counter("tenantgate_token_failures", "Token verification failures by reason.",
+                                      ["reason"], registry=registry)
+        self.cross_tenant = Counter("tenantgate_cross_tenant_denials", "Requests denied as cross-tenant.",
+                                    registry=registry)
+        self.audit_failures = Counter("tenantgate_audit_failures", "Decisions denied because the audit "
+                                      "record could not be written.", registry=registry)
+
+    def observe(self, api: str, result: DecisionResult, seconds: float) -> None:
+        reason = result.reason
+        self.decisions.labels(api, result.decision.value.lower(), reason.value).inc()
+        self.duration.labels(api).observe(seconds)
+        if reason in _TOKEN_REASONS:
+            self.token_failures.labels(reason.value).inc()
+        elif reason is Reason.CROSS_TENANT:
+            self.cross_tenant.inc()
+        elif reason is Reason.AUDIT_UNAVAILABLE:
+            self.audit_failures.inc()

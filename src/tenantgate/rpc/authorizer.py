@@ -1,0 +1,76 @@
+"""``tenantgate.v1.Authorizer``: translate, call the one ``decide()``, translate back."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+import grpc
+
+from tenantgate.core.model import DecisionResult
+from tenantgate.core.pdp import DecisionPoint
+from tenantgate.errors import InvalidRequest
+from tenantgate.rpc import convert
+from tenantgate.rpc.metadata import bearer_from_metadata
+from tenantgate.rpc.status import abort_with
+from tenantgate.v1 import authorizer_pb2 as pb
+from tenantgate.v1 import authorizer_pb2_grpc as pb_grpc
+
+log = logging.getLogger("tenantgate.rpc")
+
+MAX_BATCH_ITEMS = 1000
+
+# Called after every decision with (api, result, seconds); metrics hang here. Must not raise.
+DecisionObserver = Callable[[str, DecisionResult, float], None]
+
+
+def _ignore(_api: str, _result: DecisionResult, _seconds: float) -> None:
+    return None
+
+
+class AuthorizerService(pb_grpc.AuthorizerServicer):
+    def __init__(self, pdp: DecisionPoint, observe: DecisionObserver = _ignore) -> None:
+        self._pdp = pdp
+        self._observe = observe
+
+    async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
+        token, problem = bearer_from_metadata(context.invocation_metadata())
+        try:
+            check = convert.check_input(request, fallback_token=token, token_problem=problem, api="check")
+            started = time.perf_counter()
+            result = self._pdp.decide(check)
+            self._observe("check", result, time.perf_counter() - started)
+            return convert.check_response(result)
+        except Exception:  # noqa: BLE001 - decide() never raises; this guards the conversions
+            return _internal_denial("check")
+
+    async def BatchCheck(self, request: pb.BatchCheckRequest,
+                         context: grpc.aio.ServicerContext) -> pb.BatchCheckResponse:
+        if len(request.items) > MAX_BATCH_ITEMS:
+            await abort_with(context, InvalidRequest(
+                f"BatchCheck takes at most {MAX_BATCH_ITEMS} items, got {len(request.items)}"))
+        token, problem = bearer_from_metadata(context.invocation_metadata())
+        shared = request.token or token
+        shared_problem = "" if request.token else problem
+        results = []
+        for item in request.items:
+            try:
+                check = convert.check_input(item, fallback_token=shared, token_problem=shared_problem,
+                                            api="batch_check")
+                started = time.perf_counter()
+                result = self._pdp.decide(check)
+                self._observe("batch_check", result, time.perf_counter() - started)
+                results.append(convert.check_response(result))
+            except Exception:  # noqa: BLE001 - one bad item is a denial for that item only
+                results.append(_internal_denial("batch_check"))
+        return pb.BatchCheckResponse(results=results)
+
+
+def _internal_denial(api: str) -> pb.CheckResponse:
+    """Last-resort answer when translation itself failed: an explicit DENY, never an unset response."""
+    decision_id = str(uuid.uuid4())
+    log.exception("%s: conversion failed; denied as %s", api, decision_id)
+    return pb.CheckResponse(decision=pb.DENY, reason="internal_error", decision_id=decision_id,
+                            message="internal error while translating the request")

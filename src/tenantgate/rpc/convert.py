@@ -1,0 +1,82 @@
+"""Pure conversions between protobuf messages and core model objects. No decisions are made here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from tenantgate.core.model import CheckInput, Decision, DecisionResult, Resource
+from tenantgate.v1 import authorizer_pb2 as pb
+
+_DECISION = {Decision.ALLOW: pb.ALLOW, Decision.DENY: pb.DENY}
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as plain Python (numbers stay floats; ``core.request`` decides what Cedar accepts)."""
+    return {key: value_to_python(value) for key, value in struct.fields.items()}
+
+
+def value_to_python(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [value_to_python(v) for v in value.list_value.values]
+    if kind == "number_value":
+        return value.number_value
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None  # null_value or unset: refused later as "null is not a Cedar value"
+
+
+def check_input(request: pb.CheckRequest, *, fallback_token: str = "", token_problem: str = "",
+                api: str = "check") -> CheckInput:
+    """A CheckRequest as a CheckInput. The request's own token wins over ``fallback_token`` (metadata)."""
+    request_problem = ""
+    attributes: dict[str, Any] = {}
+    context: dict[str, Any] = {}
+    try:
+        attributes = struct_to_dict(request.resource.attributes)
+        context = struct_to_dict(request.context)
+    except RecursionError:
+        request_problem = "attributes or context nested too deeply"
+    token = request.token or fallback_token
+    return CheckInput(
+        token=token,
+        action=request.action,
+        resource=Resource(type=request.resource.type, id=request.resource.id,
+                          tenant=request.resource.tenant, attributes=attributes),
+        intent=request.intent,
+        context=context,
+        api=api,
+        token_problem="" if request.token else token_problem,
+        request_problem=request_problem,
+    )
+
+
+def check_response(result: DecisionResult) -> pb.CheckResponse:
+    """A DecisionResult as a CheckResponse. The decision is always set explicitly (never UNSPECIFIED)."""
+    a = result.audit
+    audit = pb.AuditRecord(
+        decision_id=a.decision_id, time=a.time, decision=a.decision, reason=a.reason, subject=a.subject,
+        principal_type=a.principal_type, principal_tenant=a.principal_tenant, resource_type=a.resource_type,
+        resource_id=a.resource_id, resource_tenant=a.resource_tenant, action=a.action, intent=a.intent,
+        policy_ids=list(a.policy_ids), grant_id=a.grant_id, policy_version=a.policy_version, issuer=a.issuer,
+        token_id=a.token_id, message=a.message, api=a.api, actor=a.actor,
+    )
+    return pb.CheckResponse(
+        decision=_DECISION[result.decision],
+        reason=result.reason.value,
+        policy_ids=list(result.policy_ids),
+        decision_id=result.decision_id,
+        audit=audit,
+        message=result.message,
+    )
+
+
+def batch_response(results: Sequence[DecisionResult]) -> pb.BatchCheckResponse:
+    return pb.BatchCheckResponse(results=[check_response(r) for r in results])

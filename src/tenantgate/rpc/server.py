@@ -1,0 +1,99 @@
+"""Server assembly: Authorizer, health, reflection, limits, and a graceful stop on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from tenantgate.errors import ConfigError
+from tenantgate.rpc.authorizer import AuthorizerService
+from tenantgate.v1 import authorizer_pb2, authorizer_pb2_grpc
+
+log = logging.getLogger("tenantgate.server")
+
+AUTHORIZER = authorizer_pb2.DESCRIPTOR.services_by_name["Authorizer"].full_name
+HEALTH_INTERVAL_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    listen: str
+    max_message_bytes: int
+    max_concurrent_rpcs: int
+    grace_seconds: float
+
+
+class GrpcServer:
+    """One grpc.aio server. ``start()`` binds (raising ConfigError when it cannot); ``stop()`` drains."""
+
+    def __init__(self, options: ServerOptions, authorizer: AuthorizerService,
+                 ready: Callable[[], bool]) -> None:
+        self._options = options
+        self._ready = ready
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", options.max_message_bytes),
+                ("grpc.max_send_message_length", max(options.max_message_bytes, 16 * 1024 * 1024)),
+                ("grpc.max_metadata_size", 16 * 1024),
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.http2.max_ping_strikes", 2),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=options.max_concurrent_rpcs,
+        )
+        authorizer_pb2_grpc.add_AuthorizerServicer_to_server(authorizer, self._server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (AUTHORIZER, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)
+        self.port = 0
+        self._monitor: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        try:
+            self.port = self._server.add_insecure_port(self._options.listen)
+        except RuntimeError as err:
+            raise ConfigError(f"cannot listen on {self._options.listen}: {err}") from err
+        if self.port == 0:
+            raise ConfigError(f"cannot listen on {self._options.listen} (address in use?)")
+        await self._server.start()
+        await self._set_health()
+        self._monitor = asyncio.create_task(self._watch_health())
+        return self.port
+
+    async def stop(self) -> None:
+        """Report NOT_SERVING, stop accepting calls, let in-flight calls finish within the grace period."""
+        if self._monitor is not None:
+            self._monitor.cancel()
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(self._options.grace_seconds)
+
+    async def wait_for_signal(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("signal received; draining in-flight calls (up to %.0fs)", self._options.grace_seconds)
+
+    async def _watch_health(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL_SECONDS)
+            try:
+                await self._set_health()
+            except Exception:
+                log.exception("health probe failed")
+
+    async def _set_health(self) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if self._ready()
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for service in ("", AUTHORIZER):
+            await self._health.set(service, status)

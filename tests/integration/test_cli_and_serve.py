@@ -1,0 +1,132 @@
+"""The README tour as a user runs it: `tenantgate serve` on embedded defaults, `token mint`, `check`, `validate`."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.server import BUNDLED_POLICIES
+
+TENANTGATE = [sys.executable, "-m", "tenantgate.cli.main"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(args, cwd, env=None, **kw):
+    return subprocess.run([*TENANTGATE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, **kw)
+
+
+@pytest.fixture()
+def workdir(tmp_path):
+    shutil.copytree(BUNDLED_POLICIES, tmp_path / "policies")
+    return tmp_path
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTGATE_")}
+    env.update(extra)
+    return env
+
+
+def test_serve_on_embedded_defaults_then_mint_and_check_then_sigterm(workdir):
+    port, mport = _free_port(), _free_port()
+    env = _env(TENANTGATE_SERVER_LISTEN=f"127.0.0.1:{port}", TENANTGATE_SERVER_METRICS_LISTEN=f"127.0.0.1:{mport}")
+    proc = subprocess.Popen([*TENANTGATE, "serve"], cwd=workdir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        banner = proc.stdout.readline()
+        assert f"serving gRPC on 127.0.0.1:{port}" in banner, proc.stderr.read() if proc.poll() else banner
+        assert (workdir / ".tenantgate" / "dev-issuer" / "jwks.json").exists()
+        token = _run(["token", "mint", "--tenant", "acme", "--sub", "alice", "--roles", "viewer"], workdir,
+                     env).stdout.strip()
+        assert token.count(".") == 2
+        base = ["check", "--server", f"127.0.0.1:{port}", "--token", token, "--action", "read",
+                "--resource-type", "Invoice", "--resource-id", "inv-1"]
+        allowed = _run([*base, "--resource-tenant", "acme"], workdir, env)
+        assert allowed.returncode == 0, allowed.stderr
+        answer = json.loads(allowed.stdout)
+        assert (answer["decision"], answer["reason"]) == ("ALLOW", "allow")
+        denied = _run([*base, "--resource-tenant", "globex"], workdir, env)
+        assert denied.returncode == 2
+        answer = json.loads(denied.stdout)
+        assert (answer["decision"], answer["reason"]) == ("DENY", "cross_tenant")
+        audit = (workdir / ".tenantgate" / "audit.jsonl").read_text()
+        assert answer["decision_id"] in audit and token not in audit
+        from urllib.request import urlopen
+
+        metrics = urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+        assert 'tenantgate_decisions_total{api="check",decision="deny",reason="cross_tenant"} 1.0' in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(30)
+        finally:
+            proc.kill()
+    assert code == 0
+
+
+def test_check_without_server_decides_in_process_with_exit_codes(workdir):
+    env = _env()
+    token = _run(["token", "mint", "--tenant", "acme", "--sub", "alice", "--roles", "editor"], workdir, env).stdout
+    base = ["check", "--token", token.strip(), "--resource-type", "Invoice", "--resource-id", "i",
+            "--resource-tenant", "acme"]
+    assert _run([*base, "--action", "update"], workdir, env).returncode == 0
+    paid = _run([*base, "--action", "update", "--resource-attributes", '{"status": "paid"}'], workdir, env)
+    assert paid.returncode == 2 and json.loads(paid.stdout)["reason"] == "policy_forbid"
+    bad = _run([*base, "--action", "update", "--context", "[1]"], workdir, env)
+    assert bad.returncode == 1 and "JSON object" in bad.stderr
+    record = json.loads((workdir / ".tenantgate" / "audit.jsonl").read_text().splitlines()[-1])
+    assert record["api"] == "cli"
+
+
+def test_check_token_from_environment(workdir):
+    env = _env()
+    token = _run(["token", "mint", "--tenant", "acme", "--sub", "a", "--roles", "viewer"], workdir, env).stdout
+    out = _run(["check", "--action", "read", "--resource-type", "Ticket", "--resource-id", "t",
+                "--resource-tenant", "acme"], workdir, _env(TENANTGATE_TOKEN=token.strip()))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_mint_refuses_without_the_development_issuer(workdir):
+    cfg = workdir / "prod.toml"
+    cfg.write_text('[[tokens.issuers]]\nissuer = "https://x"\naudiences = ["a"]\nalgorithms = ["RS256"]\n'
+                   'jwks_url = "https://x/jwks"\n')
+    out = _run(["token", "mint", "--config", str(cfg), "--tenant", "acme", "--sub", "a"], workdir, _env())
+    assert out.returncode == 1 and "development issuer" in out.stderr
+
+
+def test_validate_reports_file_and_line_and_exit_3(workdir):
+    assert _run(["validate"], workdir, _env()).returncode == 0
+    (workdir / "policies" / "zz-bad.cedar").write_text(
+        'permit(principal, action, resource);\n\n@id("typo")\npermit(principal, action, resource is Invoice)'
+        ' when { resource.statuss == "x" };\n')
+    out = _run(["validate"], workdir, _env())
+    assert out.returncode == 3
+    assert f"{Path('policies') / 'zz-bad.cedar'}:3: [typo]" in out.stdout.replace(str(workdir) + os.sep, "")
+
+
+def test_serve_refuses_to_start_on_invalid_policies(workdir):
+    (workdir / "policies" / "broken.cedar").write_text("permit(principal, action, resource) when {")
+    out = _run(["serve"], workdir, _env(TENANTGATE_SERVER_LISTEN=f"127.0.0.1:{_free_port()}"))
+    assert out.returncode == 3
+    assert "broken.cedar:1" in out.stderr
+
+
+def test_serve_refuses_a_busy_port(workdir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = _run(["serve"], workdir, _env(TENANTGATE_SERVER_LISTEN=f"127.0.0.1:{port}",
+                                            TENANTGATE_SERVER_METRICS_LISTEN=""))
+    assert out.returncode == 1 and "cannot listen" in out.stderr

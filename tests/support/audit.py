@@ -1,0 +1,13 @@
+"""Reading the JSONL audit log in tests."""
+
+import json
+from pathlib import Path
+
+
+def audit_lines(app) -> dict[str, dict]:
+    """decision_id -> audit record, read from the app's JSONL audit file."""
+    records = {}
+    for line in Path(app.settings.audit.path).read_text().splitlines():
+        record = json.loads(line)
+        records[record["decision_id"]] = record
+    return records

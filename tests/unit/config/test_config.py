@@ -1,0 +1,104 @@
+import pytest
+
+from tenantgate import config
+from tenantgate.errors import ConfigError
+
+ISSUER = """
+[[tokens.issuers]]
+issuer = "https://login.example.com/"
+audiences = ["tenantgate"]
+algorithms = ["RS256"]
+jwks_file = "keys/jwks.json"
+"""
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "tenantgate.toml"
+    path.write_text(text)
+    return path
+
+
+def test_embedded_defaults_enable_the_dev_issuer_and_use_the_state_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = config.load(None, env={})
+    assert s.dev_issuer.enabled
+    assert s.server.listen == "127.0.0.1:50051"
+    assert s.audit.path == str(tmp_path / ".tenantgate" / "audit.jsonl")
+    assert s.policies.schema_file == str(tmp_path / "policies" / "schema.cedarschema")
+
+
+def test_a_config_file_keeps_the_dev_issuer_off_and_resolves_paths_against_itself(tmp_path):
+    s = config.load(_write(tmp_path, ISSUER), env={})
+    assert not s.dev_issuer.enabled
+    assert s.tokens.issuers[0].jwks_file == str(tmp_path / "keys" / "jwks.json")
+    assert s.tokens.issuers[0].audiences == ("tenantgate",)
+
+
+def test_environment_overrides_use_section_and_key(tmp_path):
+    env = {"TENANTGATE_SERVER_LISTEN": "127.0.0.1:6000", "TENANTGATE_TOKENS_LEEWAY_SECONDS": "5",
+           "TENANTGATE_DEV_ISSUER_ENABLED": "true", "TENANTGATE_TOKEN": "ignored", "TENANTGATE_CONFIG": "x"}
+    s = config.load(_write(tmp_path, ISSUER), env=env)
+    assert (s.server.listen, s.tokens.leeway_seconds, s.dev_issuer.enabled) == ("127.0.0.1:6000", 5, True)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[server]\nlisten = 5\n", "server.listen must be a string"),
+    ("[server]\nlisn = 'x'\n", "unknown key"),
+    ("[nope]\n", "unknown config section"),
+    (ISSUER.replace('["RS256"]', '["RS256", "HS256"]'), "mixes HMAC"),
+    (ISSUER.replace('["RS256"]', '["none"]'), "not supported"),
+    (ISSUER.replace('["RS256"]', '[]'), "at least one algorithm"),
+    (ISSUER.replace('audiences = ["tenantgate"]', 'audiences = []'), "audiences"),
+    (ISSUER + 'jwks_url = "https://x/jwks"\n', "exactly one of"),
+    (ISSUER + ISSUER, "configured twice"),
+    ("[tokens]\ntenant_claim = 'sub'\n" + ISSUER, "registered claim"),
+    ("", "no trusted token issuer"),
+    ("[server]\nlisten = 'nohost'\n" + ISSUER, "HOST:PORT"),
+    ("not toml [", "invalid TOML"),
+    (ISSUER.replace('jwks_file = "keys/jwks.json"', 'jwks_url = "http://keys.example.com/jwks"'), "https://"),
+    ("[tokens]\njwks_refresh_min_interval_seconds = 0\n" + ISSUER, ">= 1"),
+])
+def test_unsafe_or_wrong_settings_are_refused_with_the_key(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        config.load(_write(tmp_path, text), env={})
+
+
+def test_http_jwks_url_is_allowed_only_on_loopback(tmp_path):
+    text = ISSUER.replace('jwks_file = "keys/jwks.json"', 'jwks_url = "http://127.0.0.1:8080/jwks"')
+    assert config.load(_write(tmp_path, text), env={}).tokens.issuers[0].jwks_url.startswith("http://127.")
+
+
+def test_unknown_environment_key_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key"):
+        config.load(_write(tmp_path, ISSUER), env={"TENANTGATE_SERVER_LISTENN": "x"})
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(tmp_path / "missing.toml", env={})
+
+
+def test_the_example_config_loads():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[3] / "deploy" / "tenantgate.example.toml"
+    s = config.load(example, env={})
+    assert s.tokens.issuers[0].jwks_url.startswith("https://")
+
+
+def test_every_setting_is_documented_in_the_readme():
+    import dataclasses
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    missing = []
+    for section in ("server", "tokens", "dev_issuer", "policies", "audit", "log"):
+        cls = type(getattr(config.Settings(), section))
+        for f in dataclasses.fields(cls):
+            if f.name == "issuers":
+                cls_i = config.IssuerSettings
+                missing += [f"tokens.issuers[].{g.name}" for g in dataclasses.fields(cls_i)
+                            if f"`tokens.issuers[].{g.name}`" not in readme]
+            elif f"`{section}.{f.name}`" not in readme:
+                missing.append(f"{section}.{f.name}")
+    assert missing == []

@@ -1,0 +1,21 @@
+from tenantgate.core.cedar_text import split_statements
+
+
+def test_statements_report_their_starting_line_and_column():
+    text = '// header\n\n@id("a")\npermit(principal, action, resource);\n  forbid(principal, action, resource);\n'
+    stmts = split_statements(text)
+    assert [(s.line, s.column) for s in stmts] == [(3, 1), (5, 3)]
+    assert stmts[0].text.startswith('@id("a")') and stmts[0].text.endswith(";")
+
+
+def test_semicolons_inside_strings_and_comments_do_not_split():
+    text = ('permit(principal, action, resource) when { context.x == "a;b\\";c" }; // x;y\n'
+            'forbid(principal, action, resource);')
+    stmts = split_statements(text)
+    assert len(stmts) == 2
+    assert stmts[1].line == 2
+
+
+def test_a_trailing_fragment_without_semicolon_is_a_statement():
+    stmts = split_statements("permit(principal, action, resource);\npermit(principal")
+    assert [s.line for s in stmts] == [1, 2]

@@ -1,0 +1,119 @@
+from pathlib import Path
+
+import pytest
+
+from tenantgate.core.engine import GUARDRAIL_ID, Engine, PolicySource, compile_policies, interpret
+from tenantgate.core.model import Decision, Principal, Reason, Resource
+from tenantgate.errors import PolicyError
+from tenantgate.policy import load_policies
+
+BUNDLED = Path(__file__).resolve().parents[3] / "policies"
+SCHEMA = PolicySource("schema.cedarschema", (BUNDLED / "schema.cedarschema").read_text())
+
+
+def _principal(tenant="acme", roles=("viewer",), agent=False, intents=None):
+    return Principal("Agent" if agent else "User", "bot" if agent else "alice", "alice", tenant, tuple(roles),
+                     intents, "https://issuer.test", "jti")
+
+
+def _eval(engine, principal, action="read", rtype="Invoice", tenant="acme", attrs=None, context=None):
+    res = Resource(rtype, "r-1", tenant)
+    return engine.evaluate(principal, action, res, {**(attrs or {}), "tenant": tenant},
+                           {"intent": "", **(context or {})})
+
+
+def test_bundled_policies_compile_with_ids_and_locations():
+    compiled = load_policies(BUNDLED)
+    assert GUARDRAIL_ID in compiled.locations
+    loc = compiled.locations["viewer-can-read"]
+    assert loc.path == "roles.cedar" and loc.line > 1
+    assert compiled.version.startswith("sha256:")
+
+
+def test_policy_ids_in_results_are_the_id_annotations():
+    engine = Engine(load_policies(BUNDLED))
+    out = _eval(engine, _principal())
+    assert out.decision is Decision.ALLOW and out.policy_ids == ("viewer-can-read",)
+
+
+def test_guardrail_forbids_a_tenant_mismatch_even_when_a_policy_permits_everything():
+    compiled = compile_policies(SCHEMA, [PolicySource("open.cedar", "permit(principal, action, resource);")])
+    out = _eval(Engine(compiled), _principal(tenant="acme"), tenant="globex")
+    assert out.decision is Decision.DENY and out.reason is Reason.POLICY_FORBID
+    assert out.policy_ids == (GUARDRAIL_ID,)
+
+
+def test_policy_files_cannot_claim_the_guardrail_id_or_reserved_prefix():
+    text = '@id("tenantgate::tenant-guardrail")\npermit(principal, action, resource);'
+    with pytest.raises(PolicyError, match="reserved"):
+        compile_policies(SCHEMA, [PolicySource("evil.cedar", text)])
+
+
+def test_an_erroring_forbid_cannot_let_a_permit_win():
+    # amount * big overflows at run time: Cedar skips the erroring forbid and the permit would win.
+    text = (
+        '@id("allow-all") permit(principal, action, resource);\n'
+        '@id("overflowing-forbid") forbid(principal, action, resource is Invoice)\n'
+        '  when { resource has amount_cents && resource.amount_cents * 9223372036854775807 > 0 };\n'
+    )
+    engine = Engine(compile_policies(SCHEMA, [PolicySource("p.cedar", text)]))
+    out = _eval(engine, _principal(), attrs={"amount_cents": 2})
+    assert out.decision is Decision.DENY
+    assert out.reason is Reason.INTERNAL_ERROR
+    assert out.policy_ids == ("overflowing-forbid",)
+
+
+def test_parse_error_names_file_and_line():
+    text = 'permit(principal, action, resource);\n\n@id("b")\npermit(principal, action, resource) when { 1 + };\n'
+    with pytest.raises(PolicyError) as info:
+        compile_policies(SCHEMA, [PolicySource("bad.cedar", text)])
+    (diag,) = info.value.diagnostics
+    assert (diag.path, diag.line) == ("bad.cedar", 3)
+
+
+def test_validation_error_names_file_line_and_policy_id():
+    text = 'permit(principal, action, resource);\n@id("typo")\npermit(principal, action, resource is Invoice)' \
+           ' when { resource.nope == 1 };\n'
+    with pytest.raises(PolicyError) as info:
+        compile_policies(SCHEMA, [PolicySource("typo.cedar", text)])
+    (diag,) = info.value.diagnostics
+    assert (diag.path, diag.line, diag.policy_id) == ("typo.cedar", 2, "typo")
+    assert "nope" in diag.message
+
+
+def test_duplicate_policy_ids_are_refused():
+    text = '@id("x") permit(principal, action, resource);'
+    with pytest.raises(PolicyError, match="duplicate policy id"):
+        compile_policies(SCHEMA, [PolicySource("a.cedar", text), PolicySource("b.cedar", text)])
+
+
+def test_schema_without_tenantgate_principals_is_refused():
+    schema = PolicySource("s.cedarschema", "entity Invoice = { tenant: String };")
+    with pytest.raises(PolicyError, match="entity User"):
+        compile_policies(schema, [])
+
+
+def test_request_outside_the_schema_is_invalid_request():
+    engine = Engine(load_policies(BUNDLED))
+    out = _eval(engine, _principal(), rtype="Spaceship")
+    assert out.decision is Decision.DENY and out.reason is Reason.INVALID_REQUEST
+    out = _eval(engine, _principal(), attrs={"undeclared": 1})
+    assert out.reason is Reason.INVALID_REQUEST and "undeclared" in out.message
+    assert "{" not in out.message  # entity JSON is not echoed back
+
+
+@pytest.mark.parametrize("decision,reasons,errors,expected", [
+    ("Allow", ("p",), (), Reason.ALLOW),
+    ("Allow", ("p",), ("error while evaluating policy `f`: x",), Reason.INTERNAL_ERROR),
+    ("Deny", ("f",), (), Reason.POLICY_FORBID),
+    ("Deny", (), (), Reason.NO_PERMIT),
+    ("Deny", (), ("error while evaluating policy `f`: x",), Reason.INTERNAL_ERROR),
+    ("NoDecision", (), ("failed to build request: x",), Reason.INVALID_REQUEST),
+    ("NoDecision", (), ("something else",), Reason.INTERNAL_ERROR),
+    ("NoDecision", (), (), Reason.INTERNAL_ERROR),
+    ("Weird", (), (), Reason.INTERNAL_ERROR),
+])
+def test_only_an_error_free_allow_allows(decision, reasons, errors, expected):
+    out = interpret(decision, reasons, errors)
+    assert out.reason is expected
+    assert (out.decision is Decision.ALLOW) == (expected is Reason.ALLOW)

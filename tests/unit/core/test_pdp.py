@@ -1,0 +1,121 @@
+"""decide(): the step order, fail-closed behaviour and the audit promise, with real parts on temp files."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from support.issuers import FixedClock, TestIssuer, verifier_for
+from tenantgate.audit import JsonlAuditSink
+from tenantgate.core.model import CheckInput, Decision, Reason, Resource
+from tenantgate.core.pdp import DecisionPoint
+from tenantgate.policy import PolicyStore, load_policies
+
+BUNDLED = Path(__file__).resolve().parents[3] / "policies"
+NOW = 1_700_000_000
+
+
+@pytest.fixture()
+def parts(tmp_path):
+    clock = FixedClock(NOW)
+    issuer = TestIssuer(tmp_path, clock=clock)
+    store = PolicyStore(load_policies(BUNDLED))
+    sink = JsonlAuditSink(tmp_path / "audit.jsonl")
+    pdp = DecisionPoint(verifier=verifier_for(issuer, clock=clock), engine=store.current, audit=sink, clock=clock)
+    return pdp, issuer, sink, clock
+
+
+def _check(token, tenant="acme", action="read", intent="", **kw):
+    return CheckInput(token=token, action=action, resource=Resource("Invoice", "inv-1", tenant), intent=intent, **kw)
+
+
+def _records(sink):
+    return [json.loads(line) for line in Path(sink.path).read_text().splitlines()]
+
+
+def test_allow_is_written_to_the_audit_log_before_it_is_returned(parts):
+    pdp, issuer, sink, _ = parts
+    result = pdp.decide(_check(issuer.mint(roles=["viewer"])))
+    assert result.decision is Decision.ALLOW and result.reason is Reason.ALLOW
+    (record,) = _records(sink)
+    assert record == result.audit.to_dict()
+    assert record["time"] == "2023-11-14T22:13:20.000Z"
+    assert record["principal_tenant"] == "acme" and record["policy_version"].startswith("sha256:")
+
+
+def test_first_failing_step_gives_the_reason(parts):
+    pdp, issuer, _sink, _ = parts
+    bound = issuer.mint(roles=["viewer"], intents=["x"])
+    # token beats everything else
+    assert pdp.decide(_check("garbage", tenant="globex", action="")).reason is Reason.TOKEN_INVALID
+    # request shape before the tenant invariant
+    assert pdp.decide(_check(bound, tenant="globex", action="")).reason is Reason.INVALID_REQUEST
+    # tenant invariant before intent
+    assert pdp.decide(_check(bound, tenant="globex")).reason is Reason.CROSS_TENANT
+    # intent before Cedar
+    assert pdp.decide(_check(bound, action="delete")).reason is Reason.INTENT_MISSING
+    assert pdp.decide(_check(bound, action="delete", intent="x")).reason is Reason.POLICY_FORBID
+
+
+def test_expiry_is_judged_by_the_injected_clock(parts):
+    pdp, issuer, _sink, clock = parts
+    token = issuer.mint(roles=["viewer"])  # exp = NOW + 300
+    assert pdp.decide(_check(token)).allowed
+    clock.advance(300 + 30)  # past exp plus the default 30 s leeway
+    assert pdp.decide(_check(token)).reason is Reason.TOKEN_EXPIRED
+
+
+def test_audit_failure_turns_an_allow_into_audit_unavailable(tmp_path):
+    clock = FixedClock(NOW)
+    issuer = TestIssuer(tmp_path, clock=clock)
+    full = JsonlAuditSink("/dev/full")  # every write fails with ENOSPC
+    pdp = DecisionPoint(verifier=verifier_for(issuer, clock=clock), engine=PolicyStore(load_policies(BUNDLED)).current,
+                        audit=full, clock=clock)
+    result = pdp.decide(_check(issuer.mint(roles=["viewer"])))
+    assert (result.decision, result.reason) == (Decision.DENY, Reason.AUDIT_UNAVAILABLE)
+    assert result.audit.decision == "DENY" and result.decision_id
+
+
+def test_unexpected_exceptions_anywhere_fail_closed(parts, monkeypatch):
+    pdp, issuer, sink, _ = parts
+    token = issuer.mint(roles=["viewer"])
+
+    def boom(*_a, **_k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(pdp, "_verifier", type("V", (), {"verify": staticmethod(boom)})())
+    result = pdp.decide(_check(token))
+    assert (result.decision, result.reason) == (Decision.DENY, Reason.INTERNAL_ERROR)
+    assert _records(sink)[-1]["reason"] == "internal_error"
+
+
+def test_engine_failure_fails_closed(parts, monkeypatch):
+    pdp, issuer, _sink, _ = parts
+
+    def no_engine():
+        raise RuntimeError("no engine")
+
+    monkeypatch.setattr(pdp, "_engine", no_engine)
+    result = pdp.decide(_check(issuer.mint(roles=["viewer"])))
+    assert (result.decision, result.reason) == (Decision.DENY, Reason.INTERNAL_ERROR)
+
+
+def test_adapter_reported_problems_are_audited_denials(parts):
+    pdp, issuer, sink, _ = parts
+    token = issuer.mint(roles=["viewer"])
+    r1 = pdp.decide(_check(token, token_problem="two authorization headers"))
+    r2 = pdp.decide(_check(token, request_problem="context too deep"))
+    assert (r1.reason, r2.reason) == (Reason.TOKEN_INVALID, Reason.INVALID_REQUEST)
+    assert [r["decision_id"] for r in _records(sink)] == [r1.decision_id, r2.decision_id]
+
+
+def test_audit_never_holds_the_raw_token_and_clips_request_strings(parts):
+    pdp, issuer, sink, _ = parts
+    token = issuer.mint(roles=["viewer"], jti=None)
+    pdp.decide(_check(token, action="x" * 5000))
+    pdp.decide(_check("not-a-token-but-secret-looking"))
+    text = Path(sink.path).read_text()
+    assert token not in text and "not-a-token-but-secret-looking" not in text
+    first, second = _records(sink)
+    assert len(first["action"]) <= 260
+    assert second["token_id"].startswith("sha256:")
