@@ -11,10 +11,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from tenantgate.audit import JsonlAuditSink
 from tenantgate.config import Settings
+from tenantgate.core.breakglass import BreakGlass, GrantRules
 from tenantgate.core.model import ClaimNames
 from tenantgate.core.pdp import DecisionPoint
 from tenantgate.core.ports import Clock, SystemClock
 from tenantgate.errors import ConfigError
+from tenantgate.grants import open_store
 from tenantgate.identity import JwtVerifier, build_verifier
 from tenantgate.observability.metrics import DecisionMetrics
 from tenantgate.policy import PolicyStore, load_policies
@@ -30,6 +32,7 @@ class App:
     audit: JsonlAuditSink
     pdp: DecisionPoint
     clock: Clock
+    breakglass: BreakGlass
 
     def ready(self) -> bool:
         """Policies are loaded (they are, once built) and the audit sink can write."""
@@ -43,21 +46,35 @@ def build(settings: Settings, clock: Clock | None = None) -> App:
     policies = PolicyStore(load_policies(settings.policies.dir, settings.policies.schema_file))
     audit = JsonlAuditSink(settings.audit.path)
     audit.open()
-    t = settings.tokens
-    pdp = DecisionPoint(
-        verifier=verifier,
-        engine=policies.current,
+    t, g = settings.tokens, settings.grants
+    names = ClaimNames(tenant=t.tenant_claim, roles=t.roles_claim, intents=t.intents_claim)
+    breakglass = BreakGlass(
+        store=open_store(g.store),
         audit=audit,
         clock=clock,
-        claim_names=ClaimNames(tenant=t.tenant_claim, roles=t.roles_claim, intents=t.intents_claim),
+        verifier=verifier,
+        claim_names=names,
+        rules=GrantRules(operator_tenant=g.operator_tenant, operator_role=g.operator_role,
+                         approver_role=g.approver_role, require_approval=g.require_approval,
+                         require_ticket=g.require_ticket, max_ttl_seconds=g.max_ttl_seconds,
+                         pending_ttl_seconds=g.pending_ttl_seconds),
     )
-    return App(settings, verifier, policies, audit, pdp, clock)
+    pdp = DecisionPoint(verifier=verifier, engine=policies.current, audit=audit, clock=clock, claim_names=names,
+                        grants=breakglass)
+    return App(settings, verifier, policies, audit, pdp, clock, breakglass)
+
+
+def close(app: App) -> None:
+    """Release files and connections."""
+    app.audit.close()
+    app.breakglass.store.close()
 
 
 async def serve(app: App, on_started: Callable[[int], None] | None = None,
                 stop: asyncio.Event | None = None) -> None:
     """Run the gRPC server (and /metrics) until SIGTERM/SIGINT (or ``stop`` is set), then drain and return."""
     from tenantgate.rpc.authorizer import AuthorizerService
+    from tenantgate.rpc.breakglass import BreakGlassService
     from tenantgate.rpc.server import GrpcServer, ServerOptions
 
     for problem in await asyncio.to_thread(app.verifier.prefetch_keys):
@@ -69,6 +86,8 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
         ServerOptions(s.listen, s.max_message_bytes, s.max_concurrent_rpcs, s.grace_seconds),
         AuthorizerService(app.pdp, metrics.observe),
         app.ready,
+        BreakGlassService(app.breakglass),
+        app.breakglass.store.healthy,
     )
     port = await server.start()
     if s.metrics_listen:
@@ -78,6 +97,7 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
         except OSError as err:
             await server.stop()
             raise ConfigError(f"cannot serve metrics on {s.metrics_listen}: {err.strerror}") from err
+    sweeper = asyncio.create_task(_sweep_grants(app))
     if on_started is not None:
         on_started(port)
     try:
@@ -86,6 +106,21 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
         else:
             await stop.wait()
     finally:
+        sweeper.cancel()
         await server.stop()
-        app.audit.close()
+        close(app)
         log.info("stopped")
+
+
+async def _sweep_grants(app: App) -> None:
+    """Mark due grants EXPIRED (each with a grant.expired audit event) every sweep interval.
+
+    Expiry itself never waits for this: decisions compare ``expires_at`` with the clock on every request.
+    """
+    while True:
+        await asyncio.sleep(app.settings.grants.sweep_interval_seconds)
+        try:
+            for grant in await asyncio.to_thread(app.breakglass.sweep):
+                log.info("grant %s expired", grant.id)
+        except Exception as err:  # noqa: BLE001 - retried next interval; the store may be down
+            log.warning("grant sweep failed: %s", err)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from tenantgate.errors import ConfigError
+from tenantgate.redact import redact_url
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS = frozenset(
@@ -86,6 +87,19 @@ class AuditSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GrantSettings:
+    store: str = ""  # default: sqlite:///<state_dir>/grants.db
+    operator_tenant: str = "platform"
+    operator_role: str = "breakglass-operator"
+    approver_role: str = "breakglass-approver"
+    require_approval: bool = True
+    require_ticket: bool = True
+    max_ttl_seconds: int = 3600
+    pending_ttl_seconds: int = 86_400
+    sweep_interval_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = "info"
 
@@ -97,12 +111,15 @@ class Settings:
     dev_issuer: DevIssuerSettings = field(default_factory=DevIssuerSettings)
     policies: PolicySettings = field(default_factory=PolicySettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    grants: GrantSettings = field(default_factory=GrantSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "embedded defaults"
 
     def redacted(self) -> dict[str, Any]:
-        """A printable dump. Settings hold no secrets today (keys live in files); paths are shown as-is."""
-        return {f.name: _as_plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """A printable dump with any password in the grant store URL masked."""
+        plain = {f.name: _as_plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        plain["grants"]["store"] = redact_url(self.grants.store)
+        return plain
 
 
 _SECTIONS: dict[str, type] = {
@@ -111,6 +128,7 @@ _SECTIONS: dict[str, type] = {
     "dev_issuer": DevIssuerSettings,
     "policies": PolicySettings,
     "audit": AuditSettings,
+    "grants": GrantSettings,
     "log": LogSettings,
 }
 
@@ -258,6 +276,11 @@ def _resolve_paths(s: Settings, base: Path) -> Settings:
     schema = rel(s.policies.schema_file) or str(Path(policy_dir) / "schema.cedarschema")
     audit = rel(s.audit.path) or str(Path(state) / "audit.jsonl")
     key_dir = rel(s.dev_issuer.key_dir) or str(Path(state) / "dev-issuer")
+    store = s.grants.store
+    if not store:
+        store = "sqlite:///" + str(Path(state) / "grants.db")
+    elif store.startswith("sqlite:///") and not os.path.isabs(store[len("sqlite:///"):]):
+        store = "sqlite:///" + rel(store[len("sqlite:///"):])
     issuers = tuple(
         dataclasses.replace(i, jwks_file=rel(i.jwks_file)) for i in s.tokens.issuers
     )
@@ -268,6 +291,7 @@ def _resolve_paths(s: Settings, base: Path) -> Settings:
         audit=dataclasses.replace(s.audit, path=audit),
         dev_issuer=dataclasses.replace(s.dev_issuer, key_dir=key_dir),
         tokens=dataclasses.replace(s.tokens, issuers=issuers),
+        grants=dataclasses.replace(s.grants, store=store),
     )
 
 
@@ -321,6 +345,19 @@ def validate(s: Settings) -> None:
         _positive(d.max_ttl_seconds, "dev_issuer.max_ttl_seconds")
     if not t.issuers and not d.enabled:
         raise ConfigError("no trusted token issuer: add [[tokens.issuers]] or enable [dev_issuer]")
+    g = s.grants
+    if not g.store.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ConfigError("grants.store must be sqlite:///PATH or postgresql://...")
+    from tenantgate.core.request import is_tenant_id
+
+    if not is_tenant_id(g.operator_tenant):
+        raise ConfigError("grants.operator_tenant must be a valid tenant id")
+    if not g.operator_role or not g.approver_role or g.operator_role == g.approver_role:
+        raise ConfigError("grants.operator_role and grants.approver_role must be set and different")
+    for key in ("max_ttl_seconds", "pending_ttl_seconds"):
+        _positive(getattr(g, key), f"grants.{key}")
+    if g.sweep_interval_seconds <= 0:
+        raise ConfigError("grants.sweep_interval_seconds must be > 0")
     if s.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level must be one of debug, info, warning, error")
 

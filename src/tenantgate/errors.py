@@ -87,6 +87,30 @@ class InvalidRequest(TenantGateError):
     """The request is malformed (missing field, bad tenant id, reserved or ill-typed attribute)."""
 
 
+class GrantError(TenantGateError):
+    """A break-glass grant operation was refused."""
+
+
+class GrantPermissionDenied(GrantError):
+    """Wrong tenant or role for this grant operation, or self-approval."""
+
+
+class GrantInvalid(GrantError):
+    """A grant request is malformed: missing reason or ticket, duration over the maximum, bad tenant id."""
+
+
+class GrantNotFound(GrantError):
+    """No grant with that id."""
+
+
+class GrantConflict(GrantError):
+    """The grant is not in a state that allows this operation (e.g. approving a non-pending grant)."""
+
+
+class GrantStoreUnavailable(TenantGateError):
+    """The grant store could not be reached; cross-tenant access is denied, same-tenant is unaffected."""
+
+
 class AuditUnavailable(TenantGateError):
     """The audit record could not be written; the decision must not be an allow."""
 
@@ -103,6 +127,12 @@ ERROR_TABLE: dict[type[BaseException], tuple[str, str]] = {
     TokenError: ("token_invalid", "UNAUTHENTICATED"),
     InvalidRequest: ("invalid_request", "INVALID_ARGUMENT"),
     AuditUnavailable: ("audit_unavailable", "UNAVAILABLE"),
+    # Grant operations are not decisions: their reason column is never shown, only the status.
+    GrantPermissionDenied: ("invalid_request", "PERMISSION_DENIED"),
+    GrantInvalid: ("invalid_request", "INVALID_ARGUMENT"),
+    GrantNotFound: ("invalid_request", "NOT_FOUND"),
+    GrantConflict: ("invalid_request", "FAILED_PRECONDITION"),
+    GrantStoreUnavailable: ("grant_store_unavailable", "UNAVAILABLE"),
     PolicyError: ("internal_error", "FAILED_PRECONDITION"),
     EvaluationError: ("internal_error", "INTERNAL"),
     ConfigError: ("internal_error", "FAILED_PRECONDITION"),

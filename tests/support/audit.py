@@ -5,9 +5,10 @@ from pathlib import Path
 
 
 def audit_lines(app) -> dict[str, dict]:
-    """decision_id -> audit record, read from the app's JSONL audit file."""
+    """decision_id -> decision record (without ``record_type``), read from the app's JSONL audit file."""
     records = {}
     for line in Path(app.settings.audit.path).read_text().splitlines():
         record = json.loads(line)
-        records[record["decision_id"]] = record
+        if record.pop("record_type") == "decision":
+            records[record["decision_id"]] = record
     return records

@@ -12,11 +12,11 @@ import os
 import threading
 from pathlib import Path
 
-from tenantgate.core.model import AuditEvent
+from tenantgate.core.ports import AuditRecord
 from tenantgate.errors import AuditUnavailable
 
 
-def encode_event(event: AuditEvent) -> bytes:
+def encode_event(event: AuditRecord) -> bytes:
     """One line of compact, ASCII-only JSON (newlines and separators in values are escaped)."""
     return (json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=True) + "\n").encode("ascii")
 
@@ -35,7 +35,7 @@ class JsonlAuditSink:
         with self._lock:
             self._ensure_open()
 
-    def write(self, event: AuditEvent) -> None:
+    def write(self, event: AuditRecord) -> None:
         data = encode_event(event)
         with self._lock:
             try:

@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--timeout", type=float, default=5.0, help="seconds, with --server")
     check.set_defaults(handler=_check)
 
+    from tenantgate.cli import grants
+
+    grants.add_commands(sub)
+
     validate = sub.add_parser("validate", help="validate policies against the schema")
     config_arg(validate)
     validate.add_argument("--policies", default=None, metavar="DIR")
@@ -194,7 +198,7 @@ def _check_local(args: argparse.Namespace, request: Any) -> Any:
     try:
         return convert.check_response(built.pdp.decide(convert.check_input(request, api="cli")))
     finally:
-        built.audit.close()
+        application.close(built)
 
 
 def _check_remote(args: argparse.Namespace, request: Any) -> Any:

@@ -29,14 +29,16 @@ GUARDRAIL_ID = "tenantgate::tenant-guardrail"
 
 # INVARIANT: defence in depth for the tenant check done in code before Cedar. Written with `has` guards so
 # it cannot error (an erroring forbid is skipped by Cedar): a principal or resource without a tenant is
-# forbidden, as is any tenant mismatch.
+# forbidden, as is any tenant mismatch not covered by a break-glass grant. `context.breakGlass` is set only
+# by TenantGate after it found an active grant for exactly this operator, target tenant and action; requests
+# cannot set it (reserved context key).
 GUARDRAIL_TEXT = """\
 @id("tenantgate::tenant-guardrail")
 forbid (principal, action, resource)
 unless {
-  principal has tenant &&
-  resource has tenant &&
-  principal.tenant == resource.tenant
+  (principal has tenant && resource has tenant && principal.tenant == resource.tenant) ||
+  (context has breakGlass && context.breakGlass has targetTenant && resource has tenant &&
+   context.breakGlass.targetTenant == resource.tenant)
 };
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -19,6 +20,7 @@ class Reason(enum.StrEnum):
     """Stable reason codes (documented in the README). The first failing step of a decision gives the reason."""
 
     ALLOW = "allow"
+    ALLOW_BREAK_GLASS = "allow_break_glass"
     TOKEN_MISSING = "token_missing"
     TOKEN_INVALID = "token_invalid"
     TOKEN_EXPIRED = "token_expired"
@@ -32,6 +34,7 @@ class Reason(enum.StrEnum):
     NO_PERMIT = "no_permit"
     INVALID_REQUEST = "invalid_request"
     AUDIT_UNAVAILABLE = "audit_unavailable"
+    GRANT_STORE_UNAVAILABLE = "grant_store_unavailable"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -141,8 +144,9 @@ class AuditEvent:
     token_id: str
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict in field order (``policy_ids`` as a list)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        """A JSON-ready dict: ``record_type: "decision"`` then the fields in order (``policy_ids`` as a list)."""
+        out: dict[str, Any] = {"record_type": "decision"}
+        out.update((f.name, getattr(self, f.name)) for f in fields(self))
         out["policy_ids"] = list(self.policy_ids)
         return out
 
@@ -162,3 +166,8 @@ class DecisionResult:
     @property
     def allowed(self) -> bool:
         return self.decision is Decision.ALLOW
+
+
+def rfc3339(epoch: float) -> str:
+    """UTC RFC 3339 with milliseconds and a ``Z``."""
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -13,8 +13,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from tenantgate.core.engine import Engine
+from tenantgate.core.grants import Grant
 from tenantgate.core.model import (
     AuditEvent,
     CheckInput,
@@ -25,11 +27,12 @@ from tenantgate.core.model import (
     Principal,
     Reason,
     VerifiedClaims,
+    rfc3339,
 )
 from tenantgate.core.ports import AuditSink, Clock, TokenVerifier
 from tenantgate.core.request import RequestProblem, check_shape, request_context, resource_attributes
 from tenantgate.core.tenancy import check_intent, check_tenant, principal_from_claims
-from tenantgate.errors import TokenError, TokenInvalid, classify
+from tenantgate.errors import GrantStoreUnavailable, TokenError, TokenInvalid, classify
 
 log = logging.getLogger("tenantgate.decision")
 
@@ -42,6 +45,13 @@ class _Outcome:
     reason: Reason
     message: str
     policy_ids: tuple[str, ...] = ()
+    grant_id: str = ""
+
+
+class GrantLookup(Protocol):
+    """Finds the break-glass grant that lets a principal act in another tenant (``core.breakglass``)."""
+
+    def find(self, principal: Principal, target_tenant: str, action: str) -> Grant | None: ...
 
 
 class DecisionPoint:
@@ -52,8 +62,9 @@ class DecisionPoint:
     """
 
     def __init__(self, *, verifier: TokenVerifier, engine: Callable[[], Engine], audit: AuditSink,
-                 clock: Clock, claim_names: ClaimNames | None = None) -> None:
+                 clock: Clock, claim_names: ClaimNames | None = None, grants: GrantLookup | None = None) -> None:
         self._verifier = verifier
+        self._grants = grants
         self._engine = engine
         self._audit = audit
         self._clock = clock
@@ -114,19 +125,35 @@ class DecisionPoint:
             context = request_context(check)
         except RequestProblem as problem:
             return verified, principal, _Outcome(Decision.DENY, Reason.INVALID_REQUEST, str(problem))
-        # INVARIANT: checked in code before Cedar; the built-in Cedar guardrail checks it again.
-        denial = check_tenant(principal, check.resource) or check_intent(principal, check.intent)
+        # INVARIANT: checked in code before Cedar; the built-in Cedar guardrail checks it again. The only
+        # way past a tenant mismatch is an active break-glass grant for this operator, tenant and action.
+        denial = check_tenant(principal, check.resource)
+        grant: Grant | None = None
+        if denial is not None and self._grants is not None:
+            try:
+                grant = self._grants.find(principal, check.resource.tenant, check.action)
+            except GrantStoreUnavailable as err:
+                log.warning("grant store unavailable: %s", err)
+                return verified, principal, _Outcome(
+                    Decision.DENY, Reason.GRANT_STORE_UNAVAILABLE,
+                    "the break-glass grant store is unavailable; cross-tenant access is denied")
+            if grant is not None:
+                denial = None
+                context["breakGlass"] = break_glass_context(grant)
+        denial = denial or check_intent(principal, check.intent)
+        grant_id = grant.id if grant else ""
         if denial is not None:
-            return verified, principal, _deny(denial)
+            return verified, principal, _Outcome(Decision.DENY, denial.reason, denial.message, grant_id=grant_id)
         result = engine.evaluate(principal, check.action, check.resource, attrs, context)
-        return verified, principal, _Outcome(result.decision, result.reason, result.message, result.policy_ids)
+        reason = Reason.ALLOW_BREAK_GLASS if grant and result.decision is Decision.ALLOW else result.reason
+        return verified, principal, _Outcome(result.decision, reason, result.message, result.policy_ids, grant_id)
 
     def _event(self, decision_id: str, check: CheckInput, outcome: _Outcome, verified: VerifiedClaims | None,
                principal: Principal | None, policy_version: str) -> AuditEvent:
         res = check.resource
         return AuditEvent(
             decision_id=decision_id,
-            time=_rfc3339(self._clock.now()),
+            time=rfc3339(self._clock.now()),
             decision=outcome.decision.value,
             reason=outcome.reason.value,
             message=outcome.message,
@@ -141,7 +168,7 @@ class DecisionPoint:
             action=_clip(check.action),
             intent=_clip(check.intent),
             policy_ids=outcome.policy_ids,
-            grant_id="",
+            grant_id=outcome.grant_id,
             policy_version=policy_version,
             issuer=_clip(verified.issuer) if verified else "",
             token_id=verified.token_id if verified else token_fingerprint(check.token),
@@ -153,6 +180,12 @@ def token_fingerprint(token: str) -> str:
     if not token:
         return ""
     return "sha256:" + hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def break_glass_context(grant: Grant) -> dict[str, object]:
+    """What policies see as ``context.breakGlass`` (the key is reserved: requests cannot set it)."""
+    return {"grantId": grant.id, "targetTenant": grant.target_tenant, "expiresAt": int(grant.expires_at),
+            "reason": grant.reason, "ticket": grant.ticket}
 
 
 def _deny(denial: Denial) -> _Outcome:

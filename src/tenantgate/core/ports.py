@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
-from tenantgate.core.model import AuditEvent, VerifiedClaims
+from tenantgate.core.model import VerifiedClaims
 
 
 class TokenVerifier(Protocol):
@@ -17,6 +17,12 @@ class TokenVerifier(Protocol):
     def verify(self, token: str) -> VerifiedClaims: ...
 
 
+class AuditRecord(Protocol):
+    """Anything the audit log holds: decision records (``AuditEvent``) and grant events (``GrantEvent``)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
 class AuditSink(Protocol):
     """Durably records audit events.
 
@@ -24,7 +30,7 @@ class AuditSink(Protocol):
     ``tenantgate.errors.AuditUnavailable`` when it cannot, and the decision then becomes a deny.
     """
 
-    def write(self, event: AuditEvent) -> None: ...
+    def write(self, event: AuditRecord) -> None: ...
 
     def healthy(self) -> bool: ...
 

@@ -23,6 +23,8 @@ class DecisionMetrics:
                                       ["reason"], registry=registry)
         self.cross_tenant = Counter("tenantgate_cross_tenant_denials", "Requests denied as cross-tenant.",
                                     registry=registry)
+        self.break_glass = Counter("tenantgate_break_glass_decisions", "Decisions made under a break-glass "
+                                   "grant (allowed or denied by policy).", registry=registry)
         self.audit_failures = Counter("tenantgate_audit_failures", "Decisions denied because the audit "
                                       "record could not be written.", registry=registry)
 
@@ -30,6 +32,8 @@ class DecisionMetrics:
         reason = result.reason
         self.decisions.labels(api, result.decision.value.lower(), reason.value).inc()
         self.duration.labels(api).observe(seconds)
+        if result.audit.grant_id:
+            self.break_glass.inc()
         if reason in _TOKEN_REASONS:
             self.token_failures.labels(reason.value).inc()
         elif reason is Reason.CROSS_TENANT:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
+from tenantgate.core.grants import Grant, GrantState
 from tenantgate.core.model import CheckInput, Decision, DecisionResult, Resource
 from tenantgate.v1 import authorizer_pb2 as pb
+from tenantgate.v1 import breakglass_pb2 as bg
 
 _DECISION = {Decision.ALLOW: pb.ALLOW, Decision.DENY: pb.DENY}
 
@@ -80,3 +82,28 @@ def check_response(result: DecisionResult) -> pb.CheckResponse:
 
 def batch_response(results: Sequence[DecisionResult]) -> pb.BatchCheckResponse:
     return pb.BatchCheckResponse(results=[check_response(r) for r in results])
+
+
+_GRANT_STATE = {GrantState.PENDING: bg.PENDING, GrantState.ACTIVE: bg.ACTIVE, GrantState.EXPIRED: bg.EXPIRED,
+                GrantState.REVOKED: bg.REVOKED}
+GRANT_STATE_FROM_PROTO = {v: k for k, v in _GRANT_STATE.items()}
+
+
+def grant_message(grant: Grant, now: float) -> bg.Grant:
+    """A Grant as its proto message, with the effective state at ``now``; unset times stay unset."""
+
+    def ts(epoch: float) -> timestamp_pb2.Timestamp | None:
+        if not epoch:
+            return None
+        stamp = timestamp_pb2.Timestamp()
+        stamp.FromNanoseconds(int(epoch * 1e9))
+        return stamp
+
+    return bg.Grant(
+        id=grant.id, operator=grant.operator, operator_tenant=grant.operator_tenant,
+        target_tenant=grant.target_tenant, actions=list(grant.actions), reason=grant.reason, ticket=grant.ticket,
+        state=_GRANT_STATE[grant.effective_state(now)], requested_at=ts(grant.requested_at),
+        approved_by=grant.approved_by, approved_at=ts(grant.approved_at), expires_at=ts(grant.expires_at),
+        revoked_by=grant.revoked_by, revoked_at=ts(grant.revoked_at), duration_seconds=grant.duration_seconds,
+        revoke_reason=grant.revoke_reason, pending_until=ts(grant.pending_until),
+    )

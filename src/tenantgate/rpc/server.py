@@ -14,11 +14,13 @@ from grpc_reflection.v1alpha import reflection
 
 from tenantgate.errors import ConfigError
 from tenantgate.rpc.authorizer import AuthorizerService
-from tenantgate.v1 import authorizer_pb2, authorizer_pb2_grpc
+from tenantgate.rpc.breakglass import BreakGlassService
+from tenantgate.v1 import authorizer_pb2, authorizer_pb2_grpc, breakglass_pb2, breakglass_pb2_grpc
 
 log = logging.getLogger("tenantgate.server")
 
 AUTHORIZER = authorizer_pb2.DESCRIPTOR.services_by_name["Authorizer"].full_name
+BREAKGLASS = breakglass_pb2.DESCRIPTOR.services_by_name["BreakGlass"].full_name
 HEALTH_INTERVAL_SECONDS = 1.0
 
 
@@ -33,10 +35,13 @@ class ServerOptions:
 class GrpcServer:
     """One grpc.aio server. ``start()`` binds (raising ConfigError when it cannot); ``stop()`` drains."""
 
-    def __init__(self, options: ServerOptions, authorizer: AuthorizerService,
-                 ready: Callable[[], bool]) -> None:
+    def __init__(self, options: ServerOptions, authorizer: AuthorizerService, ready: Callable[[], bool],
+                 breakglass: BreakGlassService | None = None,
+                 breakglass_ready: Callable[[], bool] | None = None) -> None:
         self._options = options
-        self._ready = ready
+        # Health per service: the overall status follows the Authorizer (policies loaded, audit writable);
+        # BreakGlass additionally needs its grant store, whose outage never affects same-tenant Checks.
+        self._probes: dict[str, Callable[[], bool]] = {"": ready, AUTHORIZER: ready}
         self._server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", options.max_message_bytes),
@@ -50,10 +55,15 @@ class GrpcServer:
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
         authorizer_pb2_grpc.add_AuthorizerServicer_to_server(authorizer, self._server)
+        names = [AUTHORIZER, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        if breakglass is not None:
+            breakglass_pb2_grpc.add_BreakGlassServicer_to_server(breakglass, self._server)
+            names.append(BREAKGLASS)
+            store_ok = breakglass_ready or (lambda: True)
+            self._probes[BREAKGLASS] = lambda: ready() and store_ok()
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            (AUTHORIZER, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)
+        reflection.enable_server_reflection(names, self._server)
         self.port = 0
         self._monitor: asyncio.Task[None] | None = None
 
@@ -93,7 +103,8 @@ class GrpcServer:
                 log.exception("health probe failed")
 
     async def _set_health(self) -> None:
-        status = (health_pb2.HealthCheckResponse.SERVING if self._ready()
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
-        for service in ("", AUTHORIZER):
+        for service, probe in self._probes.items():
+            # Probes may touch the disk or a database: keep them off the event loop.
+            ok = await asyncio.to_thread(probe)
+            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
             await self._health.set(service, status)

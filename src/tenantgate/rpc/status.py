@@ -6,7 +6,7 @@ from typing import NoReturn
 
 import grpc
 
-from tenantgate.errors import classify
+from tenantgate.errors import TenantGateError, classify
 
 
 def status_of(error: BaseException) -> grpc.StatusCode:
@@ -16,6 +16,8 @@ def status_of(error: BaseException) -> grpc.StatusCode:
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: BaseException) -> NoReturn:
-    """Abort the call with the table's status and the error's message (messages carry no secrets)."""
-    await context.abort(status_of(error), str(error) or type(error).__name__)
+    """Abort the call with the table's status and the error's message (our messages carry no secrets);
+    an unexpected exception gets a generic message, since its text may hold anything."""
+    message = (str(error) or type(error).__name__) if isinstance(error, TenantGateError) else "internal error"
+    await context.abort(status_of(error), message)
     raise AssertionError("unreachable")  # pragma: no cover - abort raises

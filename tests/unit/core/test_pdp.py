@@ -38,7 +38,7 @@ def test_allow_is_written_to_the_audit_log_before_it_is_returned(parts):
     result = pdp.decide(_check(issuer.mint(roles=["viewer"])))
     assert result.decision is Decision.ALLOW and result.reason is Reason.ALLOW
     (record,) = _records(sink)
-    assert record == result.audit.to_dict()
+    assert record == result.audit.to_dict() and record["record_type"] == "decision"
     assert record["time"] == "2023-11-14T22:13:20.000Z"
     assert record["principal_tenant"] == "acme" and record["policy_version"].startswith("sha256:")
 

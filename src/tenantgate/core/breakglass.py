@@ -1,0 +1,224 @@
+"""Break-glass rules: who may request, approve, revoke and list grants, and which grant opens a decision.
+
+Pure rules over a ``GrantStore`` port. Every lifecycle step writes a ``GrantEvent`` to the audit sink inside
+the store's transaction, so a step whose event cannot be written does not happen.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tenantgate.core.grants import BeforeCommit, Grant, GrantEvent, GrantState, GrantStore
+from tenantgate.core.model import ClaimNames, Denial, Principal, rfc3339
+from tenantgate.core.ports import AuditSink, Clock, TokenVerifier
+from tenantgate.core.request import MAX_ACTION, is_tenant_id
+from tenantgate.core.tenancy import principal_from_claims
+from tenantgate.errors import GrantConflict, GrantInvalid, GrantNotFound, GrantPermissionDenied
+
+MAX_ACTIONS = 32
+MAX_REASON = 1024
+MAX_TICKET = 256
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRules:
+    """The ``[grants]`` settings the rules need."""
+
+    operator_tenant: str = "platform"
+    operator_role: str = "breakglass-operator"
+    approver_role: str = "breakglass-approver"
+    require_approval: bool = True
+    require_ticket: bool = True
+    max_ttl_seconds: int = 3600
+    pending_ttl_seconds: int = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRequest:
+    target_tenant: str
+    actions: tuple[str, ...]
+    reason: str
+    ticket: str
+    duration_seconds: int
+
+
+class BreakGlass:
+    """Request/approve/revoke/list grants, and look up the grant that may open a cross-tenant decision."""
+
+    def __init__(self, *, store: GrantStore, audit: AuditSink, clock: Clock, rules: GrantRules,
+                 verifier: TokenVerifier, claim_names: ClaimNames | None = None) -> None:
+        self.store = store
+        self._audit = audit
+        self._clock = clock
+        self.rules = rules
+        self._verifier = verifier
+        self._names = claim_names or ClaimNames()
+
+    def now(self) -> float:
+        return self._clock.now()
+
+    # ------------------------------------------------------------------------------------- callers
+
+    def caller(self, token: str) -> Principal:
+        """The verified principal behind a grant API call. Raises TokenError or GrantPermissionDenied."""
+        verified = self._verifier.verify(token)
+        principal = principal_from_claims(verified, self._names)
+        if isinstance(principal, Denial):
+            raise GrantPermissionDenied(principal.message)
+        return principal
+
+    def _require(self, caller: Principal, *roles: str) -> None:
+        # INVARIANT: grant operations are for people of the operator tenant holding a grant role.
+        if caller.is_agent:
+            raise GrantPermissionDenied("agents (delegated tokens) cannot use break-glass grants")
+        if caller.tenant != self.rules.operator_tenant:
+            raise GrantPermissionDenied(f"only members of the operator tenant {self.rules.operator_tenant!r} "
+                                        "may do this")
+        if not any(role in caller.roles for role in roles):
+            raise GrantPermissionDenied(f"requires the role {' or '.join(repr(r) for r in roles)}")
+
+    # ---------------------------------------------------------------------------------- lifecycle
+
+    def request(self, caller: Principal, req: GrantRequest) -> Grant:
+        """Create a grant (PENDING, or ACTIVE at once when approval is not required)."""
+        self._require(caller, self.rules.operator_role)
+        actions = self._validate(req)
+        now = self._clock.now()
+        active = not self.rules.require_approval
+        grant = Grant(
+            id=str(uuid.uuid4()),
+            operator=caller.subject,
+            operator_tenant=caller.tenant,
+            target_tenant=req.target_tenant,
+            actions=actions,
+            reason=req.reason.strip(),
+            ticket=req.ticket.strip(),
+            duration_seconds=req.duration_seconds,
+            state=GrantState.ACTIVE if active else GrantState.PENDING,
+            requested_at=now,
+            pending_until=now + self.rules.pending_ttl_seconds,
+            approved_by="(approval not required)" if active else "",
+            approved_at=now if active else 0.0,
+            expires_at=now + req.duration_seconds if active else 0.0,
+        )
+        detail = "active at once: grants.require_approval is false" if active else ""
+        return self.store.create(grant, self._recorder("grant.requested", caller, detail))
+
+    def approve(self, caller: Principal, grant_id: str) -> Grant:
+        """PENDING -> ACTIVE by a second person holding the approver role. Self-approval is refused."""
+        self._require(caller, self.rules.approver_role)
+        grant = self._get(grant_id)
+        if grant.operator == caller.subject and grant.operator_tenant == caller.tenant:
+            raise GrantPermissionDenied("self-approval is not allowed: a second person must approve")
+        now = self._clock.now()
+        state = grant.effective_state(now)
+        if state is not GrantState.PENDING:
+            raise GrantConflict(f"grant {grant_id} is {state.value}, only a PENDING grant can be approved")
+        approved = self.store.activate(grant_id, caller.subject, now, self._recorder("grant.approved", caller))
+        if approved is None:
+            raise GrantConflict(f"grant {grant_id} is no longer PENDING (approved, revoked or expired meanwhile)")
+        return approved
+
+    def revoke(self, caller: Principal, grant_id: str, reason: str) -> Grant:
+        """PENDING/ACTIVE -> REVOKED, by anyone with the operator or approver role. Takes effect at the next
+        decision on every replica sharing the store."""
+        self._require(caller, self.rules.operator_role, self.rules.approver_role)
+        if not reason.strip():
+            raise GrantInvalid("a reason is required to revoke a grant")
+        if len(reason) > MAX_REASON:
+            raise GrantInvalid(f"reason longer than {MAX_REASON} characters")
+        grant = self._get(grant_id)
+        now = self._clock.now()
+        revoked = self.store.revoke(grant_id, caller.subject, reason.strip(), now,
+                                    self._recorder("grant.revoked", caller, reason.strip()))
+        if revoked is None:
+            raise GrantConflict(f"grant {grant_id} is {grant.effective_state(now).value} and cannot be revoked")
+        return revoked
+
+    def list(self, caller: Principal, tenant: str | None, state: GrantState | None) -> Sequence[Grant]:
+        self._require(caller, self.rules.operator_role, self.rules.approver_role)
+        if tenant is not None and not is_tenant_id(tenant):
+            raise GrantInvalid("tenant is not a valid tenant id")
+        return self.store.list(tenant, state, self._clock.now())
+
+    def sweep(self) -> Sequence[Grant]:
+        """Mark due grants EXPIRED, with a ``grant.expired`` audit event each."""
+        return self.store.expire_due(self._clock.now(), self._recorder("grant.expired", None))
+
+    # ------------------------------------------------------------------------------ decision path
+
+    def find(self, principal: Principal, target_tenant: str, action: str) -> Grant | None:
+        """The active grant that lets ``principal`` do ``action`` in ``target_tenant`` now, if any.
+
+        INVARIANT: only a person of the operator tenant who still holds the operator role, only the grant's
+        own target tenant and actions, only while active. Raises GrantStoreUnavailable when the store is down.
+        """
+        r = self.rules
+        if principal.is_agent or principal.tenant != r.operator_tenant or r.operator_role not in principal.roles:
+            return None
+        now = self._clock.now()
+        grant = self.store.find_active(principal.subject, principal.tenant, target_tenant, action, now)
+        if grant is None or not grant.covers(principal.subject, principal.tenant, target_tenant, action, now):
+            return None
+        return grant
+
+    # ------------------------------------------------------------------------------------ helpers
+
+    def _get(self, grant_id: str) -> Grant:
+        if not grant_id or len(grant_id) > 64:
+            raise GrantInvalid("grant_id is required")
+        grant = self.store.get(grant_id)
+        if grant is None:
+            raise GrantNotFound(f"no grant {grant_id}")
+        return grant
+
+    def _validate(self, req: GrantRequest) -> tuple[str, ...]:
+        r = self.rules
+        if not is_tenant_id(req.target_tenant):
+            raise GrantInvalid("target_tenant is not a valid tenant id ([A-Za-z0-9][A-Za-z0-9._:@-]{0,127})")
+        if req.target_tenant == r.operator_tenant:
+            raise GrantInvalid("target_tenant is the operator tenant; no grant is needed there")
+        actions = tuple(dict.fromkeys(a.strip() for a in req.actions if a.strip()))
+        if not actions:
+            raise GrantInvalid("at least one action is required")
+        if len(actions) > MAX_ACTIONS or any(len(a) > MAX_ACTION or not a.isprintable() for a in actions):
+            raise GrantInvalid(f"at most {MAX_ACTIONS} actions of at most {MAX_ACTION} printable characters")
+        if not req.reason.strip():
+            raise GrantInvalid("a reason is required")
+        if len(req.reason) > MAX_REASON:
+            raise GrantInvalid(f"reason longer than {MAX_REASON} characters")
+        if r.require_ticket and not req.ticket.strip():
+            raise GrantInvalid("a ticket reference is required (grants.require_ticket)")
+        if len(req.ticket) > MAX_TICKET:
+            raise GrantInvalid(f"ticket longer than {MAX_TICKET} characters")
+        if req.duration_seconds <= 0:
+            raise GrantInvalid("duration_seconds must be > 0")
+        if req.duration_seconds > r.max_ttl_seconds:
+            # Never silently capped: the requester must ask for what they will get.
+            raise GrantInvalid(f"duration_seconds {req.duration_seconds} exceeds grants.max_ttl_seconds "
+                               f"({r.max_ttl_seconds})")
+        return actions
+
+    def _recorder(self, event: str, caller: Principal | None, detail: str = "") -> BeforeCommit:
+        def record(grant: Grant) -> None:
+            self._audit.write(GrantEvent(
+                event_id=str(uuid.uuid4()),
+                time=rfc3339(self._clock.now()),
+                event=event,
+                grant_id=grant.id,
+                actor=caller.subject if caller else "(tenantgate)",
+                actor_tenant=caller.tenant if caller else "",
+                operator=grant.operator,
+                operator_tenant=grant.operator_tenant,
+                target_tenant=grant.target_tenant,
+                actions=grant.actions,
+                reason=grant.reason,
+                ticket=grant.ticket,
+                state=grant.state.value,
+                expires_at=rfc3339(grant.expires_at) if grant.expires_at else "",
+                detail=detail,
+            ))
+        return record
+

@@ -1,0 +1,144 @@
+"""Break-glass grants: the nouns, the store port, and the pure rules of their lifecycle.
+
+A grant lets one operator (a person in the operator tenant) act inside one target tenant, for named
+actions, until it expires or is revoked. The store is asked on every cross-tenant decision, so expiry and
+revocation take effect at the next request, on every replica sharing the store.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class GrantState(enum.Enum):
+    PENDING = "PENDING"
+    ACTIVE = "ACTIVE"
+    EXPIRED = "EXPIRED"
+    REVOKED = "REVOKED"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One grant as stored. Times are epoch seconds (floats); 0 means "not yet".
+
+    ``state`` is the stored state; ``effective_state(now)`` is what it means at ``now`` (an ACTIVE grant past
+    ``expires_at``, or a PENDING one past its pending deadline, is EXPIRED even before the sweeper marks it).
+    """
+
+    id: str
+    operator: str
+    operator_tenant: str
+    target_tenant: str
+    actions: tuple[str, ...]
+    reason: str
+    ticket: str
+    duration_seconds: int
+    state: GrantState
+    requested_at: float
+    pending_until: float
+    approved_by: str = ""
+    approved_at: float = 0.0
+    expires_at: float = 0.0
+    revoked_by: str = ""
+    revoked_at: float = 0.0
+    revoke_reason: str = ""
+
+    def effective_state(self, now: float) -> GrantState:
+        if self.state is GrantState.ACTIVE and now >= self.expires_at:
+            return GrantState.EXPIRED
+        if self.state is GrantState.PENDING and now >= self.pending_until:
+            return GrantState.EXPIRED
+        return self.state
+
+    def covers(self, operator: str, operator_tenant: str, target_tenant: str, action: str, now: float) -> bool:
+        """INVARIANT: exactly this operator, this target tenant, a granted action, and active at ``now``."""
+        return (self.effective_state(now) is GrantState.ACTIVE and self.operator == operator
+                and self.operator_tenant == operator_tenant and self.target_tenant == target_tenant
+                and action in self.actions)
+
+
+@dataclass(frozen=True, slots=True)
+class GrantEvent:
+    """An audit record of a grant lifecycle step (written to the same audit log as decisions)."""
+
+    event_id: str
+    time: str
+    event: str  # grant.requested | grant.approved | grant.revoked | grant.expired
+    grant_id: str
+    actor: str
+    actor_tenant: str
+    operator: str
+    operator_tenant: str
+    target_tenant: str
+    actions: tuple[str, ...]
+    reason: str
+    ticket: str
+    state: str
+    expires_at: str
+    detail: str = ""
+    record_type: str = field(default="grant_event")
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import fields
+
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["actions"] = list(self.actions)
+        return out
+
+
+# Called by a store inside its transaction with the grant as it will be committed. If it raises, the
+# store rolls back and re-raises: a grant change whose audit event cannot be written does not happen.
+BeforeCommit = Callable[[Grant], None]
+
+
+class GrantStore(Protocol):
+    """Persistent grants. Every method raises ``tenantgate.errors.GrantStoreUnavailable`` when the store
+    cannot be reached (never a driver exception), and recovers by itself on a later call. Writes may also
+    raise ``GrantConflict`` (duplicate id) or ``GrantInvalid`` (a value the database cannot hold).
+
+    State changes are atomic conditional updates: of two racing approvers exactly one succeeds.
+    ``before_commit`` runs inside the transaction and must not call back into the store. If the commit itself
+    fails after ``before_commit`` wrote its audit event, the change does not happen and the caller gets
+    ``GrantStoreUnavailable``: the log then holds an event for a change that was not made (never the reverse).
+    """
+
+    def create(self, grant: Grant, before_commit: BeforeCommit) -> Grant:
+        """Insert a new grant (its id is fresh). Returns it as stored."""
+        ...
+
+    def get(self, grant_id: str) -> Grant | None: ...
+
+    def activate(self, grant_id: str, approved_by: str, now: float, before_commit: BeforeCommit) -> Grant | None:
+        """PENDING -> ACTIVE if the grant is PENDING and ``now < pending_until``: sets approved_by,
+        approved_at = now, expires_at = now + duration_seconds. Returns None when the condition failed."""
+        ...
+
+    def revoke(self, grant_id: str, revoked_by: str, reason: str, now: float,
+               before_commit: BeforeCommit) -> Grant | None:
+        """PENDING or ACTIVE (not yet expired at ``now``) -> REVOKED. Returns None when the condition failed."""
+        ...
+
+    def find_active(self, operator: str, operator_tenant: str, target_tenant: str, action: str,
+                    now: float) -> Grant | None:
+        """The active grant covering this (operator, operator tenant, target tenant, action) at ``now``, if any.
+        The hot path of cross-tenant decisions: one indexed query."""
+        ...
+
+    def list(self, tenant: str | None, state: GrantState | None, now: float, limit: int = 1000) -> Sequence[Grant]:
+        """Grants whose target tenant is ``tenant`` (all when None) in effective ``state`` at ``now`` (all when
+        None), newest first."""
+        ...
+
+    def expire_due(self, now: float, before_commit: BeforeCommit) -> Sequence[Grant]:
+        """Mark ACTIVE grants with ``expires_at <= now`` and PENDING ones with ``pending_until <= now`` as
+        EXPIRED; call ``before_commit`` for each; return them."""
+        ...
+
+    def healthy(self) -> bool:
+        """True when the store answers a trivial query now."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,38 @@
+"""Break-glass grant stores: SQLite (embedded default) and PostgreSQL (shared by replicas).
+
+``open_store(url)`` is the one way the application picks a store. Both implement
+``tenantgate.core.grants.GrantStore``: driver errors become ``GrantStoreUnavailable`` and the store recovers
+by itself on a later call.
+"""
+
+from __future__ import annotations
+
+from tenantgate.core.grants import GrantStore
+from tenantgate.errors import ConfigError
+from tenantgate.grants.postgres import PostgresGrantStore
+from tenantgate.grants.sqlite import SqliteGrantStore
+from tenantgate.redact import redact_url
+
+__all__ = ["PostgresGrantStore", "SqliteGrantStore", "open_store", "redact_url"]
+
+_SQLITE_PREFIX = "sqlite:///"
+_POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+def open_store(url: str) -> GrantStore:
+    """Open the grant store ``url`` names.
+
+    ``sqlite:///relative/path.db`` (relative to the working directory) or ``sqlite:////absolute/path.db``;
+    ``postgresql://...`` or ``postgres://...`` (handed to libpq). Raises ``ConfigError`` for anything else,
+    never quoting a password, and ``GrantStoreUnavailable`` when the store cannot be opened now.
+    """
+    if url.startswith(_SQLITE_PREFIX):
+        path = url[len(_SQLITE_PREFIX):]
+        if not path or path == ":memory:":
+            raise ConfigError(f"grant store URL {url!r} names no file: use sqlite:///PATH")
+        if "?" in path or "#" in path:
+            raise ConfigError(f"grant store URL {url!r}: sqlite URLs take no query or fragment")
+        return SqliteGrantStore(path)
+    if url.startswith(_POSTGRES_PREFIXES):
+        return PostgresGrantStore(url)
+    raise ConfigError(f"unsupported grant store URL {redact_url(url)!r}: use sqlite:///PATH or postgresql://...")

@@ -1,0 +1,359 @@
+"""What both grant stores share: the table, the SQL text, the row <-> ``Grant`` mapping, and the method logic.
+
+Each store supplies a ``Dialect`` (its parameter marker and its way to test "this action is in the JSON array
+of actions") and four primitives (``_session``, ``_execute``, ``_commit``, ``_rollback``); ``SqlGrantStore``
+builds every ``GrantStore`` method on them, so the rules (conditions, ordering, effective state, the
+before-commit hook) are written once. Actions are a JSON array in a TEXT column in both databases.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from tenantgate.core.grants import BeforeCommit, Grant, GrantState
+from tenantgate.errors import GrantInvalid, GrantStoreUnavailable, TenantGateError
+
+TABLE = "tenantgate_grants"
+VERSION_TABLE = "tenantgate_schema_version"
+COMPONENT = "grants"
+SCHEMA_VERSION = 1
+
+# Column order of every SELECT / RETURNING and of ``grant_params``: the Grant fields, in declaration order.
+COLUMNS: tuple[str, ...] = (
+    "id", "operator", "operator_tenant", "target_tenant", "actions", "reason", "ticket", "duration_seconds",
+    "state", "requested_at", "pending_until", "approved_by", "approved_at", "expires_at", "revoked_by",
+    "revoked_at", "revoke_reason",
+)
+_COLS = ", ".join(COLUMNS)
+_TEXT_FIELDS = ("id", "operator", "operator_tenant", "target_tenant", "reason", "ticket", "approved_by",
+                "revoked_by", "revoke_reason")
+
+# Schema version 1. Written in the SQL both SQLite and PostgreSQL accept; times are epoch seconds as doubles.
+SCHEMA_V1: tuple[str, ...] = (
+    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+        id TEXT PRIMARY KEY,
+        operator TEXT NOT NULL,
+        operator_tenant TEXT NOT NULL,
+        target_tenant TEXT NOT NULL,
+        actions TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        ticket TEXT NOT NULL,
+        duration_seconds BIGINT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('PENDING', 'ACTIVE', 'EXPIRED', 'REVOKED')),
+        requested_at DOUBLE PRECISION NOT NULL,
+        pending_until DOUBLE PRECISION NOT NULL,
+        approved_by TEXT NOT NULL DEFAULT '',
+        approved_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+        expires_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+        revoked_by TEXT NOT NULL DEFAULT '',
+        revoked_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+        revoke_reason TEXT NOT NULL DEFAULT ''
+    )""",
+    # find_active: four equalities, then the expiry range, read newest-expiry first.
+    f"""CREATE INDEX IF NOT EXISTS {TABLE}_lookup
+        ON {TABLE} (operator, operator_tenant, target_tenant, state, expires_at, id)""",
+    # list: one tenant's grants, newest requested first.
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_by_tenant ON {TABLE} (target_tenant, requested_at, id)",
+    # list across tenants (platform view), newest first, without sorting the whole history.
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_by_time ON {TABLE} (requested_at, id)",
+    # expire_due: only the live grants, which stay few while finished ones pile up.
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_live ON {TABLE} (state) WHERE state IN ('PENDING', 'ACTIVE')",
+)
+VERSION_DDL = f"""CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
+    component TEXT PRIMARY KEY, version INTEGER NOT NULL)"""
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one database spells the two things that differ.
+
+    ``param`` is the placeholder (``?`` or ``%s``); ``action_in_actions`` is a boolean SQL expression, with one
+    ``?`` for the action, that is true when the JSON array in column ``actions`` contains that exact string.
+    """
+
+    param: str
+    action_in_actions: str
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """Every statement the stores run, with the dialect's placeholders. Values are always bound, never formatted."""
+
+    insert: str
+    select_by_id: str
+    activate: str
+    revoke: str
+    find_active: str
+    expire_due: str
+    list_by: dict[tuple[bool, bool], str]  # (filter by tenant, filter by state) -> SELECT
+    schema_version: str
+    set_schema_version: str
+
+
+# The state a row has at ``now`` (two ``?`` for now), the SQL twin of ``Grant.effective_state``.
+_EFFECTIVE_STATE = ("CASE WHEN state = 'ACTIVE' AND expires_at <= ? THEN 'EXPIRED'"
+                    " WHEN state = 'PENDING' AND pending_until <= ? THEN 'EXPIRED' ELSE state END")
+
+
+def statements(dialect: Dialect) -> Statements:
+    """The statements for ``dialect`` (written with ``?`` and translated once, here)."""
+
+    def sql(text: str) -> str:
+        return " ".join(text.split()).replace("?", dialect.param)
+
+    list_by: dict[tuple[bool, bool], str] = {}
+    for by_tenant in (False, True):
+        for by_state in (False, True):
+            where = [c for c, on in (("target_tenant = ?", by_tenant), (f"({_EFFECTIVE_STATE}) = ?", by_state)) if on]
+            clause = f"WHERE {' AND '.join(where)}" if where else ""
+            list_by[(by_tenant, by_state)] = sql(
+                f"SELECT {_COLS} FROM {TABLE} {clause} ORDER BY requested_at DESC, id DESC LIMIT ?")
+    return Statements(
+        insert=sql(f"INSERT INTO {TABLE} ({_COLS}) VALUES ({', '.join('?' for _ in COLUMNS)}) RETURNING {_COLS}"),
+        select_by_id=sql(f"SELECT {_COLS} FROM {TABLE} WHERE id = ?"),
+        # INVARIANT: one conditional UPDATE decides the transition, so of two racing approvers one wins.
+        activate=sql(f"""UPDATE {TABLE} SET state = 'ACTIVE', approved_by = ?, approved_at = ?,
+            expires_at = ? + duration_seconds
+            WHERE id = ? AND state = 'PENDING' AND pending_until > ? RETURNING {_COLS}"""),
+        revoke=sql(f"""UPDATE {TABLE} SET state = 'REVOKED', revoked_by = ?, revoked_at = ?, revoke_reason = ?
+            WHERE id = ? AND ((state = 'PENDING' AND pending_until > ?) OR (state = 'ACTIVE' AND expires_at > ?))
+            RETURNING {_COLS}"""),
+        # INVARIANT: exact operator, operator tenant and target tenant; an action the grant names; ``now``
+        # from the caller (never the database clock), so every replica agrees on expiry.
+        find_active=sql(f"""SELECT {_COLS} FROM {TABLE}
+            WHERE operator = ? AND operator_tenant = ? AND target_tenant = ? AND state = 'ACTIVE'
+            AND expires_at > ? AND {dialect.action_in_actions}
+            ORDER BY expires_at DESC, id DESC LIMIT 1"""),
+        expire_due=sql(f"""UPDATE {TABLE} SET state = 'EXPIRED'
+            WHERE state IN ('PENDING', 'ACTIVE')
+            AND ((state = 'ACTIVE' AND expires_at <= ?) OR (state = 'PENDING' AND pending_until <= ?))
+            RETURNING {_COLS}"""),
+        list_by=list_by,
+        schema_version=sql(f"SELECT version FROM {VERSION_TABLE} WHERE component = ?"),
+        set_schema_version=sql(f"""INSERT INTO {VERSION_TABLE} (component, version) VALUES (?, ?)
+            ON CONFLICT (component) DO UPDATE SET version = excluded.version"""),
+    )
+
+
+def grant_params(grant: Grant) -> tuple[Any, ...]:
+    """The row for ``grant`` in ``COLUMNS`` order (actions as a compact JSON array)."""
+    return (grant.id, grant.operator, grant.operator_tenant, grant.target_tenant,
+            json.dumps(list(grant.actions), ensure_ascii=False, separators=(",", ":")), grant.reason, grant.ticket,
+            int(grant.duration_seconds), grant.state.value, float(grant.requested_at), float(grant.pending_until),
+            grant.approved_by, float(grant.approved_at), float(grant.expires_at), grant.revoked_by,
+            float(grant.revoked_at), grant.revoke_reason)
+
+
+def grant_from_row(row: Sequence[Any]) -> Grant:
+    """The ``Grant`` a row in ``COLUMNS`` order holds.
+
+    Raises ``GrantStoreUnavailable`` when the row is not one this code wrote (unknown state, actions that are
+    not a JSON array of strings): a store we cannot read is a store we cannot use, and that fails closed.
+    """
+    try:
+        actions = json.loads(row[4])
+        if not isinstance(actions, list) or not all(isinstance(a, str) for a in actions):
+            raise ValueError("actions is not a JSON array of strings")
+        return Grant(
+            id=str(row[0]), operator=str(row[1]), operator_tenant=str(row[2]), target_tenant=str(row[3]),
+            actions=tuple(actions), reason=str(row[5]), ticket=str(row[6]), duration_seconds=int(row[7]),
+            state=GrantState(row[8]), requested_at=float(row[9]), pending_until=float(row[10]),
+            approved_by=str(row[11]), approved_at=float(row[12]), expires_at=float(row[13]),
+            revoked_by=str(row[14]), revoked_at=float(row[15]), revoke_reason=str(row[16]),
+        )
+    except (ValueError, TypeError, IndexError) as err:
+        raise GrantStoreUnavailable(f"grant store unavailable: unreadable grant row ({err})") from err
+
+
+def short_reason(err: BaseException, secrets: Sequence[str] = ()) -> str:
+    """The first line of ``err`` (at most 200 characters), with each of ``secrets`` masked."""
+    text = (str(err).strip().splitlines() or [""])[0].strip() or type(err).__name__
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text[:200]
+
+
+def unavailable(err: BaseException, secrets: Sequence[str] = ()) -> GrantStoreUnavailable:
+    """``GrantStoreUnavailable("grant store unavailable: <short reason>")`` for a driver error; raise it
+    ``from err``."""
+    return GrantStoreUnavailable(f"grant store unavailable: {short_reason(err, secrets)}")
+
+
+def storable(*values: str) -> bool:
+    """True when every string can be stored and compared the same way in both databases.
+
+    PostgreSQL text cannot hold NUL, and neither driver can encode lone surrogates (which JSON tokens can
+    carry); no stored grant can contain either, so such values can never match one.
+    """
+    for value in values:
+        if "\x00" in value:
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+def _require_storable(**fields: str) -> None:
+    bad = sorted(name for name, value in fields.items() if not storable(value))
+    if bad:
+        raise GrantInvalid(f"grant field(s) {', '.join(bad)} contain NUL or unencodable characters")
+
+
+def sort_oldest_first(grants: Sequence[Grant]) -> list[Grant]:
+    """A stable order for grants an UPDATE returned (RETURNING order is unspecified)."""
+    return sorted(grants, key=lambda g: (g.requested_at, g.id))
+
+
+Row = tuple[Any, ...]
+Run = Callable[[str, Sequence[Any]], list[Row]]
+
+
+def migrate(run: Run, sql: Statements) -> None:
+    """Bring the schema to ``SCHEMA_VERSION`` with ``run`` (one statement, rows if any), inside the caller's
+    write transaction, which already excludes other migrators. Idempotent.
+
+    Raises ``GrantStoreUnavailable`` when the database holds a newer schema than this code knows.
+    """
+    run(VERSION_DDL, ())
+    rows = run(sql.schema_version, (COMPONENT,))
+    current = int(rows[0][0]) if rows else 0
+    if current > SCHEMA_VERSION:
+        raise GrantStoreUnavailable(f"grant store unavailable: schema version {current} is newer than this "
+                                    f"TenantGate supports ({SCHEMA_VERSION})")
+    if current < 1:
+        for ddl in SCHEMA_V1:
+            run(ddl, ())
+    if current != SCHEMA_VERSION:
+        run(sql.set_schema_version, (COMPONENT, SCHEMA_VERSION))
+
+
+class SqlGrantStore(abc.ABC):
+    """The ``GrantStore`` methods, written once over the primitives a concrete store provides.
+
+    ``_session()`` holds the store's lock and a live connection for its block (reconnecting if needed) or
+    raises ``GrantStoreUnavailable``; inside it ``_execute`` starts a transaction (an immediate/write one when
+    ``write``) if none is open, runs one statement and returns its rows; ``_commit`` ends the transaction;
+    ``_rollback`` ends it without effect and never raises. Driver failures surface as ``GrantStoreUnavailable``
+    (``GrantConflict`` for a duplicate id) after the primitive has rolled back or dropped the connection.
+    """
+
+    _sql: Statements
+
+    @abc.abstractmethod
+    def _session(self) -> AbstractContextManager[None]: ...
+
+    @abc.abstractmethod
+    def _execute(self, sql: str, params: Sequence[Any], *, write: bool) -> list[Row]: ...
+
+    @abc.abstractmethod
+    def _commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def _rollback(self) -> None: ...
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[Grant]:
+        with self._session():
+            rows = self._execute(sql, params, write=False)
+            self._commit()
+        return [grant_from_row(row) for row in rows]
+
+    def _write(self, sql: str, params: Sequence[Any], before_commit: BeforeCommit) -> list[Grant]:
+        with self._session():
+            rows = self._execute(sql, params, write=True)
+            try:
+                grants = sort_oldest_first([grant_from_row(row) for row in rows])
+                for grant in grants:
+                    before_commit(grant)
+            except BaseException:
+                # The callback's own exception (or an unreadable row) goes back to the caller unchanged.
+                self._rollback()
+                raise
+            self._commit()
+            return grants
+
+    def create(self, grant: Grant, before_commit: BeforeCommit) -> Grant:
+        """Insert ``grant`` and return it as stored.
+
+        Raises ``GrantConflict`` when the id exists already, ``GrantInvalid`` when a text field holds NUL or
+        lone surrogates, ``GrantStoreUnavailable`` when the store cannot be reached; whatever ``before_commit``
+        raises is re-raised after rollback.
+        """
+        fields = {name: getattr(grant, name) for name in _TEXT_FIELDS}
+        _require_storable(**fields, actions="".join(grant.actions))
+        rows = self._write(self._sql.insert, grant_params(grant), before_commit)
+        return rows[0]
+
+    def get(self, grant_id: str) -> Grant | None:
+        """The grant with this id, or None."""
+        if not storable(grant_id):
+            return None
+        rows = self._read(self._sql.select_by_id, (grant_id,))
+        return rows[0] if rows else None
+
+    def activate(self, grant_id: str, approved_by: str, now: float, before_commit: BeforeCommit) -> Grant | None:
+        """PENDING -> ACTIVE when PENDING and ``now < pending_until``; sets approved_by, approved_at = now and
+        expires_at = now + duration_seconds. Returns the activated grant, or None when the condition failed."""
+        if not storable(grant_id):
+            return None
+        _require_storable(approved_by=approved_by)
+        rows = self._write(self._sql.activate, (approved_by, float(now), float(now), grant_id, float(now)),
+                           before_commit)
+        return rows[0] if rows else None
+
+    def revoke(self, grant_id: str, revoked_by: str, reason: str, now: float,
+               before_commit: BeforeCommit) -> Grant | None:
+        """PENDING (before pending_until) or ACTIVE (before expires_at) -> REVOKED; None otherwise."""
+        if not storable(grant_id):
+            return None
+        _require_storable(revoked_by=revoked_by, revoke_reason=reason)
+        rows = self._write(self._sql.revoke, (revoked_by, float(now), reason, grant_id, float(now), float(now)),
+                           before_commit)
+        return rows[0] if rows else None
+
+    def find_active(self, operator: str, operator_tenant: str, target_tenant: str, action: str,
+                    now: float) -> Grant | None:
+        """The ACTIVE grant with ``expires_at > now`` for exactly this operator, operator tenant and target
+        tenant that names ``action``; the latest-expiring one if several. One indexed query."""
+        if not storable(operator, operator_tenant, target_tenant, action):
+            return None  # INVARIANT: a value no grant can hold matches no grant.
+        rows = self._read(self._sql.find_active, (operator, operator_tenant, target_tenant, float(now), action))
+        return rows[0] if rows else None
+
+    def list(self, tenant: str | None, state: GrantState | None, now: float, limit: int = 1000) -> Sequence[Grant]:
+        """Grants targeting ``tenant`` (all when None) whose effective state at ``now`` is ``state`` (all when
+        None), newest requested first, at most ``limit``. Grants carry their stored state. Raises ValueError
+        for a negative limit."""
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        if limit == 0 or (tenant is not None and not storable(tenant)):
+            return []
+        params: list[Any] = []
+        if tenant is not None:
+            params.append(tenant)
+        if state is not None:
+            params += [float(now), float(now), state.value]
+        params.append(int(limit))
+        return self._read(self._sql.list_by[(tenant is not None, state is not None)], params)
+
+    def expire_due(self, now: float, before_commit: BeforeCommit) -> Sequence[Grant]:
+        """Mark ACTIVE grants with ``expires_at <= now`` and PENDING ones with ``pending_until <= now`` EXPIRED in
+        one transaction, calling ``before_commit`` for each (oldest requested first); return them."""
+        return self._write(self._sql.expire_due, (float(now), float(now)), before_commit)
+
+    def healthy(self) -> bool:
+        """True when a trivial query succeeds now (reconnecting if needed). Never raises."""
+        try:
+            with self._session():
+                self._execute("SELECT 1", (), write=False)
+                self._commit()
+        except TenantGateError:
+            return False
+        return True

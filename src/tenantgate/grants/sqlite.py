@@ -1,0 +1,149 @@
+"""The embedded grant store: one SQLite file in WAL mode, shared safely by threads and processes.
+
+One connection per store, used under a ``threading.Lock``. Writes run in ``BEGIN IMMEDIATE`` transactions, so
+two stores (threads or processes) on one file serialise their state changes and the conditional UPDATE lets
+exactly one of two racing approvers win. A writer waits at most ``busy_timeout_ms`` for another writer.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tenantgate.errors import GrantConflict, GrantStoreUnavailable
+from tenantgate.grants._rows import Dialect, Row, SqlGrantStore, migrate, statements, unavailable
+
+SQLITE = Dialect(param="?", action_in_actions="EXISTS (SELECT 1 FROM json_each(actions) WHERE json_each.value = ?)")
+
+_DUPLICATE_KEY = ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE")
+
+
+class SqliteGrantStore(SqlGrantStore):
+    """Grants in the SQLite file at ``path``.
+
+    Construction creates missing parent directories (0700) and the file (0600) when missing, switches the file to
+    WAL, and creates or migrates the schema (idempotent; concurrent starters serialise on the write lock). It
+    raises ``GrantStoreUnavailable`` when the file cannot be created or opened (e.g. a parent is a regular
+    file); the caller decides whether to start without it.
+
+    Every later method raises ``GrantStoreUnavailable`` on any SQLite or OS error, or when another caller holds
+    the store longer than ``lock_timeout`` seconds, and reopens the file by itself on the next call.
+    ``before_commit`` runs inside the write transaction and must not call back into the store.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000,
+                 lock_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self._busy_timeout_ms = int(busy_timeout_ms)
+        self._lock_timeout = lock_timeout
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._sql = statements(SQLITE)
+        with self._session():
+            pass
+
+    def __repr__(self) -> str:
+        return f"SqliteGrantStore({str(self.path)!r})"
+
+    def close(self) -> None:
+        """Close the file. Later calls raise ``GrantStoreUnavailable``; ``healthy()`` is False."""
+        with self._lock:
+            self._closed = True
+            self._drop()
+
+    @contextmanager
+    def _session(self) -> Iterator[None]:
+        if not self._lock.acquire(timeout=self._lock_timeout):
+            raise GrantStoreUnavailable("grant store unavailable: store busy (lock wait timed out)")
+        try:
+            if self._closed:
+                raise GrantStoreUnavailable("grant store unavailable: store is closed")
+            if self._conn is None:
+                self._conn = self._connect()
+            yield
+        finally:
+            if self._conn is not None and self._conn.in_transaction:
+                self._rollback()  # never leave a transaction (and the write lock) behind
+            self._lock.release()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            missing = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
+            for directory in reversed(missing):  # every directory we create is private, not only the last
+                directory.mkdir(mode=0o700, exist_ok=True)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout_ms / 1000, isolation_level=None,
+                                   check_same_thread=False)
+        except (sqlite3.Error, OSError) as err:
+            raise unavailable(err) from err
+        try:
+            # PRAGMA values cannot be bound; this one is an int we own.
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms:d}")
+            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("BEGIN IMMEDIATE")
+
+            def run(sql: str, params: Sequence[Any]) -> list[Row]:
+                return conn.execute(sql, params).fetchall()
+
+            migrate(run, self._sql)
+            conn.execute("COMMIT")
+        except BaseException as err:
+            conn.close()
+            if isinstance(err, (sqlite3.Error, OSError)):
+                raise unavailable(err) from err
+            raise
+        return conn
+
+    def _live(self) -> sqlite3.Connection:
+        if self._conn is None:  # only inside _session, which connects
+            raise GrantStoreUnavailable("grant store unavailable: not connected")
+        return self._conn
+
+    def _execute(self, sql: str, params: Sequence[Any], *, write: bool) -> list[Row]:
+        conn = self._live()
+        try:
+            if write and not conn.in_transaction:
+                conn.execute("BEGIN IMMEDIATE")
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.IntegrityError as err:
+            self._rollback()
+            if getattr(err, "sqlite_errorname", "") in _DUPLICATE_KEY:
+                raise GrantConflict("a grant with this id exists already") from err
+            raise unavailable(err) from err
+        except sqlite3.Error as err:
+            self._drop()
+            raise unavailable(err) from err
+
+    def _commit(self) -> None:
+        conn = self._live()
+        if not conn.in_transaction:
+            return
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            self._drop()  # closing rolls back whatever is left
+            raise unavailable(err) from err
+
+    def _rollback(self) -> None:
+        conn = self._conn
+        if conn is None or not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass  # already unusable; a fresh connection comes on the next call

@@ -1,0 +1,70 @@
+"""``tenantgate.v1.BreakGlass``: translate, call the break-glass rules, translate back.
+
+Store and audit I/O run on a worker thread so the event loop keeps answering Checks meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+
+from tenantgate.core.breakglass import BreakGlass, GrantRequest
+from tenantgate.core.model import Principal
+from tenantgate.errors import TenantGateError, TokenInvalid, TokenMissing
+from tenantgate.rpc import convert
+from tenantgate.rpc.metadata import bearer_from_metadata
+from tenantgate.rpc.status import abort_with
+from tenantgate.v1 import breakglass_pb2 as bg
+from tenantgate.v1 import breakglass_pb2_grpc as bg_grpc
+
+log = logging.getLogger("tenantgate.rpc.breakglass")
+T = TypeVar("T")
+
+
+class BreakGlassService(bg_grpc.BreakGlassServicer):
+    def __init__(self, service: BreakGlass) -> None:
+        self._service = service
+
+    async def RequestGrant(self, request: bg.RequestGrantRequest, context: grpc.aio.ServicerContext) -> bg.Grant:
+        req = GrantRequest(target_tenant=request.target_tenant, actions=tuple(request.actions),
+                           reason=request.reason, ticket=request.ticket,
+                           duration_seconds=int(request.duration_seconds))
+        grant = await self._call(context, lambda caller: self._service.request(caller, req))
+        return convert.grant_message(grant, self._service.now())
+
+    async def ApproveGrant(self, request: bg.ApproveGrantRequest, context: grpc.aio.ServicerContext) -> bg.Grant:
+        grant = await self._call(context, lambda caller: self._service.approve(caller, request.grant_id))
+        return convert.grant_message(grant, self._service.now())
+
+    async def RevokeGrant(self, request: bg.RevokeGrantRequest, context: grpc.aio.ServicerContext) -> bg.Grant:
+        grant = await self._call(context, lambda caller: self._service.revoke(caller, request.grant_id,
+                                                                              request.reason))
+        return convert.grant_message(grant, self._service.now())
+
+    async def ListGrants(self, request: bg.ListGrantsRequest,
+                         context: grpc.aio.ServicerContext) -> bg.ListGrantsResponse:
+        state = convert.GRANT_STATE_FROM_PROTO.get(request.state)
+        grants = await self._call(context, lambda caller: self._service.list(caller, request.tenant or None, state))
+        now = self._service.now()
+        return bg.ListGrantsResponse(grants=[convert.grant_message(g, now) for g in grants])
+
+    async def _call(self, context: grpc.aio.ServicerContext, operation: Callable[[Principal], T]) -> T:
+        token, problem = bearer_from_metadata(context.invocation_metadata())
+        try:
+            if problem or not token:
+                raise TokenInvalid(problem) if problem else TokenMissing("no bearer token in the call metadata")
+
+            def run() -> T:
+                return operation(self._service.caller(token))
+
+            return await asyncio.to_thread(run)
+        except TenantGateError as err:
+            log.info("break-glass call refused: %s", err)
+            await abort_with(context, err)
+        except Exception as err:
+            log.exception("break-glass call failed")
+            await abort_with(context, err)

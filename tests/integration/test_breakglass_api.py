@@ -1,0 +1,104 @@
+"""The BreakGlass gRPC API and its effect on Check, through a real server (SQLite store)."""
+
+import grpc
+import pytest
+
+from support.audit import audit_lines
+from support.issuers import TestIssuer
+from support.server import running_server, write_config
+from tenantgate import config
+from tenantgate.v1 import authorizer_pb2 as pb
+from tenantgate.v1 import authorizer_pb2_grpc as pb_grpc
+from tenantgate.v1 import breakglass_pb2 as bg
+from tenantgate.v1 import breakglass_pb2_grpc as bg_grpc
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bg")
+    issuer = TestIssuer(tmp)
+    settings = config.load(write_config(tmp, issuer.settings), env={})
+    with running_server(settings) as (address, app), grpc.insecure_channel(address) as channel:
+        yield issuer, app, pb_grpc.AuthorizerStub(channel), bg_grpc.BreakGlassStub(channel), address
+
+
+def _md(token):
+    return [("authorization", f"Bearer {token}")]
+
+
+def _check(stub, token, action="read", tenant="acme"):
+    return stub.Check(pb.CheckRequest(token=token, action=action,
+                                      resource=pb.Resource(type="Invoice", id="inv-1", tenant=tenant)))
+
+
+def _request(bgs, token, **kw):
+    msg = bg.RequestGrantRequest(target_tenant=kw.get("target", "acme"), actions=kw.get("actions", ["read"]),
+                                 reason=kw.get("reason", "INC-1: wrong totals"), ticket=kw.get("ticket", "INC-1"),
+                                 duration_seconds=kw.get("duration", 900))
+    return bgs.RequestGrant(msg, metadata=_md(token))
+
+
+def _code(call):
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code()
+
+
+def test_full_flow_over_grpc(env):
+    issuer, app, authz, bgs, _address = env
+    oscar = issuer.mint(tenant="platform", sub="oscar", roles=["breakglass-operator"])
+    ada = issuer.mint(tenant="platform", sub="ada", roles=["breakglass-approver"])
+    assert _check(authz, oscar).reason == "cross_tenant"
+    grant = _request(bgs, oscar)
+    assert grant.state == bg.PENDING and grant.operator == "oscar" and grant.requested_at.seconds > 0
+    assert not grant.HasField("expires_at")
+    assert _code(lambda: bgs.ApproveGrant(bg.ApproveGrantRequest(grant_id=grant.id), metadata=_md(oscar))) == \
+        grpc.StatusCode.PERMISSION_DENIED
+    active = bgs.ApproveGrant(bg.ApproveGrantRequest(grant_id=grant.id), metadata=_md(ada))
+    assert active.state == bg.ACTIVE and active.approved_by == "ada"
+    assert active.expires_at.seconds - active.approved_at.seconds == 900
+    allowed = _check(authz, oscar)
+    assert (allowed.decision, allowed.reason, allowed.audit.grant_id) == (pb.ALLOW, "allow_break_glass", grant.id)
+    assert audit_lines(app)[allowed.decision_id]["grant_id"] == grant.id
+    assert _check(authz, oscar, action="update").reason == "cross_tenant"
+    assert _code(lambda: bgs.ApproveGrant(bg.ApproveGrantRequest(grant_id=grant.id), metadata=_md(ada))) == \
+        grpc.StatusCode.FAILED_PRECONDITION
+    listed = bgs.ListGrants(bg.ListGrantsRequest(tenant="acme", state=bg.ACTIVE), metadata=_md(ada)).grants
+    assert [g.id for g in listed] == [grant.id]
+    revoked = bgs.RevokeGrant(bg.RevokeGrantRequest(grant_id=grant.id, reason="closed"), metadata=_md(oscar))
+    assert revoked.state == bg.REVOKED and revoked.revoke_reason == "closed"
+    assert _check(authz, oscar).reason == "cross_tenant"
+    events = [line for line in open(app.settings.audit.path) if '"grant_event"' in line and grant.id in line]
+    assert len(events) == 3
+
+
+@pytest.mark.parametrize("kw,code", [
+    ({"duration": 3601}, grpc.StatusCode.INVALID_ARGUMENT),
+    ({"reason": ""}, grpc.StatusCode.INVALID_ARGUMENT),
+    ({"ticket": ""}, grpc.StatusCode.INVALID_ARGUMENT),
+    ({"target": "not a tenant"}, grpc.StatusCode.INVALID_ARGUMENT),
+])
+def test_bad_requests_are_invalid_argument(env, kw, code):
+    issuer, _app, _authz, bgs, _address = env
+    oscar = issuer.mint(tenant="platform", sub="oscar", roles=["breakglass-operator"])
+    assert _code(lambda: _request(bgs, oscar, **kw)) == code
+
+
+def test_callers_are_authenticated_and_authorised(env):
+    issuer, _app, _authz, bgs, _address = env
+    customer_admin = issuer.mint(tenant="acme", sub="alice", roles=["admin", "breakglass-operator"])
+    assert _code(lambda: _request(bgs, customer_admin, target="globex")) == grpc.StatusCode.PERMISSION_DENIED
+    assert _code(lambda: _request(bgs, "garbage")) == grpc.StatusCode.UNAUTHENTICATED
+    assert _code(lambda: bgs.ListGrants(bg.ListGrantsRequest())) == grpc.StatusCode.UNAUTHENTICATED
+    assert _code(lambda: bgs.ApproveGrant(bg.ApproveGrantRequest(grant_id="nope"), metadata=_md(
+        issuer.mint(tenant="platform", sub="ada", roles=["breakglass-approver"])))) == grpc.StatusCode.NOT_FOUND
+
+
+def test_breakglass_health_is_reported(env):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    *_rest, address = env
+    with grpc.insecure_channel(address) as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="tenantgate.v1.BreakGlass")).status
+    assert status == health_pb2.HealthCheckResponse.SERVING
