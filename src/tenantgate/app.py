@@ -16,7 +16,7 @@ from tenantgate.core.model import ClaimNames
 from tenantgate.core.pdp import DecisionPoint
 from tenantgate.core.ports import Clock, SystemClock
 from tenantgate.errors import ConfigError
-from tenantgate.grants import open_store
+from tenantgate.grants import open_guarded_store
 from tenantgate.identity import JwtVerifier, build_verifier
 from tenantgate.observability.metrics import DecisionMetrics
 from tenantgate.policy import PolicyStore, load_policies
@@ -49,7 +49,7 @@ def build(settings: Settings, clock: Clock | None = None) -> App:
     t, g = settings.tokens, settings.grants
     names = ClaimNames(tenant=t.tenant_claim, roles=t.roles_claim, intents=t.intents_claim)
     breakglass = BreakGlass(
-        store=open_store(g.store),
+        store=open_guarded_store(g.store),
         audit=audit,
         clock=clock,
         verifier=verifier,

@@ -279,3 +279,38 @@ def test_no_response_leaves_with_decision_unspecified(stub, admin, issuer):
             itertools.product(tokens, PAIRS[:4], ["acme", "globex", ""], ["", "x"])]
     for resp in stub.BatchCheck(pb.BatchCheckRequest(items=reqs)).results:
         assert resp.decision in (pb.ALLOW, pb.DENY)
+
+
+def test_a_batch_past_its_deadline_stops_deciding(server, stub, admin):
+    _address, app = server
+    before = len(audit_lines(app))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.BatchCheck(pb.BatchCheckRequest(token=admin, items=[request()] * 1000), timeout=0.002)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(0.5)  # let the worker notice; then far fewer than 1,000 records were written
+    assert len(audit_lines(app)) - before < 1000
+
+
+def test_checks_are_answered_while_a_large_batch_runs(server, stub, admin, issuer):
+    import threading
+
+    forged = []
+    for i in range(1000):  # distinct, well-formed tokens with a wrong signature: every item is a full verify
+        head, body, _sig = issuer.mint(tenant="acme", sub=f"u{i}").split(".")
+        forged.append(f"{head}.{body}.{admin.split('.')[2]}")
+    batch_done = threading.Event()
+    order = []
+
+    def big_batch():
+        stub.BatchCheck(pb.BatchCheckRequest(items=[request(t) for t in forged]))
+        order.append("batch")
+        batch_done.set()
+
+    worker = threading.Thread(target=big_batch)
+    worker.start()
+    time.sleep(0.02)
+    assert stub.Check(request(admin)).decision == pb.ALLOW
+    order.append("check")
+    worker.join(60)
+    assert batch_done.is_set()
+    assert order == ["check", "batch"]  # the Check did not wait for the batch

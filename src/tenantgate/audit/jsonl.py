@@ -10,10 +10,19 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
+from tenantgate.core.model import rfc3339
 from tenantgate.core.ports import AuditRecord
 from tenantgate.errors import AuditUnavailable
+
+
+class _Probe:
+    """A record written only to test that the log can grow again after a failure."""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"record_type": "audit_probe", "time": rfc3339(time.time())}
 
 
 def encode_event(event: AuditRecord) -> bytes:
@@ -38,38 +47,38 @@ class JsonlAuditSink:
     def write(self, event: AuditRecord) -> None:
         data = encode_event(event)
         with self._lock:
+            fd = -1
+            start = -1
+            written = 0
             try:
                 fd = self._ensure_open()
+                start = os.fstat(fd).st_size
                 view = memoryview(data)
                 while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                    count = os.write(fd, view)
+                    written += count
+                    view = view[count:]
                 self._ok = True
             except OSError as err:
                 self._ok = False
+                if written:
+                    self._undo_partial(fd, start, written)
                 self._close()
                 raise AuditUnavailable(f"cannot append to audit log {self.path}: {err.strerror}") from err
 
     def healthy(self) -> bool:
-        """True when records can be written.
+        """True when records can be written to the log itself.
 
-        After a failed write, health is probed by reopening the log and writing a byte to a sibling probe
-        file on the same file system (a full disk fails that too); it recovers without a restart.
+        After a failed write, health is probed by appending a small ``audit_probe`` record to the actual log
+        (not a side file, which could succeed while the log cannot grow); only a successful append restores
+        health, so it recovers without a restart once the log is writable again.
         """
         if self._ok:
             return True
-        probe = self.path.with_name(self.path.name + ".probe")
         try:
-            self.open()
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, b"\n")
-            finally:
-                os.close(fd)
-                probe.unlink(missing_ok=True)
-        except (OSError, AuditUnavailable):
+            self.write(_Probe())
+        except AuditUnavailable:
             return False
-        self._ok = True
         return True
 
     def close(self) -> None:
@@ -77,6 +86,9 @@ class JsonlAuditSink:
             self._close()
 
     def _ensure_open(self) -> int:
+        if self._fd is not None and not self._same_file(self._fd):
+            # The log was rotated (renamed) or deleted under us: records must reach the configured path.
+            self._close()
         if self._fd is None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -85,6 +97,23 @@ class JsonlAuditSink:
                 self._ok = False
                 raise AuditUnavailable(f"cannot open audit log {self.path}: {err.strerror}") from err
         return self._fd
+
+    @staticmethod
+    def _undo_partial(fd: int, start: int, written: int) -> None:
+        """Cut off a torn record (disk full or file size limit mid-line), so the log stays line-aligned.
+        Only when nothing else was appended meanwhile; otherwise the torn line is left for verification."""
+        try:
+            if os.fstat(fd).st_size == start + written:
+                os.ftruncate(fd, start)
+        except OSError:
+            pass
+
+    def _same_file(self, fd: int) -> bool:
+        try:
+            on_disk, ours = os.stat(self.path), os.fstat(fd)
+        except OSError:
+            return False
+        return (on_disk.st_ino, on_disk.st_dev) == (ours.st_ino, ours.st_dev)
 
     def _close(self) -> None:
         if self._fd is not None:

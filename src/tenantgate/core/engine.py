@@ -164,6 +164,14 @@ def _compile_file(
                                                     f"policy ids starting with {RESERVED_PREFIX!r} are reserved",
                                                     policy_id=policy_id))
                 continue
+            named = _entity_literals(policy)
+            if named and not _pins_tenant(policy):
+                diagnostics.append(PolicyDiagnostic(
+                    source.path, line,
+                    f"names {named[0]} but does not pin a tenant: entity ids are only unique within a tenant, so "
+                    f"this would apply to a same-named entity in every tenant; add e.g. "
+                    f"`when {{ principal.tenant == \"<tenant>\" }}`", policy_id=policy_id))
+                continue
             if policy_id in locations:
                 first = locations[policy_id]
                 diagnostics.append(PolicyDiagnostic(source.path, line,
@@ -172,6 +180,34 @@ def _compile_file(
                 continue
             target[policy_id] = policy
             locations[policy_id] = PolicyLocation(source.path, line)
+
+
+def _entity_literals(policy: dict[str, Any]) -> list[str]:
+    """Non-action entity literals a policy names, in its scope or conditions (``User::"alice"``, ...)."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("entity", "__entity") and isinstance(value, dict) and "type" in value:
+                    if str(value["type"]).split("::")[-1] != "Action":
+                        found.append(f'{value["type"]}::"{value.get("id", "")}"')
+                elif key == "entities" and isinstance(value, list):
+                    for item in value:
+                        walk({"entity": item})
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: policy.get(k) for k in ("principal", "resource", "conditions")})
+    return found
+
+
+def _pins_tenant(policy: dict[str, Any]) -> bool:
+    """True when a condition reads a ``tenant`` attribute (``principal.tenant == "acme"`` and the like)."""
+    return '"attr": "tenant"' in json.dumps(policy.get("conditions", []))
 
 
 def _locate_parse_error(source: PolicySource, statements: Sequence[Any], err: ValueError) -> PolicyDiagnostic:
@@ -262,7 +298,10 @@ def interpret(decision: str, reasons: tuple[str, ...], errors: tuple[str, ...]) 
 
 
 def _short(message: str, limit: int = 300) -> str:
-    # Entity parse errors quote the whole entity JSON first; keep only what went wrong.
-    _, marker, tail = message.partition("error during entity deserialization: ")
-    message = ("entity " + tail if marker else message).replace("\n", " ")
+    # Entity parse errors quote the whole entity JSON (the caller's roles, intents, attribute values) before
+    # saying what went wrong: keep only what went wrong.
+    if message.startswith("failed to parse entities"):
+        _, marker, tail = message.rpartition("]: ")
+        message = "entity data: " + (tail if marker else "does not match the schema")
+    message = message.replace("\n", " ")
     return message if len(message) <= limit else message[:limit] + "..."

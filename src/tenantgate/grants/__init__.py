@@ -9,14 +9,33 @@ from __future__ import annotations
 
 from tenantgate.core.grants import GrantStore
 from tenantgate.errors import ConfigError
+from tenantgate.grants.guarded import GuardedStore
 from tenantgate.grants.postgres import PostgresGrantStore
 from tenantgate.grants.sqlite import SqliteGrantStore
 from tenantgate.redact import redact_url
 
-__all__ = ["PostgresGrantStore", "SqliteGrantStore", "open_store", "redact_url"]
+__all__ = ["GuardedStore", "PostgresGrantStore", "SqliteGrantStore", "open_guarded_store", "open_store", "redact_url"]
 
 _SQLITE_PREFIX = "sqlite:///"
 _POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+def open_guarded_store(url: str) -> GrantStore:
+    """The store the server uses: ``url`` checked now (``ConfigError``), opened lazily, failing fast while
+    down (see ``GuardedStore``)."""
+    _check_url(url)
+    return GuardedStore(lambda: open_store(url))
+
+
+def _check_url(url: str) -> None:
+    if url.startswith(_SQLITE_PREFIX):
+        path = url[len(_SQLITE_PREFIX):]
+        if not path or path == ":memory:":
+            raise ConfigError(f"grant store URL {url!r} names no file: use sqlite:///PATH")
+        if "?" in path or "#" in path:
+            raise ConfigError(f"grant store URL {url!r}: sqlite URLs take no query or fragment")
+    elif not url.startswith(_POSTGRES_PREFIXES):
+        raise ConfigError(f"unsupported grant store URL {redact_url(url)!r}: use sqlite:///PATH or postgresql://...")
 
 
 def open_store(url: str) -> GrantStore:
@@ -26,13 +45,7 @@ def open_store(url: str) -> GrantStore:
     ``postgresql://...`` or ``postgres://...`` (handed to libpq). Raises ``ConfigError`` for anything else,
     never quoting a password, and ``GrantStoreUnavailable`` when the store cannot be opened now.
     """
+    _check_url(url)
     if url.startswith(_SQLITE_PREFIX):
-        path = url[len(_SQLITE_PREFIX):]
-        if not path or path == ":memory:":
-            raise ConfigError(f"grant store URL {url!r} names no file: use sqlite:///PATH")
-        if "?" in path or "#" in path:
-            raise ConfigError(f"grant store URL {url!r}: sqlite URLs take no query or fragment")
-        return SqliteGrantStore(path)
-    if url.startswith(_POSTGRES_PREFIXES):
-        return PostgresGrantStore(url)
-    raise ConfigError(f"unsupported grant store URL {redact_url(url)!r}: use sqlite:///PATH or postgresql://...")
+        return SqliteGrantStore(url[len(_SQLITE_PREFIX):])
+    return PostgresGrantStore(url)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -54,8 +56,24 @@ class AuthorizerService(pb_grpc.AuthorizerServicer):
         token, problem = bearer_from_metadata(context.invocation_metadata())
         shared = request.token or token
         shared_problem = "" if request.token else problem
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        # A batch can hold up to 1,000 full verifications: run it off the event loop so other calls keep
+        # being answered, and stop deciding once the caller has gone (deadline passed or cancelled).
+        gone = threading.Event()  # set when the RPC ends early (client cancelled or deadline hit)
+        context.add_done_callback(lambda _ctx: gone.set())
+        results = await asyncio.to_thread(self._decide_batch, list(request.items), shared, shared_problem,
+                                          deadline, gone)
+        if results is None:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded or call cancelled")
+        return pb.BatchCheckResponse(results=results)
+
+    def _decide_batch(self, items: list[pb.CheckRequest], shared: str, shared_problem: str,
+                      deadline: float | None, gone: threading.Event) -> list[pb.CheckResponse] | None:
         results = []
-        for item in request.items:
+        for item in items:
+            if (deadline is not None and time.monotonic() >= deadline) or gone.is_set():
+                return None  # nobody will read the answer: decide (and audit) no further items
             try:
                 check = convert.check_input(item, fallback_token=shared, token_problem=shared_problem,
                                             api="batch_check")
@@ -65,7 +83,7 @@ class AuthorizerService(pb_grpc.AuthorizerServicer):
                 results.append(convert.check_response(result))
             except Exception:  # noqa: BLE001 - one bad item is a denial for that item only
                 results.append(_internal_denial("batch_check"))
-        return pb.BatchCheckResponse(results=results)
+        return results
 
 
 def _internal_denial(api: str) -> pb.CheckResponse:

@@ -63,3 +63,45 @@ def test_disk_full_is_audit_unavailable():
     sink = JsonlAuditSink("/dev/full")
     with pytest.raises(AuditUnavailable, match="No space"):
         sink.write(_event())
+
+
+def test_records_reach_the_configured_path_after_rotation(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    sink = JsonlAuditSink(path)
+    sink.write(_event(1))
+    path.rename(tmp_path / "audit.jsonl.1")  # what logrotate does
+    sink.write(_event(2))
+    assert [json.loads(x)["decision_id"] for x in path.read_text().splitlines()] == ["id-2"]
+
+
+def test_a_deleted_log_is_recreated_at_the_next_record(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    sink = JsonlAuditSink(path)
+    sink.write(_event(1))
+    path.unlink()
+    sink.write(_event(2))
+    assert json.loads(path.read_text())["decision_id"] == "id-2"
+
+
+def test_health_probes_the_log_itself_not_a_side_file(tmp_path):
+    import resource
+
+    path = tmp_path / "audit.jsonl"
+    sink = JsonlAuditSink(path)
+    sink.write(_event(1))
+    size = path.stat().st_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    import signal
+
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 10, hard))
+        with pytest.raises(AuditUnavailable):
+            sink.write(_event(2))
+        assert not sink.healthy()  # a fresh side file would still be writable; the log is not
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old)
+    assert sink.healthy()
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert lines[-1]["record_type"] == "audit_probe"

@@ -117,3 +117,33 @@ def test_only_an_error_free_allow_allows(decision, reasons, errors, expected):
     out = interpret(decision, reasons, errors)
     assert out.reason is expected
     assert (out.decision is Decision.ALLOW) == (expected is Reason.ALLOW)
+
+
+@pytest.mark.parametrize("text", [
+    'permit (principal == User::"alice", action == Action::"approve", resource);',
+    'permit (principal, action, resource == Invoice::"inv-7");',
+    'permit (principal in User::"alice", action, resource);',
+    'permit (principal, action, resource) when { principal == User::"alice" };',
+    'forbid (principal, action, resource) unless { resource in [Invoice::"a", Invoice::"b"] };',
+])
+def test_a_policy_naming_an_entity_must_pin_its_tenant(text):
+    # Entity ids are only unique within a tenant: User::"alice" of acme is the same Cedar entity as globex's.
+    with pytest.raises(PolicyError, match="does not pin a tenant"):
+        compile_policies(SCHEMA, [PolicySource("named.cedar", text)])
+
+
+def test_a_policy_for_acme_alice_does_not_grant_globex_alice():
+    text = ('@id("acme-alice-approves") permit (principal == User::"alice", action == Action::"approve", '
+            'resource is Invoice) when { principal.tenant == "acme" };')
+    engine = Engine(compile_policies(SCHEMA, [PolicySource("named.cedar", text)]))
+    acme = _eval(engine, _principal("acme", roles=()), action="approve", tenant="acme")
+    globex = _eval(engine, _principal("globex", roles=()), action="approve", tenant="globex")
+    assert (acme.decision, globex.decision) == (Decision.ALLOW, Decision.DENY)
+
+
+@pytest.mark.parametrize("attrs", [{"owner": {"type": "User", "id": "x"}}, {"status": 5}, {"nope": "x"}])
+def test_schema_error_messages_do_not_quote_entity_json(attrs):
+    engine = Engine(load_policies(BUNDLED))
+    out = _eval(engine, _principal(roles=("secret-role",)), attrs=attrs)
+    assert out.reason is Reason.INVALID_REQUEST
+    assert "secret-role" not in out.message and "uid" not in out.message and "issuer" not in out.message
