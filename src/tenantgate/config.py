@@ -47,6 +47,7 @@ class IssuerSettings:
     algorithms: tuple[str, ...]
     jwks_file: str = ""
     jwks_url: str = ""
+    tenants: tuple[str, ...] = ()  # tenants this issuer may assert in tokens.tenant_claim; empty = any
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,8 @@ class DevIssuerSettings:
 class PolicySettings:
     dir: str = "policies"
     schema_file: str = ""  # default: <dir>/schema.cedarschema
+    partition_cache_size: int = 1024
+    poll_interval_seconds: float = 2.0  # 0 = no polling (SIGHUP still reloads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +324,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("tokens.jwks_refresh_min_interval_seconds must be >= 1")
     if not 0 < t.jwks_fetch_timeout_seconds <= 30:
         raise ConfigError("tokens.jwks_fetch_timeout_seconds must be > 0 and <= 30")
+    from tenantgate.core.request import is_tenant_id
+
     seen: set[str] = set()
     for i, iss in enumerate(t.issuers):
         where = f"tokens.issuers[{i}]"
@@ -332,6 +337,9 @@ def validate(s: Settings) -> None:
         if not iss.audiences:
             raise ConfigError(f"{where}.audiences must list at least one audience")
         check_algorithms(iss.algorithms, where)
+        for tenant in iss.tenants:
+            if not is_tenant_id(tenant):
+                raise ConfigError(f"{where}.tenants: {tenant!r} is not a valid tenant id")
         if bool(iss.jwks_file) == bool(iss.jwks_url):
             raise ConfigError(f"{where}: set exactly one of jwks_file or jwks_url")
         if iss.jwks_url and not (iss.jwks_url.startswith("https://") or _is_loopback_http(iss.jwks_url)):
@@ -345,6 +353,9 @@ def validate(s: Settings) -> None:
         _positive(d.max_ttl_seconds, "dev_issuer.max_ttl_seconds")
     if not t.issuers and not d.enabled:
         raise ConfigError("no trusted token issuer: add [[tokens.issuers]] or enable [dev_issuer]")
+    _positive(s.policies.partition_cache_size, "policies.partition_cache_size")
+    if s.policies.poll_interval_seconds < 0:
+        raise ConfigError("policies.poll_interval_seconds must be >= 0 (0 turns polling off)")
     g = s.grants
     if not g.store.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError("grants.store must be sqlite:///PATH or postgresql://...")

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -39,8 +40,8 @@ from tenantgate.errors import (
     TokenInvalid,
     TokenMissing,
 )
-from tenantgate.identity import JwtVerifier
-from tenantgate.identity.jwks import b64url_encode
+from tenantgate.identity import IssuerKeys, JwksFile, JwtVerifier
+from tenantgate.identity.encoding import b64url_encode
 
 ISSUER = "https://issuer.test"
 
@@ -465,3 +466,39 @@ def test_arbitrary_signed_segments_only_ever_raise_token_errors(verifier: JwtVer
                                                                header: dict[str, Any], payload: bytes) -> None:
     with pytest.raises(TokenError):
         verifier.verify(es.signed_raw({**header, "alg": "ES256", "kid": es.kid}, payload))
+
+
+# ------------------------------------------------------------------------------------------ tenant allow-list
+
+
+@pytest.fixture(scope="module")
+def acme_only(es: TestIssuer, es2: TestIssuer, clock: FixedClock) -> JwtVerifier:
+    # es may speak only for acme; es2 (also trusted) has no list.
+    limited = IssuerKeys(replace(es.settings, tenants=("acme",)), JwksFile(es.jwks_path))
+    return verifier_for(limited, es2, clock=clock, cache_size=0)
+
+
+@pytest.mark.parametrize(
+    "tenant",
+    ["globex", "Acme", "ACME", " acme", "acme\u0000", "acme\u200b", "аcme", "acme/../globex", "acme,globex"],
+    ids=["other", "title-case", "upper", "space", "nul", "zero-width", "cyrillic-a", "path", "comma"],
+)
+def test_limited_issuer_cannot_assert_a_tenant_outside_its_list(acme_only: JwtVerifier, es: TestIssuer,
+                                                                tenant: str) -> None:
+    rejects(acme_only, es.mint(tenant=tenant), IssuerUntrusted)
+
+
+def test_duplicate_tenant_claim_cannot_smuggle_a_second_tenant_past_the_list(acme_only: JwtVerifier,
+                                                                              es: TestIssuer) -> None:
+    for pair in ('"tenant":"acme","tenant":"globex"', '"tenant":"globex","tenant":"acme"'):
+        claims = {name: value for name, value in es.default_claims().items() if name != "tenant"}
+        body = json.dumps(claims)[:-1] + f",{pair}}}"
+        rejects(acme_only, es.signed_raw(es.default_header(), body.encode()))
+
+
+def test_unlimited_issuers_key_cannot_speak_for_the_limited_issuer(acme_only: JwtVerifier, es: TestIssuer,
+                                                                  es2: TestIssuer) -> None:
+    assert acme_only.verify(es2.mint(tenant="globex")).issuer == "https://two.test"
+    claims = es.default_claims() | {"tenant": "globex"}
+    rejects(acme_only, es2.signed_raw(es2.default_header(), claims))
+    rejects(acme_only, es2.signed_raw({**es2.default_header(), "kid": es.kid}, claims))

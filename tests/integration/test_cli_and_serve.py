@@ -112,7 +112,8 @@ def test_validate_reports_file_and_line_and_exit_3(workdir):
         ' when { resource.statuss == "x" };\n')
     out = _run(["validate"], workdir, _env())
     assert out.returncode == 3
-    assert f"{Path('policies') / 'zz-bad.cedar'}:3: [typo]" in out.stdout.replace(str(workdir) + os.sep, "")
+    shown = out.stdout.replace(str(workdir) + os.sep, "")
+    assert f"{Path('policies') / 'zz-bad.cedar'}:3:1: [typo] for policy `typo`, attribute `statuss`" in shown
 
 
 def test_serve_refuses_to_start_on_invalid_policies(workdir):

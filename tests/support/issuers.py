@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from tenantgate.config import IssuerSettings, TokenSettings
 from tenantgate.core.ports import Clock
 from tenantgate.identity import IssuerKeys, JwksFile, JwtVerifier
-from tenantgate.identity.jwks import b64url_encode, jwk_thumbprint
+from tenantgate.identity.encoding import b64url_encode
+from tenantgate.identity.jwks import jwk_thumbprint
 
 NOW = 1_700_000_000.0
 """A fixed instant tests can share (2023-11-14)."""
@@ -234,21 +235,31 @@ def verifier_for(*issuers: TestIssuer | IssuerKeys, clock: Clock, **token_overri
 
 @dataclass(slots=True)
 class Route:
+    """What a path answers. ``hold``: answer only once the event is set (bounded by 30 s), a slow server.
+    ``trickle_seconds``: send the body one byte at a time with this pause (``trickle_headers``: the status
+    line and headers too), a server that never lets a per-read socket timeout expire."""
+
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
+    hold: threading.Event | None = None
+    trickle_seconds: float = 0.0
+    trickle_headers: bool = False
 
 
 class LoopbackServer:
     """A tiny HTTP server on 127.0.0.1 (port 0) that serves configured routes and records every request path.
 
     Use as a context manager; ``stop()`` closes the port so later connections are refused at once.
-    Unknown paths answer 404.
+    Unknown paths answer 404. ``count`` counts requests received, ``answered`` responses sent in full, and
+    ``trickled`` the bytes a trickling route has sent so far.
     """
 
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[str] = []
+        self._answered: list[str] = []
+        self._trickled: dict[str, int] = {}
         self._lock = threading.Lock()
         server = self
 
@@ -257,12 +268,38 @@ class LoopbackServer:
                 with server._lock:
                     server.requests.append(self.path)
                     route = server.routes.get(self.path, Route(404, b"not found", {}))
-                self.send_response(route.status)
-                for name, value in route.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(route.body)))
-                self.end_headers()
-                self.wfile.write(route.body)
+                if route.hold is not None:
+                    route.hold.wait(timeout=30)
+                head = self._head(route)
+                if route.trickle_seconds:
+                    if not self._trickle(route, head):
+                        return
+                else:
+                    self.wfile.write(head + route.body)
+                with server._lock:
+                    server._answered.append(self.path)
+
+            def _head(self, route: Route) -> bytes:
+                lines = [f"HTTP/1.0 {route.status} {self.responses.get(route.status, ('?',))[0]}"]
+                lines += [f"{name}: {value}" for name, value in route.headers.items()]
+                if not any(name.lower() == "content-length" for name in route.headers):
+                    lines.append(f"Content-Length: {len(route.body)}")
+                lines += ["", ""]
+                return "\r\n".join(lines).encode("latin-1")
+
+            def _trickle(self, route: Route, head: bytes) -> bool:
+                paced = head + route.body if route.trickle_headers else route.body
+                try:
+                    if not route.trickle_headers:
+                        self.wfile.write(head)
+                    for index in range(len(paced)):
+                        time.sleep(route.trickle_seconds)
+                        self.wfile.write(paced[index:index + 1])
+                        with server._lock:
+                            server._trickled[self.path] = server._trickled.get(self.path, 0) + 1
+                except OSError:
+                    return False  # the client hung up
+                return True
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -277,14 +314,34 @@ class LoopbackServer:
     def url(self, path: str = "/jwks.json") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def serve(self, path: str, body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> None:
-        route = Route(status, body) if headers is None else Route(status, body, headers)
+    def serve(
+        self,
+        path: str,
+        body: bytes,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        *,
+        hold: threading.Event | None = None,
+        trickle_seconds: float = 0.0,
+        trickle_headers: bool = False,
+    ) -> None:
+        route = Route(status, body, hold=hold, trickle_seconds=trickle_seconds, trickle_headers=trickle_headers)
+        if headers is not None:
+            route.headers = headers
         with self._lock:
             self.routes[path] = route
 
     def count(self, path: str | None = None) -> int:
         with self._lock:
             return len(self.requests) if path is None else self.requests.count(path)
+
+    def answered(self, path: str) -> int:
+        with self._lock:
+            return self._answered.count(path)
+
+    def trickled(self, path: str) -> int:
+        with self._lock:
+            return self._trickled.get(path, 0)
 
     def start(self) -> Self:
         self._thread.start()

@@ -65,29 +65,40 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="ask for a decision (in-process, or --server)")
     config_arg(check)
-    check.add_argument("--token", default=os.environ.get("TENANTGATE_TOKEN", ""),
-                       help="bearer token (default: $TENANTGATE_TOKEN; '-' reads stdin)")
-    check.add_argument("--action", required=True)
-    check.add_argument("--resource-type", required=True)
-    check.add_argument("--resource-id", required=True)
-    check.add_argument("--resource-tenant", required=True)
-    check.add_argument("--resource-attributes", default=None, metavar="JSON")
-    check.add_argument("--intent", default="")
-    check.add_argument("--context", default=None, metavar="JSON")
+    request_args(check)
     check.add_argument("--server", default=None, metavar="HOST:PORT", help="ask a running server")
     check.add_argument("--timeout", type=float, default=5.0, help="seconds, with --server")
+    check.add_argument("--explain", action="store_true", help="show every step of the decision (in-process)")
     check.set_defaults(handler=_check)
+
+    status = sub.add_parser("status", help="what a running server is serving (policy version, last reload, ...)")
+    status.add_argument("--server", default="127.0.0.1:50051", metavar="HOST:PORT")
+    status.add_argument("--timeout", type=float, default=5.0)
+    status.set_defaults(handler=_status)
+
+    from tenantgate.cli import policy, policytest
+
+    policy.add_commands(sub, config_arg, request_args)
+    policytest.add_command(sub)
 
     from tenantgate.cli import grants
 
     grants.add_commands(sub)
 
-    validate = sub.add_parser("validate", help="validate policies against the schema")
-    config_arg(validate)
-    validate.add_argument("--policies", default=None, metavar="DIR")
-    validate.add_argument("--schema", default=None, metavar="FILE")
-    validate.set_defaults(handler=_validate)
     return p
+
+
+def request_args(cmd: argparse.ArgumentParser) -> None:
+    """The options that describe one decision request (check, explain)."""
+    cmd.add_argument("--token", default=os.environ.get("TENANTGATE_TOKEN", ""),
+                     help="bearer token (default: $TENANTGATE_TOKEN; '-' reads stdin)")
+    cmd.add_argument("--action", required=True)
+    cmd.add_argument("--resource-type", required=True)
+    cmd.add_argument("--resource-id", required=True)
+    cmd.add_argument("--resource-tenant", required=True)
+    cmd.add_argument("--resource-attributes", default=None, metavar="JSON")
+    cmd.add_argument("--intent", default="")
+    cmd.add_argument("--context", default=None, metavar="JSON")
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -167,6 +178,23 @@ def _check(args: argparse.Namespace) -> int:
 
     from tenantgate.v1 import authorizer_pb2 as pb
 
+    if args.explain:
+        from tenantgate.cli.policy import explain
+
+        if args.server:
+            raise ConfigError("--explain decides in-process on the local configuration; drop --server")
+        return explain(args, check_request(args), as_json=False)
+    request = check_request(args)
+    response = _check_remote(args, request) if args.server else _check_local(args, request)
+    print(json.dumps(json_format.MessageToDict(response, preserving_proto_field_name=True,
+                                               always_print_fields_with_no_presence=True), indent=2))
+    return EXIT_OK if response.decision == pb.ALLOW else EXIT_DENY
+
+
+def check_request(args: argparse.Namespace) -> Any:
+    """The CheckRequest that ``check`` and ``explain`` options describe."""
+    from tenantgate.v1 import authorizer_pb2 as pb
+
     token = sys.stdin.readline().strip() if args.token == "-" else args.token
     request = pb.CheckRequest(
         token=token,
@@ -184,10 +212,7 @@ def _check(args: argparse.Namespace) -> int:
             if not isinstance(data, dict):
                 raise ConfigError(f"{name} must be a JSON object")
             target.update(data)
-    response = _check_remote(args, request) if args.server else _check_local(args, request)
-    print(json.dumps(json_format.MessageToDict(response, preserving_proto_field_name=True,
-                                               always_print_fields_with_no_presence=True), indent=2))
-    return EXIT_OK if response.decision == pb.ALLOW else EXIT_DENY
+    return request
 
 
 def _check_local(args: argparse.Namespace, request: Any) -> Any:
@@ -213,25 +238,21 @@ def _check_remote(args: argparse.Namespace, request: Any) -> Any:
             raise ConfigError(f"server {args.server}: {err.code().name}: {err.details()}") from err
 
 
-def _validate(args: argparse.Namespace) -> int:
-    from tenantgate.policy import load_policies
+def _status(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf import json_format
 
-    if args.policies:
-        policy_dir, schema = args.policies, args.schema
-    else:
-        settings = _settings(args)
-        policy_dir, schema = settings.policies.dir, args.schema or settings.policies.schema_file
-    try:
-        compiled = load_policies(policy_dir, schema)
-    except PolicyError as err:
-        for diag in err.diagnostics or ():
-            print(f"{os.path.join(policy_dir, diag.path)}{str(diag)[len(diag.path):]}")
-        if not err.diagnostics:
-            print(str(err))
-        print(f"invalid: {len(err.diagnostics) or 1} problem(s)", file=sys.stderr)
-        return EXIT_INVALID_POLICIES
-    print(f"valid: {compiled.policy_count - 1} policies in {policy_dir} (version {compiled.version})")
-    return EXIT_OK
+    from tenantgate.v1 import admin_pb2 as adm
+    from tenantgate.v1 import admin_pb2_grpc as adm_grpc
+
+    with grpc.insecure_channel(args.server) as channel:
+        try:
+            answer = adm_grpc.AdminStub(channel).Status(adm.StatusRequest(), timeout=args.timeout)
+        except grpc.RpcError as err:
+            raise ConfigError(f"server {args.server}: {err.code().name}: {err.details()}") from err
+    print(json.dumps(json_format.MessageToDict(answer, preserving_proto_field_name=True,
+                                               always_print_fields_with_no_presence=True), indent=2))
+    return EXIT_OK if answer.last_reload_ok and answer.audit_writable else EXIT_ERROR
 
 
 def _csv(text: str) -> list[str]:

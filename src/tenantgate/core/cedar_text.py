@@ -8,6 +8,7 @@ Pure text processing: it knows Cedar's strings and ``//`` comments, nothing else
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -20,54 +21,41 @@ class Statement:
     text: str
 
 
+# Tokens that matter for finding statement ends: comments, strings (possibly unterminated), semicolons;
+# runs of anything else are skipped in one step.
+_TOKENS = re.compile(r'//[^\n]*|"(?:[^"\\]|\\.)*"?|;|[^\s/";]+|/', re.S)
+
+
 def split_statements(text: str) -> list[Statement]:
     """Split policy text into statements ending at a top-level ``;``.
 
     A trailing fragment without ``;`` is returned as a statement too (it is a parse error, and needs a line).
     """
     statements: list[Statement] = []
-    i, n = 0, len(text)
-    line, col = 1, 1
-    start: tuple[int, int, int] | None = None  # (offset, line, column)
-
-    def advance(ch: str) -> None:
-        nonlocal line, col
-        if ch == "\n":
-            line, col = line + 1, 1
-        else:
-            col += 1
-
-    while i < n:
-        ch = text[i]
-        if ch == "/" and text.startswith("//", i):
-            while i < n and text[i] != "\n":
-                advance(text[i])
-                i += 1
+    start = -1
+    lines = _LineCounter(text)
+    for match in _TOKENS.finditer(text):
+        token = match.group()
+        if token.startswith("//"):
             continue
-        if ch.isspace():
-            advance(ch)
-            i += 1
-            continue
-        if start is None:
-            start = (i, line, col)
-        if ch == '"':
-            advance(ch)
-            i += 1
-            while i < n and text[i] != '"':
-                if text[i] == "\\" and i + 1 < n:
-                    advance(text[i])
-                    i += 1
-                advance(text[i])
-                i += 1
-            if i < n:
-                advance(text[i])
-                i += 1
-            continue
-        advance(ch)
-        i += 1
-        if ch == ";":
-            statements.append(Statement(start[1], start[2], text[start[0]:i]))
-            start = None
-    if start is not None:
-        statements.append(Statement(start[1], start[2], text[start[0]:]))
+        if start < 0:
+            start = match.start()
+        if token == ";":
+            statements.append(lines.statement(start, match.end()))
+            start = -1
+    if start >= 0:
+        statements.append(lines.statement(start, len(text)))
     return statements
+
+
+class _LineCounter:
+    """Line numbers of increasing offsets, counting each newline once."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.pos, self.line = text, 0, 1
+
+    def statement(self, start: int, end: int) -> Statement:
+        self.line += self.text.count("\n", self.pos, start)
+        self.pos = start
+        column = start - (self.text.rfind("\n", 0, start) + 1) + 1
+        return Statement(self.line, column, self.text[start:end])

@@ -108,6 +108,8 @@ class CheckInput:
     # an unconvertible Struct). decide() then denies with token_invalid / invalid_request, audited.
     token_problem: str = ""
     request_problem: str = ""
+    # Record each step's outcome in DecisionResult.trace (for `tenantgate explain`); off on the hot path.
+    explain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,17 @@ class AuditEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class TraceStep:
+    """One step of a decision as ``explain`` shows it: token, principal, request, tenant, grant, intent, cedar."""
+
+    step: str
+    outcome: str  # "pass", "deny" or "info"
+    detail: str
+    policy_ids: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class DecisionResult:
     """The answer: decision, reason, determining policies, decision id and the audit record written for it."""
 
@@ -161,7 +174,7 @@ class DecisionResult:
     policy_ids: tuple[str, ...]
     decision_id: str
     audit: AuditEvent
-    extras: Mapping[str, Any] = field(default_factory=dict)
+    trace: tuple[TraceStep, ...] = ()
 
     @property
     def allowed(self) -> bool:

@@ -26,6 +26,7 @@ from tenantgate.core.model import (
     Denial,
     Principal,
     Reason,
+    TraceStep,
     VerifiedClaims,
     rfc3339,
 )
@@ -76,9 +77,10 @@ class DecisionPoint:
         engine: Engine | None = None
         verified: VerifiedClaims | None = None
         principal: Principal | None = None
+        trace: list[TraceStep] | None = [] if check.explain else None
         try:
             engine = self._engine()
-            verified, principal, outcome = self._evaluate(check, engine)
+            verified, principal, outcome = self._evaluate(check, engine, trace)
         except Exception as err:
             log.exception("decision %s failed unexpectedly", decision_id)
             reason, _status = classify(err)
@@ -99,24 +101,39 @@ class DecisionPoint:
             policy_ids=outcome.policy_ids,
             decision_id=decision_id,
             audit=event,
+            trace=tuple(trace or ()),
         )
 
     def decide_many(self, checks: Sequence[CheckInput]) -> list[DecisionResult]:
         """Decide independent requests in order; one bad item is a denial for that item only."""
         return [self.decide(check) for check in checks]
 
-    def _evaluate(self, check: CheckInput, engine: Engine
+    def _evaluate(self, check: CheckInput, engine: Engine, trace: list[TraceStep] | None
                   ) -> tuple[VerifiedClaims | None, Principal | None, _Outcome]:
+        def note(step: str, outcome: str, detail: Callable[[], str], policy_ids: tuple[str, ...] = (),
+                 errors: tuple[str, ...] = ()) -> None:
+            # ``detail`` is a callable so the hot path (no trace) never formats a message.
+            if trace is not None:
+                trace.append(TraceStep(step, outcome, detail(), policy_ids, errors))
+
         try:
             if check.token_problem:
                 raise TokenInvalid(check.token_problem)
             verified = self._verifier.verify(check.token)
         except TokenError as err:
             reason, _status = classify(err)
-            return None, None, _Outcome(Decision.DENY, Reason(reason), str(err) or reason)
+            message = str(err) or reason
+            note("token", "deny", lambda: f"{reason}: {message}")
+            return None, None, _Outcome(Decision.DENY, Reason(reason), message)
+        note("token", "pass", lambda: f"verified; issuer {verified.issuer}, subject {verified.subject}, "
+             f"token id {verified.token_id}")
         principal = principal_from_claims(verified, self._names)
         if isinstance(principal, Denial):
+            note("principal", "deny", lambda: f"{principal.reason.value}: {principal.message}")
             return verified, None, _deny(principal)
+        bound = list(principal.intents) if principal.intents is not None else "not bound"
+        note("principal", "pass", lambda: f'{principal.entity_type}::"{principal.entity_id}" of tenant '
+             f"{principal.tenant}, roles {list(principal.roles)}, intents {bound}")
         try:
             if check.request_problem:
                 raise RequestProblem(check.request_problem)
@@ -124,28 +141,48 @@ class DecisionPoint:
             attrs = resource_attributes(check)
             context = request_context(check)
         except RequestProblem as problem:
-            return verified, principal, _Outcome(Decision.DENY, Reason.INVALID_REQUEST, str(problem))
+            why = str(problem)
+            note("request", "deny", lambda: f"invalid_request: {why}")
+            return verified, principal, _Outcome(Decision.DENY, Reason.INVALID_REQUEST, why)
+        note("request", "pass", lambda: f'{check.action} on {check.resource.type}::"{check.resource.id}" '
+             f"owned by tenant {check.resource.tenant}")
         # INVARIANT: checked in code before Cedar; the built-in Cedar guardrail checks it again. The only
         # way past a tenant mismatch is an active break-glass grant for this operator, tenant and action.
         denial = check_tenant(principal, check.resource)
+        same = denial is None
+        note("tenant", "pass" if same else "deny", lambda: f"caller tenant {principal.tenant} "
+             f"{'==' if same else '!='} resource tenant {check.resource.tenant}")
         grant: Grant | None = None
         if denial is not None and self._grants is not None:
             try:
                 grant = self._grants.find(principal, check.resource.tenant, check.action)
             except GrantStoreUnavailable as err:
                 log.warning("grant store unavailable: %s", err)
+                note("grant", "deny", lambda: "grant_store_unavailable: the grant store could not be asked")
                 return verified, principal, _Outcome(
                     Decision.DENY, Reason.GRANT_STORE_UNAVAILABLE,
                     "the break-glass grant store is unavailable; cross-tenant access is denied")
             if grant is not None:
                 denial = None
                 context["breakGlass"] = break_glass_context(grant)
+                used = grant
+                note("grant", "pass", lambda: f"active break-glass grant {used.id} (ticket {used.ticket!r}) "
+                     f"covers {check.action} in {used.target_tenant}")
+            else:
+                note("grant", "deny", lambda: "no active break-glass grant covers this operator, tenant and action")
         denial = denial or check_intent(principal, check.intent)
         grant_id = grant.id if grant else ""
         if denial is not None:
+            if denial.reason in (Reason.INTENT_MISSING, Reason.INTENT_NOT_BOUND):
+                refused = denial
+                note("intent", "deny", lambda: f"{refused.reason.value}: {refused.message}")
             return verified, principal, _Outcome(Decision.DENY, denial.reason, denial.message, grant_id=grant_id)
+        note("intent", "pass", lambda: f"stated intent {check.intent!r}" + (
+            " is bound by the token" if principal.intents is not None else " (the token binds no intents)"))
         result = engine.evaluate(principal, check.action, check.resource, attrs, context)
         reason = Reason.ALLOW_BREAK_GLASS if grant and result.decision is Decision.ALLOW else result.reason
+        note("cedar", "pass" if result.decision is Decision.ALLOW else "deny",
+             lambda: f"{reason.value}: {result.message}", result.policy_ids, result.errors)
         return verified, principal, _Outcome(result.decision, reason, result.message, result.policy_ids, grant_id)
 
     def _event(self, decision_id: str, check: CheckInput, outcome: _Outcome, verified: VerifiedClaims | None,

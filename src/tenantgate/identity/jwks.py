@@ -7,26 +7,28 @@ Security defaults:
 * A JWKS *file* is trusted configuration, so anything doubtful is a start-up ``ConfigError`` naming the file:
   private key material (``d``, ``p``, ``q``, ...), HMAC secrets shorter than 32 bytes, RSA moduli shorter than
   2048 bits, malformed keys, an empty set. Keys of an unsupported type or curve are skipped with a warning.
-* A JWKS *URL* is fetched lazily, without following redirects, capped at 1 MiB, and re-fetched at most once
-  per ``refresh_min_interval_seconds`` whatever the reason (expiry, unknown ``kid``, failure), so a flood of
-  unknown ``kid`` values cannot become a flood of fetches. The last good key set keeps working while the URL
-  is down or serves garbage; doubtful keys in a fetched set are skipped with a warning.
+* A JWKS *URL* is fetched lazily, without following redirects, capped at 1 MiB and at ``timeout_seconds`` in
+  total, and re-fetched at most once per ``refresh_min_interval_seconds`` whatever the reason (expiry, unknown
+  ``kid``, failure), so a flood of unknown ``kid`` values cannot become a flood of fetches. Once keys are held,
+  re-fetches run on a background thread: verification never waits for the network. The last good key set
+  keeps working while the URL is down or serves garbage; doubtful keys in a fetched set are skipped with a
+  warning.
+
+Strict JSON and base64url decoding live in ``tenantgate.identity.encoding`` (re-exported here).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
+import http.client
 import json
-import math
 import os
+import socket
+import ssl
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -37,13 +39,17 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from tenantgate.config import HMAC_ALGORITHMS, IssuerSettings, TokenSettings, check_algorithms
 from tenantgate.core.ports import Clock
+from tenantgate.core.request import is_tenant_id
 from tenantgate.errors import ConfigError, KeySourceUnavailable
+
+# Re-exported: these helpers lived here before ``encoding`` was split out, and callers may import them from here.
+from tenantgate.identity.encoding import MAX_JSON_DEPTH as MAX_JSON_DEPTH
+from tenantgate.identity.encoding import b64url_decode as b64url_decode
+from tenantgate.identity.encoding import b64url_encode as b64url_encode
+from tenantgate.identity.encoding import parse_strict_json as parse_strict_json
 
 MAX_JWKS_BYTES = 1_048_576
 """Largest JWKS document accepted, from a file or a URL."""
-
-MAX_JSON_DEPTH = 32
-"""Deepest nesting of JSON arrays/objects accepted in tokens and key sets (the root object is depth 1)."""
 
 MIN_HMAC_SECRET_BYTES = 32
 MIN_RSA_BITS = 2048
@@ -74,106 +80,6 @@ _EC_CURVE_NAMES: Mapping[str, str] = MappingProxyType(
 _PARSE_ALG: Mapping[str, str] = MappingProxyType(
     {"RSA": "RS256", "EC:P-256": "ES256", "EC:P-384": "ES384", "EC:P-521": "ES512", "OKP": "EdDSA"}
 )
-
-
-# --------------------------------------------------------------------------------------------- strict JSON
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        # Parsers disagree on which duplicate wins (PyJWT: the last); a signed document must mean one thing.
-        raise _DuplicateKey("duplicate member name")
-    return obj
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("number out of range")
-    return value
-
-
-def parse_strict_json(text: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """Parse RFC 8259 JSON strictly; raise ``ValueError`` for anything a lenient parser would let through.
-
-    Rejected: duplicate member names at any depth, ``NaN``/``Infinity``, numbers that overflow to infinity,
-    integers too long to convert, nesting deeper than ``max_depth`` (without leaking ``RecursionError``),
-    a byte-order mark, and strings holding lone surrogates (they cannot be re-encoded as UTF-8 downstream).
-    The input is ``str`` on purpose: ``json.loads(bytes)`` would guess UTF-16/32 encodings.
-    """
-    if text.startswith("\ufeff"):
-        raise ValueError("byte-order mark")
-    try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_object_without_duplicates,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-        )
-    except RecursionError as err:
-        raise ValueError("JSON nested too deeply") from err
-    _check_shape(value, max_depth)
-    return value
-
-
-def _check_shape(value: Any, max_depth: int) -> None:
-    # Iterative walk: a recursive one would itself be a recursion-depth attack surface.
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            items: Sequence[Any] = [*node.keys(), *node.values()]
-        elif isinstance(node, list):
-            items = node
-        else:
-            _check_scalar(node)
-            continue
-        if depth > max_depth:
-            raise ValueError("JSON nested too deeply")
-        for item in items:
-            if isinstance(item, (dict, list)):
-                stack.append((item, depth + 1))
-            else:
-                _check_scalar(item)
-
-
-def _check_scalar(value: Any) -> None:
-    if isinstance(value, str) and not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as err:
-            raise ValueError("string holds a lone surrogate") from err
-
-
-def b64url_encode(data: bytes) -> str:
-    """Unpadded base64url (RFC 7515 §2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(segment: str) -> bytes:
-    """Decode canonical unpadded base64url; ``ValueError`` for padding, foreign characters or stray bits.
-
-    Canonical means re-encoding gives the same text: two spellings of one value would let an attacker make
-    distinct tokens (distinct cache keys, distinct token ids) with one signature.
-    """
-    if len(segment) % 4 == 1 or not segment.isascii():
-        raise ValueError("invalid base64url length")
-    try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError) as err:
-        raise ValueError("invalid base64url") from err
-    if b64url_encode(raw) != segment:
-        raise ValueError("non-canonical base64url")
-    return raw
 
 
 def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
@@ -368,10 +274,10 @@ def _family_of(key_object: Any, where: str) -> tuple[str, int]:
 class KeySource(Protocol):
     """Where an issuer's verification keys come from.
 
-    ``current()`` returns the key set (fetching lazily if needed) or raises ``KeySourceUnavailable`` when no
-    key set was ever obtained. ``refresh()`` asks for a re-read after an unknown ``kid``; implementations
-    rate-limit it and return the (possibly unchanged) current set. ``peek()`` returns the keys already held,
-    without any I/O.
+    ``current()`` returns the key set, or raises ``KeySourceUnavailable`` when no key set was ever obtained.
+    ``refresh()`` asks for a re-read after an unknown ``kid`` and returns the (possibly unchanged) key set;
+    implementations rate-limit it. Once a source holds keys, neither call may wait for I/O: a re-read runs in
+    the background and the held keys answer meanwhile. ``peek()`` returns the keys already held, without I/O.
     """
 
     description: str
@@ -423,40 +329,47 @@ class JwksFile:
         return self._keys
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse every redirect: a JWKS URL that moves is a failure, not an invitation to fetch elsewhere."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+_READ_CHUNK_BYTES = 8192
+"""Largest single read of a JWKS response body: the fetch deadline is checked between reads."""
 
 
 class JwksUrl:
-    """A JWKS fetched over HTTP(S) with urllib, lazily, cached, rate-limited, never following redirects.
+    """A JWKS fetched over HTTP(S) with ``http.client``: lazily, cached, rate-limited, never following redirects.
 
-    * The first fetch happens on first use, so the server starts while the URL is briefly down.
-    * Keys are re-fetched when older than ``cache_seconds`` or on ``refresh()`` (unknown ``kid``), but no
-      fetch *attempt* (successful or not) happens within ``refresh_min_interval_seconds`` of the previous
-      one, measured with the injected clock. Only one thread fetches at a time; others use the held keys
-      (or, before the first key set arrived, wait for the fetch in flight).
-    * A failed fetch (network error, non-200 status including any 3xx, body over 1 MiB, non-UTF-8, not a
-      strict-JSON key set, no usable key) keeps the last good keys, which stay in use while the URL is down.
-      If no key set was ever obtained, ``current()`` raises ``KeySourceUnavailable`` (fail closed).
-    * Fetching blocks the calling thread for at most about ``timeout_seconds``.
-    * Environment proxy settings are ignored (only ``config.py`` reads the environment).
+    * The first fetch happens on first use (or ``JwtVerifier.prefetch_keys``), so the server starts while the
+      URL is briefly down. Until a key set has been obtained, ``current()`` fetches on the calling thread;
+      concurrent callers wait for that one fetch (at most about ``timeout_seconds``) instead of starting more.
+    * Once keys are held, ``current()`` and ``refresh()`` never wait for I/O (the caller may be the gRPC event
+      loop): keys older than ``cache_seconds``, or ``refresh()`` after an unknown ``kid``, start a re-fetch on
+      a daemon thread and return the held keys at once. A ``kid`` that only the new set holds is unknown until
+      that fetch has landed; later requests then find it.
+    * At most one fetch is in flight, and no fetch *attempt* (successful or not) starts within
+      ``refresh_min_interval_seconds`` of the previous one, measured with the injected clock, so a flood of
+      unknown ``kid`` values cannot become a flood of fetches.
+    * ``timeout_seconds`` is a deadline for the whole fetch, not per read: a server that trickles its status
+      line, headers or body is cut off when it passes. (Name resolution is not covered, and a host with
+      several addresses may take one connect timeout per address.)
+    * A failed fetch (network error, timeout, non-200 status including any 3xx, body over 1 MiB, non-UTF-8,
+      not a strict-JSON key set, no usable key) keeps the last good keys, which stay in use while the URL is
+      down. If no key set was ever obtained, ``current()`` raises ``KeySourceUnavailable`` (fail closed).
+    * Environment proxy settings are ignored (only ``config.py`` reads the environment); HTTPS verifies the
+      certificate and host name against the system trust store.
     """
 
     __slots__ = (
         "_attempted_at",
         "_cache_seconds",
         "_clock",
+        "_fetch_lock",
         "_fetched_at",
+        "_host",
         "_keys",
         "_last_error",
-        "_lock",
         "_min_interval",
-        "_opener",
+        "_port",
+        "_target",
         "_timeout",
-        "_url",
+        "_tls",
         "description",
     )
 
@@ -475,9 +388,14 @@ class JwksUrl:
             raise ConfigError("jwks_url is not a valid URL") from err
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError("jwks_url must be an http(s) URL with a host")
+        if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
+            raise ConfigError("jwks_url must not contain spaces or control characters")
         if cache_seconds <= 0 or refresh_min_interval_seconds < 0 or timeout_seconds <= 0:
             raise ConfigError("jwks_url: cache and timeout must be > 0, refresh interval >= 0")
-        self._url = url
+        self._host = parts.hostname
+        self._port = port
+        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._tls = ssl.create_default_context() if parts.scheme == "https" else None
         # Shown in errors: scheme, host and path only (a URL may carry credentials in userinfo or query).
         netloc = parts.hostname + (f":{port}" if port else "")
         self.description = f"JWKS URL {parts.scheme}://{netloc}{parts.path}"
@@ -485,8 +403,8 @@ class JwksUrl:
         self._min_interval = float(refresh_min_interval_seconds)
         self._timeout = float(timeout_seconds)
         self._clock = clock
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
-        self._lock = threading.Lock()
+        # Held for the whole of every fetch, inline or background: at most one fetch is ever in flight.
+        self._fetch_lock = threading.Lock()
         self._keys: KeySet | None = None
         self._fetched_at = 0.0
         self._attempted_at: float | None = None
@@ -503,16 +421,32 @@ class JwksUrl:
 
     def current(self) -> KeySet:
         keys = self._keys
-        if keys is None or self._clock.now() - self._fetched_at >= self._cache_seconds:
-            self._try_fetch()
-        return self._held()
+        if keys is None:
+            self._fetch_inline()
+            return self._held()
+        if self._clock.now() - self._fetched_at >= self._cache_seconds:
+            self._start_background_fetch()
+        return keys
 
     def refresh(self) -> KeySet:
-        self._try_fetch()
+        if self._keys is None:
+            self._fetch_inline()
+        else:
+            self._start_background_fetch()
         return self._held()
 
     def peek(self) -> KeySet | None:
         return self._keys
+
+    def wait_for_fetch(self, timeout: float) -> bool:
+        """Block until no fetch is in flight, for at most ``timeout`` seconds; True iff none is.
+
+        For tests and orderly shutdown; the request path never calls it.
+        """
+        if not self._fetch_lock.acquire(timeout=timeout):
+            return False
+        self._fetch_lock.release()
+        return True
 
     def _held(self) -> KeySet:
         keys = self._keys
@@ -528,76 +462,133 @@ class JwksUrl:
         # A clock that went backwards must not freeze refreshes until it catches up.
         return elapsed < 0 or elapsed >= self._min_interval
 
-    def _try_fetch(self) -> None:
-        if self._keys is None:
-            # Nothing to serve yet: wait for a fetch in flight rather than failing the request at once.
-            acquired = self._lock.acquire(timeout=self._timeout + 1.0)
-        elif self._may_attempt(self._clock.now()):
-            acquired = self._lock.acquire(blocking=False)  # never queue: the held keys serve meanwhile
-        else:
-            return
-        if not acquired:
+    def _fetch_inline(self) -> None:
+        # Nothing to serve yet: wait for a fetch in flight rather than failing the request at once.
+        if not self._fetch_lock.acquire(timeout=self._timeout + 1.0):
             return
         try:
-            now = self._clock.now()
-            if not self._may_attempt(now):
-                return
-            self._attempted_at = now
-            try:
-                keys = self._fetch()
-            except Exception as err:  # noqa: BLE001 - any fetch failure keeps the last good keys
-                self._last_error = f"{type(err).__name__}: {_safe_reason(err)}"
-                return
-            self._keys = keys
-            self._fetched_at = now
-            self._last_error = ""
+            if self._keys is None:
+                self._attempt()
         finally:
-            self._lock.release()
+            self._fetch_lock.release()
+
+    def _start_background_fetch(self) -> None:
+        # Cheap checks only: this runs on the request path. The lock is taken here and handed to the fetch
+        # thread, which releases it when done (a threading.Lock may be released by any thread).
+        if not self._may_attempt(self._clock.now()) or not self._fetch_lock.acquire(blocking=False):
+            return
+        try:
+            threading.Thread(target=self._fetch_in_background, name="tenantgate-jwks-fetch", daemon=True).start()
+        except RuntimeError as err:  # no thread available: keep serving the held keys, retry next time
+            self._last_error = f"cannot start a JWKS fetch thread: {err}"
+            self._fetch_lock.release()
+
+    def _fetch_in_background(self) -> None:
+        try:
+            self._attempt()
+        finally:
+            self._fetch_lock.release()
+
+    def _attempt(self) -> None:
+        # The caller holds _fetch_lock.
+        now = self._clock.now()
+        if not self._may_attempt(now):
+            return
+        self._attempted_at = now
+        try:
+            keys = self._fetch()
+        except Exception as err:  # noqa: BLE001 - any fetch failure keeps the last good keys
+            self._last_error = f"{type(err).__name__}: {_safe_reason(err)}"
+            return
+        self._fetched_at = now
+        self._keys = keys
+        self._last_error = ""
 
     def _fetch(self) -> KeySet:
-        request = urllib.request.Request(
-            self._url, headers={"Accept": "application/jwk-set+json, application/json"}
-        )
         deadline = time.monotonic() + self._timeout
-        with self._opener.open(request, timeout=self._timeout) as response:
+        connection: http.client.HTTPConnection
+        if self._tls is not None:
+            connection = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout,
+                                                     context=self._tls)
+        else:
+            connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        expired = threading.Event()
+        watchdog: threading.Timer | None = None
+        try:
+            connection.connect()
+            # A per-read socket timeout cannot stop a server that sends one byte just before each read would
+            # time out; the watchdog shuts the socket down at the deadline whatever it is waiting for.
+            watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _abort, (connection.sock, expired))
+            watchdog.daemon = True
+            watchdog.start()
+            connection.request("GET", self._target, headers={"Accept": "application/jwk-set+json, application/json"})
+            response = connection.getresponse()
             if response.status != 200:
                 raise ConfigError(f"HTTP status {response.status}")
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                chunk = response.read(65_536)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > MAX_JWKS_BYTES:
-                    raise ConfigError(f"response larger than {MAX_JWKS_BYTES} bytes")
-                # A server trickling bytes must not hold the caller past the timeout.
-                if time.monotonic() > deadline:
-                    raise TimeoutError("JWKS fetch took too long")
-                chunks.append(chunk)
-        text = b"".join(chunks).decode("utf-8")
-        return parse_jwks(text, origin=self.description, strict=False)
+            body = _read_body(response, deadline)
+        except Exception as err:
+            if expired.is_set():
+                raise TimeoutError("JWKS fetch took too long") from err
+            raise
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            connection.close()
+        if expired.is_set():
+            raise TimeoutError("JWKS fetch took too long")
+        return parse_jwks(body.decode("utf-8"), origin=self.description, strict=False)
+
+
+def _abort(sock: socket.socket | None, expired: threading.Event) -> None:
+    expired.set()
+    if sock is None:
+        return
+    try:
+        # socket.socket's own shutdown, also for a TLS socket: it wakes a blocked read on another thread
+        # without touching the TLS object that read is using.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed: the fetch is over
+
+
+def _read_body(response: http.client.HTTPResponse, deadline: float) -> bytes:
+    if response.length is not None and response.length > MAX_JWKS_BYTES:
+        raise ConfigError(f"response larger than {MAX_JWKS_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        # read1 returns what one socket read yields (read(n) would wait for all n bytes), so this check runs
+        # between every few bytes a trickling server sends.
+        if time.monotonic() >= deadline:
+            raise TimeoutError("JWKS fetch took too long")
+        chunk = response.read1(_READ_CHUNK_BYTES)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > MAX_JWKS_BYTES:
+            raise ConfigError(f"response larger than {MAX_JWKS_BYTES} bytes")
+        chunks.append(chunk)
+    if response.length:
+        raise ConfigError("response ended before its Content-Length")
+    return b"".join(chunks)
 
 
 def _safe_reason(err: Exception) -> str:
-    if isinstance(err, urllib.error.HTTPError):
-        return f"HTTP status {err.code}"
-    if isinstance(err, urllib.error.URLError):
-        return str(err.reason)[:200]
     if isinstance(err, UnicodeDecodeError):
         return "response is not UTF-8"
-    return str(err)[:200]
-
+    return str(err)[:200] or type(err).__name__
 
 # --------------------------------------------------------------------------------------------- issuers
 
 
 @dataclass(frozen=True, slots=True)
 class IssuerKeys:
-    """A trusted issuer: its settings (exact ``iss``, audiences, algorithms) and where its keys come from.
+    """A trusted issuer: its settings (exact ``iss``, audiences, algorithms, tenants) and where its keys come from.
 
-    Raises ``ConfigError`` when the settings are unsafe (no audience, unknown or mixed HMAC/asymmetric
-    algorithms) or when keys already held cannot verify any of the issuer's algorithms.
+    ``settings.tenants`` (``[[tokens.issuers]] tenants = ["acme", "globex"]``) limits the tenants the issuer
+    may assert in the tenant claim; empty (the default) means any tenant. Raises ``ConfigError`` when the
+    settings are unsafe (no audience, unknown or mixed HMAC/asymmetric algorithms, a tenants entry that is
+    not a tenant id) or when keys already held cannot verify any of the issuer's algorithms.
     """
 
     settings: IssuerSettings
@@ -610,6 +601,9 @@ class IssuerKeys:
         if not self.settings.audiences or not all(isinstance(a, str) and a for a in self.settings.audiences):
             raise ConfigError(f"{where}: audiences must list at least one non-empty audience")
         check_algorithms(tuple(self.settings.algorithms), where)
+        for tenant in self.settings.tenants:
+            if not is_tenant_id(tenant):
+                raise ConfigError(f"{where}: tenants entry {tenant!r} is not a valid tenant id")
         held = self.source.peek()
         if held is not None and not any(held.usable_for(alg) for alg in self.settings.algorithms):
             raise ConfigError(

@@ -2,7 +2,8 @@
 
 PyJWT checks the signature (and, as a second opinion, issuer and audience); everything PyJWT is lenient
 about is checked here first, in this order: size and compact shape, header, payload, issuer, algorithm,
-subject, times (with the injected clock), key selection, then ``jwt.decode``. See ``JwtVerifier.verify``.
+subject, times (with the injected clock), key selection, then ``jwt.decode``; after it the audience again
+and the issuer's tenant allow-list. See ``JwtVerifier.verify``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from tenantgate.errors import (
     TokenMissing,
 )
 from tenantgate.identity.devissuer import DevIssuer
-from tenantgate.identity.jwks import IssuerKeys, VerificationKey, b64url_decode, parse_strict_json
+from tenantgate.identity.encoding import b64url_decode, parse_strict_json
+from tenantgate.identity.jwks import IssuerKeys, VerificationKey
 
 # Three non-empty segments of the unpadded base64url alphabet, nothing else: no '+', '/', '=', whitespace
 # or a fourth segment. Explicit ASCII ranges (not \w) so no Unicode digit or letter slips through.
@@ -61,7 +63,11 @@ class JwtVerifier:
     ``verify`` returns ``VerifiedClaims`` or raises only ``TokenError`` subclasses:
 
     * ``TokenMissing``: empty or whitespace-only token (or ``None``).
-    * ``IssuerUntrusted``: ``iss`` missing, not a string, or not exactly a configured issuer.
+    * ``IssuerUntrusted``: ``iss`` missing, not a string, or not exactly a configured issuer; or the issuer
+      has a tenant allow-list (``[[tokens.issuers]] tenants = ["acme", ...]``) and the token's tenant claim
+      (``tokens.tenant_claim``) is a string not in it. An empty or absent list lets the issuer assert any
+      tenant. A tenant claim that is absent or not a string is left to the core, which denies it as
+      ``tenant_claim_missing``.
     * ``TokenExpired``: the injected clock reached ``exp + leeway``. A token is valid iff
       ``now < exp + leeway`` (so ``exp == now`` with zero leeway is expired).
     * ``AudienceMismatch``: ``aud`` missing, empty, ill-typed (neither a string nor a list of strings), or
@@ -74,9 +80,17 @@ class JwtVerifier:
     non-canonical base64url, deep nesting and non-finite numbers are refused; ``exp`` is required and the
     lifetime is bounded. Messages never contain the token or key material.
 
-    Successful verifications are cached (LRU, ``settings.cache_size`` entries) under the token's SHA-256;
-    a hit re-checks only ``exp`` and ``nbf`` against the clock. Failures are never cached. A key removed
-    from a key set therefore keeps verifying its already-cached tokens until they expire.
+    ``VerifiedClaims.token_id`` is the ``jti`` when it is a usable string, else ``"sha256:"`` and 16 hex digits
+    of the SHA-256 of the signing input (``header.payload``): a re-encoded signature (an ECDSA ``(r, n - s)``
+    twin) names the same token.
+
+    Successful verifications are cached (LRU, ``settings.cache_size`` entries) under the SHA-256 of the whole
+    token, signature included, so a forged signature never reaches a good token's entry; a hit re-checks
+    only ``exp`` and ``nbf`` against the clock. Failures are never cached. A key removed from a key set
+    therefore keeps verifying its already-cached tokens until they expire.
+
+    Key sources never make ``verify`` wait for the network once they hold keys: an unknown ``kid`` is
+    ``TokenInvalid`` at once while a rate-limited background re-fetch looks for it (see ``JwksUrl``).
     """
 
     __slots__ = ("_cache", "_cache_lock", "_clock", "_issuers", "_settings")
@@ -137,6 +151,8 @@ class JwtVerifier:
             raise TokenInvalid("token is too large")
         if _COMPACT_JWS.fullmatch(token) is None:
             raise TokenInvalid("token is not a compact JWS of three base64url segments")
+        # INVARIANT: cache key over the whole token, signature included: a token differing from a cached one
+        # only in its signature is verified afresh, never served a good token's claims.
         digest = hashlib.sha256(token.encode("ascii")).digest()
         cached = self._cached(digest)
         if cached is not None:
@@ -159,12 +175,14 @@ class JwtVerifier:
         # 6. Signature (and PyJWT's own issuer/audience checks).
         _decode_with_pyjwt(token, key, alg, issuer)
         _check_audience(payload.get("aud"), issuer.settings.audiences)
+        _check_tenant_allowed(payload.get(self._settings.tenant_claim), issuer.settings.tenants)
         # 7. Result.
+        signing_input = token[: len(header_segment) + 1 + len(payload_segment)]
         verified = VerifiedClaims(
             issuer=issuer.settings.issuer,
             subject=subject,
             claims=MappingProxyType(payload),
-            token_id=_token_id(payload.get("jti"), digest),
+            token_id=_token_id(payload.get("jti"), signing_input),
             expires_at=expires_at,
         )
         # 8. Cache (successes only).
@@ -302,7 +320,8 @@ def _select_key(issuer: IssuerKeys, alg: str, kid: str | None) -> VerificationKe
         return usable[0]
     candidates = keys.with_kid(kid)
     if not candidates:
-        # Unknown kid: maybe the issuer rotated keys. The source rate-limits this refresh.
+        # Unknown kid: maybe the issuer rotated keys. The source rate-limits this refresh and, once it holds
+        # keys, runs it in the background: this token fails now, later ones find the new key.
         candidates = issuer.source.refresh().with_kid(kid)
         if not candidates:
             raise TokenInvalid("token key id (kid) is not in the issuer's key set")
@@ -353,10 +372,17 @@ def _check_audience(aud: Any, audiences: Sequence[str]) -> None:
         raise AudienceMismatch("token audience does not match")
 
 
-def _token_id(jti: Any, digest: bytes) -> str:
+def _check_tenant_allowed(tenant: Any, allowed: Sequence[str]) -> None:
+    # INVARIANT: an issuer limited to some tenants cannot speak for any other; exact, case-sensitive match.
+    if allowed and isinstance(tenant, str) and tenant not in allowed:
+        raise IssuerUntrusted("issuer is not trusted for this tenant")
+
+
+def _token_id(jti: Any, signing_input: str) -> str:
     if isinstance(jti, str) and jti and len(jti) <= MAX_JTI_CHARS:
         return jti
-    return "sha256:" + digest.hex()[:16]
+    # From header.payload only: the signature has more than one valid encoding (ECDSA s and n - s).
+    return "sha256:" + hashlib.sha256(signing_input.encode("ascii")).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------- assembly

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tenantgate.core.model import DecisionResult, Reason
+from tenantgate.policy import ReloadResult
 
 _TOKEN_REASONS = frozenset({Reason.TOKEN_MISSING, Reason.TOKEN_INVALID, Reason.TOKEN_EXPIRED,
                             Reason.ISSUER_UNTRUSTED, Reason.AUDIENCE_MISMATCH})
@@ -27,6 +28,29 @@ class DecisionMetrics:
                                    "grant (allowed or denied by policy).", registry=registry)
         self.audit_failures = Counter("tenantgate_audit_failures", "Decisions denied because the audit "
                                       "record could not be written.", registry=registry)
+
+        self.policy_reloads = Counter("tenantgate_policy_reloads", "Policy reload attempts that found changes, by "
+                                      "result (ok or refused).", ["result"], registry=registry)
+        self.policy_info = Gauge("tenantgate_policy_info", "The policy version decisions use now (value 1).",
+                                 ["version"], registry=registry)
+        self.policy_last_reload_ok = Gauge("tenantgate_policy_last_reload_ok", "1 when the last policy reload "
+                                           "succeeded, 0 when the new set was refused.", registry=registry)
+        self._version = ""
+
+    def policy_loaded(self, version: str) -> None:
+        """Point tenantgate_policy_info at ``version`` (one series at a time)."""
+        if version == self._version:
+            return
+        if self._version:
+            self.policy_info.remove(self._version)
+        self.policy_info.labels(version).set(1)
+        self._version = version
+
+    def observe_reload(self, result: ReloadResult) -> None:
+        if result.changed or not result.ok:
+            self.policy_reloads.labels("ok" if result.ok else "refused").inc()
+        self.policy_last_reload_ok.set(1 if result.ok else 0)
+        self.policy_loaded(result.version)
 
     def observe(self, api: str, result: DecisionResult, seconds: float) -> None:
         reason = result.reason

@@ -1,5 +1,6 @@
-"""Policy files on disk: loading, validation and the holder of the current compiled set."""
+"""Policy files on disk: loading, validation, and the reloadable holder of the current compiled set."""
 
-from tenantgate.policy.loader import PolicyStore, load_policies
+from tenantgate.policy.loader import load_policies
+from tenantgate.policy.store import PolicyStore, ReloadResult
 
-__all__ = ["PolicyStore", "load_policies"]
+__all__ = ["PolicyStore", "ReloadResult", "load_policies"]

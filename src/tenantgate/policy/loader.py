@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-from tenantgate.core.engine import CompiledPolicies, Engine, PolicySource, compile_policies
+from tenantgate.core.compiler import CompiledPolicies, FileCache, PolicySource, compile_policies
 from tenantgate.errors import PolicyDiagnostic, PolicyError
 
 MAX_POLICY_FILE_BYTES = 8 * 1024 * 1024
 
 
-def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None) -> CompiledPolicies:
-    """Load and validate every ``*.cedar`` file directly in ``policy_dir`` (sorted by name) with the schema.
+TENANTS_DIR = "tenants"
 
-    Raises ``PolicyError`` with file:line diagnostics; an invalid set is never partially returned.
+
+def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
+                  cache: FileCache | None = None) -> CompiledPolicies:
+    """Load and validate the policy directory with the schema.
+
+    Layout: ``*.cedar`` directly in ``policy_dir`` are global (sorted by name); ``tenants/<tenant>/*.cedar``
+    are that tenant's own policies, evaluated only for its resources. Symlinks are followed (a Kubernetes
+    ConfigMap mount is a tree of symlinks). Raises ``PolicyError`` with file:line diagnostics; an invalid set
+    is never partially returned.
     """
     root = Path(policy_dir)
     schema_path = Path(schema_file) if schema_file else root / "schema.cedarschema"
@@ -22,9 +28,14 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None)
         raise PolicyError(f"policy directory not found: {root}")
     schema = _read(schema_path, root)
     files = sorted(p for p in root.glob("*.cedar") if p.is_file())
-    if not files:
+    tenant_root = root / TENANTS_DIR
+    tenants: dict[str, list[PolicySource]] = {}
+    if tenant_root.is_dir():
+        for tenant_dir in sorted(d for d in tenant_root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+            tenants[tenant_dir.name] = [_read(p, root) for p in sorted(tenant_dir.glob("*.cedar")) if p.is_file()]
+    if not files and not tenants:
         raise PolicyError(f"no *.cedar policy files in {root}")
-    return compile_policies(schema, [_read(p, root) for p in files])
+    return compile_policies(schema, [_read(p, root) for p in files], tenants, cache)
 
 
 def _read(path: Path, root: Path) -> PolicySource:
@@ -46,22 +57,3 @@ def _display(path: Path, root: Path) -> str:
         return str(path.relative_to(root))
     except ValueError:
         return str(path)
-
-
-class PolicyStore:
-    """Holds the current ``Engine``; ``current()`` is what ``DecisionPoint`` calls once per decision.
-
-    ``replace`` swaps in a new engine atomically (a single reference assignment); decisions already
-    running keep the engine they read.
-    """
-
-    def __init__(self, compiled: CompiledPolicies) -> None:
-        self._engine = Engine(compiled)
-        self._lock = threading.Lock()
-
-    def current(self) -> Engine:
-        return self._engine
-
-    def replace(self, compiled: CompiledPolicies) -> None:
-        with self._lock:
-            self._engine = Engine(compiled)

@@ -13,14 +13,23 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tenantgate.errors import ConfigError
+from tenantgate.rpc.admin import AdminService
 from tenantgate.rpc.authorizer import AuthorizerService
 from tenantgate.rpc.breakglass import BreakGlassService
-from tenantgate.v1 import authorizer_pb2, authorizer_pb2_grpc, breakglass_pb2, breakglass_pb2_grpc
+from tenantgate.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    authorizer_pb2,
+    authorizer_pb2_grpc,
+    breakglass_pb2,
+    breakglass_pb2_grpc,
+)
 
 log = logging.getLogger("tenantgate.server")
 
 AUTHORIZER = authorizer_pb2.DESCRIPTOR.services_by_name["Authorizer"].full_name
 BREAKGLASS = breakglass_pb2.DESCRIPTOR.services_by_name["BreakGlass"].full_name
+ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 HEALTH_INTERVAL_SECONDS = 1.0
 
 
@@ -37,7 +46,7 @@ class GrpcServer:
 
     def __init__(self, options: ServerOptions, authorizer: AuthorizerService, ready: Callable[[], bool],
                  breakglass: BreakGlassService | None = None,
-                 breakglass_ready: Callable[[], bool] | None = None) -> None:
+                 breakglass_ready: Callable[[], bool] | None = None, admin: AdminService | None = None) -> None:
         self._options = options
         # Health per service: the overall status follows the Authorizer (policies loaded, audit writable);
         # BreakGlass additionally needs its grant store, whose outage never affects same-tenant Checks.
@@ -61,6 +70,9 @@ class GrpcServer:
             names.append(BREAKGLASS)
             store_ok = breakglass_ready or (lambda: True)
             self._probes[BREAKGLASS] = lambda: ready() and store_ok()
+        if admin is not None:
+            admin_pb2_grpc.add_AdminServicer_to_server(admin, self._server)
+            names.append(ADMIN)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(names, self._server)
@@ -86,11 +98,14 @@ class GrpcServer:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(self._options.grace_seconds)
 
-    async def wait_for_signal(self) -> None:
+    async def wait_for_signal(self, on_hangup: Callable[[], None] | None = None) -> None:
+        """Return on SIGTERM/SIGINT; call ``on_hangup`` on SIGHUP (policy reload)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if on_hangup is not None:
+            loop.add_signal_handler(signal.SIGHUP, on_hangup)
         await stop.wait()
         log.info("signal received; draining in-flight calls (up to %.0fs)", self._options.grace_seconds)
 

@@ -1,4 +1,5 @@
-"""Key sets: JWKS files (strict, start-up errors) and JWKS URLs (lazy, cached, rate-limited, no redirects)."""
+"""Key sets: JWKS files (strict, start-up errors) and JWKS URLs (lazy, cached, rate-limited, no redirects,
+re-fetched in the background once keys are held, bounded by a total deadline)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from support.issuers import NOW, FixedClock, LoopbackServer, TestIssuer, public_
 from tenantgate.config import IssuerSettings
 from tenantgate.errors import ConfigError, KeySourceUnavailable, TokenInvalid
 from tenantgate.identity import IssuerKeys, JwksFile, JwksUrl
-from tenantgate.identity.jwks import MAX_JWKS_BYTES, b64url_encode, jwk_thumbprint, parse_strict_json
+from tenantgate.identity import jwks as jwks_module
+from tenantgate.identity.encoding import b64url_decode, b64url_encode, parse_strict_json
+from tenantgate.identity.jwks import MAX_JWKS_BYTES, jwk_thumbprint
 
 ISSUER = "https://issuer.test"
 
@@ -62,6 +65,13 @@ def test_jwk_thumbprint_matches_the_rfc_7638_example() -> None:
 def test_strict_json_refuses_what_lenient_parsers_accept(text: str) -> None:
     with pytest.raises(ValueError):
         parse_strict_json(text)
+
+
+def test_encoding_helpers_are_still_importable_from_jwks() -> None:
+    # Split out of jwks.py; code written against the old location must keep working.
+    assert jwks_module.parse_strict_json is parse_strict_json
+    assert jwks_module.b64url_decode is b64url_decode
+    assert jwks_module.b64url_encode is b64url_encode
 
 
 def test_strict_json_accepts_nesting_up_to_the_limit() -> None:
@@ -212,8 +222,9 @@ def test_cached_keys_keep_working_while_the_jwks_url_is_down(server: LoopbackSer
     verifier = verifier_for(url_issuer(es, source), clock=clock)
     verifier.verify(es.mint())
     server.stop()
-    clock.advance(301)  # past cache_seconds: a refetch is attempted and fails
+    clock.advance(301)  # past cache_seconds: a background refetch is attempted and fails
     assert verifier.verify(es.mint()).subject == "alice"
+    assert source.wait_for_fetch(timeout=10)
     assert source.last_error
     clock.advance(3600)
     assert verifier.verify(es.mint()).subject == "alice"
@@ -222,17 +233,22 @@ def test_cached_keys_keep_working_while_the_jwks_url_is_down(server: LoopbackSer
 def test_unknown_kid_flood_causes_at_most_one_refetch_per_interval(server: LoopbackServer, es: TestIssuer,
                                                                    clock: FixedClock) -> None:
     server.serve("/jwks.json", es.jwks_document())
-    verifier = verifier_for(url_issuer(es, url_source(server, clock)), clock=clock)
+    source = url_source(server, clock)
+    verifier = verifier_for(url_issuer(es, source), clock=clock)
     verifier.verify(es.mint())
     assert server.count() == 1
     for n in range(200):
         with pytest.raises(TokenInvalid, match="kid"):
             verifier.verify(es.mint(headers={"kid": f"unknown-{n}"}))
+    assert source.wait_for_fetch(timeout=10)
     assert server.count() == 1  # within 30 s of the first fetch: no refetch at all
     clock.advance(30)
     for n in range(200):
         with pytest.raises(TokenInvalid):
             verifier.verify(es.mint(headers={"kid": f"again-{n}"}))
+        if n == 100:
+            assert source.wait_for_fetch(timeout=10)  # the refetch has landed: the rest are rate-limited
+    assert source.wait_for_fetch(timeout=10)
     assert server.count() == 2
 
 
@@ -264,11 +280,16 @@ def test_unknown_kid_refresh_picks_up_a_rotated_key(server: LoopbackServer, tmp_
                                                     clock: FixedClock) -> None:
     rotated = TestIssuer(tmp_path, clock=clock)
     server.serve("/jwks.json", es.jwks_document())
-    verifier = verifier_for(url_issuer(es, url_source(server, clock)), clock=clock)
+    source = url_source(server, clock)
+    verifier = verifier_for(url_issuer(es, source), clock=clock)
     verifier.verify(es.mint())
     server.serve("/jwks.json", es.jwks_document(rotated.jwk))
     clock.advance(31)
-    assert verifier.verify(rotated.mint()).subject == "alice"
+    token = rotated.mint()
+    with pytest.raises(TokenInvalid, match="kid"):
+        verifier.verify(token)  # answered from the held keys; the refresh runs in the background
+    assert source.wait_for_fetch(timeout=10)
+    assert verifier.verify(token).subject == "alice"
     assert server.count() == 2
 
 
@@ -286,8 +307,10 @@ def test_garbage_jwks_response_keeps_the_last_good_keys(server: LoopbackServer, 
     server.serve("/jwks.json", body)
     clock.advance(301)
     assert verifier.verify(es.mint()).subject == "alice"
+    assert source.wait_for_fetch(timeout=10)
     assert server.count() == 2
     assert source.last_error
+    assert verifier.verify(es.mint()).subject == "alice"
 
 
 def test_error_status_keeps_the_last_good_keys(server: LoopbackServer, es: TestIssuer, clock: FixedClock) -> None:
@@ -298,6 +321,7 @@ def test_error_status_keeps_the_last_good_keys(server: LoopbackServer, es: TestI
     server.serve("/jwks.json", b"down", status=503)
     clock.advance(301)
     assert verifier.verify(es.mint()).subject == "alice"
+    assert source.wait_for_fetch(timeout=10)
     assert "503" in source.last_error
 
 
@@ -361,3 +385,125 @@ def test_jwks_url_description_hides_credentials(clock: FixedClock) -> None:
     source = JwksUrl("https://user:secret@idp.test/jwks?token=abc", 300, 30, 2, clock)
     assert "secret" not in source.description and "abc" not in source.description
     assert "idp.test/jwks" in source.description
+
+
+# ------------------------------------------------------------------------------------------ JwksUrl: never block
+
+
+def test_unknown_kid_with_held_keys_never_waits_for_a_slow_jwks_server(
+    server: LoopbackServer, tmp_path: Path, es: TestIssuer, clock: FixedClock
+) -> None:
+    rotated = TestIssuer(tmp_path, clock=clock)
+    server.serve("/jwks.json", es.jwks_document())
+    source = JwksUrl(server.url(), cache_seconds=300, refresh_min_interval_seconds=30, timeout_seconds=5,
+                     clock=clock)
+    verifier = verifier_for(url_issuer(es, source), clock=clock)
+    verifier.verify(es.mint())  # nothing held yet: this first fetch is inline
+    answer = threading.Event()  # the server answers the refresh only when the test says so
+    server.serve("/jwks.json", es.jwks_document(rotated.jwk), hold=answer)
+    clock.advance(31)  # the refresh interval has passed; the cache (300 s) has not expired
+    token = rotated.mint()
+    try:
+        with pytest.raises(TokenInvalid, match="kid"):
+            verifier.verify(token)
+        # verify() returned while the server was still holding its answer: the fetch is pending, not
+        # finished or timed out, so it did not run on this thread.
+        assert source.last_error == ""
+        assert server.answered("/jwks.json") == 1
+        assert verifier.verify(es.mint()).subject == "alice"  # the held keys keep serving meanwhile
+        clock.advance(31)  # another interval passes while the refresh is in flight: no second fetch
+        for n in range(20):
+            with pytest.raises(TokenInvalid):
+                verifier.verify(es.mint(headers={"kid": f"unknown-{n}"}))
+        assert not answer.is_set()
+    finally:
+        answer.set()
+    assert source.wait_for_fetch(timeout=10)
+    assert source.last_error == ""
+    assert verifier.verify(token).subject == "alice"  # the refresh landed: the new kid is usable
+    assert server.count() == 2
+
+
+def test_expired_jwks_cache_is_refreshed_in_the_background_while_held_keys_serve(
+    server: LoopbackServer, tmp_path: Path, es: TestIssuer, clock: FixedClock
+) -> None:
+    rotated = TestIssuer(tmp_path, clock=clock)
+    server.serve("/jwks.json", es.jwks_document())
+    source = JwksUrl(server.url(), cache_seconds=300, refresh_min_interval_seconds=30, timeout_seconds=5,
+                     clock=clock)
+    verifier = verifier_for(url_issuer(es, source), clock=clock)
+    verifier.verify(es.mint())
+    answer = threading.Event()
+    server.serve("/jwks.json", rotated.jwks_document(), hold=answer)
+    clock.advance(301)
+    try:
+        assert verifier.verify(es.mint()).subject == "alice"  # expired cache, but held keys answer at once
+        assert source.last_error == "" and server.answered("/jwks.json") == 1
+    finally:
+        answer.set()
+    assert source.wait_for_fetch(timeout=10)
+    assert [k.kid for k in source.current().keys] == [rotated.kid]  # the new set replaced the old one
+    assert verifier.verify(rotated.mint()).subject == "alice"
+
+
+def test_background_fetch_thread_is_a_daemon(server: LoopbackServer, es: TestIssuer, clock: FixedClock) -> None:
+    server.serve("/jwks.json", es.jwks_document())
+    source = url_source(server, clock)
+    source.current()
+    answer = threading.Event()
+    server.serve("/jwks.json", es.jwks_document(), hold=answer)
+    clock.advance(301)
+    try:
+        source.current()
+        fetchers = [t for t in threading.enumerate() if t.name == "tenantgate-jwks-fetch"]
+        assert len(fetchers) == 1 and fetchers[0].daemon  # never keeps the process alive at exit
+    finally:
+        answer.set()
+    assert source.wait_for_fetch(timeout=10)
+
+
+# ------------------------------------------------------------------------------------------ JwksUrl: deadline
+
+
+@pytest.mark.parametrize("trickle_headers", [False, True], ids=["body", "status-line-and-headers"])
+def test_trickling_jwks_server_cannot_hold_a_fetch_past_its_timeout(
+    server: LoopbackServer, es: TestIssuer, clock: FixedClock, trickle_headers: bool
+) -> None:
+    # One byte every 0.2 s never lets a 0.5 s per-read socket timeout expire; only a total deadline stops it.
+    document = es.jwks_document()
+    server.serve("/jwks.json", document, trickle_seconds=0.2, trickle_headers=trickle_headers)
+    source = JwksUrl(server.url(), cache_seconds=300, refresh_min_interval_seconds=30, timeout_seconds=0.5,
+                     clock=clock)
+    with pytest.raises(KeySourceUnavailable):
+        source.current()
+    # Evidence from the server's side: the fetch gave up long before the server would have finished.
+    assert server.trickled("/jwks.json") < len(document) // 4
+    assert "took too long" in source.last_error
+
+
+def test_trickling_jwks_server_keeps_the_last_good_keys(server: LoopbackServer, es: TestIssuer,
+                                                        clock: FixedClock) -> None:
+    server.serve("/jwks.json", es.jwks_document())
+    source = JwksUrl(server.url(), cache_seconds=300, refresh_min_interval_seconds=30, timeout_seconds=0.5,
+                     clock=clock)
+    verifier = verifier_for(url_issuer(es, source), clock=clock)
+    verifier.verify(es.mint())
+    document = es.jwks_document()
+    server.serve("/jwks.json", document, trickle_seconds=0.2)
+    clock.advance(301)
+    assert verifier.verify(es.mint()).subject == "alice"
+    assert source.wait_for_fetch(timeout=10)
+    assert "took too long" in source.last_error
+    assert server.trickled("/jwks.json") < len(document) // 4
+    assert verifier.verify(es.mint()).subject == "alice"
+
+
+def test_jwks_response_cut_short_of_its_content_length_is_refused(server: LoopbackServer, es: TestIssuer,
+                                                                  clock: FixedClock) -> None:
+    # A complete, valid document, but the server announced more and hung up: a truncated answer.
+    document = es.jwks_document()
+    server.serve("/jwks.json", document, headers={"Content-Length": str(len(document) + 10)})
+    source = url_source(server, clock)
+    with pytest.raises(KeySourceUnavailable):
+        source.current()
+    assert "Content-Length" in source.last_error

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed448
 
 from support.issuers import NOW, OMIT, FixedClock, TestIssuer, json_with_literals, verifier_for
+from tenantgate import config
 from tenantgate.config import DevIssuerSettings, IssuerSettings, Settings, TokenSettings
 from tenantgate.errors import (
     AudienceMismatch,
@@ -97,7 +100,7 @@ def test_verified_claims_are_read_only_and_carry_the_jti(es: TestIssuer, verifie
 
 
 @pytest.mark.parametrize("jti", [OMIT, "", "x" * 129, 12])
-def test_token_id_falls_back_to_a_token_hash_without_a_usable_jti(
+def test_token_id_falls_back_to_a_hash_of_the_signing_input_without_a_usable_jti(
     es: TestIssuer, verifier: JwtVerifier, jti: Any
 ) -> None:
     token = es.mint(jti=jti)
@@ -107,7 +110,8 @@ def test_token_id_falls_back_to_a_token_hash_without_a_usable_jti(
             verifier.verify(token)
         return
     claims = verifier.verify(token)
-    assert claims.token_id == "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+    signing_input = token.rsplit(".", 1)[0]  # header.payload: the signature is not part of the identity
+    assert claims.token_id == "sha256:" + hashlib.sha256(signing_input.encode()).hexdigest()[:16]
     assert token not in claims.token_id
 
 
@@ -478,3 +482,172 @@ def test_build_verifier_does_not_fetch_jwks_urls_at_start(clock: FixedClock) -> 
     remote = IssuerSettings(ISSUER, ("tenantgate",), ("ES256",), jwks_url="http://127.0.0.1:9/jwks.json")
     verifier = build_verifier(Settings(tokens=TokenSettings(issuers=(remote,))), clock)
     assert verifier.issuers[0].source.peek() is None
+
+
+# ------------------------------------------------------------------------------------------ ECDSA twins
+
+# Group orders of the NIST curves: (r, n - s) is a second valid ECDSA signature for (r, s).
+CURVE_ORDERS = {
+    "ES256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    "ES384": int("F" * 48 + "C7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973", 16),
+    "ES512": int("1" + "F" * 65 + "A51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409", 16),
+}
+
+
+def ecdsa_twin(token: str, alg: str) -> str:
+    """The same token with its ECDSA signature (r, s) replaced by (r, n - s): also valid, different bytes."""
+    head, body, signature = token.split(".")
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    half = len(raw) // 2
+    s = int.from_bytes(raw[half:], "big")
+    twin = raw[:half] + (CURVE_ORDERS[alg] - s).to_bytes(half, "big")
+    return f"{head}.{body}.{base64.urlsafe_b64encode(twin).decode().rstrip('=')}"
+
+
+def is_high_s(token: str, alg: str) -> bool:
+    signature = token.rsplit(".", 1)[1]
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    return int.from_bytes(raw[len(raw) // 2:], "big") > CURVE_ORDERS[alg] // 2
+
+
+@pytest.mark.parametrize("alg", ["ES256", "ES384", "ES512"])
+def test_ecdsa_twin_of_a_token_without_jti_has_the_same_token_id(tmp_path: Path, clock: FixedClock,
+                                                                 alg: str) -> None:
+    issuer = TestIssuer(tmp_path, alg=alg, clock=clock)
+    verifier = verifier_for(issuer, clock=clock)
+    token = issuer.mint(jti=OMIT)
+    twin = ecdsa_twin(token, alg)
+    assert twin != token
+    first, second = verifier.verify(token), verifier.verify(twin)
+    assert first.token_id == second.token_id  # one token, whatever the encoding of its signature
+
+
+def test_token_differing_only_in_signature_is_not_served_from_the_cache(
+    es: TestIssuer, verifier: JwtVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = es.mint(jti=OMIT)
+    verifier.verify(token)
+    head, body, _signature = token.split(".")
+    forged = f"{head}.{body}.{es.raw({}, {}, bytes(64)).rsplit('.', 1)[1]}"
+    with pytest.raises(TokenInvalid, match="signature"):
+        verifier.verify(forged)
+    calls: list[int] = []
+    real_decode = jwt.decode
+
+    def counting_decode(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    verifier.verify(ecdsa_twin(token, "ES256"))
+    assert calls == [1]  # the valid twin is verified afresh, not looked up under the original's entry
+
+
+def test_high_s_ecdsa_signatures_from_a_standard_signer_are_accepted(es: TestIssuer, verifier: JwtVerifier) -> None:
+    # OpenSSL (via PyJWT/cryptography), like most JOSE libraries, does not normalise s: about half of real
+    # ES256 tokens are high-s. Refusing them would deny half of a standard issuer's tokens; malleability is
+    # neutralised instead by the signing-input token id and the whole-token cache key (tests above).
+    tokens = [es.mint() for _ in range(64)]
+    high = [token for token in tokens if is_high_s(token, "ES256")]
+    assert high, "64 signatures without one high-s: astronomically unlikely"
+    for token in high[:4]:
+        assert verifier.verify(token).subject == "alice"
+
+
+# ------------------------------------------------------------------------------------------ tenant allow-list
+
+
+def limited(issuer: TestIssuer, *tenants: str) -> IssuerKeys:
+    return IssuerKeys(replace(issuer.settings, tenants=tenants), JwksFile(issuer.jwks_path))
+
+
+def test_issuer_limited_to_some_tenants_cannot_assert_another(es: TestIssuer, clock: FixedClock) -> None:
+    verifier = verifier_for(limited(es, "acme", "globex"), clock=clock)
+    assert verifier.verify(es.mint(tenant="acme")).claims["tenant"] == "acme"
+    assert verifier.verify(es.mint(tenant="globex")).claims["tenant"] == "globex"
+    for tenant in ("initech", "ACME", "acme ", "acm", "acme\u200b", ""):
+        with pytest.raises(IssuerUntrusted, match="not trusted for this tenant"):
+            verifier.verify(es.mint(tenant=tenant))
+
+
+def test_refused_tenant_is_not_cached(es: TestIssuer, clock: FixedClock) -> None:
+    verifier = verifier_for(limited(es, "acme"), clock=clock)
+    token = es.mint(tenant="initech")
+    for _ in range(2):
+        with pytest.raises(IssuerUntrusted):
+            verifier.verify(token)
+
+
+@pytest.mark.parametrize("tenant", [OMIT, None, 5, ["initech"], {"id": "initech"}])
+def test_absent_or_non_string_tenant_claim_is_left_to_the_core(es: TestIssuer, clock: FixedClock,
+                                                               tenant: Any) -> None:
+    # The core denies these as tenant_claim_missing; the verifier must not turn them into another reason.
+    verifier = verifier_for(limited(es, "acme"), clock=clock)
+    claims = verifier.verify(es.mint(tenant=tenant))
+    assert claims.claims.get("tenant") == (None if tenant is OMIT else tenant)
+
+
+def test_allow_list_reads_the_configured_tenant_claim(es: TestIssuer, clock: FixedClock) -> None:
+    verifier = verifier_for(limited(es, "acme"), clock=clock, tenant_claim="org")
+    assert verifier.verify(es.mint(org="acme", tenant="initech")).claims["org"] == "acme"
+    with pytest.raises(IssuerUntrusted):
+        verifier.verify(es.mint(org="initech", tenant="acme"))
+
+
+def test_issuer_without_a_tenant_list_may_assert_any_tenant(es: TestIssuer, verifier: JwtVerifier) -> None:
+    assert es.settings.tenants == ()
+    assert verifier.verify(es.mint(tenant="initech")).claims["tenant"] == "initech"
+
+
+def test_each_issuer_speaks_only_for_its_own_tenants(tmp_path: Path, clock: FixedClock) -> None:
+    one = TestIssuer(tmp_path, issuer="https://one.test", clock=clock)
+    two = TestIssuer(tmp_path, issuer="https://two.test", clock=clock)
+    verifier = verifier_for(limited(one, "acme"), limited(two, "globex"), clock=clock)
+    assert verifier.verify(one.mint(tenant="acme")).issuer == "https://one.test"
+    assert verifier.verify(two.mint(tenant="globex")).issuer == "https://two.test"
+    with pytest.raises(IssuerUntrusted):
+        verifier.verify(one.mint(tenant="globex"))
+    with pytest.raises(IssuerUntrusted):
+        verifier.verify(two.mint(tenant="acme"))
+
+
+@pytest.mark.parametrize("tenant", ["", "bad tenant", "-acme", "ａcme", "x" * 129])
+def test_issuer_keys_refuse_a_tenants_entry_that_is_not_a_tenant_id(es: TestIssuer, tenant: str) -> None:
+    with pytest.raises(ConfigError, match="tenants"):
+        limited(es, "acme", tenant)
+
+
+def issuer_toml(tenants: str | None) -> str:
+    line = f"tenants = {tenants}\n" if tenants is not None else ""
+    return (
+        "[[tokens.issuers]]\n"
+        'issuer = "https://issuer.test"\n'
+        'audiences = ["tenantgate"]\n'
+        'algorithms = ["ES256"]\n'
+        'jwks_file = "jwks.json"\n' + line
+    )
+
+
+def test_tenants_key_is_read_from_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "tenantgate.toml"
+    path.write_text(issuer_toml('["acme", "globex"]'), encoding="utf-8")
+    assert config.load(path, env={}).tokens.issuers[0].tenants == ("acme", "globex")
+    path.write_text(issuer_toml(None), encoding="utf-8")
+    assert config.load(path, env={}).tokens.issuers[0].tenants == ()
+
+
+@pytest.mark.parametrize("value", ['["acme", "bad tenant"]', '[""]', '["acme\\u200b"]', '"acme"', "[1]"])
+def test_invalid_tenants_key_is_a_config_error_naming_the_key(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "tenantgate.toml"
+    path.write_text(issuer_toml(value), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"tokens\.issuers\[0\]\.tenants"):
+        config.load(path, env={})
+
+
+def test_dev_issuer_has_no_tenant_list(tmp_path: Path, clock: FixedClock) -> None:
+    dev_settings = DevIssuerSettings(enabled=True, key_dir=str(tmp_path / "dev"))
+    dev = DevIssuer(dev_settings)
+    assert dev.issuer_settings().tenants == ()
+    verifier = build_verifier(Settings(dev_issuer=dev_settings), clock)
+    for tenant in ("acme", "initech"):
+        assert verifier.verify(dev.mint(tenant=tenant, subject="bob", now=NOW)).claims["tenant"] == tenant

@@ -1,0 +1,416 @@
+"""Compiling policy files into pre-parsed Cedar handles, with per-tenant partitions.
+
+Global policies (``policies/*.cedar``) and the built-in tenant guardrail form one pre-parsed PolicySet.
+A tenant's own policies (``policies/tenants/<tenant>/*.cedar``) are kept as validated text and added to
+the global set only when that tenant's partition is first needed (``Engine`` caches partitions), so memory
+stays bounded with many tenants and Cedar never scans one tenant's policies for another tenant's resources.
+
+Everything is validated strictly against the schema at compile time; any problem is a ``PolicyError`` with
+file:line and the policy id, and nothing partial is returned. Together with ``engine.py`` this is the only
+code that imports cedarpy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cedarpy
+
+from tenantgate.core.cedar_text import Statement, split_statements
+from tenantgate.core.model import Principal
+from tenantgate.core.request import is_tenant_id
+from tenantgate.errors import PolicyDiagnostic, PolicyError
+
+RESERVED_PREFIX = "tenantgate::"
+GUARDRAIL_ID = "tenantgate::tenant-guardrail"
+PRINCIPAL_TYPES = ("User", "Agent")
+# cedarpy numbers policies positionally (policy0, ...); user ids of that shape could collide with them.
+_POSITIONAL = re.compile(r"policy\d+")
+# String values and entity ids in a policy's JSON form (tenant ids never need JSON escapes).
+_STRING_LITERAL = re.compile(r'"(?:Value|id)": "([^"\\]*)"')
+
+# INVARIANT: defence in depth for the tenant check done in code before Cedar. Written with `has` guards so
+# it cannot error (an erroring forbid is skipped by Cedar): a principal or resource without a tenant is
+# forbidden, as is any tenant mismatch not covered by a break-glass grant. `context.breakGlass` is set only
+# by TenantGate after it found an active grant for exactly this operator, target tenant and action; requests
+# cannot set it (reserved context key).
+GUARDRAIL_TEXT = """\
+@id("tenantgate::tenant-guardrail")
+forbid (principal, action, resource)
+unless {
+  (principal has tenant && resource has tenant && principal.tenant == resource.tenant) ||
+  (context has breakGlass && context.breakGlass has targetTenant && resource has tenant &&
+   context.breakGlass.targetTenant == resource.tenant)
+};
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySource:
+    """One file's text. ``path`` is how messages name it (relative to the policy directory)."""
+
+    path: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyLocation:
+    path: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class TenantPolicies:
+    """One tenant's validated policies: Cedar text with an ``@id`` on every policy, ids in text order."""
+
+    tenant: str
+    text: str
+    ids: tuple[str, ...]
+    locations: Mapping[str, PolicyLocation]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicies:
+    """Pre-parsed, validated global set (with the guardrail), schema, and tenant partitions' sources."""
+
+    policy_set: Any
+    schema: Any
+    version: str
+    locations: Mapping[str, PolicyLocation]
+    policy_count: int
+    tenants: Mapping[str, TenantPolicies] = field(default_factory=dict)
+    sources: tuple[str, ...] = ()
+
+    def locate(self, policy_id: str, tenant: str = "") -> PolicyLocation | None:
+        partition = self.tenants.get(tenant)
+        if partition is not None and policy_id in partition.locations:
+            return partition.locations[policy_id]
+        return self.locations.get(policy_id)
+
+    @property
+    def total_policies(self) -> int:
+        return self.policy_count + sum(len(t.ids) for t in self.tenants.values())
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """One policy of a file, as parsed: its id, EST, statement and whether the id came from ``@id``."""
+
+    policy_id: str
+    est: dict[str, Any]
+    statement: Statement
+    annotated: bool
+    template: bool
+
+
+def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource],
+                     tenant_sources: Mapping[str, Sequence[PolicySource]] | None = None,
+                     cache: FileCache | None = None) -> CompiledPolicies:
+    """Parse and strictly validate the schema, the global files and every tenant's files.
+
+    ``cache`` (owned by the caller, e.g. the reloading policy store) maps tenant file contents to their
+    compiled form: unchanged tenant files are not parsed again, and on success the cache is replaced by
+    the entries this compilation used. Raises ``PolicyError`` listing every problem with file:line and
+    policy id.
+    """
+    tenant_sources = tenant_sources or {}
+    try:
+        schema = cedarpy.Schema.from_str(schema_source.text)
+    except ValueError as err:
+        raise PolicyError("invalid schema", [PolicyDiagnostic(schema_source.path, 1, str(err))]) from err
+    check_principal_shape(schema, schema_source.path)
+
+    diagnostics: list[PolicyDiagnostic] = []
+    static: dict[str, Any] = {}
+    templates: dict[str, Any] = {}
+    locations: dict[str, PolicyLocation] = {}
+    for source in sources:
+        for p in _parse_file(source, schema, diagnostics):
+            problem = _global_problem(p)
+            if _admit(p, source, problem, locations, diagnostics):
+                (templates if p.template else static)[p.policy_id] = p.est
+
+    tenants: dict[str, TenantPolicies] = {}
+    schema_key = hashlib.sha256(schema_source.text.encode("utf-8")).hexdigest()
+    used: FileCache = {}
+    tenant_names = set(tenant_sources)
+    for tenant, files in sorted(tenant_sources.items()):
+        if not is_tenant_id(tenant):
+            diagnostics.append(PolicyDiagnostic(f"tenants/{tenant}", 1, "directory name is not a valid tenant id"))
+            continue
+        tenants[tenant] = _compile_tenant(tenant, files, schema, schema_key, locations, tenant_names,
+                                          diagnostics, cache, used)
+    if diagnostics:
+        raise PolicyError(f"{len(diagnostics)} problem(s) in the policy set", diagnostics)
+    if cache is not None:
+        cache.clear()
+        cache.update(used)
+
+    guard = json.loads(cedarpy.policies_to_json_str(GUARDRAIL_TEXT))["staticPolicies"]
+    static[GUARDRAIL_ID] = next(iter(guard.values()))
+    locations[GUARDRAIL_ID] = PolicyLocation("<built-in>", 1)
+    document = {"staticPolicies": static, "templates": templates, "templateLinks": []}
+    try:
+        policy_set = cedarpy.PolicySet.from_json_str(json.dumps(document))
+    except ValueError as err:  # pragma: no cover - each file parsed fine on its own
+        raise PolicyError(f"cannot assemble the policy set: {err}") from err
+    all_sources = [*sources, *(f for files in tenant_sources.values() for f in files)]
+    return CompiledPolicies(
+        policy_set=policy_set,
+        schema=schema,
+        version=policy_version(schema_source, all_sources),
+        locations=locations,
+        policy_count=len(static),
+        tenants=tenants,
+        sources=tuple(s.path for s in all_sources),
+    )
+
+
+def policy_version(schema_source: PolicySource, sources: Sequence[PolicySource]) -> str:
+    """``sha256:<16 hex>`` over the schema and policy texts (and their paths), order-independent."""
+    digest = hashlib.sha256()
+    for src in [schema_source, *sorted(sources, key=lambda s: s.path)]:
+        for part in (src.path, src.text):
+            data = part.encode("utf-8")
+            digest.update(len(data).to_bytes(8, "big") + data)
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def format_policy_text(text: str) -> str:
+    """Cedar's own formatter (comments kept). Raises ``PolicyError`` when the text does not parse."""
+    try:
+        return str(cedarpy.format_policies(text, 100, 2))
+    except ValueError as err:
+        raise PolicyError(f"cannot format: {err}") from err
+
+
+@dataclass(frozen=True, slots=True)
+class _TenantEntry:
+    policy_id: str
+    text: str  # the statement, with an @id annotation added when it had none
+    line: int
+    column: int
+    literals: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _TenantFile:
+    """What one tenant file compiles to; cached by content so a reload re-parses only changed files."""
+
+    entries: tuple[_TenantEntry, ...]
+    diagnostics: tuple[PolicyDiagnostic, ...]
+
+
+FileCache = dict[tuple[str, str, str], _TenantFile]
+
+
+def _compile_tenant(tenant: str, files: Sequence[PolicySource], schema: Any, schema_key: str,
+                    global_ids: Mapping[str, PolicyLocation], all_tenants: set[str],
+                    diagnostics: list[PolicyDiagnostic], cache: FileCache | None, used: FileCache) -> TenantPolicies:
+    locations: dict[str, PolicyLocation] = {}
+    texts: list[str] = []
+    ids: list[str] = []
+    for source in files:
+        key = (schema_key, source.path, hashlib.sha256(source.text.encode("utf-8")).hexdigest())
+        compiled = cache.get(key) if cache is not None else None
+        if compiled is None:
+            compiled = _compile_tenant_file(tenant, source, schema)
+        used[key] = compiled
+        diagnostics.extend(compiled.diagnostics)
+        for entry in compiled.entries:
+            problem = None
+            others = sorted(lit for lit in entry.literals if lit != tenant and lit in all_tenants)
+            if others:
+                problem = f"names another tenant ({others[0]!r}); a tenant's policies may only concern that tenant"
+            elif entry.policy_id in global_ids:
+                problem = f"duplicate policy id (a global policy at {global_ids[entry.policy_id].path})"
+            elif entry.policy_id in locations:
+                first = locations[entry.policy_id]
+                problem = f"duplicate policy id (first at {first.path}:{first.line})"
+            if problem:
+                diagnostics.append(PolicyDiagnostic(source.path, entry.line, problem, column=entry.column,
+                                                    policy_id=entry.policy_id))
+                continue
+            locations[entry.policy_id] = PolicyLocation(source.path, entry.line)
+            texts.append(entry.text)
+            ids.append(entry.policy_id)
+    return TenantPolicies(tenant, "\n".join(texts), tuple(ids), locations)
+
+
+def _compile_tenant_file(tenant: str, source: PolicySource, schema: Any) -> _TenantFile:
+    diagnostics: list[PolicyDiagnostic] = []
+    entries: list[_TenantEntry] = []
+    seen: dict[str, PolicyLocation] = {}
+    for p in _parse_file(source, schema, diagnostics):
+        dumped = json.dumps(p.est)
+        problem = _tenant_problem(p.est, dumped, tenant) or (
+            "templates are not supported in tenant policy files" if p.template else None)
+        if not _admit(p, source, problem, seen, diagnostics):
+            continue
+        # Every tenant policy carries its id in the text, so results can name it after with_added_str.
+        text = p.statement.text if p.annotated else f'@id("{p.policy_id}")\n{p.statement.text}'
+        entries.append(_TenantEntry(p.policy_id, text, p.statement.line, p.statement.column,
+                                    frozenset(_STRING_LITERAL.findall(dumped))))
+    return _TenantFile(tuple(entries), tuple(diagnostics))
+
+
+def _parse_file(source: PolicySource, schema: Any, diagnostics: list[PolicyDiagnostic]) -> list[_Parsed]:
+    statements = split_statements(source.text)
+    try:
+        est = json.loads(cedarpy.policies_to_json_str(source.text))
+    except ValueError as err:
+        diagnostics.append(_locate_parse_error(source, statements, err))
+        return []
+
+    def statement_of(positional_id: str) -> Statement:
+        index = int(positional_id.removeprefix("policy")) if _POSITIONAL.fullmatch(positional_id) else -1
+        return statements[index] if 0 <= index < len(statements) else Statement(1, 1, "")
+
+    parsed: list[_Parsed] = []
+    ours: dict[str, str] = {}
+    for kind in ("staticPolicies", "templates"):
+        for positional_id, policy in est.get(kind, {}).items():
+            stmt = statement_of(positional_id)
+            annotated = policy.get("annotations", {}).get("id")
+            policy_id = annotated if annotated else f"{source.path}:{stmt.line}"
+            ours[positional_id] = policy_id
+            parsed.append(_Parsed(policy_id, policy, stmt, bool(annotated), kind == "templates"))
+    result = cedarpy.validate_policies(source.text, schema)
+    if not result.validation_passed:
+        for error in result.errors:
+            stmt = statement_of(error.policy_id)
+            policy_id = ours.get(error.policy_id, error.policy_id)
+            # Cedar names policies by position; say the id the author wrote (or file:line).
+            message = error.error.replace(f"`{error.policy_id}`", f"`{policy_id}`")
+            diagnostics.append(PolicyDiagnostic(source.path, stmt.line, message, column=stmt.column,
+                                                policy_id=policy_id))
+    return parsed
+
+
+def _admit(p: _Parsed, source: PolicySource, problem: str | None, locations: dict[str, PolicyLocation],
+           diagnostics: list[PolicyDiagnostic]) -> bool:
+    """Common id rules; records the location and returns True when the policy may join its set."""
+    line, column = p.statement.line, p.statement.column
+    if p.policy_id.startswith(RESERVED_PREFIX):
+        problem = problem or f"policy ids starting with {RESERVED_PREFIX!r} are reserved"
+    elif _POSITIONAL.fullmatch(p.policy_id):
+        problem = problem or "policy ids of the form policyN are reserved for Cedar's own numbering"
+    elif '"' in p.policy_id or "\\" in p.policy_id:
+        problem = problem or "policy ids may not contain quotes or backslashes"
+    elif p.policy_id in locations:
+        first = locations[p.policy_id]
+        problem = problem or f"duplicate policy id (first at {first.path}:{first.line})"
+    if problem:
+        diagnostics.append(PolicyDiagnostic(source.path, line, problem, column=column, policy_id=p.policy_id))
+        return False
+    locations[p.policy_id] = PolicyLocation(source.path, line)
+    return True
+
+
+def _global_problem(p: _Parsed) -> str | None:
+    named = _entity_literals(p.est)
+    if named and not _reads_tenant(p.est):
+        return (f"names {named[0]} but does not pin a tenant: entity ids are only unique within a tenant, so "
+                f"this would apply to a same-named entity in every tenant; add e.g. "
+                f'`when {{ principal.tenant == "<tenant>" }}` or move it to policies/tenants/<tenant>/')
+    return None
+
+
+def _tenant_problem(est: dict[str, Any], dumped: str, tenant: str) -> str | None:
+    """A tenant's policy may only speak about its own tenant: it is evaluated only for that tenant's
+    resources, and may not touch the tenant boundary itself (the guardrail and break-glass are global).
+    ``dumped`` is ``json.dumps(est)`` (attribute accesses only occur in conditions)."""
+    conditions = est.get("conditions", [])
+    if '"attr": "breakGlass"' in dumped:
+        return "tenant policies cannot refer to context.breakGlass (break-glass is decided platform-wide)"
+    uses = dumped.count('"attr": "tenant"')
+    if uses and uses != _own_tenant_comparisons(conditions, tenant):
+        return (f"tenant policies may use a tenant attribute only as `... .tenant == \"{tenant}\"`: the tenant "
+                "boundary is enforced by TenantGate, not by tenant policies")
+    return None
+
+
+def _own_tenant_comparisons(node: Any, tenant: str) -> int:
+    """How many ``X.tenant == "<tenant>"`` comparisons (either side) the EST holds."""
+    count = 0
+    if isinstance(node, dict):
+        eq = node.get("==")
+        if isinstance(eq, dict):
+            sides = (eq.get("left"), eq.get("right"))
+            for a, b in (sides, sides[::-1]):
+                if (isinstance(a, dict) and isinstance(a.get("."), dict) and a["."].get("attr") == "tenant"
+                        and isinstance(b, dict) and b.get("Value") == tenant):
+                    count += 1
+        count += sum(_own_tenant_comparisons(v, tenant) for v in node.values())
+    elif isinstance(node, list):
+        count += sum(_own_tenant_comparisons(v, tenant) for v in node)
+    return count
+
+
+def _entity_literals(policy: dict[str, Any]) -> list[str]:
+    """Non-action entity literals a policy names, in its scope or conditions (``User::"alice"``, ...)."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("entity", "__entity") and isinstance(value, dict) and "type" in value:
+                    if str(value["type"]).split("::")[-1] != "Action":
+                        found.append(f'{value["type"]}::"{value.get("id", "")}"')
+                elif key == "entities" and isinstance(value, list):
+                    for item in value:
+                        walk({"entity": item})
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: policy.get(k) for k in ("principal", "resource", "conditions")})
+    return found
+
+
+def _reads_tenant(policy: dict[str, Any]) -> bool:
+    """True when a condition reads a ``tenant`` attribute (``principal.tenant == "acme"`` and the like)."""
+    return '"attr": "tenant"' in json.dumps(policy.get("conditions", []))
+
+
+def _locate_parse_error(source: PolicySource, statements: Sequence[Statement], err: ValueError) -> PolicyDiagnostic:
+    for stmt in statements:
+        try:
+            cedarpy.policies_to_json_str(stmt.text)
+        except ValueError as stmt_err:
+            return PolicyDiagnostic(source.path, stmt.line, f"parse error: {stmt_err}", column=stmt.column)
+    return PolicyDiagnostic(source.path, 1, f"parse error: {err}")
+
+
+def check_principal_shape(schema: Any, path: str) -> None:
+    """The schema must declare the principal entities TenantGate builds, with the attributes it sets."""
+    sample = [principal_entity(Principal(t, "probe", "probe", "probe", ("r",), ("i",), "iss", "tid"))
+              for t in PRINCIPAL_TYPES]
+    try:
+        cedarpy.Entities.from_json_str(json.dumps(sample), schema)
+    except ValueError as err:
+        raise PolicyError(
+            "the schema must declare `entity User { tenant: String, roles: Set<String>, intents: Set<String>, "
+            "issuer: String }` and `entity Agent` with the same attributes plus `onBehalfOf: String`",
+            [PolicyDiagnostic(path, 1, str(err))],
+        ) from err
+
+
+def principal_entity(principal: Principal) -> dict[str, Any]:
+    """The principal as a Cedar entity. Its attributes come only from verified claims."""
+    attrs: dict[str, Any] = {
+        "tenant": principal.tenant,
+        "roles": list(principal.roles),
+        "intents": list(principal.intents or ()),
+        "issuer": principal.issuer,
+    }
+    if principal.is_agent:
+        attrs["onBehalfOf"] = principal.subject
+    return {"uid": {"type": principal.entity_type, "id": principal.entity_id}, "attrs": attrs, "parents": []}

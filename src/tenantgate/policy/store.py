@@ -1,0 +1,131 @@
+"""The current policy set, and reloading it safely.
+
+``PolicyStore.current()`` is what every decision reads once; ``reload()`` parses and validates the whole new
+set before swapping it in with one reference assignment, so an invalid set never takes effect, the last
+good set keeps answering, and decisions already running finish on the set they started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tenantgate.core.compiler import FileCache
+from tenantgate.core.engine import DEFAULT_PARTITION_CACHE, CompiledPolicies, Engine
+from tenantgate.errors import PolicyError
+from tenantgate.policy.loader import load_policies
+
+log = logging.getLogger("tenantgate.policy")
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    ok: bool
+    changed: bool
+    version: str
+    message: str
+
+
+class PolicyStore:
+    """Holds the current ``Engine`` for a policy directory and reloads it on request.
+
+    ``on_reload(result)`` is called after every reload attempt (metrics hang there); it must not raise.
+    """
+
+    def __init__(self, compiled: CompiledPolicies, *, policy_dir: str | Path | None = None,
+                 schema_file: str | Path | None = None, partition_cache_size: int = DEFAULT_PARTITION_CACHE,
+                 cache: FileCache | None = None, on_reload: Callable[[ReloadResult], None] | None = None) -> None:
+        self._engine = Engine(compiled, partition_cache_size)
+        self._dir = Path(policy_dir) if policy_dir is not None else None
+        self._schema = schema_file
+        self._partition_cache_size = partition_cache_size
+        self._cache: FileCache = cache if cache is not None else {}
+        self._reload_lock = threading.Lock()
+        self._on_reload = on_reload
+        self.last_result = ReloadResult(True, True, compiled.version, "loaded")
+        self._fingerprint = self.fingerprint()
+
+    @classmethod
+    def load(cls, policy_dir: str | Path, schema_file: str | Path | None = None, *,
+             partition_cache_size: int = DEFAULT_PARTITION_CACHE,
+             on_reload: Callable[[ReloadResult], None] | None = None) -> PolicyStore:
+        """Load the directory (raising ``PolicyError`` when invalid) and keep it reloadable."""
+        cache: FileCache = {}
+        compiled = load_policies(policy_dir, schema_file, cache)
+        return cls(compiled, policy_dir=policy_dir, schema_file=schema_file,
+                   partition_cache_size=partition_cache_size, cache=cache, on_reload=on_reload)
+
+    def current(self) -> Engine:
+        return self._engine
+
+    def replace(self, compiled: CompiledPolicies) -> None:
+        self._engine = Engine(compiled, self._partition_cache_size)
+
+    def reload(self, *, force: bool = False) -> ReloadResult:
+        """Re-read the directory; swap in the new set only when it is entirely valid. Never raises.
+
+        Without ``force`` nothing is parsed when the directory's fingerprint (names, sizes, mtimes, inodes,
+        followed through symlinks) has not changed.
+        """
+        if self._dir is None:
+            return ReloadResult(False, False, self._engine.version, "this policy store has no directory")
+        with self._reload_lock:
+            fingerprint = self.fingerprint()
+            if not force and fingerprint == self._fingerprint:
+                return ReloadResult(True, False, self._engine.version, "unchanged")
+            try:
+                candidate = dict(self._cache)
+                compiled = load_policies(self._dir, self._schema, candidate)
+            except PolicyError as err:
+                # The files stay as they are until someone fixes them: remember the fingerprint so an
+                # unchanged broken set is not re-parsed (and re-logged) at every poll.
+                self._fingerprint = fingerprint
+                result = ReloadResult(False, True, self._engine.version, str(err))
+                log.error("policy reload refused; still serving %s: %s", self._engine.version, err)
+            except Exception as err:  # a reload must never take the server down
+                result = ReloadResult(False, True, self._engine.version, f"unexpected error: {err}")
+                log.exception("policy reload failed; still serving %s", self._engine.version)
+            else:
+                self._cache = candidate
+                self._fingerprint = fingerprint
+                changed = compiled.version != self._engine.version
+                if changed:
+                    self._engine = Engine(compiled, self._partition_cache_size)
+                    log.info("policies reloaded: now %s (%d policies)", compiled.version, compiled.total_policies)
+                result = ReloadResult(True, changed, compiled.version, "reloaded" if changed else "unchanged")
+            self.last_result = result
+        if self._on_reload is not None:
+            self._on_reload(result)
+        return result
+
+    def fingerprint(self) -> tuple[tuple[str, int, int, int], ...]:
+        """(path, size, mtime_ns, inode) of every file under the directory, following symlinks.
+
+        A Kubernetes ConfigMap update swaps the ``..data`` symlink to a new directory: every file then
+        resolves to a new inode, so the change is seen even when sizes and mtimes match.
+        """
+        if self._dir is None:
+            return ()
+        entries = []
+        for dirpath, dirnames, filenames in os.walk(self._dir, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("..") and d != "tests")
+            for name in sorted(filenames):
+                if not name.endswith((".cedar", ".cedarschema")):
+                    continue
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                entries.append((path, st.st_size, st.st_mtime_ns, st.st_ino))
+        if self._schema:
+            try:
+                st = os.stat(self._schema)
+                entries.append((str(self._schema), st.st_size, st.st_mtime_ns, st.st_ino))
+            except OSError:
+                entries.append((str(self._schema), -1, -1, -1))
+        return tuple(entries)

@@ -1,0 +1,30 @@
+"""``tenantgate.v1.Admin``: what the server is running (policy version, last reload, dependencies)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import grpc
+
+from tenantgate import __version__
+from tenantgate.policy import PolicyStore
+from tenantgate.v1 import admin_pb2 as adm
+from tenantgate.v1 import admin_pb2_grpc as adm_grpc
+
+
+class AdminService(adm_grpc.AdminServicer):
+    def __init__(self, policies: PolicyStore, audit_ok: Callable[[], bool], store_ok: Callable[[], bool]) -> None:
+        self._policies = policies
+        self._audit_ok = audit_ok
+        self._store_ok = store_ok
+
+    async def Status(self, request: adm.StatusRequest, context: grpc.aio.ServicerContext) -> adm.StatusResponse:
+        compiled = self._policies.current().compiled
+        last = self._policies.last_result
+        audit_ok, store_ok = await asyncio.gather(asyncio.to_thread(self._audit_ok), asyncio.to_thread(self._store_ok))
+        return adm.StatusResponse(
+            version=__version__, policy_version=compiled.version, policy_count=compiled.total_policies,
+            tenant_partitions=len(compiled.tenants), last_reload_ok=last.ok, last_reload_message=last.message,
+            audit_writable=audit_ok, grant_store_reachable=store_ok,
+        )

@@ -1,0 +1,174 @@
+"""Hot reload against a running server: valid changes take effect, invalid ones never do, and a reload in
+the middle of a stream of Checks loses no request and mixes no versions within one decision."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import pytest
+
+from support.issuers import TestIssuer
+from support.server import BUNDLED_POLICIES, running_server, write_config
+from tenantgate import config
+from tenantgate.v1 import admin_pb2 as adm
+from tenantgate.v1 import admin_pb2_grpc as adm_grpc
+from tenantgate.v1 import authorizer_pb2 as pb
+from tenantgate.v1 import authorizer_pb2_grpc as pb_grpc
+
+ALLOW_READ = '@id("read-v1")\npermit (principal, action == Action::"read", resource);\n'
+FORBID_READ = ('@id("read-v2")\npermit (principal, action == Action::"read", resource);\n'
+               '@id("no-read-v2")\nforbid (principal, action == Action::"read", resource);\n')
+
+
+def _eventually(predicate, what, attempts=200):
+    for _ in range(attempts):
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+@pytest.fixture()
+def policy_dir(tmp_path):
+    root = tmp_path / "policies"
+    root.mkdir()
+    shutil.copy(BUNDLED_POLICIES / "schema.cedarschema", root)
+    (root / "p.cedar").write_text(ALLOW_READ)
+    return root
+
+
+def _write_atomically(path, text):
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _with_poll(path, policy_dir, poll):
+    path.write_text(path.read_text().replace(f'dir = "{policy_dir}"',
+                                             f'dir = "{policy_dir}"\npoll_interval_seconds = {poll}'))
+    return path
+
+
+def _serve(tmp_path, policy_dir, poll="0.05"):
+    issuer = TestIssuer(tmp_path)
+    path = _with_poll(write_config(tmp_path, issuer.settings, policies=policy_dir), policy_dir, poll)
+    return issuer, config.load(path, env={})
+
+
+def _check(stub, token):
+    return stub.Check(pb.CheckRequest(token=token, action="read",
+                                      resource=pb.Resource(type="Invoice", id="i", tenant="acme")))
+
+
+def test_valid_change_takes_effect_and_invalid_change_is_refused(tmp_path, policy_dir):
+    issuer, settings = _serve(tmp_path, policy_dir)
+    token = issuer.mint(tenant="acme", sub="alice")
+    with running_server(settings) as (address, app), grpc.insecure_channel(address) as channel:
+        stub, admin = pb_grpc.AuthorizerStub(channel), adm_grpc.AdminStub(channel)
+        v1 = _check(stub, token)
+        assert v1.decision == pb.ALLOW
+        _write_atomically(policy_dir / "p.cedar", FORBID_READ)
+        _eventually(lambda: _check(stub, token).reason == "policy_forbid", "the new set answering")
+        v2 = _check(stub, token).audit.policy_version
+        assert v2 != v1.audit.policy_version
+
+        _write_atomically(policy_dir / "p.cedar", FORBID_READ + "permit (principal, action, resource) when {\n")
+        _eventually(lambda: not admin.Status(adm.StatusRequest()).last_reload_ok, "the refusal being reported")
+        status = admin.Status(adm.StatusRequest())
+        assert "p.cedar:5" in status.last_reload_message and status.policy_version == v2
+        still = _check(stub, token)
+        assert (still.reason, still.audit.policy_version) == ("policy_forbid", v2)
+        from prometheus_client import generate_latest
+
+        metrics = generate_latest(app.registry).decode()
+        assert 'tenantgate_policy_reloads_total{result="refused"} 1.0' in metrics
+        assert "tenantgate_policy_last_reload_ok 0.0" in metrics
+        assert f'tenantgate_policy_info{{version="{v2}"}} 1.0' in metrics
+
+
+def test_reload_during_a_stream_of_checks_loses_nothing_and_mixes_no_versions(tmp_path, policy_dir):
+    issuer, settings = _serve(tmp_path, policy_dir, poll="0.02")
+    token = issuer.mint(tenant="acme", sub="alice")
+    answers, failures = [], []
+    stop = threading.Event()
+    with running_server(settings) as (address, app):
+        def hammer():
+            with grpc.insecure_channel(address) as channel:
+                stub = pb_grpc.AuthorizerStub(channel)
+                while not stop.is_set():
+                    try:
+                        answers.append(_check(stub, token))
+                    except grpc.RpcError as err:  # any RPC failure is a lost request
+                        failures.append(err)
+
+        workers = [threading.Thread(target=hammer) for _ in range(4)]
+        for w in workers:
+            w.start()
+        versions = set()
+        for i in range(6):
+            _write_atomically(policy_dir / "p.cedar", FORBID_READ if i % 2 == 0 else ALLOW_READ)
+            time.sleep(0.15)
+            versions.add(app.policies.current().version)
+        stop.set()
+        for w in workers:
+            w.join(30)
+    assert failures == [] and len(answers) > 50
+    by_version = {}
+    for a in answers:
+        # One decision, one version: the determining policy and the decision match the version recorded.
+        by_version.setdefault(a.audit.policy_version, set()).add((a.decision, tuple(a.policy_ids)))
+    assert len(by_version) >= 2
+    for outcomes in by_version.values():
+        assert outcomes in ({(pb.ALLOW, ("read-v1",))}, {(pb.DENY, ("no-read-v2",))}), by_version
+
+
+def test_sighup_reloads_the_policies(tmp_path, policy_dir):
+    issuer = TestIssuer(tmp_path)
+    cfg = _with_poll(write_config(tmp_path, issuer.settings, policies=policy_dir), policy_dir, 0)
+    proc = subprocess.Popen([sys.executable, "-m", "tenantgate.cli.main", "serve", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = proc.stdout.readline()
+        address = banner.split("serving gRPC on ")[1].split()[0]
+        token = issuer.mint(tenant="acme", sub="alice")
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.AuthorizerStub(channel)
+            assert _check(stub, token).decision == pb.ALLOW
+            _write_atomically(policy_dir / "p.cedar", FORBID_READ)
+            time.sleep(0.3)
+            assert _check(stub, token).decision == pb.ALLOW  # polling is off: nothing changes by itself
+            proc.send_signal(signal.SIGHUP)
+            _eventually(lambda: _check(stub, token).reason == "policy_forbid", "SIGHUP reload")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        finally:
+            proc.kill()
+
+
+def test_a_configmap_style_symlink_swap_is_picked_up(tmp_path):
+    # Kubernetes mounts a ConfigMap as <dir>/..data -> ..<timestamp>/ with <dir>/<file> -> ..data/<file>.
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    first, second = mount / "..v1", mount / "..v2"
+    for version, text in ((first, ALLOW_READ), (second, FORBID_READ)):
+        version.mkdir()
+        shutil.copy(BUNDLED_POLICIES / "schema.cedarschema", version)
+        (version / "p.cedar").write_text(text)
+    (mount / "..data").symlink_to(first.name)
+    for name in ("schema.cedarschema", "p.cedar"):
+        (mount / name).symlink_to(f"..data/{name}")
+    from tenantgate.policy import PolicyStore
+
+    store = PolicyStore.load(mount)
+    before = store.current().version
+    tmp_link = mount / "..data_tmp"
+    tmp_link.symlink_to(second.name)
+    tmp_link.replace(mount / "..data")  # atomic swap, as kubelet does
+    result = store.reload()
+    assert result.ok and result.changed and store.current().version != before

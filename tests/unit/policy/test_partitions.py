@@ -1,0 +1,124 @@
+"""Per-tenant policy partitions: evaluated only for their tenant, validated to stay inside it."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tenantgate.core.engine import Engine
+from tenantgate.core.model import Decision, Principal, Reason, Resource
+from tenantgate.errors import PolicyError
+from tenantgate.policy import load_policies
+
+BUNDLED = Path(__file__).resolve().parents[3] / "policies"
+
+
+@pytest.fixture()
+def policy_dir(tmp_path):
+    root = tmp_path / "policies"
+    root.mkdir()
+    shutil.copy(BUNDLED / "schema.cedarschema", root)
+    (root / "base.cedar").write_text('@id("viewer-can-read")\npermit (principal, action == Action::"read", '
+                                     'resource) when { principal.roles.contains("viewer") };\n')
+    return root
+
+
+def _tenant_file(root, tenant, text, name="own.cedar"):
+    d = root / "tenants" / tenant
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_text(text)
+
+
+def _eval(engine, principal_tenant, resource_tenant, action="approve", roles=(), sub="alice"):
+    p = Principal("User", sub, sub, principal_tenant, tuple(roles), None, "iss", "t")
+    return engine.evaluate(p, action, Resource("Invoice", "inv-1", resource_tenant),
+                           {"tenant": resource_tenant}, {"intent": ""})
+
+
+def test_tenant_policies_apply_only_to_their_tenants_resources(policy_dir):
+    _tenant_file(policy_dir, "acme", '@id("acme-alice-approves")\n'
+                 'permit (principal == User::"alice", action == Action::"approve", resource is Invoice);\n')
+    engine = Engine(load_policies(policy_dir))
+    acme = _eval(engine, "acme", "acme")
+    assert (acme.decision, acme.policy_ids) == (Decision.ALLOW, ("acme-alice-approves",))
+    # globex's alice is the same Cedar entity, but acme's policy is not in globex's partition.
+    assert _eval(engine, "globex", "globex").reason is Reason.NO_PERMIT
+
+
+def test_a_tenant_policy_cannot_grant_access_to_another_tenants_resources(policy_dir):
+    _tenant_file(policy_dir, "acme", "permit (principal, action, resource);\n")
+    engine = Engine(load_policies(policy_dir))
+    assert _eval(engine, "acme", "acme").decision is Decision.ALLOW
+    # An acme principal on a globex resource: globex's partition has no such permit (and the guardrail).
+    assert _eval(engine, "acme", "globex").decision is Decision.DENY
+    # A globex principal on an acme resource meets acme's open permit, and the guardrail forbids it.
+    out = _eval(engine, "globex", "acme")
+    assert (out.decision, out.policy_ids) == (Decision.DENY, ("tenantgate::tenant-guardrail",))
+
+
+@pytest.mark.parametrize("text,message", [
+    ('permit (principal, action, resource) when { resource.tenant == "globex" };', "tenant attribute only"),
+    ('permit (principal, action, resource) when { principal.tenant != "acme" };', "tenant attribute only"),
+    ('permit (principal, action, resource) when { principal.tenant == resource.tenant };', "tenant attribute only"),
+    ('permit (principal, action, resource) when { context has breakGlass };', "breakGlass"),
+    ('permit (principal, action, resource) when { principal.roles.contains("globex") };', "names another tenant"),
+    ('permit (principal == User::"globex", action, resource);', "names another tenant"),
+    ('@id("viewer-can-read") permit (principal, action, resource);', "duplicate policy id"),
+    ('@id("tenantgate::x") permit (principal, action, resource);', "reserved"),
+    ('@id("policy3") permit (principal, action, resource);', "reserved"),
+    ("permit (principal == ?principal, action, resource);", "templates"),
+])
+def test_tenant_policies_that_reach_outside_their_tenant_are_refused(policy_dir, text, message):
+    _tenant_file(policy_dir, "globex", '@id("g") permit (principal, action == Action::"read", resource);\n')
+    _tenant_file(policy_dir, "acme", text + "\n")
+    with pytest.raises(PolicyError, match=message) as info:
+        load_policies(policy_dir)
+    assert info.value.diagnostics[0].path.startswith("tenants/acme/")
+
+
+def test_a_tenant_policy_may_pin_its_own_tenant(policy_dir):
+    _tenant_file(policy_dir, "acme", 'permit (principal, action, resource) when { resource.tenant == "acme" };\n')
+    engine = Engine(load_policies(policy_dir))
+    assert _eval(engine, "acme", "acme").decision is Decision.ALLOW
+
+
+def test_an_invalid_tenant_directory_name_is_refused(policy_dir):
+    _tenant_file(policy_dir, "bad tenant", "permit (principal, action, resource);\n")
+    with pytest.raises(PolicyError, match="not a valid tenant id"):
+        load_policies(policy_dir)
+
+
+def test_unannotated_tenant_policies_are_named_by_file_and_line(policy_dir):
+    _tenant_file(policy_dir, "acme", "\n\npermit (principal, action == Action::\"approve\", resource);\n")
+    engine = Engine(load_policies(policy_dir))
+    assert _eval(engine, "acme", "acme").policy_ids == ("tenants/acme/own.cedar:3",)
+
+
+def test_the_partition_cache_is_bounded_and_decisions_stay_right(policy_dir):
+    for i in range(6):
+        _tenant_file(policy_dir, f"t{i}", f'@id("t{i}-approve")\npermit (principal, action == Action::"approve", '
+                     f'resource) when {{ principal.roles.contains("r{i}") }};\n')
+    engine = Engine(load_policies(policy_dir), partition_cache_size=2)
+    for _round in range(2):
+        for i in range(6):
+            out = _eval(engine, f"t{i}", f"t{i}", roles=(f"r{i}",))
+            assert out.policy_ids == (f"t{i}-approve",)
+            assert _eval(engine, f"t{i}", f"t{i}", roles=(f"r{(i + 1) % 6}",)).reason is Reason.NO_PERMIT
+    assert engine.cached_partitions() == 2
+
+
+def test_a_reload_reparses_only_changed_tenant_files(policy_dir, monkeypatch):
+    from tenantgate.core import compiler
+    from tenantgate.policy import PolicyStore
+
+    for i in range(3):
+        _tenant_file(policy_dir, f"t{i}", f'@id("t{i}-p") permit (principal, action, resource);\n')
+    store = PolicyStore.load(policy_dir)
+    parsed = []
+    real = compiler._compile_tenant_file
+    monkeypatch.setattr(compiler, "_compile_tenant_file", lambda t, s, sch: parsed.append(s.path) or real(t, s, sch))
+    _tenant_file(policy_dir, "t1", '@id("t1-p2") permit (principal, action == Action::"read", resource);\n')
+    result = store.reload()
+    assert result.ok and result.changed
+    assert parsed == ["tenants/t1/own.cedar"]
+    assert store.current().compiled.tenants["t1"].ids == ("t1-p2",)
