@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/tenantgate/v1/*.proto)
 
-.PHONY: serve test proto install lint clean
+.PHONY: serve test bench proto install lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ serve: $(STAMP)
 ## Run the whole test suite (unit, integration, adversarial).
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+## Benchmarks (issue #7): prints a markdown table, writes bench/results/. A few minutes; not part of `make test`.
+bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]' && $(PY) -m bench $(BENCH_ARGS)
+
+## A bounded, loopback-only soak of a real server (default 3 minutes at 300 req/s; MINUTES=, RATE= to change).
+soak: $(STAMP)
+	$(PY) -m soak --minutes $(or $(MINUTES),3) --rate $(or $(RATE),300)
 
 ## Regenerate the committed gRPC/protobuf stubs under src/tenantgate/v1/.
 proto: $(STAMP)

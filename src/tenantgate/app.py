@@ -6,20 +6,28 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from tenantgate.audit import JsonlAuditSink
-from tenantgate.config import Settings
+from tenantgate.audit import JsonlAuditSink, StreamAuditSink, TeeAuditSink
+from tenantgate.config import AuditSettings, Settings
 from tenantgate.core.breakglass import BreakGlass, GrantRules
+from tenantgate.core.grants import GrantState
 from tenantgate.core.model import ClaimNames
 from tenantgate.core.pdp import DecisionPoint
 from tenantgate.core.ports import Clock, SystemClock
-from tenantgate.errors import ConfigError
+from tenantgate.errors import AuditUnavailable, ConfigError
 from tenantgate.grants import open_guarded_store
 from tenantgate.identity import JwtVerifier, build_verifier
+from tenantgate.observability import collectors
+from tenantgate.observability.grpc_metrics import GrpcMetricsInterceptor
 from tenantgate.observability.metrics import DecisionMetrics
 from tenantgate.policy import PolicyStore
+
+if TYPE_CHECKING:
+    from tenantgate.http.server import HttpServer
+    from tenantgate.rpc.envoy_convert import ExtAuthzOptions
 
 log = logging.getLogger("tenantgate.app")
 
@@ -29,12 +37,13 @@ class App:
     settings: Settings
     verifier: JwtVerifier
     policies: PolicyStore
-    audit: JsonlAuditSink
+    audit: JsonlAuditSink | TeeAuditSink
     pdp: DecisionPoint
     clock: Clock
     breakglass: BreakGlass
     registry: CollectorRegistry
     metrics: DecisionMetrics
+    http_port: int = 0  # the AuthZEN HTTP API's bound port while serving ([http] listen), else 0
 
     def ready(self) -> bool:
         """Policies are loaded (they are, once built) and the audit sink can write."""
@@ -51,7 +60,7 @@ def build(settings: Settings, clock: Clock | None = None) -> App:
     policies = PolicyStore.load(p.dir, p.schema_file, partition_cache_size=p.partition_cache_size,
                                 on_reload=metrics.observe_reload)
     metrics.policy_loaded(policies.current().version)
-    audit = JsonlAuditSink(settings.audit.path)
+    audit = build_audit_sink(settings.audit)
     audit.open()
     t, g = settings.tokens, settings.grants
     names = ClaimNames(tenant=t.tenant_claim, roles=t.roles_claim, intents=t.intents_claim)
@@ -66,9 +75,33 @@ def build(settings: Settings, clock: Clock | None = None) -> App:
                          require_ticket=g.require_ticket, max_ttl_seconds=g.max_ttl_seconds,
                          pending_ttl_seconds=g.pending_ttl_seconds),
     )
+    # Only a trusted-PEP AuthZEN setup lets a token with this role state subjects; otherwise nobody may.
+    pep_role = settings.http.pep_role if settings.http.mode == "trusted_pep" else ""
+    collectors.register(
+        registry,
+        collectors.AuditCollector(audit_stats(audit)),
+        collectors.GrantCollector(lambda: len(breakglass.store.list(None, GrantState.ACTIVE, clock.now()))),
+    )
     pdp = DecisionPoint(verifier=verifier, engine=policies.current, audit=audit, clock=clock, claim_names=names,
-                        grants=breakglass)
+                        grants=breakglass, pep_role=pep_role)
     return App(settings, verifier, policies, audit, pdp, clock, breakglass, registry, metrics)
+
+
+def build_audit_sink(a: AuditSettings, worker: int = 0) -> JsonlAuditSink | TeeAuditSink:
+    """The hash-chained audit log (worker N > 0 writes its own chain, audit-wN.jsonl), teed to stdout when
+    ``audit.stdout``. Raises ConfigError for an unusable checkpoint key."""
+    chained = JsonlAuditSink(a.path, durability="fsync" if a.durability == "fsync" else "flush",
+                             rotate_bytes=a.rotate_bytes, keep_files=a.keep_files,
+                             checkpoint_key=a.checkpoint_key_file or None, checkpoint_every=a.checkpoint_every,
+                             checkpoint_seconds=a.checkpoint_seconds, worker=worker)
+    return TeeAuditSink(chained, StreamAuditSink()) if a.stdout else chained
+
+
+def audit_stats(audit: JsonlAuditSink | TeeAuditSink) -> Callable[[], Any]:
+    """The chained sink's counters, also behind a stdout tee."""
+    chained = audit.primary if isinstance(audit, TeeAuditSink) else audit
+    assert isinstance(chained, JsonlAuditSink)
+    return chained.stats
 
 
 def close(app: App) -> None:
@@ -83,18 +116,25 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
     from tenantgate.rpc.admin import AdminService
     from tenantgate.rpc.authorizer import AuthorizerService
     from tenantgate.rpc.breakglass import BreakGlassService
+    from tenantgate.rpc.ext_authz import ExtAuthzService
     from tenantgate.rpc.server import GrpcServer, ServerOptions
+    from tenantgate.rpc.tls import TlsFiles
 
     for problem in await asyncio.to_thread(app.verifier.prefetch_keys):
         log.warning("issuer keys not loaded yet (will retry on first use): %s", problem)
     s = app.settings.server
+    tls = TlsFiles(s.tls.cert_file, s.tls.key_file, s.tls.client_ca_file) if s.tls.cert_file else None
     server = GrpcServer(
-        ServerOptions(s.listen, s.max_message_bytes, s.max_concurrent_rpcs, s.grace_seconds),
+        ServerOptions(s.listen, s.max_message_bytes, s.max_concurrent_rpcs, s.grace_seconds, tls=tls,
+                      allowed_callers=s.tls.allowed_callers, health_listen=s.health_listen),
         AuthorizerService(app.pdp, app.metrics.observe),
         app.ready,
         BreakGlassService(app.breakglass),
         app.breakglass.store.healthy,
         AdminService(app.policies, app.audit.healthy, app.breakglass.store.healthy),
+        ext_authz=ExtAuthzService(app.pdp, ext_authz_options(app.settings), app.metrics.observe),
+        on_caller_refused=app.metrics.caller_refused,
+        interceptors=[GrpcMetricsInterceptor(app.registry)],
     )
     port = await server.start()
     if s.metrics_listen:
@@ -104,7 +144,13 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
         except OSError as err:
             await server.stop()
             raise ConfigError(f"cannot serve metrics on {s.metrics_listen}: {err.strerror}") from err
-    background = [asyncio.create_task(_sweep_grants(app)), asyncio.create_task(_poll_policies(app))]
+    try:
+        http = await _start_http(app)
+    except BaseException:
+        await server.stop()
+        raise
+    background = [asyncio.create_task(_sweep_grants(app)), asyncio.create_task(_poll_policies(app)),
+                  asyncio.create_task(_checkpoint_audit(app))]
     if on_started is not None:
         on_started(port)
     try:
@@ -115,9 +161,39 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
     finally:
         for task in background:
             task.cancel()
+        if http is not None:
+            await http.stop()  # before gRPC, the reverse of the start order
+            app.http_port = 0
         await server.stop()
         close(app)
         log.info("stopped")
+
+
+def ext_authz_options(settings: Settings) -> ExtAuthzOptions:
+    """The Envoy ext_authz route table, intent header and dry-run flag from ``[ext_authz]``."""
+    from tenantgate.rpc.envoy_convert import ExtAuthzOptions
+    from tenantgate.rpc.routes import Route, RouteTable
+
+    e = settings.ext_authz
+    routes = RouteTable(Route.build(r.methods, r.path, r.action, r.resource_type, r.tenant_from, r.id_from)
+                        for r in e.routes)
+    return ExtAuthzOptions(routes=routes, intent_header=e.intent_header, dry_run=e.dry_run)
+
+
+async def _start_http(app: App) -> HttpServer | None:
+    """Start the AuthZEN HTTP API on this loop when ``[http] listen`` is set (raises ``ConfigError``)."""
+    h = app.settings.http
+    if not h.listen:
+        return None
+    from tenantgate.http.routes import Limits
+    from tenantgate.http.server import HttpOptions, HttpServer
+
+    http = HttpServer(HttpOptions(h.listen, h.mode, Limits(h.max_body_bytes, h.max_concurrent_requests,
+                                                           h.max_evaluations),
+                                  h.cert_file, h.key_file, h.public_url, app.settings.server.grace_seconds),
+                      app.pdp, app.metrics.observe)
+    app.http_port = await http.start()
+    return http
 
 
 def _reload_soon(app: App) -> None:
@@ -134,6 +210,19 @@ async def _poll_policies(app: App) -> None:
     while True:
         await asyncio.sleep(interval)
         await asyncio.to_thread(app.policies.reload)
+
+
+async def _checkpoint_audit(app: App) -> None:
+    """Sign the audit tail every ``audit.checkpoint_seconds`` even while no decision arrives (with a key)."""
+    a = app.settings.audit
+    if not a.checkpoint_key_file or a.checkpoint_seconds <= 0:
+        return
+    while True:
+        await asyncio.sleep(a.checkpoint_seconds)
+        try:
+            await asyncio.to_thread(app.audit.checkpoint_if_due)
+        except AuditUnavailable as err:
+            log.warning("audit checkpoint not written (retried next interval): %s", err)
 
 
 async def _sweep_grants(app: App) -> None:

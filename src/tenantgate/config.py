@@ -6,14 +6,16 @@ and returns ``Settings``. Every key is documented in the README. Unknown keys ar
 silently falls back to a default.
 
 Environment overrides: ``TENANTGATE_<SECTION>_<KEY>`` (upper case), e.g. ``TENANTGATE_SERVER_LISTEN`` or
-``TENANTGATE_TOKENS_LEEWAY_SECONDS``. Lists are comma-separated. Issuer tables cannot be set from the
-environment (they are structured); use the file.
+``TENANTGATE_TOKENS_LEEWAY_SECONDS``. Lists are comma-separated. Keys of a nested table take its name too
+(``TENANTGATE_SERVER_TLS_CERT_FILE``). Issuer and route tables cannot be set from the environment (they
+are structured); use the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +33,14 @@ SUPPORTED_ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    cert_file: str = ""  # server certificate chain (PEM); with key_file, the gRPC port serves TLS
+    key_file: str = ""
+    client_ca_file: str = ""  # CA bundle for client certificates: set = mTLS (a client certificate is required)
+    allowed_callers: tuple[str, ...] = ()  # SPIFFE IDs / DNS names of client certificate SANs; empty = any
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     listen: str = "127.0.0.1:50051"
     metrics_listen: str = "127.0.0.1:9464"
@@ -38,6 +48,8 @@ class ServerSettings:
     max_concurrent_rpcs: int = 1000
     grace_seconds: float = 10.0
     state_dir: str = ".tenantgate"
+    health_listen: str = ""  # plaintext port serving only grpc.health.v1 (for probes when TLS is on); "" = off
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +99,13 @@ class PolicySettings:
 @dataclass(frozen=True, slots=True)
 class AuditSettings:
     path: str = ""  # default: <state_dir>/audit.jsonl
+    durability: str = "flush"  # "flush" (in the OS before the answer) | "fsync" (on disk, group commit)
+    rotate_bytes: int = 0  # rotate the live file before it would pass this size; 0 = off
+    keep_files: int = 10  # rotated files kept (audit.jsonl.1 ... .N); 0 = keep all
+    checkpoint_key_file: str = ""  # Ed25519 private key (PEM) for signed checkpoints; "" = none
+    checkpoint_every: int = 1000  # records between signed checkpoints
+    checkpoint_seconds: float = 60.0  # also after this many seconds (0 = only by count)
+    stdout: bool = False  # also print each record as a JSON line on stdout (for a log shipper)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +122,41 @@ class GrantSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteSettings:
+    methods: tuple[str, ...]
+    path: str  # template such as /tenants/{tenant}/invoices/{id}
+    action: str
+    resource_type: str
+    tenant_from: str = "tenant"  # path variable holding the resource's owning tenant
+    id_from: str = "id"  # path variable holding the resource id
+
+
+@dataclass(frozen=True, slots=True)
+class ExtAuthzSettings:
+    intent_header: str = "x-tenantgate-intent"
+    dry_run: bool = False  # decide and audit, but always answer OK (flagged in the audit record)
+    routes: tuple[RouteSettings, ...] = ()  # first match wins; no match is a deny
+
+
+HTTP_MODES = ("user_token", "trusted_pep")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The AuthZEN Authorization API 1.0 over HTTP (off unless ``listen`` is set)."""
+
+    listen: str = ""  # HOST:PORT; "" = no HTTP API
+    mode: str = "user_token"  # user_token: subject.id must be the token's sub; trusted_pep: see pep_role
+    pep_role: str = ""  # trusted_pep: the role an enforcement point's token must carry to state subjects
+    max_body_bytes: int = 1_048_576
+    max_concurrent_requests: int = 256  # more in flight are answered 503
+    max_evaluations: int = 1000  # items per /access/v1/evaluations request
+    cert_file: str = ""  # with key_file: serve HTTPS
+    key_file: str = ""
+    public_url: str = ""  # the policy_decision_point identifier in discovery; "" = from the request's Host
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = "info"
 
@@ -115,6 +169,8 @@ class Settings:
     policies: PolicySettings = field(default_factory=PolicySettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     grants: GrantSettings = field(default_factory=GrantSettings)
+    ext_authz: ExtAuthzSettings = field(default_factory=ExtAuthzSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "embedded defaults"
 
@@ -132,8 +188,12 @@ _SECTIONS: dict[str, type] = {
     "policies": PolicySettings,
     "audit": AuditSettings,
     "grants": GrantSettings,
+    "ext_authz": ExtAuthzSettings,
+    "http": HttpSettings,
     "log": LogSettings,
 }
+# Lists of tables ([[tokens.issuers]], [[ext_authz.routes]]): settable only in the file, never from the environment.
+_TABLE_LISTS: dict[type, str] = {IssuerSettings: "tokens.issuers", RouteSettings: "ext_authz.routes"}
 
 # Embedded defaults for `tenantgate serve` without a config file: the development issuer is on so the
 # README tour works in two commands. With a config file it is off unless the file turns it on.
@@ -177,10 +237,19 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         for section in sections:
             if rest.startswith(section + "_"):
                 key = rest[len(section) + 1:]
+                table = raw.setdefault(section, {})
                 hints = get_type_hints(_SECTIONS[section])
-                if key not in hints or key == "issuers":
+                # A nested table (server.tls): TENANTGATE_SERVER_TLS_CERT_FILE sets server.tls.cert_file.
+                for sub, sub_hint in hints.items():
+                    if dataclasses.is_dataclass(sub_hint) and key.startswith(sub + "_"):
+                        if not isinstance(table, dict) or not isinstance(table.setdefault(sub, {}), dict):
+                            raise ConfigError(f"environment variable {name}: [{section}.{sub}] must be a table")
+                        section, table, key = f"{section}.{sub}", table[sub], key[len(sub) + 1:]
+                        hints = get_type_hints(sub_hint)
+                        break
+                if key not in hints or _is_table(hints[key]) or not isinstance(table, dict):
                     raise ConfigError(f"environment variable {name}: unknown key {section}.{key}")
-                raw.setdefault(section, {})[key] = _from_env(name, value, hints[key])
+                table[key] = _from_env(name, value, hints[key])
                 break
         else:
             if rest not in ("config",):
@@ -255,17 +324,26 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         (item_type, *_rest) = get_args(hint)
         if not isinstance(value, list):
             raise ConfigError(f"{where} must be a list")
-        if item_type is IssuerSettings:
-            return tuple(_section(IssuerSettings, _table(v, where), f"{where}[{i}]") for i, v in enumerate(value))
+        if item_type in _TABLE_LISTS:
+            return tuple(_section(item_type, _table(v, where), f"{where}[{i}]") for i, v in enumerate(value))
         if not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a list of strings")
         return tuple(value)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a nested table such as [server.tls]
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{where}] must be a table")
+        return _section(hint, value, where)
     raise ConfigError(f"{where}: unsupported setting type")  # pragma: no cover
+
+
+def _is_table(hint: Any) -> bool:
+    """A nested table or a list of tables: structured settings the environment cannot set."""
+    return dataclasses.is_dataclass(hint) or (get_origin(hint) is tuple and get_args(hint)[0] in _TABLE_LISTS)
 
 
 def _table(value: Any, where: str) -> Mapping[str, Any]:
     if not isinstance(value, dict):
-        raise ConfigError(f"{where} entries must be tables ([[tokens.issuers]])")
+        raise ConfigError(f"{where} entries must be tables ([[{where}]])")
     return value
 
 
@@ -274,7 +352,10 @@ def _resolve_paths(s: Settings, base: Path) -> Settings:
         return str(p if os.path.isabs(p) else (base / p)) if p else p
 
     state = rel(s.server.state_dir)
-    server = dataclasses.replace(s.server, state_dir=state)
+    tls = s.server.tls
+    tls = dataclasses.replace(tls, cert_file=rel(tls.cert_file), key_file=rel(tls.key_file),
+                              client_ca_file=rel(tls.client_ca_file))
+    server = dataclasses.replace(s.server, state_dir=state, tls=tls)
     policy_dir = rel(s.policies.dir)
     schema = rel(s.policies.schema_file) or str(Path(policy_dir) / "schema.cedarschema")
     audit = rel(s.audit.path) or str(Path(state) / "audit.jsonl")
@@ -291,10 +372,11 @@ def _resolve_paths(s: Settings, base: Path) -> Settings:
         s,
         server=server,
         policies=dataclasses.replace(s.policies, dir=policy_dir, schema_file=schema),
-        audit=dataclasses.replace(s.audit, path=audit),
+        audit=dataclasses.replace(s.audit, path=audit, checkpoint_key_file=rel(s.audit.checkpoint_key_file)),
         dev_issuer=dataclasses.replace(s.dev_issuer, key_dir=key_dir),
         tokens=dataclasses.replace(s.tokens, issuers=issuers),
         grants=dataclasses.replace(s.grants, store=store),
+        http=dataclasses.replace(s.http, cert_file=rel(s.http.cert_file), key_file=rel(s.http.key_file)),
     )
 
 
@@ -303,6 +385,9 @@ def validate(s: Settings) -> None:
     _check_hostport(s.server.listen, "server.listen")
     if s.server.metrics_listen:
         _check_hostport(s.server.metrics_listen, "server.metrics_listen")
+    if s.server.health_listen:
+        _check_hostport(s.server.health_listen, "server.health_listen")
+    _check_tls(s.server.tls)
     _positive(s.server.max_message_bytes, "server.max_message_bytes")
     _positive(s.server.max_concurrent_rpcs, "server.max_concurrent_rpcs")
     if s.server.grace_seconds < 0:
@@ -353,6 +438,16 @@ def validate(s: Settings) -> None:
         _positive(d.max_ttl_seconds, "dev_issuer.max_ttl_seconds")
     if not t.issuers and not d.enabled:
         raise ConfigError("no trusted token issuer: add [[tokens.issuers]] or enable [dev_issuer]")
+    a = s.audit
+    if a.durability not in ("flush", "fsync"):
+        raise ConfigError('audit.durability must be "flush" or "fsync"')
+    if a.rotate_bytes != 0 and a.rotate_bytes < 4096:
+        raise ConfigError("audit.rotate_bytes must be 0 (off) or at least 4096")
+    if a.keep_files < 0:
+        raise ConfigError("audit.keep_files must be >= 0 (0 keeps all rotated files)")
+    _positive(a.checkpoint_every, "audit.checkpoint_every")
+    if a.checkpoint_seconds < 0:
+        raise ConfigError("audit.checkpoint_seconds must be >= 0 (0 = by count only)")
     _positive(s.policies.partition_cache_size, "policies.partition_cache_size")
     if s.policies.poll_interval_seconds < 0:
         raise ConfigError("policies.poll_interval_seconds must be >= 0 (0 turns polling off)")
@@ -369,8 +464,64 @@ def validate(s: Settings) -> None:
         _positive(getattr(g, key), f"grants.{key}")
     if g.sweep_interval_seconds <= 0:
         raise ConfigError("grants.sweep_interval_seconds must be > 0")
+    _check_ext_authz(s.ext_authz)
+    _check_http(s.http)
     if s.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level must be one of debug, info, warning, error")
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # a lowercase HTTP token, as Envoy presents names
+_DNS_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+_SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*")
+EXT_AUTHZ_RESPONSE_HEADERS = ("x-tenantgate-decision-id", "x-tenantgate-tenant")
+
+
+def _check_tls(tls: TlsSettings) -> None:
+    if bool(tls.cert_file) != bool(tls.key_file):
+        raise ConfigError("server.tls.cert_file and server.tls.key_file must be set together")
+    if tls.client_ca_file and not tls.cert_file:
+        raise ConfigError("server.tls.client_ca_file (mTLS) needs server.tls.cert_file and key_file")
+    if tls.allowed_callers and not tls.client_ca_file:
+        # Without client certificates there is no caller identity to compare with the list.
+        raise ConfigError("server.tls.allowed_callers needs server.tls.client_ca_file (mTLS)")
+    for caller in tls.allowed_callers:
+        if not (_SPIFFE_ID.fullmatch(caller) or _DNS_NAME.fullmatch(caller)):
+            raise ConfigError(f"server.tls.allowed_callers: {caller!r} is not a SPIFFE ID (spiffe://trust-domain/path) "
+                              "or a lowercase DNS name (no wildcards)")
+
+
+def _check_ext_authz(e: ExtAuthzSettings) -> None:
+    from tenantgate.rpc.routes import Route, TemplateError
+
+    name = e.intent_header
+    if not _HEADER_NAME.fullmatch(name) or name == "authorization" or name in EXT_AUTHZ_RESPONSE_HEADERS:
+        raise ConfigError("ext_authz.intent_header must be a lowercase header name other than authorization "
+                          f"and {', '.join(EXT_AUTHZ_RESPONSE_HEADERS)}")
+    for i, r in enumerate(e.routes):
+        try:
+            Route.build(r.methods, r.path, r.action, r.resource_type, r.tenant_from, r.id_from)
+        except TemplateError as err:
+            raise ConfigError(f"ext_authz.routes[{i}]: {err}") from err
+
+
+def _check_http(h: HttpSettings) -> None:
+    if h.listen:
+        _check_hostport(h.listen, "http.listen")
+    if h.mode not in HTTP_MODES:
+        raise ConfigError(f"http.mode must be one of {', '.join(HTTP_MODES)}")
+    if h.mode == "trusted_pep" and not h.pep_role:
+        # Without a role to look for, any token of the tenant could speak for any of its users.
+        raise ConfigError("http.mode = \"trusted_pep\" needs http.pep_role")
+    for key in ("max_body_bytes", "max_concurrent_requests", "max_evaluations"):
+        _positive(getattr(h, key), f"http.{key}")
+    if bool(h.cert_file) != bool(h.key_file):
+        raise ConfigError("http.cert_file and http.key_file must be set together")
+    if h.public_url:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(h.public_url)
+        if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+            raise ConfigError("http.public_url must be an https:// URL without query or fragment")
 
 
 def check_algorithms(algorithms: tuple[str, ...], where: str) -> None:

@@ -9,6 +9,8 @@ def audit_lines(app) -> dict[str, dict]:
     records = {}
     for line in Path(app.settings.audit.path).read_text().splitlines():
         record = json.loads(line)
+        for chain_field in ("seq", "prev_hash", "hash"):
+            record.pop(chain_field, None)
         if record.pop("record_type") == "decision":
             records[record["decision_id"]] = record
     return records

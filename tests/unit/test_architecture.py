@@ -39,7 +39,7 @@ def test_only_the_engine_and_compiler_import_cedarpy():
 
 
 def test_adapters_do_not_import_the_cli_or_the_composition_root():
-    for package in ("identity", "audit", "policy", "rpc", "observability"):
+    for package in ("identity", "audit", "policy", "rpc", "http", "observability"):
         assert list(_violations(package, ("tenantgate.cli", "tenantgate.app"))) == []
 
 

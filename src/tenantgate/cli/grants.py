@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from tenantgate.cli.channel import add_tls_args, open_channel
 from tenantgate.errors import ConfigError
 
 STATES = ("pending", "active", "expired", "revoked")
@@ -23,6 +24,7 @@ def add_commands(sub: Any) -> None:
                          help="bearer token of the caller (default: $TENANTGATE_TOKEN)")
         cmd.add_argument("--json", action="store_true", help="print JSON instead of a table")
         cmd.add_argument("--timeout", type=float, default=10.0, help="seconds")
+        add_tls_args(cmd)
 
     request = grant_sub.add_parser("request", help="ask for access to another tenant")
     common(request)
@@ -88,7 +90,7 @@ def _call(args: argparse.Namespace, method: str, message: Any) -> Any:
 
     if not args.token:
         raise ConfigError("a token is required: --token or TENANTGATE_TOKEN")
-    with grpc.insecure_channel(args.server) as channel:
+    with open_channel(args) as channel:
         stub = bg_grpc.BreakGlassStub(channel)
         try:
             return getattr(stub, method)(message, timeout=args.timeout,

@@ -1,4 +1,4 @@
-"""``tenantgate serve | token mint | check | validate``.
+"""``tenantgate serve | token mint | check | validate | status | health``.
 
 Exit codes: 0 success / allow, 1 error, 2 deny, 3 invalid policies.
 """
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tenantgate import __version__
+from tenantgate.cli.channel import add_health_command, add_tls_args, open_channel
 from tenantgate.errors import ConfigError, PolicyError, TenantGateError
 
 EXIT_OK, EXIT_ERROR, EXIT_DENY, EXIT_INVALID_POLICIES = 0, 1, 2, 3
@@ -69,21 +70,25 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--server", default=None, metavar="HOST:PORT", help="ask a running server")
     check.add_argument("--timeout", type=float, default=5.0, help="seconds, with --server")
     check.add_argument("--explain", action="store_true", help="show every step of the decision (in-process)")
+    add_tls_args(check)
     check.set_defaults(handler=_check)
 
     status = sub.add_parser("status", help="what a running server is serving (policy version, last reload, ...)")
     status.add_argument("--server", default="127.0.0.1:50051", metavar="HOST:PORT")
     status.add_argument("--timeout", type=float, default=5.0)
+    add_tls_args(status)
     status.set_defaults(handler=_status)
+    add_health_command(sub)
 
     from tenantgate.cli import policy, policytest
 
     policy.add_commands(sub, config_arg, request_args)
     policytest.add_command(sub)
 
-    from tenantgate.cli import grants
+    from tenantgate.cli import audit, grants
 
     grants.add_commands(sub)
+    audit.add_commands(sub)
 
     return p
 
@@ -135,6 +140,11 @@ def _banner(settings: Any, built: Any, port: int) -> None:
     ]
     if settings.server.metrics_listen:
         lines.append(f"  metrics     http://{settings.server.metrics_listen}/metrics")
+    if built.http_port:
+        h = settings.http
+        scheme = "https" if h.cert_file else "http"
+        lines.append(f"  AuthZEN     {scheme}://{h.listen.rpartition(':')[0]}:{built.http_port}/access/v1/evaluation "
+                     f"({h.mode})")
     if settings.dev_issuer.enabled:
         lines += [
             f"  dev issuer  {settings.dev_issuer.issuer} (keys in {settings.dev_issuer.key_dir}) "
@@ -231,7 +241,7 @@ def _check_remote(args: argparse.Namespace, request: Any) -> Any:
 
     from tenantgate.v1 import authorizer_pb2_grpc as pb_grpc
 
-    with grpc.insecure_channel(args.server) as channel:
+    with open_channel(args) as channel:
         try:
             return pb_grpc.AuthorizerStub(channel).Check(request, timeout=args.timeout)
         except grpc.RpcError as err:
@@ -245,7 +255,7 @@ def _status(args: argparse.Namespace) -> int:
     from tenantgate.v1 import admin_pb2 as adm
     from tenantgate.v1 import admin_pb2_grpc as adm_grpc
 
-    with grpc.insecure_channel(args.server) as channel:
+    with open_channel(args) as channel:
         try:
             answer = adm_grpc.AdminStub(channel).Status(adm.StatusRequest(), timeout=args.timeout)
         except grpc.RpcError as err:

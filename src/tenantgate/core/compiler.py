@@ -22,6 +22,7 @@ from typing import Any
 import cedarpy
 
 from tenantgate.core.cedar_text import Statement, split_statements
+from tenantgate.core.entities import EMPTY_DIRECTORY, EntityDirectory, EntityFile, build_directory, read_entity_file
 from tenantgate.core.model import Principal
 from tenantgate.core.request import is_tenant_id
 from tenantgate.errors import PolicyDiagnostic, PolicyError
@@ -85,6 +86,8 @@ class CompiledPolicies:
     policy_count: int
     tenants: Mapping[str, TenantPolicies] = field(default_factory=dict)
     sources: tuple[str, ...] = ()
+    # Tenant-scoped entity data (policies/entities.json, tenants/<t>/entities.json), see core.entities.
+    entities: EntityDirectory = EMPTY_DIRECTORY
 
     def locate(self, policy_id: str, tenant: str = "") -> PolicyLocation | None:
         partition = self.tenants.get(tenant)
@@ -110,8 +113,12 @@ class _Parsed:
 
 def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource],
                      tenant_sources: Mapping[str, Sequence[PolicySource]] | None = None,
-                     cache: FileCache | None = None) -> CompiledPolicies:
+                     cache: FileCache | None = None,
+                     entity_sources: Mapping[str, PolicySource] | None = None) -> CompiledPolicies:
     """Parse and strictly validate the schema, the global files and every tenant's files.
+
+    ``entity_sources`` maps a tenant ("" for the global file) to its ``entities.json``; each is checked
+    against TenantGate's entity rules and validated against the schema (``core.entities``).
 
     ``cache`` (owned by the caller, e.g. the reloading policy store) maps tenant file contents to their
     compiled form: unchanged tenant files are not parsed again, and on success the cache is replaced by
@@ -145,6 +152,8 @@ def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource
             continue
         tenants[tenant] = _compile_tenant(tenant, files, schema, schema_key, locations, tenant_names,
                                           diagnostics, cache, used)
+    entity_sources = entity_sources or {}
+    directory = _compile_entities(entity_sources, schema, schema_key, diagnostics, cache, used)
     if diagnostics:
         raise PolicyError(f"{len(diagnostics)} problem(s) in the policy set", diagnostics)
     if cache is not None:
@@ -159,7 +168,7 @@ def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource
         policy_set = cedarpy.PolicySet.from_json_str(json.dumps(document))
     except ValueError as err:  # pragma: no cover - each file parsed fine on its own
         raise PolicyError(f"cannot assemble the policy set: {err}") from err
-    all_sources = [*sources, *(f for files in tenant_sources.values() for f in files)]
+    all_sources = [*sources, *(f for files in tenant_sources.values() for f in files), *entity_sources.values()]
     return CompiledPolicies(
         policy_set=policy_set,
         schema=schema,
@@ -168,6 +177,7 @@ def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource
         policy_count=len(static),
         tenants=tenants,
         sources=tuple(s.path for s in all_sources),
+        entities=directory,
     )
 
 
@@ -206,7 +216,7 @@ class _TenantFile:
     diagnostics: tuple[PolicyDiagnostic, ...]
 
 
-FileCache = dict[tuple[str, str, str], _TenantFile]
+FileCache = dict[tuple[str, str, str], "_TenantFile | EntityFile"]
 
 
 def _compile_tenant(tenant: str, files: Sequence[PolicySource], schema: Any, schema_key: str,
@@ -217,9 +227,8 @@ def _compile_tenant(tenant: str, files: Sequence[PolicySource], schema: Any, sch
     ids: list[str] = []
     for source in files:
         key = (schema_key, source.path, hashlib.sha256(source.text.encode("utf-8")).hexdigest())
-        compiled = cache.get(key) if cache is not None else None
-        if compiled is None:
-            compiled = _compile_tenant_file(tenant, source, schema)
+        cached = cache.get(key) if cache is not None else None
+        compiled = cached if isinstance(cached, _TenantFile) else _compile_tenant_file(tenant, source, schema)
         used[key] = compiled
         diagnostics.extend(compiled.diagnostics)
         for entry in compiled.entries:
@@ -257,6 +266,52 @@ def _compile_tenant_file(tenant: str, source: PolicySource, schema: Any) -> _Ten
         entries.append(_TenantEntry(p.policy_id, text, p.statement.line, p.statement.column,
                                     frozenset(_STRING_LITERAL.findall(dumped))))
     return _TenantFile(tuple(entries), tuple(diagnostics))
+
+
+def _compile_entities(entity_sources: Mapping[str, PolicySource], schema: Any, schema_key: str,
+                      diagnostics: list[PolicyDiagnostic], cache: FileCache | None, used: FileCache) -> EntityDirectory:
+    """Check every entity file (cached by content, like tenant policy files) and build the directory."""
+    files: dict[str, EntityFile] = {}
+    for tenant, source in sorted(entity_sources.items()):
+        if tenant and not is_tenant_id(tenant):
+            diagnostics.append(PolicyDiagnostic(source.path, 1, "directory name is not a valid tenant id"))
+            continue
+        key = (schema_key, "entities:" + source.path, hashlib.sha256(source.text.encode("utf-8")).hexdigest())
+        cached = cache.get(key) if cache is not None else None
+        checked = cached if isinstance(cached, EntityFile) else _check_entity_file(tenant, source, schema)
+        used[key] = checked
+        diagnostics.extend(checked.diagnostics)
+        files[tenant] = checked
+    directory, problems = build_directory(files.pop("", None), files)
+    diagnostics.extend(problems)
+    return directory
+
+
+def _check_entity_file(tenant: str, source: PolicySource, schema: Any) -> EntityFile:
+    """TenantGate's rules, then the schema: the file is parsed once into a cedarpy ``Entities`` handle,
+    which validates every entity (types, attributes, allowed parent types)."""
+    checked = read_entity_file(source.path, source.text, tenant)
+    if checked.diagnostics:
+        return checked
+    document = json.dumps(checked.cedar_json())
+    try:
+        cedarpy.Entities.from_json_str(document, schema)
+    except ValueError as err:
+        problem = PolicyDiagnostic(source.path, 1, _entity_error(document, schema, err))
+        return EntityFile(source.path, tenant, (), (problem,))
+    return checked
+
+
+def _entity_error(document: str, schema: Any, err: ValueError) -> str:
+    """cedarpy's handle error is terse ("entity does not conform to the schema"); the authorizer's entity
+    parser names the entity and the attribute, so ask it (entities are parsed before the request)."""
+    probe = {"principal": {"type": "User", "id": "probe"}, "action": {"type": "Action", "id": "probe"},
+             "resource": {"type": "User", "id": "probe"}, "context": {}}
+    for message in cedarpy.is_authorized(probe, "", document, schema=schema).diagnostics.errors:
+        _, marker, tail = message.rpartition("]: ")
+        if message.startswith("failed to parse entities") and marker:
+            return "does not match the schema: " + tail.replace("\n", " ")
+    return f"does not match the schema: {err}"
 
 
 def _parse_file(source: PolicySource, schema: Any, diagnostics: list[PolicyDiagnostic]) -> list[_Parsed]:

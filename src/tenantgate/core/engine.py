@@ -1,6 +1,7 @@
 """Evaluating one request with Cedar. Together with ``compiler.py`` the only code that imports cedarpy.
 
-Each decision builds a two-entity request (principal, resource) and asks Cedar with the partition of the
+Each decision builds a two-entity request (principal, resource; with their ancestors from the resource
+tenant's entity data when it has any, see ``core.entities``) and asks Cedar with the partition of the
 resource's tenant: the global policies, the guardrail and that tenant's own policies. Partitions are built
 on first use from pre-validated text (``PolicySet.with_added_str`` clones the pre-parsed global set and
 parses only the tenant's few policies) and kept in a bounded LRU cache.
@@ -99,6 +100,12 @@ class Engine:
             principal_entity(principal),
             {"uid": {"type": resource.type, "id": resource.id}, "attrs": resource_attrs, "parents": []},
         ]
+        # INVARIANT: only the resource tenant's entity data (plus global data) is ever in the slice, and it
+        # only adds to TenantGate's own principal and resource entities (core.entities).
+        view = self.compiled.entities.view(resource.tenant)
+        if not view.empty:
+            entities = view.request_slice(entities[0], entities[1],
+                                          enrich_principal=principal.tenant == resource.tenant)
         policy_set = self.policy_set_for(resource.tenant)
         result = cedarpy.is_authorized(request, policy_set, entities, schema=self.compiled.schema)
         names = self._names(resource.tenant)

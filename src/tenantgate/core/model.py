@@ -24,10 +24,14 @@ class Reason(enum.StrEnum):
     TOKEN_MISSING = "token_missing"
     TOKEN_INVALID = "token_invalid"
     TOKEN_EXPIRED = "token_expired"
+    TOKEN_BINDING_MISMATCH = "token_binding_mismatch"
     ISSUER_UNTRUSTED = "issuer_untrusted"
     AUDIENCE_MISMATCH = "audience_mismatch"
     TENANT_CLAIM_MISSING = "tenant_claim_missing"
     CROSS_TENANT = "cross_tenant"
+    SUBJECT_MISMATCH = "subject_mismatch"
+    PEP_ROLE_MISSING = "pep_role_missing"
+    SUBJECT_UNKNOWN = "subject_unknown"
     INTENT_MISSING = "intent_missing"
     INTENT_NOT_BOUND = "intent_not_bound"
     POLICY_FORBID = "policy_forbid"
@@ -78,6 +82,9 @@ class Principal:
     intents: tuple[str, ...] | None
     issuer: str
     token_id: str
+    # The subject of the trusted enforcement point's token when this principal is a subject that PEP stated
+    # (AuthZEN trusted-PEP mode); "" when the principal is the token's own subject.
+    stated_by: str = ""
 
     @property
     def is_agent(self) -> bool:
@@ -92,6 +99,27 @@ class Resource:
     id: str
     tenant: str
     attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+class SubjectBinding(enum.Enum):
+    """How a subject stated in the request (AuthZEN ``subject``) relates to the verified token.
+
+    ``TOKEN``: it must be the token's own subject (the enforcement point forwards the end user's token).
+    ``PEP``: the token is a trusted enforcement point's (it carries the configured PEP role); the stated
+    subject is a user of the token's tenant, whose roles and ancestors come from that tenant's entity data.
+    """
+
+    TOKEN = "token"
+    PEP = "pep"
+
+
+@dataclass(frozen=True, slots=True)
+class StatedSubject:
+    """A subject named in the request body: a principal type (``User``) and id. Untrusted until bound."""
+
+    type: str
+    id: str
+    binding: SubjectBinding
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +138,15 @@ class CheckInput:
     request_problem: str = ""
     # Record each step's outcome in DecisionResult.trace (for `tenantgate explain`); off on the hot path.
     explain: bool = False
+    # Lowercase hex SHA-256 of the DER client certificate the request came with (RFC 8705), as an adapter
+    # saw it (Envoy's forwarded peer certificate); "" when none. A token bound with cnf.x5t#S256 must match.
+    client_cert_sha256: str = ""
+    # Dry run: decided and audited as usual (the audit record is flagged); the adapter answers allow anyway.
+    dry_run: bool = False
+    # A subject the request states (AuthZEN); None for Check, where the principal is the token's subject.
+    stated_subject: StatedSubject | None = None
+    # The resource's owning tenant is the caller's (verified token) tenant when resource.tenant is "".
+    resource_tenant_from_caller: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +181,10 @@ class AuditEvent:
     policy_version: str
     issuer: str
     token_id: str
+    dry_run: bool = False  # decided in dry-run mode: the enforcement point was told to allow regardless
+    # The subject the request stated (AuthZEN ``subject.id``); ``subject`` stays the token's subject, so a
+    # trusted enforcement point (subject) and the user it spoke for (stated_subject) are both on record.
+    stated_subject: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: ``record_type: "decision"`` then the fields in order (``policy_ids`` as a list)."""

@@ -1,12 +1,14 @@
-"""``decide()``: the one evaluation path every adapter (gRPC, Envoy, CLI, tests) calls.
+"""``decide()``: the one evaluation path every adapter (gRPC, Envoy, AuthZEN HTTP, CLI, tests) calls.
 
-Steps, in order; the first failing step gives the reason: token -> principal -> request shape ->
-tenant invariant -> intent -> Cedar. Then the audit record is written; only if that succeeds may the
-answer be an allow. ``decide`` never raises: any unexpected exception becomes DENY ``internal_error``.
+Steps, in order; the first failing step gives the reason: token -> principal (with a stated subject bound
+to the token, ``core.subjects``) -> request shape -> tenant invariant -> intent -> Cedar. Then the audit
+record is written; only if that succeeds may the answer be an allow. ``decide`` never raises: any
+unexpected exception becomes DENY ``internal_error``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import uuid
@@ -32,7 +34,8 @@ from tenantgate.core.model import (
 )
 from tenantgate.core.ports import AuditSink, Clock, TokenVerifier
 from tenantgate.core.request import RequestProblem, check_shape, request_context, resource_attributes
-from tenantgate.core.tenancy import check_intent, check_tenant, principal_from_claims
+from tenantgate.core.subjects import bind_stated_subject, roles_from_entity_data
+from tenantgate.core.tenancy import check_intent, check_tenant, check_token_binding, principal_from_claims
 from tenantgate.errors import GrantStoreUnavailable, TokenError, TokenInvalid, classify
 
 log = logging.getLogger("tenantgate.decision")
@@ -63,7 +66,10 @@ class DecisionPoint:
     """
 
     def __init__(self, *, verifier: TokenVerifier, engine: Callable[[], Engine], audit: AuditSink,
-                 clock: Clock, claim_names: ClaimNames | None = None, grants: GrantLookup | None = None) -> None:
+                 clock: Clock, claim_names: ClaimNames | None = None, grants: GrantLookup | None = None,
+                 pep_role: str = "") -> None:
+        # pep_role: the role a token needs to state subjects as a trusted enforcement point ("" = none may).
+        self._pep_role = pep_role
         self._verifier = verifier
         self._grants = grants
         self._engine = engine
@@ -125,15 +131,34 @@ class DecisionPoint:
             message = str(err) or reason
             note("token", "deny", lambda: f"{reason}: {message}")
             return None, None, _Outcome(Decision.DENY, Reason(reason), message)
+        # A certificate-bound token (RFC 8705) is only as good as the certificate it came with.
+        unbound = check_token_binding(verified.claims, check.client_cert_sha256)
+        if unbound is not None:
+            note("token", "deny", lambda: f"{unbound.reason.value}: {unbound.message}")
+            return verified, None, _deny(unbound)
         note("token", "pass", lambda: f"verified; issuer {verified.issuer}, subject {verified.subject}, "
              f"token id {verified.token_id}")
         principal = principal_from_claims(verified, self._names)
         if isinstance(principal, Denial):
-            note("principal", "deny", lambda: f"{principal.reason.value}: {principal.message}")
-            return verified, None, _deny(principal)
+            no_principal = principal
+            note("principal", "deny", lambda: f"{no_principal.reason.value}: {no_principal.message}")
+            return verified, None, _deny(no_principal)
+        if check.stated_subject is not None:
+            # INVARIANT: a stated subject is looked up only in the entity data of the token's own tenant.
+            stated = bind_stated_subject(principal, check.stated_subject, verified.subject, self._pep_role,
+                                         engine.compiled.entities.view(principal.tenant))
+            if isinstance(stated, Denial):
+                refused_subject = stated
+                note("principal", "deny", lambda: f"{refused_subject.reason.value}: {refused_subject.message}")
+                return verified, principal, _deny(refused_subject)
+            principal = stated
+        check = _with_owning_tenant(check, principal)
+        if principal.tenant == check.resource.tenant:
+            principal = roles_from_entity_data(principal, engine.compiled.entities.view(principal.tenant))
         bound = list(principal.intents) if principal.intents is not None else "not bound"
+        stated_by = f", stated by the enforcement point {principal.stated_by!r}" if principal.stated_by else ""
         note("principal", "pass", lambda: f'{principal.entity_type}::"{principal.entity_id}" of tenant '
-             f"{principal.tenant}, roles {list(principal.roles)}, intents {bound}")
+             f"{principal.tenant}, roles {list(principal.roles)}, intents {bound}{stated_by}")
         try:
             if check.request_problem:
                 raise RequestProblem(check.request_problem)
@@ -153,7 +178,8 @@ class DecisionPoint:
         note("tenant", "pass" if same else "deny", lambda: f"caller tenant {principal.tenant} "
              f"{'==' if same else '!='} resource tenant {check.resource.tenant}")
         grant: Grant | None = None
-        if denial is not None and self._grants is not None:
+        # A subject stated by an enforcement point is never an operator: break-glass needs the operator's token.
+        if denial is not None and self._grants is not None and not principal.stated_by:
             try:
                 grant = self._grants.find(principal, check.resource.tenant, check.action)
             except GrantStoreUnavailable as err:
@@ -201,7 +227,7 @@ class DecisionPoint:
             principal_tenant=principal.tenant if principal else "",
             resource_type=_clip(res.type),
             resource_id=_clip(res.id),
-            resource_tenant=_clip(res.tenant),
+            resource_tenant=_clip(_owning_tenant(check, principal)),
             action=_clip(check.action),
             intent=_clip(check.intent),
             policy_ids=outcome.policy_ids,
@@ -209,6 +235,8 @@ class DecisionPoint:
             policy_version=policy_version,
             issuer=_clip(verified.issuer) if verified else "",
             token_id=verified.token_id if verified else token_fingerprint(check.token),
+            dry_run=check.dry_run,
+            stated_subject=_clip(check.stated_subject.id) if check.stated_subject is not None else "",
         )
 
 
@@ -223,6 +251,20 @@ def break_glass_context(grant: Grant) -> dict[str, object]:
     """What policies see as ``context.breakGlass`` (the key is reserved: requests cannot set it)."""
     return {"grantId": grant.id, "targetTenant": grant.target_tenant, "expiresAt": int(grant.expires_at),
             "reason": grant.reason, "ticket": grant.ticket}
+
+
+def _owning_tenant(check: CheckInput, principal: Principal | None) -> str:
+    """The resource's owning tenant: as stated, or the caller's when the adapter left it to the token."""
+    if check.resource.tenant or not check.resource_tenant_from_caller or principal is None:
+        return check.resource.tenant
+    return principal.tenant
+
+
+def _with_owning_tenant(check: CheckInput, principal: Principal) -> CheckInput:
+    tenant = _owning_tenant(check, principal)
+    if tenant == check.resource.tenant:
+        return check
+    return dataclasses.replace(check, resource=dataclasses.replace(check.resource, tenant=tenant))
 
 
 def _deny(denial: Denial) -> _Outcome:

@@ -5,6 +5,9 @@ Each function returns a value or a ``Denial``; none raises for an expected negat
 
 from __future__ import annotations
 
+import base64
+import hmac
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +16,8 @@ from tenantgate.core.request import is_tenant_id
 
 MAX_ROLES = 256
 MAX_CLAIM_STRING = 256
+# 32 bytes in unpadded base64url: 43 characters, the last one carrying only 2 significant bits.
+_B64URL_SHA256 = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
 
 
 def principal_from_claims(verified: VerifiedClaims, names: ClaimNames) -> Principal | Denial:
@@ -78,6 +83,39 @@ def check_intent(principal: Principal, intent: str) -> Denial | None:
     if intent not in principal.intents:
         return Denial(Reason.INTENT_NOT_BOUND, "the stated intent is not among the token's intents")
     return None
+
+
+def check_token_binding(claims: Mapping[str, Any], client_cert_sha256: str) -> Denial | None:
+    """Certificate-bound tokens (RFC 8705 §3): ``cnf.x5t#S256`` must equal the client certificate's thumbprint.
+
+    A token without ``cnf`` is not bound: None. A ``cnf`` that is not an object, has no ``x5t#S256`` (the
+    only confirmation method checked here, so a token bound any other way is never accepted without its
+    proof) or whose thumbprint is not base64url of 32 bytes is ``token_invalid``. A bound token with no
+    client certificate, or another one, is ``token_binding_mismatch``: a stolen bound token is useless
+    without the private key of its certificate. ``client_cert_sha256`` is lowercase hex ("" = none).
+    """
+    if "cnf" not in claims:
+        return None
+    cnf = claims["cnf"]
+    thumbprint = cnf.get("x5t#S256") if isinstance(cnf, Mapping) else None
+    expected = _b64url_sha256(thumbprint)
+    if expected is None:
+        return Denial(Reason.TOKEN_INVALID,
+                      "claim 'cnf' must be an object with 'x5t#S256' (base64url SHA-256 of a certificate)")
+    if not client_cert_sha256:
+        return Denial(Reason.TOKEN_BINDING_MISMATCH,
+                      "the token is bound to a client certificate (cnf x5t#S256) and none was presented")
+    if not hmac.compare_digest(expected, client_cert_sha256.lower()):
+        return Denial(Reason.TOKEN_BINDING_MISMATCH,
+                      "the client certificate does not match the token's certificate binding (cnf x5t#S256)")
+    return None
+
+
+def _b64url_sha256(value: Any) -> str | None:
+    """Lowercase hex of a base64url (unpadded) SHA-256 digest, or None when it is not exactly that."""
+    if not isinstance(value, str) or _B64URL_SHA256.fullmatch(value) is None:
+        return None
+    return base64.urlsafe_b64decode(value + "=").hex()
 
 
 def _string_list(value: Any, claim: str, *, allow_space_separated: bool) -> tuple[str, ...] | Denial:

@@ -8,7 +8,7 @@ from tenantgate.core.model import DecisionResult, Reason
 from tenantgate.policy import ReloadResult
 
 _TOKEN_REASONS = frozenset({Reason.TOKEN_MISSING, Reason.TOKEN_INVALID, Reason.TOKEN_EXPIRED,
-                            Reason.ISSUER_UNTRUSTED, Reason.AUDIENCE_MISMATCH})
+                            Reason.ISSUER_UNTRUSTED, Reason.AUDIENCE_MISMATCH, Reason.TOKEN_BINDING_MISMATCH})
 
 
 class DecisionMetrics:
@@ -28,6 +28,9 @@ class DecisionMetrics:
                                    "grant (allowed or denied by policy).", registry=registry)
         self.audit_failures = Counter("tenantgate_audit_failures", "Decisions denied because the audit "
                                       "record could not be written.", registry=registry)
+        self.callers_refused = Counter("tenantgate_callers_refused", "Calls refused because the client "
+                                       "certificate names no identity in server.tls.allowed_callers.",
+                                       registry=registry)
 
         self.policy_reloads = Counter("tenantgate_policy_reloads", "Policy reload attempts that found changes, by "
                                       "result (ok or refused).", ["result"], registry=registry)
@@ -51,6 +54,10 @@ class DecisionMetrics:
             self.policy_reloads.labels("ok" if result.ok else "refused").inc()
         self.policy_last_reload_ok.set(1 if result.ok else 0)
         self.policy_loaded(result.version)
+
+    def caller_refused(self, _method: str, _identities: tuple[str, ...]) -> None:
+        """Count a call refused by the caller allow-list (identities stay in the log line, not in labels)."""
+        self.callers_refused.inc()
 
     def observe(self, api: str, result: DecisionResult, seconds: float) -> None:
         reason = result.reason

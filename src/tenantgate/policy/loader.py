@@ -11,6 +11,7 @@ MAX_POLICY_FILE_BYTES = 8 * 1024 * 1024
 
 
 TENANTS_DIR = "tenants"
+ENTITIES_FILE = "entities.json"
 
 
 def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
@@ -18,7 +19,8 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     """Load and validate the policy directory with the schema.
 
     Layout: ``*.cedar`` directly in ``policy_dir`` are global (sorted by name); ``tenants/<tenant>/*.cedar``
-    are that tenant's own policies, evaluated only for its resources. Symlinks are followed (a Kubernetes
+    are that tenant's own policies, evaluated only for its resources. ``entities.json`` (global) and
+    ``tenants/<tenant>/entities.json`` are entity data (``core.entities``). Symlinks are followed (a Kubernetes
     ConfigMap mount is a tree of symlinks). Raises ``PolicyError`` with file:line diagnostics; an invalid set
     is never partially returned.
     """
@@ -30,12 +32,17 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     files = sorted(p for p in root.glob("*.cedar") if p.is_file())
     tenant_root = root / TENANTS_DIR
     tenants: dict[str, list[PolicySource]] = {}
+    entities: dict[str, PolicySource] = {}
+    if (root / ENTITIES_FILE).is_file():
+        entities[""] = _read(root / ENTITIES_FILE, root)
     if tenant_root.is_dir():
         for tenant_dir in sorted(d for d in tenant_root.iterdir() if d.is_dir() and not d.name.startswith(".")):
             tenants[tenant_dir.name] = [_read(p, root) for p in sorted(tenant_dir.glob("*.cedar")) if p.is_file()]
+            if (tenant_dir / ENTITIES_FILE).is_file():
+                entities[tenant_dir.name] = _read(tenant_dir / ENTITIES_FILE, root)
     if not files and not tenants:
         raise PolicyError(f"no *.cedar policy files in {root}")
-    return compile_policies(schema, [_read(p, root) for p in files], tenants, cache)
+    return compile_policies(schema, [_read(p, root) for p in files], tenants, cache, entities)
 
 
 def _read(path: Path, root: Path) -> PolicySource:

@@ -103,7 +103,8 @@ class PolicyStore:
         return result
 
     def fingerprint(self) -> tuple[tuple[str, int, int, int], ...]:
-        """(path, size, mtime_ns, inode) of every file under the directory, following symlinks.
+        """(path, size, mtime_ns, inode) of every policy, schema and entity (``.json``) file under the directory,
+        following symlinks.
 
         A Kubernetes ConfigMap update swaps the ``..data`` symlink to a new directory: every file then
         resolves to a new inode, so the change is seen even when sizes and mtimes match.
@@ -114,7 +115,7 @@ class PolicyStore:
         for dirpath, dirnames, filenames in os.walk(self._dir, followlinks=True):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("..") and d != "tests")
             for name in sorted(filenames):
-                if not name.endswith((".cedar", ".cedarschema")):
+                if not name.endswith((".cedar", ".cedarschema", ".json")):  # .json: entity data
                     continue
                 path = os.path.join(dirpath, name)
                 try:

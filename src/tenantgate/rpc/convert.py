@@ -68,7 +68,8 @@ def check_response(result: DecisionResult) -> pb.CheckResponse:
         principal_type=a.principal_type, principal_tenant=a.principal_tenant, resource_type=a.resource_type,
         resource_id=a.resource_id, resource_tenant=a.resource_tenant, action=a.action, intent=a.intent,
         policy_ids=list(a.policy_ids), grant_id=a.grant_id, policy_version=a.policy_version, issuer=a.issuer,
-        token_id=a.token_id, message=a.message, api=a.api, actor=a.actor,
+        token_id=a.token_id, message=a.message, api=a.api, actor=a.actor, dry_run=a.dry_run,
+        stated_subject=a.stated_subject,
     )
     return pb.CheckResponse(
         decision=_DECISION[result.decision],

@@ -1,14 +1,16 @@
-"""Server assembly: Authorizer, health, reflection, limits, and a graceful stop on SIGTERM/SIGINT."""
+"""Server assembly: Authorizer, Envoy ext_authz, health, reflection, TLS/mTLS and the caller allow-list,
+limits, and a graceful stop on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
+from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -16,6 +18,9 @@ from tenantgate.errors import ConfigError
 from tenantgate.rpc.admin import AdminService
 from tenantgate.rpc.authorizer import AuthorizerService
 from tenantgate.rpc.breakglass import BreakGlassService
+from tenantgate.rpc.ext_authz import SERVICE_NAME as EXT_AUTHZ
+from tenantgate.rpc.ext_authz import ExtAuthzService
+from tenantgate.rpc.tls import CallerAllowList, CertificateReloader, RefusalObserver, TlsFiles, server_credentials
 from tenantgate.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -39,6 +44,9 @@ class ServerOptions:
     max_message_bytes: int
     max_concurrent_rpcs: int
     grace_seconds: float
+    tls: TlsFiles | None = None  # None: plaintext; with client_ca_file: mTLS
+    allowed_callers: tuple[str, ...] = ()  # with mTLS: client certificate identities that may call
+    health_listen: str = ""  # a second, plaintext port serving only grpc.health.v1 (probes); "" = none
 
 
 class GrpcServer:
@@ -46,12 +54,22 @@ class GrpcServer:
 
     def __init__(self, options: ServerOptions, authorizer: AuthorizerService, ready: Callable[[], bool],
                  breakglass: BreakGlassService | None = None,
-                 breakglass_ready: Callable[[], bool] | None = None, admin: AdminService | None = None) -> None:
+                 breakglass_ready: Callable[[], bool] | None = None, admin: AdminService | None = None,
+                 ext_authz: ExtAuthzService | None = None, on_caller_refused: RefusalObserver | None = None,
+                 interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
         self._options = options
         # Health per service: the overall status follows the Authorizer (policies loaded, audit writable);
         # BreakGlass additionally needs its grant store, whose outage never affects same-tenant Checks.
         self._probes: dict[str, Callable[[], bool]] = {"": ready, AUTHORIZER: ready}
+        # TLS files are checked here (ConfigError when unusable) and re-read on change before each handshake.
+        self._credentials: grpc.ServerCredentials | None = None
+        self.certificates: CertificateReloader | None = None
+        if options.tls is not None:
+            self._credentials, self.certificates = server_credentials(options.tls)
+        chain = ([CallerAllowList(options.allowed_callers, on_caller_refused)]
+                 if options.allowed_callers else [])
         self._server = grpc.aio.server(
+            interceptors=[*interceptors, *chain],
             options=[
                 ("grpc.max_receive_message_length", options.max_message_bytes),
                 ("grpc.max_send_message_length", max(options.max_message_bytes, 16 * 1024 * 1024)),
@@ -73,19 +91,27 @@ class GrpcServer:
         if admin is not None:
             admin_pb2_grpc.add_AdminServicer_to_server(admin, self._server)
             names.append(ADMIN)
+        if ext_authz is not None:
+            ext_grpc.add_AuthorizationServicer_to_server(ext_authz, self._server)
+            names.append(EXT_AUTHZ)
+            self._probes[EXT_AUTHZ] = ready
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(names, self._server)
+        # Probes (kubelet's gRPC probe cannot do TLS) may get a plaintext port that serves health only.
+        self._health_server: grpc.aio.Server | None = None
+        if options.health_listen:
+            self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], maximum_concurrent_rpcs=64)
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
         self.port = 0
+        self.health_port = 0
         self._monitor: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
-        try:
-            self.port = self._server.add_insecure_port(self._options.listen)
-        except RuntimeError as err:
-            raise ConfigError(f"cannot listen on {self._options.listen}: {err}") from err
-        if self.port == 0:
-            raise ConfigError(f"cannot listen on {self._options.listen} (address in use?)")
+        self.port = self._bind(self._server, self._options.listen, self._credentials)
+        if self._health_server is not None:
+            self.health_port = self._bind(self._health_server, self._options.health_listen, None)
+            await self._health_server.start()
         await self._server.start()
         await self._set_health()
         self._monitor = asyncio.create_task(self._watch_health())
@@ -97,6 +123,20 @@ class GrpcServer:
             self._monitor.cancel()
         await self._health.enter_graceful_shutdown()
         await self._server.stop(self._options.grace_seconds)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
+
+    @staticmethod
+    def _bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None) -> int:
+        """Add a listening port (TLS when ``credentials``); ConfigError when the address cannot be bound."""
+        try:
+            port = (server.add_insecure_port(listen) if credentials is None
+                    else server.add_secure_port(listen, credentials))
+        except RuntimeError as err:
+            raise ConfigError(f"cannot listen on {listen}: {err}") from err
+        if port == 0:
+            raise ConfigError(f"cannot listen on {listen} (address in use?)")
+        return int(port)
 
     async def wait_for_signal(self, on_hangup: Callable[[], None] | None = None) -> None:
         """Return on SIGTERM/SIGINT; call ``on_hangup`` on SIGHUP (policy reload)."""

@@ -25,27 +25,27 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etenantgate/v1/authorizer.proto\x12\rtenantgate.v1\x1a\x1cgoogle/protobuf/struct.proto\"a\n\x08Resource\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12+\n\nattributes\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x92\x01\n\x0c\x43heckRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12)\n\x08resource\x18\x03 \x01(\x0b\x32\x17.tenantgate.v1.Resource\x12\x0e\n\x06intent\x18\x04 \x01(\t\x12(\n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x87\x03\n\x0b\x41uditRecord\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x16\n\x0eprincipal_type\x18\x06 \x01(\t\x12\x18\n\x10principal_tenant\x18\x07 \x01(\t\x12\x15\n\rresource_type\x18\x08 \x01(\t\x12\x13\n\x0bresource_id\x18\t \x01(\t\x12\x17\n\x0fresource_tenant\x18\n \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x0b \x01(\t\x12\x0e\n\x06intent\x18\x0c \x01(\t\x12\x12\n\npolicy_ids\x18\r \x03(\t\x12\x10\n\x08grant_id\x18\x0e \x01(\t\x12\x16\n\x0epolicy_version\x18\x0f \x01(\t\x12\x0e\n\x06issuer\x18\x10 \x01(\t\x12\x10\n\x08token_id\x18\x11 \x01(\t\x12\x0f\n\x07message\x18\x12 \x01(\t\x12\x0b\n\x03\x61pi\x18\x13 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x14 \x01(\t\"\xaf\x01\n\rCheckResponse\x12)\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x17.tenantgate.v1.Decision\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\npolicy_ids\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x04 \x01(\t\x12)\n\x05\x61udit\x18\x05 \x01(\x0b\x32\x1a.tenantgate.v1.AuditRecord\x12\x0f\n\x07message\x18\x06 \x01(\t\"N\n\x11\x42\x61tchCheckRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12*\n\x05items\x18\x02 \x03(\x0b\x32\x1b.tenantgate.v1.CheckRequest\"C\n\x12\x42\x61tchCheckResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.tenantgate.v1.CheckResponse*9\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LLOW\x10\x01\x12\x08\n\x04\x44\x45NY\x10\x02\x32\xa3\x01\n\nAuthorizer\x12\x42\n\x05\x43heck\x12\x1b.tenantgate.v1.CheckRequest\x1a\x1c.tenantgate.v1.CheckResponse\x12Q\n\nBatchCheck\x12 .tenantgate.v1.BatchCheckRequest\x1a!.tenantgate.v1.BatchCheckResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etenantgate/v1/authorizer.proto\x12\rtenantgate.v1\x1a\x1cgoogle/protobuf/struct.proto\"a\n\x08Resource\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12+\n\nattributes\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x92\x01\n\x0c\x43heckRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12)\n\x08resource\x18\x03 \x01(\x0b\x32\x17.tenantgate.v1.Resource\x12\x0e\n\x06intent\x18\x04 \x01(\t\x12(\n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xb0\x03\n\x0b\x41uditRecord\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x16\n\x0eprincipal_type\x18\x06 \x01(\t\x12\x18\n\x10principal_tenant\x18\x07 \x01(\t\x12\x15\n\rresource_type\x18\x08 \x01(\t\x12\x13\n\x0bresource_id\x18\t \x01(\t\x12\x17\n\x0fresource_tenant\x18\n \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x0b \x01(\t\x12\x0e\n\x06intent\x18\x0c \x01(\t\x12\x12\n\npolicy_ids\x18\r \x03(\t\x12\x10\n\x08grant_id\x18\x0e \x01(\t\x12\x16\n\x0epolicy_version\x18\x0f \x01(\t\x12\x0e\n\x06issuer\x18\x10 \x01(\t\x12\x10\n\x08token_id\x18\x11 \x01(\t\x12\x0f\n\x07message\x18\x12 \x01(\t\x12\x0b\n\x03\x61pi\x18\x13 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x14 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x15 \x01(\x08\x12\x16\n\x0estated_subject\x18\x16 \x01(\t\"\xaf\x01\n\rCheckResponse\x12)\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x17.tenantgate.v1.Decision\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\npolicy_ids\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x04 \x01(\t\x12)\n\x05\x61udit\x18\x05 \x01(\x0b\x32\x1a.tenantgate.v1.AuditRecord\x12\x0f\n\x07message\x18\x06 \x01(\t\"N\n\x11\x42\x61tchCheckRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12*\n\x05items\x18\x02 \x03(\x0b\x32\x1b.tenantgate.v1.CheckRequest\"C\n\x12\x42\x61tchCheckResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.tenantgate.v1.CheckResponse*9\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LLOW\x10\x01\x12\x08\n\x04\x44\x45NY\x10\x02\x32\xa3\x01\n\nAuthorizer\x12\x42\n\x05\x43heck\x12\x1b.tenantgate.v1.CheckRequest\x1a\x1c.tenantgate.v1.CheckResponse\x12Q\n\nBatchCheck\x12 .tenantgate.v1.BatchCheckRequest\x1a!.tenantgate.v1.BatchCheckResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tenantgate.v1.authorizer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DECISION']._serialized_start=1048
-  _globals['_DECISION']._serialized_end=1105
+  _globals['_DECISION']._serialized_start=1089
+  _globals['_DECISION']._serialized_end=1146
   _globals['_RESOURCE']._serialized_start=79
   _globals['_RESOURCE']._serialized_end=176
   _globals['_CHECKREQUEST']._serialized_start=179
   _globals['_CHECKREQUEST']._serialized_end=325
   _globals['_AUDITRECORD']._serialized_start=328
-  _globals['_AUDITRECORD']._serialized_end=719
-  _globals['_CHECKRESPONSE']._serialized_start=722
-  _globals['_CHECKRESPONSE']._serialized_end=897
-  _globals['_BATCHCHECKREQUEST']._serialized_start=899
-  _globals['_BATCHCHECKREQUEST']._serialized_end=977
-  _globals['_BATCHCHECKRESPONSE']._serialized_start=979
-  _globals['_BATCHCHECKRESPONSE']._serialized_end=1046
-  _globals['_AUTHORIZER']._serialized_start=1108
-  _globals['_AUTHORIZER']._serialized_end=1271
+  _globals['_AUDITRECORD']._serialized_end=760
+  _globals['_CHECKRESPONSE']._serialized_start=763
+  _globals['_CHECKRESPONSE']._serialized_end=938
+  _globals['_BATCHCHECKREQUEST']._serialized_start=940
+  _globals['_BATCHCHECKREQUEST']._serialized_end=1018
+  _globals['_BATCHCHECKRESPONSE']._serialized_start=1020
+  _globals['_BATCHCHECKRESPONSE']._serialized_end=1087
+  _globals['_AUTHORIZER']._serialized_start=1149
+  _globals['_AUTHORIZER']._serialized_end=1312
 # @@protoc_insertion_point(module_scope)

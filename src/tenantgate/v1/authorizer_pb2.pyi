@@ -44,7 +44,7 @@ class CheckRequest(_message.Message):
     def __init__(self, token: _Optional[str] = ..., action: _Optional[str] = ..., resource: _Optional[_Union[Resource, _Mapping]] = ..., intent: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class AuditRecord(_message.Message):
-    __slots__ = ("decision_id", "time", "decision", "reason", "subject", "principal_type", "principal_tenant", "resource_type", "resource_id", "resource_tenant", "action", "intent", "policy_ids", "grant_id", "policy_version", "issuer", "token_id", "message", "api", "actor")
+    __slots__ = ("decision_id", "time", "decision", "reason", "subject", "principal_type", "principal_tenant", "resource_type", "resource_id", "resource_tenant", "action", "intent", "policy_ids", "grant_id", "policy_version", "issuer", "token_id", "message", "api", "actor", "dry_run", "stated_subject")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,8 @@ class AuditRecord(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     API_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    STATED_SUBJECT_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     time: str
     decision: str
@@ -85,7 +87,9 @@ class AuditRecord(_message.Message):
     message: str
     api: str
     actor: str
-    def __init__(self, decision_id: _Optional[str] = ..., time: _Optional[str] = ..., decision: _Optional[str] = ..., reason: _Optional[str] = ..., subject: _Optional[str] = ..., principal_type: _Optional[str] = ..., principal_tenant: _Optional[str] = ..., resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., resource_tenant: _Optional[str] = ..., action: _Optional[str] = ..., intent: _Optional[str] = ..., policy_ids: _Optional[_Iterable[str]] = ..., grant_id: _Optional[str] = ..., policy_version: _Optional[str] = ..., issuer: _Optional[str] = ..., token_id: _Optional[str] = ..., message: _Optional[str] = ..., api: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+    dry_run: bool
+    stated_subject: str
+    def __init__(self, decision_id: _Optional[str] = ..., time: _Optional[str] = ..., decision: _Optional[str] = ..., reason: _Optional[str] = ..., subject: _Optional[str] = ..., principal_type: _Optional[str] = ..., principal_tenant: _Optional[str] = ..., resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., resource_tenant: _Optional[str] = ..., action: _Optional[str] = ..., intent: _Optional[str] = ..., policy_ids: _Optional[_Iterable[str]] = ..., grant_id: _Optional[str] = ..., policy_version: _Optional[str] = ..., issuer: _Optional[str] = ..., token_id: _Optional[str] = ..., message: _Optional[str] = ..., api: _Optional[str] = ..., actor: _Optional[str] = ..., dry_run: _Optional[bool] = ..., stated_subject: _Optional[str] = ...) -> None: ...
 
 class CheckResponse(_message.Message):
     __slots__ = ("decision", "reason", "policy_ids", "decision_id", "audit", "message")

@@ -1,10 +1,12 @@
+"""The JSONL sink's promises, now hash-chained: one line per record, no interleaving, recovery by itself."""
+
 import json
 import os
 import threading
 
 import pytest
 
-from tenantgate.audit import JsonlAuditSink
+from tenantgate.audit import JsonlAuditSink, verify_log
 from tenantgate.core.model import AuditEvent
 from tenantgate.errors import AuditUnavailable
 
@@ -24,11 +26,13 @@ def test_one_line_per_record_even_with_newlines_in_values(tmp_path):
     sink.write(_event(2))
     lines = (tmp_path / "a" / "audit.jsonl").read_bytes().split(b"\n")
     assert lines[-1] == b"" and len(lines) == 3
-    assert json.loads(lines[0])["resource_id"] == "inv\n1\u2028"
+    first = json.loads(lines[0])
+    assert first["resource_id"] == "inv\n1\u2028" and first["record_type"] == "decision"
+    assert (first["seq"], json.loads(lines[1])["prev_hash"]) == (1, first["hash"])
     assert oct((tmp_path / "a" / "audit.jsonl").stat().st_mode & 0o777) == "0o600"
 
 
-def test_concurrent_writers_never_interleave_within_a_line(tmp_path):
+def test_concurrent_writers_never_interleave_within_a_line_and_share_one_chain(tmp_path):
     path = tmp_path / "audit.jsonl"
     sinks = [JsonlAuditSink(path) for _ in range(2)]  # two handles, as a CLI check beside a server
 
@@ -43,6 +47,8 @@ def test_concurrent_writers_never_interleave_within_a_line(tmp_path):
         t.join()
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(records) == 1200
+    assert [r["seq"] for r in records] == list(range(1, 1201))
+    assert verify_log(path).intact
 
 
 def test_unwritable_location_raises_audit_unavailable_and_recovers(tmp_path):
@@ -51,27 +57,34 @@ def test_unwritable_location_raises_audit_unavailable_and_recovers(tmp_path):
     sink = JsonlAuditSink(blocker / "audit.jsonl")
     with pytest.raises(AuditUnavailable):
         sink.write(_event())
+    assert not sink.healthy()
     blocker.unlink()
     assert sink.healthy()
     sink.write(_event())
     assert (blocker / "audit.jsonl").exists()
+    assert verify_log(blocker / "audit.jsonl").intact
 
 
-def test_disk_full_is_audit_unavailable():
+def test_disk_full_is_audit_unavailable_and_unhealthy():
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
     sink = JsonlAuditSink("/dev/full")
     with pytest.raises(AuditUnavailable, match="No space"):
         sink.write(_event())
+    assert not sink.healthy()
+    assert not os.path.exists("/dev/full.head")
 
 
-def test_records_reach_the_configured_path_after_rotation(tmp_path):
+def test_records_reach_the_configured_path_after_rotation_and_the_chain_continues(tmp_path):
     path = tmp_path / "audit.jsonl"
     sink = JsonlAuditSink(path)
     sink.write(_event(1))
     path.rename(tmp_path / "audit.jsonl.1")  # what logrotate does
     sink.write(_event(2))
-    assert [json.loads(x)["decision_id"] for x in path.read_text().splitlines()] == ["id-2"]
+    (record,) = [json.loads(x) for x in path.read_text().splitlines()]
+    assert (record["decision_id"], record["seq"]) == ("id-2", 2)
+    report = verify_log(path)
+    assert report.intact and report.records == 2
 
 
 def test_a_deleted_log_is_recreated_at_the_next_record(tmp_path):
@@ -85,23 +98,24 @@ def test_a_deleted_log_is_recreated_at_the_next_record(tmp_path):
 
 def test_health_probes_the_log_itself_not_a_side_file(tmp_path):
     import resource
+    import signal
 
     path = tmp_path / "audit.jsonl"
     sink = JsonlAuditSink(path)
     sink.write(_event(1))
     size = path.stat().st_size
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    import signal
-
     old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         resource.setrlimit(resource.RLIMIT_FSIZE, (size + 10, hard))
         with pytest.raises(AuditUnavailable):
             sink.write(_event(2))
         assert not sink.healthy()  # a fresh side file would still be writable; the log is not
+        assert path.stat().st_size == size  # the torn record was cut back: the log stays line-aligned
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, old)
     assert sink.healthy()
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert lines[-1]["record_type"] == "audit_probe"
+    assert verify_log(path).intact

@@ -30,7 +30,8 @@ def _check(token, tenant="acme", action="read", intent="", **kw):
 
 
 def _records(sink):
-    return [json.loads(line) for line in Path(sink.path).read_text().splitlines()]
+    return [{k: v for k, v in json.loads(line).items() if k not in ("seq", "prev_hash", "hash")}
+            for line in Path(sink.path).read_text().splitlines()]
 
 
 def test_allow_is_written_to_the_audit_log_before_it_is_returned(parts):

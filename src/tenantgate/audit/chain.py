@@ -1,0 +1,176 @@
+"""The hash chain: canonical encoding, sealing a record into its line, and strict parsing of a line.
+
+Every line of a chained audit log is one record ``r`` (a JSON object) that carries ``seq`` (1, 2, 3, ...
+along the chain), ``prev_hash`` (the ``hash`` of the record before it, or ``GENESIS_HASH`` for the first
+record of a chain) and ``hash``:
+
+    C(x)     = json.dumps(x, sort_keys=True, separators=(",", ":"), ensure_ascii=True)   (UTF-8 = ASCII)
+    hash     = lowercase hex SHA-256 of C(r without "hash")
+    the line = C(r without "hash") with ',"hash":"<hash>"' spliced in before its final "}", then "\\n"
+
+So a line is the canonical JSON of the record with ``hash`` as the one key out of sorted order, always last.
+Parsing is strict: the bytes of a line must be exactly that encoding (no extra spaces, no duplicate keys,
+no reordered keys), so what is hashed is what is on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+GENESIS_HASH = "0" * 64  # prev_hash of the first record of every chain (seq 1)
+CHAIN_FIELDS = ("seq", "prev_hash", "hash")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class MalformedRecord(ValueError):
+    """A line that is not a well-formed chained record (the message says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SealedRecord:
+    """A record as encoded into the chain: its line (with the newline), sequence number and hash."""
+
+    line: bytes
+    seq: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainedRecord:
+    """A parsed line. ``claimed_hash`` is what the line says; ``computed_hash`` what its content hashes to.
+
+    ``canonical`` is False when the bytes differ from the canonical encoding of the same content.
+    """
+
+    fields: dict[str, Any]
+    seq: int
+    prev_hash: str
+    claimed_hash: str
+    computed_hash: str
+    canonical: bool
+
+    @property
+    def intact(self) -> bool:
+        """True when the line hashes to the hash it claims and is in canonical form."""
+        return self.canonical and self.claimed_hash == self.computed_hash
+
+    @property
+    def record_type(self) -> str:
+        value = self.fields.get("record_type", "")
+        return value if isinstance(value, str) else ""
+
+
+# One immutable encoder: json.dumps with these options would build a new encoder on every call (hot path).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def canonical(obj: dict[str, Any]) -> str:
+    """The canonical JSON text of ``obj``: sorted keys, compact separators, ASCII only, no NaN/Infinity.
+
+    Raises ``ValueError`` for NaN/Infinity and ``TypeError`` for values JSON cannot hold.
+    """
+    return _CANONICAL.encode(obj)
+
+
+def digest(text: str) -> str:
+    """Lowercase hex SHA-256 of an ASCII text."""
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def seal(fields: dict[str, Any], seq: int, prev_hash: str) -> SealedRecord:
+    """Encode ``fields`` as the chain record number ``seq`` following ``prev_hash``.
+
+    Raises ``ValueError`` when ``fields`` already holds a chain field or a value JSON cannot represent
+    exactly (NaN, Infinity): a programming error, never a runtime condition.
+    """
+    clash = [name for name in CHAIN_FIELDS if name in fields]
+    if clash:
+        raise ValueError(f"audit record must not set chain field(s) {', '.join(clash)}")
+    body = dict(fields)
+    body["seq"] = seq
+    body["prev_hash"] = prev_hash
+    text = canonical(body)
+    record_hash = digest(text)
+    line = text[:-1] + ',"hash":"' + record_hash + '"}\n'
+    return SealedRecord(line.encode("ascii"), seq, record_hash)
+
+
+def parse(line: bytes) -> ChainedRecord:
+    """Parse one line (with or without its trailing newline) as a chained record.
+
+    Raises ``MalformedRecord`` when it is not ASCII JSON, not an object, has duplicate keys, lacks a chain
+    field, or a chain field has the wrong type. A record whose content does not match its hash is returned
+    (``intact`` False), so callers can say *what* is wrong with it.
+    """
+    text = _text(line)
+    obj = _object(text)
+    keys = list(obj)
+    if "hash" not in obj or "prev_hash" not in obj or "seq" not in obj:
+        raise MalformedRecord("not a chained record (no seq/prev_hash/hash)")
+    claimed = obj.pop("hash")
+    seq, prev_hash = obj["seq"], obj["prev_hash"]
+    if not isinstance(claimed, str) or not _HEX64.fullmatch(claimed):
+        raise MalformedRecord("hash is not 64 lowercase hex digits")
+    if not isinstance(prev_hash, str) or not _HEX64.fullmatch(prev_hash):
+        raise MalformedRecord("prev_hash is not 64 lowercase hex digits")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        raise MalformedRecord("seq is not a positive integer")
+    try:
+        body = canonical(obj)
+    except ValueError as err:
+        raise MalformedRecord(f"not representable canonically: {err}") from err
+    is_canonical = keys[-1] == "hash" and text == body[:-1] + ',"hash":"' + claimed + '"}'
+    return ChainedRecord(obj, seq, prev_hash, claimed, digest(body), is_canonical)
+
+
+def parse_plain(line: bytes) -> dict[str, Any]:
+    """Parse one line as a JSON object (chained or not). Raises ``MalformedRecord``."""
+    return _object(_text(line))
+
+
+def record_id(fields: dict[str, Any]) -> str:
+    """The id a human looks for: ``decision_id``, else ``event_id``, else empty."""
+    for key in ("decision_id", "event_id"):
+        value = fields.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def _text(line: bytes) -> str:
+    if line.endswith(b"\n"):
+        line = line[:-1]
+    try:
+        return line.decode("ascii")
+    except UnicodeDecodeError as err:
+        raise MalformedRecord("not ASCII (records are written with ensure_ascii)") from err
+
+
+def _object(text: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+    except MalformedRecord:
+        raise
+    except (ValueError, RecursionError) as err:
+        raise MalformedRecord(f"not valid JSON: {err}") from err
+    if not isinstance(obj, dict):
+        raise MalformedRecord("not a JSON object")
+    return obj
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Parsers disagree on which duplicate wins; a record with two "decision" keys is never accepted.
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise MalformedRecord(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise MalformedRecord(f"{name} is not JSON")

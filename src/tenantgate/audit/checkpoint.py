@@ -1,0 +1,107 @@
+"""Signed checkpoints: Ed25519 signatures over the chain head, so a rewritten chain cannot pass as original.
+
+A checkpoint is an ordinary chain record::
+
+    {"record_type": "checkpoint", "time": ..., "count": N, "chain_head": H, "key_id": K, "signature": S,
+     "seq": N + 1, "prev_hash": H, "hash": ...}
+
+``count`` is the seq of the last record it covers and ``chain_head`` that record's hash. ``signature`` is
+the base64 Ed25519 signature over ``C({"chain_head", "count", "key_id", "record_type", "time"})`` (the
+canonical encoding of ``chain.py``). ``key_id`` is the first 16 hex digits of the SHA-256 of the raw
+32-byte public key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from tenantgate.audit.chain import canonical
+from tenantgate.errors import ConfigError
+
+CHECKPOINT = "checkpoint"
+_SIGNED_FIELDS = ("chain_head", "count", "key_id", "record_type", "time")
+
+
+def load_private_key(source: str | os.PathLike[str] | Ed25519PrivateKey) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a PEM (PKCS#8, unencrypted) file, or the key itself.
+
+    Raises ``ConfigError`` naming the file when it is unreadable or not an Ed25519 private key. The key
+    material is never put in a message.
+    """
+    if isinstance(source, Ed25519PrivateKey):
+        return source
+    path = Path(source)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as err:
+        raise ConfigError(f"cannot read audit checkpoint key {path}: {err.strerror}") from err
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"audit checkpoint key {path} is not an unencrypted PEM private key") from err
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"audit checkpoint key {path} is not an Ed25519 key")
+    return key
+
+
+def load_public_key(source: str | os.PathLike[str] | Ed25519PublicKey) -> Ed25519PublicKey:
+    """An Ed25519 public key from a PEM (SubjectPublicKeyInfo) file. Raises ``ConfigError``."""
+    if isinstance(source, Ed25519PublicKey):
+        return source
+    path = Path(source)
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except OSError as err:
+        raise ConfigError(f"cannot read public key {path}: {err.strerror}") from err
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{path} is not a PEM public key") from err
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"{path} is not an Ed25519 public key")
+    return key
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    """First 16 hex digits of SHA-256 over the raw public key."""
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def checkpoint_fields(key: Ed25519PrivateKey, *, count: int, chain_head: str, time: str) -> dict[str, Any]:
+    """The fields of a checkpoint covering records 1..``count`` whose last hash is ``chain_head``."""
+    fields: dict[str, Any] = {"record_type": CHECKPOINT, "time": time, "count": count, "chain_head": chain_head,
+                              "key_id": key_id(key.public_key())}
+    fields["signature"] = base64.b64encode(key.sign(_payload(fields))).decode("ascii")
+    return fields
+
+
+def check_checkpoint(fields: dict[str, Any], seq: int, prev_hash: str,
+                     public: Ed25519PublicKey | None) -> str:
+    """Why a checkpoint record is invalid, or "" when it is valid.
+
+    Without a public key only the structure and its agreement with the chain (``count == seq - 1``,
+    ``chain_head == prev_hash``) are checked.
+    """
+    if fields.get("count") != seq - 1 or fields.get("chain_head") != prev_hash:
+        return "checkpoint count/chain_head do not match its place in the chain"
+    signature = fields.get("signature")
+    if not isinstance(signature, str) or not all(isinstance(fields.get(k), (str, int)) for k in _SIGNED_FIELDS):
+        return "checkpoint fields are missing or ill-typed"
+    if public is None:
+        return ""
+    if fields.get("key_id") != key_id(public):
+        return f"checkpoint signed by key {fields.get('key_id')!r}, not by the given public key ({key_id(public)})"
+    try:
+        public.verify(base64.b64decode(signature, validate=True), _payload(fields))
+    except (InvalidSignature, ValueError):
+        return "checkpoint signature does not verify"
+    return ""
+
+
+def _payload(fields: dict[str, Any]) -> bytes:
+    return canonical({name: fields[name] for name in _SIGNED_FIELDS}).encode("ascii")

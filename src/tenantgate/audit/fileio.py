@@ -1,0 +1,143 @@
+"""Low-level file operations of the sink: bounded locking, all-or-nothing appends, rotation.
+
+Everything here raises ``OSError`` (``TimeoutError`` for a lock held too long); the sink turns it into
+``AuditUnavailable``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from pathlib import Path
+
+from tenantgate.audit.files import rotated_numbers, rotated_path
+
+
+def lock_exclusive(fd: int, timeout: float, what: Path) -> None:
+    """Take the exclusive ``flock`` of ``fd``, polling for at most ``timeout`` seconds.
+
+    Bounded so a stuck writer elsewhere (a stopped process) turns into ``TimeoutError``, never a hung decision.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass  # contended: poll with backoff until the deadline
+    deadline = time.monotonic() + timeout
+    delay = 0.0002
+    while True:
+        time.sleep(delay)
+        delay = min(delay * 2, 0.005)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"audit log {what} stayed locked by another writer for {timeout:g}s") from None
+
+
+def unlock(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except OSError:
+        pass
+
+
+def close_quietly(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make renames and new names in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_all(fd: int, data: bytes, *, start: int, regular: bool, sync: bool) -> int:
+    """Append ``data`` to the file of size ``start`` with one ``os.write`` loop (then ``os.fsync`` when
+    ``sync``); returns the new size.
+
+    On failure the bytes written are cut off again (when nothing else was appended meanwhile), so the log
+    stays line-aligned and holds no record whose write was reported as failed; then the error is re-raised.
+    """
+    written = 0
+    try:
+        view = memoryview(data)
+        while view:
+            count = os.write(fd, view)
+            written += count
+            view = view[count:]
+        if sync:
+            os.fsync(fd)
+    except OSError:
+        if written and regular:
+            _cut_back(fd, start, written)
+        raise
+    return start + len(data)
+
+
+def rotate(live: Path, keep_files: int, durable: bool) -> int:
+    """Move ``live`` to ``live.1`` (shifting ``.N`` to ``.N+1``; deleting beyond ``keep_files`` unless 0) and
+    put a new, empty file in its place. Returns that file open for appending and already locked.
+
+    Call with ``live``'s lock held. The new file is created and locked under a temporary name, the old one
+    is hard-linked to ``.1``, then the new one atomically renamed over ``live``: the path never disappears
+    (so no writer can create a stray file there) and no writer can append to the new file before this one.
+    """
+    for stale in live.parent.glob(glob_escape(live.name) + ".rotating-*"):
+        stale.unlink(missing_ok=True)  # left by a writer killed mid-rotation (no rotation runs besides ours)
+    forget_half_rotation(live)
+    temp = live.with_name(f"{live.name}.rotating-{os.getpid()}-{threading.get_ident()}")
+    new_fd = os.open(temp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(new_fd, fcntl.LOCK_EX)
+        for number in reversed(rotated_numbers(live)):
+            if keep_files and number >= keep_files:
+                os.unlink(rotated_path(live, number))
+            else:
+                os.rename(rotated_path(live, number), rotated_path(live, number + 1))
+        try:
+            os.link(live, rotated_path(live, 1))
+            os.rename(temp, live)
+        except PermissionError:  # no hard links on this filesystem: rename, with a brief window without a file
+            os.rename(live, rotated_path(live, 1))
+            os.rename(temp, live)
+        if durable:
+            fsync_dir(live.parent)
+    except OSError:
+        os.close(new_fd)
+        temp.unlink(missing_ok=True)
+        raise
+    return new_fd
+
+
+def forget_half_rotation(live: Path) -> None:
+    """Remove ``live.1`` when it is a second name of ``live`` itself (a writer was killed between linking the
+    old file to ``.1`` and renaming the new one into place): the rotation simply did not happen."""
+    first = rotated_path(live, 1)
+    try:
+        if os.path.samefile(live, first):
+            first.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _cut_back(fd: int, start: int, written: int) -> None:
+    try:
+        if os.fstat(fd).st_size == start + written:
+            os.ftruncate(fd, start)
+    except OSError:
+        pass  # left for recovery at the next batch (the size no longer matches what we wrote)

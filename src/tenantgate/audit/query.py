@@ -1,0 +1,121 @@
+"""Quick investigations over audit logs: ``tail`` the last records and ``query`` with filters.
+
+Both yield the stored lines unchanged (JSON lines, chain fields included), so their output can be piped to
+``jq`` or verified again. They read only; they never check the chain (that is ``verify``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tenantgate.audit.chain import MalformedRecord, parse_plain
+
+TENANT_FIELDS = ("principal_tenant", "resource_tenant", "target_tenant")
+_BLOCK = 64 * 1024
+
+
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 timestamp (``Z`` or an offset; a date alone means midnight UTC). Raises ``ValueError``."""
+    value = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFilter:
+    """Which records a query keeps; empty fields match everything.
+
+    ``tenant`` matches ``principal_tenant``, ``resource_tenant`` or (grant events) ``target_tenant``.
+    ``decision``/``reason`` only match decision records. ``since`` is inclusive, ``until`` exclusive;
+    a record without a readable ``time`` never matches a time bound.
+    """
+
+    tenant: str = ""
+    decision: str = ""
+    reason: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+    record_types: frozenset[str] = frozenset()
+
+    def matches(self, record: dict[str, Any]) -> bool:
+        if self.record_types and record.get("record_type") not in self.record_types:
+            return False
+        if self.tenant and not any(record.get(name) == self.tenant for name in TENANT_FIELDS):
+            return False
+        if self.decision and str(record.get("decision", "")).upper() != self.decision.upper():
+            return False
+        if self.reason and record.get("reason") != self.reason:
+            return False
+        if self.since is not None or self.until is not None:
+            when = _record_time(record)
+            if when is None:
+                return False
+            if self.since is not None and when < self.since:
+                return False
+            if self.until is not None and when >= self.until:
+                return False
+        return True
+
+
+def query(files: Iterable[Path], selection: RecordFilter,
+          on_malformed: Callable[[Path, int, str], None] | None = None) -> Iterator[bytes]:
+    """Lines (with their newline) of ``files``, in order, whose record matches ``selection``.
+
+    Unparseable lines are skipped and reported to ``on_malformed(file, line, why)``. Raises ``OSError``.
+    """
+    for path in files:
+        with open(path, "rb") as stream:
+            for number, raw in enumerate(stream, 1):
+                if not raw.endswith(b"\n"):
+                    continue  # a torn or in-flight last line
+                try:
+                    record = parse_plain(raw)
+                except MalformedRecord as err:
+                    if on_malformed is not None:
+                        on_malformed(path, number, str(err))
+                    continue
+                if selection.matches(record):
+                    yield raw
+
+
+def tail(files: list[Path], count: int) -> list[bytes]:
+    """The last ``count`` complete lines across ``files`` (oldest first), reading from the end. Raises
+    ``OSError``."""
+    collected: list[bytes] = []
+    for path in reversed(files):
+        if len(collected) >= count:
+            break
+        collected = _last_lines(path, count - len(collected)) + collected
+    return collected[-count:] if count else []
+
+
+def _last_lines(path: Path, count: int) -> list[bytes]:
+    with open(path, "rb") as stream:
+        end = stream.seek(0, os.SEEK_END)
+        data = b""
+        position = end
+        while position > 0 and data.count(b"\n") <= count:
+            step = min(_BLOCK, position)
+            position -= step
+            stream.seek(position)
+            data = stream.read(step) + data
+    lines = data.splitlines(keepends=True)
+    if lines and not lines[-1].endswith(b"\n"):
+        lines.pop()  # torn or in-flight
+    if position > 0 and lines:
+        lines.pop(0)  # may start mid-line
+    return lines[-count:] if count else []
+
+
+def _record_time(record: dict[str, Any]) -> datetime | None:
+    value = record.get("time")
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None

@@ -1,0 +1,386 @@
+"""The hash-chained JSON Lines audit sink: every record is in the chain before ``write`` returns.
+
+Each batch of records (see ``commit.py``) is appended under an exclusive ``flock`` on the live file, so
+several sinks on one file (a CLI ``check`` beside the server) still form one valid chain: a writer that
+finds the file grown by someone else re-reads the chain head from its tail. Within the lock a batch is
+sealed onto the chain (``chain.py``), rotated into a new file if it would pass ``rotate_bytes``, written
+with one ``os.write`` loop, fsynced in ``"fsync"`` mode, and the head sidecar is updated.
+
+Failures raise ``AuditUnavailable`` from ``write``; nothing is dropped silently. A failed write is cut back
+so the log stays line-aligned, and the next write starts afresh (reopen, re-read the tail), so the sink
+recovers by itself once the disk has room or the path is writable again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tenantgate.audit.chain import CHAIN_FIELDS, GENESIS_HASH, SealedRecord, seal
+from tenantgate.audit.checkpoint import CHECKPOINT, checkpoint_fields, load_private_key
+from tenantgate.audit.commit import GroupCommitter
+from tenantgate.audit.fileio import append_all, close_quietly, forget_half_rotation, lock_exclusive, rotate, unlock
+from tenantgate.audit.files import ChainHead, encode_head, head_path, head_seq, resume_point, scan_tail, worker_path
+from tenantgate.audit.recovery import Recovery, move_unchained, set_aside_tail
+from tenantgate.core.model import rfc3339
+from tenantgate.core.ports import AuditRecord, Clock, SystemClock
+from tenantgate.errors import AuditUnavailable
+
+log = logging.getLogger("tenantgate.audit")
+
+Durability = Literal["flush", "fsync"]
+DURABILITIES: tuple[Durability, ...] = ("flush", "fsync")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditStats:
+    """Counters since the sink was created (for metrics and tests)."""
+
+    records: int
+    batches: int
+    fsyncs: int
+    checkpoints: int
+    rotations: int
+    recoveries: int
+    failures: int
+    head_failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    fields: dict[str, Any] | None  # None: no record, just open/recover (or checkpoint when ``checkpoint``)
+    checkpoint: bool = False
+    close: bool = False  # close the files after this batch (no I/O of its own)
+
+
+class _Moved(Exception):
+    """The live file was moved aside (unchained legacy log); open the path again."""
+
+
+class _Probe:
+    """A record written only to test that the log can grow again after a failure."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    def to_dict(self) -> dict[str, str]:
+        return {"record_type": "audit_probe", "time": rfc3339(self._clock.now())}
+
+
+class JsonlAuditSink:
+    """Appends audit records to a hash-chained JSON Lines file (created 0600, parent directories 0700).
+
+    ``durability``: ``"flush"`` hands each record to the OS before ``write`` returns (survives a process
+    crash); ``"fsync"`` also waits for the disk, concurrent writers sharing one fsync (group commit).
+    ``rotate_bytes`` > 0 renames the live file to ``.1`` (shifting older ones, keeping ``keep_files`` of
+    them; 0 keeps all) before a batch would make it larger; the chain continues in the new file.
+    ``checkpoint_key`` (an Ed25519 PEM file or key) turns on signed checkpoints every ``checkpoint_every``
+    records and, when ``checkpoint_seconds`` > 0, at the first write after that many seconds; also at open
+    (when the chain does not end in one) and at close. ``worker`` > 0 writes worker N's own chain to
+    ``<stem>-wN<suffix>``: separate processes should not share a chain (they serialise on its lock).
+
+    Raises ``ValueError`` for impossible parameters and ``ConfigError`` for an unusable key.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, durability: Durability = "flush", rotate_bytes: int = 0,
+                 keep_files: int = 10, checkpoint_key: str | os.PathLike[str] | Ed25519PrivateKey | None = None,
+                 checkpoint_every: int = 1000, checkpoint_seconds: float = 0.0, worker: int = 0,
+                 clock: Clock | None = None, lock_timeout: float = 5.0) -> None:
+        if durability not in DURABILITIES:
+            raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")
+        if rotate_bytes < 0 or keep_files < 0 or checkpoint_every < 1 or checkpoint_seconds < 0:
+            raise ValueError("rotate_bytes, keep_files, checkpoint_seconds must be >= 0 and checkpoint_every >= 1")
+        self.path = worker_path(path, worker)
+        self.durability = durability
+        self._rotate_bytes = rotate_bytes
+        self._keep_files = keep_files
+        self._key = None if checkpoint_key is None else load_private_key(checkpoint_key)
+        self._every = checkpoint_every
+        self._seconds = checkpoint_seconds
+        self._clock = clock or SystemClock()
+        self._lock_timeout = lock_timeout
+        self._committer: GroupCommitter[_Item] = GroupCommitter(self._flush)
+        self._ok = True
+        # State below is touched only by the batch leader (one at a time, see GroupCommitter).
+        self._fd: int | None = None
+        self._head_fd: int | None = None
+        self._ident: tuple[int, int] = (-1, -1)
+        self._chain: ChainHead | None = None  # the chain head as of our last batch
+        self._end = -1  # file size after our last batch; anything else means someone else wrote
+        self._regular = True
+        self._preamble: list[dict[str, Any]] = []  # recovery records not yet written
+        self._since_checkpoint = 0
+        self._checkpoint_due = False
+        self._last_checkpoint = self._clock.now()
+        self._head_failing = False
+        self._counts = dict.fromkeys(AuditStats.__slots__, 0)
+
+    def open(self) -> None:
+        """Open (or create) the log now and recover a torn tail, raising ``AuditUnavailable`` if impossible."""
+        self._submit(_Item(None))
+
+    def write(self, event: AuditRecord) -> None:
+        """Append ``event`` to the chain; returns once it is written (and fsynced in ``"fsync"`` mode).
+
+        Raises ``AuditUnavailable`` when it is not in the log (disk full, unwritable path, lock timeout);
+        ``ValueError`` when the event itself uses a chain field name (a programming error).
+        """
+        fields = event.to_dict()
+        clash = [name for name in CHAIN_FIELDS if name in fields]
+        if clash:
+            raise ValueError(f"audit record must not set chain field(s) {', '.join(clash)}")
+        self._submit(_Item(fields))
+
+    def checkpoint(self) -> None:
+        """Write a signed checkpoint now if records were added since the last one (no-op without a key)."""
+        if self._key is not None:
+            self._submit(_Item(None, checkpoint=True))
+
+    def checkpoint_if_due(self) -> None:
+        """For a timer: checkpoint when ``checkpoint_seconds`` have passed and the tail is unsigned."""
+        if self._key is not None and self._seconds and self._since_checkpoint and \
+                self._clock.now() - self._last_checkpoint >= self._seconds:
+            self.checkpoint()
+
+    def healthy(self) -> bool:
+        """True when records can be written to the log itself.
+
+        After a failed write, health is probed by appending a small ``audit_probe`` record to the actual log
+        (not a side file, which could succeed while the log cannot grow); only a successful append restores
+        health, so it recovers without a restart once the log is writable again.
+        """
+        if self._ok:
+            return True
+        try:
+            self.write(_Probe(self._clock))
+        except AuditUnavailable:
+            return False
+        return True
+
+    def stats(self) -> AuditStats:
+        return AuditStats(**self._counts)
+
+    def close(self) -> None:
+        """Checkpoint the unsigned tail (with a key), then close the files. A later write reopens them."""
+        if self._key is not None and self._fd is not None and self._since_checkpoint:
+            try:
+                self.checkpoint()
+            except AuditUnavailable as err:
+                log.warning("no closing checkpoint: %s", err)
+        self._committer.submit(_Item(None, close=True))  # in turn, so no batch is cut off mid-write
+
+    # -- the batch leader ----------------------------------------------------------------------------------
+
+    def _submit(self, item: _Item) -> None:
+        error = self._committer.submit(item)
+        if error is None:
+            return
+        if isinstance(error, OSError):
+            raise AuditUnavailable(f"cannot append to audit log {self.path}: {error.strerror or error}") from error
+        if isinstance(error, AuditUnavailable):
+            raise AuditUnavailable(str(error)) from error
+        if isinstance(error, (ValueError, TypeError)):
+            raise AuditUnavailable(f"audit record cannot be encoded: {error}") from error
+        raise AuditUnavailable(f"audit log {self.path}: unexpected error {error!r}") from error
+
+    def _flush(self, items: list[_Item]) -> list[BaseException | None]:
+        closing = [i.close for i in items]
+        if not any(closing):
+            return self._write_batch(items)
+        errors = self._write_batch(items) if not all(closing) else [None] * len(items)
+        self._close_files()
+        return [None if close else error for close, error in zip(closing, errors, strict=True)]
+
+    def _write_batch(self, items: list[_Item]) -> list[BaseException | None]:
+        try:
+            fd = self._acquire()
+            errors = self._append_batch(fd, items)
+            self._ok = True
+            return errors
+        except (OSError, AuditUnavailable, ValueError, TypeError) as err:
+            self._ok = False
+            self._counts["failures"] += 1
+            self._close_files()  # start afresh next time: reopen, re-read the tail
+            return [err] * len(items)
+        finally:
+            if self._fd is not None:
+                unlock(self._fd)  # after a rotation this is the new file, locked since it was created
+
+    def _append_batch(self, fd: int, items: list[_Item]) -> list[BaseException | None]:
+        """Seal the preamble, the items and due checkpoints onto the chain and append them in one write.
+
+        Returns one entry per item: an item that cannot be encoded fails alone. Raises ``OSError`` when the
+        batch is not written (then nothing of it is in the log and the chain head is unchanged).
+        """
+        assert self._chain is not None
+        errors: list[BaseException | None] = [None] * len(items)
+        head = self._chain
+        lines: list[bytes] = []
+        key, since, checkpoints, records = self._key, self._since_checkpoint, 0, 0
+        now = self._clock.now() if key is not None else 0.0
+        for fields in self._preamble:  # our own recovery records: always encodable
+            sealed = seal(fields, head.seq + 1, head.hash)
+            lines.append(sealed.line)
+            head, since = ChainHead(sealed.seq, sealed.hash), since + 1
+        for index, item in enumerate(items):
+            if item.fields is None:
+                continue
+            try:
+                sealed = seal(item.fields, head.seq + 1, head.hash)
+            except (ValueError, TypeError) as err:
+                errors[index] = err
+                continue
+            lines.append(sealed.line)
+            head, since, records = ChainHead(sealed.seq, sealed.hash), since + 1, records + 1
+            if key is not None and since >= self._every:
+                sealed = self._seal_checkpoint(key, head, now)
+                lines.append(sealed.line)
+                head, since, checkpoints = ChainHead(sealed.seq, sealed.hash), 0, checkpoints + 1
+        if key is not None and head.seq > 0 and self._checkpoint_wanted(items, since, checkpoints, now):
+            sealed = self._seal_checkpoint(key, head, now)
+            lines.append(sealed.line)
+            head, since, checkpoints = ChainHead(sealed.seq, sealed.hash), 0, checkpoints + 1
+        if lines:
+            data = b"".join(lines)
+            fd = self._maybe_rotate(fd, len(data))
+            self._end = append_all(fd, data, start=self._end, regular=self._regular,
+                                   sync=self.durability == "fsync")
+        counts = self._counts
+        counts["records"] += records
+        counts["recoveries"] += len(self._preamble)
+        self._chain = head
+        self._preamble = []
+        self._since_checkpoint, self._checkpoint_due = since, False
+        if checkpoints:
+            self._last_checkpoint = now
+            counts["checkpoints"] += checkpoints
+        if lines:
+            counts["batches"] += 1
+            counts["fsyncs"] += self.durability == "fsync"
+            self._write_head()
+        return errors
+
+    def _checkpoint_wanted(self, items: list[_Item], since: int, checkpoints: int, now: float) -> bool:
+        # ``_checkpoint_due``: the chain we found (reopened, or written by someone else) did not end in one.
+        inherited = self._checkpoint_due
+        if since == 0 and (checkpoints or not inherited):
+            return False  # the chain already ends in a checkpoint
+        timed = bool(self._seconds) and now - self._last_checkpoint >= self._seconds
+        return inherited or timed or any(i.checkpoint for i in items)
+
+    @staticmethod
+    def _seal_checkpoint(key: Ed25519PrivateKey, head: ChainHead, now: float) -> SealedRecord:
+        fields = checkpoint_fields(key, count=head.seq, chain_head=head.hash, time=rfc3339(now))
+        return seal(fields, head.seq + 1, head.hash)
+
+    def _acquire(self) -> int:
+        """The live file, open and exclusively locked, its chain head known (recovering a torn tail)."""
+        for _attempt in range(10):
+            fd = self._ensure_open()
+            lock_exclusive(fd, self._lock_timeout, self.path)
+            st = os.fstat(fd)
+            if self._regular and not self._is_live(st):
+                unlock(fd)  # rotated, replaced or deleted (before or while we waited for the lock): reopen
+                self._close_files()
+                continue
+            try:
+                self._sync_chain(fd, st)
+            except _Moved:
+                unlock(fd)
+                self._close_files()
+                continue
+            except BaseException:
+                unlock(fd)
+                raise
+            return fd
+        raise AuditUnavailable(f"audit log {self.path} keeps being replaced; giving up on this batch")
+
+    def _sync_chain(self, fd: int, st: os.stat_result) -> None:
+        if not self._regular:  # e.g. /dev/full or a FIFO: nothing to read back
+            self._chain = self._chain or ChainHead(0, GENESIS_HASH)
+            self._end = 0
+            return
+        ident = (st.st_dev, st.st_ino)
+        if self._chain is not None and ident == self._ident and st.st_size == self._end:
+            return  # we wrote last: the head in memory is current
+        self._ident = ident
+        forget_half_rotation(self.path)
+        if st.st_size == 0:
+            self._chain = resume_point(self.path, self._chain)
+            self._checkpoint_due = self._chain.seq > 0
+        else:
+            scan = scan_tail(fd, st.st_size)
+            if scan.last is None and scan.legacy:
+                self._preamble.append(move_unchained(self.path, self._clock.now(), self.durability == "fsync"))
+                raise _Moved
+            if scan.last is None and not scan.whole_file:
+                raise AuditUnavailable(f"no intact record in the last {st.st_size - scan.intact_end} bytes of "
+                                       f"{self.path}; inspect it with `tenantgate audit verify`")
+            resume = resume_point(self.path, self._chain) if scan.last is None else \
+                ChainHead(scan.last.seq, scan.last.claimed_hash)
+            if scan.intact_end < st.st_size:
+                recovery = Recovery(self.path, fd, scan.intact_end, st.st_size, resume, head_seq(self.path))
+                self._preamble.append(set_aside_tail(recovery, self._clock.now(), self.durability == "fsync"))
+            self._chain = resume
+            self._checkpoint_due = scan.last is None or scan.last.record_type != CHECKPOINT
+        self._end = os.fstat(fd).st_size
+
+    def _maybe_rotate(self, fd: int, size: int) -> int:
+        if not self._rotate_bytes or not self._regular or self._end <= 0 or self._end + size <= self._rotate_bytes:
+            return fd
+        new_fd = rotate(self.path, self._keep_files, self.durability == "fsync")
+        unlock(fd)
+        close_quietly(fd)
+        st = os.fstat(new_fd)
+        self._fd, self._ident, self._end = new_fd, (st.st_dev, st.st_ino), 0
+        self._counts["rotations"] += 1
+        return new_fd
+
+    def _write_head(self) -> None:
+        if not self._regular or self._chain is None:
+            return
+        try:
+            if self._head_fd is None:
+                self._head_fd = os.open(head_path(self.path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            os.pwrite(self._head_fd, encode_head(self._chain), 0)
+            if self.durability == "fsync":
+                os.fsync(self._head_fd)
+            self._head_failing = False
+        except OSError as err:
+            # The records are in the log; only end-truncation detection is weakened. Not a failed decision.
+            self._counts["head_failures"] += 1
+            if not self._head_failing:
+                log.warning("audit head file %s not updated: %s", head_path(self.path), err.strerror)
+            self._head_failing = True
+            close_quietly(self._head_fd)
+            self._head_fd = None
+
+    def _ensure_open(self) -> int:
+        if self._fd is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as err:
+                raise AuditUnavailable(f"cannot open audit log {self.path}: {err.strerror}") from err
+            self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
+        return self._fd
+
+    def _is_live(self, ours: os.stat_result) -> bool:
+        """True when our open file is still the one at the configured path (not renamed away or deleted)."""
+        try:
+            on_disk = os.stat(self.path)
+        except OSError:
+            return False
+        return (on_disk.st_ino, on_disk.st_dev) == (ours.st_ino, ours.st_dev)
+
+    def _close_files(self) -> None:
+        close_quietly(self._fd)
+        close_quietly(self._head_fd)
+        self._fd = self._head_fd = None
+        self._end = -1
+

@@ -1,0 +1,145 @@
+"""A second copy of the audit stream (e.g. JSON lines on stdout for a log shipper) that never fails a decision.
+
+``TeeAuditSink(primary, secondary)``: ``write`` returns when the primary has the record (its failure is the
+decision's failure, as always). The record is then queued for the secondary, written by one background
+thread: a slow, blocked or failing secondary never delays or fails a decision. Its failures and the records
+it could not take (queue full) are logged and counted, never silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+from typing import Any, TextIO
+
+from tenantgate.audit.jsonl import encode_event
+from tenantgate.core.ports import AuditRecord, AuditSink
+from tenantgate.errors import AuditUnavailable
+
+log = logging.getLogger("tenantgate.audit")
+
+_STOP = object()
+
+
+class StreamAuditSink:
+    """Writes each record as one plain JSON line (``encode_event``, no chain fields) to a text stream.
+
+    ``write`` returns after the stream is flushed; it raises ``AuditUnavailable`` when the stream fails
+    (closed pipe, full disk). Use it as a ``TeeAuditSink`` secondary so a stalled reader cannot stall
+    decisions.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stdout
+        self._lock = threading.Lock()
+        self._ok = True
+
+    def write(self, event: AuditRecord) -> None:
+        line = encode_event(event).decode("ascii")
+        with self._lock:
+            try:
+                self._stream.write(line)
+                self._stream.flush()
+            except (OSError, ValueError) as err:  # ValueError: write to a closed stream
+                self._ok = False
+                raise AuditUnavailable(f"cannot write audit record to stream: {err}") from err
+            self._ok = True
+
+    def healthy(self) -> bool:
+        return self._ok
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
+class TeeAuditSink:
+    """Writes to ``primary`` (which decides success), then hands the record to ``secondary`` in the background.
+
+    At most ``max_pending`` records wait for the secondary; beyond that they are skipped for the secondary
+    only (counted in ``secondary_dropped``). ``secondary_failures`` counts records the secondary refused.
+    """
+
+    def __init__(self, primary: AuditSink, secondary: AuditSink, *, max_pending: int = 10_000) -> None:
+        self.primary = primary
+        self.secondary = secondary
+        self._queue: queue.Queue[Any] = queue.Queue(max_pending)
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._failing = False
+        self._dropping = False
+        self.secondary_failures = 0
+        self.secondary_dropped = 0
+
+    def open(self) -> None:
+        """Open the primary now (if it has ``open``), raising its ``AuditUnavailable``."""
+        opener = getattr(self.primary, "open", None)
+        if opener is not None:
+            opener()
+
+    def write(self, event: AuditRecord) -> None:
+        """Raises ``AuditUnavailable`` only when the primary fails; the secondary is never waited for."""
+        self.primary.write(event)
+        self._ensure_thread()
+        try:
+            self._queue.put_nowait(event)
+            self._dropping = False
+        except queue.Full:
+            self.secondary_dropped += 1
+            if not self._dropping:
+                log.warning("secondary audit sink is behind: records are skipped for it (the primary has them)")
+            self._dropping = True
+
+    def healthy(self) -> bool:
+        """The primary's health: the secondary never makes the PDP unready."""
+        return self.primary.healthy()
+
+    def checkpoint_if_due(self) -> None:
+        """Forwarded to the primary (a timer's hook for signed checkpoints), if it has one."""
+        hook = getattr(self.primary, "checkpoint_if_due", None)
+        if hook is not None:
+            hook()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Give the secondary up to ``timeout`` seconds to catch up, then close both sinks."""
+        thread = self._thread
+        if thread is not None:
+            try:
+                self._queue.put(_STOP, timeout=timeout)
+            except queue.Full:
+                pass
+            thread.join(timeout)
+        for sink in (self.secondary, self.primary):
+            closer = getattr(sink, "close", None)
+            if closer is not None:
+                closer()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._drain, name="audit-secondary", daemon=True)
+                self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            event = self._queue.get()
+            if event is _STOP:
+                return
+            try:
+                self.secondary.write(event)
+            except Exception as err:  # noqa: BLE001 - a secondary failure is counted, never fatal
+                self.secondary_failures += 1
+                if not self._failing:
+                    log.warning("secondary audit sink failed (records are still in the primary): %s", err)
+                self._failing = True
+                continue
+            if self._failing:
+                log.info("secondary audit sink recovered after %d failure(s)", self.secondary_failures)
+            self._failing = False

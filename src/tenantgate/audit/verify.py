@@ -1,0 +1,260 @@
+"""Verify a hash-chained audit log: find modified, deleted, inserted, reordered and truncated records.
+
+Each finding names the file, the line (1-based) and the record's id (``decision_id`` / ``event_id``).
+Findings marked ``tampered`` mean the log is not intact; the others are notices (e.g. the chain starts
+after records rotated away). See ``docs/audit.md`` for exactly what can and cannot be detected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from tenantgate.audit.chain import GENESIS_HASH, ChainedRecord, MalformedRecord, parse, parse_plain, record_id
+from tenantgate.audit.checkpoint import CHECKPOINT, check_checkpoint
+from tenantgate.audit.files import ChainHead, chain_files, head_path, read_head, split_rotated
+from tenantgate.audit.recovery import RECOVERED
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem (``tampered``) or notice, located as precisely as the log allows (line 0: whole file)."""
+
+    kind: str
+    file: str
+    line: int
+    record_id: str
+    seq: int
+    message: str
+    tampered: bool
+
+    def __str__(self) -> str:
+        ident = f" [{self.record_id}]" if self.record_id else ""
+        seq = f" seq {self.seq}:" if self.seq else ""
+        return f"{self.file}:{self.line}:{ident}{seq} {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """The outcome of verifying one chain (one or more files, oldest first)."""
+
+    files: tuple[str, ...]
+    records: int
+    first_seq: int
+    last_seq: int
+    last_hash: str
+    checkpoints: int
+    signatures_verified: int
+    unsigned_tail: int
+    findings: tuple[Finding, ...]
+
+    @property
+    def intact(self) -> bool:
+        """True when no finding is tamper evidence."""
+        return not any(f.tampered for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["intact"] = self.intact
+        return out
+
+
+@dataclass(slots=True)
+class _State:
+    head: ChainHead | None
+    public_key: Ed25519PublicKey | None
+    from_genesis: bool
+    max_unsigned: int | None
+    findings: list[Finding] = field(default_factory=list)
+    records: int = 0
+    first_seq: int = 0
+    last_seq: int = 0
+    last_hash: str = ""
+    alt_hash: str = ""  # what the previous record really hashes to, if it lies about its hash
+    last_where: tuple[str, int, str] = ("", 0, "")
+    skipped: int = 0  # unparseable lines since the last record
+    checkpoints: int = 0
+    verified: int = 0
+    since_checkpoint: int = 0
+    head_record: tuple[str, str, int, str] | None = None  # hash, file, line, id of the record at head.seq
+
+    def add(self, kind: str, where: tuple[str, int, str], seq: int, message: str, tampered: bool = True) -> None:
+        self.findings.append(Finding(kind, where[0], where[1], where[2], seq, message, tampered))
+
+
+def verify_log(path: str | os.PathLike[str], *, public_key: Ed25519PublicKey | None = None,
+               from_genesis: bool = False, max_unsigned: int | None = None) -> VerifyReport:
+    """Verify the chain of a live log (its rotated predecessors ``.N`` ... ``.1`` first) against its head file.
+
+    Given a rotated file (``audit.jsonl.3``) only that file is checked. Raises ``OSError`` when a file
+    cannot be read (``FileNotFoundError`` when there is no file at all).
+    """
+    live, number = split_rotated(Path(path))
+    if number:
+        return verify_files([Path(path)], public_key=public_key, from_genesis=from_genesis,
+                            max_unsigned=max_unsigned)
+    files = chain_files(live)
+    if not files:
+        raise FileNotFoundError(2, "No such file or directory", str(live))
+    return verify_files(files, head_file=head_path(live), public_key=public_key, from_genesis=from_genesis,
+                        max_unsigned=max_unsigned)
+
+
+def verify_files(files: Sequence[str | os.PathLike[str]], *, head_file: str | os.PathLike[str] | None = None,
+                 public_key: Ed25519PublicKey | None = None, from_genesis: bool = False,
+                 max_unsigned: int | None = None) -> VerifyReport:
+    """Verify ``files`` (oldest first) as one chain.
+
+    ``head_file``: the chain's head sidecar; when given, a chain that ends before the seq it names is
+    reported as truncated (a missing head file is reported as a notice). ``public_key``: checkpoint
+    signatures are verified and at least one valid checkpoint is required. ``from_genesis``: the chain must
+    start at seq 1 from the genesis hash. ``max_unsigned``: at most this many records may precede each
+    checkpoint or follow the last one. Raises ``OSError`` when a file cannot be read.
+    """
+    paths = [Path(f) for f in files]
+    state = _State(None, public_key, from_genesis, max_unsigned)
+    if head_file is not None:
+        _load_head(state, Path(head_file))
+    for path in paths:
+        with open(path, "rb") as stream:
+            for number, raw in enumerate(stream, 1):
+                _check_line(state, str(path), number, raw)
+    _finish(state, paths, head_file)
+    return VerifyReport(tuple(str(p) for p in paths), state.records, state.first_seq, state.last_seq,
+                        state.last_hash, state.checkpoints, state.verified, state.since_checkpoint,
+                        tuple(state.findings))
+
+
+def _load_head(state: _State, path: Path) -> None:
+    try:
+        state.head = read_head(path)
+    except MalformedRecord as err:
+        state.add("head_malformed", (str(path), 1, ""), 0, f"head file is not valid: {err}")
+        return
+    if state.head is None:
+        state.add("no_head", (str(path), 0, ""), 0, "no head file: records cut off the end cannot be detected "
+                  "(only checkpoints bound them)", tampered=False)
+
+
+def _check_line(state: _State, file: str, number: int, raw: bytes) -> None:
+    if not raw.endswith(b"\n"):
+        state.add("torn", (file, number, ""), 0, f"incomplete last line ({len(raw)} bytes, no newline): a write "
+                  "torn by a crash, or the file was truncated mid-record")
+        return
+    try:
+        record = parse(raw)
+    except MalformedRecord as err:
+        state.add("malformed", (file, number, _loose_id(raw)), 0,
+                  f"not a chained record ({err}): inserted, or a modified record")
+        state.skipped += 1
+        return
+    where = (file, number, record_id(record.fields))
+    if not record.canonical:
+        state.add("modified", where, record.seq, "bytes differ from the canonical encoding (record modified)")
+    elif record.computed_hash != record.claimed_hash:
+        state.add("modified", where, record.seq, "content does not match its hash (record modified)")
+    _check_link(state, where, record)
+    _check_kind(state, where, record)
+    if state.head is not None and record.seq == state.head.seq:
+        state.head_record = (record.claimed_hash, file, number, where[2])
+    state.records += 1
+    state.first_seq = state.first_seq or record.seq
+    state.last_seq, state.last_hash, state.last_where = record.seq, record.claimed_hash, where
+    state.alt_hash = record.computed_hash if record.computed_hash != record.claimed_hash else ""
+    state.skipped = 0
+
+
+def _check_link(state: _State, where: tuple[str, int, str], record: ChainedRecord) -> None:
+    seq = record.seq
+    if not state.records:
+        if seq == 1 and record.prev_hash == GENESIS_HASH:
+            return
+        if seq == 1 or record.prev_hash == GENESIS_HASH:
+            state.add("chain_break", where, seq, "seq 1 must follow the genesis hash, and only seq 1 may")
+        elif state.from_genesis:
+            state.add("missing", where, seq, f"the chain starts at seq {seq}: records 1..{seq - 1} are missing")
+        else:
+            state.add("start", where, seq, f"the chain starts at seq {seq}: records 1..{seq - 1} are not in "
+                      "these files (rotated away, or removed)", tampered=False)
+        return
+    expected = state.last_seq + 1
+    after = f"line {state.last_where[1]} of {state.last_where[0]}" if state.last_where[0] != where[0] else \
+        f"line {state.last_where[1]}"
+    if record.prev_hash in (state.last_hash, state.alt_hash):
+        if seq != expected:
+            state.add("chain_break", where, seq, f"links to {after} (seq {state.last_seq}) but is numbered {seq}")
+        return
+    if state.skipped and expected <= seq <= expected + state.skipped:
+        return  # explained by the unparseable line(s) just reported
+    if seq > expected:
+        state.add("missing", where, seq, f"record(s) seq {expected}..{seq - 1} are missing between {after} and "
+                  "this line (deleted, or moved)")
+    elif seq < expected:
+        state.add("out_of_order", where, seq, f"seq {seq} comes after seq {state.last_seq} ({after}): a record "
+                  "was reordered, duplicated or inserted")
+    else:
+        state.add("chain_break", where, seq, f"prev_hash does not match the record before ({after}): one of "
+                  "them was replaced or inserted")
+
+
+def _check_kind(state: _State, where: tuple[str, int, str], record: ChainedRecord) -> None:
+    kind = record.record_type
+    if kind == CHECKPOINT:
+        problem = check_checkpoint(record.fields, record.seq, record.prev_hash, state.public_key)
+        if problem:
+            state.add("bad_checkpoint", where, record.seq, problem)
+            return
+        _check_gap(state, where, record.seq)
+        state.checkpoints += 1
+        state.verified += state.public_key is not None
+        state.since_checkpoint = 0
+        return
+    state.since_checkpoint += 1
+    if kind == RECOVERED:
+        f = record.fields
+        state.add("recovered", where, record.seq, f"recovery ({f.get('reason')}): {f.get('set_aside_bytes')} bytes "
+                  f"set aside in {f.get('evidence')}, chain resumed after seq {f.get('resumed_seq')}", tampered=False)
+        head_seq, resumed = f.get("head_seq"), f.get("resumed_seq")
+        if isinstance(head_seq, int) and isinstance(resumed, int) and head_seq > resumed:
+            state.add("lost", where, record.seq, f"records seq {resumed + 1}..{head_seq} had been written (head file) "
+                      "but were gone at this recovery: truncated, or lost in a power failure in flush mode")
+
+
+def _check_gap(state: _State, where: tuple[str, int, str], seq: int) -> None:
+    if state.max_unsigned is not None and state.since_checkpoint > state.max_unsigned:
+        state.add("unsigned", where, seq, f"{state.since_checkpoint} records precede this checkpoint without one "
+                  f"(more than {state.max_unsigned}): a checkpoint may have been removed")
+
+
+def _finish(state: _State, paths: list[Path], head_file: str | os.PathLike[str] | None) -> None:
+    last = state.last_where if state.records else (str(paths[-1]) if paths else "", 0, "")
+    head = state.head
+    if head is not None:
+        if head.seq > state.last_seq:
+            state.add("truncated", last, state.last_seq, f"the log ends at seq {state.last_seq} but the head file "
+                      f"says seq {head.seq}: {head.seq - state.last_seq} record(s) cut off the end")
+        elif state.head_record is not None and state.head_record[0] != head.hash:
+            _hash, file, line, ident = state.head_record
+            state.add("head_mismatch", (file, line, ident), head.seq,
+                      "hash differs from the head file's: the end of the log was rewritten")
+    if state.max_unsigned is not None and state.since_checkpoint > state.max_unsigned:
+        state.add("unsigned", last, state.last_seq, f"{state.since_checkpoint} records after the last checkpoint "
+                  f"(more than {state.max_unsigned})")
+    if state.public_key is not None and state.records and not state.verified:
+        state.add("unsigned", last, state.last_seq, "no checkpoint signed by the given key: the whole chain could "
+                  "have been rewritten")
+    elif state.public_key is None and state.checkpoints:
+        state.add("signatures_unchecked", last, 0, f"{state.checkpoints} checkpoint signature(s) not checked "
+                  "(no public key given)", tampered=False)
+
+
+def _loose_id(raw: bytes) -> str:
+    try:
+        return record_id(parse_plain(raw))
+    except MalformedRecord:
+        return ""

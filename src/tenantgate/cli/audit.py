@@ -1,0 +1,204 @@
+"""``tenantgate audit verify | tail | query``: check and search hash-chained audit logs (read only).
+
+Exit codes: 0 intact / done, 4 tampered (verify), 1 usage or I/O error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, NoReturn
+
+EXIT_OK, EXIT_ERROR, EXIT_TAMPERED = 0, 1, 4
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1 (2 means DENY elsewhere in this CLI)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``audit verify|tail|query`` on the top-level subparsers."""
+    audit = sub.add_parser("audit", help="verify and search the audit log (read only)")
+    audit_sub = audit.add_subparsers(metavar="ACTION", parser_class=_Parser)
+
+    def common(cmd: argparse.ArgumentParser, paths: str) -> None:
+        cmd.add_argument("paths", nargs=paths, metavar="PATH", type=Path,
+                         help="audit log(s); default: audit.path from the config")
+        cmd.add_argument("--config", default=os.environ.get("TENANTGATE_CONFIG"),
+                         help="TOML config file, for the default PATH (default: $TENANTGATE_CONFIG)")
+
+    verify = audit_sub.add_parser(
+        "verify", help="check the hash chain, checkpoints and head file; exit 0 intact, 4 tampered",
+        description="A live file (audit.jsonl) is checked with its rotated predecessors (.N ... .1) and its "
+                    ".head file. Files of one chain may also be listed; each distinct chain is checked on its own.")
+    common(verify, "*")
+    verify.add_argument("--public-key", type=Path, metavar="FILE", help="Ed25519 public key (PEM) for checkpoints")
+    verify.add_argument("--in-order", action="store_true",
+                        help="treat the PATHs as one chain in the given order (oldest first), whatever their names")
+    verify.add_argument("--all-workers", action="store_true",
+                        help="also verify the per-worker chains (<stem>-wN<suffix>) next to each live PATH")
+    verify.add_argument("--from-genesis", action="store_true",
+                        help="require the chain to start at seq 1 (nothing rotated away or cut off the front)")
+    verify.add_argument("--max-unsigned", type=int, metavar="N",
+                        help="at most N records before each checkpoint and after the last one")
+    verify.add_argument("--json", action="store_true", help="one JSON report per chain")
+    verify.set_defaults(handler=_verify)
+
+    tail = audit_sub.add_parser("tail", help="print the last records (JSON lines)")
+    common(tail, "?")
+    tail.add_argument("-n", type=int, default=10, metavar="N", help="how many records (default 10)")
+    tail.set_defaults(handler=_tail)
+
+    query = audit_sub.add_parser("query", help="print matching records (JSON lines), oldest first")
+    common(query, "*")
+    query.add_argument("--tenant", default="", help="principal_tenant, resource_tenant or target_tenant")
+    query.add_argument("--decision", default="", type=str.upper, choices=("", "ALLOW", "DENY"))
+    query.add_argument("--reason", default="")
+    query.add_argument("--since", default=None, metavar="RFC3339", help="inclusive")
+    query.add_argument("--until", default=None, metavar="RFC3339", help="exclusive")
+    query.add_argument("--record-type", action="append", default=[], metavar="TYPE",
+                       help="decision, grant_event, checkpoint, audit_recovered, audit_probe (repeatable, a,b)")
+    query.set_defaults(handler=_query)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from tenantgate.audit import verify_files
+    from tenantgate.audit.checkpoint import load_public_key
+
+    key = load_public_key(args.public_key) if args.public_key else None
+    if args.max_unsigned is not None and args.max_unsigned < 0:
+        return _fail("--max-unsigned must be >= 0")
+    tampered = False
+    try:
+        chains = _chains(_paths(args), in_order=args.in_order, all_workers=args.all_workers)
+        for files, head in chains:
+            report = verify_files(files, head_file=head, public_key=key, from_genesis=args.from_genesis,
+                                  max_unsigned=args.max_unsigned)
+            tampered = tampered or not report.intact
+            if args.json:
+                print(json.dumps(report.to_dict()))
+                continue
+            for finding in report.findings:
+                print(("TAMPERED " if finding.tampered else "note     ") + str(finding))
+            print(_summary(report))
+    except OSError as err:
+        return _fail(f"cannot read audit log {err.filename or ''}: {err.strerror or err}")
+    return EXIT_TAMPERED if tampered else EXIT_OK
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from tenantgate.audit.query import tail
+
+    if args.n < 0:
+        return _fail("-n must be >= 0")
+    path = args.paths if args.paths is not None else _configured_path(args)
+    try:
+        (files, _head), = _chains([path], in_order=False, all_workers=False)
+        return _emit(tail(files, args.n))
+    except OSError as err:
+        return _fail(f"cannot read audit log {err.filename or ''}: {err.strerror or err}")
+
+
+def _query(args: argparse.Namespace) -> int:
+    from tenantgate.audit.query import RecordFilter, parse_time, query
+
+    try:
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+    except ValueError as err:
+        return _fail(f"--since/--until must be RFC 3339 timestamps: {err}")
+    types = frozenset(t.strip() for item in args.record_type for t in item.split(",") if t.strip())
+    selection = RecordFilter(tenant=args.tenant, decision=args.decision, reason=args.reason, since=since,
+                             until=until, record_types=types)
+
+    def malformed(path: Path, line: int, why: str) -> None:
+        print(f"tenantgate: {path}:{line}: skipped, not a JSON record ({why})", file=sys.stderr)
+
+    try:
+        files = [f for chain, _head in _chains(_paths(args), in_order=False, all_workers=False) for f in chain]
+        return _emit(query(files, selection, malformed))
+    except OSError as err:
+        return _fail(f"cannot read audit log {err.filename or ''}: {err.strerror or err}")
+
+
+def _paths(args: argparse.Namespace) -> list[Path]:
+    return list(args.paths) if args.paths else [_configured_path(args)]
+
+
+def _configured_path(args: argparse.Namespace) -> Path:
+    from tenantgate import config
+
+    return Path(config.load(args.config).audit.path)
+
+
+def _chains(paths: list[Path], *, in_order: bool, all_workers: bool) -> list[tuple[list[Path], Path | None]]:
+    """Group PATHs into chains: ``(files oldest first, head file or None)``. Raises ``OSError``."""
+    from tenantgate.audit.files import chain_files, head_path, split_rotated
+
+    if in_order:
+        last_live = split_rotated(paths[-1])[1] == 0
+        return [(paths, head_path(paths[-1]) if last_live else None)]
+    groups: dict[Path, list[tuple[int, Path]]] = {}
+    for path in paths:
+        live, number = split_rotated(path)
+        groups.setdefault(live, []).append((number, path))
+        if all_workers and number == 0:
+            for worker in _worker_files(live):
+                groups.setdefault(worker, [(0, worker)])
+    chains: list[tuple[list[Path], Path | None]] = []
+    for live, members in groups.items():
+        if [number for number, _path in members] == [0]:
+            files = chain_files(live)
+            if not files:
+                raise FileNotFoundError(2, "No such file or directory", str(live))
+            chains.append((files, head_path(live)))
+        else:
+            ordered = [path for _number, path in sorted(set(members), key=lambda m: (m[0] == 0, -m[0]))]
+            chains.append((ordered, head_path(live) if any(n == 0 for n, _p in members) else None))
+    return chains
+
+
+def _worker_files(live: Path) -> list[Path]:
+    pattern = re.compile(re.escape(live.stem) + r"-w([1-9][0-9]*)" + re.escape(live.suffix) + "$")
+    try:
+        names = os.listdir(live.parent)
+    except OSError:
+        return []
+    found = [(int(m[1]), live.with_name(name)) for name in names if (m := pattern.match(name))]
+    return [path for _n, path in sorted(found)]
+
+
+def _summary(report: Any) -> str:
+    files = ", ".join(report.files)
+    if not report.intact:
+        problems = sum(f.tampered for f in report.findings)
+        return f"TAMPERED: {problems} problem(s) in {report.records} records ({files})"
+    signed = f", {report.signatures_verified} signature(s) verified" if report.signatures_verified else ""
+    return (f"OK: {report.records} records, seq {report.first_seq}..{report.last_seq}, {report.checkpoints} "
+            f"checkpoint(s){signed}, {report.unsigned_tail} after the last ({files})")
+
+
+def _emit(lines: Iterable[bytes]) -> int:
+    out = sys.stdout.buffer
+    try:
+        for line in lines:
+            out.write(line)
+        out.flush()
+    except BrokenPipeError:
+        # The reader (head, less) went away: not an error for a query.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_OK
+
+
+def _fail(message: str) -> int:
+    print(f"tenantgate: {message}", file=sys.stderr)
+    return EXIT_ERROR

@@ -1,0 +1,68 @@
+"""gRPC channels for the CLI's ``--server`` commands: plaintext, TLS (``--tls-ca``) or mTLS (plus
+``--tls-cert``/``--tls-key``), and ``tenantgate health``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from tenantgate.errors import ConfigError
+
+
+def add_tls_args(cmd: argparse.ArgumentParser) -> None:
+    """``--tls-ca FILE`` turns TLS on; ``--tls-cert FILE --tls-key FILE`` present a client certificate (mTLS)."""
+    cmd.add_argument("--tls-ca", default=None, metavar="FILE",
+                     help="CA bundle (PEM) to verify the server's certificate: connect with TLS")
+    cmd.add_argument("--tls-cert", default=None, metavar="FILE", help="client certificate chain (PEM), for mTLS")
+    cmd.add_argument("--tls-key", default=None, metavar="FILE", help="client private key (PEM), for mTLS")
+
+
+def open_channel(args: argparse.Namespace) -> Any:
+    """A channel to ``args.server``: TLS when ``--tls-ca`` (or a client certificate) is given, else plaintext."""
+    import grpc
+
+    ca, cert, key = getattr(args, "tls_ca", None), getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    if bool(cert) != bool(key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if not (ca or cert):
+        return grpc.insecure_channel(args.server)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read(ca, "--tls-ca") if ca else None,
+        private_key=_read(key, "--tls-key") if key else None,
+        certificate_chain=_read(cert, "--tls-cert") if cert else None,
+    )
+    return grpc.secure_channel(args.server, credentials)
+
+
+def add_health_command(sub: Any) -> None:
+    health = sub.add_parser("health", help="ask a running server's gRPC health service (for probes)")
+    health.add_argument("--server", default="127.0.0.1:50051", metavar="HOST:PORT")
+    health.add_argument("--service", default="", help="service name (default: the server as a whole)")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds")
+    add_tls_args(health)
+    health.set_defaults(handler=_health)
+
+
+def _health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with open_channel(args) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+        except grpc.RpcError as err:
+            print(f"tenantgate: health {args.server}: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+    print(status)
+    return 0 if answer.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def _read(path: str, option: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as err:
+        raise ConfigError(f"{option}: cannot read {path}: {err.strerror}") from err

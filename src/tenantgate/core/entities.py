@@ -1,0 +1,338 @@
+"""Tenant-scoped entity data: the Cedar entities (users, groups, roles, resource hierarchy) of each tenant.
+
+Files: ``policies/entities.json`` (global, seen by every tenant) and ``policies/tenants/<tenant>/entities.json``
+(seen only in decisions about that tenant's resources). Each holds a Cedar entity list
+(``[{"uid": {"type", "id"}, "attrs": {...}, "parents": [{"type", "id"}, ...]}]``). They are checked against the
+rules below here, validated against the schema by the compiler (the only other cedarpy importer besides the
+engine), and reloaded together with the policies.
+
+Rules (a file that breaks one is refused at load, like an invalid policy):
+
+* an entity of ``tenants/<t>/entities.json`` that states a ``tenant`` attribute must state ``<t>``;
+* principal entities (``User``, ``Agent``) belong to a tenant: never in the global file. Their ``tenant``,
+  ``intents``, ``issuer`` (and ``onBehalfOf``) attributes are TenantGate's own: a file may not set
+  ``intents``, ``issuer`` or ``onBehalfOf``, and the rest is filled in (``tenant`` = the file's tenant,
+  ``roles`` = ``[]``) before schema validation;
+* global entities carry no ``tenant`` attribute; a tenant's entity may not reuse a global entity's uid;
+* the parent relation has no cycles.
+
+Precedence (INVARIANT): TenantGate builds the principal and the resource entity of every request itself, from
+the verified token and the request. Entity data never replaces them: it only *adds* what they lack, i.e.
+attributes the token or request did not set, and ancestors (group memberships, containing folders, roles).
+``tenant`` and the principal's ``roles``/``intents``/``issuer``/``onBehalfOf`` always come from TenantGate, so
+entity data can never change whose tenant a request is about. The principal is enriched only in decisions
+about its own tenant's resources.
+
+Decisions do not clone a whole tenant's entity set per request (``Entities.with_added_json_str`` copies the
+base: ~0.3 ms at 1,000 entities, ~4 ms at 10,000). Instead each record knows its transitive ancestors, and a
+request is evaluated on a *slice*: the principal, the resource and their ancestors' entities, whose parents
+are the flattened ancestor sets (Cedar's ``in`` is transitive, so flattening keeps every answer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from tenantgate.core.strictjson import parse_strict_json
+from tenantgate.errors import PolicyDiagnostic
+
+PRINCIPAL_TYPES = ("User", "Agent")
+# Attributes only a verified token may give a principal.
+TOKEN_ONLY_ATTRIBUTES = frozenset({"intents", "issuer", "onBehalfOf"})
+_ENTITY_KEYS = frozenset({"uid", "attrs", "parents"})
+MAX_ENTITIES_PER_FILE = 200_000
+
+Uid = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class EntityRecord:
+    """One entity as its file declares it (principal records completed with TenantGate's attributes)."""
+
+    uid: Uid
+    attrs: Mapping[str, Any]
+    parents: tuple[Uid, ...]
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The ``roles`` attribute as a tuple of strings (empty when absent)."""
+        roles = self.attrs.get("roles", ())
+        return tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, (list, tuple)) else ()
+
+    def cedar_json(self, parents: Iterable[Uid] | None = None) -> dict[str, Any]:
+        """The Cedar JSON form, with ``parents`` (default: the declared ones)."""
+        return {"uid": {"type": self.uid[0], "id": self.uid[1]}, "attrs": dict(self.attrs),
+                "parents": [{"type": t, "id": i} for t, i in (self.parents if parents is None else parents)]}
+
+
+@dataclass(frozen=True, slots=True)
+class EntityFile:
+    """One ``entities.json`` after TenantGate's rules (``tenant`` is "" for the global file)."""
+
+    path: str
+    tenant: str
+    records: tuple[EntityRecord, ...]
+    diagnostics: tuple[PolicyDiagnostic, ...] = ()
+
+    def cedar_json(self) -> list[dict[str, Any]]:
+        return [r.cedar_json() for r in self.records]
+
+
+def read_entity_file(path: str, text: str, tenant: str) -> EntityFile:
+    """Parse and check one entity file (``tenant`` "" = global). Problems are returned as diagnostics.
+
+    Schema validation is the compiler's job; this checks shape and TenantGate's tenancy rules and completes
+    principal records, so the result is what the schema is asked about.
+    """
+    problems: list[PolicyDiagnostic] = []
+
+    def problem(message: str, index: int | None = None) -> None:
+        where = f"entity {index}: " if index is not None else ""
+        problems.append(PolicyDiagnostic(path, 1, where + message))
+
+    try:
+        data = parse_strict_json(text, max_depth=64)
+    except ValueError as err:
+        problem(f"not valid JSON: {err}")
+        return EntityFile(path, tenant, (), tuple(problems))
+    if not isinstance(data, list):
+        problem("must be a JSON array of Cedar entities")
+        return EntityFile(path, tenant, (), tuple(problems))
+    if len(data) > MAX_ENTITIES_PER_FILE:
+        problem(f"more than {MAX_ENTITIES_PER_FILE} entities")
+        return EntityFile(path, tenant, (), tuple(problems))
+    records: list[EntityRecord] = []
+    seen: set[Uid] = set()
+    for index, item in enumerate(data):
+        record = _record(item, tenant, lambda message, i=index: problem(message, i))
+        if record is None:
+            continue
+        if record.uid in seen:
+            problem(f"{_name(record.uid)} is declared twice", index)
+            continue
+        seen.add(record.uid)
+        records.append(record)
+    return EntityFile(path, tenant, tuple(records), tuple(problems))
+
+
+def _record(item: Any, tenant: str, problem: Any) -> EntityRecord | None:
+    if not isinstance(item, dict):
+        problem("must be an object with uid, attrs and parents")
+        return None
+    unknown = sorted(set(item) - _ENTITY_KEYS)
+    if unknown:
+        problem(f"unknown member(s) {', '.join(unknown)} (allowed: uid, attrs, parents)")
+        return None
+    uid = _uid(item.get("uid"))
+    if uid is None:
+        problem('uid must be {"type": "<EntityType>", "id": "<id>"} with non-empty strings')
+        return None
+    attrs = item.get("attrs", {})
+    parents_raw = item.get("parents", [])
+    if not isinstance(attrs, dict):
+        problem(f"{_name(uid)}: attrs must be an object")
+        return None
+    if not isinstance(parents_raw, list) or any(_uid(p) is None for p in parents_raw):
+        problem(f"{_name(uid)}: parents must be a list of {{\"type\", \"id\"}} objects")
+        return None
+    parents = tuple(dict.fromkeys(u for p in parents_raw if (u := _uid(p)) is not None))
+    entity_type = uid[0]
+    if entity_type.split("::")[-1] == "Action":
+        problem(f"{_name(uid)}: actions come from the schema, not from entity data")
+        return None
+    stated_tenant = attrs.get("tenant")
+    if not tenant:
+        if entity_type in PRINCIPAL_TYPES:
+            problem(f"{_name(uid)}: users and agents belong to a tenant; declare them in "
+                    "tenants/<tenant>/entities.json")
+            return None
+        if "tenant" in attrs:
+            problem(f"{_name(uid)}: global entities cannot carry a tenant attribute")
+            return None
+        return EntityRecord(uid, MappingProxyType(dict(attrs)), parents)
+    # INVARIANT: an entity in a tenant's file belongs to that tenant and can never claim another.
+    if stated_tenant is not None and stated_tenant != tenant:
+        problem(f"{_name(uid)}: tenant attribute {stated_tenant!r} is not this file's tenant {tenant!r}")
+        return None
+    if entity_type in PRINCIPAL_TYPES:
+        clash = sorted(TOKEN_ONLY_ATTRIBUTES & attrs.keys())
+        if clash:
+            problem(f"{_name(uid)}: {', '.join(clash)} come only from verified tokens")
+            return None
+        roles = attrs.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) and r for r in roles):
+            problem(f"{_name(uid)}: roles must be a list of non-empty strings")
+            return None
+        completed = {**attrs, "tenant": tenant, "roles": roles, "intents": [], "issuer": ""}
+        if entity_type == "Agent":
+            completed["onBehalfOf"] = ""
+        return EntityRecord(uid, MappingProxyType(completed), parents)
+    return EntityRecord(uid, MappingProxyType(dict(attrs)), parents)
+
+
+def _uid(value: Any) -> Uid | None:
+    if (isinstance(value, dict) and set(value) == {"type", "id"} and isinstance(value["type"], str)
+            and isinstance(value["id"], str) and value["type"] and value["id"]):
+        return value["type"], value["id"]
+    return None
+
+
+def _name(uid: Uid) -> str:
+    return f'{uid[0]}::"{uid[1]}"'
+
+
+# ------------------------------------------------------------------------------------------------ views
+
+
+@dataclass(frozen=True, slots=True)
+class EntityView:
+    """The entity data one tenant's decisions may see: its own records, then the global ones.
+
+    ``ancestors`` maps each record of this view to its transitive ancestors (declared parents and theirs,
+    including parents that are not declared as entities themselves).
+    """
+
+    records: Mapping[Uid, EntityRecord] = field(default_factory=dict)
+    ancestors: Mapping[Uid, tuple[Uid, ...]] = field(default_factory=dict)
+    shared: EntityView | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.records and (self.shared is None or self.shared.empty)
+
+    def record(self, uid: Uid) -> EntityRecord | None:
+        found = self.records.get(uid)
+        if found is None and self.shared is not None:
+            return self.shared.record(uid)
+        return found
+
+    def ancestors_of(self, uid: Uid) -> tuple[Uid, ...]:
+        found = self.ancestors.get(uid)
+        if found is None and self.shared is not None:
+            return self.shared.ancestors_of(uid)
+        return found or ()
+
+    def count(self) -> int:
+        return len(self.records) + (self.shared.count() if self.shared is not None else 0)
+
+    def request_slice(self, principal: dict[str, Any], resource: dict[str, Any], *,
+                      enrich_principal: bool) -> list[dict[str, Any]]:
+        """The entity list one decision is evaluated on: TenantGate's principal and resource entities,
+        enriched from this view, then the entities of their ancestors.
+
+        INVARIANT: ``principal`` and ``resource`` are TenantGate's own entities; a record of the same uid only
+        adds attributes they do not set and its ancestors as parents. ``enrich_principal`` is False when the
+        principal is of another tenant than this view (break-glass): its own tenant's data is not in this
+        view, and the same uid here would be another tenant's entity.
+        """
+        principal_uid = _uid_of(principal)
+        resource_uid = _uid_of(resource)
+        out = [self._enriched(principal, principal_uid) if enrich_principal else principal,
+               self._enriched(resource, resource_uid)]
+        seen = {principal_uid, resource_uid}
+        for entity in out[:2]:
+            for parent in entity["parents"]:
+                uid = (parent["type"], parent["id"])
+                if uid in seen:
+                    continue
+                seen.add(uid)
+                record = self.record(uid)
+                if record is not None:
+                    out.append(record.cedar_json(self.ancestors_of(uid)))
+        return out
+
+    def _enriched(self, entity: dict[str, Any], uid: Uid) -> dict[str, Any]:
+        record = self.record(uid)
+        if record is None:
+            return entity
+        # The request's own attributes win; the record only fills in what they lack.
+        attrs = {**{k: v for k, v in record.attrs.items() if k != "tenant"}, **entity["attrs"]}
+        parents = [*entity.get("parents", ()),
+                   *({"type": t, "id": i} for t, i in self.ancestors_of(uid))]
+        return {"uid": entity["uid"], "attrs": attrs, "parents": parents}
+
+
+def _uid_of(entity: Mapping[str, Any]) -> Uid:
+    return entity["uid"]["type"], entity["uid"]["id"]
+
+
+EMPTY_VIEW = EntityView()
+
+
+@dataclass(frozen=True, slots=True)
+class EntityDirectory:
+    """Every tenant's entity view. A tenant without its own file sees only the global entities."""
+
+    shared: EntityView = EMPTY_VIEW
+    tenants: Mapping[str, EntityView] = field(default_factory=dict)
+
+    def view(self, tenant: str) -> EntityView:
+        """INVARIANT: the view of exactly ``tenant`` (plus global data); never another tenant's records."""
+        return self.tenants.get(tenant, self.shared)
+
+    @property
+    def empty(self) -> bool:
+        return self.shared.empty and not self.tenants
+
+
+EMPTY_DIRECTORY = EntityDirectory()
+
+
+def build_directory(shared: EntityFile | None, tenants: Mapping[str, EntityFile]
+                    ) -> tuple[EntityDirectory, list[PolicyDiagnostic]]:
+    """Views with ancestor closures for checked files; diagnostics for uid clashes with the global file and
+    for cycles. The directory is only meaningful when no diagnostics are returned."""
+    problems: list[PolicyDiagnostic] = []
+    shared_records = {r.uid: r for r in shared.records} if shared is not None else {}
+    shared_view = EntityView(MappingProxyType(shared_records),
+                             MappingProxyType(_closure(shared_records, {}, shared, problems)))
+    views: dict[str, EntityView] = {}
+    for tenant, file in sorted(tenants.items()):
+        own: dict[Uid, EntityRecord] = {}
+        for record in file.records:
+            if record.uid in shared_records:
+                problems.append(PolicyDiagnostic(file.path, 1, f"{_name(record.uid)} is also a global entity "
+                                                 "(entities.json); a tenant may not redefine it"))
+                continue
+            own[record.uid] = record
+        views[tenant] = EntityView(MappingProxyType(own), MappingProxyType(_closure(own, shared_view.ancestors,
+                                                                                    file, problems)), shared_view)
+    return EntityDirectory(shared_view, MappingProxyType(views)), problems
+
+
+def _closure(records: Mapping[Uid, EntityRecord], shared_ancestors: Mapping[Uid, tuple[Uid, ...]],
+             file: EntityFile | None, problems: list[PolicyDiagnostic]) -> dict[Uid, tuple[Uid, ...]]:
+    """Transitive ancestors of every record; a parent that is a global entity brings its global ancestors.
+    Iterative depth-first search (no recursion limit), reporting the first cycle found."""
+    done: dict[Uid, tuple[Uid, ...]] = {}
+    for start in records:
+        if start in done:
+            continue
+        stack: list[tuple[Uid, int]] = [(start, 0)]
+        on_path: set[Uid] = {start}
+        while stack:
+            uid, index = stack[-1]
+            parents = records[uid].parents
+            if index < len(parents):
+                stack[-1] = (uid, index + 1)
+                parent = parents[index]
+                if parent in on_path:
+                    if file is not None:
+                        problems.append(PolicyDiagnostic(file.path, 1, f"the parents of {_name(parent)} form a "
+                                                         "cycle"))
+                    return done
+                if parent in records and parent not in done:
+                    stack.append((parent, 0))
+                    on_path.add(parent)
+                continue
+            stack.pop()
+            on_path.discard(uid)
+            found: dict[Uid, None] = {}
+            for parent in parents:
+                found[parent] = None
+                found.update(dict.fromkeys(done.get(parent, shared_ancestors.get(parent, ()))))
+            done[uid] = tuple(found)
+    return done

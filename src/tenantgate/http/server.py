@@ -1,0 +1,77 @@
+"""Serving the AuthZEN application on the running asyncio loop (the gRPC server's), with TLS and limits.
+
+aiohttp's ``AppRunner`` + ``TCPSite`` start on whatever loop is running, so the HTTP API shares the process,
+the ``DecisionPoint``, the audit sink and the metrics with gRPC; ``stop()`` stops accepting connections and
+lets in-flight requests finish within the grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from tenantgate.core.pdp import DecisionPoint
+from tenantgate.errors import ConfigError
+from tenantgate.http.routes import DecisionObserver, Limits, build_app
+
+log = logging.getLogger("tenantgate.http")
+
+KEEPALIVE_TIMEOUT_SECONDS = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpOptions:
+    listen: str
+    mode: str
+    limits: Limits
+    cert_file: str = ""
+    key_file: str = ""
+    public_url: str = ""
+    grace_seconds: float = 10.0
+
+
+class HttpServer:
+    """One aiohttp site. ``start()`` binds (raising ``ConfigError`` when it cannot); ``stop()`` drains."""
+
+    def __init__(self, options: HttpOptions, pdp: DecisionPoint, observe: DecisionObserver) -> None:
+        self._options = options
+        self._tls = _tls_context(options.cert_file, options.key_file) if options.cert_file else None
+        app = build_app(pdp, mode=options.mode, limits=options.limits, public_url=options.public_url,
+                        tls=self._tls is not None, observe=observe)
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS,
+                                     shutdown_timeout=options.grace_seconds)
+        self.port = 0
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self._tls is not None else "http"
+
+    async def start(self) -> int:
+        host, _, port = self._options.listen.rpartition(":")
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host.strip("[]"), int(port), ssl_context=self._tls, backlog=128)
+        try:
+            await site.start()
+        except OSError as err:
+            await self._runner.cleanup()
+            raise ConfigError(f"cannot serve AuthZEN on {self._options.listen}: {err.strerror}") from err
+        self.port = int(self._runner.addresses[0][1])
+        log.info("AuthZEN API on %s://%s:%d", self.scheme, host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop accepting connections; in-flight requests get up to the grace period to finish."""
+        await self._runner.cleanup()
+
+
+def _tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(f"http.cert_file / http.key_file: cannot load the certificate and key: {err}") from err
+    return context

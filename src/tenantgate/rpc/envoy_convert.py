@@ -1,0 +1,217 @@
+"""Pure conversions for Envoy ext_authz (``envoy.service.auth.v3``): CheckRequest -> CheckInput, and a
+DecisionResult -> CheckResponse. No decisions are made here: anything that cannot be translated becomes a
+``token_problem`` or ``request_problem`` that ``decide()`` turns into an audited denial.
+
+What is read from Envoy's request, and nothing else:
+
+- the bearer token from the one ``authorization`` header (two of them, a scheme other than ``Bearer``,
+  bytes that are not UTF-8 or a value over ``MAX_HEADER_VALUE`` are a token problem);
+- the intent from the configured intent header (at most once);
+- method and path, mapped to action and resource by the route table (the caller's tenant is never read
+  from a header or the path: it comes from the verified token in ``decide()``);
+- the client certificate Envoy forwards (``include_peer_certificate``) for certificate-bound tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2 as ext
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+from google.rpc import code_pb2, status_pb2
+
+from tenantgate.core.model import CheckInput, DecisionResult, Reason, Resource
+from tenantgate.rpc.routes import PathRefused, RouteTable
+
+API = "ext_authz"
+DECISION_ID_HEADER = "x-tenantgate-decision-id"
+TENANT_HEADER = "x-tenantgate-tenant"
+RESERVED_PREFIX = "x-tenantgate-"
+MAX_HEADER_VALUE = 65_536
+MAX_CERTIFICATE = 65_536
+# Reasons about the token itself: HTTP 401 / UNAUTHENTICATED. Every other denial is 403 / PERMISSION_DENIED.
+UNAUTHENTICATED_REASONS = frozenset({Reason.TOKEN_MISSING, Reason.TOKEN_INVALID, Reason.TOKEN_EXPIRED,
+                                     Reason.ISSUER_UNTRUSTED, Reason.AUDIENCE_MISMATCH,
+                                     Reason.TENANT_CLAIM_MISSING, Reason.TOKEN_BINDING_MISMATCH})
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+@dataclass(frozen=True, slots=True)
+class ExtAuthzOptions:
+    """How HTTP requests map to decisions: the route table, the intent header and dry-run mode."""
+
+    routes: RouteTable
+    intent_header: str = "x-tenantgate-intent"
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Translated:
+    """A CheckRequest as the core sees it, plus the incoming ``x-tenantgate-*`` header names to strip."""
+
+    check: CheckInput
+    reserved_headers: tuple[str, ...]
+
+
+def check_input(request: ext.CheckRequest, options: ExtAuthzOptions) -> Translated:
+    """Translate Envoy's CheckRequest. Never raises for hostile input: problems are carried in the result."""
+    http = request.attributes.request.http
+    headers, header_problem = request_headers(http)
+    token, token_problem = _bearer(headers.get("authorization", []))
+    request_problem = header_problem
+    intents = headers.get(options.intent_header, [])
+    # Repeated headers arrive joined with ',' in Envoy's `headers` map; an intent never contains one.
+    repeated = len(intents) > 1 or any("," in value for value in intents)
+    intent = intents[0] if intents and not repeated else ""
+    if repeated:
+        request_problem = request_problem or f"more than one {options.intent_header} header"
+    cert_sha256, cert_problem = client_certificate_sha256(request.attributes.source.certificate)
+    request_problem = request_problem or cert_problem
+    action = resource_type = resource_id = resource_tenant = ""
+    matched = options.routes.match(http.method, http.path)
+    if isinstance(matched, PathRefused):
+        request_problem = request_problem or matched.message
+    elif matched is None:
+        request_problem = request_problem or "no [[ext_authz.routes]] entry matches this method and path"
+    else:
+        action, resource_type = matched.action, matched.resource_type
+        resource_id, resource_tenant = matched.resource_id, matched.resource_tenant
+    check = CheckInput(
+        token=token,
+        action=action,
+        resource=Resource(type=resource_type, id=resource_id, tenant=resource_tenant),
+        intent=intent,
+        api=API,
+        token_problem=token_problem,
+        request_problem=request_problem,
+        client_cert_sha256=cert_sha256,
+        dry_run=options.dry_run,
+    )
+    reserved = tuple(sorted(name for name in headers
+                            if name.startswith(RESERVED_PREFIX) and name != options.intent_header))
+    return Translated(check, reserved)
+
+
+def request_headers(http: Any) -> tuple[dict[str, list[str]], str]:
+    """Lowercase header name -> values in order, and a problem ("" if none).
+
+    Envoy sends ``headers`` (a map; repeated headers joined with ``,``) or, newer and with
+    ``encode_raw_headers``, ``header_map`` (one entry per header line, values possibly as raw bytes).
+    ``header_map`` wins when it has entries. Non-UTF-8 bytes and NUL/CR/LF in a value are a problem.
+    """
+    out: dict[str, list[str]] = {}
+    problem = ""
+    entries = list(http.header_map.headers)
+    if entries:
+        for entry in entries:
+            value: str = entry.value
+            if entry.raw_value:
+                try:
+                    value = entry.raw_value.decode("utf-8")
+                except UnicodeDecodeError:
+                    problem = problem or f"header {entry.key.lower()!r} is not UTF-8"
+                    # Kept (replaced) so the step that reads it refuses it too (authorization: token_invalid).
+                    value = entry.raw_value.decode("utf-8", errors="replace")
+            out.setdefault(entry.key.lower(), []).append(value)
+    else:
+        for key, value in http.headers.items():
+            out.setdefault(key.lower(), []).append(value)
+    for name, values in out.items():
+        if any(ch in value for value in values for ch in "\x00\r\n"):
+            problem = problem or f"header {name!r} holds NUL, CR or LF"
+    return out, problem
+
+
+def _bearer(values: list[str]) -> tuple[str, str]:
+    """``(token, token_problem)`` from the authorization header values; no header is ``("", "")``."""
+    if not values:
+        return "", ""
+    # Envoy's `headers` map joins repeated headers with ','; a JWT never contains one.
+    if len(values) > 1 or "," in values[0]:
+        return "", "more than one authorization header"
+    value = values[0]
+    if len(value) > MAX_HEADER_VALUE:
+        return "", "authorization header too large"
+    if any(ord(ch) > 0x7E or ord(ch) < 0x20 for ch in value):
+        return "", "authorization header must be printable ASCII"
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return "", "authorization header must be 'Bearer <token>'"
+    return token.strip(), ""
+
+
+def client_certificate_sha256(encoded: str) -> tuple[str, str]:
+    """``(hex SHA-256 of the DER certificate, problem)`` from Envoy's URL-encoded PEM; ("", "") if absent."""
+    if not encoded:
+        return "", ""
+    if len(encoded) > MAX_CERTIFICATE:
+        return "", "client certificate too large"
+    try:
+        pem = urllib.parse.unquote(encoded, errors="strict")
+    except UnicodeDecodeError:
+        return "", "the forwarded client certificate is not UTF-8"
+    if pem.count("-----BEGIN CERTIFICATE-----") != 1:
+        return "", "the forwarded client certificate must be exactly one PEM certificate"
+    try:
+        certificate = x509.load_pem_x509_certificate(pem.encode("ascii"))
+        der = certificate.public_bytes(serialization.Encoding.DER)
+    except (ValueError, UnicodeEncodeError):
+        return "", "the forwarded client certificate cannot be parsed"
+    return hashlib.sha256(der).hexdigest(), ""
+
+
+def check_response(result: DecisionResult, translated: Translated) -> ext.CheckResponse:
+    """The answer for Envoy. Status is always set explicitly; OK only for an allow (or in dry-run mode)."""
+    allow = result.allowed or translated.check.dry_run
+    metadata = struct_pb2.Struct()
+    metadata.update({"decision_id": result.decision_id, "decision": result.decision.value,
+                     "reason": result.reason.value, "dry_run": translated.check.dry_run})
+    if allow:
+        set_headers = [(DECISION_ID_HEADER, result.decision_id)]
+        tenant = result.audit.principal_tenant
+        if tenant:
+            set_headers.append((TENANT_HEADER, tenant))
+        # Headers we set overwrite every incoming copy; other x-tenantgate-* headers a client sent are removed
+        # (Envoy applies removals after sets, so a header we set must not be in the removal list).
+        ours = {name for name, _ in set_headers}
+        remove = sorted({*translated.reserved_headers, DECISION_ID_HEADER, TENANT_HEADER} - ours)
+        return ext.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.OK),
+            ok_response=ext.OkHttpResponse(headers=[_header(k, v) for k, v in set_headers],
+                                           headers_to_remove=remove),
+            dynamic_metadata=metadata,
+        )
+    return denied_response(result.reason, result.decision_id, metadata)
+
+
+def denied_response(reason: Reason, decision_id: str, metadata: struct_pb2.Struct | None = None) -> ext.CheckResponse:
+    """An explicit denial: 401 + UNAUTHENTICATED for token problems, 403 + PERMISSION_DENIED otherwise."""
+    unauthenticated = reason in UNAUTHENTICATED_REASONS
+    headers = [_header("content-type", "application/json"), _header(DECISION_ID_HEADER, decision_id)]
+    if unauthenticated:
+        headers.append(_header("www-authenticate", 'Bearer error="invalid_token"'))
+    body = json.dumps({"reason": reason.value, "decision_id": decision_id}, separators=(",", ":"))
+    return ext.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.UNAUTHENTICATED if unauthenticated else code_pb2.PERMISSION_DENIED,
+                                 message=reason.value),
+        denied_response=ext.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=http_status_pb2.Unauthorized if unauthenticated
+                                              else http_status_pb2.Forbidden),
+            headers=headers,
+            body=body,
+        ),
+        dynamic_metadata=metadata,
+    )
+
+
+def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value), append_action=_OVERWRITE)
+

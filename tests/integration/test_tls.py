@@ -1,0 +1,247 @@
+"""TLS and mTLS on the gRPC port with throwaway CAs: plaintext and strangers refused, the caller allow-list,
+certificate rotation without a restart, the plaintext health port, and the CLI's TLS options."""
+
+import logging
+import socket
+import time
+
+import grpc
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import generate_latest
+
+from support.certs import TestCA
+from support.envoy import EXT_AUTHZ_ROUTES, envoy_request, http_status
+from support.issuers import TestIssuer
+from support.server import running_server, write_config
+from tenantgate import config
+from tenantgate.cli.main import main as cli
+from tenantgate.errors import ConfigError
+from tenantgate.v1 import authorizer_pb2 as pb
+from tenantgate.v1 import authorizer_pb2_grpc as pb_grpc
+
+ENVOY_ID = "spiffe://mesh.test/ns/edge/sa/envoy"
+HEALTH = health_pb2.HealthCheckRequest()
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+HEALTH_PORT = _free_port()
+
+
+@pytest.fixture(scope="module")
+def issuer(tmp_path_factory):
+    return TestIssuer(tmp_path_factory.mktemp("issuer"))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A mesh CA with a server certificate for 127.0.0.1, an allowed and an unlisted client, and a foreign CA."""
+    tmp = tmp_path_factory.mktemp("pki")
+    mesh, foreign = TestCA("mesh"), TestCA("foreign")
+    files = {
+        "ca": mesh.write(tmp, "mesh-ca.crt"),
+        "foreign_ca": foreign.write(tmp, "foreign-ca.crt"),
+        "server": mesh.issue("tenantgate", dns=["localhost", "tenantgate.test"], ips=["127.0.0.1"]).write(tmp, "srv"),
+        "envoy": mesh.issue("envoy", uris=[ENVOY_ID]).write(tmp, "envoy"),
+        "intruder": mesh.issue("intruder", uris=["spiffe://mesh.test/ns/other/sa/app"]).write(tmp, "intruder"),
+        "stranger": foreign.issue("stranger", uris=[ENVOY_ID]).write(tmp, "stranger"),
+    }
+    return tmp, files
+
+
+def _tls_toml(cert, key, ca=None, allowed=()):
+    text = f'\n[server.tls]\ncert_file = "{cert}"\nkey_file = "{key}"\n'
+    if ca:
+        text += f'client_ca_file = "{ca}"\n'
+    if allowed:
+        text += f"allowed_callers = {list(allowed)!r}\n".replace("'", '"')
+    return text
+
+
+def _start(tmp_path_factory, issuer, tls_text, env=None):
+    tmp = tmp_path_factory.mktemp("server")
+    path = write_config(tmp, issuer.settings, extra=EXT_AUTHZ_ROUTES + tls_text)
+    return running_server(config.load(path, env=env or {}))
+
+
+def _channel(address, ca=None, pair=None):
+    options = [("grpc.use_local_subchannel_pool", 1)]  # never reuse a connection made with other credentials
+    if ca is None:
+        return grpc.insecure_channel(address, options=options)
+    key = pair[1].read_bytes() if pair else None
+    chain = pair[0].read_bytes() if pair else None
+    credentials = grpc.ssl_channel_credentials(ca.read_bytes(), private_key=key, certificate_chain=chain)
+    return grpc.secure_channel(address, credentials, options=options)
+
+
+def _health(address, **kw):
+    with _channel(address, **kw) as ch:
+        return health_pb2_grpc.HealthStub(ch).Check(HEALTH, timeout=5).status
+
+
+def _check(address, token, **kw):
+    with _channel(address, **kw) as ch:
+        resource = pb.Resource(type="Invoice", id="i", tenant="acme")
+        request = pb.CheckRequest(token=token, action="read", resource=resource)
+        return pb_grpc.AuthorizerStub(ch).Check(request, timeout=5)
+
+
+def _refused(call):
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code()
+
+
+# ------------------------------------------------------------------------------------------------- TLS
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory, issuer, pki):
+    _tmp, f = pki
+    with _start(tmp_path_factory, issuer, _tls_toml(*f["server"])) as running:
+        yield running
+
+
+def test_tls_port_answers_clients_that_trust_its_ca(tls_server, pki):
+    assert _health(tls_server[0], ca=pki[1]["ca"]) == SERVING
+
+
+def test_plaintext_is_refused_when_tls_is_on(tls_server):
+    assert _refused(lambda: _health(tls_server[0])) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_client_that_does_not_trust_the_servers_ca_cannot_connect(tls_server, pki):
+    assert _refused(lambda: _health(tls_server[0], ca=pki[1]["foreign_ca"])) == grpc.StatusCode.UNAVAILABLE
+
+
+# ------------------------------------------------------------------------------------------------ mTLS
+
+
+@pytest.fixture(scope="module")
+def mtls_server(tmp_path_factory, issuer, pki):
+    _tmp, f = pki
+    text = _tls_toml(*f["server"], ca=f["ca"], allowed=[ENVOY_ID, "gateway.mesh.test"])
+    env = {"TENANTGATE_SERVER_HEALTH_LISTEN": f"127.0.0.1:{HEALTH_PORT}"}
+    with _start(tmp_path_factory, issuer, text, env=env) as running:
+        yield running
+
+
+def test_mtls_admits_an_allowed_caller(mtls_server, pki, issuer):
+    f = pki[1]
+    response = _check(mtls_server[0], issuer.mint(tenant="acme", roles=["viewer"]), ca=f["ca"], pair=f["envoy"])
+    assert response.reason == "allow"
+
+
+def test_mtls_refuses_a_client_without_a_certificate(mtls_server, pki):
+    assert _refused(lambda: _health(mtls_server[0], ca=pki[1]["ca"])) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_mtls_refuses_a_certificate_from_another_ca(mtls_server, pki):
+    f = pki[1]
+    code = _refused(lambda: _check(mtls_server[0], "t", ca=f["ca"], pair=f["stranger"]))
+    assert code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_caller_outside_allowed_callers_is_refused_logged_and_counted(mtls_server, pki, caplog):
+    address, app = mtls_server
+    f = pki[1]
+    before = app.metrics.callers_refused._value.get()
+    with caplog.at_level(logging.WARNING, logger="tenantgate.tls"):
+        assert _refused(lambda: _check(address, "t", ca=f["ca"], pair=f["intruder"])) == \
+            grpc.StatusCode.PERMISSION_DENIED
+        with _channel(address, ca=f["ca"], pair=f["intruder"]) as ch:
+            envoy = ext_grpc.AuthorizationStub(ch)
+            assert _refused(lambda: envoy.Check(envoy_request(), timeout=5)) == grpc.StatusCode.PERMISSION_DENIED
+    assert app.metrics.callers_refused._value.get() == before + 2
+    assert "tenantgate_callers_refused_total" in generate_latest(app.registry).decode()
+    (line, *_rest) = [r.getMessage() for r in caplog.records if "caller refused" in r.getMessage()]
+    assert "spiffe://mesh.test/ns/other/sa/app" in line and "/tenantgate.v1.Authorizer/Check" in line
+
+
+def test_health_checks_are_exempt_from_the_caller_list_but_not_from_mtls(mtls_server, pki):
+    f = pki[1]
+    assert _health(mtls_server[0], ca=f["ca"], pair=f["intruder"]) == SERVING
+
+
+def test_envoy_identity_reaches_ext_authz_over_mtls(mtls_server, pki, issuer):
+    f = pki[1]
+    with _channel(mtls_server[0], ca=f["ca"], pair=f["envoy"]) as ch:
+        response = ext_grpc.AuthorizationStub(ch).Check(
+            envoy_request(token=issuer.mint(tenant="acme", roles=["viewer"])), timeout=5)
+    assert http_status(response) == 200
+
+
+def test_the_plaintext_health_port_serves_only_health(mtls_server):
+    health_address = f"127.0.0.1:{HEALTH_PORT}"
+    assert _health(health_address) == SERVING
+    assert _refused(lambda: _check(health_address, "t")) == grpc.StatusCode.UNIMPLEMENTED
+
+
+# -------------------------------------------------------------------------------------------- rotation
+
+
+def test_rotated_certificates_are_picked_up_without_a_restart(tmp_path_factory, issuer, tmp_path):
+    old_ca, new_ca = TestCA("old"), TestCA("new")
+    old_ca_file, new_ca_file = old_ca.write(tmp_path, "old-ca.crt"), new_ca.write(tmp_path, "new-ca.crt")
+    cert, key = old_ca.issue("tenantgate", ips=["127.0.0.1"]).write(tmp_path, "server")
+    with _start(tmp_path_factory, issuer, _tls_toml(cert, key)) as (address, _app):
+        assert _health(address, ca=old_ca_file) == SERVING
+        assert _refused(lambda: _health(address, ca=new_ca_file)) == grpc.StatusCode.UNAVAILABLE
+        rotated = new_ca.issue("tenantgate", ips=["127.0.0.1"])
+        # A half-done rotation (new certificate, old key) is never used: the old pair keeps serving.
+        cert.write_bytes(rotated.cert_pem)
+        assert _health(address, ca=old_ca_file) == SERVING
+        key.write_bytes(rotated.key_pem)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert _health(address, ca=new_ca_file) == SERVING
+                break
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        assert _refused(lambda: _health(address, ca=old_ca_file)) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_unusable_certificate_files_stop_the_server_from_starting(tmp_path_factory, issuer, tmp_path):
+    ca = TestCA()
+    cert, _key = ca.issue("a").write(tmp_path, "a")
+    _cert, other_key = ca.issue("b").write(tmp_path, "b")
+    for text, message in ((_tls_toml(cert, other_key), "does not belong"),
+                          (_tls_toml(cert, tmp_path / "missing.key"), "cannot read"),
+                          (_tls_toml(other_key, other_key), "not a PEM certificate")):
+        with pytest.raises(RuntimeError, match=message), _start(tmp_path_factory, issuer, text):
+            pass
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_talks_tls_and_mtls_with_its_tls_options(mtls_server, pki, issuer, capsys):
+    address, _app = mtls_server
+    f = pki[1]
+    tls = ["--tls-ca", str(f["ca"]), "--tls-cert", str(f["envoy"][0]), "--tls-key", str(f["envoy"][1])]
+    token = issuer.mint(tenant="acme", roles=["viewer"])
+    assert cli(["check", "--server", address, "--token", token, "--action", "read", "--resource-type", "Invoice",
+                "--resource-id", "inv-1", "--resource-tenant", "acme", *tls]) == 0
+    assert '"decision": "ALLOW"' in capsys.readouterr().out
+    assert cli(["health", "--server", address, *tls]) == 0
+    assert capsys.readouterr().out.strip() == "SERVING"
+    assert cli(["status", "--server", address, *tls]) == 0
+    assert cli(["health", "--server", address, "--timeout", "2"]) == 1  # plaintext against mTLS: not healthy
+    assert cli(["health", "--server", address, "--tls-ca", str(f["ca"]), "--tls-cert", str(f["envoy"][0])]) == 1
+
+
+def test_configuration_error_names_the_tls_file(tmp_path):
+    from tenantgate.rpc.tls import TlsFiles, load_material
+
+    with pytest.raises(ConfigError, match=r"server\.tls\.cert_file"):
+        load_material(TlsFiles(str(tmp_path / "nope.crt"), str(tmp_path / "nope.key")))

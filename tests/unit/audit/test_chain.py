@@ -1,0 +1,80 @@
+"""The canonical encoding and hash of one chain record, and strict parsing of a line."""
+
+import hashlib
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tenantgate.audit.chain import GENESIS_HASH, MalformedRecord, canonical, parse, seal
+
+
+def test_the_hash_is_sha256_of_the_sorted_compact_ascii_json_without_the_hash():
+    sealed = seal({"record_type": "decision", "b": "é\n", "a": [1, "x"]}, 1, GENESIS_HASH)
+    body = '{"a":[1,"x"],"b":"\\u00e9\\n","prev_hash":"' + GENESIS_HASH + '","record_type":"decision","seq":1}'
+    assert sealed.hash == hashlib.sha256(body.encode()).hexdigest()
+    assert sealed.line == (body[:-1] + ',"hash":"' + sealed.hash + '"}\n').encode()
+    assert GENESIS_HASH == "0" * 64
+
+
+def test_a_sealed_line_parses_back_intact_with_hash_last():
+    sealed = seal({"record_type": "decision", "decision_id": "d1"}, 7, "a" * 64)
+    record = parse(sealed.line)
+    assert record.intact and (record.seq, record.prev_hash, record.claimed_hash) == (7, "a" * 64, sealed.hash)
+    assert list(json.loads(sealed.line)) [-1] == "hash"
+
+
+def test_a_record_that_sets_a_chain_field_itself_is_refused():
+    with pytest.raises(ValueError, match="prev_hash"):
+        seal({"prev_hash": "x"}, 1, GENESIS_HASH)
+
+
+def test_changed_content_no_longer_matches_its_hash():
+    line = seal({"decision": "DENY"}, 1, GENESIS_HASH).line.replace(b"DENY", b"ALLO")
+    record = parse(line)
+    assert not record.intact and record.canonical
+
+
+def test_semantically_equal_but_reencoded_line_is_not_canonical():
+    line = seal({"a": "1", "b": "2"}, 1, GENESIS_HASH).line
+    spaced = line.replace(b'"a":"1",', b'"a": "1", ')
+    assert not parse(spaced).canonical
+    reordered = json.dumps(json.loads(line), separators=(",", ":"), sort_keys=True).encode()  # hash not last
+    assert not parse(reordered).canonical
+
+
+@pytest.mark.parametrize("line", [
+    b'{"a":1,"a":2,"seq":1,"prev_hash":"' + b"0" * 64 + b'","hash":"' + b"0" * 64 + b'"}',
+    b"[1,2]",
+    b"not json",
+    '{"a":"é"}'.encode(),
+    b'{"a":NaN,"seq":1,"prev_hash":"' + b"0" * 64 + b'","hash":"' + b"0" * 64 + b'"}',
+    b'{"seq":true,"prev_hash":"' + b"0" * 64 + b'","hash":"' + b"0" * 64 + b'"}',
+    b'{"seq":1,"prev_hash":"short","hash":"' + b"0" * 64 + b'"}',
+    b'{"record_type":"decision"}',
+])
+def test_lines_that_are_not_chained_records_are_malformed(line):
+    with pytest.raises(MalformedRecord):
+        parse(line)
+
+
+def test_canonical_refuses_nan():
+    with pytest.raises(ValueError):
+        canonical({"x": float("nan")})
+
+
+_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
+                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+                       max_leaves=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(fields=st.dictionaries(st.text().filter(lambda k: k not in ("seq", "prev_hash", "hash")), _values,
+                              max_size=6),
+       seq=st.integers(min_value=1, max_value=2**53))
+def test_any_json_record_round_trips_intact_on_one_ascii_line(fields, seq):
+    sealed = seal(fields, seq, GENESIS_HASH)
+    assert sealed.line.count(b"\n") == 1 and sealed.line.endswith(b"\n") and sealed.line.isascii()
+    record = parse(sealed.line)
+    assert record.intact and record.fields == {**fields, "seq": seq, "prev_hash": GENESIS_HASH}

@@ -1,0 +1,104 @@
+"""`tenantgate audit verify|tail|query`: output, grouping of files into chains, and exit codes 0 / 4 / 1."""
+
+import argparse
+import json
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from tenantgate.audit import JsonlAuditSink
+from tenantgate.audit.files import chain_files
+from tenantgate.cli import audit as audit_cli
+from tenantgate.errors import ConfigError
+
+
+def run(argv):
+    parser = argparse.ArgumentParser(prog="tenantgate")
+    audit_cli.add_commands(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+@pytest.fixture
+def log(tmp_path, event):
+    path = tmp_path / "audit.jsonl"
+    sink = JsonlAuditSink(path, rotate_bytes=1500)
+    for i in range(8):
+        sink.write(event(i, principal_tenant="acme" if i % 2 else "globex"))
+    sink.close()
+    return path
+
+
+def test_verify_an_intact_log_with_its_rotated_files_exits_0(log, capsys):
+    assert run(["audit", "verify", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert "OK: 8 records, seq 1..8" in out and "audit.jsonl.1" in out
+
+
+def test_verify_a_modified_record_exits_4_naming_file_line_and_id(log, capsys):
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b'"DENY"', b'"ALOW"')
+    log.write_bytes(b"".join(lines))
+    assert run(["audit", "verify", str(log)]) == 4
+    out = capsys.readouterr().out
+    record = json.loads(lines[1])
+    assert f"TAMPERED {log}:2: [{record['decision_id']}] seq {record['seq']}: content does not match" in out
+
+
+def test_verify_json_reports_one_object_per_chain_including_worker_chains(log, tmp_path, event, capsys):
+    JsonlAuditSink(log, worker=1).write(event(100))
+    assert run(["audit", "verify", "--json", "--all-workers", str(log)]) == 0
+    reports = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["records"] for r in reports] == [8, 1] and all(r["intact"] for r in reports)
+    assert reports[1]["files"] == [str(tmp_path / "audit-w1.jsonl")]
+
+
+def test_listed_files_of_one_chain_are_put_in_rotation_order(log, capsys):
+    files = sorted(log.parent.glob("audit.jsonl*"))
+    files = [f for f in files if not f.name.endswith(".head")]
+    assert run(["audit", "verify", *map(str, files)]) == 0  # names, not argument order, decide
+    assert run(["audit", "verify", "--in-order", *map(str, files)]) == 4  # live file first: chain broken
+
+
+def test_verify_with_the_public_key_checks_checkpoint_signatures(tmp_path, event, signing_key, capsys):
+    path = tmp_path / "audit.jsonl"
+    sink = JsonlAuditSink(path, checkpoint_key=signing_key, checkpoint_every=2)
+    for i in range(5):
+        sink.write(event(i))
+    sink.close()
+    public = tmp_path / "audit.pub.pem"
+    public.write_bytes(signing_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                              serialization.PublicFormat.SubjectPublicKeyInfo))
+    assert run(["audit", "verify", "--public-key", str(public), "--max-unsigned", "2", str(path)]) == 0
+    assert "3 signature(s) verified" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="public key"):
+        run(["audit", "verify", "--public-key", str(path), str(path)])
+
+
+def test_verify_a_missing_file_or_bad_usage_exits_1(tmp_path, capsys):
+    assert run(["audit", "verify", str(tmp_path / "nope.jsonl")]) == 1
+    assert "cannot read audit log" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        run(["audit", "verify", "--max-unsigned", "many", "x"])
+    assert exit_info.value.code == 1
+
+
+def test_tail_prints_the_last_records_as_stored(log, capsysbinary):
+    assert run(["audit", "tail", "-n", "2", str(log)]) == 0
+    stored = b"".join(f.read_bytes() for f in chain_files(log)).splitlines(keepends=True)
+    assert capsysbinary.readouterr().out == b"".join(stored[-2:])
+
+
+def test_query_filters_by_tenant_and_rejects_a_bad_time(log, capsysbinary):
+    assert run(["audit", "query", str(log), "--tenant", "acme", "--decision", "deny"]) == 0
+    records = [json.loads(x) for x in capsysbinary.readouterr().out.splitlines()]
+    assert [r["decision_id"] for r in records] == ["id-1", "id-3", "id-5", "id-7"]
+    assert run(["audit", "query", str(log), "--since", "last tuesday"]) == 1
+
+
+def test_the_default_path_comes_from_the_config(tmp_path, event, capsysbinary):
+    config = tmp_path / "tenantgate.toml"
+    config.write_text('[dev_issuer]\nenabled = true\n[audit]\npath = "logs/audit.jsonl"\n')
+    JsonlAuditSink(tmp_path / "logs" / "audit.jsonl").write(event(1))
+    assert run(["audit", "tail", "--config", str(config)]) == 0
+    assert json.loads(capsysbinary.readouterr().out)["decision_id"] == "id-1"
