@@ -10,6 +10,29 @@ from typing import Any
 from tenantgate.errors import ConfigError
 
 
+def add_token_args(cmd: argparse.ArgumentParser) -> None:
+    """``--token`` (visible in ``ps``; prefer the others), ``--token-file FILE`` or ``$TENANTGATE_TOKEN``;
+    ``--token -`` reads stdin."""
+    import os
+
+    cmd.add_argument("--token", default=os.environ.get("TENANTGATE_TOKEN", ""),
+                     help="bearer token (default: $TENANTGATE_TOKEN; '-' reads stdin). On a shared machine "
+                          "prefer --token-file or the variable: command lines are visible to other users")
+    cmd.add_argument("--token-file", default=None, metavar="FILE", help="read the bearer token from FILE")
+
+
+def token_of(args: argparse.Namespace) -> str:
+    """The token the options name (file, stdin, value or variable); never printed."""
+    if getattr(args, "token_file", None):
+        try:
+            with open(args.token_file, encoding="utf-8") as handle:
+                return handle.readline().strip()
+        except OSError as err:
+            raise ConfigError(f"cannot read --token-file {args.token_file}: {err.strerror}") from err
+    token = str(getattr(args, "token", "") or "")
+    return sys.stdin.readline().strip() if token == "-" else token
+
+
 def add_tls_args(cmd: argparse.ArgumentParser) -> None:
     """``--tls-ca FILE`` turns TLS on; ``--tls-cert FILE --tls-key FILE`` present a client certificate (mTLS)."""
     cmd.add_argument("--tls-ca", default=None, metavar="FILE",

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
-from tenantgate.cli.channel import add_tls_args, open_channel
+from tenantgate.cli.channel import add_tls_args, add_token_args, open_channel, token_of
 from tenantgate.errors import ConfigError
 
 STATES = ("pending", "active", "expired", "revoked")
@@ -20,8 +19,7 @@ def add_commands(sub: Any) -> None:
 
     def common(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("--server", default="127.0.0.1:50051", metavar="HOST:PORT")
-        cmd.add_argument("--token", default=os.environ.get("TENANTGATE_TOKEN", ""),
-                         help="bearer token of the caller (default: $TENANTGATE_TOKEN)")
+        add_token_args(cmd)
         cmd.add_argument("--json", action="store_true", help="print JSON instead of a table")
         cmd.add_argument("--timeout", type=float, default=10.0, help="seconds")
         add_tls_args(cmd)
@@ -88,13 +86,14 @@ def _call(args: argparse.Namespace, method: str, message: Any) -> Any:
 
     from tenantgate.v1 import breakglass_pb2_grpc as bg_grpc
 
-    if not args.token:
-        raise ConfigError("a token is required: --token or TENANTGATE_TOKEN")
+    token = token_of(args)
+    if not token:
+        raise ConfigError("a token is required: --token-file, TENANTGATE_TOKEN or --token")
     with open_channel(args) as channel:
         stub = bg_grpc.BreakGlassStub(channel)
         try:
             return getattr(stub, method)(message, timeout=args.timeout,
-                                         metadata=[("authorization", f"Bearer {args.token}")])
+                                         metadata=[("authorization", f"Bearer {token}")])
         except grpc.RpcError as err:
             raise ConfigError(f"{method} refused: {err.code().name}: {err.details()}") from err
 
@@ -110,9 +109,15 @@ def _show(args: argparse.Namespace, grants: list[Any]) -> int:
     table = [header] + [(r.get("id", ""), r.get("state", ""), f"{r.get('operator', '')}@{r.get('operator_tenant', '')}",
                           r.get("target_tenant", ""), ",".join(r.get("actions", [])), r.get("expires_at", "-"),
                           r.get("ticket", "")) for r in rows]
+    # Whatever the store holds, a table cell never carries a control character to the terminal.
+    table = [tuple(_printable(str(cell)) for cell in row) for row in table]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     if not rows:
         print("(no grants)", file=sys.stderr)
     return 0
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)

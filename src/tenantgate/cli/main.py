@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tenantgate import __version__
-from tenantgate.cli.channel import add_health_command, add_tls_args, open_channel
+from tenantgate.cli.channel import add_health_command, add_tls_args, add_token_args, open_channel, token_of
 from tenantgate.errors import ConfigError, PolicyError, TenantGateError
 
 EXIT_OK, EXIT_ERROR, EXIT_DENY, EXIT_INVALID_POLICIES = 0, 1, 2, 3
@@ -95,8 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def request_args(cmd: argparse.ArgumentParser) -> None:
     """The options that describe one decision request (check, explain)."""
-    cmd.add_argument("--token", default=os.environ.get("TENANTGATE_TOKEN", ""),
-                     help="bearer token (default: $TENANTGATE_TOKEN; '-' reads stdin)")
+    add_token_args(cmd)
     cmd.add_argument("--action", required=True)
     cmd.add_argument("--resource-type", required=True)
     cmd.add_argument("--resource-id", required=True)
@@ -205,7 +204,7 @@ def check_request(args: argparse.Namespace) -> Any:
     """The CheckRequest that ``check`` and ``explain`` options describe."""
     from tenantgate.v1 import authorizer_pb2 as pb
 
-    token = sys.stdin.readline().strip() if args.token == "-" else args.token
+    token = token_of(args)
     request = pb.CheckRequest(
         token=token,
         action=args.action,

@@ -91,6 +91,7 @@ class BreakGlass:
             id=str(uuid.uuid4()),
             operator=caller.subject,
             operator_tenant=caller.tenant,
+            operator_issuer=caller.issuer,
             target_tenant=req.target_tenant,
             actions=actions,
             reason=req.reason.strip(),
@@ -111,6 +112,7 @@ class BreakGlass:
         self._require(caller, self.rules.approver_role)
         grant = self._get(grant_id)
         if grant.operator == caller.subject and grant.operator_tenant == caller.tenant:
+            # Same subject, whatever the issuer: one person with two identities is still one person.
             raise GrantPermissionDenied("self-approval is not allowed: a second person must approve")
         now = self._clock.now()
         state = grant.effective_state(now)
@@ -129,6 +131,8 @@ class BreakGlass:
             raise GrantInvalid("a reason is required to revoke a grant")
         if len(reason) > MAX_REASON:
             raise GrantInvalid(f"reason longer than {MAX_REASON} characters")
+        if not reason.isprintable():
+            raise GrantInvalid("reason must be printable text (no control characters)")
         grant = self._get(grant_id)
         now = self._clock.now()
         revoked = self.store.revoke(grant_id, caller.subject, reason.strip(), now,
@@ -159,8 +163,10 @@ class BreakGlass:
         if principal.is_agent or principal.tenant != r.operator_tenant or r.operator_role not in principal.roles:
             return None
         now = self._clock.now()
-        grant = self.store.find_active(principal.subject, principal.tenant, target_tenant, action, now)
-        if grant is None or not grant.covers(principal.subject, principal.tenant, target_tenant, action, now):
+        grant = self.store.find_active(principal.subject, principal.tenant, target_tenant, action, now,
+                                       principal.issuer)
+        if grant is None or not grant.covers(principal.subject, principal.tenant, target_tenant, action, now,
+                                             principal.issuer):
             return None
         return grant
 
@@ -193,6 +199,9 @@ class BreakGlass:
             raise GrantInvalid("a ticket reference is required (grants.require_ticket)")
         if len(req.ticket) > MAX_TICKET:
             raise GrantInvalid(f"ticket longer than {MAX_TICKET} characters")
+        # Reason and ticket are shown to the approver: control characters could repaint their terminal.
+        if not req.reason.isprintable() or not req.ticket.isprintable():
+            raise GrantInvalid("reason and ticket must be printable text (no control characters)")
         if req.duration_seconds <= 0:
             raise GrantInvalid("duration_seconds must be > 0")
         if req.duration_seconds > r.max_ttl_seconds:

@@ -331,10 +331,17 @@ def _parse_file(source: PolicySource, schema: Any, diagnostics: list[PolicyDiagn
     for kind in ("staticPolicies", "templates"):
         for positional_id, policy in est.get(kind, {}).items():
             stmt = statement_of(positional_id)
-            annotated = policy.get("annotations", {}).get("id")
-            policy_id = annotated if annotated else f"{source.path}:{stmt.line}"
+            annotations = policy.get("annotations", {})
+            has_id = "id" in annotations
+            annotated = annotations.get("id") or ""
+            if has_id and not annotated.strip():
+                # An empty @id would otherwise be treated as missing and get a second @id added later.
+                diagnostics.append(PolicyDiagnostic(source.path, stmt.line, "@id must not be empty",
+                                                    column=stmt.column))
+                continue
+            policy_id = annotated if has_id else f"{source.path}:{stmt.line}"
             ours[positional_id] = policy_id
-            parsed.append(_Parsed(policy_id, policy, stmt, bool(annotated), kind == "templates"))
+            parsed.append(_Parsed(policy_id, policy, stmt, has_id, kind == "templates"))
     result = cedarpy.validate_policies(source.text, schema)
     if not result.validation_passed:
         for error in result.errors:
@@ -431,8 +438,26 @@ def _entity_literals(policy: dict[str, Any]) -> list[str]:
 
 
 def _reads_tenant(policy: dict[str, Any]) -> bool:
-    """True when a condition reads a ``tenant`` attribute (``principal.tenant == "acme"`` and the like)."""
-    return '"attr": "tenant"' in json.dumps(policy.get("conditions", []))
+    """True when a condition compares a ``tenant`` attribute with a literal (``principal.tenant == "acme"``);
+    merely reading it (``principal has tenant``) pins nothing."""
+    return _tenant_literal_comparisons(policy.get("conditions", [])) > 0
+
+
+def _tenant_literal_comparisons(node: Any) -> int:
+    """How many ``X.tenant == "<some tenant>"`` comparisons (either side) the EST holds."""
+    count = 0
+    if isinstance(node, dict):
+        eq = node.get("==")
+        if isinstance(eq, dict):
+            sides = (eq.get("left"), eq.get("right"))
+            for a, b in (sides, sides[::-1]):
+                if (isinstance(a, dict) and isinstance(a.get("."), dict) and a["."].get("attr") == "tenant"
+                        and isinstance(b, dict) and isinstance(b.get("Value"), str)):
+                    count += 1
+        count += sum(_tenant_literal_comparisons(v) for v in node.values())
+    elif isinstance(node, list):
+        count += sum(_tenant_literal_comparisons(v) for v in node)
+    return count
 
 
 def _locate_parse_error(source: PolicySource, statements: Sequence[Statement], err: ValueError) -> PolicyDiagnostic:

@@ -45,6 +45,7 @@ class Grant:
     revoked_by: str = ""
     revoked_at: float = 0.0
     revoke_reason: str = ""
+    operator_issuer: str = ""  # the issuer of the requesting token: the same `sub` elsewhere is someone else
 
     def effective_state(self, now: float) -> GrantState:
         if self.state is GrantState.ACTIVE and now >= self.expires_at:
@@ -53,9 +54,12 @@ class Grant:
             return GrantState.EXPIRED
         return self.state
 
-    def covers(self, operator: str, operator_tenant: str, target_tenant: str, action: str, now: float) -> bool:
-        """INVARIANT: exactly this operator, this target tenant, a granted action, and active at ``now``."""
+    def covers(self, operator: str, operator_tenant: str, target_tenant: str, action: str, now: float,
+               operator_issuer: str = "") -> bool:
+        """INVARIANT: exactly this operator (subject and issuer), this target tenant, a granted action, and
+        active at ``now``."""
         return (self.effective_state(now) is GrantState.ACTIVE and self.operator == operator
+                and self.operator_issuer == operator_issuer
                 and self.operator_tenant == operator_tenant and self.target_tenant == target_tenant
                 and action in self.actions)
 
@@ -122,8 +126,8 @@ class GrantStore(Protocol):
         ...
 
     def find_active(self, operator: str, operator_tenant: str, target_tenant: str, action: str,
-                    now: float) -> Grant | None:
-        """The active grant covering this (operator, operator tenant, target tenant, action) at ``now``, if any.
+                    now: float, operator_issuer: str = "") -> Grant | None:
+        """The active grant covering this (operator, issuer, operator tenant, target tenant, action) at ``now``.
         The hot path of cross-tenant decisions: one indexed query."""
         ...
 

@@ -21,17 +21,17 @@ from tenantgate.errors import GrantInvalid, GrantStoreUnavailable, TenantGateErr
 TABLE = "tenantgate_grants"
 VERSION_TABLE = "tenantgate_schema_version"
 COMPONENT = "grants"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Column order of every SELECT / RETURNING and of ``grant_params``: the Grant fields, in declaration order.
 COLUMNS: tuple[str, ...] = (
     "id", "operator", "operator_tenant", "target_tenant", "actions", "reason", "ticket", "duration_seconds",
     "state", "requested_at", "pending_until", "approved_by", "approved_at", "expires_at", "revoked_by",
-    "revoked_at", "revoke_reason",
+    "revoked_at", "revoke_reason", "operator_issuer",
 )
 _COLS = ", ".join(COLUMNS)
 _TEXT_FIELDS = ("id", "operator", "operator_tenant", "target_tenant", "reason", "ticket", "approved_by",
-                "revoked_by", "revoke_reason")
+                "revoked_by", "revoke_reason", "operator_issuer")
 
 # Schema version 1. Written in the SQL both SQLite and PostgreSQL accept; times are epoch seconds as doubles.
 SCHEMA_V1: tuple[str, ...] = (
@@ -63,6 +63,11 @@ SCHEMA_V1: tuple[str, ...] = (
     f"CREATE INDEX IF NOT EXISTS {TABLE}_by_time ON {TABLE} (requested_at, id)",
     # expire_due: only the live grants, which stay few while finished ones pile up.
     f"CREATE INDEX IF NOT EXISTS {TABLE}_live ON {TABLE} (state) WHERE state IN ('PENDING', 'ACTIVE')",
+)
+# Schema version 2: a grant is bound to the issuer of the token that requested it (the same subject at another
+# issuer is another person).
+SCHEMA_V2: tuple[str, ...] = (
+    f"ALTER TABLE {TABLE} ADD COLUMN operator_issuer TEXT NOT NULL DEFAULT ''",
 )
 VERSION_DDL = f"""CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
     component TEXT PRIMARY KEY, version INTEGER NOT NULL)"""
@@ -126,8 +131,8 @@ def statements(dialect: Dialect) -> Statements:
         # INVARIANT: exact operator, operator tenant and target tenant; an action the grant names; ``now``
         # from the caller (never the database clock), so every replica agrees on expiry.
         find_active=sql(f"""SELECT {_COLS} FROM {TABLE}
-            WHERE operator = ? AND operator_tenant = ? AND target_tenant = ? AND state = 'ACTIVE'
-            AND expires_at > ? AND {dialect.action_in_actions}
+            WHERE operator = ? AND operator_tenant = ? AND target_tenant = ? AND operator_issuer = ?
+            AND state = 'ACTIVE' AND expires_at > ? AND {dialect.action_in_actions}
             ORDER BY expires_at DESC, id DESC LIMIT 1"""),
         expire_due=sql(f"""UPDATE {TABLE} SET state = 'EXPIRED'
             WHERE state IN ('PENDING', 'ACTIVE')
@@ -146,7 +151,7 @@ def grant_params(grant: Grant) -> tuple[Any, ...]:
             json.dumps(list(grant.actions), ensure_ascii=False, separators=(",", ":")), grant.reason, grant.ticket,
             int(grant.duration_seconds), grant.state.value, float(grant.requested_at), float(grant.pending_until),
             grant.approved_by, float(grant.approved_at), float(grant.expires_at), grant.revoked_by,
-            float(grant.revoked_at), grant.revoke_reason)
+            float(grant.revoked_at), grant.revoke_reason, grant.operator_issuer)
 
 
 def grant_from_row(row: Sequence[Any]) -> Grant:
@@ -165,6 +170,7 @@ def grant_from_row(row: Sequence[Any]) -> Grant:
             state=GrantState(row[8]), requested_at=float(row[9]), pending_until=float(row[10]),
             approved_by=str(row[11]), approved_at=float(row[12]), expires_at=float(row[13]),
             revoked_by=str(row[14]), revoked_at=float(row[15]), revoke_reason=str(row[16]),
+            operator_issuer=str(row[17]),
         )
     except (ValueError, TypeError, IndexError) as err:
         raise GrantStoreUnavailable(f"grant store unavailable: unreadable grant row ({err})") from err
@@ -230,6 +236,9 @@ def migrate(run: Run, sql: Statements) -> None:
                                     f"TenantGate supports ({SCHEMA_VERSION})")
     if current < 1:
         for ddl in SCHEMA_V1:
+            run(ddl, ())
+    if current < 2:
+        for ddl in SCHEMA_V2:
             run(ddl, ())
     if current != SCHEMA_VERSION:
         run(sql.set_schema_version, (COMPONENT, SCHEMA_VERSION))
@@ -319,12 +328,13 @@ class SqlGrantStore(abc.ABC):
         return rows[0] if rows else None
 
     def find_active(self, operator: str, operator_tenant: str, target_tenant: str, action: str,
-                    now: float) -> Grant | None:
-        """The ACTIVE grant with ``expires_at > now`` for exactly this operator, operator tenant and target
-        tenant that names ``action``; the latest-expiring one if several. One indexed query."""
-        if not storable(operator, operator_tenant, target_tenant, action):
+                    now: float, operator_issuer: str = "") -> Grant | None:
+        """The ACTIVE grant with ``expires_at > now`` for exactly this operator (subject and issuer), operator
+        tenant and target tenant that names ``action``; the latest-expiring one if several. One indexed query."""
+        if not storable(operator, operator_tenant, target_tenant, action, operator_issuer):
             return None  # INVARIANT: a value no grant can hold matches no grant.
-        rows = self._read(self._sql.find_active, (operator, operator_tenant, target_tenant, float(now), action))
+        rows = self._read(self._sql.find_active, (operator, operator_tenant, target_tenant, operator_issuer,
+                                                  float(now), action))
         return rows[0] if rows else None
 
     def list(self, tenant: str | None, state: GrantState | None, now: float, limit: int = 1000) -> Sequence[Grant]:

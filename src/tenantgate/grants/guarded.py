@@ -70,8 +70,9 @@ class GuardedStore:
         return self._call(lambda s: s.revoke(grant_id, revoked_by, reason, now, before_commit))
 
     def find_active(self, operator: str, operator_tenant: str, target_tenant: str, action: str,
-                    now: float) -> Grant | None:
-        return self._call(lambda s: s.find_active(operator, operator_tenant, target_tenant, action, now))
+                    now: float, operator_issuer: str = "") -> Grant | None:
+        return self._call(lambda s: s.find_active(operator, operator_tenant, target_tenant, action, now,
+                                                  operator_issuer))
 
     def list(self, tenant: str | None, state: GrantState | None, now: float, limit: int = 1000) -> Sequence[Grant]:
         return self._call(lambda s: s.list(tenant, state, now, limit))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tenantgate.core.compiler import CompiledPolicies, FileCache, PolicySource, compile_policies
@@ -24,7 +25,7 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     ConfigMap mount is a tree of symlinks). Raises ``PolicyError`` with file:line diagnostics; an invalid set
     is never partially returned.
     """
-    root = Path(policy_dir)
+    root = snapshot_dir(Path(policy_dir))
     schema_path = Path(schema_file) if schema_file else root / "schema.cedarschema"
     if not root.is_dir():
         raise PolicyError(f"policy directory not found: {root}")
@@ -43,6 +44,19 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     if not files and not tenants:
         raise PolicyError(f"no *.cedar policy files in {root}")
     return compile_policies(schema, [_read(p, root) for p in files], tenants, cache, entities)
+
+
+def snapshot_dir(root: Path) -> Path:
+    """The directory to read one consistent snapshot from.
+
+    A Kubernetes ConfigMap mount is ``root/<file> -> ..data/<file>`` with ``..data -> ..<timestamp>/``, which
+    kubelet swaps atomically. Reading through ``root`` file by file could mix two versions if the swap lands
+    in between; resolving ``..data`` once and reading everything from that directory cannot.
+    """
+    data = root / "..data"
+    if data.is_symlink() and data.is_dir():
+        return Path(os.path.realpath(data))
+    return root
 
 
 def _read(path: Path, root: Path) -> PolicySource:

@@ -22,6 +22,10 @@ from tenantgate.policy.loader import load_policies
 log = logging.getLogger("tenantgate.policy")
 
 
+class _ChangedWhileReading(Exception):
+    pass
+
+
 @dataclass(frozen=True, slots=True)
 class ReloadResult:
     ok: bool
@@ -80,6 +84,14 @@ class PolicyStore:
             try:
                 candidate = dict(self._cache)
                 compiled = load_policies(self._dir, self._schema, candidate)
+                # Files edited in place while we read them could give a set that never existed on disk: only
+                # a set read between two identical fingerprints is used; otherwise the next poll tries again.
+                if self.fingerprint() != fingerprint:
+                    raise _ChangedWhileReading
+            except _ChangedWhileReading:
+                result = ReloadResult(True, False, self._engine.version,
+                                      "policy files changed while being read; not used, retried at the next poll")
+                log.warning("policy files changed during reload; still serving %s", self._engine.version)
             except PolicyError as err:
                 # The files stay as they are until someone fixes them: remember the fingerprint so an
                 # unchanged broken set is not re-parsed (and re-logged) at every poll.

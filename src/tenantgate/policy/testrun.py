@@ -401,7 +401,8 @@ def _store_grant(grants: SqliteGrantStore, spec: GrantSpec, claims: PrincipalCla
         id=str(uuid.uuid4()), operator=claims.sub, operator_tenant=claims.tenant, target_tenant=spec.target_tenant,
         actions=spec.actions, reason=spec.reason, ticket=spec.ticket,
         duration_seconds=max(spec.expires_in_seconds, 0), state=GrantState.ACTIVE, requested_at=now,
-        pending_until=now, approved_by="tenantgate-test", approved_at=now, expires_at=now + spec.expires_in_seconds)
+        pending_until=now, approved_by="tenantgate-test", approved_at=now, expires_at=now + spec.expires_in_seconds,
+        operator_issuer=TEST_ISSUER)
     try:
         return grants.create(grant, before_commit=_no_event)
     except (GrantError, GrantStoreUnavailable) as err:

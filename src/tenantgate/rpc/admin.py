@@ -25,6 +25,9 @@ class AdminService(adm_grpc.AdminServicer):
         audit_ok, store_ok = await asyncio.gather(asyncio.to_thread(self._audit_ok), asyncio.to_thread(self._store_ok))
         return adm.StatusResponse(
             version=__version__, policy_version=compiled.version, policy_count=compiled.total_policies,
-            tenant_partitions=len(compiled.tenants), last_reload_ok=last.ok, last_reload_message=last.message,
+            tenant_partitions=len(compiled.tenants), last_reload_ok=last.ok,
+            # Only the summary line: the file:line details can name other tenants and their entities, and
+            # this RPC needs no token. They are in the server log and from `tenantgate validate`.
+            last_reload_message=last.message.splitlines()[0] if last.message else "",
             audit_writable=audit_ok, grant_store_reachable=store_ok,
         )

@@ -107,4 +107,5 @@ def grant_message(grant: Grant, now: float) -> bg.Grant:
         approved_by=grant.approved_by, approved_at=ts(grant.approved_at), expires_at=ts(grant.expires_at),
         revoked_by=grant.revoked_by, revoked_at=ts(grant.revoked_at), duration_seconds=grant.duration_seconds,
         revoke_reason=grant.revoke_reason, pending_until=ts(grant.pending_until),
+        operator_issuer=grant.operator_issuer,
     )

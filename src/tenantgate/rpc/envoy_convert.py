@@ -14,6 +14,7 @@ What is read from Envoy's request, and nothing else:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import urllib.parse
@@ -35,6 +36,7 @@ API = "ext_authz"
 DECISION_ID_HEADER = "x-tenantgate-decision-id"
 TENANT_HEADER = "x-tenantgate-tenant"
 RESERVED_PREFIX = "x-tenantgate-"
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 MAX_HEADER_VALUE = 65_536
 MAX_CERTIFICATE = 65_536
 # Reasons about the token itself: HTTP 401 / UNAUTHENTICATED. Every other denial is 403 / PERMISSION_DENIED.
@@ -95,8 +97,14 @@ def check_input(request: ext.CheckRequest, options: ExtAuthzOptions) -> Translat
         client_cert_sha256=cert_sha256,
         dry_run=options.dry_run,
     )
+    # x_tenantgate_tenant is folded onto X-TenantGate-Tenant by CGI-style servers: strip both spellings.
     reserved = tuple(sorted(name for name in headers
-                            if name.startswith(RESERVED_PREFIX) and name != options.intent_header))
+                            if name.replace("_", "-").startswith(RESERVED_PREFIX)
+                            and name.replace("_", "-") != options.intent_header))
+    overrides = [name for name in METHOD_OVERRIDE_HEADERS if name in headers]
+    if overrides and not check.request_problem:
+        # The backend might act on another method than the one decided: refuse rather than guess.
+        check = dataclasses.replace(check, request_problem=f"method override header {overrides[0]} is not allowed")
     return Translated(check, reserved)
 
 

@@ -19,6 +19,7 @@ How a request path is read, the same way for every route:
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -169,6 +170,13 @@ def decode_path(path: str) -> tuple[str, ...] | PathRefused:
             return PathRefused("path segment holds an encoded slash or backslash")
         if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in value):
             return PathRefused("path holds a NUL or control character")
+        if value != segment and _PERCENT.search(value):
+            # Decoded once, it still holds %XX: an upstream that decodes twice would see another path.
+            return PathRefused("path segment is percent-encoded twice")
+        normal = unicodedata.normalize("NFKC", value)
+        if normal != value and (normal in (".", "..") or any(c in normal for c in "/\\") or ".." in normal):
+            # Fullwidth solidus, two-dot leader and friends become traversal under NFKC normalisation.
+            return PathRefused("path segment turns into a separator or dot segment when normalised (NFKC)")
         decoded.append(value)
     return tuple(decoded)
 

@@ -6,8 +6,8 @@
   mismatched pair is never used: the last good certificates stay in service and the problem is logged once.
 - ``CallerAllowList`` is a server interceptor: with mTLS, a call whose client certificate names none of the
   allowed SPIFFE IDs / DNS names (URI and DNS subject alternative names, matched exactly) is refused
-  ``PERMISSION_DENIED`` before any servicer sees it, with a log line and a metric. Health checks are
-  exempt, so probes need no identity on the list.
+  ``PERMISSION_DENIED`` before any servicer sees it, with a log line and a metric. The unary health
+  check is exempt, so probes need no identity on the list (Watch is not: it holds a slot).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ log = logging.getLogger("tenantgate.tls")
 
 # Called when a caller is refused: (method, identities from its certificate). Must not raise.
 RefusalObserver = Callable[[str, tuple[str, ...]], None]
-EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
+# Only the unary health check is exempt: a Watch stream is long-lived, and a caller outside the list could
+# otherwise hold every RPC slot with them (review finding).
+EXEMPT_METHODS = ("/grpc.health.v1.Health/Check",)
 _IDENTITY_CACHE_SIZE = 256
 
 
@@ -166,7 +168,7 @@ class CallerAllowList(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
                                 handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or method.startswith(EXEMPT_PREFIXES):
+        if handler is None or method in EXEMPT_METHODS:
             return handler
         return _guarded(handler, lambda context: self._admit(method, context))
 

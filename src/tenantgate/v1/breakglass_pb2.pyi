@@ -24,7 +24,7 @@ EXPIRED: GrantState
 REVOKED: GrantState
 
 class Grant(_message.Message):
-    __slots__ = ("id", "operator", "operator_tenant", "target_tenant", "actions", "reason", "ticket", "state", "requested_at", "approved_by", "approved_at", "expires_at", "revoked_by", "revoked_at", "duration_seconds", "revoke_reason", "pending_until")
+    __slots__ = ("id", "operator", "operator_tenant", "target_tenant", "actions", "reason", "ticket", "state", "requested_at", "approved_by", "approved_at", "expires_at", "revoked_by", "revoked_at", "duration_seconds", "revoke_reason", "pending_until", "operator_issuer")
     ID_FIELD_NUMBER: _ClassVar[int]
     OPERATOR_FIELD_NUMBER: _ClassVar[int]
     OPERATOR_TENANT_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class Grant(_message.Message):
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     REVOKE_REASON_FIELD_NUMBER: _ClassVar[int]
     PENDING_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_ISSUER_FIELD_NUMBER: _ClassVar[int]
     id: str
     operator: str
     operator_tenant: str
@@ -59,7 +60,8 @@ class Grant(_message.Message):
     duration_seconds: int
     revoke_reason: str
     pending_until: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., operator: _Optional[str] = ..., operator_tenant: _Optional[str] = ..., target_tenant: _Optional[str] = ..., actions: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., ticket: _Optional[str] = ..., state: _Optional[_Union[GrantState, str]] = ..., requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approved_by: _Optional[str] = ..., approved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_by: _Optional[str] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[int] = ..., revoke_reason: _Optional[str] = ..., pending_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    operator_issuer: str
+    def __init__(self, id: _Optional[str] = ..., operator: _Optional[str] = ..., operator_tenant: _Optional[str] = ..., target_tenant: _Optional[str] = ..., actions: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., ticket: _Optional[str] = ..., state: _Optional[_Union[GrantState, str]] = ..., requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approved_by: _Optional[str] = ..., approved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_by: _Optional[str] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[int] = ..., revoke_reason: _Optional[str] = ..., pending_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., operator_issuer: _Optional[str] = ...) -> None: ...
 
 class RequestGrantRequest(_message.Message):
     __slots__ = ("target_tenant", "actions", "reason", "ticket", "duration_seconds")

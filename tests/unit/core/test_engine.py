@@ -147,3 +147,15 @@ def test_schema_error_messages_do_not_quote_entity_json(attrs):
     out = _eval(engine, _principal(roles=("secret-role",)), attrs=attrs)
     assert out.reason is Reason.INVALID_REQUEST
     assert "secret-role" not in out.message and "uid" not in out.message and "issuer" not in out.message
+
+
+def test_reading_a_tenant_attribute_is_not_pinning_a_tenant():
+    text = 'permit (principal == User::"alice", action, resource) when { principal has tenant };'
+    with pytest.raises(PolicyError, match="does not pin a tenant"):
+        compile_policies(SCHEMA, [PolicySource("named.cedar", text)])
+
+
+@pytest.mark.parametrize("annotation", ['@id("")', '@id("  ")', "@id"])
+def test_an_empty_id_annotation_is_refused(annotation):
+    with pytest.raises(PolicyError, match="must not be empty"):
+        compile_policies(SCHEMA, [PolicySource("p.cedar", f"{annotation}\npermit (principal, action, resource);")])

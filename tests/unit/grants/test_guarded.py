@@ -42,3 +42,25 @@ def test_bad_urls_fail_at_start_not_lazily():
         open_guarded_store("mysql://x")
     with pytest.raises(ConfigError):
         open_guarded_store("sqlite:///")
+
+
+def test_a_version_1_store_is_migrated_and_old_grants_bind_to_no_issuer(tmp_path):
+    import sqlite3
+
+    from tenantgate.grants._rows import COMPONENT, SCHEMA_V1, TABLE, VERSION_DDL, VERSION_TABLE
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    for ddl in (VERSION_DDL, *SCHEMA_V1):
+        db.execute(ddl)
+    db.execute(f"INSERT INTO {VERSION_TABLE} VALUES (?, 1)", (COMPONENT,))
+    db.execute(f"""INSERT INTO {TABLE} (id, operator, operator_tenant, target_tenant, actions, reason, ticket,
+                   duration_seconds, state, requested_at, pending_until, expires_at)
+                   VALUES ('g1', 'oscar', 'platform', 'acme', '["read"]', 'r', 't', 60, 'ACTIVE', 0, 0, 1000)""")
+    db.commit()
+    db.close()
+    store = open_store(f"sqlite:///{path}")
+    grant = store.get("g1")
+    assert grant is not None and grant.operator_issuer == ""
+    # An old grant was not bound to an issuer: no token (all have an issuer) can use it after the upgrade.
+    assert store.find_active("oscar", "platform", "acme", "read", 10, "https://issuer.test") is None

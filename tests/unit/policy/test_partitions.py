@@ -122,3 +122,14 @@ def test_a_reload_reparses_only_changed_tenant_files(policy_dir, monkeypatch):
     assert result.ok and result.changed
     assert parsed == ["tenants/t1/own.cedar"]
     assert store.current().compiled.tenants["t1"].ids == ("t1-p2",)
+
+
+def test_a_reload_with_an_empty_tenant_policy_id_is_refused_and_the_old_set_keeps_answering(policy_dir):
+    from tenantgate.policy import PolicyStore
+
+    _tenant_file(policy_dir, "acme", '@id("ok") permit (principal, action == Action::"approve", resource);\n')
+    store = PolicyStore.load(policy_dir)
+    _tenant_file(policy_dir, "acme", '@id("") permit (principal, action, resource);\n', name="extra.cedar")
+    result = store.reload(force=True)
+    assert not result.ok and "must not be empty" in result.message
+    assert _eval(store.current(), "acme", "acme").policy_ids == ("ok",)

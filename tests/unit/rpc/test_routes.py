@@ -50,7 +50,8 @@ def test_the_query_string_is_ignored_for_matching():
 
 def test_segments_are_percent_decoded_exactly_once():
     assert _match("GET", "/tenants/acme/invoices/inv%201").resource_id == "inv 1"
-    assert _match("GET", "/tenants/acme/invoices/%25%32%65").resource_id == "%2e"  # not decoded twice
+    # Decoded once it would still hold %XX: refused, since an upstream that decodes twice sees another path.
+    assert isinstance(_match("GET", "/tenants/acme/invoices/%25%32%65"), PathRefused)
     assert _match("GET", "/tenants/acme/invoices/caf%C3%A9").resource_id == "café"
     assert _match("GET", "/%74enants/acme/invoices/1").resource_tenant == "acme"  # literals compare decoded
 
