@@ -189,9 +189,12 @@ class AuditEvent:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: ``record_type: "decision"`` then the fields in order (``policy_ids`` as a list)."""
         out: dict[str, Any] = {"record_type": "decision"}
-        out.update((f.name, getattr(self, f.name)) for f in fields(self))
+        out.update((name, getattr(self, name)) for name in _AUDIT_FIELDS)
         out["policy_ids"] = list(self.policy_ids)
         return out
+
+
+_AUDIT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AuditEvent))  # once, not per record
 
 
 @dataclass(frozen=True, slots=True)

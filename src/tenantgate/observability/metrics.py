@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tenantgate.core.model import DecisionResult, Reason
@@ -39,6 +41,7 @@ class DecisionMetrics:
         self.policy_last_reload_ok = Gauge("tenantgate_policy_last_reload_ok", "1 when the last policy reload "
                                            "succeeded, 0 when the new set was refused.", registry=registry)
         self._version = ""
+        self._children: dict[tuple[str, object, object], tuple[Any, Any]] = {}
 
     def policy_loaded(self, version: str) -> None:
         """Point tenantgate_policy_info at ``version`` (one series at a time)."""
@@ -61,8 +64,15 @@ class DecisionMetrics:
 
     def observe(self, api: str, result: DecisionResult, seconds: float) -> None:
         reason = result.reason
-        self.decisions.labels(api, result.decision.value.lower(), reason.value).inc()
-        self.duration.labels(api).observe(seconds)
+        # labels() costs a lock and a tuple lookup per call; the label sets are few, so keep their children.
+        key = (api, result.decision, reason)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.decisions.labels(api, result.decision.value.lower(), reason.value),
+                        self.duration.labels(api))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
         if result.audit.grant_id:
             self.break_glass.inc()
         if reason in _TOKEN_REASONS:

@@ -1,0 +1,73 @@
+"""Scenario 1: the gRPC floor (empty unary RPC, grpc.health.v1.Health/Check) vs Authorizer.Check.
+
+Both RPCs are served by the same server process (same grpc.aio server, options and process model) and
+driven by the same client process at the same concurrency levels, interleaved level by level. Server CPU
+per call comes from the server process's own accounting (/proc/<pid>/stat utime + stime).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .context import RunContext, run_client
+from .results import Chart, Goal, Section
+from .stats import rate, ratio, times, us
+
+GOAL_CONCURRENCY = 16
+CPU_GOAL = 1.5
+GOALS = [("server CPU per Check vs per empty RPC", f"≤ {CPU_GOAL}x")]
+
+
+def _per_call(run: dict[str, Any], key: str) -> float:
+    return run[key] / run["calls"] if run["calls"] else math.nan
+
+
+def run(ctx: RunContext) -> Section:
+    section = Section("grpc", "1. gRPC floor (empty RPC) vs Authorizer.Check",
+                      ["RPC", "in flight", "calls", "throughput", "p50", "p99", "server CPU/call",
+                       "client CPU/call", "errors"])
+    budget = ctx.budget
+    server = ctx.shared_server()
+    runs = [{"name": f"{rpc}@{c}", "rpc": rpc, "concurrency": c, "warmup_s": budget.warmup_s,
+             "run_s": budget.run_s, "max_calls": budget.max_calls}
+            for c in budget.concurrency for rpc in ("health", "check")]
+    timeout = 120 + len(runs) * (budget.warmup_s + budget.run_s) * 3
+    results = run_client(server.spec(runs=runs), timeout)
+    section.data["runs"] = results
+    by = {(r["rpc"], r["concurrency"]): r for r in results}
+    label = {"health": "floor: Health/Check", "check": "Authorizer.Check"}
+    for c in budget.concurrency:
+        for rpc in ("health", "check"):
+            r = by[(rpc, c)]
+            lat = r["latency"]
+            section.add(label[rpc], c, f"{r['calls']:,}", rate(r["calls"] / r["seconds"]), us(lat["p50"]),
+                        us(lat["p99"]), us(_per_call(r, "server_cpu_s")), us(_per_call(r, "client_cpu_s")),
+                        r["errors"] + r["unexpected"])
+        floor, check = by[("health", c)], by[("check", c)]
+        cpu_ratio = ratio(_per_call(check, "server_cpu_s"), _per_call(floor, "server_cpu_s"))
+        section.data[f"cpu_ratio@{c}"] = cpu_ratio
+        section.add("ratio Check / floor", c, "",
+                    times(ratio(check["calls"] / check["seconds"], floor["calls"] / floor["seconds"])),
+                    times(ratio(check["latency"]["p50"], floor["latency"]["p50"])),
+                    times(ratio(check["latency"]["p99"], floor["latency"]["p99"])),
+                    times(cpu_ratio),
+                    times(ratio(_per_call(check, "client_cpu_s"), _per_call(floor, "client_cpu_s"))), "")
+    goal_ratio = section.data.get(f"cpu_ratio@{GOAL_CONCURRENCY}", math.nan)
+    check = by.get(("check", GOAL_CONCURRENCY))
+    floor = by.get(("health", GOAL_CONCURRENCY))
+    measured = "–"
+    if check and floor:
+        measured = (f"{times(goal_ratio)} ({us(_per_call(check, 'server_cpu_s'))} vs "
+                    f"{us(_per_call(floor, 'server_cpu_s'))}, {GOAL_CONCURRENCY} in flight)")
+    section.goals.append(Goal(GOALS[0][0], GOALS[0][1], measured,
+                              None if not math.isfinite(goal_ratio) else goal_ratio <= CPU_GOAL, "grpc"))
+    section.notes.append("Server and client are separate processes on the same 2-core machine, so throughput "
+                         "is bounded by both; CPU per call is the server's own (all its threads).")
+    section.charts.append(Chart("Server CPU per call", "µs",
+                                [f"{label[r['rpc']]} @{r['concurrency']}" for r in results],
+                                [_per_call(r, "server_cpu_s") * 1e6 for r in results]))
+    section.charts.append(Chart("Throughput (calls/s)", "calls/s",
+                                [f"{label[r['rpc']]} @{r['concurrency']}" for r in results],
+                                [r["calls"] / r["seconds"] if r["seconds"] else math.nan for r in results]))
+    return section

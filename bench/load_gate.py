@@ -1,0 +1,126 @@
+"""Scenario 7: the load gate with Cerbos' parameters (2,000 req/s offered for 30 s, 50 concurrent).
+
+The server is started like ``make serve``: embedded defaults (development issuer, audit log, grant store and
+metrics as a fresh clone gets them) in a temporary working copy holding a copy of ``policies/``, with a
+free port through ``TENANTGATE_SERVER_LISTEN`` (and ``TENANTGATE_SERVER_METRICS_LISTEN``, so a running
+``make serve`` is not disturbed). The token comes from ``tenantgate token mint``. The open-loop load
+generator (``bench.client``) runs on the same machine; latency is measured from each call's scheduled time.
+Afterwards the server is stopped (SIGTERM, drain) and its audit log is read: every answered decision id must
+be there as a ``record_type: decision`` line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .context import READ_REQUEST, RunContext, run_client
+from .fixture import REPO, child_python, free_port, python_env
+from .results import Chart, Goal, Section
+from .serverproc import ServerProcess
+from .stats import ms, rate, us
+
+GOALS = [("load gate p50", "≤ 5 ms"), ("load gate p95", "≤ 15 ms"), ("load gate p99", "≤ 30 ms"),
+         ("load gate achieved rate", "≥ 1,800 req/s"), ("load gate errors", "0"),
+         ("load gate lost audit records", "0")]
+P50, P95, P99 = 0.005, 0.015, 0.030
+ACHIEVED_SHARE = 0.9  # 1,800 of 2,000 offered
+
+
+def audit_decisions(state_dir: Path) -> tuple[list[str], int]:
+    """Decision ids of every ``record_type: decision`` line in the audit log(s) under ``state_dir``.
+
+    Relies only on one JSON object per line with ``record_type`` and ``decision_id`` (rotated and per-worker
+    files included). Returns (ids, lines that were not JSON objects).
+    """
+    ids, unreadable = [], 0
+    for path in sorted(state_dir.rglob("*.jsonl*")):
+        with open(path, encoding="utf-8", errors="replace") as log:
+            for line in log:
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    unreadable += 1
+                    continue
+                if isinstance(record, dict) and record.get("record_type") == "decision":
+                    ids.append(str(record.get("decision_id", "")))
+    return ids, unreadable
+
+
+def run(ctx: RunContext) -> Section:
+    budget = ctx.budget
+    section = Section("gate", "7. Load gate (Cerbos' parameters)", ["measure", "value", "note"])
+    work = ctx.tmp / "gate"
+    work.mkdir()
+    shutil.copytree(REPO / "policies", work / "policies")
+    address = f"127.0.0.1:{free_port()}"
+    env = python_env(TENANTGATE_SERVER_LISTEN=address, TENANTGATE_SERVER_METRICS_LISTEN=f"127.0.0.1:{free_port()}")
+    server = ServerProcess([], cwd=work, address=address, log_dir=ctx.tmp / "gate-logs", env=env).start()
+    try:
+        mint = subprocess.run([child_python(), "-m", "tenantgate.cli.main", "token", "mint", "--tenant", "acme",
+                               "--sub", "alice", "--roles", "viewer"], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=60)
+        if mint.returncode != 0:
+            raise RuntimeError(f"token mint failed: {mint.stderr[-800:]}")
+        ids_file = ctx.tmp / "gate-ids.txt"
+        spec = {"address": address, "server_pid": server.pid, "token": mint.stdout.strip(), "request": READ_REQUEST,
+                "deadline_s": 5.0,
+                "open_loop": {"rate": budget.gate_rate, "seconds": budget.gate_seconds,
+                              "concurrency": budget.gate_concurrency, "warmup_s": 1.0 if not ctx.quick else 0.2,
+                              "ids_file": str(ids_file)}}
+        result: dict[str, Any] = run_client(spec, timeout=budget.gate_seconds * 4 + 120)
+        rss = server.rss_mib()
+    finally:
+        exit_code = server.stop()
+    answered_ids = [line for line in ids_file.read_text().split() if line]
+    logged, unreadable = audit_decisions(work / ".tenantgate")
+    logged_set, answered_set = set(logged), set(answered_ids)
+    lost = len(answered_set - logged_set)
+    extra = len(logged_set - answered_set)
+    achieved = result["answered"] / result["seconds"] if result["seconds"] else math.nan
+    lat, service = result["latency"], result["service_latency"]
+    errors = result["errors"] + result["unexpected"] + result["not_sent"]
+    cpu_per = result["server_cpu_s"] / result["answered"] if result["answered"] else math.nan
+    section.data.update(result=result, achieved_per_s=achieved, audit_records=len(logged), lost=lost, extra=extra,
+                        unreadable_lines=unreadable, server_exit=exit_code, server_rss_mib=rss)
+    rows = [
+        ("offered", f"{rate(budget.gate_rate)} for {budget.gate_seconds:.0f} s, {budget.gate_concurrency} concurrent",
+         f"{result['offered']:,} calls scheduled"),
+        ("achieved", rate(achieved), f"{result['answered']:,} answered in {result['seconds']:.1f} s"),
+        ("latency from scheduled time p50 / p95 / p99",
+         f"{ms(lat['p50'])} / {ms(lat['p95'])} / {ms(lat['p99'])}", f"max {ms(lat['max'])}"),
+        ("latency from send p50 / p95 / p99",
+         f"{ms(service['p50'])} / {ms(service['p95'])} / {ms(service['p99'])}", "excludes waiting for a free worker"),
+        ("errors", f"{errors}",
+         f"RPC errors {result['error_codes'] or 0}, unexpected decisions {result['unexpected']}, not sent within "
+         f"2x the duration + 5 s: {result['not_sent']:,}"),
+        ("calls that found all workers busy", f"{result['late_starts']:,}", "sent late: their wait counts as latency"),
+        ("server CPU per call", us(cpu_per),
+         f"server busy {result['server_cpu_s'] / result['seconds']:.0%} of one core"),
+        ("client CPU", f"{result['client_cpu_s'] / result['seconds']:.0%} of one core", "the load generator's own"),
+        ("audit decision records", f"{len(logged):,}", f"answered decisions incl. warm-up: {len(answered_set):,}"),
+        ("lost audit records", f"{lost}", f"records without an answered call: {extra} (e.g. timed out)"),
+        ("server exit after SIGTERM", str(exit_code), f"RSS under load {rss:,.0f} MiB"),
+    ]
+    for row in rows:
+        section.add(*row)
+    need = ACHIEVED_SHARE * budget.gate_rate
+    quick = "" if not ctx.quick else f" (quick: {budget.gate_rate:,.0f} req/s offered for {budget.gate_seconds:.0f} s)"
+    checks = [(lat["p50"], P50, ms), (lat["p95"], P95, ms), (lat["p99"], P99, ms)]
+    for (name, target), (value, bound, fmt) in zip(GOALS[:3], checks, strict=True):
+        section.goals.append(Goal(name, target, fmt(value) + quick,
+                                  None if not math.isfinite(value) else value <= bound, "gate"))
+    section.goals.append(Goal(GOALS[3][0], f"≥ {need:,.0f} req/s", rate(achieved) + quick,
+                              None if not math.isfinite(achieved) else achieved >= need, "gate"))
+    section.goals.append(Goal(GOALS[4][0], GOALS[4][1], str(errors), errors == 0, "gate"))
+    section.goals.append(Goal(GOALS[5][0], GOALS[5][1], f"{lost} of {len(answered_set):,}", lost == 0, "gate"))
+    section.charts.append(Chart("Load gate latency (ms)", "ms",
+                                ["p50 from schedule", "p95 from schedule", "p99 from schedule", "p99 from send"],
+                                [lat["p50"] * 1e3, lat["p95"] * 1e3, lat["p99"] * 1e3, service["p99"] * 1e3]))
+    return section

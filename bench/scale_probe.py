@@ -1,0 +1,89 @@
+"""Run in a fresh process by scenario 4: ``python -m bench.scale_probe DIR TENANTS SAMPLE`` -> JSON.
+
+Loads the tree with ``PolicyStore.load``, times decisions (``Engine.evaluate``, the tenant-dependent part of a
+decision) cold (a fresh Engine per measurement, so the tenant's partition is built) and warm (partitions
+cached), then reloads after touching one tenant file, after editing it, and forced. Peak RSS (ru_maxrss)
+is this process's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from tenantgate.core.engine import Engine
+from tenantgate.core.model import Decision, Principal, Resource
+from tenantgate.policy import PolicyStore
+
+from .fixture import tenant_name
+from .procstat import peak_rss_mib, rss_mib
+from .stats import summarize
+
+PER_TENANT = 10
+
+
+def main(argv: list[str]) -> int:
+    root, tenants, sample_size = Path(argv[0]), int(argv[1]), int(argv[2])
+    started = time.perf_counter()
+    store = PolicyStore.load(root)
+    load_s = time.perf_counter() - started
+    rss_loaded = rss_mib()
+    compiled = store.current().compiled
+    step = max(1, tenants // sample_size)
+    sample = list(range(0, tenants, step))[:sample_size]
+    asks = []
+    for i in sample:
+        tenant, j = tenant_name(i), i % PER_TENANT
+        principal = Principal("User", "u", "u", tenant, (f"approver-{j}",), None, "https://bench", "tok")
+        asks.append((principal, Resource("Invoice", "inv-1", tenant), {"tenant": tenant, "status": f"level-{j}"}))
+    wrong = 0
+    clock = time.perf_counter
+
+    def timed(engine: Engine, k: int) -> float:
+        nonlocal wrong
+        principal, resource, attrs = asks[k % len(asks)]
+        t = clock()
+        outcome = engine.evaluate(principal, "approve", resource, dict(attrs), {"intent": ""})
+        elapsed = clock() - t
+        wrong += outcome.decision is not Decision.ALLOW
+        return elapsed
+
+    cold_n = max(sample_size, 20)
+    cold = [timed(Engine(compiled), k) for k in range(cold_n)]
+    engine = store.current()
+    for k in range(len(asks)):
+        timed(engine, k)  # warm-up: every sampled tenant's partition is now cached
+    warm_n = max(5 * len(asks), 2000)
+    warm = [timed(engine, k) for k in range(warm_n)]
+    one_hot = [timed(engine, 0) for _ in range(2000)]  # a single tenant, over and over: best-case locality
+    edited = root / "tenants" / tenant_name(0) / "policies.cedar"
+    stat = edited.stat()
+    os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # touch: same content
+    t = clock()
+    touched_only = store.reload()
+    reload_touch_s = clock() - t
+    edited.write_text(edited.read_text() + "\n// edited by the benchmark\n")
+    t = clock()
+    touched = store.reload()
+    reload_one_s = clock() - t
+    t = clock()
+    forced = store.reload(force=True)
+    reload_forced_s = clock() - t
+    print(json.dumps({
+        "tenants": tenants, "policies": compiled.total_policies, "load_s": load_s,
+        "rss_after_load_mib": rss_loaded, "max_rss_mib": peak_rss_mib(),
+        "cold": summarize(cold).to_dict(), "warm": summarize(warm).to_dict(), "one_hot": summarize(one_hot).to_dict(),
+        "sampled_tenants": len(asks),
+        "wrong": wrong, "reload_touch_s": reload_touch_s, "reload_touch_ok": touched_only.ok,
+        "reload_one_s": reload_one_s, "reload_one_ok": touched.ok and touched.changed,
+        "reload_forced_s": reload_forced_s, "reload_forced_ok": forced.ok,
+        "cached_partitions": engine.cached_partitions(),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
