@@ -2,7 +2,7 @@
 mid-run.
 
 (Other outages are covered next to their parts: the PostgreSQL grant store cut and restored through a proxy
-in tests/integration/test_grant_store_outage.py, an unwritable audit log and SIGKILL under load in
+in tests/adversarial/test_grant_store_outage.py, an unwritable audit log and SIGKILL under load in
 tests/integration/test_operations.py, JWKS fetch failures in tests/unit/identity/test_jwks.py.)
 """
 
