@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,9 +256,41 @@ class SqlGrantStore(abc.ABC):
     """
 
     _sql: Statements
+    _lock: threading.Lock
+    _lock_timeout: float
+    _closed: bool
+
+    def close(self) -> None:
+        """Close the connection. Later calls raise ``GrantStoreUnavailable``; ``healthy()`` is False."""
+        with self._lock:
+            self._closed = True
+            self._drop()
+
+    @contextmanager
+    def _session(self) -> Iterator[None]:
+        """The store's lock (bounded wait) and a live connection for the block; rolls back whatever the block
+        left open, so no transaction or its locks outlive it."""
+        if not self._lock.acquire(timeout=self._lock_timeout):
+            raise GrantStoreUnavailable("grant store unavailable: store busy (lock wait timed out)")
+        try:
+            if self._closed:
+                raise GrantStoreUnavailable("grant store unavailable: store is closed")
+            self._ensure_connection()
+            yield
+        finally:
+            if self._in_transaction():
+                self._rollback()
+            self._lock.release()
 
     @abc.abstractmethod
-    def _session(self) -> AbstractContextManager[None]: ...
+    def _ensure_connection(self) -> None:
+        """Connect (and migrate) when there is no usable connection; raise ``GrantStoreUnavailable``."""
+
+    @abc.abstractmethod
+    def _in_transaction(self) -> bool: ...
+
+    @abc.abstractmethod
+    def _drop(self) -> None: ...
 
     @abc.abstractmethod
     def _execute(self, sql: str, params: Sequence[Any], *, write: bool) -> list[Row]: ...

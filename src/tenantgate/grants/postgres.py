@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -71,27 +70,13 @@ class PostgresGrantStore(SqlGrantStore):
     def __repr__(self) -> str:
         return f"PostgresGrantStore({self.display_url!r})"
 
-    def close(self) -> None:
-        """Close the connection. Later calls raise ``GrantStoreUnavailable``; ``healthy()`` is False."""
-        with self._lock:
-            self._closed = True
+    def _ensure_connection(self) -> None:
+        if self._conn is None or self._conn.closed or self._conn.broken:
             self._drop()
+            self._conn = self._connect()
 
-    @contextmanager
-    def _session(self) -> Iterator[None]:
-        if not self._lock.acquire(timeout=self._lock_timeout):
-            raise GrantStoreUnavailable("grant store unavailable: store busy (lock wait timed out)")
-        try:
-            if self._closed:
-                raise GrantStoreUnavailable("grant store unavailable: store is closed")
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                self._drop()
-                self._conn = self._connect()
-            yield
-        finally:
-            if self._conn is not None and self._conn.info.transaction_status != pq.TransactionStatus.IDLE:
-                self._rollback()  # never leave a transaction (or its row locks) behind
-            self._lock.release()
+    def _in_transaction(self) -> bool:
+        return self._conn is not None and self._conn.info.transaction_status != pq.TransactionStatus.IDLE
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:

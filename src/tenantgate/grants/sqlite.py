@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,26 +50,12 @@ class SqliteGrantStore(SqlGrantStore):
     def __repr__(self) -> str:
         return f"SqliteGrantStore({str(self.path)!r})"
 
-    def close(self) -> None:
-        """Close the file. Later calls raise ``GrantStoreUnavailable``; ``healthy()`` is False."""
-        with self._lock:
-            self._closed = True
-            self._drop()
+    def _ensure_connection(self) -> None:
+        if self._conn is None:
+            self._conn = self._connect()
 
-    @contextmanager
-    def _session(self) -> Iterator[None]:
-        if not self._lock.acquire(timeout=self._lock_timeout):
-            raise GrantStoreUnavailable("grant store unavailable: store busy (lock wait timed out)")
-        try:
-            if self._closed:
-                raise GrantStoreUnavailable("grant store unavailable: store is closed")
-            if self._conn is None:
-                self._conn = self._connect()
-            yield
-        finally:
-            if self._conn is not None and self._conn.in_transaction:
-                self._rollback()  # never leave a transaction (and the write lock) behind
-            self._lock.release()
+    def _in_transaction(self) -> bool:
+        return self._conn is not None and self._conn.in_transaction
 
     def _connect(self) -> sqlite3.Connection:
         try:
