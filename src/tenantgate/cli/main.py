@@ -138,8 +138,8 @@ def _banner(settings: Any, built: Any, port: int) -> None:
     lines = [
         f"TenantGate {__version__} serving gRPC on {address} (health and reflection enabled)",
         f"  config      {settings.source}",
-        f"  policies    {settings.policies.dir} ({compiled.policy_count} policies incl. the built-in "
-        f"tenant guardrail, version {compiled.version})",
+        f"  policies    {settings.policies.dir} ({compiled.total_policies} policies incl. the built-in "
+        f"tenant guardrail, {len(compiled.tenants)} tenant partition(s), version {compiled.version})",
         f"  audit log   {settings.audit.path}",
     ]
     if settings.server.metrics_listen:
