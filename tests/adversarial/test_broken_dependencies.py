@@ -8,23 +8,15 @@ tests/integration/test_operations.py, JWKS fetch failures in tests/unit/identity
 
 import os
 import shutil
-import time
 
 import grpc
 
 from support.issuers import TestIssuer
 from support.server import BUNDLED_POLICIES, running_server, write_config
+from support.waiting import eventually
 from tenantgate import config
 from tenantgate.v1 import authorizer_pb2 as pb
 from tenantgate.v1 import authorizer_pb2_grpc as pb_grpc
-
-
-def _eventually(predicate, what, attempts=200):
-    for _ in range(attempts):
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 def test_policy_directory_replaced_by_garbage_keeps_the_last_good_set_serving(tmp_path):
@@ -54,7 +46,7 @@ def test_policy_directory_replaced_by_garbage_keeps_the_last_good_set_serving(tm
             else:
                 shutil.rmtree(policies)
                 policies.write_text("garbage where the directory was")
-            _eventually(lambda: not app.policies.last_result.ok, f"the {kind} set being refused")
+            eventually(lambda: not app.policies.last_result.ok, f"the {kind} set being refused")
             answer = stub.Check(request)
             assert (answer.decision, answer.audit.policy_version) == (pb.ALLOW, good.audit.policy_version), kind
             if policies.is_dir():
@@ -62,5 +54,5 @@ def test_policy_directory_replaced_by_garbage_keeps_the_last_good_set_serving(tm
             else:
                 policies.unlink()
             backup.rename(policies)
-            _eventually(lambda: app.policies.last_result.ok, f"recovery after the {kind} set")
+            eventually(lambda: app.policies.last_result.ok, f"recovery after the {kind} set")
         assert stub.Check(request).decision == pb.ALLOW

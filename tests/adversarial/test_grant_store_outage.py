@@ -12,6 +12,7 @@ from support.issuers import TestIssuer
 from support.pg import pg_database, url_with
 from support.server import running_server, write_config
 from support.tcpproxy import TcpProxy
+from support.waiting import eventually
 from tenantgate import config
 from tenantgate.v1 import authorizer_pb2 as pb
 from tenantgate.v1 import authorizer_pb2_grpc as pb_grpc
@@ -20,13 +21,6 @@ from tenantgate.v1 import breakglass_pb2_grpc as bg_grpc
 
 pytestmark = pytest.mark.postgres
 
-
-def _eventually(predicate, what, attempts=100):
-    for _ in range(attempts):
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"never happened: {what}")
 
 
 def test_store_outage_denies_cross_tenant_only_and_recovers(tmp_path):
@@ -59,7 +53,7 @@ def test_store_outage_denies_cross_tenant_only_and_recovers(tmp_path):
                 assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
 
                 proxy.restore()
-                _eventually(lambda: bg_status() == health_pb2.HealthCheckResponse.SERVING, "BreakGlass SERVING")
+                eventually(lambda: bg_status() == health_pb2.HealthCheckResponse.SERVING, "BreakGlass SERVING")
                 grant = bgs.RequestGrant(bg.RequestGrantRequest(target_tenant="acme", actions=["read"], reason="r",
                                                                 ticket="t", duration_seconds=600), metadata=md)
                 bgs.ApproveGrant(bg.ApproveGrantRequest(grant_id=grant.id),
@@ -74,4 +68,4 @@ def test_store_outage_denies_cross_tenant_only_and_recovers(tmp_path):
                 assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
                 proxy.restore()
-                _eventually(lambda: check(oscar) == "allow_break_glass", "recovery without a restart")
+                eventually(lambda: check(oscar) == "allow_break_glass", "recovery without a restart")

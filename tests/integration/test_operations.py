@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 
 from support.issuers import TestIssuer
 from support.server import running_server, write_config
+from support.waiting import eventually
 from tenantgate import config
 from tenantgate.audit import verify_log
 from tenantgate.v1 import authorizer_pb2 as pb
@@ -80,20 +81,13 @@ def test_unwritable_audit_log_denies_turns_health_off_and_recovers_without_resta
         state.write_text("a file where the audit directory was")  # root ignores permissions; this it cannot
         denied = stub.Check(_req(token))
         assert (denied.decision, denied.reason) == (pb.DENY, "audit_unavailable")
-        _eventually(lambda: not serving(), "NOT_SERVING while the audit log cannot be written")
+        eventually(lambda: not serving(), "NOT_SERVING while the audit log cannot be written")
         state.unlink()
         moved.rename(state)
-        _eventually(serving, "SERVING again")
+        eventually(serving, "SERVING again")
         assert stub.Check(_req(token)).decision == pb.ALLOW
     assert verify_log(settings.audit.path).intact
 
-
-def _eventually(predicate, what, attempts=100):
-    for _ in range(attempts):
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 def test_sigkill_under_a_stream_of_checks_loses_no_answered_decision_and_the_chain_continues(tmp_path):

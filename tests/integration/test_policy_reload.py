@@ -13,6 +13,7 @@ import pytest
 
 from support.issuers import TestIssuer
 from support.server import BUNDLED_POLICIES, running_server, write_config
+from support.waiting import eventually
 from tenantgate import config
 from tenantgate.v1 import admin_pb2 as adm
 from tenantgate.v1 import admin_pb2_grpc as adm_grpc
@@ -23,13 +24,6 @@ ALLOW_READ = '@id("read-v1")\npermit (principal, action == Action::"read", resou
 FORBID_READ = ('@id("read-v2")\npermit (principal, action == Action::"read", resource);\n'
                '@id("no-read-v2")\nforbid (principal, action == Action::"read", resource);\n')
 
-
-def _eventually(predicate, what, attempts=200):
-    for _ in range(attempts):
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 @pytest.fixture()
@@ -72,12 +66,12 @@ def test_valid_change_takes_effect_and_invalid_change_is_refused(tmp_path, polic
         v1 = _check(stub, token)
         assert v1.decision == pb.ALLOW
         _write_atomically(policy_dir / "p.cedar", FORBID_READ)
-        _eventually(lambda: _check(stub, token).reason == "policy_forbid", "the new set answering")
+        eventually(lambda: _check(stub, token).reason == "policy_forbid", "the new set answering")
         v2 = _check(stub, token).audit.policy_version
         assert v2 != v1.audit.policy_version
 
         _write_atomically(policy_dir / "p.cedar", FORBID_READ + "permit (principal, action, resource) when {\n")
-        _eventually(lambda: not admin.Status(adm.StatusRequest()).last_reload_ok, "the refusal being reported")
+        eventually(lambda: not admin.Status(adm.StatusRequest()).last_reload_ok, "the refusal being reported")
         status = admin.Status(adm.StatusRequest())
         assert "problem(s)" in status.last_reload_message and status.policy_version == v2
         assert "p.cedar:5" not in status.last_reload_message  # details stay in the log (no token needed here)
@@ -144,7 +138,7 @@ def test_sighup_reloads_the_policies(tmp_path, policy_dir):
             time.sleep(0.3)
             assert _check(stub, token).decision == pb.ALLOW  # polling is off: nothing changes by itself
             proc.send_signal(signal.SIGHUP)
-            _eventually(lambda: _check(stub, token).reason == "policy_forbid", "SIGHUP reload")
+            eventually(lambda: _check(stub, token).reason == "policy_forbid", "SIGHUP reload")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

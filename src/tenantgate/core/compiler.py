@@ -391,27 +391,10 @@ def _tenant_problem(est: dict[str, Any], dumped: str, tenant: str) -> str | None
     if '"attr": "breakGlass"' in dumped:
         return "tenant policies cannot refer to context.breakGlass (break-glass is decided platform-wide)"
     uses = dumped.count('"attr": "tenant"')
-    if uses and uses != _own_tenant_comparisons(conditions, tenant):
+    if uses and uses != _tenant_literal_comparisons(conditions, tenant):
         return (f"tenant policies may use a tenant attribute only as `... .tenant == \"{tenant}\"`: the tenant "
                 "boundary is enforced by TenantGate, not by tenant policies")
     return None
-
-
-def _own_tenant_comparisons(node: Any, tenant: str) -> int:
-    """How many ``X.tenant == "<tenant>"`` comparisons (either side) the EST holds."""
-    count = 0
-    if isinstance(node, dict):
-        eq = node.get("==")
-        if isinstance(eq, dict):
-            sides = (eq.get("left"), eq.get("right"))
-            for a, b in (sides, sides[::-1]):
-                if (isinstance(a, dict) and isinstance(a.get("."), dict) and a["."].get("attr") == "tenant"
-                        and isinstance(b, dict) and b.get("Value") == tenant):
-                    count += 1
-        count += sum(_own_tenant_comparisons(v, tenant) for v in node.values())
-    elif isinstance(node, list):
-        count += sum(_own_tenant_comparisons(v, tenant) for v in node)
-    return count
 
 
 def _entity_literals(policy: dict[str, Any]) -> list[str]:
@@ -443,8 +426,9 @@ def _reads_tenant(policy: dict[str, Any]) -> bool:
     return _tenant_literal_comparisons(policy.get("conditions", [])) > 0
 
 
-def _tenant_literal_comparisons(node: Any) -> int:
-    """How many ``X.tenant == "<some tenant>"`` comparisons (either side) the EST holds."""
+def _tenant_literal_comparisons(node: Any, tenant: str | None = None) -> int:
+    """How many ``X.tenant == "<literal>"`` comparisons (either side) the EST holds; with ``tenant``, only
+    comparisons with that tenant id count."""
     count = 0
     if isinstance(node, dict):
         eq = node.get("==")
@@ -452,11 +436,12 @@ def _tenant_literal_comparisons(node: Any) -> int:
             sides = (eq.get("left"), eq.get("right"))
             for a, b in (sides, sides[::-1]):
                 if (isinstance(a, dict) and isinstance(a.get("."), dict) and a["."].get("attr") == "tenant"
-                        and isinstance(b, dict) and isinstance(b.get("Value"), str)):
+                        and isinstance(b, dict) and isinstance(b.get("Value"), str)
+                        and (tenant is None or b["Value"] == tenant)):
                     count += 1
-        count += sum(_tenant_literal_comparisons(v) for v in node.values())
+        count += sum(_tenant_literal_comparisons(v, tenant) for v in node.values())
     elif isinstance(node, list):
-        count += sum(_tenant_literal_comparisons(v) for v in node)
+        count += sum(_tenant_literal_comparisons(v, tenant) for v in node)
     return count
 
 
