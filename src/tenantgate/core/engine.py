@@ -1,4 +1,5 @@
-"""Evaluating one request with Cedar. Together with ``compiler.py`` the only code that imports cedarpy.
+"""Evaluating one request with Cedar. With ``compiler.py`` and ``entitycache.py`` the only code that imports
+cedarpy.
 
 Each decision builds a two-entity request (principal, resource; with their ancestors from the resource
 tenant's entity data when it has any, see ``core.entities``) and asks Cedar with the partition of the
@@ -29,6 +30,7 @@ from tenantgate.core.compiler import (  # re-exported: the rest of the code impo
     compile_policies,
     principal_entity,
 )
+from tenantgate.core.entitycache import EntityHandles
 from tenantgate.core.model import Decision, Principal, Reason, Resource
 
 __all__ = ["DEFAULT_PARTITION_CACHE", "GUARDRAIL_ID", "GUARDRAIL_TEXT", "CompiledPolicies", "Engine",
@@ -55,13 +57,14 @@ class Engine:
     Thread-safe: the partition cache is guarded by a lock; Cedar handles are immutable.
     """
 
-    __slots__ = ("_cache", "_capacity", "_lock", "compiled")
+    __slots__ = ("_cache", "_capacity", "_entities", "_lock", "compiled")
 
     def __init__(self, compiled: CompiledPolicies, partition_cache_size: int = DEFAULT_PARTITION_CACHE) -> None:
         self.compiled = compiled
         self._capacity = max(1, partition_cache_size)
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._entities = EntityHandles(compiled.schema)
 
     @property
     def version(self) -> str:
@@ -107,7 +110,8 @@ class Engine:
             entities = view.request_slice(entities[0], entities[1],
                                           enrich_principal=principal.tenant == resource.tenant)
         policy_set = self.policy_set_for(resource.tenant)
-        result = cedarpy.is_authorized(request, policy_set, entities, schema=self.compiled.schema)
+        result = cedarpy.is_authorized(request, policy_set, self._entities.entities_for(entities),
+                                       schema=self.compiled.schema)
         names = self._names(resource.tenant)
         reasons = tuple(names(r) for r in result.diagnostics.reasons)
         errors = tuple(_EVAL_ERROR.sub(lambda m: f"error while evaluating policy `{names(m.group(1))}`", e)
