@@ -16,12 +16,12 @@ Item = TypeVar("Item")
 
 
 class _Ticket(Generic[Item]):
-    __slots__ = ("done", "error", "item", "wake")
+    __slots__ = ("done", "errors", "items", "wake")
 
-    def __init__(self, item: Item) -> None:
-        self.item = item
+    def __init__(self, items: list[Item]) -> None:
+        self.items = items
         self.done = False
-        self.error: BaseException | None = None
+        self.errors: list[BaseException | None] = []
         self.wake = threading.Lock()  # held until the ticket is done or its thread is promoted to leader
         self.wake.acquire()
 
@@ -41,7 +41,11 @@ class GroupCommitter(Generic[Item]):
 
     def submit(self, item: Item) -> BaseException | None:
         """Queue ``item`` and return once its batch is flushed: None when written, else the batch's error."""
-        ticket = _Ticket(item)
+        return self.submit_many([item])[0]
+
+    def submit_many(self, items: list[Item]) -> list[BaseException | None]:
+        """Queue ``items`` (kept together, in order) and return once they are flushed: one entry per item."""
+        ticket = _Ticket(items)
         with self._mutex:
             self._queue.append(ticket)
             leader = not self._leading
@@ -50,22 +54,25 @@ class GroupCommitter(Generic[Item]):
             ticket.wake.acquire()  # released when done, or when promoted to lead the next batch
         if not ticket.done:
             self._lead(ticket)
-        return ticket.error
+        return ticket.errors
 
     def _lead(self, own: _Ticket[Item]) -> None:
         with self._mutex:
             batch, self._queue = self._queue, []
+        items = [item for ticket in batch for item in ticket.items]
         # Stays set if flush is interrupted by a BaseException, so no waiter believes its item was written.
-        errors: Sequence[BaseException | None] = [RuntimeError("audit batch interrupted")] * len(batch)
+        errors: Sequence[BaseException | None] = [RuntimeError("audit batch interrupted")] * len(items)
         try:
-            errors = self._flush([t.item for t in batch])
-            if len(errors) != len(batch):
-                errors = [RuntimeError("audit batch flush returned a wrong result")] * len(batch)
+            errors = self._flush(items)
+            if len(errors) != len(items):
+                errors = [RuntimeError("audit batch flush returned a wrong result")] * len(items)
         except Exception as err:  # noqa: BLE001 - a bug in flush must fail the batch, not hang the waiters
-            errors = [err] * len(batch)
+            errors = [err] * len(items)
         finally:
-            for ticket, error in zip(batch, errors, strict=True):
-                ticket.error = error
+            start = 0
+            for ticket in batch:
+                ticket.errors = list(errors[start:start + len(ticket.items)])
+                start += len(ticket.items)
                 ticket.done = True
                 if ticket is not own:
                     ticket.wake.release()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -56,6 +57,14 @@ class _Item:
     fields: dict[str, Any] | None  # None: no record, just open/recover (or checkpoint when ``checkpoint``)
     checkpoint: bool = False
     close: bool = False  # close the files after this batch (no I/O of its own)
+
+
+def _fields(event: AuditRecord) -> dict[str, Any]:
+    fields = event.to_dict()
+    clash = [name for name in CHAIN_FIELDS if name in fields]
+    if clash:
+        raise ValueError(f"audit record must not set chain field(s) {', '.join(clash)}")
+    return fields
 
 
 class _Moved(Exception):
@@ -130,11 +139,16 @@ class JsonlAuditSink:
         Raises ``AuditUnavailable`` when it is not in the log (disk full, unwritable path, lock timeout);
         ``ValueError`` when the event itself uses a chain field name (a programming error).
         """
-        fields = event.to_dict()
-        clash = [name for name in CHAIN_FIELDS if name in fields]
-        if clash:
-            raise ValueError(f"audit record must not set chain field(s) {', '.join(clash)}")
-        self._submit(_Item(fields))
+        self._submit(_Item(_fields(event)))
+
+    def write_many(self, events: Sequence[AuditRecord]) -> list[AuditUnavailable | None]:
+        """Append ``events`` together (one write, one fsync, one lock); returns once they are written.
+
+        One entry per event: None when it is in the log, else why not (the whole batch fails together,
+        except an event that cannot be encoded, which fails alone). ``ValueError`` as for ``write``.
+        """
+        errors = self._committer.submit_many([_Item(_fields(event)) for event in events])
+        return [None if error is None else self._unavailable(error) for error in errors]
 
     def checkpoint(self) -> None:
         """Write a signed checkpoint now if records were added since the last one (no-op without a key)."""
@@ -178,15 +192,20 @@ class JsonlAuditSink:
 
     def _submit(self, item: _Item) -> None:
         error = self._committer.submit(item)
-        if error is None:
-            return
+        if error is not None:
+            raise self._unavailable(error) from error
+
+    def _unavailable(self, error: BaseException) -> AuditUnavailable:
         if isinstance(error, OSError):
-            raise AuditUnavailable(f"cannot append to audit log {self.path}: {error.strerror or error}") from error
-        if isinstance(error, AuditUnavailable):
-            raise AuditUnavailable(str(error)) from error
-        if isinstance(error, (ValueError, TypeError)):
-            raise AuditUnavailable(f"audit record cannot be encoded: {error}") from error
-        raise AuditUnavailable(f"audit log {self.path}: unexpected error {error!r}") from error
+            problem = AuditUnavailable(f"cannot append to audit log {self.path}: {error.strerror or error}")
+        elif isinstance(error, AuditUnavailable):
+            problem = AuditUnavailable(str(error))
+        elif isinstance(error, (ValueError, TypeError)):
+            problem = AuditUnavailable(f"audit record cannot be encoded: {error}")
+        else:
+            problem = AuditUnavailable(f"audit log {self.path}: unexpected error {error!r}")
+        problem.__cause__ = error
+        return problem
 
     def _flush(self, items: list[_Item]) -> list[BaseException | None]:
         closing = [i.close for i in items]

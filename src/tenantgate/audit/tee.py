@@ -12,6 +12,7 @@ import logging
 import queue
 import sys
 import threading
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from tenantgate.audit.jsonl import encode_event
@@ -21,6 +22,18 @@ from tenantgate.errors import AuditUnavailable
 log = logging.getLogger("tenantgate.audit")
 
 _STOP = object()
+
+
+def write_each(sink: AuditSink, events: Sequence[AuditRecord]) -> list[AuditUnavailable | None]:
+    """``write_many`` for a sink without a batch write: ``write`` each event, collecting the failures."""
+    errors: list[AuditUnavailable | None] = []
+    for event in events:
+        try:
+            sink.write(event)
+            errors.append(None)
+        except AuditUnavailable as err:
+            errors.append(err)
+    return errors
 
 
 class StreamAuditSink:
@@ -46,6 +59,9 @@ class StreamAuditSink:
                 self._ok = False
                 raise AuditUnavailable(f"cannot write audit record to stream: {err}") from err
             self._ok = True
+
+    def write_many(self, events: Sequence[AuditRecord]) -> list[AuditUnavailable | None]:
+        return write_each(self, events)
 
     def healthy(self) -> bool:
         return self._ok
@@ -85,6 +101,17 @@ class TeeAuditSink:
     def write(self, event: AuditRecord) -> None:
         """Raises ``AuditUnavailable`` only when the primary fails; the secondary is never waited for."""
         self.primary.write(event)
+        self._forward(event)
+
+    def write_many(self, events: Sequence[AuditRecord]) -> Sequence[Exception | None]:
+        """Like ``write`` for each event: the primary's entries decide; written events go to the secondary."""
+        errors = self.primary.write_many(events)
+        for event, error in zip(events, errors, strict=True):
+            if error is None:
+                self._forward(event)
+        return errors
+
+    def _forward(self, event: AuditRecord) -> None:
         self._ensure_thread()
         try:
             self._queue.put_nowait(event)

@@ -14,7 +14,6 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Protocol
 
 from tenantgate.core.engine import Engine
@@ -52,6 +51,18 @@ class _Outcome:
     grant_id: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    """A decided request whose audit record is not written yet."""
+
+    decision_id: str
+    outcome: _Outcome
+    event: AuditEvent
+    verified: VerifiedClaims | None
+    principal: Principal | None
+    trace: list[TraceStep] | None
+
+
 class GrantLookup(Protocol):
     """Finds the break-glass grant that lets a principal act in another tenant (``core.breakglass``)."""
 
@@ -79,6 +90,31 @@ class DecisionPoint:
 
     def decide(self, check: CheckInput) -> DecisionResult:
         """Decide one request and write its audit record. Never raises; never returns without a decision."""
+        staged = self._stage(check)
+        try:
+            self._audit.write(staged.event)
+            error: Exception | None = None
+        except Exception as err:  # noqa: BLE001 - no allow without a written record
+            error = err
+        return self._finish(staged, check, error)
+
+    def decide_many(self, checks: Sequence[CheckInput]) -> list[DecisionResult]:
+        """Decide independent requests; their audit records are written together (one append, one fsync).
+
+        Each request is decided exactly as ``decide`` would; one bad item is a denial for that item only,
+        and an item whose record is not written is denied ``audit_unavailable``. Never raises.
+        """
+        staged = [self._stage(check) for check in checks]
+        try:
+            errors: Sequence[Exception | None] = self._audit.write_many([s.event for s in staged])
+            if len(errors) != len(staged):
+                raise RuntimeError("audit sink answered for a different number of records")
+        except Exception as err:  # noqa: BLE001 - no allow without a written record
+            errors = [err] * len(staged)
+        return [self._finish(s, check, error) for s, check, error in zip(staged, checks, errors, strict=True)]
+
+    def _stage(self, check: CheckInput) -> _Staged:
+        """Everything of a decision but writing its record."""
         decision_id = str(uuid.uuid4())
         engine: Engine | None = None
         verified: VerifiedClaims | None = None
@@ -93,26 +129,25 @@ class DecisionPoint:
             outcome = _Outcome(Decision.DENY, Reason(reason), "internal error while deciding")
         event = self._event(decision_id, check, outcome, verified, principal,
                             engine.version if engine is not None else "")
-        try:
-            self._audit.write(event)
-        except Exception as err:  # noqa: BLE001 - no allow without a written record
-            log.error("decision %s: audit record not written: %s", decision_id, err)
+        return _Staged(decision_id, outcome, event, verified, principal, trace)
+
+    def _finish(self, staged: _Staged, check: CheckInput, error: Exception | None) -> DecisionResult:
+        outcome, event = staged.outcome, staged.event
+        if error is not None:
+            log.error("decision %s: audit record not written: %s", staged.decision_id, error)
             outcome = _Outcome(Decision.DENY, Reason.AUDIT_UNAVAILABLE,
                                "the audit record could not be written; denied")
-            event = self._event(decision_id, check, outcome, verified, principal, event.policy_version)
+            event = self._event(staged.decision_id, check, outcome, staged.verified, staged.principal,
+                                event.policy_version)
         return DecisionResult(
             decision=outcome.decision,
             reason=outcome.reason,
             message=outcome.message,
             policy_ids=outcome.policy_ids,
-            decision_id=decision_id,
+            decision_id=staged.decision_id,
             audit=event,
-            trace=tuple(trace or ()),
+            trace=tuple(staged.trace or ()),
         )
-
-    def decide_many(self, checks: Sequence[CheckInput]) -> list[DecisionResult]:
-        """Decide independent requests in order; one bad item is a denial for that item only."""
-        return [self.decide(check) for check in checks]
 
     def _evaluate(self, check: CheckInput, engine: Engine, trace: list[TraceStep] | None
                   ) -> tuple[VerifiedClaims | None, Principal | None, _Outcome]:
@@ -155,10 +190,7 @@ class DecisionPoint:
         check = _with_owning_tenant(check, principal)
         if principal.tenant == check.resource.tenant:
             principal = roles_from_entity_data(principal, engine.compiled.entities.view(principal.tenant))
-        bound = list(principal.intents) if principal.intents is not None else "not bound"
-        stated_by = f", stated by the enforcement point {principal.stated_by!r}" if principal.stated_by else ""
-        note("principal", "pass", lambda: f'{principal.entity_type}::"{principal.entity_id}" of tenant '
-             f"{principal.tenant}, roles {list(principal.roles)}, intents {bound}{stated_by}")
+        note("principal", "pass", lambda: _describe(principal))
         try:
             if check.request_problem:
                 raise RequestProblem(check.request_problem)
@@ -267,17 +299,19 @@ def _with_owning_tenant(check: CheckInput, principal: Principal) -> CheckInput:
     return dataclasses.replace(check, resource=dataclasses.replace(check.resource, tenant=tenant))
 
 
+def _describe(principal: Principal) -> str:
+    bound = list(principal.intents) if principal.intents is not None else "not bound"
+    stated_by = f", stated by the enforcement point {principal.stated_by!r}" if principal.stated_by else ""
+    return (f'{principal.entity_type}::"{principal.entity_id}" of tenant {principal.tenant}, '
+            f"roles {list(principal.roles)}, intents {bound}{stated_by}")
+
+
 def _deny(denial: Denial) -> _Outcome:
     return _Outcome(Decision.DENY, denial.reason, denial.message)
 
 
 def _clip(value: str) -> str:
     return value if len(value) <= _AUDIT_LIMIT else value[:_AUDIT_LIMIT] + "..."
-
-
-def _rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
 
 
 __all__ = ["DecisionPoint", "token_fingerprint"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from tenantgate.core.model import VerifiedClaims
@@ -31,6 +32,11 @@ class AuditSink(Protocol):
     """
 
     def write(self, event: AuditRecord) -> None: ...
+
+    def write_many(self, events: Sequence[AuditRecord]) -> Sequence[Exception | None]:
+        """Write ``events`` together; one entry per event: None when written, else the error that kept it
+        out (never raises for an unwritable log: the entries say so)."""
+        ...
 
     def healthy(self) -> bool: ...
 

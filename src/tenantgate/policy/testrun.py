@@ -170,6 +170,10 @@ class MemoryAuditSink:
     def write(self, event: AuditRecord) -> None:
         self.records.append(event)
 
+    def write_many(self, events: Sequence[AuditRecord]) -> list[Exception | None]:
+        self.records.extend(events)
+        return [None] * len(events)
+
     def healthy(self) -> bool:
         return True
 

@@ -331,3 +331,59 @@ def test_recovery_looks_past_a_large_corrupt_tail_but_not_forever(tmp_path, even
     with pytest.raises(AuditUnavailable, match="no intact record"):
         stuck.write(event(3))
     assert not stuck.healthy()  # fail closed until someone looks
+
+
+def test_write_many_appends_a_batch_in_one_write_and_a_bad_record_fails_alone(tmp_path, event):
+    class Bad:
+        def to_dict(self):
+            return {"record_type": "decision", "x": float("inf")}
+
+    path = tmp_path / "audit.jsonl"
+    sink = JsonlAuditSink(path, durability="fsync")
+    sink.write(event(0))
+    errors = sink.write_many([event(1), Bad(), event(2), event(3)])
+    assert [e is None for e in errors] == [True, False, True, True]
+    assert isinstance(errors[1], AuditUnavailable) and "cannot be encoded" in str(errors[1])
+    assert [r["decision_id"] for r in _records(path)] == ["id-0", "id-1", "id-2", "id-3"]
+    stats = sink.stats()
+    assert (stats.records, stats.batches, stats.fsyncs) == (4, 2, 2)
+    assert verify_log(path).intact and sink.write_many([]) == []
+
+
+def test_write_many_on_an_unwritable_log_reports_every_record_and_writes_none():
+    sink = JsonlAuditSink("/dev/full")
+    errors = sink.write_many([_Named(1), _Named(2)])
+    assert len(errors) == 2 and all(isinstance(e, AuditUnavailable) for e in errors)
+    assert not sink.healthy()
+
+
+class _Named:
+    def __init__(self, n):
+        self.n = n
+
+    def to_dict(self):
+        return {"record_type": "decision", "decision_id": f"id-{self.n}"}
+
+
+def test_batches_and_single_writes_from_many_threads_keep_one_chain_in_submission_order(tmp_path, event):
+    path = tmp_path / "audit.jsonl"
+    sink = JsonlAuditSink(path)
+
+    def writer(n):
+        for i in range(10):
+            if i % 2:
+                assert sink.write_many([event(n * 1000 + i * 10 + k) for k in range(5)]) == [None] * 5
+            else:
+                sink.write(event(n * 1000 + i * 10))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [r["decision_id"] for r in _records(path)]
+    assert len(ids) == len(set(ids)) == 6 * (5 + 5 * 5)
+    for n in range(6):  # each writer's records appear in the order it wrote them, batches unbroken
+        mine = [int(i[3:]) for i in ids if int(i[3:]) // 1000 == n]
+        assert mine == sorted(mine)
+    assert verify_log(path).intact

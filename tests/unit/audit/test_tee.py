@@ -108,3 +108,20 @@ def test_the_checkpoint_timer_hook_reaches_the_chained_primary(tmp_path, event, 
     last = json.loads((tmp_path / "audit.jsonl").read_text().splitlines()[-1])
     assert last["record_type"] == "checkpoint"
     tee.close()
+
+
+def test_write_many_copies_only_what_the_primary_wrote(tmp_path, event):
+    class Bad:
+        def to_dict(self):
+            return {"record_type": "decision", "decision_id": "bad", "x": float("nan")}
+
+    stream = io.StringIO()
+    tee = TeeAuditSink(JsonlAuditSink(tmp_path / "audit.jsonl"), StreamAuditSink(stream))
+    errors = tee.write_many([event(1), Bad(), event(2)])
+    assert [e is None for e in errors] == [True, False, True]
+    tee.close()
+    assert [json.loads(line)["decision_id"] for line in stream.getvalue().splitlines()] == ["id-1", "id-2"]
+    broken = StreamAuditSink(io.StringIO())
+    broken.close()
+    broken._stream.close()
+    assert all(isinstance(e, AuditUnavailable) for e in broken.write_many([event(3), event(4)]))

@@ -120,3 +120,58 @@ def test_audit_never_holds_the_raw_token_and_clips_request_strings(parts):
     first, second = _records(sink)
     assert len(first["action"]) <= 260
     assert second["token_id"].startswith("sha256:")
+
+
+def test_decide_many_decides_each_item_as_decide_would_and_audits_them_in_one_batch(parts):
+    pdp, issuer, sink, _ = parts
+    viewer, bound = issuer.mint(roles=["viewer"]), issuer.mint(roles=["viewer"], intents=["x"])
+    checks = [_check(viewer), _check(viewer, tenant="globex"), _check("garbage"), _check(bound, action="delete"),
+              _check(viewer, action="")]
+    singles = [pdp.decide(c) for c in checks]
+    before = sink.stats()
+    batch = pdp.decide_many(checks)
+    assert [(r.decision, r.reason) for r in batch] == [(r.decision, r.reason) for r in singles]
+    assert [r.reason for r in batch] == [Reason.ALLOW, Reason.CROSS_TENANT, Reason.TOKEN_INVALID,
+                                         Reason.INTENT_MISSING, Reason.INVALID_REQUEST]
+    after = sink.stats()
+    assert (after.records - before.records, after.batches - before.batches) == (5, 1)
+    written = _records(sink)[-5:]
+    assert [r["decision_id"] for r in written] == [r.decision_id for r in batch]
+    assert written == [r.audit.to_dict() for r in batch]
+    assert pdp.decide_many([]) == []
+
+
+def test_decide_many_denies_exactly_the_items_whose_record_was_not_written(tmp_path):
+    clock = FixedClock(NOW)
+    issuer = TestIssuer(tmp_path, clock=clock)
+
+    class Flaky:  # the second record of every batch is refused
+        def __init__(self):
+            self.written = []
+
+        def write(self, event):
+            self.written.append(event)
+
+        def write_many(self, events):
+            errors = [None if i != 1 else OSError("refused") for i in range(len(events))]
+            self.written += [e for e, err in zip(events, errors) if err is None]
+            return errors
+
+        def healthy(self):
+            return True
+
+    flaky = Flaky()
+    pdp = DecisionPoint(verifier=verifier_for(issuer, clock=clock), engine=PolicyStore(load_policies(BUNDLED)).current,
+                        audit=flaky, clock=clock)
+    token = issuer.mint(roles=["viewer"])
+    results = pdp.decide_many([_check(token), _check(token), _check(token)])
+    assert [r.reason for r in results] == [Reason.ALLOW, Reason.AUDIT_UNAVAILABLE, Reason.ALLOW]
+    assert [e.decision_id for e in flaky.written] == [results[0].decision_id, results[2].decision_id]
+
+    class Broken(Flaky):
+        def write_many(self, events):
+            raise RuntimeError("sink bug")
+
+    pdp = DecisionPoint(verifier=verifier_for(issuer, clock=clock), engine=PolicyStore(load_policies(BUNDLED)).current,
+                        audit=Broken(), clock=clock)
+    assert {r.reason for r in pdp.decide_many([_check(token), _check(token)])} == {Reason.AUDIT_UNAVAILABLE}
