@@ -22,7 +22,7 @@ from pathlib import Path
 
 import tenantgate
 
-from . import batch, core, grpc_floor, load_gate, peers, scale, tokens
+from . import batch, core, grpc_floor, load_gate, models, peers, scale, tokens
 from .context import RunContext
 from .fixture import FULL, QUICK, REPO
 from .results import Goal, Report, Section, render_markdown, write
@@ -37,6 +37,7 @@ SCENARIOS: dict[str, tuple[Callable[[RunContext], Section], list[tuple[str, str]
     "scale": (scale.run, scale.GOALS, "4. 1 / 100 / 10,000 tenants: latency, memory, load and reload"),
     "tokens": (tokens.run, tokens.GOALS, "5. token verification: cold per algorithm vs cache hit"),
     "gate": (load_gate.run, load_gate.GOALS, "7. load gate: 2,000 req/s for 30 s, 50 concurrent"),
+    "models": (models.run, models.GOALS, "8. server model: grpc.aio vs sync grpc.server (thread pool)"),
 }
 _SERVER_SCENARIOS = ("grpc", "batch")
 _PACKAGES = ("grpcio", "cedarpy", "PyJWT", "cryptography", "protobuf", "pycasbin", "celine-regorus")

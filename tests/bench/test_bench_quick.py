@@ -24,6 +24,10 @@ SECTIONS = {
                                    "| Check | 1 | 16 |"]),
     "gate": ("## 7. Load gate", ["| achieved |", "| latency from scheduled time p50 / p95 / p99 |",
                                  "| lost audit records |"]),
+    "models": ("## 8. Server model", ["| grpc.aio (tenantgate serve) | 16 |",
+                                      "| grpc.aio, no metrics interceptor | 64 |",
+                                      "| sync grpc.server, 4 threads | 16 |", "| ratio sync 4 threads / aio | 64 |",
+                                      "- kept: "]),
 }
 GOALS = ["server CPU per Check vs per empty RPC", "in-process decide() vs raw cedarpy (p50)",
          "10,000 tenants: warm p50 vs 1 tenant", "10,000 tenants: peak RSS",
