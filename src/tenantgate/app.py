@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from tenantgate.rpc.envoy_convert import ExtAuthzOptions
 
 log = logging.getLogger("tenantgate.app")
+MIRROR_INTERVAL_SECONDS = 1.0  # how stale a worker's audit counters and grant count on /metrics may be
 
 
 @dataclass(slots=True)
@@ -44,23 +45,31 @@ class App:
     registry: CollectorRegistry
     metrics: DecisionMetrics
     http_port: int = 0  # the AuthZEN HTTP API's bound port while serving ([http] listen), else 0
+    health_port: int = 0  # the plaintext health port's bound port while serving (server.health_listen), else 0
+    worker: int | None = None  # K under `serve --workers N`; None: the only server process
+    mirror: collectors.MultiprocessMirror | None = None  # workers: audit and grant numbers for the supervisor
 
     def ready(self) -> bool:
         """Policies are loaded (they are, once built) and the audit sink can write."""
         return self.audit.healthy()
 
 
-def build(settings: Settings, clock: Clock | None = None) -> App:
-    """Build every part from settings. Raises ConfigError / PolicyError / AuditUnavailable when unusable."""
+def build(settings: Settings, clock: Clock | None = None, worker: int | None = None) -> App:
+    """Build every part from settings. Raises ConfigError / PolicyError / AuditUnavailable when unusable.
+
+    ``worker``: None for the only server process; K for worker K of ``serve --workers N``, which writes its
+    own audit chain (``build_audit_sink``) and keeps its metrics in prometheus-client's multiprocess files
+    (the supervisor serves /metrics).
+    """
     clock = clock or SystemClock()
     verifier = build_verifier(settings, clock)
     registry = CollectorRegistry()
-    metrics = DecisionMetrics(registry)
+    metrics = DecisionMetrics(registry, multiprocess=worker is not None)
     p = settings.policies
     policies = PolicyStore.load(p.dir, p.schema_file, partition_cache_size=p.partition_cache_size,
                                 on_reload=metrics.observe_reload)
     metrics.policy_loaded(policies.current().version)
-    audit = build_audit_sink(settings.audit)
+    audit = build_audit_sink(settings.audit, worker=worker or 0)
     audit.open()
     t, g = settings.tokens, settings.grants
     names = ClaimNames(tenant=t.tenant_claim, roles=t.roles_claim, intents=t.intents_claim)
@@ -77,14 +86,20 @@ def build(settings: Settings, clock: Clock | None = None) -> App:
     )
     # Only a trusted-PEP AuthZEN setup lets a token with this role state subjects; otherwise nobody may.
     pep_role = settings.http.pep_role if settings.http.mode == "trusted_pep" else ""
-    collectors.register(
-        registry,
-        collectors.AuditCollector(audit_stats(audit)),
-        collectors.GrantCollector(lambda: len(breakglass.store.list(None, GrantState.ACTIVE, clock.now()))),
-    )
+
+    def count_active() -> int:
+        return len(breakglass.store.list(None, GrantState.ACTIVE, clock.now()))
+
+    mirror = None
+    if worker is None:
+        collectors.register(registry, collectors.AuditCollector(audit_stats(audit)),
+                            collectors.GrantCollector(count_active))
+    else:
+        mirror = collectors.MultiprocessMirror(registry, audit_stats(audit), count_active)
     pdp = DecisionPoint(verifier=verifier, engine=policies.current, audit=audit, clock=clock, claim_names=names,
                         grants=breakglass, pep_role=pep_role)
-    return App(settings, verifier, policies, audit, pdp, clock, breakglass, registry, metrics)
+    return App(settings, verifier, policies, audit, pdp, clock, breakglass, registry, metrics, worker=worker,
+               mirror=mirror)
 
 
 def build_audit_sink(a: AuditSettings, worker: int = 0) -> JsonlAuditSink | TeeAuditSink:
@@ -112,7 +127,11 @@ def close(app: App) -> None:
 
 async def serve(app: App, on_started: Callable[[int], None] | None = None,
                 stop: asyncio.Event | None = None) -> None:
-    """Run the gRPC server (and /metrics) until SIGTERM/SIGINT (or ``stop`` is set), then drain and return."""
+    """Run the gRPC server (and /metrics) until SIGTERM/SIGINT (or ``stop`` is set), then drain and return.
+
+    A worker of ``serve --workers N`` binds its ports with SO_REUSEPORT and serves no /metrics of its own.
+    ``on_started(port)`` is called once everything listens (and the signals are handled).
+    """
     from tenantgate.rpc.admin import AdminService
     from tenantgate.rpc.authorizer import AuthorizerService
     from tenantgate.rpc.breakglass import BreakGlassService
@@ -126,7 +145,8 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
     tls = TlsFiles(s.tls.cert_file, s.tls.key_file, s.tls.client_ca_file) if s.tls.cert_file else None
     server = GrpcServer(
         ServerOptions(s.listen, s.max_message_bytes, s.max_concurrent_rpcs, s.grace_seconds, tls=tls,
-                      allowed_callers=s.tls.allowed_callers, health_listen=s.health_listen),
+                      allowed_callers=s.tls.allowed_callers, health_listen=s.health_listen,
+                      reuse_port=app.worker is not None),
         AuthorizerService(app.pdp, app.metrics.observe),
         app.ready,
         BreakGlassService(app.breakglass),
@@ -137,7 +157,8 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
         interceptors=[GrpcMetricsInterceptor(app.registry)],
     )
     port = await server.start()
-    if s.metrics_listen:
+    app.health_port = server.health_port
+    if s.metrics_listen and app.worker is None:
         host, _, mport = s.metrics_listen.rpartition(":")
         try:
             start_http_server(int(mport), addr=host, registry=app.registry)
@@ -150,13 +171,14 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
         await server.stop()
         raise
     background = [asyncio.create_task(_sweep_grants(app)), asyncio.create_task(_poll_policies(app)),
-                  asyncio.create_task(_checkpoint_audit(app))]
+                  asyncio.create_task(_checkpoint_audit(app)), asyncio.create_task(_mirror_metrics(app))]
+    signalled = server.handle_signals(on_hangup=lambda: _reload_soon(app)) if stop is None else None
     if on_started is not None:
         on_started(port)
     try:
-        if stop is None:
-            await server.wait_for_signal(on_hangup=lambda: _reload_soon(app))
-        else:
+        if signalled is not None:
+            await server.wait_for(signalled)
+        elif stop is not None:
             await stop.wait()
     finally:
         for task in background:
@@ -165,7 +187,11 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
             await http.stop()  # before gRPC, the reverse of the start order
             app.http_port = 0
         await server.stop()
+        if app.mirror is not None:
+            await asyncio.to_thread(app.mirror.sync)
         close(app)
+        if app.mirror is not None:
+            app.mirror.sync_audit()  # the closing checkpoint
         log.info("stopped")
 
 
@@ -190,7 +216,8 @@ async def _start_http(app: App) -> HttpServer | None:
 
     http = HttpServer(HttpOptions(h.listen, h.mode, Limits(h.max_body_bytes, h.max_concurrent_requests,
                                                            h.max_evaluations),
-                                  h.cert_file, h.key_file, h.public_url, app.settings.server.grace_seconds),
+                                  h.cert_file, h.key_file, h.public_url, app.settings.server.grace_seconds,
+                                  reuse_port=app.worker is not None),
                       app.pdp, app.metrics.observe)
     app.http_port = await http.start()
     return http
@@ -210,6 +237,15 @@ async def _poll_policies(app: App) -> None:
     while True:
         await asyncio.sleep(interval)
         await asyncio.to_thread(app.policies.reload)
+
+
+async def _mirror_metrics(app: App) -> None:
+    """A worker: copy the audit and grant numbers into the multiprocess metrics every second."""
+    if app.mirror is None:
+        return
+    while True:
+        await asyncio.sleep(MIRROR_INTERVAL_SECONDS)
+        await asyncio.to_thread(app.mirror.sync)
 
 
 async def _checkpoint_audit(app: App) -> None:

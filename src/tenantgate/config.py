@@ -30,6 +30,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 SUPPORTED_ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
+MAX_WORKERS = 64  # server.workers
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class ServerSettings:
     grace_seconds: float = 10.0
     state_dir: str = ".tenantgate"
     health_listen: str = ""  # plaintext port serving only grpc.health.v1 (for probes when TLS is on); "" = off
+    workers: int = 1  # server processes sharing the ports (SO_REUSEPORT) under one supervisor; 1 = no fork
     tls: TlsSettings = field(default_factory=TlsSettings)
 
 
@@ -392,6 +394,9 @@ def validate(s: Settings) -> None:
     _positive(s.server.max_concurrent_rpcs, "server.max_concurrent_rpcs")
     if s.server.grace_seconds < 0:
         raise ConfigError("server.grace_seconds must be >= 0")
+    if not 1 <= s.server.workers <= MAX_WORKERS:
+        # More processes than that is a typo, not a deployment: each one holds every policy in memory.
+        raise ConfigError(f"server.workers must be between 1 and {MAX_WORKERS}, got {s.server.workers}")
     t = s.tokens
     for key in ("tenant_claim", "roles_claim", "intents_claim"):
         if not getattr(t, key):

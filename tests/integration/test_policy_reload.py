@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from support.issuers import TestIssuer
+from support.policies import ALLOW_READ, FORBID_READ, single_policy_dir, with_poll, write_atomically
 from support.server import BUNDLED_POLICIES, running_server, write_config
 from support.waiting import eventually
 from tenantgate import config
@@ -20,36 +21,15 @@ from tenantgate.v1 import admin_pb2_grpc as adm_grpc
 from tenantgate.v1 import authorizer_pb2 as pb
 from tenantgate.v1 import authorizer_pb2_grpc as pb_grpc
 
-ALLOW_READ = '@id("read-v1")\npermit (principal, action == Action::"read", resource);\n'
-FORBID_READ = ('@id("read-v2")\npermit (principal, action == Action::"read", resource);\n'
-               '@id("no-read-v2")\nforbid (principal, action == Action::"read", resource);\n')
-
-
 
 @pytest.fixture()
 def policy_dir(tmp_path):
-    root = tmp_path / "policies"
-    root.mkdir()
-    shutil.copy(BUNDLED_POLICIES / "schema.cedarschema", root)
-    (root / "p.cedar").write_text(ALLOW_READ)
-    return root
-
-
-def _write_atomically(path, text):
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def _with_poll(path, policy_dir, poll):
-    path.write_text(path.read_text().replace(f'dir = "{policy_dir}"',
-                                             f'dir = "{policy_dir}"\npoll_interval_seconds = {poll}'))
-    return path
+    return single_policy_dir(tmp_path)
 
 
 def _serve(tmp_path, policy_dir, poll="0.05"):
     issuer = TestIssuer(tmp_path)
-    path = _with_poll(write_config(tmp_path, issuer.settings, policies=policy_dir), policy_dir, poll)
+    path = with_poll(write_config(tmp_path, issuer.settings, policies=policy_dir), policy_dir, poll)
     return issuer, config.load(path, env={})
 
 
@@ -65,12 +45,12 @@ def test_valid_change_takes_effect_and_invalid_change_is_refused(tmp_path, polic
         stub, admin = pb_grpc.AuthorizerStub(channel), adm_grpc.AdminStub(channel)
         v1 = _check(stub, token)
         assert v1.decision == pb.ALLOW
-        _write_atomically(policy_dir / "p.cedar", FORBID_READ)
+        write_atomically(policy_dir / "p.cedar", FORBID_READ)
         eventually(lambda: _check(stub, token).reason == "policy_forbid", "the new set answering")
         v2 = _check(stub, token).audit.policy_version
         assert v2 != v1.audit.policy_version
 
-        _write_atomically(policy_dir / "p.cedar", FORBID_READ + "permit (principal, action, resource) when {\n")
+        write_atomically(policy_dir / "p.cedar", FORBID_READ + "permit (principal, action, resource) when {\n")
         eventually(lambda: not admin.Status(adm.StatusRequest()).last_reload_ok, "the refusal being reported")
         status = admin.Status(adm.StatusRequest())
         assert "problem(s)" in status.last_reload_message and status.policy_version == v2
@@ -106,7 +86,7 @@ def test_reload_during_a_stream_of_checks_loses_nothing_and_mixes_no_versions(tm
             w.start()
         versions = set()
         for i in range(6):
-            _write_atomically(policy_dir / "p.cedar", FORBID_READ if i % 2 == 0 else ALLOW_READ)
+            write_atomically(policy_dir / "p.cedar", FORBID_READ if i % 2 == 0 else ALLOW_READ)
             time.sleep(0.15)
             versions.add(app.policies.current().version)
         stop.set()
@@ -124,7 +104,7 @@ def test_reload_during_a_stream_of_checks_loses_nothing_and_mixes_no_versions(tm
 
 def test_sighup_reloads_the_policies(tmp_path, policy_dir):
     issuer = TestIssuer(tmp_path)
-    cfg = _with_poll(write_config(tmp_path, issuer.settings, policies=policy_dir), policy_dir, 0)
+    cfg = with_poll(write_config(tmp_path, issuer.settings, policies=policy_dir), policy_dir, 0)
     proc = subprocess.Popen([sys.executable, "-m", "tenantgate.cli.main", "serve", "--config", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -134,7 +114,7 @@ def test_sighup_reloads_the_policies(tmp_path, policy_dir):
         with grpc.insecure_channel(address) as channel:
             stub = pb_grpc.AuthorizerStub(channel)
             assert _check(stub, token).decision == pb.ALLOW
-            _write_atomically(policy_dir / "p.cedar", FORBID_READ)
+            write_atomically(policy_dir / "p.cedar", FORBID_READ)
             time.sleep(0.3)
             assert _check(stub, token).decision == pb.ALLOW  # polling is off: nothing changes by itself
             proc.send_signal(signal.SIGHUP)

@@ -10,7 +10,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tenantgate import __version__
@@ -26,9 +26,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_ERROR
+    return guarded(lambda: args.handler(args))
+
+
+def guarded(command: Callable[[], int]) -> int:
+    """Run ``command``; our errors become a one-line message on stderr and the documented exit code."""
     try:
-        code: int = args.handler(args)
-        return code
+        return command()
     except PolicyError as err:
         print(f"tenantgate: invalid policies: {err}", file=sys.stderr)
         return EXIT_INVALID_POLICIES
@@ -55,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the PDP (gRPC)")
     config_arg(serve)
+    serve.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="server processes sharing the ports (default: server.workers, 1)")
     serve.set_defaults(handler=_serve)
 
     token = sub.add_parser("token", help="development tokens")
@@ -117,37 +123,83 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from tenantgate import app as application
     from tenantgate.observability.logging import configure
 
     settings = _settings(args)
+    if args.workers is not None:
+        import dataclasses
+
+        from tenantgate import config
+
+        settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, workers=args.workers))
+        config.validate(settings)
     configure(settings.log.level)
+    if settings.server.workers > 1:
+        return _serve_workers(settings)
+    from tenantgate import app as application
+
     built = application.build(settings)
 
     def started(port: int) -> None:
-        _banner(settings, built, port)
+        _banner(settings, _served(built, port))
 
     asyncio.run(application.serve(built, started))
     return EXIT_OK
 
 
-def _banner(settings: Any, built: Any, port: int) -> None:
-    host = settings.server.listen.rpartition(":")[0]
-    address = f"{host}:{port}"
+def _serve_workers(settings: Any) -> int:
+    """``server.workers`` > 1: a supervisor forks the workers (see ``cli/supervisor.py``)."""
+    from tenantgate.cli import worker
+    from tenantgate.cli.supervisor import Announce, Supervisor
+
+    supervisor_pid = os.getpid()
+
+    def work(worker_settings: Any, index: int, announce: Announce) -> int:
+        return guarded(lambda: worker.run(worker_settings, index, supervisor_pid,
+                                          lambda built, port: announce(_served(built, port))))
+
+    def ready(report: Mapping[str, Any], metrics_port: int) -> None:
+        _banner(settings, report, metrics_port)
+
+    return Supervisor(settings, work, ready).run()
+
+
+def _served(built: Any, port: int) -> dict[str, Any]:
+    """What a started server reports for the banner (a worker sends it to the supervisor as JSON)."""
     compiled = built.policies.current().compiled
+    return {"grpc": port, "health": built.health_port, "http": built.http_port,
+            "policies": [compiled.total_policies, len(compiled.tenants), compiled.version]}
+
+
+def _banner(settings: Any, served: Mapping[str, Any], metrics_port: int = 0) -> None:
+    host = settings.server.listen.rpartition(":")[0]
+    address = f"{host}:{served['grpc']}"
+    total, tenants, version = served["policies"]
+    workers = settings.server.workers
+    audit = settings.audit.path
+    if workers > 1:
+        from tenantgate.audit.files import worker_path
+
+        others = [worker_path(audit, k).name for k in range(1, workers)]
+        audit += f", {others[0]}{' ... ' + others[-1] if len(others) > 1 else ''} (one chain per worker)"
     lines = [
         f"TenantGate {__version__} serving gRPC on {address} (health and reflection enabled)",
         f"  config      {settings.source}",
-        f"  policies    {settings.policies.dir} ({compiled.total_policies} policies incl. the built-in "
-        f"tenant guardrail, {len(compiled.tenants)} tenant partition(s), version {compiled.version})",
-        f"  audit log   {settings.audit.path}",
+        f"  policies    {settings.policies.dir} ({total} policies incl. the built-in "
+        f"tenant guardrail, {tenants} tenant partition(s), version {version})",
+        f"  audit log   {audit}",
+        "  workers     1 process" if workers == 1 else
+        f"  workers     {workers} processes sharing the ports (SO_REUSEPORT), supervisor pid {os.getpid()}",
     ]
-    if settings.server.metrics_listen:
+    if settings.server.metrics_listen and workers > 1:
+        lines.append(f"  metrics     http://{settings.server.metrics_listen.rpartition(':')[0]}:{metrics_port}"
+                     "/metrics (summed over the workers)")
+    elif settings.server.metrics_listen:
         lines.append(f"  metrics     http://{settings.server.metrics_listen}/metrics")
-    if built.http_port:
+    if served["http"]:
         h = settings.http
         scheme = "https" if h.cert_file else "http"
-        lines.append(f"  AuthZEN     {scheme}://{h.listen.rpartition(':')[0]}:{built.http_port}/access/v1/evaluation "
+        lines.append(f"  AuthZEN     {scheme}://{h.listen.rpartition(':')[0]}:{served['http']}/access/v1/evaluation "
                      f"({h.mode})")
     if settings.dev_issuer.enabled:
         lines += [

@@ -31,6 +31,7 @@ class HttpOptions:
     key_file: str = ""
     public_url: str = ""
     grace_seconds: float = 10.0
+    reuse_port: bool = False  # SO_REUSEPORT: only for `serve --workers N` (N > 1), whose processes share the port
 
 
 class HttpServer:
@@ -52,7 +53,8 @@ class HttpServer:
     async def start(self) -> int:
         host, _, port = self._options.listen.rpartition(":")
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host.strip("[]"), int(port), ssl_context=self._tls, backlog=128)
+        site = web.TCPSite(self._runner, host.strip("[]"), int(port), ssl_context=self._tls, backlog=128,
+                           reuse_port=self._options.reuse_port)
         try:
             await site.start()
         except OSError as err:

@@ -9,22 +9,31 @@ from datetime import UTC, datetime
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record; ``worker`` (under ``serve --workers N``) tags every line with its index."""
+
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self._worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
-        line = {
+        line: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self._worker is not None:
+            line["worker"] = self._worker
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=True)
 
 
-def configure(level: str) -> None:
-    """Send JSON lines at ``level`` to stderr (replacing earlier handlers of the root logger)."""
+def configure(level: str, worker: int | None = None) -> None:
+    """Send JSON lines at ``level`` to stderr (replacing earlier handlers of the root logger), tagged with
+    ``worker`` when given."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -14,9 +14,14 @@ _TOKEN_REASONS = frozenset({Reason.TOKEN_MISSING, Reason.TOKEN_INVALID, Reason.T
 
 
 class DecisionMetrics:
-    """Counters and a latency histogram, registered on the registry given (never the global one)."""
+    """Counters and a latency histogram, registered on the registry given (never the global one).
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    ``multiprocess``: under ``serve --workers N`` the values live in prometheus-client's multiprocess files and
+    the supervisor sums the workers' counters and histograms; each gauge says how it combines the workers'.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, multiprocess: bool = False) -> None:
+        self._multiprocess = multiprocess
         self.decisions = Counter("tenantgate_decisions", "Decisions by API, decision and reason code.",
                                  ["api", "decision", "reason"], registry=registry)
         self.duration = Histogram("tenantgate_decision_duration_seconds", "Time spent in decide().", ["api"],
@@ -36,10 +41,15 @@ class DecisionMetrics:
 
         self.policy_reloads = Counter("tenantgate_policy_reloads", "Policy reload attempts that found changes, by "
                                       "result (ok or refused).", ["result"], registry=registry)
+        # Across workers: a version is 1 while any live worker uses it; a reload is ok only when every one's was.
         self.policy_info = Gauge("tenantgate_policy_info", "The policy version decisions use now (value 1).",
-                                 ["version"], registry=registry)
+                                 ["version"], registry=registry, multiprocess_mode="livemax")
         self.policy_last_reload_ok = Gauge("tenantgate_policy_last_reload_ok", "1 when the last policy reload "
-                                           "succeeded, 0 when the new set was refused.", registry=registry)
+                                           "succeeded, 0 when the new set was refused.", registry=registry,
+                                           multiprocess_mode="livemin")
+        # The set loaded at start is valid (nothing serves otherwise): 1 until a reload is refused, not 0 until
+        # the first reload (which left TenantGatePolicyReloadFailed firing on every server that never had one).
+        self.policy_last_reload_ok.set(1)
         self._version = ""
         self._children: dict[tuple[str, object, object], tuple[Any, Any]] = {}
 
@@ -47,7 +57,10 @@ class DecisionMetrics:
         """Point tenantgate_policy_info at ``version`` (one series at a time)."""
         if version == self._version:
             return
-        if self._version:
+        if self._version and self._multiprocess:
+            # A series cannot be removed from the multiprocess files: the old version drops to 0 instead.
+            self.policy_info.labels(self._version).set(0)
+        elif self._version:
             self.policy_info.remove(self._version)
         self.policy_info.labels(version).set(1)
         self._version = version

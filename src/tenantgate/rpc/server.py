@@ -47,6 +47,9 @@ class ServerOptions:
     tls: TlsFiles | None = None  # None: plaintext; with client_ca_file: mTLS
     allowed_callers: tuple[str, ...] = ()  # with mTLS: client certificate identities that may call
     health_listen: str = ""  # a second, plaintext port serving only grpc.health.v1 (probes); "" = none
+    # grpc.so_reuseport: only `serve --workers N` (N > 1) turns it on, so its processes can share the ports.
+    # Off otherwise, so a second server on a busy port fails instead of silently sharing its traffic.
+    reuse_port: bool = False
 
 
 class GrpcServer:
@@ -77,7 +80,7 @@ class GrpcServer:
                 ("grpc.keepalive_time_ms", 60_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.http2.max_ping_strikes", 2),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(options.reuse_port)),
             ],
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
@@ -101,7 +104,8 @@ class GrpcServer:
         # Probes (kubelet's gRPC probe cannot do TLS) may get a plaintext port that serves health only.
         self._health_server: grpc.aio.Server | None = None
         if options.health_listen:
-            self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], maximum_concurrent_rpcs=64)
+            self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", int(options.reuse_port))],
+                                                  maximum_concurrent_rpcs=64)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
         self.port = 0
         self.health_port = 0
@@ -140,12 +144,23 @@ class GrpcServer:
 
     async def wait_for_signal(self, on_hangup: Callable[[], None] | None = None) -> None:
         """Return on SIGTERM/SIGINT; call ``on_hangup`` on SIGHUP (policy reload)."""
+        await self.wait_for(self.handle_signals(on_hangup))
+
+    def handle_signals(self, on_hangup: Callable[[], None] | None = None) -> asyncio.Event:
+        """Handle the signals now: the event returned is set on SIGTERM/SIGINT; SIGHUP calls ``on_hangup``.
+
+        Installed before a server announces itself, so a signal sent right after the announcement is not lost.
+        """
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         if on_hangup is not None:
             loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        return stop
+
+    async def wait_for(self, stop: asyncio.Event) -> None:
+        """Return once ``stop`` (from ``handle_signals``) is set."""
         await stop.wait()
         log.info("signal received; draining in-flight calls (up to %.0fs)", self._options.grace_seconds)
 

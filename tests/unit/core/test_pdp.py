@@ -154,7 +154,7 @@ def test_decide_many_denies_exactly_the_items_whose_record_was_not_written(tmp_p
 
         def write_many(self, events):
             errors = [None if i != 1 else OSError("refused") for i in range(len(events))]
-            self.written += [e for e, err in zip(events, errors) if err is None]
+            self.written += [e for e, err in zip(events, errors, strict=True) if err is None]
             return errors
 
         def healthy(self):
