@@ -10,17 +10,44 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """user + system CPU seconds of every thread of ``pid`` so far (/proc/<pid>/stat utime + stime).
+    """user + system CPU seconds so far of every thread of ``pid`` and of its live descendants (the workers of
+    ``serve --workers N``), from /proc/<pid>/stat utime + stime.
 
-    Resolution is one clock tick (usually 10 ms): measure windows of many calls. NaN if unreadable.
+    Resolution is one clock tick (usually 10 ms): measure windows of many calls. NaN if ``pid`` is unreadable.
     """
+    own = _stat_cpu(pid)
+    if math.isnan(own):
+        return own
+    return own + sum(_stat_cpu(child) for child in _descendants(pid))
+
+
+def _stat_fields(pid: int) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
+            return stat.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return math.nan
+        return None
+
+
+def _stat_cpu(pid: int) -> float:
+    fields = _stat_fields(pid)
     # fields[0] is field 3 (state) of proc(5); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return math.nan if fields is None else (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields is not None:
+                parents.setdefault(int(fields[1]), []).append(int(entry))  # fields[1]: ppid
+    found, todo = [], list(parents.get(pid, ()))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += parents.get(child, ())
+    return found
 
 
 def own_cpu_seconds() -> float:
@@ -28,8 +55,16 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def rss_mib(pid: int | None = None) -> float:
-    """Current resident set (VmRSS) of ``pid`` (default: this process) in MiB; NaN if unreadable."""
+def rss_mib(pid: int | None = None, *, tree: bool = False) -> float:
+    """Current resident set (VmRSS) of ``pid`` (default: this process) in MiB, with ``tree`` summed over its
+    descendants too; NaN if unreadable."""
+    own = _vm_rss(pid)
+    if not tree or pid is None or math.isnan(own):
+        return own
+    return own + sum(value for child in _descendants(pid) if not math.isnan(value := _vm_rss(child)))
+
+
+def _vm_rss(pid: int | None) -> float:
     try:
         with open(f"/proc/{pid or 'self'}/status", encoding="ascii") as status:
             for line in status:

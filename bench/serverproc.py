@@ -62,10 +62,11 @@ class ServerProcess:
         raise ServerError(f"server not SERVING on {self.address} within {timeout:.0f} s: {self.stderr_tail()}")
 
     def cpu_seconds(self) -> float:
+        """CPU seconds of the server and its worker processes so far."""
         return cpu_seconds(self.pid)
 
-    def rss_mib(self) -> float:
-        return rss_mib(self.pid)
+    def rss_mib(self, *, tree: bool = False) -> float:
+        return rss_mib(self.pid, tree=tree)
 
     def stderr_tail(self, chars: int = 1500) -> str:
         try:

@@ -23,7 +23,8 @@ SECTIONS = {
     "batch": ("## 6. BatchCheck", ["| BatchCheck | 1 |", "| BatchCheck | 100 |", "| BatchCheck | 1000 |",
                                    "| Check | 1 | 16 |"]),
     "gate": ("## 7. Load gate", ["| achieved |", "| latency from scheduled time p50 / p95 / p99 |",
-                                 "| lost audit records |"]),
+                                 "| lost audit records |", "| server | make serve, 1 process |",
+                                 "| server | serve --workers 2 |"]),
     "models": ("## 8. Server model", ["| grpc.aio (tenantgate serve) | 16 |",
                                       "| grpc.aio, no metrics interceptor | 64 |",
                                       "| sync grpc.server, 4 threads | 16 |", "| ratio sync 4 threads / aio | 64 |",
@@ -31,8 +32,9 @@ SECTIONS = {
 }
 GOALS = ["server CPU per Check vs per empty RPC", "in-process decide() vs raw cedarpy (p50)",
          "10,000 tenants: warm p50 vs 1 tenant", "10,000 tenants: peak RSS",
-         "BatchCheck(100) decisions/s vs single Checks", "load gate p50", "load gate p95", "load gate p99",
-         "load gate achieved rate", "load gate errors", "load gate lost audit records"]
+         "BatchCheck(100) decisions/s vs single Checks",
+         *(f"load gate {what} ({server})" for server in ("make serve, 1 process", "serve --workers 2")
+           for what in ("p50", "p95", "p99", "achieved rate", "errors", "lost audit records"))]
 
 
 def test_quick_benchmark_runs_every_scenario_and_prints_every_row(tmp_path):
