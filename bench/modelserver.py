@@ -31,22 +31,9 @@ from tenantgate import app as application
 from tenantgate import config
 from tenantgate.observability.logging import configure
 from tenantgate.rpc.authorizer import AuthorizerService
-from tenantgate.rpc.server import AUTHORIZER, GrpcServer, ServerOptions
+from tenantgate.rpc.server import AUTHORIZER, GrpcServer, ServerOptions, channel_options
 from tenantgate.v1 import authorizer_pb2 as pb
 from tenantgate.v1 import authorizer_pb2_grpc as pb_grpc
-
-
-def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    """The channel options of ``tenantgate.rpc.server.GrpcServer`` (a copy: there they are not exported)."""
-    return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max(max_message_bytes, 16 * 1024 * 1024)),
-        ("grpc.max_metadata_size", 16 * 1024),
-        ("grpc.keepalive_time_ms", 60_000),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ("grpc.http2.max_ping_strikes", 2),
-        ("grpc.so_reuseport", 0),
-    ]
 
 
 def run_to_completion(step: Coroutine[Any, Any, Any]) -> Any:
@@ -81,7 +68,7 @@ def serve_sync(app: application.App, threads: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _sig, _frame: stop.set())
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="check"),
-                         options=server_options(s.max_message_bytes),
+                         options=channel_options(s.max_message_bytes),
                          maximum_concurrent_rpcs=s.max_concurrent_rpcs)
     servicer = SyncAuthorizer(AuthorizerService(app.pdp, app.metrics.observe))
     pb_grpc.add_AuthorizerServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

@@ -52,6 +52,19 @@ class ServerOptions:
     reuse_port: bool = False
 
 
+def channel_options(max_message_bytes: int, *, reuse_port: bool = False) -> list[tuple[str, int]]:
+    """The limits and socket options of the serving port (also used by the benchmark's sync server)."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max(max_message_bytes, 16 * 1024 * 1024)),
+        ("grpc.max_metadata_size", 16 * 1024),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.so_reuseport", int(reuse_port)),
+    ]
+
+
 class GrpcServer:
     """One grpc.aio server. ``start()`` binds (raising ConfigError when it cannot); ``stop()`` drains."""
 
@@ -73,15 +86,7 @@ class GrpcServer:
                  if options.allowed_callers else [])
         self._server = grpc.aio.server(
             interceptors=[*interceptors, *chain],
-            options=[
-                ("grpc.max_receive_message_length", options.max_message_bytes),
-                ("grpc.max_send_message_length", max(options.max_message_bytes, 16 * 1024 * 1024)),
-                ("grpc.max_metadata_size", 16 * 1024),
-                ("grpc.keepalive_time_ms", 60_000),
-                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-                ("grpc.http2.max_ping_strikes", 2),
-                ("grpc.so_reuseport", int(options.reuse_port)),
-            ],
+            options=channel_options(options.max_message_bytes, reuse_port=options.reuse_port),
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
         authorizer_pb2_grpc.add_AuthorizerServicer_to_server(authorizer, self._server)
