@@ -4,9 +4,10 @@ Closed loop (``runs``): N concurrent tasks on one grpc.aio channel, each issuing
 ``run_s`` seconds or ``max_calls`` calls in all, after a warm-up; the server's CPU seconds are read from
 /proc/<server_pid>/stat around the measured window.
 
-Open loop (``open_loop``): calls are scheduled at a fixed offered rate; ``concurrency`` workers take the
-next scheduled slot, wait for its time, send, and latency is measured from the *scheduled* time, so a
-stalled server shows up as latency instead of silently lowering the rate (no coordinated omission).
+Open loop (``open_loop``): calls are scheduled at a fixed offered rate; ``concurrency`` workers (spread
+over ``connections`` channels) take the next scheduled slot, wait for its time, send, and latency is
+measured from the *scheduled* time, so a stalled server shows up as latency instead of silently lowering
+the rate (no coordinated omission).
 The decision id of every answered call (warm-up included) is written to ``ids_file``.
 """
 
@@ -129,12 +130,16 @@ async def open_loop(spec: dict[str, Any]) -> dict[str, Any]:
     rate, seconds, workers = float(run["rate"]), float(run["seconds"]), int(run["concurrency"])
     total = max(1, int(rate * seconds))
     ids: list[str] = []
-    async with grpc.aio.insecure_channel(spec["address"]) as channel:
-        call = make_call(channel, spec, "check", record_ids=True)
+    # Several connections, as Envoy's worker threads open: SO_REUSEPORT spreads connections (not calls) over
+    # the workers of ``serve --workers N``. A local subchannel pool keeps grpc from sharing one connection.
+    channels = [grpc.aio.insecure_channel(spec["address"], options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(max(1, int(run.get("connections", 1))))]
+    try:
+        calls = [make_call(channel, spec, "check", record_ids=True) for channel in channels]
         # Warm-up (closed loop, a few in flight): connection, caches, code paths. Its answers are audited too.
         warm: list[str] = []
 
-        async def warm_task() -> None:
+        async def warm_task(call: Call) -> None:
             stop_at = time.perf_counter() + run["warmup_s"]
             while time.perf_counter() < stop_at:
                 try:
@@ -142,7 +147,7 @@ async def open_loop(spec: dict[str, Any]) -> dict[str, Any]:
                 except grpc.aio.AioRpcError:
                     pass
 
-        await asyncio.gather(*(warm_task() for _ in range(4)))
+        await asyncio.gather(*(warm_task(calls[n % len(calls)]) for n in range(max(4, len(calls)))))
         ids.extend(warm)
         from_schedule: list[float] = []
         from_send: list[float] = []
@@ -154,7 +159,7 @@ async def open_loop(spec: dict[str, Any]) -> dict[str, Any]:
         # count the rest as not sent) once twice the planned duration (plus 5 s) has passed.
         give_up = t0 + 2 * seconds + 5.0
 
-        async def worker() -> None:
+        async def worker(call: Call) -> None:
             while state["next"] < total:
                 index = state["next"]
                 if time.perf_counter() > give_up:
@@ -180,9 +185,12 @@ async def open_loop(spec: dict[str, Any]) -> dict[str, Any]:
                 state["unexpected"] += not ok
                 ids.extend(answered)
 
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        await asyncio.gather(*(worker(calls[n % len(calls)]) for n in range(workers)))
         elapsed = time.perf_counter() - t0
         cpu1, own1 = cpu_seconds(pid), own_cpu_seconds()
+    finally:
+        for channel in channels:
+            await channel.close()
     with open(run["ids_file"], "w", encoding="ascii") as out:
         out.write("\n".join(ids) + "\n")
     return {

@@ -50,17 +50,20 @@ class Budget:
     gate_seconds: float
     gate_concurrency: int
     gate_workers: tuple[int, ...]  # load gate: one run per server process count (1 = `make serve`)
+    gate_connections: int      # load gate: client connections (Envoy opens one per worker thread)
     model_threads: tuple[int, ...]  # server model: thread pool sizes of the sync grpc.server
 
 
 FULL = Budget(warmup_s=1.0, run_s=5.0, max_calls=200_000, concurrency=(1, 16, 64), core_samples=10_000,
               core_rounds=5, peer_tenants=20, peer_samples=10_000, scale_tenants=(1, 100, 10_000),
               scale_sample=500, token_samples=400, batch_sizes=(1, 10, 100, 1000), batch_concurrency=(1, 2),
-              gate_rate=2000.0, gate_seconds=30.0, gate_concurrency=50, gate_workers=(1, 2), model_threads=(4, 16))
+              gate_rate=2000.0, gate_seconds=30.0, gate_concurrency=50, gate_workers=(1, 2),
+              gate_connections=4, model_threads=(4, 16))
 QUICK = Budget(warmup_s=0.2, run_s=0.4, max_calls=5_000, concurrency=(1, 16, 64), core_samples=300,
                core_rounds=2, peer_tenants=3, peer_samples=300, scale_tenants=(1, 10, 50),
                scale_sample=20, token_samples=20, batch_sizes=(1, 10, 100, 1000), batch_concurrency=(1, 2),
-               gate_rate=200.0, gate_seconds=2.0, gate_concurrency=50, gate_workers=(1, 2), model_threads=(4,))
+               gate_rate=200.0, gate_seconds=2.0, gate_concurrency=50, gate_workers=(1, 2),
+               gate_connections=4, model_threads=(4,))
 
 
 def python_env(**extra: str) -> dict[str, str]:

@@ -83,7 +83,8 @@ def _run_gate(ctx: RunContext, section: Section, workers: int) -> None:
         spec = {"address": address, "server_pid": server.pid, "token": mint.stdout.strip(), "request": READ_REQUEST,
                 "deadline_s": 5.0,
                 "open_loop": {"rate": budget.gate_rate, "seconds": budget.gate_seconds,
-                              "concurrency": budget.gate_concurrency, "warmup_s": 1.0 if not ctx.quick else 0.2,
+                              "concurrency": budget.gate_concurrency, "connections": budget.gate_connections,
+                              "warmup_s": 1.0 if not ctx.quick else 0.2,
                               "ids_file": str(ids_file)}}
         result: dict[str, Any] = run_client(spec, timeout=budget.gate_seconds * 4 + 120)
         rss = server.rss_mib(tree=True)
@@ -104,7 +105,7 @@ def _run_gate(ctx: RunContext, section: Section, workers: int) -> None:
     rows = [
         ("server", label, "processes sharing the port with SO_REUSEPORT" if workers > 1 else "as `make serve`"),
         ("offered", f"{rate(budget.gate_rate)} for {budget.gate_seconds:.0f} s, {budget.gate_concurrency} concurrent",
-         f"{result['offered']:,} calls scheduled"),
+         f"{result['offered']:,} calls scheduled over {budget.gate_connections} connections"),
         ("achieved", rate(achieved), f"{result['answered']:,} answered in {result['seconds']:.1f} s"),
         ("latency from scheduled time p50 / p95 / p99",
          f"{ms(lat['p50'])} / {ms(lat['p95'])} / {ms(lat['p99'])}", f"max {ms(lat['max'])}"),
