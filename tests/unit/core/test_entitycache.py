@@ -59,43 +59,56 @@ def test_cached_handles_give_the_answer_of_the_plain_entity_list(compiled, roles
     entities = _entities(principal, rtype, rid, attrs)
     request = _request(principal, action, rtype, rid)
     expected = _answer(compiled, request, entities)
-    for _ in range(3):  # miss, then hits
+    for _ in range(4):  # seen once (text), parsed, then hits
         assert _answer(compiled, request, handles.entities_for(entities)) == expected
 
 
-def test_a_hit_returns_the_same_parsed_handle_and_entities_that_cedar_refuses_are_never_held(compiled):
+def test_a_set_is_parsed_the_second_time_it_comes_and_then_the_same_handle_is_returned(compiled):
     handles = EntityHandles(compiled.schema)
     good = _entities(_principal())
-    first = handles.entities_for(good)
-    assert isinstance(first, cedarpy.Entities) and handles.entities_for(good) is first
-    held = len(handles)
+    assert isinstance(handles.entities_for(good), str) and len(handles) == 0  # seen once: as without a cache
+    second = handles.entities_for(good)
+    assert isinstance(second, cedarpy.Entities) and handles.entities_for(good) is second
     bad = _entities(_principal(), attrs={"tenant": 5})
-    assert isinstance(handles.entities_for(bad), str)
-    assert len(handles) == held
+    assert all(isinstance(handles.entities_for(bad), str) for _ in range(3))  # refused by Cedar: never held
+    assert len(handles) == 1
 
 
-def test_one_principal_many_resources_differ_only_in_the_resource(compiled):
+def test_distinct_requests_fill_nothing(compiled):
+    handles = EntityHandles(compiled.schema)
+    for n in range(500):
+        assert isinstance(handles.entities_for(_entities(_principal(), rid=f"inv-{n}")), str)
+    assert len(handles) == 0 and handles.entities_held == 0
+
+
+def test_a_cached_principal_set_with_another_tenants_resource_is_still_that_tenants(compiled):
     handles = EntityHandles(compiled.schema)
     principal = _principal()
-    a = handles.entities_for(_entities(principal, rid="inv-1"))
-    b = handles.entities_for(_entities(principal, rid="inv-2"))
-    assert a is not b
-    assert _answer(compiled, _request(principal, rid="inv-2"), b)[0] == "Allow"
-    # a resource of another tenant in the cached set is still that tenant's: the guardrail forbids it
     other = _entities(principal, rid="inv-3")
     other[1]["attrs"]["tenant"] = "globex"
-    decision, reasons, _ = _answer(compiled, _request(principal, rid="inv-3"), handles.entities_for(other))
-    assert decision == "Deny" and reasons
+    for _ in range(3):
+        decision, reasons, _ = _answer(compiled, _request(principal, rid="inv-3"), handles.entities_for(other))
+        assert decision == "Deny" and reasons
 
 
-def test_the_cache_is_bounded_and_large_entity_sets_are_not_held(compiled):
+def test_the_cache_is_bounded_by_handles_and_by_entities_and_large_sets_are_not_held(compiled):
     handles = EntityHandles(compiled.schema, capacity=8)
     for n in range(50):
-        handles.entities_for(_entities(_principal(subject=f"user-{n}")))
-    assert len(handles) <= 8
+        for _ in range(2):
+            handles.entities_for(_entities(_principal(subject=f"user-{n}")))
+    assert len(handles) == 8
+    per_handle = handles.entities_held // 8
+    small = EntityHandles(compiled.schema, max_entities=per_handle * 8 * 3)
+    for n in range(50):
+        for _ in range(2):
+            small.entities_for(_entities(_principal(subject=f"user-{n}")))
+    assert small.entities_held <= per_handle * 24 and len(small) == 24  # the entity budget, not the capacity
+    tiny = EntityHandles(compiled.schema, max_entities=per_handle * 4)  # one handle > 1/8 of the budget
+    for _ in range(3):
+        assert isinstance(tiny.entities_for(_entities(_principal())), str)
     huge = _entities(_principal(), attrs={"note": "x" * MAX_TEXT})
-    held = len(handles)
-    assert isinstance(handles.entities_for(huge), str) and len(handles) == held
+    for _ in range(3):
+        assert isinstance(handles.entities_for(huge), str)
 
 
 def test_engine_answers_do_not_depend_on_the_cache_order(compiled):
