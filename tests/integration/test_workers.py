@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +33,13 @@ from tenantgate.v1 import authorizer_pb2_grpc as pb_grpc
 
 TENANTGATE = [sys.executable, "-m", "tenantgate.cli.main"]
 CHANNELS = 20
+# `tenantgate serve` with a crash limit reached in seconds: 2 deaths, 0.1 s apart.
+FAST_CRASH_LIMIT = [sys.executable, "-c", """import sys
+from tenantgate.cli import main, supervisor
+supervisor.RESTART_DELAYS = (0.1,)
+supervisor.CRASH_LIMIT = 2
+sys.exit(main.main(sys.argv[1:]))"""]
+BROKEN = "permit(principal, action, resource) when {"
 
 
 @dataclass
@@ -43,7 +51,12 @@ class Cluster:
     stderr: Path
 
     def workers(self) -> set[int]:
-        return _children(self.proc.pid)
+        return _children(self.proc.pid) - {self.metrics_process()}
+
+    def metrics_process(self) -> int | None:
+        """The supervisor's child listening on the /metrics port (not a worker)."""
+        port = int(self.metrics_url.rpartition(":")[2].split("/")[0])
+        return next((pid for pid in _children(self.proc.pid) if port in _listeners(_sockets(pid))), None)
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -64,12 +77,12 @@ def policy_dir(tmp_path):
 
 
 @contextmanager
-def serving(tmp_path, issuer, policy_dir, workers=2, extra="", **env) -> Iterator[Cluster]:
+def serving(tmp_path, issuer, policy_dir, workers=2, extra="", launcher=TENANTGATE, **env) -> Iterator[Cluster]:
     """``serve --workers N`` (polling off, /metrics on a free port) until its banner is out."""
     cfg = with_poll(write_config(tmp_path, issuer.settings, policies=policy_dir, extra=extra), policy_dir, 0)
     stderr = tmp_path / "stderr.log"
     with stderr.open("w") as err:
-        proc = subprocess.Popen([*TENANTGATE, "serve", "--config", str(cfg), "--workers", str(workers)],
+        proc = subprocess.Popen([*launcher, "serve", "--config", str(cfg), "--workers", str(workers)],
                                 env=_env(TENANTGATE_SERVER_METRICS_LISTEN="127.0.0.1:0", **env), stdout=subprocess.PIPE,
                                 stderr=err, text=True)
     watchdog = threading.Timer(60, proc.kill)  # a supervisor that never prints its banner cannot hang the suite
@@ -125,6 +138,13 @@ def _metrics_dir(worker: int) -> Path:
     """The multiprocess metrics directory the supervisor gave its workers (where their open files are)."""
     opened = [Path(os.readlink(fd)) for fd in Path(f"/proc/{worker}/fd").iterdir()]
     return next(p.parent for p in opened if p.parent.name.startswith("tenantgate-metrics-"))
+
+
+def _sockets(pid: int) -> set[str]:
+    try:
+        return {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+    except OSError:  # exited meanwhile
+        return set()
 
 
 def _listeners(inodes: set[str]) -> dict[int, int]:
@@ -214,15 +234,16 @@ def test_sighup_to_the_supervisor_reloads_the_policies_of_every_worker(tmp_path,
 
 def test_sigterm_stops_the_supervisor_and_every_worker_with_exit_0(tmp_path, issuer, policy_dir):
     with serving(tmp_path, issuer, policy_dir) as cluster:
-        supervisor, workers = cluster.proc.pid, cluster.workers()
+        supervisor, workers, metrics = cluster.proc.pid, cluster.workers(), cluster.metrics_process()
         assert len(workers) == 2
         # Forked before any gRPC object existed: the supervisor never loads gRPC and runs a single thread.
         assert "cygrpc" not in Path(f"/proc/{supervisor}/maps").read_text()
         assert len(list(Path(f"/proc/{supervisor}/task").iterdir())) == 1
+        assert metrics and "cygrpc" not in Path(f"/proc/{metrics}/maps").read_text()
         files_dir = _metrics_dir(min(workers))
         assert files_dir.is_dir() and files_dir.stat().st_mode & 0o077 == 0
         assert cluster.stop() == 0
-    assert not [pid for pid in workers if _alive(pid)]
+    assert not [pid for pid in (*workers, metrics) if _alive(pid)]
     assert not files_dir.exists()
     assert "worker 1" in cluster.stderr.read_text() and '"worker": 1' in cluster.stderr.read_text()
 
@@ -242,11 +263,110 @@ def test_a_killed_worker_is_restarted_and_serving_resumes(tmp_path, issuer, poli
     assert _verify_all_workers(cluster.audit).returncode == 0
 
 
+@contextmanager
+def _trickling(metrics_url: str) -> Iterator[list[int]]:
+    """A client sending its /metrics request one byte every 0.2 s (reconnecting when cut off) until the block
+    ends; yields the count of bytes it could send, so far."""
+    host, _, port = metrics_url.split("/")[2].rpartition(":")
+    sent, stop = [0], threading.Event()
+
+    def trickle() -> None:
+        while not stop.is_set():
+            try:
+                with socket.create_connection((host, int(port)), timeout=5) as slow:
+                    slow.sendall(b"GET /metrics")
+                    while not stop.wait(0.2):
+                        slow.sendall(b"x")
+                        sent[0] += 1
+            except OSError:
+                stop.wait(0.2)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        yield sent
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_a_client_trickling_bytes_to_metrics_holds_up_neither_sighup_nor_restarts_nor_sigterm(
+        tmp_path, issuer, policy_dir):
+    token = issuer.mint(roles=["viewer"])
+    with serving(tmp_path, issuer, policy_dir) as cluster, _trickling(cluster.metrics_url) as sent:
+        time.sleep(0.3)  # its request under way
+        write_atomically(policy_dir / "p.cedar", FORBID_READ)
+        cluster.proc.send_signal(signal.SIGHUP)
+        eventually(lambda: all(_check(cluster.address, token).reason == "policy_forbid" for _ in range(CHANNELS)),
+                   "every worker deciding with the new policies", attempts=100)
+        os.kill(min(cluster.workers()), signal.SIGKILL)
+        eventually(lambda: _metric_sum(cluster.metrics_url, "tenantgate_worker_restarts_total") == 1
+                   and _metric_sum(cluster.metrics_url, "tenantgate_workers") == 2, "the killed worker serving again")
+        assert sent[0] >= 3, "the slow client never got going"
+        started = time.monotonic()
+        assert cluster.stop() == 0
+        assert time.monotonic() - started < 5, "SIGTERM waited for the slow client"
+    for path, records in _decisions(cluster.audit).items():
+        assert records[-1]["reason"] == "policy_forbid", f"{path.name} still decides with the old policies"
+
+
+def test_a_killed_metrics_process_is_restarted_and_is_not_counted_as_a_worker(tmp_path, issuer, policy_dir):
+    with serving(tmp_path, issuer, policy_dir) as cluster:
+        first = cluster.metrics_process()
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        eventually(lambda: cluster.metrics_process() not in (None, first), "a new /metrics process")
+        eventually(lambda: _metric_sum(cluster.metrics_url, "tenantgate_workers") == 2, "/metrics answering again")
+        assert _metric_sum(cluster.metrics_url, "tenantgate_worker_restarts_total") == 0
+        assert len(cluster.workers()) == 2
+        second = cluster.metrics_process()
+        assert cluster.stop() == 0
+    assert not _alive(second)
+    assert f"/metrics process (pid {first}) was killed by SIGKILL; restarting it" in cluster.stderr.read_text()
+
+
+def test_a_busy_metrics_port_fails_at_start_before_any_worker(tmp_path, issuer, policy_dir):
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        cfg = write_config(tmp_path, issuer.settings, policies=policy_dir)
+        out = subprocess.run([*TENANTGATE, "serve", "--config", str(cfg), "--workers", "2"],
+                             env=_env(TENANTGATE_SERVER_METRICS_LISTEN=f"127.0.0.1:{port}"), capture_output=True,
+                             text=True, timeout=60)
+    assert out.returncode == 1
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in out.stderr
+    assert "worker 0 started" not in out.stderr
+
+
+def test_a_worker_that_cannot_restart_is_retried_while_another_serves_until_the_files_are_fixed(
+        tmp_path, issuer, policy_dir):
+    # Invalid files on disk: a serving worker keeps its policies, a restarted one cannot start (exit 3).
+    token = issuer.mint(roles=["viewer"])
+    with serving(tmp_path, issuer, policy_dir, launcher=FAST_CRASH_LIMIT) as cluster:
+        (policy_dir / "broken.cedar").write_text(BROKEN)
+        os.kill(min(cluster.workers()), signal.SIGKILL)
+        retrying = "1 of 2 workers still serve, so it keeps being restarted every 0.1 s until it starts"
+        eventually(lambda: cluster.stderr.read_text().count(retrying) >= 2,
+                   "two failed restarts past the crash limit (2)", attempts=300)
+        assert cluster.proc.poll() is None
+        assert _check(cluster.address, token).decision == pb.ALLOW
+        assert _metric_sum(cluster.metrics_url, "tenantgate_workers") == 1
+        (policy_dir / "broken.cedar").unlink()
+        eventually(lambda: _metric_sum(cluster.metrics_url, "tenantgate_workers") == 2,
+                   "the worker starting once the files are fixed", attempts=300)
+        assert all(_check(cluster.address, token).decision == pb.ALLOW for _ in range(CHANNELS))
+        assert cluster.stop() == 0
+    logged = cluster.stderr.read_text()
+    assert "broken.cedar:1" in logged
+    assert "exited with code 3 before serving (see its own error above), 2 times within 60 s" in logged
+
+
 def test_health_and_authzen_ports_picked_by_worker_0_are_shared_by_every_worker(tmp_path, issuer, policy_dir):
     with serving(tmp_path, issuer, policy_dir, workers=3, extra='[http]\nlisten = "127.0.0.1:0"\n',
                  TENANTGATE_SERVER_HEALTH_LISTEN="127.0.0.1:0") as cluster:
         grpc_port = int(cluster.address.rpartition(":")[2])
-        inodes = {os.readlink(fd) for pid in cluster.workers() for fd in Path(f"/proc/{pid}/fd").iterdir()}
+        inodes = {inode for pid in cluster.workers() for inode in _sockets(pid)}
         listening = _listeners(inodes)
         assert grpc_port in listening
         assert sorted(listening.values()) == [3, 3, 3], listening  # gRPC, health and AuthZEN: one socket each
@@ -277,7 +397,7 @@ def test_workers_do_not_outlive_a_killed_supervisor(tmp_path, issuer, policy_dir
     shutil.rmtree(files_dir)  # a killed supervisor cannot remove it
 
 def test_a_worker_that_cannot_start_stops_everything_with_its_exit_code(tmp_path, issuer, policy_dir):
-    (policy_dir / "broken.cedar").write_text("permit(principal, action, resource) when {")
+    (policy_dir / "broken.cedar").write_text(BROKEN)
     cfg = write_config(tmp_path, issuer.settings, policies=policy_dir)
     out = subprocess.run([*TENANTGATE, "serve", "--config", str(cfg), "--workers", "2"], env=_env(),
                          capture_output=True, text=True, timeout=60)
@@ -286,29 +406,65 @@ def test_a_worker_that_cannot_start_stops_everything_with_its_exit_code(tmp_path
     assert "worker 1 started" not in out.stderr  # worker 0 failed alone, before any other was forked
 
 
-def test_a_worker_dying_again_and_again_stops_the_supervisor_with_exit_1(tmp_path):
-    # The supervisor with a stand-in worker that serves briefly and dies: the crash-loop limit, in a second.
-    script = """
-import sys, time
+def _stand_in(work: str) -> list[str]:
+    """The supervisor with a stand-in worker (the body of ``work(settings, index, announce)``), fast restarts
+    and stops: its crash limit and exit codes, in a second."""
+    body = "\n".join("    " + line for line in work.strip().splitlines())
+    return [sys.executable, "-c", f"""
+import signal, sys, time
 from tenantgate import config
 from tenantgate.cli import supervisor
 
 supervisor.RESTART_DELAYS = (0.01,)
+supervisor.STOP_MARGIN_SECONDS = 1.0  # long enough for a drain that exits at once
 
 def work(settings, index, announce):
-    announce({"grpc": 1, "health": 0, "http": 0})
-    time.sleep(0.2)
-    return 7
+{body}
 
-settings = config.load(None, env={"TENANTGATE_SERVER_METRICS_LISTEN": "", "TENANTGATE_SERVER_WORKERS": "2",
-                                  "TENANTGATE_SERVER_LISTEN": "127.0.0.1:0"})
+settings = config.load(None, env={{"TENANTGATE_SERVER_METRICS_LISTEN": "", "TENANTGATE_SERVER_WORKERS": "2",
+                                  "TENANTGATE_SERVER_LISTEN": "127.0.0.1:0", "TENANTGATE_SERVER_GRACE_SECONDS": "0"}})
 sys.exit(supervisor.Supervisor(settings, work, lambda report, port: print("ready", flush=True)).run())
-"""
-    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                         timeout=60)
+"""]
+
+
+def test_a_worker_dying_again_and_again_stops_the_supervisor_with_exit_1(tmp_path):
+    command = _stand_in("""
+announce({"grpc": 1, "health": 0, "http": 0})
+time.sleep(0.2)
+return 7
+""")
+    out = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
     assert out.returncode == 1, out.stderr
     assert out.stdout == "ready\n"
-    assert "died 5 times within 60 s (last: exited with code 7); stopping all workers" in out.stderr
+    assert ("died 5 times within 60 s (last: exited with code 7) and no other worker serves; stopping all workers"
+            in out.stderr)
+
+
+@pytest.mark.parametrize(("on_sigterm", "code", "logged"), [
+    ("lambda *_: sys.exit(0)", 0, None),
+    ("lambda *_: sys.exit(5)", 1, "exited with code 5 instead of draining cleanly"),
+    ("signal.SIG_IGN", 1, "was killed by SIGKILL instead of draining cleanly"),  # a drain that never ends
+], ids=["drained", "drain-failed", "drain-hung"])
+def test_sigterm_exits_1_when_a_worker_fails_its_drain_or_must_be_killed(tmp_path, on_sigterm, code, logged):
+    command = _stand_in(f"""
+signal.signal(signal.SIGTERM, {on_sigterm})
+announce({{"grpc": 1, "health": 0, "http": 0}})
+while True:
+    time.sleep(1)
+""")
+    proc = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    if logged:
+        assert err.count(logged) == 2, err  # both workers
+    else:
+        assert "instead of draining cleanly" not in err
 
 
 @pytest.mark.parametrize(("value", "message"), [

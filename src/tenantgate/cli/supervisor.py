@@ -2,10 +2,15 @@
 
 Why forking is safe here: the supervisor never imports gRPC, builds no part of the application and runs no
 thread, so every fork (at start, and to restart a worker) copies a process without a gRPC object, a channel
-or a lock held by another thread. It holds the settings, a self-pipe for signals and, with
-``server.metrics_listen``, the /metrics endpoint that sums the workers' prometheus-client multiprocess files.
-Each worker builds its own app (policies, audit chain K, grant store connection) and gRPC server, bound with
-SO_REUSEPORT, so the kernel spreads new connections over the workers.
+or a lock held by another thread. It holds the settings and a self-pipe for signals; nothing a client does
+reaches its loop. Each worker builds its own app (policies, audit chain K, grant store connection) and gRPC
+server, bound with SO_REUSEPORT, so the kernel spreads new connections over the workers.
+
+Metrics: with ``server.metrics_listen`` the supervisor binds the port (a busy one fails at start) and forks,
+before the workers, a process that serves /metrics on it (``observability/multiprocess.py``), summing the
+workers' prometheus-client multiprocess files. It never forks, so it may run threads, and a slow scraper can
+only hold it. It is not a worker: it is restarted after ``METRICS_RESTART_SECONDS`` when it dies, outside
+the crash limit and ``tenantgate_workers``, and it gets SIGTERM with the workers.
 
 Ports: worker 0 starts alone and reports the ports it bound, so port 0 picks one free port for all of them,
 and a configuration that cannot start (invalid policies, a busy port, unreadable TLS files) fails once, with
@@ -13,9 +18,12 @@ the usual message and exit code, before any other worker starts. The others, and
 bind the ports worker 0 reported.
 
 Signals: SIGTERM/SIGINT drain every worker (SIGKILL after ``server.grace_seconds`` + ``STOP_MARGIN_SECONDS``)
-and exit 0. SIGHUP makes every worker reload its policies. A worker that dies is restarted after a growing
-delay; ``CRASH_LIMIT`` deaths of one worker within ``CRASH_WINDOW_SECONDS`` stop everything with exit code 1.
-Workers get SIGTERM when the supervisor dies (``worker.py``).
+and exit 0, or 1 when a serving worker's drain failed (non-zero exit) or a worker had to be killed.
+SIGHUP makes every worker reload its policies. A worker that dies is restarted after a growing delay. When
+it has died ``CRASH_LIMIT`` times within ``CRASH_WINDOW_SECONDS``: if another worker serves (and is not
+crash-looping itself), the failing one is restarted every ``RESTART_DELAYS[-1]`` seconds with an error each
+time, as a single server keeps serving its last valid policies while the files on disk are invalid;
+otherwise everything stops with exit code 1. Children get SIGTERM when the supervisor dies (``worker.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from tenantgate.cli.shared_ports import check_free, pinned
+from tenantgate.cli.worker import die_with
 from tenantgate.config import Settings
 from tenantgate.errors import ConfigError
 
@@ -48,6 +57,7 @@ STOP_MARGIN_SECONDS = 5.0  # after server.grace_seconds, before SIGKILL
 CRASH_LIMIT = 5
 CRASH_WINDOW_SECONDS = 60.0
 RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds before a restart, by the worker's deaths within the window
+METRICS_RESTART_SECONDS = 0.5  # before the /metrics process is started again after dying
 EXIT_ERROR = 1
 _HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 
@@ -88,6 +98,8 @@ class Supervisor:
         self._exit_code: int | None = None  # set when stopping
         self._deadline = 0.0
         self._killed = False
+        self._metrics_pid = 0  # the /metrics process; 0 while not running
+        self._metrics_restart_at: float | None = None
 
     def run(self) -> int:
         """Serve until stopped; return the exit code. Raises ``ConfigError`` for what fails before any fork."""
@@ -108,9 +120,11 @@ class Supervisor:
 
         self._metrics = SupervisorMetrics()
         if s.server.metrics_listen:
+            # Bound here and kept open: a busy port fails before any fork, and a restarted /metrics process
+            # serves the same socket. The supervisor never accepts on it.
             self._endpoint = MetricsEndpoint(s.server.metrics_listen, self._files)
-            self._selector.register(self._endpoint.fileno(), selectors.EVENT_READ, self._endpoint.handle)
         self._handle_signals()
+        self._serve_metrics()
         self._spawn(self._workers[0])
         while True:
             for ready, _events in self._selector.select(self._timeout()):
@@ -119,7 +133,7 @@ class Supervisor:
             self._restart_due()
             if self._exit_code is None:
                 continue
-            if not any(w.pid for w in self._workers):
+            if not self._metrics_pid and not any(w.pid for w in self._workers):
                 log.info("all workers stopped")
                 return self._exit_code
             if not self._killed and time.monotonic() >= self._deadline:
@@ -151,7 +165,7 @@ class Supervisor:
                 log.info("SIGHUP: every worker reloads its policies")
                 for w in self._workers:
                     if w.pid and w.ready:
-                        _send(w, signal.SIGHUP)
+                        _send(w.pid, signal.SIGHUP)
                     elif w.pid:
                         w.hangup_pending = True
 
@@ -165,17 +179,22 @@ class Supervisor:
         for w in self._workers:
             w.restart_at = None
             if w.pid:
-                _send(w, signal.SIGTERM)
+                _send(w.pid, signal.SIGTERM)
+        self._metrics_restart_at = None
+        if self._metrics_pid:
+            _send(self._metrics_pid, signal.SIGTERM)
 
     def _kill_remaining(self) -> None:
         self._killed = True
         for w in self._workers:
             if w.pid:
                 log.warning("worker %d (pid %d) still running after the grace period: SIGKILL", w.index, w.pid)
-                _send(w, signal.SIGKILL)
+                _send(w.pid, signal.SIGKILL)
+        if self._metrics_pid:
+            _send(self._metrics_pid, signal.SIGKILL)
 
     def _timeout(self) -> float | None:
-        due = [w.restart_at for w in self._workers if w.restart_at is not None]
+        due = [at for at in (self._metrics_restart_at, *(w.restart_at for w in self._workers)) if at is not None]
         if self._exit_code is not None and not self._killed:
             due.append(self._deadline)
         return max(0.0, min(due) - time.monotonic()) if due else None
@@ -184,7 +203,39 @@ class Supervisor:
 
     def _spawn(self, w: _Worker) -> None:
         read, write = os.pipe()
-        settings = self._settings
+        settings, index, endpoint = self._settings, w.index, self._endpoint
+
+        def work() -> int:
+            os.close(read)
+            if endpoint is not None:
+                endpoint.close()
+            return self._worker_main(settings, index, _announcer(write))
+
+        pid = self._fork(work, signal.default_int_handler)
+        os.close(write)
+        os.set_blocking(read, False)
+        w.pid, w.pipe, w.received, w.ready = pid, read, b"", False
+        self._selector.register(read, selectors.EVENT_READ, lambda: self._on_report(w))
+        log.info("worker %d started (pid %d)", w.index, pid)
+
+    def _serve_metrics(self) -> None:
+        """Fork the process that answers /metrics (threads are safe there: it never forks)."""
+        endpoint = self._endpoint
+        if endpoint is None:
+            return
+        supervisor = os.getpid()
+
+        def serve() -> int:
+            die_with(supervisor)
+            endpoint.serve()
+            return 0
+
+        # SIGINT ignored: a Ctrl-C reaches the whole process group, and the supervisor stops it with SIGTERM.
+        self._metrics_pid = self._fork(serve, signal.SIG_IGN)
+        log.info("/metrics process started (pid %d)", self._metrics_pid)
+
+    def _fork(self, child: Callable[[], int], on_interrupt: Any) -> int:
+        """Fork a process that runs ``child()`` and exits with what it returns; return its pid."""
         sys.stdout.flush()  # nothing buffered here may be written twice, by the child too
         sys.stderr.flush()
         # Blocked across the fork: until the child has dropped the supervisor's handlers, a signal sent to
@@ -192,36 +243,31 @@ class Supervisor:
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
         pid = os.fork()
         if pid == 0:
-            os.close(read)
-            self._run_child(settings, w.index, write, mask)
+            self._run_child(child, on_interrupt, mask)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        os.close(write)
-        os.set_blocking(read, False)
-        w.pid, w.pipe, w.received, w.ready = pid, read, b"", False
-        self._selector.register(read, selectors.EVENT_READ, lambda: self._on_report(w))
-        log.info("worker %d started (pid %d)", w.index, pid)
+        return pid
 
-    def _run_child(self, settings: Settings, index: int, report: int, mask: set[int | signal.Signals]) -> NoReturn:
-        """In the forked worker: drop the supervisor's signals and files, run the worker, never return."""
+    def _run_child(self, child: Callable[[], int], on_interrupt: Any, mask: set[int | signal.Signals]) -> NoReturn:
+        """In the forked process: drop the supervisor's signals and files, run ``child``, never return."""
         code = EXIT_ERROR
         try:
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGTERM, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            # Ignored until the worker's server handles it; the supervisor sends SIGHUP only after that.
+            signal.signal(signal.SIGINT, on_interrupt)
+            # Ignored until a worker's server handles it; the supervisor sends SIGHUP only after that.
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             self._selector.close()
             if self._wakeup is not None:
                 for fd in self._wakeup:
                     os.close(fd)
-            if self._endpoint is not None:
-                self._endpoint.close()
             for other in self._workers:
                 if other.pipe >= 0:
                     os.close(other.pipe)
-            code = self._worker_main(settings, index, _announcer(report))
+            code = child()
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
         except BaseException:  # noqa: BLE001 - whatever happens, this process must not return into the loop
             traceback.print_exc()
         finally:
@@ -250,7 +296,7 @@ class Supervisor:
             ports = (int(report["grpc"]), int(report["health"]), int(report["http"]))
         except (ValueError, KeyError, TypeError):
             log.error("worker %d (pid %d) sent an unreadable report: killed", w.index, w.pid)
-            _send(w, signal.SIGKILL)
+            _send(w.pid, signal.SIGKILL)
             return
         self._ready(w, report, ports)
 
@@ -267,7 +313,7 @@ class Supervisor:
                 self._spawn(other)
         if w.hangup_pending:
             w.hangup_pending = False
-            _send(w, signal.SIGHUP)
+            _send(w.pid, signal.SIGHUP)
         if not self._announced and all(other.ready for other in self._workers):
             self._announced = True
             self._on_ready(self._first_report, self._endpoint.port if self._endpoint is not None else 0)
@@ -280,20 +326,29 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            if pid == self._metrics_pid:
+                self._metrics_exited(os.waitstatus_to_exitcode(status))
             for w in self._workers:
                 if w.pid == pid:
                     self._exited(w, os.waitstatus_to_exitcode(status))
 
+    def _metrics_exited(self, code: int) -> None:
+        pid, self._metrics_pid = self._metrics_pid, 0
+        if self._exit_code is None:
+            self._metrics_restart_at = time.monotonic() + METRICS_RESTART_SECONDS
+            log.warning("/metrics process (pid %d) %s; restarting it in %.1f s", pid, _describe(code),
+                        METRICS_RESTART_SECONDS)
+
     def _exited(self, w: _Worker, code: int) -> None:
         from tenantgate.observability.multiprocess import forget
 
-        pid, how = w.pid, _describe(code)
+        pid, how, serving = w.pid, _describe(code), w.ready
         forget(pid, self._files)
         w.pid, w.ready, w.hangup_pending = 0, False, False
         self._close_pipe(w)
         self._count_serving()
         if self._exit_code is not None:
-            (log.info if code == 0 else log.warning)("worker %d (pid %d) %s", w.index, pid, how)
+            self._stopped(w.index, pid, code, serving)
             return
         if not self._announced:
             log.error("worker %d (pid %d) %s while starting", w.index, pid, how)
@@ -301,21 +356,44 @@ class Supervisor:
             return
         now = time.monotonic()
         w.deaths.append(now)
-        while w.deaths[0] < now - CRASH_WINDOW_SECONDS:
-            w.deaths.popleft()
-        if len(w.deaths) >= CRASH_LIMIT:
-            message = (f"worker {w.index} died {len(w.deaths)} times within {CRASH_WINDOW_SECONDS:.0f} s "
-                       f"(last: {how}); stopping all workers")
+        deaths = _recent(w.deaths, now)
+        healthy = sum(1 for other in self._workers if other.ready and _recent(other.deaths, now) < CRASH_LIMIT)
+        if deaths < CRASH_LIMIT:
+            delay = RESTART_DELAYS[min(deaths, len(RESTART_DELAYS)) - 1]
+            log.warning("worker %d (pid %d) %s; restarting it in %.1f s", w.index, pid, how, delay)
+        elif healthy:
+            # The others serve their last valid state (a single server would too): an outage helps nobody.
+            delay = RESTART_DELAYS[-1]
+            own_error = " (see its own error above)" if code > 0 else ""
+            log.error("worker %d (pid %d) %s %s%s, %d times within %.0f s; %d of %d workers still serve, so it "
+                      "keeps being restarted every %.1f s until it starts", w.index, pid, how,
+                      "while serving" if serving else "before serving", own_error, deaths,
+                      CRASH_WINDOW_SECONDS, healthy, len(self._workers), delay)
+        else:
+            message = (f"worker {w.index} died {deaths} times within {CRASH_WINDOW_SECONDS:.0f} s "
+                       f"(last: {how}) and no other worker serves; stopping all workers")
             log.error(message)
             print(f"tenantgate: {message}", file=sys.stderr, flush=True)
             self._stop(EXIT_ERROR, "too many worker deaths")
             return
-        delay = RESTART_DELAYS[min(len(w.deaths), len(RESTART_DELAYS)) - 1]
         w.restart_at = now + delay
-        log.warning("worker %d (pid %d) %s; restarting it in %.1f s", w.index, pid, how, delay)
+
+    def _stopped(self, index: int, pid: int, code: int, serving: bool) -> None:
+        """A worker exited while stopping: a failed drain or a SIGKILL makes the supervisor exit 1."""
+        how = _describe(code)
+        if code == 0 or (not serving and code != -signal.SIGKILL):  # one still starting had nothing to drain
+            (log.info if code == 0 else log.warning)("worker %d (pid %d) %s", index, pid, how)
+            return
+        log.error("worker %d (pid %d) %s instead of draining cleanly: the supervisor exits with code %d",
+                  index, pid, how, EXIT_ERROR)
+        if self._exit_code == 0:
+            self._exit_code = EXIT_ERROR
 
     def _restart_due(self) -> None:
         now = time.monotonic()
+        if self._metrics_restart_at is not None and self._metrics_restart_at <= now and self._exit_code is None:
+            self._metrics_restart_at = None
+            self._serve_metrics()
         for w in self._workers:
             if w.restart_at is not None and w.restart_at <= now and self._exit_code is None:
                 w.restart_at = None
@@ -337,10 +415,14 @@ class Supervisor:
         """Leave no worker, signal handler or file behind (also when ``_run`` failed)."""
         for w in self._workers:
             if w.pid:
-                _send(w, signal.SIGKILL)
+                _send(w.pid, signal.SIGKILL)
                 os.waitpid(w.pid, 0)
                 w.pid = 0
             self._close_pipe(w)
+        if self._metrics_pid:
+            _send(self._metrics_pid, signal.SIGKILL)
+            os.waitpid(self._metrics_pid, 0)
+            self._metrics_pid = 0
         signal.set_wakeup_fd(-1)
         if self._wakeup is not None:
             for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
@@ -372,9 +454,16 @@ def _announcer(fd: int) -> Announce:
     return announce
 
 
-def _send(w: _Worker, sig: signal.Signals) -> None:
+def _recent(deaths: deque[float], now: float) -> int:
+    """How many of ``deaths`` fall within the crash window (older ones are dropped)."""
+    while deaths and deaths[0] < now - CRASH_WINDOW_SECONDS:
+        deaths.popleft()
+    return len(deaths)
+
+
+def _send(pid: int, sig: signal.Signals) -> None:
     try:
-        os.kill(w.pid, sig)
+        os.kill(pid, sig)
     except ProcessLookupError:  # exited; the loop reaps it
         pass
 

@@ -30,7 +30,7 @@ PARENT_POLL_SECONDS = 1.0
 def run(settings: Settings, index: int, supervisor_pid: int, on_started: Callable[[App, int], None]) -> int:
     """Serve as worker ``index`` until SIGTERM/SIGINT, then drain; return 0. ``on_started(app, port)`` once
     it serves. Raises what ``app.build`` and ``app.serve`` raise (``ConfigError``, ``PolicyError``, ...)."""
-    _die_with(supervisor_pid)
+    die_with(supervisor_pid)
     from tenantgate import app as application
     from tenantgate.observability.logging import configure
 
@@ -40,8 +40,9 @@ def run(settings: Settings, index: int, supervisor_pid: int, on_started: Callabl
     return 0
 
 
-def _die_with(supervisor_pid: int) -> None:
-    """Get SIGTERM (and so drain) when the supervisor dies, even by SIGKILL: no worker outlives it."""
+def die_with(supervisor_pid: int) -> None:
+    """Get SIGTERM (a worker drains, the /metrics process exits) when the supervisor dies, even by SIGKILL:
+    no child outlives it. Raises ``ConfigError`` when the supervisor is already gone."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
@@ -50,7 +51,7 @@ def _die_with(supervisor_pid: int) -> None:
         threading.Thread(target=_watch_parent, args=(supervisor_pid,), name="tenantgate-parent-watch",
                          daemon=True).start()
     if os.getppid() != supervisor_pid:  # it died before the line above took effect
-        raise ConfigError("the supervisor exited while this worker started")
+        raise ConfigError("the supervisor exited while this process started")
 
 
 def _watch_parent(supervisor_pid: int) -> None:
