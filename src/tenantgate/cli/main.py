@@ -150,7 +150,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _serve_workers(settings: Any) -> int:
     """``server.workers`` > 1: a supervisor forks the workers (see ``cli/supervisor.py``)."""
     from tenantgate.cli import worker
-    from tenantgate.cli.supervisor import Announce, Supervisor
+    from tenantgate.cli.children import Announce
+    from tenantgate.cli.supervisor import Supervisor
 
     supervisor_pid = os.getpid()
 

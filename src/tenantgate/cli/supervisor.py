@@ -37,12 +37,12 @@ import signal
 import sys
 import tempfile
 import time
-import traceback
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
+from tenantgate.cli.children import EXIT_ERROR, Announce, Report, announcer, describe, fork, send
 from tenantgate.cli.shared_ports import check_free, pinned
 from tenantgate.cli.worker import die_with
 from tenantgate.config import Settings
@@ -58,11 +58,8 @@ CRASH_LIMIT = 5
 CRASH_WINDOW_SECONDS = 60.0
 RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds before a restart, by the worker's deaths within the window
 METRICS_RESTART_SECONDS = 0.5  # before the /metrics process is started again after dying
-EXIT_ERROR = 1
 _HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 
-Report = Mapping[str, Any]  # a worker's JSON line once it serves: {"grpc": port, "health": port, "http": port, ...}
-Announce = Callable[[Report], None]
 WorkerMain = Callable[[Settings, int, Announce], int]  # (settings, worker index, announce) -> exit code
 
 
@@ -165,7 +162,7 @@ class Supervisor:
                 log.info("SIGHUP: every worker reloads its policies")
                 for w in self._workers:
                     if w.pid and w.ready:
-                        _send(w.pid, signal.SIGHUP)
+                        send(w.pid, signal.SIGHUP)
                     elif w.pid:
                         w.hangup_pending = True
 
@@ -179,19 +176,19 @@ class Supervisor:
         for w in self._workers:
             w.restart_at = None
             if w.pid:
-                _send(w.pid, signal.SIGTERM)
+                send(w.pid, signal.SIGTERM)
         self._metrics_restart_at = None
         if self._metrics_pid:
-            _send(self._metrics_pid, signal.SIGTERM)
+            send(self._metrics_pid, signal.SIGTERM)
 
     def _kill_remaining(self) -> None:
         self._killed = True
         for w in self._workers:
             if w.pid:
                 log.warning("worker %d (pid %d) still running after the grace period: SIGKILL", w.index, w.pid)
-                _send(w.pid, signal.SIGKILL)
+                send(w.pid, signal.SIGKILL)
         if self._metrics_pid:
-            _send(self._metrics_pid, signal.SIGKILL)
+            send(self._metrics_pid, signal.SIGKILL)
 
     def _timeout(self) -> float | None:
         due = [at for at in (self._metrics_restart_at, *(w.restart_at for w in self._workers)) if at is not None]
@@ -209,7 +206,7 @@ class Supervisor:
             os.close(read)
             if endpoint is not None:
                 endpoint.close()
-            return self._worker_main(settings, index, _announcer(write))
+            return self._worker_main(settings, index, announcer(write))
 
         pid = self._fork(work, signal.default_int_handler)
         os.close(write)
@@ -235,48 +232,17 @@ class Supervisor:
         log.info("/metrics process started (pid %d)", self._metrics_pid)
 
     def _fork(self, child: Callable[[], int], on_interrupt: Any) -> int:
-        """Fork a process that runs ``child()`` and exits with what it returns; return its pid."""
-        sys.stdout.flush()  # nothing buffered here may be written twice, by the child too
-        sys.stderr.flush()
-        # Blocked across the fork: until the child has dropped the supervisor's handlers, a signal sent to
-        # it would land in the supervisor's wakeup pipe.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
-        pid = os.fork()
-        if pid == 0:
-            self._run_child(child, on_interrupt, mask)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        return pid
+        return fork(child, on_interrupt=on_interrupt, handled=_HANDLED, forget_parent=self._forget)
 
-    def _run_child(self, child: Callable[[], int], on_interrupt: Any, mask: set[int | signal.Signals]) -> NoReturn:
-        """In the forked process: drop the supervisor's signals and files, run ``child``, never return."""
-        code = EXIT_ERROR
-        try:
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGTERM, signal.SIGCHLD):
-                signal.signal(sig, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, on_interrupt)
-            # Ignored until a worker's server handles it; the supervisor sends SIGHUP only after that.
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            self._selector.close()
-            if self._wakeup is not None:
-                for fd in self._wakeup:
-                    os.close(fd)
-            for other in self._workers:
-                if other.pipe >= 0:
-                    os.close(other.pipe)
-            code = child()
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
-        except BaseException:  # noqa: BLE001 - whatever happens, this process must not return into the loop
-            traceback.print_exc()
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except (OSError, ValueError):
-                    pass
-            os._exit(code)
+    def _forget(self) -> None:
+        """In a forked child: close the supervisor's selector, wakeup pipe and report pipes."""
+        self._selector.close()
+        if self._wakeup is not None:
+            for fd in self._wakeup:
+                os.close(fd)
+        for other in self._workers:
+            if other.pipe >= 0:
+                os.close(other.pipe)
 
     def _on_report(self, w: _Worker) -> None:
         try:
@@ -296,7 +262,7 @@ class Supervisor:
             ports = (int(report["grpc"]), int(report["health"]), int(report["http"]))
         except (ValueError, KeyError, TypeError):
             log.error("worker %d (pid %d) sent an unreadable report: killed", w.index, w.pid)
-            _send(w.pid, signal.SIGKILL)
+            send(w.pid, signal.SIGKILL)
             return
         self._ready(w, report, ports)
 
@@ -313,7 +279,7 @@ class Supervisor:
                 self._spawn(other)
         if w.hangup_pending:
             w.hangup_pending = False
-            _send(w.pid, signal.SIGHUP)
+            send(w.pid, signal.SIGHUP)
         if not self._announced and all(other.ready for other in self._workers):
             self._announced = True
             self._on_ready(self._first_report, self._endpoint.port if self._endpoint is not None else 0)
@@ -336,13 +302,13 @@ class Supervisor:
         pid, self._metrics_pid = self._metrics_pid, 0
         if self._exit_code is None:
             self._metrics_restart_at = time.monotonic() + METRICS_RESTART_SECONDS
-            log.warning("/metrics process (pid %d) %s; restarting it in %.1f s", pid, _describe(code),
+            log.warning("/metrics process (pid %d) %s; restarting it in %.1f s", pid, describe(code),
                         METRICS_RESTART_SECONDS)
 
     def _exited(self, w: _Worker, code: int) -> None:
         from tenantgate.observability.multiprocess import forget
 
-        pid, how, serving = w.pid, _describe(code), w.ready
+        pid, how, serving = w.pid, describe(code), w.ready
         forget(pid, self._files)
         w.pid, w.ready, w.hangup_pending = 0, False, False
         self._close_pipe(w)
@@ -380,7 +346,7 @@ class Supervisor:
 
     def _stopped(self, index: int, pid: int, code: int, serving: bool) -> None:
         """A worker exited while stopping: a failed drain or a SIGKILL makes the supervisor exit 1."""
-        how = _describe(code)
+        how = describe(code)
         if code == 0 or (not serving and code != -signal.SIGKILL):  # one still starting had nothing to drain
             (log.info if code == 0 else log.warning)("worker %d (pid %d) %s", index, pid, how)
             return
@@ -415,12 +381,12 @@ class Supervisor:
         """Leave no worker, signal handler or file behind (also when ``_run`` failed)."""
         for w in self._workers:
             if w.pid:
-                _send(w.pid, signal.SIGKILL)
+                send(w.pid, signal.SIGKILL)
                 os.waitpid(w.pid, 0)
                 w.pid = 0
             self._close_pipe(w)
         if self._metrics_pid:
-            _send(self._metrics_pid, signal.SIGKILL)
+            send(self._metrics_pid, signal.SIGKILL)
             os.waitpid(self._metrics_pid, 0)
             self._metrics_pid = 0
         signal.set_wakeup_fd(-1)
@@ -446,30 +412,11 @@ def _metrics_files() -> str:
     return path
 
 
-def _announcer(fd: int) -> Announce:
-    def announce(report: Report) -> None:
-        os.write(fd, json.dumps(report).encode("utf-8") + b"\n")  # one small write: atomic on a pipe
-        os.close(fd)
-
-    return announce
-
-
 def _recent(deaths: deque[float], now: float) -> int:
     """How many of ``deaths`` fall within the crash window (older ones are dropped)."""
     while deaths and deaths[0] < now - CRASH_WINDOW_SECONDS:
         deaths.popleft()
     return len(deaths)
-
-
-def _send(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:  # exited; the loop reaps it
-        pass
-
-
-def _describe(code: int) -> str:
-    return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
 
 
 def _ignore(_signum: int, _frame: Any) -> None:
