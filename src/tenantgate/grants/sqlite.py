@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,26 @@ from tenantgate.grants._rows import Dialect, Row, SqlGrantStore, migrate, statem
 SQLITE = Dialect(param="?", action_in_actions="EXISTS (SELECT 1 FROM json_each(actions) WHERE json_each.value = ?)")
 
 _DUPLICATE_KEY = ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE")
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """``PRAGMA journal_mode = WAL``, retried for up to ``timeout`` seconds.
+
+    On a file another connection is locking (e.g. several stores starting at once on a fresh file, each
+    switching it to WAL), SQLite fails the switch at once with "database is locked" without calling the busy
+    handler; every other statement here waits through ``busy_timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 class SqliteGrantStore(SqlGrantStore):
@@ -70,7 +91,7 @@ class SqliteGrantStore(SqlGrantStore):
         try:
             # PRAGMA values cannot be bound; this one is an int we own.
             conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms:d}")
-            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            _enable_wal(conn, self._busy_timeout_ms / 1000)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")
 
