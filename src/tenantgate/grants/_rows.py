@@ -260,6 +260,16 @@ class SqlGrantStore(abc.ABC):
     _lock_timeout: float
     _closed: bool
 
+    def _start(self, dialect: Dialect, lock_timeout: float) -> None:
+        """The common end of a store's construction: its lock and statements, then connect (and migrate) now,
+        raising ``GrantStoreUnavailable`` when that fails. The store's ``_conn`` must be set (None) first."""
+        self._lock_timeout = lock_timeout
+        self._lock = threading.Lock()
+        self._closed = False
+        self._sql = statements(dialect)
+        with self._session():
+            pass
+
     def close(self) -> None:
         """Close the connection. Later calls raise ``GrantStoreUnavailable``; ``healthy()`` is False."""
         with self._lock:

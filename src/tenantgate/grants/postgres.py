@@ -8,7 +8,6 @@ the conditional UPDATE takes the row lock and the loser re-checks the condition 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +17,7 @@ import psycopg.errors
 from psycopg import pq
 
 from tenantgate.errors import ConfigError, GrantConflict, GrantStoreUnavailable
-from tenantgate.grants._rows import Dialect, Row, SqlGrantStore, migrate, short_reason, statements, unavailable
+from tenantgate.grants._rows import Dialect, Row, SqlGrantStore, migrate, short_reason, unavailable
 from tenantgate.redact import redact_url
 
 POSTGRES = Dialect(param="%s", action_in_actions="actions::jsonb @> jsonb_build_array(?::text)")
@@ -59,13 +58,8 @@ class PostgresGrantStore(SqlGrantStore):
                                     "keepalives_interval": 2, "keepalives_count": 2, "tcp_user_timeout": 5000}
         self._conninfo = psycopg.conninfo.make_conninfo(
             url, **{**defaults, **given, "connect_timeout": int(connect_timeout), "options": options})
-        self._lock_timeout = lock_timeout
-        self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
-        self._closed = False
-        self._sql = statements(POSTGRES)
-        with self._session():
-            pass
+        self._start(POSTGRES, lock_timeout)
 
     def __repr__(self) -> str:
         return f"PostgresGrantStore({self.display_url!r})"

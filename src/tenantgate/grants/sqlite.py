@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tenantgate.errors import GrantConflict, GrantStoreUnavailable
-from tenantgate.grants._rows import Dialect, Row, SqlGrantStore, migrate, statements, unavailable
+from tenantgate.grants._rows import Dialect, Row, SqlGrantStore, migrate, unavailable
 
 SQLITE = Dialect(param="?", action_in_actions="EXISTS (SELECT 1 FROM json_each(actions) WHERE json_each.value = ?)")
 
@@ -60,13 +59,8 @@ class SqliteGrantStore(SqlGrantStore):
                  lock_timeout: float = 10.0) -> None:
         self.path = Path(path)
         self._busy_timeout_ms = int(busy_timeout_ms)
-        self._lock_timeout = lock_timeout
-        self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._closed = False
-        self._sql = statements(SQLITE)
-        with self._session():
-            pass
+        self._start(SQLITE, lock_timeout)
 
     def __repr__(self) -> str:
         return f"SqliteGrantStore({str(self.path)!r})"
