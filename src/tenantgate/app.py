@@ -19,6 +19,7 @@ from tenantgate.core.pdp import DecisionPoint
 from tenantgate.core.ports import Clock, SystemClock
 from tenantgate.errors import AuditUnavailable, ConfigError
 from tenantgate.grants import open_guarded_store
+from tenantgate.ids import decision_id
 from tenantgate.identity import JwtVerifier, build_verifier
 from tenantgate.observability import collectors
 from tenantgate.observability.grpc_metrics import GrpcMetricsInterceptor
@@ -97,7 +98,7 @@ def build(settings: Settings, clock: Clock | None = None, worker: int | None = N
     else:
         mirror = collectors.MultiprocessMirror(registry, audit_stats(audit), count_active)
     pdp = DecisionPoint(verifier=verifier, engine=policies.current, audit=audit, clock=clock, claim_names=names,
-                        grants=breakglass, pep_role=pep_role)
+                        grants=breakglass, pep_role=pep_role, new_id=decision_id)
     return App(settings, verifier, policies, audit, pdp, clock, breakglass, registry, metrics, worker=worker,
                mirror=mirror)
 

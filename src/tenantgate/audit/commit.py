@@ -41,7 +41,16 @@ class GroupCommitter(Generic[Item]):
 
     def submit(self, item: Item) -> BaseException | None:
         """Queue ``item`` and return once its batch is flushed: None when written, else the batch's error."""
-        return self.submit_many([item])[0]
+        with self._mutex:
+            alone = not self._leading
+            self._leading = True
+        if not alone:
+            return self.submit_many([item])[0]
+        # Nobody is writing: lead a batch of this one item without a ticket (the uncontended common case).
+        own = _Ticket.__new__(_Ticket)
+        own.items, own.done, own.errors = [item], False, []
+        self._lead(own, [own])
+        return own.errors[0]
 
     def submit_many(self, items: list[Item]) -> list[BaseException | None]:
         """Queue ``items`` (kept together, in order) and return once they are flushed: one entry per item."""
@@ -56,9 +65,10 @@ class GroupCommitter(Generic[Item]):
             self._lead(ticket)
         return ticket.errors
 
-    def _lead(self, own: _Ticket[Item]) -> None:
-        with self._mutex:
-            batch, self._queue = self._queue, []
+    def _lead(self, own: _Ticket[Item], batch: list[_Ticket[Item]] | None = None) -> None:
+        if batch is None:
+            with self._mutex:
+                batch, self._queue = self._queue, []
         items = [item for ticket in batch for item in ticket.items]
         # Stays set if flush is interrupted by a BaseException, so no waiter believes its item was written.
         errors: Sequence[BaseException | None] = [RuntimeError("audit batch interrupted")] * len(items)

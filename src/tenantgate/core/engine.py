@@ -13,6 +13,7 @@ Cedar skips a policy whose condition errors, so an erroring ``forbid`` would oth
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import OrderedDict
@@ -40,6 +41,9 @@ __all__ = ["DEFAULT_PARTITION_CACHE", "GUARDRAIL_ID", "GUARDRAIL_TEXT", "Compile
 _EVAL_ERROR = re.compile(r"error while evaluating policy `([^`]+)`")
 _POSITIONAL = re.compile(r"policy(\d+)")
 DEFAULT_PARTITION_CACHE = 1024
+# cedarpy's native batch call (what its public is_authorized calls); None if a release moves it.
+_NATIVE_BATCH = getattr(getattr(cedarpy, "_internal", None), "is_authorized_batch", None)
+PRINCIPAL_TEXTS = 4096  # principals whose entity JSON is kept (one per distinct token, as a rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +61,7 @@ class Engine:
     Thread-safe: the partition cache is guarded by a lock; Cedar handles are immutable.
     """
 
-    __slots__ = ("_cache", "_capacity", "_entities", "_lock", "compiled")
+    __slots__ = ("_cache", "_capacity", "_entities", "_lock", "_principal_texts", "compiled")
 
     def __init__(self, compiled: CompiledPolicies, partition_cache_size: int = DEFAULT_PARTITION_CACHE) -> None:
         self.compiled = compiled
@@ -65,6 +69,9 @@ class Engine:
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
         self._entities = EntityHandles(compiled.schema)
+        # Principal -> its entity's JSON text. A Principal is an immutable value built from verified claims only,
+        # so equal principals have the same entity; kept so repeated callers are not serialised again.
+        self._principal_texts: dict[Principal, str] = {}
 
     @property
     def version(self) -> str:
@@ -97,26 +104,34 @@ class Engine:
             "principal": {"type": principal.entity_type, "id": principal.entity_id},
             "action": {"type": "Action", "id": action},
             "resource": {"type": resource.type, "id": resource.id},
-            "context": context,
+            "context": json.dumps(context),
         }
-        entities = [
-            principal_entity(principal),
-            {"uid": {"type": resource.type, "id": resource.id}, "attrs": resource_attrs, "parents": []},
-        ]
+        resource_entity = {"uid": {"type": resource.type, "id": resource.id}, "attrs": resource_attrs,
+                           "parents": []}
         # INVARIANT: only the resource tenant's entity data (plus global data) is ever in the slice, and it
         # only adds to TenantGate's own principal and resource entities (core.entities).
         view = self.compiled.entities.view(resource.tenant)
-        if not view.empty:
-            entities = view.request_slice(entities[0], entities[1],
-                                          enrich_principal=principal.tenant == resource.tenant)
-        policy_set = self.policy_set_for(resource.tenant)
-        result = cedarpy.is_authorized(request, policy_set, self._entities.entities_for(entities),
-                                       schema=self.compiled.schema)
+        if view.empty:
+            text = f"[{self._principal_text(principal)}, {json.dumps(resource_entity)}]"
+            entities = self._entities.for_text(text, 2)
+        else:
+            entities = self._entities.entities_for(view.request_slice(
+                principal_entity(principal), resource_entity, enrich_principal=principal.tenant == resource.tenant))
+        answer = authorize(request, self.policy_set_for(resource.tenant), entities, self.compiled.schema)
+        diagnostics = answer.get("diagnostics") or {}
         names = self._names(resource.tenant)
-        reasons = tuple(names(r) for r in result.diagnostics.reasons)
-        errors = tuple(_EVAL_ERROR.sub(lambda m: f"error while evaluating policy `{names(m.group(1))}`", e)
-                       for e in result.diagnostics.errors)
-        return interpret(result.decision.value, reasons, errors)
+        return interpret(str(answer.get("decision")), tuple(names(r) for r in diagnostics.get("reason") or ()),
+                         tuple(_EVAL_ERROR.sub(lambda m: f"error while evaluating policy `{names(m.group(1))}`", e)
+                               for e in diagnostics.get("errors") or ()))
+
+    def _principal_text(self, principal: Principal) -> str:
+        text = self._principal_texts.get(principal)
+        if text is None:
+            text = json.dumps(principal_entity(principal))
+            if len(self._principal_texts) >= PRINCIPAL_TEXTS:
+                self._principal_texts.clear()  # bounded; rebuilt from the callers that come again
+            self._principal_texts[principal] = text
+        return text
 
     def _names(self, tenant: str) -> Any:
         """Maps Cedar's ids to ours: tenant policies added with ``with_added_str`` are numbered policyN in
@@ -131,6 +146,24 @@ class Engine:
             return cedar_id
 
         return name
+
+
+def authorize(request: dict[str, Any], policy_set: Any, entities: Any, schema: Any) -> dict[str, Any]:
+    """One Cedar decision as Cedar's own answer: ``{"decision": ..., "diagnostics": {"reason", "errors"}}``.
+
+    ``request["context"]`` is JSON text; ``entities`` a parsed ``cedarpy.Entities`` handle or JSON text.
+    Calls cedarpy's native function directly: the public ``is_authorized`` wraps the same call in a request
+    copy, a context re-encoding and result objects this path does not need (about 15 µs per decision here).
+    A test compares both on the same requests.
+    """
+    if _NATIVE_BATCH is None:
+        result = cedarpy.is_authorized(dict(request, context=json.loads(request["context"])), policy_set,
+                                       entities, schema=schema)
+        return {"decision": result.decision.value,
+                "diagnostics": {"reason": result.diagnostics.reasons, "errors": result.diagnostics.errors}}
+    native = entities._inner if isinstance(entities, cedarpy.Entities) else entities
+    answer: dict[str, Any] = json.loads(_NATIVE_BATCH([request], policy_set, native, schema, False)[0])
+    return answer
 
 
 def interpret(decision: str, reasons: tuple[str, ...], errors: tuple[str, ...]) -> EngineOutcome:

@@ -52,9 +52,12 @@ class EntityHandles:
         return self._weight
 
     def entities_for(self, entities: list[dict[str, Any]]) -> Any:
-        """What to pass to ``cedarpy.is_authorized`` for ``entities``: a parsed handle, or their JSON text."""
-        text = json.dumps(entities)
-        if len(text) > MAX_TEXT or self._actions + len(entities) > self._max_entities // 8:
+        """What to pass to Cedar for ``entities``: a parsed handle, or their JSON text."""
+        return self.for_text(json.dumps(entities), len(entities))
+
+    def for_text(self, text: str, count: int) -> Any:
+        """The same for an entity list already encoded as JSON ``text`` holding ``count`` entities."""
+        if len(text) > MAX_TEXT or self._actions + count > self._max_entities // 8:
             return text  # too large to hold (one handle would crowd out the rest): parsed per call
         with self._lock:
             held = self._handles.get(text)

@@ -40,6 +40,7 @@ from tenantgate.errors import GrantStoreUnavailable, TokenError, TokenInvalid, c
 log = logging.getLogger("tenantgate.decision")
 
 _AUDIT_LIMIT = 256  # characters kept of request-controlled strings in an audit record
+_PRINCIPALS = 4096  # verified tokens whose principal is kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,8 @@ class DecisionPoint:
 
     def __init__(self, *, verifier: TokenVerifier, engine: Callable[[], Engine], audit: AuditSink,
                  clock: Clock, claim_names: ClaimNames | None = None, grants: GrantLookup | None = None,
-                 pep_role: str = "") -> None:
+                 pep_role: str = "", new_id: Callable[[], str] | None = None) -> None:
+        # new_id: makes decision ids (random UUIDs); the composition root injects a cheaper one than uuid4.
         # pep_role: the role a token needs to state subjects as a trusted enforcement point ("" = none may).
         self._pep_role = pep_role
         self._verifier = verifier
@@ -87,6 +89,20 @@ class DecisionPoint:
         self._audit = audit
         self._clock = clock
         self._names = claim_names or ClaimNames()
+        self._principals: dict[int, tuple[VerifiedClaims, Principal | Denial]] = {}
+        self._new_id = new_id or _uuid4
+
+    def _principal_of(self, verified: VerifiedClaims) -> Principal | Denial:
+        """``principal_from_claims``, kept per verified token: the verifier hands out the same immutable
+        ``VerifiedClaims`` object for a cached token, so its principal is built once, not per decision."""
+        held = self._principals.get(id(verified))
+        if held is not None and held[0] is verified:  # the object itself is held, so its id is not reused
+            return held[1]
+        principal = principal_from_claims(verified, self._names)
+        if len(self._principals) >= _PRINCIPALS:
+            self._principals.clear()  # bounded; rebuilt for the tokens that come again
+        self._principals[id(verified)] = (verified, principal)
+        return principal
 
     def decide(self, check: CheckInput) -> DecisionResult:
         """Decide one request and write its audit record. Never raises; never returns without a decision."""
@@ -115,7 +131,7 @@ class DecisionPoint:
 
     def _stage(self, check: CheckInput) -> _Staged:
         """Everything of a decision but writing its record."""
-        decision_id = str(uuid.uuid4())
+        decision_id = self._new_id()
         engine: Engine | None = None
         verified: VerifiedClaims | None = None
         principal: Principal | None = None
@@ -173,7 +189,7 @@ class DecisionPoint:
             return verified, None, _deny(unbound)
         note("token", "pass", lambda: f"verified; issuer {verified.issuer}, subject {verified.subject}, "
              f"token id {verified.token_id}")
-        principal = principal_from_claims(verified, self._names)
+        principal = self._principal_of(verified)
         if isinstance(principal, Denial):
             no_principal = principal
             note("principal", "deny", lambda: f"{no_principal.reason.value}: {no_principal.message}")
@@ -270,6 +286,10 @@ class DecisionPoint:
             dry_run=check.dry_run,
             stated_subject=_clip(check.stated_subject.id) if check.stated_subject is not None else "",
         )
+
+
+def _uuid4() -> str:
+    return str(uuid.uuid4())
 
 
 def token_fingerprint(token: str) -> str:

@@ -95,6 +95,8 @@ def to_cedar_record(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     numbers (Cedar has only 64-bit integers), keys starting with ``__`` (Cedar's ``__entity``/``__extn``
     escapes, which would let a request forge entity references), over-deep or over-large values.
     """
+    if isinstance(data, dict) and not data:
+        return {}  # the common case: nothing to convert
     budget = [MAX_NODES]
     value = _convert(data, where, 0, budget)
     assert isinstance(value, dict)

@@ -149,14 +149,15 @@ class JwtVerifier:
         # 1. Size and shape, before any decoding work.
         if len(token) > self._settings.max_token_bytes:
             raise TokenInvalid("token is too large")
-        if _COMPACT_JWS.fullmatch(token) is None:
-            raise TokenInvalid("token is not a compact JWS of three base64url segments")
         # INVARIANT: cache key over the whole token, signature included: a token differing from a cached one
-        # only in its signature is verified afresh, never served a good token's claims.
-        digest = hashlib.sha256(token.encode("ascii")).digest()
+        # only in its signature is verified afresh, never served a good token's claims. Only tokens that
+        # passed every check below are cached, so a hit needs none of them again (the shape check included).
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         cached = self._cached(digest)
         if cached is not None:
             return cached
+        if _COMPACT_JWS.fullmatch(token) is None:
+            raise TokenInvalid("token is not a compact JWS of three base64url segments")
         header_segment, payload_segment, signature_segment = token.split(".")
         # 2. Header (structure only; the alg is checked against the issuer's list once the issuer is known).
         header = _decode_json_object(header_segment, "header")

@@ -6,11 +6,11 @@ import asyncio
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 
 import grpc
 
+from tenantgate.ids import decision_id as new_decision_id
 from tenantgate.core.model import CheckInput, DecisionResult
 from tenantgate.core.pdp import DecisionPoint
 from tenantgate.errors import InvalidRequest
@@ -108,7 +108,7 @@ class AuthorizerService(pb_grpc.AuthorizerServicer):
 
 def _internal_denial(api: str) -> pb.CheckResponse:
     """Last-resort answer when translation itself failed: an explicit DENY, never an unset response."""
-    decision_id = str(uuid.uuid4())
+    decision_id = new_decision_id()
     log.exception("%s: conversion failed; denied as %s", api, decision_id)
     return pb.CheckResponse(decision=pb.DENY, reason="internal_error", decision_id=decision_id,
                             message="internal error while translating the request")

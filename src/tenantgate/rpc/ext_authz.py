@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2 as ext
 from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 
+from tenantgate.ids import decision_id as new_decision_id
 from tenantgate.core.model import DecisionResult, Reason
 from tenantgate.core.pdp import DecisionPoint
 from tenantgate.rpc import envoy_convert
@@ -45,6 +45,6 @@ class ExtAuthzService(ext_grpc.AuthorizationServicer):  # type: ignore[misc]  # 
             return envoy_convert.check_response(result, translated)
         except Exception:  # decide() never raises; this guards the conversions
             # Fails closed even in dry-run mode: without a decision there is nothing to let through.
-            decision_id = str(uuid.uuid4())
+            decision_id = new_decision_id()
             log.exception("ext_authz: translation failed; denied as %s", decision_id)
             return envoy_convert.denied_response(Reason.INTERNAL_ERROR, decision_id)

@@ -123,3 +123,44 @@ def test_engine_answers_do_not_depend_on_the_cache_order(compiled):
             out = engine.evaluate(principal, action, Resource("Invoice", "inv-1", tenant), {"tenant": tenant},
                                   {"intent": ""})
             assert out.decision.value == expected, (tenant, roles, action)
+
+
+@pytest.mark.parametrize(("roles", "action", "rtype", "rid", "attrs"),
+                         [*CASES, (("viewer",), "fly", "Invoice", "inv-1", {}),  # no such action
+                          (("viewer",), "read", "Nope", "x", {})])  # no such entity type
+def test_the_native_cedar_call_answers_as_the_public_is_authorized(compiled, monkeypatch, roles, action, rtype, rid,
+                                                                    attrs):
+    """``engine.authorize`` calls cedarpy's native function directly; its answer must be the public API's."""
+    from tenantgate.core import engine
+
+    principal = _principal(roles=roles)
+    request = _request(principal, action, rtype, rid)
+    handles = EntityHandles(compiled.schema)
+    text = handles.entities_for(_entities(principal, rtype, rid, attrs))
+    handle = handles.entities_for(_entities(principal, rtype, rid, attrs))  # a parsed handle where Cedar accepts it
+    public = cedarpy.is_authorized(request, compiled.policy_set, text, schema=compiled.schema)
+    expected = (public.decision.value, list(public.diagnostics.reasons), list(public.diagnostics.errors))
+    native_request = dict(request, context='{"intent": ""}')
+
+    def seen(answer):  # as Engine.evaluate reads an answer
+        diagnostics = answer.get("diagnostics") or {}
+        return answer.get("decision"), list(diagnostics.get("reason") or ()), list(diagnostics.get("errors") or ())
+
+    for entities in (text, handle):
+        assert seen(engine.authorize(native_request, compiled.policy_set, entities, compiled.schema)) == expected
+    monkeypatch.setattr(engine, "_NATIVE_BATCH", None)  # a cedarpy without the native entry point
+    assert seen(engine.authorize(native_request, compiled.policy_set, text, compiled.schema)) == expected
+
+
+def test_principal_entity_texts_are_kept_per_principal_value_and_bounded(compiled, monkeypatch):
+    from tenantgate.core import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "PRINCIPAL_TEXTS", 16)
+    engine = Engine(compiled)
+    for n in range(100):
+        viewer, outsider = _principal(subject=f"user-{n}"), _principal(subject=f"user-{n}", roles=())
+        resource = Resource("Invoice", f"inv-{n}", "acme")
+        assert engine.evaluate(viewer, "read", resource, {"tenant": "acme"}, {"intent": ""}).decision.value == "ALLOW"
+        # The same subject without the role is another principal value: never served the viewer's entity.
+        assert engine.evaluate(outsider, "read", resource, {"tenant": "acme"}, {"intent": ""}).decision.value == "DENY"
+        assert len(engine._principal_texts) <= 16

@@ -175,3 +175,18 @@ def test_decide_many_denies_exactly_the_items_whose_record_was_not_written(tmp_p
     pdp = DecisionPoint(verifier=verifier_for(issuer, clock=clock), engine=PolicyStore(load_policies(BUNDLED)).current,
                         audit=Broken(), clock=clock)
     assert {r.reason for r in pdp.decide_many([_check(token), _check(token)])} == {Reason.AUDIT_UNAVAILABLE}
+
+
+def test_each_token_decides_with_its_own_principal_even_past_the_principal_cache_bound(parts, monkeypatch):
+    from tenantgate.core import pdp as pdp_module
+
+    monkeypatch.setattr(pdp_module, "_PRINCIPALS", 8)
+    pdp, issuer, _sink, _ = parts
+    tokens = [(issuer.mint(sub=f"user-{n}", tenant=tenant, roles=roles), tenant, roles)
+              for n in range(20) for tenant, roles in (("acme", ["viewer"]), ("globex", []))]
+    for _round in range(2):  # the second round is served from the cache where it still holds the token
+        for token, tenant, roles in tokens:
+            result = pdp.decide(_check(token, tenant="acme"))
+            assert result.audit.principal_tenant == tenant
+            assert result.allowed is (tenant == "acme" and roles == ["viewer"])
+    assert len(pdp._principals) <= 8

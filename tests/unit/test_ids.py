@@ -1,0 +1,32 @@
+"""Decision ids: random version-4 UUIDs in canonical form, never repeated, not even across a fork."""
+
+import os
+import re
+import uuid
+
+from tenantgate.ids import decision_id
+
+CANONICAL_V4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+def test_ids_are_canonical_random_uuids_and_do_not_repeat():
+    ids = [decision_id() for _ in range(5000)]  # crosses many 4 KiB refills of the random buffer
+    assert all(CANONICAL_V4.fullmatch(i) for i in ids)
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids[:50])
+    assert len(set(ids)) == len(ids)
+
+
+def test_a_forked_child_does_not_reuse_the_ids_its_parent_has_buffered():
+    decision_id()  # the parent now holds a buffer of random bytes for its next ids
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report its next ids and leave without running any test machinery
+        os.close(read)
+        os.write(write, " ".join(decision_id() for _ in range(10)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {decision_id() for _ in range(10)}
+    assert len(child) == 10 and not child & parent
