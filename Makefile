@@ -25,6 +25,10 @@ test: $(STAMP)
 
 ## Benchmarks (issue #7): prints a markdown table, writes bench/results/. A few minutes; not part of `make test`.
 bench: $(STAMP)
+	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -qq nghttp2-client >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq nghttp2-client >/dev/null 2>&1; }; }; } || \
+	  echo "note: h2load (package nghttp2-client) is not installed: the load gate runs with the Python generator only"
 	$(PY) -m pip install -q -e '.[bench]' && $(PY) -m bench $(BENCH_ARGS)
 
 ## A bounded, loopback-only soak of a real server (default 3 minutes at 300 req/s; MINUTES=, RATE= to change).

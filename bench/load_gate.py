@@ -16,8 +16,8 @@ import math
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
+from . import h2load
 from .context import READ_REQUEST, RunContext, run_client
 from .fixture import REPO, child_python, free_port, python_env
 from .results import Chart, Goal, Section
@@ -31,26 +31,23 @@ P50, P95, P99 = 0.005, 0.015, 0.030
 ACHIEVED_SHARE = 0.9  # 1,800 of 2,000 offered
 
 
-def audit_decisions(state_dir: Path) -> tuple[list[str], int]:
-    """Decision ids of every ``record_type: decision`` line in the audit log(s) under ``state_dir``.
+def audit_records(state_dir: Path) -> dict[str, str]:
+    """Decision id -> decision of every ``record_type: decision`` line in the audit log(s) under ``state_dir``.
 
-    Relies only on one JSON object per line with ``record_type`` and ``decision_id`` (rotated and per-worker
-    files included). Returns (ids, lines that were not JSON objects).
+    Relies only on one JSON object per line with ``record_type``, ``decision_id`` and ``decision`` (rotated and
+    per-worker files included); lines that are not JSON objects are skipped.
     """
-    ids, unreadable = [], 0
+    records: dict[str, str] = {}
     for path in sorted(state_dir.rglob("*.jsonl*")):
         with open(path, encoding="utf-8", errors="replace") as log:
             for line in log:
-                if not line.strip():
-                    continue
                 try:
                     record = json.loads(line)
                 except ValueError:
-                    unreadable += 1
                     continue
                 if isinstance(record, dict) and record.get("record_type") == "decision":
-                    ids.append(str(record.get("decision_id", "")))
-    return ids, unreadable
+                    records[str(record.get("decision_id", ""))] = str(record.get("decision", ""))
+    return records
 
 
 def run(ctx: RunContext) -> Section:
@@ -58,67 +55,106 @@ def run(ctx: RunContext) -> Section:
     section = Section("gate", "7. Load gate (Cerbos' parameters)", ["measure", "value", "note"])
     for workers in budget.gate_workers:
         _run_gate(ctx, section, workers)
+    if h2load.available() is None:
+        section.notes.append("h2load is not installed (Debian/Ubuntu: `apt-get install nghttp2-client`; `make bench` "
+                             "tries): the gate ran with the Python generator only.")
+    else:
+        for workers in budget.gate_workers:
+            _run_gate(ctx, section, workers, generator="h2load")
     return section
 
 
-def _run_gate(ctx: RunContext, section: Section, workers: int) -> None:
+def server_label(workers: int, generator: str = "python") -> str:
+    """How a gate run is named in rows and goals: the server, and the generator unless it is the Python one."""
+    label = "make serve, 1 process" if workers == 1 else f"serve --workers {workers}"
+    return label if generator == "python" else f"{label}, {generator}"
+
+
+def _run_gate(ctx: RunContext, section: Section, workers: int, generator: str = "python") -> None:
     """One gate run against ``tenantgate serve`` (``--workers N`` when ``workers`` > 1)."""
     budget = ctx.budget
-    label = "make serve, 1 process" if workers == 1 else f"serve --workers {workers}"
-    work = ctx.tmp / f"gate-{workers}"
+    label = server_label(workers, generator)
+    name = f"gate-{workers}-{generator}"
+    work = ctx.tmp / name
     work.mkdir()
     shutil.copytree(REPO / "policies", work / "policies")
-    address = f"127.0.0.1:{free_port()}"
-    env = python_env(TENANTGATE_SERVER_LISTEN=address, TENANTGATE_SERVER_METRICS_LISTEN=f"127.0.0.1:{free_port()}")
+    address, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    env = python_env(TENANTGATE_SERVER_LISTEN=address, TENANTGATE_SERVER_METRICS_LISTEN=metrics)
     args = [] if workers == 1 else ["--workers", str(workers)]
-    server = ServerProcess(args, cwd=work, address=address, log_dir=ctx.tmp / f"gate-{workers}-logs",
-                           env=env).start()
+    server = ServerProcess(args, cwd=work, address=address, log_dir=ctx.tmp / f"{name}-logs", env=env).start()
+    ids_file = ctx.tmp / f"{name}-ids.txt"
     try:
         mint = subprocess.run([child_python(), "-m", "tenantgate.cli.main", "token", "mint", "--tenant", "acme",
                                "--sub", "alice", "--roles", "viewer"], cwd=work, env=env, capture_output=True,
                               text=True, timeout=60)
         if mint.returncode != 0:
             raise RuntimeError(f"token mint failed: {mint.stderr[-800:]}")
-        ids_file = ctx.tmp / f"gate-{workers}-ids.txt"
-        spec = {"address": address, "server_pid": server.pid, "token": mint.stdout.strip(), "request": READ_REQUEST,
-                "deadline_s": 5.0,
-                "open_loop": {"rate": budget.gate_rate, "seconds": budget.gate_seconds,
-                              "concurrency": budget.gate_concurrency, "connections": budget.gate_connections,
-                              "warmup_s": 1.0 if not ctx.quick else 0.2,
-                              "ids_file": str(ids_file)}}
-        result: dict[str, Any] = run_client(spec, timeout=budget.gate_seconds * 4 + 120)
+        token = mint.stdout.strip()
+        if generator == "h2load":
+            result = h2load.run(address=address, metrics_url=f"http://{metrics}/metrics", server_pid=server.pid,
+                                token=token, request=READ_REQUEST, rate=budget.gate_rate, seconds=budget.gate_seconds,
+                                concurrency=budget.gate_concurrency, connections=budget.gate_connections,
+                                warmup_s=1.0 if not ctx.quick else 0.2, work=work)
+        else:
+            spec = {"address": address, "server_pid": server.pid, "token": token, "request": READ_REQUEST,
+                    "deadline_s": 5.0,
+                    "open_loop": {"rate": budget.gate_rate, "seconds": budget.gate_seconds,
+                                  "concurrency": budget.gate_concurrency, "connections": budget.gate_connections,
+                                  "warmup_s": 1.0 if not ctx.quick else 0.2, "ids_file": str(ids_file)}}
+            result = run_client(spec, timeout=budget.gate_seconds * 4 + 120)
         rss = server.rss_mib(tree=True)
     finally:
         exit_code = server.stop()
-    answered_ids = [line for line in ids_file.read_text().split() if line]
-    logged, unreadable = audit_decisions(work / ".tenantgate")
-    logged_set, answered_set = set(logged), set(answered_ids)
-    lost = len(answered_set - logged_set)
-    extra = len(logged_set - answered_set)
+    records = audit_records(work / ".tenantgate")
     achieved = result["answered"] / result["seconds"] if result["seconds"] else math.nan
     lat, service = result["latency"], result["service_latency"]
-    errors = result["errors"] + result["unexpected"] + result["not_sent"]
     cpu_per = result["server_cpu_s"] / result["answered"] if result["answered"] else math.nan
-    section.data[f"workers={workers}"] = dict(
-        result=result, achieved_per_s=achieved, audit_records=len(logged), lost=lost, extra=extra,
-        unreadable_lines=unreadable, server_exit=exit_code, server_rss_mib=rss)
+    if generator == "h2load":
+        # Every decided call has its record (written before the answer); calls the server answered OK must
+        # all be decisions: fewer ALLOW records than OK answers is a lost record.
+        allowed = sum(1 for decision in records.values() if decision == "ALLOW")
+        unexpected = len(records) - allowed
+        not_ok = sum(n for code, n in result["grpc_codes"].items() if code != "OK")
+        errors = not_ok + result["http_errors"] + result["not_sent"] + unexpected
+        lost, extra = max(0, result["answered_total"] - allowed), max(0, allowed - result["answered_total"])
+        answered_note = f"Checks answered OK incl. warm-up (server metrics): {result['answered_total']:,}"
+        error_note = (f"gRPC codes other than OK {not_ok} (server metrics: {result['grpc_codes']}), HTTP errors "
+                      f"{result['http_errors']}, unexpected decisions {unexpected}, not sent: {result['not_sent']:,}")
+        answered_total = result["answered_total"]
+    else:
+        answered_ids = {line for line in ids_file.read_text().split() if line}
+        errors = result["errors"] + result["unexpected"] + result["not_sent"]
+        lost, extra = len(answered_ids - records.keys()), len(records.keys() - answered_ids)
+        answered_note = f"answered decisions incl. warm-up: {len(answered_ids):,}"
+        error_note = (f"RPC errors {result['error_codes'] or 0}, unexpected decisions {result['unexpected']}, not sent "
+                      f"within 2x the duration + 5 s: {result['not_sent']:,}")
+        answered_total = len(answered_ids)
+    section.data[f"workers={workers}" + ("" if generator == "python" else f",{generator}")] = dict(
+        result=result, achieved_per_s=achieved, audit_records=len(records), lost=lost, extra=extra,
+        server_exit=exit_code, server_rss_mib=rss)
     rows = [
-        ("server", label, "processes sharing the port with SO_REUSEPORT" if workers > 1 else "as `make serve`"),
+        ("server", label, ("processes sharing the port with SO_REUSEPORT" if workers > 1 else "as `make serve`")
+         + ("; generator h2load (C)" if generator == "h2load" else "; generator Python grpc.aio")),
         ("offered", f"{rate(budget.gate_rate)} for {budget.gate_seconds:.0f} s, {budget.gate_concurrency} concurrent",
          f"{result['offered']:,} calls scheduled over {budget.gate_connections} connections"),
         ("achieved", rate(achieved), f"{result['answered']:,} answered in {result['seconds']:.1f} s"),
-        ("latency from scheduled time p50 / p95 / p99",
-         f"{ms(lat['p50'])} / {ms(lat['p95'])} / {ms(lat['p99'])}", f"max {ms(lat['max'])}"),
-        ("latency from send p50 / p95 / p99",
-         f"{ms(service['p50'])} / {ms(service['p95'])} / {ms(service['p99'])}", "excludes waiting for a free worker"),
-        ("errors", f"{errors}",
-         f"RPC errors {result['error_codes'] or 0}, unexpected decisions {result['unexpected']}, not sent within "
-         f"2x the duration + 5 s: {result['not_sent']:,}"),
-        ("calls that found all workers busy", f"{result['late_starts']:,}", "sent late: their wait counts as latency"),
+        *([("latency from scheduled time p50 / p95 / p99",
+            f"{ms(lat['p50'])} / {ms(lat['p95'])} / {ms(lat['p99'])}", f"max {ms(lat['max'])}"),
+           ("latency from send p50 / p95 / p99",
+            f"{ms(service['p50'])} / {ms(service['p95'])} / {ms(service['p99'])}",
+            "excludes waiting for a free stream")] if generator == "python" else
+          [("latency from send p50 / p95 / p99 (judged)",
+            f"{ms(service['p50'])} / {ms(service['p95'])} / {ms(service['p99'])}",
+            f"max {ms(service['max'])}; h2load's own per-call time, as ghz reports it"),
+           ("send lag behind the schedule p50 / p99", f"{ms(result['send_lag']['p50'])} / "
+            f"{ms(result['send_lag']['p99'])}", "h2load's pacing drifts 1-2%; busy streams delay sends further")]),
+        ("errors", f"{errors}", error_note),
+        ("calls that found all streams busy", f"{result['late_starts']:,}",
+         "sent late: their wait counts as latency" if generator == "python" else "sent more than 5 ms behind schedule"),
         ("server CPU per call", us(cpu_per),
          f"server busy {result['server_cpu_s'] / result['seconds']:.0%} of one core (all its processes)"),
         ("client CPU", f"{result['client_cpu_s'] / result['seconds']:.0%} of one core", "the load generator's own"),
-        ("audit decision records", f"{len(logged):,}", f"answered decisions incl. warm-up: {len(answered_set):,}"),
+        ("audit decision records", f"{len(records):,}", answered_note),
         ("lost audit records", f"{lost}", f"records without an answered call: {extra} (e.g. timed out)"),
         ("server exit after SIGTERM", str(exit_code), f"RSS under load {rss:,.0f} MiB (all its processes)"),
     ]
@@ -133,7 +169,7 @@ def _run_gate(ctx: RunContext, section: Section, workers: int) -> None:
     section.goals.append(Goal(f"{GOALS[3][0]} ({label})", f"≥ {need:,.0f} req/s", rate(achieved) + quick,
                               None if not math.isfinite(achieved) else achieved >= need, "gate"))
     section.goals.append(Goal(f"{GOALS[4][0]} ({label})", GOALS[4][1], str(errors), errors == 0, "gate"))
-    section.goals.append(Goal(f"{GOALS[5][0]} ({label})", GOALS[5][1], f"{lost} of {len(answered_set):,}",
+    section.goals.append(Goal(f"{GOALS[5][0]} ({label})", GOALS[5][1], f"{lost} of {answered_total:,}",
                               lost == 0, "gate"))
     section.charts.append(Chart(f"Load gate latency (ms), {label}", "ms",
                                 ["p50 from schedule", "p95 from schedule", "p99 from schedule", "p99 from send"],

@@ -5,6 +5,7 @@ machine makes any time bound flaky. `make bench` runs the real thing.
 """
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,10 @@ GOALS = ["server CPU per Check vs per empty RPC", "in-process decide() vs raw ce
          "BatchCheck(100) decisions/s vs single Checks",
          *(f"load gate {what} ({server})" for server in ("make serve, 1 process", "serve --workers 2")
            for what in ("p50", "p95", "p99", "achieved rate", "errors", "lost audit records"))]
+if shutil.which("h2load"):  # the gate's compiled generator runs where it is installed (nghttp2-client)
+    SECTIONS["gate"][1].extend(["| server | make serve, 1 process, h2load |", "| server | serve --workers 2, h2load |"])
+    GOALS += [f"load gate {what} ({server}, h2load)" for server in ("make serve, 1 process", "serve --workers 2")
+              for what in ("p50", "p95", "p99", "achieved rate", "errors", "lost audit records")]
 
 
 def test_quick_benchmark_runs_every_scenario_and_prints_every_row(tmp_path):

@@ -21,14 +21,26 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._seconds = Histogram("tenantgate_grpc_server_handling_seconds", "gRPC call latency by method.",
                                   ["method"], registry=registry,
                                   buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5))
+        # Wrapped handler per served handler: built once, not for every call (the handlers a server returns are
+        # its registered ones, so this holds at most one entry per method).
+        self._wrapped: dict[int, tuple[Any, Any]] = {}
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
                                 handler_call_details: Any) -> Any:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler  # streaming (reflection) or unknown: not measured
-        method = str(handler_call_details.method)
+        held = self._wrapped.get(id(handler))
+        if held is not None and held[0] is handler:
+            return held[1]
+        wrapped = self._wrap(handler, str(handler_call_details.method))
+        if len(self._wrapped) < 256:  # bounded all the same
+            self._wrapped[id(handler)] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: Any, method: str) -> Any:
         inner = handler.unary_unary
+        handled, seconds = self._handled, self._seconds.labels(method)
 
         async def measured(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
@@ -41,8 +53,8 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             finally:
                 if code == "OK" and context.code() not in (None, grpc.StatusCode.OK):
                     code = context.code().name
-                self._handled.labels(method, code).inc()
-                self._seconds.labels(method).observe(time.perf_counter() - started)
+                handled.labels(method, code).inc()
+                seconds.observe(time.perf_counter() - started)
 
         return grpc.unary_unary_rpc_method_handler(measured, request_deserializer=handler.request_deserializer,
                                                    response_serializer=handler.response_serializer)

@@ -42,8 +42,11 @@ def check_input(request: pb.CheckRequest, *, fallback_token: str = "", token_pro
     attributes: dict[str, Any] = {}
     context: dict[str, Any] = {}
     try:
-        attributes = struct_to_dict(request.resource.attributes)
-        context = struct_to_dict(request.context)
+        # HasField first: reading an unset Struct field builds an empty one (most requests carry neither).
+        if request.resource.HasField("attributes"):
+            attributes = struct_to_dict(request.resource.attributes)
+        if request.HasField("context"):
+            context = struct_to_dict(request.context)
     except RecursionError:
         request_problem = "attributes or context nested too deeply"
     token = request.token or fallback_token
