@@ -48,7 +48,7 @@ def grpc_frame(message: bytes) -> bytes:
 
 def handled_by_code(metrics_url: str) -> dict[str, float]:
     """``Authorizer/Check`` calls the server has completed so far, by gRPC status code (from /metrics)."""
-    with urllib.request.urlopen(metrics_url, timeout=10) as response:  # noqa: S310 - loopback URL we built
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
         text = response.read().decode("utf-8", "replace")
     counts: dict[str, float] = {}
     for labels, value in _HANDLED.findall(text):
@@ -62,9 +62,10 @@ def run(*, address: str, metrics_url: str, server_pid: int, token: str, request:
         seconds: float, concurrency: int, connections: int, warmup_s: float, work: Path) -> dict[str, Any]:
     """Offer ``rate`` Checks/s for ``seconds`` (after a ``warmup_s`` warm-up) and summarise what came back.
 
-    Returns the keys of ``bench.client.open_loop``'s result where they apply (latency from schedule and from
-    send, achieved calls, server and client CPU) plus ``grpc_codes`` (the server's count per status code in
-    the measured window), ``answered_total`` (OK since the server started) and ``h2load_summary`` (its own closing lines). Raises RuntimeError when h2load fails.
+    Returns the keys of ``bench.client.open_loop``'s result where they apply (``latency`` is from send, like
+    ``service_latency``; achieved calls, server and client CPU) plus ``send_lag``, ``grpc_codes`` (the server's
+    count per status code in the measured window), ``answered_total`` (OK since the server started) and
+    ``h2load_summary`` (its closing lines). Raises RuntimeError when h2load fails.
     """
     exe = available()
     if exe is None:

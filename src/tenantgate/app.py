@@ -19,8 +19,8 @@ from tenantgate.core.pdp import DecisionPoint
 from tenantgate.core.ports import Clock, SystemClock
 from tenantgate.errors import AuditUnavailable, ConfigError
 from tenantgate.grants import open_guarded_store
-from tenantgate.ids import decision_id
 from tenantgate.identity import JwtVerifier, build_verifier
+from tenantgate.ids import decision_id
 from tenantgate.observability import collectors
 from tenantgate.observability.grpc_metrics import GrpcMetricsInterceptor
 from tenantgate.observability.metrics import DecisionMetrics

@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 import grpc
 
-from tenantgate.ids import decision_id as new_decision_id
 from tenantgate.core.model import CheckInput, DecisionResult
 from tenantgate.core.pdp import DecisionPoint
 from tenantgate.errors import InvalidRequest
+from tenantgate.ids import decision_id as new_decision_id
 from tenantgate.rpc import convert
 from tenantgate.rpc.metadata import bearer_from_metadata
 from tenantgate.rpc.status import abort_with

@@ -14,9 +14,9 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2 as ext
 from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 
-from tenantgate.ids import decision_id as new_decision_id
 from tenantgate.core.model import DecisionResult, Reason
 from tenantgate.core.pdp import DecisionPoint
+from tenantgate.ids import decision_id as new_decision_id
 from tenantgate.rpc import envoy_convert
 from tenantgate.rpc.authorizer import DecisionObserver
 from tenantgate.rpc.envoy_convert import ExtAuthzOptions
