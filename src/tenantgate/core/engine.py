@@ -31,7 +31,7 @@ from tenantgate.core.compiler import (  # re-exported: the rest of the code impo
     compile_policies,
     principal_entity,
 )
-from tenantgate.core.entitycache import EntityHandles
+from tenantgate.core.entitycache import MAX_TEXT, EntityHandles
 from tenantgate.core.model import Decision, Principal, Reason, Resource
 
 __all__ = ["DEFAULT_PARTITION_CACHE", "GUARDRAIL_ID", "GUARDRAIL_TEXT", "CompiledPolicies", "Engine",
@@ -43,6 +43,7 @@ _POSITIONAL = re.compile(r"policy(\d+)")
 DEFAULT_PARTITION_CACHE = 1024
 # cedarpy's native batch call (what its public is_authorized calls); None if a release moves it.
 _NATIVE_BATCH = getattr(getattr(cedarpy, "_internal", None), "is_authorized_batch", None)
+_NATIVE_CHECKED: bool | None = None  # whether _NATIVE_BATCH answers as the public API (native_agrees)
 PRINCIPAL_TEXTS = 4096  # principals whose entity JSON is kept (one per distinct token, as a rule)
 
 
@@ -128,6 +129,8 @@ class Engine:
         text = self._principal_texts.get(principal)
         if text is None:
             text = json.dumps(principal_entity(principal))
+            if len(text) > MAX_TEXT:
+                return text  # a principal with very many roles or intents: not worth holding
             if len(self._principal_texts) >= PRINCIPAL_TEXTS:
                 self._principal_texts.clear()  # bounded; rebuilt from the callers that come again
             self._principal_texts[principal] = text
@@ -154,16 +157,48 @@ def authorize(request: dict[str, Any], policy_set: Any, entities: Any, schema: A
     ``request["context"]`` is JSON text; ``entities`` a parsed ``cedarpy.Entities`` handle or JSON text.
     Calls cedarpy's native function directly: the public ``is_authorized`` wraps the same call in a request
     copy, a context re-encoding and result objects this path does not need (about 15 µs per decision here).
-    A test compares both on the same requests.
+    That function is not public API, so it is used only after it answered a probe exactly as the public API
+    does (``native_agrees``), the probe's answer carrying an evaluation error: a release that renamed the
+    ``errors`` key would otherwise turn an Allow with an erroring forbid into a clean Allow.
     """
-    if _NATIVE_BATCH is None:
+    native = _NATIVE_BATCH if native_agrees() else None
+    if native is None:
         result = cedarpy.is_authorized(dict(request, context=json.loads(request["context"])), policy_set,
                                        entities, schema=schema)
         return {"decision": result.decision.value,
                 "diagnostics": {"reason": result.diagnostics.reasons, "errors": result.diagnostics.errors}}
-    native = entities._inner if isinstance(entities, cedarpy.Entities) else entities
-    answer: dict[str, Any] = json.loads(_NATIVE_BATCH([request], policy_set, native, schema, False)[0])
+    handle = entities._inner if isinstance(entities, cedarpy.Entities) else entities
+    answer: dict[str, Any] = json.loads(native([request], policy_set, handle, schema, False)[0])
     return answer
+
+
+def native_agrees() -> bool:
+    """True when cedarpy's native batch call exists and answers the probe as ``cedarpy.is_authorized`` does.
+
+    Checked once per process (a few hundred microseconds); False falls back to the public API for good.
+    """
+    global _NATIVE_CHECKED
+    if _NATIVE_CHECKED is None:
+        _NATIVE_CHECKED = _NATIVE_BATCH is not None and _probe_native(_NATIVE_BATCH)
+    return _NATIVE_CHECKED
+
+
+def _probe_native(native: Any) -> bool:
+    policies = cedarpy.PolicySet.from_str(
+        'permit (principal, action, resource);\n'
+        'forbid (principal, action, resource) when { resource.missing == 1 };')  # errors: no such attribute
+    request = {"principal": {"type": "P", "id": "p"}, "action": {"type": "Action", "id": "a"},
+               "resource": {"type": "R", "id": "r"}, "context": {}}
+    entities = '[{"uid": {"type": "R", "id": "r"}, "attrs": {}, "parents": []}]'
+    try:
+        public = cedarpy.is_authorized(request, policies, entities)
+        answer = json.loads(native([dict(request, context="{}")], policies, entities, None, False)[0])
+        diagnostics = answer["diagnostics"]
+        return bool(public.diagnostics.errors) and (
+            answer["decision"], diagnostics["reason"], diagnostics["errors"]) == (
+            public.decision.value, public.diagnostics.reasons, public.diagnostics.errors)
+    except Exception:  # noqa: BLE001 - anything unexpected: use the public API
+        return False
 
 
 def interpret(decision: str, reasons: tuple[str, ...], errors: tuple[str, ...]) -> EngineOutcome:

@@ -43,7 +43,7 @@ class Reason(enum.StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # weakly referenced by DecisionPoint's principal cache
 class VerifiedClaims:
     """Claims of a token whose signature, issuer, audience and times were verified.
 

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import logging
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -89,19 +90,22 @@ class DecisionPoint:
         self._audit = audit
         self._clock = clock
         self._names = claim_names or ClaimNames()
-        self._principals: dict[int, tuple[VerifiedClaims, Principal | Denial]] = {}
+        self._principals: dict[int, tuple[weakref.ref[VerifiedClaims], Principal | Denial]] = {}
         self._new_id = new_id or _uuid4
 
     def _principal_of(self, verified: VerifiedClaims) -> Principal | Denial:
         """``principal_from_claims``, kept per verified token: the verifier hands out the same immutable
-        ``VerifiedClaims`` object for a cached token, so its principal is built once, not per decision."""
+        ``VerifiedClaims`` object for a cached token, so its principal is built once, not per decision
+        (with the verifier's cache off every object is new, and this cache only ever misses)."""
         held = self._principals.get(id(verified))
-        if held is not None and held[0] is verified:  # the object itself is held, so its id is not reused
+        # A weak reference: the cache never keeps a token's claims alive (the verifier's cache decides that).
+        # An id is reused only after its object is gone, and then the reference is dead: never a wrong hit.
+        if held is not None and held[0]() is verified:
             return held[1]
         principal = principal_from_claims(verified, self._names)
         if len(self._principals) >= _PRINCIPALS:
             self._principals.clear()  # bounded; rebuilt for the tokens that come again
-        self._principals[id(verified)] = (verified, principal)
+        self._principals[id(verified)] = (weakref.ref(verified), principal)
         return principal
 
     def decide(self, check: CheckInput) -> DecisionResult:

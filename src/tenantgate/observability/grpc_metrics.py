@@ -21,8 +21,9 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._seconds = Histogram("tenantgate_grpc_server_handling_seconds", "gRPC call latency by method.",
                                   ["method"], registry=registry,
                                   buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5))
-        # Wrapped handler per served handler: built once, not for every call (the handlers a server returns are
-        # its registered ones, so this holds at most one entry per method).
+        # Wrapped handler per served handler: built once, not for every call. The handlers a server returns are
+        # its registered ones (one per method); an interceptor further in that builds a handler per call (the
+        # caller allow-list) only ever misses, so the cache stops growing at a few dozen entries.
         self._wrapped: dict[int, tuple[Any, Any]] = {}
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
@@ -34,7 +35,7 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if held is not None and held[0] is handler:
             return held[1]
         wrapped = self._wrap(handler, str(handler_call_details.method))
-        if len(self._wrapped) < 256:  # bounded all the same
+        if len(self._wrapped) < 64:
             self._wrapped[id(handler)] = (handler, wrapped)
         return wrapped
 

@@ -1,6 +1,7 @@
 """The parsed-entity cache must never change a decision: a hit is the same entity set, a miss or a refusal
 falls back to what Cedar does with the plain entity list."""
 
+import json
 from pathlib import Path
 
 import cedarpy
@@ -164,3 +165,57 @@ def test_principal_entity_texts_are_kept_per_principal_value_and_bounded(compile
         # The same subject without the role is another principal value: never served the viewer's entity.
         assert engine.evaluate(outsider, "read", resource, {"tenant": "acme"}, {"intent": ""}).decision.value == "DENY"
         assert len(engine._principal_texts) <= 16
+
+
+ERRORING_FORBID = cedarpy.PolicySet.from_str(
+    'permit (principal, action, resource);\n'
+    'forbid (principal, action, resource) when { resource.amount > 100 };')  # errors: no attribute amount
+_PROBE_REQUEST = {"principal": {"type": "User", "id": "alice"}, "action": {"type": "Action", "id": "read"},
+                  "resource": {"type": "Invoice", "id": "inv-1"}, "context": "{}"}
+_PROBE_ENTITIES = '[{"uid": {"type": "Invoice", "id": "inv-1"}, "attrs": {}, "parents": []}]'
+
+
+def _outcome_of(engine_module):
+    answer = engine_module.authorize(_PROBE_REQUEST, ERRORING_FORBID, _PROBE_ENTITIES, None)
+    diagnostics = answer.get("diagnostics") or {}
+    return engine_module.interpret(answer["decision"], tuple(diagnostics.get("reason") or ()),
+                                   tuple(diagnostics.get("errors") or ()))
+
+
+def test_an_allow_with_an_erroring_forbid_is_denied_through_the_native_call():
+    from tenantgate.core import engine
+
+    assert engine.native_agrees()  # the installed cedarpy: the native call is in use
+    outcome = _outcome_of(engine)
+    assert outcome.decision.value == "DENY" and outcome.reason.value == "internal_error"
+
+
+@pytest.mark.parametrize("broken", ["renamed errors key", "changed signature"])
+def test_a_native_call_that_answers_otherwise_is_not_used(monkeypatch, broken):
+    """A cedarpy release whose private entry point changed must not turn an erroring forbid into an allow."""
+    from tenantgate.core import engine
+
+    real = engine._NATIVE_BATCH
+
+    def renamed(requests, policies, entities, schema, verbose):
+        answers = [json.loads(a) for a in real(requests, policies, entities, schema, verbose)]
+        for a in answers:
+            a["diagnostics"]["failures"] = a["diagnostics"].pop("errors")
+        return [json.dumps(a) for a in answers]
+
+    def changed(requests, policies, entities):
+        raise TypeError("is_authorized_batch() takes 3 positional arguments")
+
+    monkeypatch.setattr(engine, "_NATIVE_BATCH", renamed if broken == "renamed errors key" else changed)
+    monkeypatch.setattr(engine, "_NATIVE_CHECKED", None)
+    assert not engine.native_agrees()
+    outcome = _outcome_of(engine)  # answered by the public API instead
+    assert outcome.decision.value == "DENY" and outcome.reason.value == "internal_error"
+
+
+def test_a_very_large_principal_entity_is_not_held(compiled):
+    engine = Engine(compiled)
+    crowded = _principal(roles=["viewer", *(f"role-{n:04d}-{'x' * 24}" for n in range(200))])
+    resource = Resource("Invoice", "inv-1", "acme")
+    assert engine.evaluate(crowded, "read", resource, {"tenant": "acme"}, {"intent": ""}).decision.value == "ALLOW"
+    assert crowded not in engine._principal_texts and len(engine._principal_texts) == 0

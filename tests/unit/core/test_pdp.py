@@ -190,3 +190,18 @@ def test_each_token_decides_with_its_own_principal_even_past_the_principal_cache
             assert result.audit.principal_tenant == tenant
             assert result.allowed is (tenant == "acme" and roles == ["viewer"])
     assert len(pdp._principals) <= 8
+
+
+def test_the_principal_cache_keeps_no_token_claims_alive(parts):
+    import gc
+    import weakref
+
+    pdp, issuer, _sink, _ = parts
+    verified = pdp._verifier.verify(issuer.mint(roles=["viewer"]))
+    principal = pdp._principal_of(verified)
+    assert pdp._principal_of(verified) is principal  # kept while the claims object lives
+    alive = weakref.ref(verified)
+    pdp._verifier._cache.clear()  # the verifier's cache lets go of it
+    del verified
+    gc.collect()
+    assert alive() is None  # only a weak reference was held
