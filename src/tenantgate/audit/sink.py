@@ -238,8 +238,6 @@ class JsonlAuditSink:
         batch is not written (then nothing of it is in the log and the chain head is unchanged).
         """
         assert self._chain is not None
-        if len(items) == 1 and self._key is None and not self._preamble and items[0].fields is not None:
-            return self._append_one(fd, items[0].fields)
         errors: list[BaseException | None] = [None] * len(items)
         head = self._chain
         lines: list[bytes] = []
@@ -286,26 +284,6 @@ class JsonlAuditSink:
             counts["fsyncs"] += self.durability == "fsync"
             self._write_head()
         return errors
-
-    def _append_one(self, fd: int, fields: dict[str, Any]) -> list[BaseException | None]:
-        """``_append_batch`` for the common case, one decision and no signing key: the same steps, fewer of them."""
-        assert self._chain is not None
-        try:
-            sealed = seal(fields, self._chain.seq + 1, self._chain.hash)
-        except (ValueError, TypeError) as err:
-            return [err]
-        fd = self._maybe_rotate(fd, len(sealed.line))
-        self._end = append_all(fd, sealed.line, start=self._end, regular=self._regular,
-                               sync=self.durability == "fsync")
-        self._chain = ChainHead(sealed.seq, sealed.hash)
-        self._since_checkpoint += 1
-        self._checkpoint_due = False
-        counts = self._counts
-        counts["records"] += 1
-        counts["batches"] += 1
-        counts["fsyncs"] += self.durability == "fsync"
-        self._write_head()
-        return [None]
 
     def _checkpoint_wanted(self, items: list[_Item], since: int, checkpoints: int, now: float) -> bool:
         # ``_checkpoint_due``: the chain we found (reopened, or written by someone else) did not end in one.
