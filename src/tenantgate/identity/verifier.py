@@ -146,7 +146,7 @@ class JwtVerifier:
             raise TokenMissing("no token presented")
         if not isinstance(token, str):
             raise TokenInvalid("token is not a string")
-        # 1. Size and shape, before any decoding work.
+        # 1. Size, then the cache, then shape: all before any decoding work.
         if len(token) > self._settings.max_token_bytes:
             raise TokenInvalid("token is too large")
         # INVARIANT: cache key over the whole token, signature included: a token differing from a cached one
