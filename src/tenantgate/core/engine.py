@@ -18,6 +18,7 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _quote  # what json.dumps quotes strings with
 from typing import Any
 
 import cedarpy
@@ -105,17 +106,18 @@ class Engine:
             "principal": {"type": principal.entity_type, "id": principal.entity_id},
             "action": {"type": "Action", "id": action},
             "resource": {"type": resource.type, "id": resource.id},
-            "context": json.dumps(context),
+            "context": json_object(context),
         }
-        resource_entity = {"uid": {"type": resource.type, "id": resource.id}, "attrs": resource_attrs,
-                           "parents": []}
         # INVARIANT: only the resource tenant's entity data (plus global data) is ever in the slice, and it
         # only adds to TenantGate's own principal and resource entities (core.entities).
         view = self.compiled.entities.view(resource.tenant)
         if view.empty:
-            text = f"[{self._principal_text(principal)}, {json.dumps(resource_entity)}]"
+            text = (f'[{self._principal_text(principal)}, {{"uid": {{"type": {_quote(resource.type)}, "id": '
+                    f'{_quote(resource.id)}}}, "attrs": {json_object(resource_attrs)}, "parents": []}}]')
             entities = self._entities.for_text(text, 2)
         else:
+            resource_entity = {"uid": {"type": resource.type, "id": resource.id}, "attrs": resource_attrs,
+                               "parents": []}
             entities = self._entities.entities_for(view.request_slice(
                 principal_entity(principal), resource_entity, enrich_principal=principal.tenant == resource.tenant))
         answer = authorize(request, self.policy_set_for(resource.tenant), entities, self.compiled.schema)
@@ -149,6 +151,17 @@ class Engine:
             return cedar_id
 
         return name
+
+
+def json_object(record: dict[str, Any]) -> str:
+    """``json.dumps(record)``, written directly when every value is a string (the common context and
+    resource attributes: ``{"intent": ...}``, ``{"tenant": ...}``). Same JSON value either way."""
+    parts = []
+    for key, value in record.items():
+        if type(value) is not str or type(key) is not str:
+            return json.dumps(record)
+        parts.append(f"{_quote(key)}: {_quote(value)}")
+    return "{" + ", ".join(parts) + "}"
 
 
 def authorize(request: dict[str, Any], policy_set: Any, entities: Any, schema: Any) -> dict[str, Any]:

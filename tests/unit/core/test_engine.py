@@ -1,8 +1,11 @@
+import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tenantgate.core.engine import GUARDRAIL_ID, Engine, PolicySource, compile_policies, interpret
+from tenantgate.core.engine import GUARDRAIL_ID, Engine, PolicySource, compile_policies, interpret, json_object
 from tenantgate.core.model import Decision, Principal, Reason, Resource
 from tenantgate.errors import PolicyError
 from tenantgate.policy import load_policies
@@ -159,3 +162,24 @@ def test_reading_a_tenant_attribute_is_not_pinning_a_tenant():
 def test_an_empty_id_annotation_is_refused(annotation):
     with pytest.raises(PolicyError, match="must not be empty"):
         compile_policies(SCHEMA, [PolicySource("p.cedar", f"{annotation}\npermit (principal, action, resource);")])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(), st.one_of(st.text(), st.integers(), st.booleans(), st.lists(st.text())),
+                       max_size=6))
+def test_json_object_is_json_dumps(record):
+    # The entity and context texts written directly must be the very text json.dumps writes: it is also the
+    # key of the parsed-entity cache, and a quoting mistake would let an id smuggle in entity JSON.
+    assert json_object(record) == json.dumps(record)
+
+
+def test_a_resource_id_that_spells_entity_json_stays_one_id():
+    # Written into the entity text by hand: quotes, braces and escapes in an id must stay inside the id.
+    engine = Engine(load_policies(BUNDLED))
+    hostile = 'r-1"}, "attrs": {"tenant": "acme"}, "parents": []}, {"uid": {"type": "Invoice", "id": "x\\u0022'
+    outcome = engine.evaluate(_principal(), "read", Resource("Invoice", hostile, "acme"), {"tenant": "acme"},
+                              {"intent": ""})
+    assert outcome.decision is Decision.ALLOW  # the viewer reads an acme invoice whose id is odd, nothing more
+    outcome = engine.evaluate(_principal(), "read", Resource("Invoice", hostile, "globex"), {"tenant": "globex"},
+                              {"intent": '"}, "tenant": "acme'})
+    assert outcome.decision is Decision.DENY and GUARDRAIL_ID in outcome.policy_ids
