@@ -22,7 +22,7 @@ from tenantgate.grants import open_guarded_store
 from tenantgate.identity import JwtVerifier, build_verifier
 from tenantgate.ids import decision_id
 from tenantgate.observability import collectors
-from tenantgate.observability.grpc_metrics import GrpcMetricsInterceptor
+from tenantgate.observability.grpc_metrics import GrpcMetrics
 from tenantgate.observability.metrics import DecisionMetrics
 from tenantgate.policy import PolicyStore
 
@@ -144,6 +144,12 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
         log.warning("issuer keys not loaded yet (will retry on first use): %s", problem)
     s = app.settings.server
     tls = TlsFiles(s.tls.cert_file, s.tls.key_file, s.tls.client_ca_file) if s.tls.cert_file else None
+    grpc_metrics = GrpcMetrics(app.registry)
+
+    def refused(method: str, identities: tuple[str, ...]) -> None:
+        app.metrics.caller_refused(method, identities)
+        grpc_metrics.refused(method)
+
     server = GrpcServer(
         ServerOptions(s.listen, s.max_message_bytes, s.max_concurrent_rpcs, s.grace_seconds, tls=tls,
                       allowed_callers=s.tls.allowed_callers, health_listen=s.health_listen,
@@ -154,8 +160,8 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
         app.breakglass.store.healthy,
         AdminService(app.policies, app.audit.healthy, app.breakglass.store.healthy),
         ext_authz=ExtAuthzService(app.pdp, ext_authz_options(app.settings), app.metrics.observe),
-        on_caller_refused=app.metrics.caller_refused,
-        interceptors=[GrpcMetricsInterceptor(app.registry)],
+        on_caller_refused=refused,
+        instrument=grpc_metrics.measured,
     )
     port = await server.start()
     app.health_port = server.health_port

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import generate_latest
 
@@ -47,6 +48,13 @@ def test_metrics_count_a_known_sequence_of_decisions(tmp_path):
         stub.Check(_req("garbage"))                       # token_invalid
         stub.Check(_req(viewer, action="update"))         # no_permit
         stub.BatchCheck(pb.BatchCheckRequest(token=viewer, items=[_req(""), _req("", tenant="globex")]))
+        with pytest.raises(grpc.RpcError):
+            stub.BatchCheck(pb.BatchCheckRequest(token=viewer, items=[_req("")] * 1001))  # over the limit
+        health = health_pb2_grpc.HealthStub(channel)
+        health.Check(health_pb2.HealthCheckRequest())
+        watch = health.Watch(health_pb2.HealthCheckRequest())
+        next(watch)
+        watch.cancel()
         text = generate_latest(app.registry).decode()
     d = 'tenantgate_decisions_total{api="%s",decision="%s",reason="%s"}'
     assert _metric(text, d % ("check", "allow", "allow")) == 3
@@ -60,6 +68,12 @@ def test_metrics_count_a_known_sequence_of_decisions(tmp_path):
     assert _metric(text, "tenantgate_audit_records_total") >= 9
     check_ok = 'tenantgate_grpc_server_handled_total{code="OK",method="/tenantgate.v1.Authorizer/Check"}'
     assert _metric(text, check_ok) == 7
+    handled = 'tenantgate_grpc_server_handled_total{code="%s",method="%s"}'
+    assert _metric(text, handled % ("OK", "/tenantgate.v1.Authorizer/BatchCheck")) == 1
+    assert _metric(text, handled % ("INVALID_ARGUMENT", "/tenantgate.v1.Authorizer/BatchCheck")) == 1
+    assert _metric(text, handled % ("OK", "/grpc.health.v1.Health/Check")) == 1
+    assert "Health/Watch" not in text  # streams are not measured
+    assert _metric(text, 'tenantgate_grpc_server_handling_seconds_count{method="/tenantgate.v1.Authorizer/Check"}') == 7
     assert _metric(text, "tenantgate_break_glass_grants_active") == 0
     assert "tenant=" not in text and "vera" not in text and "acme" not in text  # no ids as labels
 

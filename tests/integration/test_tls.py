@@ -160,7 +160,11 @@ def test_a_caller_outside_allowed_callers_is_refused_logged_and_counted(mtls_ser
             envoy = ext_grpc.AuthorizationStub(ch)
             assert _refused(lambda: envoy.Check(envoy_request(), timeout=5)) == grpc.StatusCode.PERMISSION_DENIED
     assert app.metrics.callers_refused._value.get() == before + 2
-    assert "tenantgate_callers_refused_total" in generate_latest(app.registry).decode()
+    text = generate_latest(app.registry).decode()
+    assert "tenantgate_callers_refused_total" in text
+    # Refused before any servicer ran, still counted among the handled calls, by method and code.
+    for method in ("/tenantgate.v1.Authorizer/Check", "/envoy.service.auth.v3.Authorization/Check"):
+        assert f'tenantgate_grpc_server_handled_total{{code="PERMISSION_DENIED",method="{method}"}} 1.0' in text
     (line, *_rest) = [r.getMessage() for r in caplog.records if "caller refused" in r.getMessage()]
     assert "spiffe://mesh.test/ns/other/sa/app" in line and "/tenantgate.v1.Authorizer/Check" in line
 
