@@ -314,3 +314,27 @@ def test_checks_are_answered_while_a_large_batch_runs(server, stub, admin, issue
     worker.join(60)
     assert batch_done.is_set()
     assert order == ["check", "batch"]  # the Check did not wait for the batch
+
+
+def test_concurrent_batches_take_turns_so_a_small_one_is_not_stuck_behind_a_large_one(server, stub, admin, issuer):
+    import threading
+
+    forged = []
+    for i in range(1000):  # every item a full signature check: the large batch runs for a while
+        head, body, _sig = issuer.mint(tenant="acme", sub=f"v{i}").split(".")
+        forged.append(f"{head}.{body}.{admin.split('.')[2]}")
+    order = []
+
+    def large():
+        answer = stub.BatchCheck(pb.BatchCheckRequest(items=[request(t) for t in forged]))
+        assert [r.reason for r in answer.results] == ["token_invalid"] * 1000
+        order.append("large")
+
+    worker = threading.Thread(target=large)
+    worker.start()
+    time.sleep(0.05)
+    small = stub.BatchCheck(pb.BatchCheckRequest(token=admin, items=[request()] * 10))
+    order.append("small")
+    worker.join(60)
+    assert [r.decision for r in small.results] == [pb.ALLOW] * 10
+    assert order == ["small", "large"]  # batches share one thread chunk by chunk, in turn
