@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +29,7 @@ from tenantgate.rpc import convert
 from tenantgate.v1 import authorizer_pb2 as pb
 
 from .context import RunContext
-from .fixture import BenchIssuer, write_config
+from .fixture import REPO, BenchIssuer, child_python, python_env, write_config
 from .results import Chart, Goal, Section
 from .stats import rate, ratio, summarize, times, us
 from .timing import interleaved
@@ -38,6 +41,10 @@ DECIDE = "DecisionPoint.decide (full: cached token, tenancy, intent, Cedar, audi
 
 RAW_COLD = "raw cedarpy.is_authorized, CPU caches flushed before each call"
 DECIDE_COLD = "DecisionPoint.decide, CPU caches flushed before each call"
+INSTR_RAW = "raw cedarpy.is_authorized, instructions per call (callgrind)"
+INSTR_DECIDE = "DecisionPoint.decide, instructions per call (callgrind)"
+INSTRUCTION_CALLS = 2000
+_COLLECTED = re.compile(r"Collected : (\d+)")
 FLUSH_BYTES = 8 << 20  # twice the L2 of the 2-core machines we run on
 
 
@@ -129,6 +136,7 @@ def run(ctx: RunContext) -> Section:
     for name, s in summaries.items():
         section.add(name, us(s.p50), us(s.p99), rate(1 / s.p50 if s.p50 > 0 else math.nan), times(ratio(s.p50, base)))
     section.data["summaries"] = {name: s.to_dict() for name, s in summaries.items()}
+    _add_instructions(section, ctx)
     value = ratio(summaries[DECIDE].p50, base)
     section.data["goal_ratio"] = value
     section.goals.append(Goal(GOALS[0][0], GOALS[0][1],
@@ -145,3 +153,42 @@ def run(ctx: RunContext) -> Section:
     section.charts.append(Chart("In-process p50 per call", "µs", [n.split(" (")[0] for n in summaries],
                                 [s.p50 * 1e6 for s in summaries.values()]))
     return section
+
+
+def _add_instructions(section: Section, ctx: RunContext) -> None:
+    """Instructions per call of raw cedarpy and decide() under callgrind (``bench/instructions.py``): the
+    deterministic part of the ratio, which wall-clock p50s on a shared machine blur by ±15% or more."""
+    valgrind = shutil.which("valgrind")
+    if ctx.quick or valgrind is None:
+        section.notes.append("Instruction counts: " + ("not taken in --quick mode." if valgrind else
+                             "valgrind is not installed (Debian: apt-get install valgrind), so not taken."))
+        return
+    calls = INSTRUCTION_CALLS
+    procs = {mode: subprocess.Popen(
+        [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", child_python(), "-m",
+         "bench.instructions", mode, str(calls), str(ctx.tmp / f"instructions-{mode}")],
+        cwd=REPO, env=python_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for mode in ("setup", "raw", "decide")}
+    counts: dict[str, int] = {}
+    for mode, proc in procs.items():
+        try:
+            _out, err = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            err = ""
+        found = _COLLECTED.search(err or "")
+        if proc.returncode == 0 and found:
+            counts[mode] = int(found.group(1))
+    if len(counts) < 3:
+        section.notes.append("Instruction counts: a callgrind run failed, so none are shown.")
+        return
+    raw = (counts["raw"] - counts["setup"]) / calls
+    decide = (counts["decide"] - counts["setup"]) / calls
+    section.data["instructions"] = {"raw": raw, "decide": decide, "calls": calls}
+    for name, value in ((INSTR_RAW, raw), (INSTR_DECIDE, decide)):
+        section.add(name, f"{value / 1000:,.0f}k instr.", "", "", times(ratio(value, raw)))
+    section.notes.append(f"Instruction rows: callgrind counts of {calls:,} calls each in a child process (its "
+                         "setup subtracted); repeatable whatever else the machine does, but blind to cache misses "
+                         "and kernel time (the audit append's system calls), which the p50 rows include. The "
+                         "goal is judged on the p50 rows.")

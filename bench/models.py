@@ -4,8 +4,8 @@ The same Check work is served by one server process per model, started one after
 once), each on the same generated config (own state directory and port) and driven by the same client
 process at the same concurrency levels. Server CPU per call comes from the server process's own
 accounting. The "kept" note is computed from the run: at 16 in flight, the sync server is kept only when it
-is both cheaper per call and faster than grpc.aio *without* the metrics interceptor (like for like: a sync
-production server would need its own metrics interceptor too).
+is both cheaper per call and faster than grpc.aio *without* the gRPC call metrics (like for like: a sync
+production server would need its own call metrics too).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Model:
 
 def models(threads: Sequence[int]) -> list[Model]:
     return [Model(AIO, "grpc.aio (tenantgate serve)", ()),
-            Model(AIO_BARE, "grpc.aio, no metrics interceptor", ("--model", "aio")),
+            Model(AIO_BARE, "grpc.aio, no gRPC call metrics", ("--model", "aio")),
             *(Model(f"sync-{w}", f"sync grpc.server, {w} threads", ("--model", "sync", "--threads", str(w)))
               for w in threads)]
 
@@ -103,7 +103,7 @@ def _kept(by: dict[tuple[str, int], dict[str, Any]], labels: dict[str, str]) -> 
     speed = ratio(_throughput(best), _throughput(aio))
     production = by.get((AIO, c))
     vs_production = ("" if production is None or production is aio else
-                     f"; against tenantgate serve with its interceptor: "
+                     f"; against tenantgate serve with its call metrics: "
                      f"{times(ratio(_cpu(best), _cpu(production)))} "
                      f"CPU/call, {times(ratio(_throughput(best), _throughput(production)))} throughput")
     sync_wins = cpu < 1.0 and speed > 1.0
@@ -134,7 +134,7 @@ def run(ctx: RunContext) -> Section:
             section.add(model.label, c, f"{r['calls']:,}", rate(_throughput(r)), us(r["latency"]["p50"]),
                         us(r["latency"]["p99"]), us(_cpu(r)), r["errors"] + r["unexpected"])
         aio = by[(AIO, c)]
-        _compare(section, "ratio aio without interceptor / aio", c, by[(AIO_BARE, c)], aio)
+        _compare(section, "ratio aio without call metrics / aio", c, by[(AIO_BARE, c)], aio)
         for model in (m for m in chosen if m.key.startswith("sync-")):
             _compare(section, f"ratio sync {model.key.removeprefix('sync-')} threads / aio", c,
                      by[(model.key, c)], aio)
@@ -143,10 +143,10 @@ def run(ctx: RunContext) -> Section:
     section.notes.append(why + (" (quick run: too short to decide anything)" if ctx.quick else ""))
     section.notes.append("Each model runs in its own server process, one after the other, on the same config "
                          "(own state directory and port) with the same client. `tenantgate serve` carries its gRPC "
-                         "metrics interceptor and background loops (policy polling, grant sweep); the sync server "
-                         "cannot use the grpc.aio interceptor, so it has none (compare it with the row without "
-                         "interceptor). Every model runs the production AuthorizerService.Check, decision metrics "
-                         "included.")
+                         "call metrics (async wrappers of the servicer methods) and background loops (policy "
+                         "polling, grant sweep); the sync server cannot use those async wrappers, so it has none "
+                         "(compare it with the row without them). Every model runs the production "
+                         "AuthorizerService.Check, decision metrics included.")
     section.charts.append(Chart("Server model: server CPU per Check", "µs",
                                 [f"{labels[r['model']]} @{r['concurrency']}" for r in results],
                                 [_cpu(r) * 1e6 for r in results]))

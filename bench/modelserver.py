@@ -7,8 +7,8 @@ and serves ``Authorizer.Check`` plus ``grpc.health.v1`` on the config's ``server
   Each call runs the production handler, ``AuthorizerService.Check`` (token from metadata, convert, decide,
   observe, convert back), to completion on the pool thread: same code, no copy of it.
 - ``aio``: the production ``GrpcServer`` (grpc.aio, same options, health, reflection) without the gRPC
-  metrics interceptor ``tenantgate serve`` installs, which the sync server cannot run: it measures what
-  that interceptor costs.
+  call metrics ``tenantgate serve`` wraps its servicers in (async wrappers the sync server cannot run): it
+  measures what those metrics cost.
 
 Neither runs the background loops of ``tenantgate serve`` (policy polling, grant sweep), nor /metrics.
 """
@@ -87,7 +87,7 @@ def serve_sync(app: application.App, threads: int) -> None:
 
 
 async def serve_aio(app: application.App) -> None:
-    """The production grpc.aio server assembly without interceptors, until SIGTERM/SIGINT."""
+    """The production grpc.aio server assembly without gRPC call metrics, until SIGTERM/SIGINT."""
     s = app.settings.server
     server = GrpcServer(ServerOptions(s.listen, s.max_message_bytes, s.max_concurrent_rpcs, s.grace_seconds),
                         AuthorizerService(app.pdp, app.metrics.observe), app.ready)

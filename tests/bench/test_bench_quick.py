@@ -27,7 +27,7 @@ SECTIONS = {
                                  "| lost audit records |", "| server | make serve, 1 process |",
                                  "| server | serve --workers 2 |"]),
     "models": ("## 8. Server model", ["| grpc.aio (tenantgate serve) | 16 |",
-                                      "| grpc.aio, no metrics interceptor | 64 |",
+                                      "| grpc.aio, no gRPC call metrics | 64 |",
                                       "| sync grpc.server, 4 threads | 16 |", "| ratio sync 4 threads / aio | 64 |",
                                       "- kept: "]),
 }

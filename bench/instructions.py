@@ -1,0 +1,67 @@
+"""Run in a child process by scenario 2, under ``valgrind --tool=callgrind``:
+``python -m bench.instructions MODE CALLS DIR``.
+
+Builds the app as scenario 2 does (same generated config, same realistic request), warms it up, then makes
+CALLS calls of MODE: ``setup`` (none: what building and warming cost, subtracted from the others), ``raw``
+(cedarpy.is_authorized with the pre-parsed PolicySet and Schema and the entity list, scenario 2's floor) or
+``decide`` (the full audited ``DecisionPoint.decide``). callgrind counts the instructions the process
+executes: the same for the same binary and inputs whatever else the machine does, so the ratio of two
+counts is the steady part of scenario 2's wall-clock ratio (it does not see cache misses or time spent in
+the kernel, e.g. the audit append's system calls).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cedarpy
+
+from tenantgate import app as application
+from tenantgate import config
+from tenantgate.core.model import CheckInput, ClaimNames, Decision, Principal, Resource
+from tenantgate.core.tenancy import principal_from_claims
+
+from .core import cedar_inputs
+from .fixture import BenchIssuer, write_config
+
+MODES = ("setup", "raw", "decide")
+WARMUP = 50
+
+
+def main(argv: list[str]) -> int:
+    mode, calls, directory = argv[0], int(argv[1]), Path(argv[2])
+    if mode not in MODES:
+        raise SystemExit(f"mode must be one of {', '.join(MODES)}")
+    directory.mkdir(parents=True, exist_ok=True)
+    issuer = BenchIssuer(directory, "ES256")
+    built = application.build(config.load(write_config(directory, issuer), env={}))
+    try:
+        token = issuer.mint("acme", "alice", ("viewer",))
+        check = CheckInput(token=token, action="read", resource=Resource("Invoice", "inv-1", "acme"), api="check")
+        principal = principal_from_claims(built.verifier.verify(token), ClaimNames())
+        assert isinstance(principal, Principal)
+        request, entities = cedar_inputs(check, principal)
+        engine = built.policies.current()
+        policy_set, schema = engine.policy_set_for("acme"), engine.compiled.schema
+
+        def raw() -> object:
+            return cedarpy.is_authorized(request, policy_set, entities, schema=schema)
+
+        def decide() -> object:
+            return built.pdp.decide(check)
+
+        for _ in range(WARMUP):  # both warmed in every mode, so the setup run subtracts exactly this
+            assert built.pdp.decide(check).decision is Decision.ALLOW
+            raw()
+        call = {"raw": raw, "decide": decide}.get(mode)
+        if call is not None:
+            for _ in range(calls):
+                call()
+    finally:
+        application.close(built)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
