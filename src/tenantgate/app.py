@@ -147,8 +147,10 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
     grpc_metrics = GrpcMetrics(app.registry)
 
     def refused(method: str, identities: tuple[str, ...]) -> None:
-        app.metrics.caller_refused(method, identities)
-        grpc_metrics.refused(method)
+        try:
+            grpc_metrics.refused(method)
+        finally:
+            app.metrics.caller_refused(method, identities)
 
     server = GrpcServer(
         ServerOptions(s.listen, s.max_message_bytes, s.max_concurrent_rpcs, s.grace_seconds, tls=tls,

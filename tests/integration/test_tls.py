@@ -249,3 +249,16 @@ def test_configuration_error_names_the_tls_file(tmp_path):
 
     with pytest.raises(ConfigError, match=r"server\.tls\.cert_file"):
         load_material(TlsFiles(str(tmp_path / "nope.crt"), str(tmp_path / "nope.key")))
+
+
+def test_a_refused_stream_is_not_counted_as_a_handled_call(mtls_server, pki):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    address, app = mtls_server
+    f = pki[1]
+    with _channel(address, ca=f["ca"], pair=f["intruder"]) as ch:
+        stream = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        assert _refused(lambda: list(stream)) == grpc.StatusCode.PERMISSION_DENIED
+    # Streams are not measured when allowed, so a refused one makes no series either (review finding).
+    assert "ServerReflectionInfo" not in generate_latest(app.registry).decode()

@@ -11,9 +11,10 @@ counts them under ``PERMISSION_DENIED``.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -36,30 +37,64 @@ class GrpcMetrics:
         return _MeasuredServicer(self, service, servicer)
 
     def refused(self, method: str) -> None:
-        """Count a call the caller allow-list refused before any servicer ran."""
-        self._handled.labels(method, grpc.StatusCode.PERMISSION_DENIED.name).inc()
+        """Count a call the caller allow-list refused before any servicer ran (unary-unary methods only, like
+        the calls that reach a servicer; a refused stream is not measured, as an allowed one is not)."""
+        service, _, name = method.lstrip("/").rpartition("/")
+        if name in unary_methods(service):
+            self._handled.labels(method, grpc.StatusCode.PERMISSION_DENIED.name).inc()
 
-    def wrap(self, method: str, inner: Callable[[Any, Any], Awaitable[Any]]
-             ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-        """A unary behaviour that counts its call by final status code and observes its latency."""
+    def wrap(self, method: str, inner: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        """``inner`` (a unary behaviour, async or not) counting its call by final status code and observing
+        its latency. An async behaviour stays async and a plain one plain: grpc.aio runs them as before."""
         handled, seconds = self._handled, self._seconds.labels(method)
         handled_ok = handled.labels(method, "OK")  # the common outcome: its child kept, not looked up per call
 
-        async def measured(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started = time.perf_counter()
-            code = "OK"
-            try:
-                return await inner(request, context)
-            except BaseException:
-                code = (context.code() or grpc.StatusCode.UNKNOWN).name if context.code() else "UNKNOWN"
-                raise
-            finally:
-                if code == "OK" and context.code() not in (None, grpc.StatusCode.OK):
-                    code = context.code().name
-                (handled_ok if code == "OK" else handled.labels(method, code)).inc()
-                seconds.observe(time.perf_counter() - started)
+        def record(context: Any, started: float, error: BaseException | None) -> None:
+            code = _final_code(context, error)
+            (handled_ok if code == "OK" else handled.labels(method, code)).inc()
+            seconds.observe(time.perf_counter() - started)
 
-        return measured
+        if inspect.iscoroutinefunction(inner):
+            async def measured(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                with _Measuring(record, context):
+                    return await inner(request, context)
+
+            return measured
+
+        def measured_plain(request: Any, context: Any) -> Any:
+            with _Measuring(record, context):
+                return inner(request, context)
+
+        return measured_plain
+
+
+class _Measuring:
+    """Times the ``with`` body and records how it ended (``record(context, started, error or None)``)."""
+
+    __slots__ = ("_context", "_record", "_started")
+
+    def __init__(self, record: Callable[[Any, float, BaseException | None], None], context: Any) -> None:
+        self._record, self._context = record, context
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, _type: object, error: BaseException | None, _tb: object) -> None:
+        self._record(self._context, self._started, error)
+
+
+def _final_code(context: Any, error: BaseException | None) -> str:
+    """The status the call ends with: the one the servicer set (abort, set_code), else from how it ended."""
+    code = context.code()
+    if code is not None:
+        return str(code.name)
+    if error is None:
+        return "OK"
+    if isinstance(error, asyncio.CancelledError):  # grpc.aio cancels the handler when the call ends early
+        remaining = context.time_remaining()
+        return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+    return "UNKNOWN"
 
 
 class _MeasuredServicer:
@@ -74,7 +109,7 @@ class _MeasuredServicer:
 
     def __getattr__(self, name: str) -> Any:
         inner = getattr(self._servicer, name)
-        if name not in self._unary or not inspect.iscoroutinefunction(inner):
+        if name not in self._unary or not callable(inner):
             return inner
         return self._metrics.wrap(f"/{self._service}/{name}", inner)
 

@@ -99,6 +99,7 @@ class GrpcServer:
             options=channel_options(options.max_message_bytes, reuse_port=options.reuse_port),
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
+        self._authorizer = authorizer
         authorizer_pb2_grpc.add_AuthorizerServicer_to_server(wrap(AUTHORIZER, authorizer), self._server)
         names = [AUTHORIZER, health.SERVICE_NAME, reflection.SERVICE_NAME]
         if breakglass is not None:
@@ -144,6 +145,8 @@ class GrpcServer:
         await self._server.stop(self._options.grace_seconds)
         if self._health_server is not None:
             await self._health_server.stop(0)
+        # Batch chunks still running finish (their records written) before the app closes its audit sink.
+        await asyncio.to_thread(self._authorizer.close)
 
     @staticmethod
     def _bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None) -> int:
