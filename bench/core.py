@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import cedarpy
@@ -22,7 +23,7 @@ import cedarpy
 from tenantgate import app as application
 from tenantgate import config
 from tenantgate.core.compiler import principal_entity
-from tenantgate.core.model import CheckInput, ClaimNames, Decision, Principal, Resource
+from tenantgate.core.model import CheckInput, ClaimNames, Decision, DecisionResult, Principal, Resource
 from tenantgate.core.request import request_context, resource_attributes
 from tenantgate.core.tenancy import principal_from_claims
 from tenantgate.rpc import convert
@@ -71,23 +72,29 @@ def cedar_inputs(check: CheckInput, principal: Principal) -> tuple[dict[str, Any
     return request, entities
 
 
+def realistic(directory: Path) -> tuple[application.App, str, CheckInput, DecisionResult, Principal]:
+    """The app built as the server builds it (generated config in ``directory``) and the realistic request:
+    (app, token, check, its first decision, the token's principal). Raises if the request is not allowed."""
+    issuer = BenchIssuer(directory, "ES256")
+    built = application.build(config.load(write_config(directory, issuer), env={}))
+    token = issuer.mint("acme", "alice", ("viewer",))
+    check = CheckInput(token=token, action="read", resource=Resource("Invoice", "inv-1", "acme"), api="check")
+    first = built.pdp.decide(check)
+    principal = principal_from_claims(built.verifier.verify(token), ClaimNames())
+    if first.decision is not Decision.ALLOW or not isinstance(principal, Principal):
+        application.close(built)
+        raise RuntimeError(f"the realistic request was not allowed: {first.reason} {first.message}")
+    return built, token, check, first, principal
+
+
 def run(ctx: RunContext) -> Section:
     budget = ctx.budget
     section = Section("core", "2. Core: in-process decide() vs raw cedarpy",
                       ["what is timed", "p50", "p99", "per second (1/p50)", "vs raw cedarpy (p50)"])
     directory = ctx.tmp / "core"
     directory.mkdir()
-    issuer = BenchIssuer(directory, "ES256")
-    built = application.build(config.load(write_config(directory, issuer), env={}))
+    built, token, check, first, principal = realistic(directory)
     try:
-        token = issuer.mint("acme", "alice", ("viewer",))
-        check = CheckInput(token=token, action="read", resource=Resource("Invoice", "inv-1", "acme"), api="check")
-        first = built.pdp.decide(check)
-        if first.decision is not Decision.ALLOW:
-            raise RuntimeError(f"the realistic request was not allowed: {first.reason} {first.message}")
-        verified = built.verifier.verify(token)
-        principal = principal_from_claims(verified, ClaimNames())
-        assert isinstance(principal, Principal)
         request, entities = cedar_inputs(check, principal)
         engine = built.policies.current()
         policy_set, schema = engine.policy_set_for("acme"), engine.compiled.schema

@@ -18,12 +18,9 @@ from pathlib import Path
 import cedarpy
 
 from tenantgate import app as application
-from tenantgate import config
-from tenantgate.core.model import CheckInput, ClaimNames, Decision, Principal, Resource
-from tenantgate.core.tenancy import principal_from_claims
+from tenantgate.core.model import Decision
 
-from .core import cedar_inputs
-from .fixture import BenchIssuer, write_config
+from .core import cedar_inputs, realistic
 
 MODES = ("setup", "raw", "decide")
 WARMUP = 50
@@ -34,13 +31,8 @@ def main(argv: list[str]) -> int:
     if mode not in MODES:
         raise SystemExit(f"mode must be one of {', '.join(MODES)}")
     directory.mkdir(parents=True, exist_ok=True)
-    issuer = BenchIssuer(directory, "ES256")
-    built = application.build(config.load(write_config(directory, issuer), env={}))
+    built, _token, check, _first, principal = realistic(directory)
     try:
-        token = issuer.mint("acme", "alice", ("viewer",))
-        check = CheckInput(token=token, action="read", resource=Resource("Invoice", "inv-1", "acme"), api="check")
-        principal = principal_from_claims(built.verifier.verify(token), ClaimNames())
-        assert isinstance(principal, Principal)
         request, entities = cedar_inputs(check, principal)
         engine = built.policies.current()
         policy_set, schema = engine.policy_set_for("acme"), engine.compiled.schema
