@@ -19,6 +19,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _quote  # how the encoder quotes (ensure_ascii)
 from typing import Any
 
 GENESIS_HASH = "0" * 64  # prev_hash of the first record of every chain (seq 1)
@@ -66,6 +67,11 @@ class ChainedRecord:
 
 # One immutable encoder: json.dumps with these options would build a new encoder on every call (hot path).
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+# Key set (in the dict's order) -> its keys in sorted order, each with the text before its value. Records of
+# one kind share one key set (every decision record has the same fields), so sorting and quoting the keys is
+# done once per kind. Bounded: other key sets are encoded by _CANONICAL.
+_PLANS: dict[tuple[Any, ...], tuple[tuple[str, str], ...]] = {}
+_MAX_PLANS = 64
 
 
 def canonical(obj: dict[str, Any]) -> str:
@@ -73,7 +79,31 @@ def canonical(obj: dict[str, Any]) -> str:
 
     Raises ``ValueError`` for NaN/Infinity and ``TypeError`` for values JSON cannot hold.
     """
-    return _CANONICAL.encode(obj)
+    # Fast path for flat records (str, int, bool and lists of str), the same text as _CANONICAL (a property
+    # test holds them equal); anything else, or a key set not seen before, goes to _CANONICAL.
+    keys = tuple(obj)
+    plan = _PLANS.get(keys)
+    if plan is None:
+        if not keys or len(_PLANS) >= _MAX_PLANS or any(type(key) is not str for key in keys):
+            return _CANONICAL.encode(obj)
+        plan = tuple((key, ("{" if n == 0 else ",") + _quote(key) + ":") for n, key in enumerate(sorted(keys)))
+        _PLANS[keys] = plan
+    parts = []
+    for key, before in plan:
+        value = obj[key]
+        kind = type(value)
+        if kind is str:
+            parts.append(before + _quote(value))
+        elif kind is bool:
+            parts.append(before + ("true" if value else "false"))
+        elif kind is int:
+            parts.append(before + int.__repr__(value))
+        elif (kind is list or kind is tuple) and all(type(item) is str for item in value):
+            parts.append(before + "[" + ",".join([_quote(item) for item in value]) + "]")
+        else:
+            return _CANONICAL.encode(obj)
+    parts.append("}")
+    return "".join(parts)
 
 
 def digest(text: str) -> str:

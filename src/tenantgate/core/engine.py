@@ -46,6 +46,8 @@ DEFAULT_PARTITION_CACHE = 1024
 _NATIVE_BATCH = getattr(getattr(cedarpy, "_internal", None), "is_authorized_batch", None)
 _NATIVE_CHECKED: bool | None = None  # whether _NATIVE_BATCH answers as the public API (native_agrees)
 PRINCIPAL_TEXTS = 4096  # principals whose entity JSON is kept (one per distinct token, as a rule)
+OUTCOMES = 1024  # (tenant, Cedar answer text) -> outcome kept per engine
+MAX_OUTCOME_TEXT = 1024  # longer answers (long error messages) are interpreted each time, never kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +65,7 @@ class Engine:
     Thread-safe: the partition cache is guarded by a lock; Cedar handles are immutable.
     """
 
-    __slots__ = ("_cache", "_capacity", "_entities", "_lock", "_principal_texts", "compiled")
+    __slots__ = ("_cache", "_capacity", "_entities", "_lock", "_outcomes", "_principal_texts", "compiled")
 
     def __init__(self, compiled: CompiledPolicies, partition_cache_size: int = DEFAULT_PARTITION_CACHE) -> None:
         self.compiled = compiled
@@ -74,6 +76,7 @@ class Engine:
         # Principal -> its entity's JSON text. A Principal is an immutable value built from verified claims only,
         # so equal principals have the same entity; kept so repeated callers are not serialised again.
         self._principal_texts: dict[Principal, str] = {}
+        self._outcomes: dict[tuple[str, str], EngineOutcome] = {}
 
     @property
     def version(self) -> str:
@@ -120,9 +123,22 @@ class Engine:
                                "parents": []}
             entities = self._entities.entities_for(view.request_slice(
                 principal_entity(principal), resource_entity, enrich_principal=principal.tenant == resource.tenant))
-        answer = authorize(request, self.policy_set_for(resource.tenant), entities, self.compiled.schema)
+        text = answer_text(request, self.policy_set_for(resource.tenant), entities, self.compiled.schema)
+        # Cedar's answer, as text, with the tenant (whose partition numbers its policies) decides the outcome,
+        # so equal answers (the same policies allowed or forbade) share one immutable outcome.
+        key = (resource.tenant, text)
+        outcome = self._outcomes.get(key)
+        if outcome is None:
+            outcome = self._outcome(resource.tenant, json.loads(text))
+            if len(text) <= MAX_OUTCOME_TEXT:
+                if len(self._outcomes) >= OUTCOMES:
+                    self._outcomes.clear()  # bounded; refilled by the answers that come again
+                self._outcomes[key] = outcome
+        return outcome
+
+    def _outcome(self, tenant: str, answer: dict[str, Any]) -> EngineOutcome:
         diagnostics = answer.get("diagnostics") or {}
-        names = self._names(resource.tenant)
+        names = self._names(tenant)
         return interpret(str(answer.get("decision")), tuple(names(r) for r in diagnostics.get("reason") or ()),
                          tuple(_EVAL_ERROR.sub(lambda m: f"error while evaluating policy `{names(m.group(1))}`", e)
                                for e in diagnostics.get("errors") or ()))
@@ -167,6 +183,15 @@ def json_object(record: dict[str, Any]) -> str:
 def authorize(request: dict[str, Any], policy_set: Any, entities: Any, schema: Any) -> dict[str, Any]:
     """One Cedar decision as Cedar's own answer: ``{"decision": ..., "diagnostics": {"reason", "errors"}}``.
 
+    ``answer_text`` parsed; see there.
+    """
+    answer: dict[str, Any] = json.loads(answer_text(request, policy_set, entities, schema))
+    return answer
+
+
+def answer_text(request: dict[str, Any], policy_set: Any, entities: Any, schema: Any) -> str:
+    """One Cedar decision as the JSON text of Cedar's own answer (``authorize``'s dict).
+
     ``request["context"]`` is JSON text; ``entities`` a parsed ``cedarpy.Entities`` handle or JSON text.
     Calls cedarpy's native function directly: the public ``is_authorized`` wraps the same call in a request
     copy, a context re-encoding and result objects this path does not need (about 15 µs per decision here).
@@ -178,11 +203,11 @@ def authorize(request: dict[str, Any], policy_set: Any, entities: Any, schema: A
     if native is None:
         result = cedarpy.is_authorized(dict(request, context=json.loads(request["context"])), policy_set,
                                        entities, schema=schema)
-        return {"decision": result.decision.value,
-                "diagnostics": {"reason": result.diagnostics.reasons, "errors": result.diagnostics.errors}}
+        return json.dumps({"decision": result.decision.value, "diagnostics": {
+            "reason": result.diagnostics.reasons, "errors": result.diagnostics.errors}})
     handle = entities._inner if isinstance(entities, cedarpy.Entities) else entities
-    answer: dict[str, Any] = json.loads(native([request], policy_set, handle, schema, False)[0])
-    return answer
+    text: str = native([request], policy_set, handle, schema, False)[0]
+    return text
 
 
 def native_agrees() -> bool:

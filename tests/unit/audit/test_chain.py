@@ -78,3 +78,37 @@ def test_any_json_record_round_trips_intact_on_one_ascii_line(fields, seq):
     assert sealed.line.count(b"\n") == 1 and sealed.line.endswith(b"\n") and sealed.line.isascii()
     record = parse(sealed.line)
     assert record.intact and record.fields == {**fields, "seq": seq, "prev_hash": GENESIS_HASH}
+
+
+def _reference(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+_flat = st.one_of(st.text(), st.booleans(), st.integers(), st.lists(st.text(), max_size=3),
+                  st.tuples(st.text(), st.text()), st.none(), st.floats(allow_nan=False, allow_infinity=False),
+                  st.lists(st.integers(), max_size=2), st.dictionaries(st.text(), st.text(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=st.dictionaries(st.text(), _flat, max_size=8), again=st.dictionaries(st.text(), _flat, max_size=8))
+def test_canonical_is_exactly_the_sorted_compact_ascii_json_text(record, again):
+    # The fast path (per key set) and the encoder fallback must give the same text as json.dumps.
+    assert canonical(record) == _reference(record)
+    same_keys = {key: again.get(key, value) for key, value in record.items()}  # same key set, other values
+    assert canonical(same_keys) == _reference(same_keys)
+
+
+def test_a_known_key_set_with_an_unusual_value_falls_back_to_the_encoder():
+    class Text(str):
+        pass
+
+    first = {"b": "x", "a": ["y"], "c": 1, "d": True}
+    assert canonical(first) == _reference(first)
+    for odd in (None, 1.5, Text("t"), {"k": "v"}, [1], ("p", "q"), "é\u2028\n\"", -(10**30)):
+        changed = {**first, "a": odd}
+        assert canonical(changed) == _reference(changed)
+    assert canonical({1: "a", 2: "b"}) == _reference({1: "a", 2: "b"})  # keys that are not strings: the encoder
+    with pytest.raises(ValueError):
+        canonical({**first, "a": float("inf")})
+    with pytest.raises(TypeError):
+        canonical({**first, "a": object()})

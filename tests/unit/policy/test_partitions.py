@@ -107,6 +107,24 @@ def test_the_partition_cache_is_bounded_and_decisions_stay_right(policy_dir):
     assert engine.cached_partitions() == 2
 
 
+def test_kept_outcomes_are_per_tenant_and_bounded(policy_dir, monkeypatch):
+    # Each tenant's policy is Cedar's "policy0" in its partition: equal answer texts, different policy ids.
+    from tenantgate.core import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "OUTCOMES", 3)
+    for i in range(4):
+        _tenant_file(policy_dir, f"t{i}", f'@id("t{i}-approve")\npermit (principal, action == Action::"approve", '
+                     f'resource) when {{ principal.roles.contains("r{i}") }};\n')
+    engine = Engine(load_policies(policy_dir))
+    for _round in range(3):
+        for i in range(4):
+            assert _eval(engine, f"t{i}", f"t{i}", roles=(f"r{i}",)).policy_ids == (f"t{i}-approve",)
+            assert _eval(engine, f"t{i}", f"t{i}", roles=("none",)).reason is Reason.NO_PERMIT
+            guarded = _eval(engine, f"t{(i + 1) % 4}", f"t{i}", roles=(f"r{i}",))
+            assert (guarded.decision, guarded.policy_ids) == (Decision.DENY, ("tenantgate::tenant-guardrail",))
+            assert len(engine._outcomes) <= 3
+
+
 def test_a_reload_reparses_only_changed_tenant_files(policy_dir, monkeypatch):
     from tenantgate.core import compiler
     from tenantgate.policy import PolicyStore
