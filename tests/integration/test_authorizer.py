@@ -97,6 +97,14 @@ def test_duplicate_authorization_metadata_is_denied(stub, admin):
         assert (resp.decision, resp.reason) == (pb.DENY, "token_invalid")
 
 
+def test_the_requests_own_token_wins_over_any_authorization_metadata(stub, admin, issuer):
+    # The metadata of a request that carries its token is never read: not a second token, nor a malformed one.
+    stranger = issuer.mint(tenant="globex", roles=["admin"])
+    for md in ([("authorization", f"Bearer {stranger}")], [("authorization", "Basic x"), ("authorization", "y")]):
+        for resp in _both(stub, request(admin), md):
+            assert (resp.decision, resp.audit.principal_tenant) == (pb.ALLOW, "acme")
+
+
 def test_missing_token_is_token_missing(stub):
     for resp in _both(stub, request()):
         assert (resp.decision, resp.reason) == (pb.DENY, "token_missing")

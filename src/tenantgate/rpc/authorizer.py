@@ -50,7 +50,7 @@ class AuthorizerService(pb_grpc.AuthorizerServicer):
         self._batches.shutdown(wait=True, cancel_futures=True)
 
     async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
-        token, problem = bearer_from_metadata(context.invocation_metadata())
+        token, problem = _metadata_token(request.token, context)
         try:
             check = convert.check_input(request, fallback_token=token, token_problem=problem, api="check")
             started = time.perf_counter()
@@ -65,7 +65,7 @@ class AuthorizerService(pb_grpc.AuthorizerServicer):
         if len(request.items) > MAX_BATCH_ITEMS:
             await abort_with(context, InvalidRequest(
                 f"BatchCheck takes at most {MAX_BATCH_ITEMS} items, got {len(request.items)}"))
-        token, problem = bearer_from_metadata(context.invocation_metadata())
+        token, problem = _metadata_token(request.token, context)
         shared = request.token or token
         shared_problem = "" if request.token else problem
         remaining = context.time_remaining()
@@ -113,6 +113,14 @@ class AuthorizerService(pb_grpc.AuthorizerServicer):
             except Exception:  # noqa: BLE001 - as above
                 answers[index] = _internal_denial("batch_check")
         return [answer for answer in answers if answer is not None]
+
+
+def _metadata_token(request_token: str, context: grpc.aio.ServicerContext) -> tuple[str, str]:
+    """The metadata's bearer token and problem (``bearer_from_metadata``), read only when the request carries no
+    token of its own: the request's token wins over the metadata, so its metadata is not even looked at."""
+    if request_token:
+        return "", ""
+    return bearer_from_metadata(context.invocation_metadata())
 
 
 def _internal_denial(api: str) -> pb.CheckResponse:
