@@ -22,7 +22,7 @@ from pathlib import Path
 
 import tenantgate
 
-from . import batch, core, grpc_floor, load_gate, models, peers, scale, tokens
+from . import audit, batch, core, grpc_floor, load_gate, models, peers, scale, tokens
 from .context import RunContext
 from .fixture import FULL, QUICK, REPO
 from .results import Goal, Report, Section, render_markdown, write
@@ -36,6 +36,7 @@ SCENARIOS: dict[str, tuple[Callable[[RunContext], Section], list[tuple[str, str]
     "peers": (peers.run, peers.GOALS, "3. pycasbin and regorus on the same tenant-isolation workload"),
     "scale": (scale.run, scale.GOALS, "4. 1 / 100 / 10,000 tenants: latency, memory, load and reload"),
     "tokens": (tokens.run, tokens.GOALS, "5. token verification: cold per algorithm vs cache hit"),
+    "audit": (audit.run, audit.GOALS, "9. audit appends: one at a time vs batched (flush and fsync)"),
     "gate": (load_gate.run, load_gate.GOALS, "7. load gate: 2,000 req/s for 30 s, 50 concurrent"),
     "models": (models.run, models.GOALS, "8. server model: grpc.aio vs sync grpc.server (thread pool)"),
 }
