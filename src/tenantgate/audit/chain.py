@@ -69,9 +69,10 @@ class ChainedRecord:
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 # Key set (in the dict's order) -> its keys in sorted order, each with the text before its value. Records of
 # one kind share one key set (every decision record has the same fields), so sorting and quoting the keys is
-# done once per kind. Bounded: other key sets are encoded by _CANONICAL.
-_PLANS: dict[tuple[Any, ...], tuple[tuple[str, str], ...]] = {}
+# done once per kind. Bounded: emptied when full (a log with many kinds of records only costs speed).
+_PLANS: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
 _MAX_PLANS = 64
+_ONLY_STR = {str}
 
 
 def canonical(obj: dict[str, Any]) -> str:
@@ -81,11 +82,17 @@ def canonical(obj: dict[str, Any]) -> str:
     """
     # Fast path for flat records (str, int, bool and lists of str), the same text as _CANONICAL (a property
     # test holds them equal); anything else, or a key set not seen before, goes to _CANONICAL.
+    if type(obj) is not dict:
+        return _CANONICAL.encode(obj)
     keys = tuple(obj)
+    # Exact str keys only (checked on every call): a str subclass or another object that equals a planned key
+    # must not borrow its plan, since its own sort order and text are what json would use.
+    if set(map(type, keys)) != _ONLY_STR:
+        return _CANONICAL.encode(obj)
     plan = _PLANS.get(keys)
     if plan is None:
-        if not keys or len(_PLANS) >= _MAX_PLANS or any(type(key) is not str for key in keys):
-            return _CANONICAL.encode(obj)
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
         plan = tuple((key, ("{" if n == 0 else ",") + _quote(key) + ":") for n, key in enumerate(sorted(keys)))
         _PLANS[keys] = plan
     parts = []

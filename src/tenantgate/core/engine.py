@@ -124,13 +124,13 @@ class Engine:
             entities = self._entities.entities_for(view.request_slice(
                 principal_entity(principal), resource_entity, enrich_principal=principal.tenant == resource.tenant))
         text = answer_text(request, self.policy_set_for(resource.tenant), entities, self.compiled.schema)
-        # Cedar's answer, as text, with the tenant (whose partition numbers its policies) decides the outcome,
-        # so equal answers (the same policies allowed or forbade) share one immutable outcome.
-        key = (resource.tenant, text)
+        # Cedar's answer (as text, without its timing metrics) with the tenant (whose partition numbers its
+        # policies) decides the outcome, so equal answers share one immutable outcome.
+        key = (resource.tenant, answer_key(text))
         outcome = self._outcomes.get(key)
         if outcome is None:
             outcome = self._outcome(resource.tenant, json.loads(text))
-            if len(text) <= MAX_OUTCOME_TEXT:
+            if len(key[1]) <= MAX_OUTCOME_TEXT:
                 if len(self._outcomes) >= OUTCOMES:
                     self._outcomes.clear()  # bounded; refilled by the answers that come again
                 self._outcomes[key] = outcome
@@ -167,6 +167,24 @@ class Engine:
             return cedar_id
 
         return name
+
+
+# Cedar's answer ends in timing metrics that differ on every call, in a different key order each time:
+# ``,"metrics":{"authz_duration_micros":12,...}}``. They say nothing about the decision.
+_METRICS = re.compile(r',"metrics":\{(?:"[a-z_]+":\d+(?:,"[a-z_]+":\d+)*)?\}\}\Z')
+
+
+def answer_key(text: str) -> str:
+    """Cedar's answer text without its trailing timing metrics: equal keys, equal answers.
+
+    Cut only when what follows ``,"metrics":{`` is exactly a flat object of integers closing the answer (a
+    ``,"`` outside a JSON string is structure: inside one the quote is escaped). Anything else keeps the whole
+    text, so a key never leaves out part of the decision, diagnostics or errors.
+    """
+    cut = text.rfind(',"metrics":{')
+    if cut > 0 and _METRICS.match(text, cut):
+        return text[:cut]
+    return text
 
 
 def json_object(record: dict[str, Any]) -> str:

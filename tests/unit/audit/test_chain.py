@@ -112,3 +112,36 @@ def test_a_known_key_set_with_an_unusual_value_falls_back_to_the_encoder():
         canonical({**first, "a": float("inf")})
     with pytest.raises(TypeError):
         canonical({**first, "a": object()})
+
+
+def test_keys_that_only_look_like_a_planned_key_set_are_encoded_by_json_itself():
+    class Key(str):
+        def __lt__(self, other):
+            return str.__gt__(self, other)
+
+    class Alias:  # equal to "k1" and hashed like it, but not a string
+        def __eq__(self, other):
+            return other == "k1"
+
+        def __hash__(self):
+            return hash("k1")
+
+    plain = {"k1": "v", "k0": 1}
+    assert canonical(plain) == _reference(plain)  # the plan for ("k1", "k0") exists from here on
+    odd = {Key("k1"): "v", Key("k0"): 1}
+    assert canonical(odd) == _reference(odd)
+    with pytest.raises(TypeError):
+        canonical({Alias(): "v", "k0": 1})
+    for other in (["a", "b"], "abc", ("k1", "k0"), 5, None):
+        assert canonical(other) == _reference(other)  # type: ignore[arg-type]
+
+
+def test_many_kinds_of_records_still_get_the_same_text(monkeypatch):
+    from tenantgate.audit import chain
+
+    monkeypatch.setattr(chain, "_MAX_PLANS", 3)
+    records = [{f"k{i}": "v", "n": i, "flag": bool(i % 2)} for i in range(10)]
+    for _round in range(2):
+        for record in records:
+            assert canonical(record) == _reference(record)
+    assert len(chain._PLANS) <= 3

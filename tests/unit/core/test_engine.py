@@ -5,7 +5,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tenantgate.core.engine import GUARDRAIL_ID, Engine, PolicySource, compile_policies, interpret, json_object
+from tenantgate.core.engine import (
+    GUARDRAIL_ID,
+    Engine,
+    PolicySource,
+    answer_key,
+    compile_policies,
+    interpret,
+    json_object,
+)
 from tenantgate.core.model import Decision, Principal, Reason, Resource
 from tenantgate.errors import PolicyError
 from tenantgate.policy import load_policies
@@ -183,3 +191,39 @@ def test_a_resource_id_that_spells_entity_json_stays_one_id():
     outcome = engine.evaluate(_principal(), "read", Resource("Invoice", hostile, "globex"), {"tenant": "globex"},
                               {"intent": '"}, "tenant": "acme'})
     assert outcome.decision is Decision.DENY and GUARDRAIL_ID in outcome.policy_ids
+
+
+_ANSWER = ('{"decision":"Allow","correlation_id":null,"diagnostics":{"reason":["viewer-can-read"],'
+           '"id_annotations_by_reason":{"viewer-can-read":"viewer-can-read"},"errors":[]}')
+
+
+def test_the_answer_key_drops_only_a_trailing_flat_metrics_object():
+    metrics = ',"metrics":{"authz_duration_micros":12,"schema_pre_parsed":1,"build_request_duration_micros":8}}'
+    assert answer_key(_ANSWER + metrics) == _ANSWER
+    assert answer_key(_ANSWER + metrics.replace("12", "31")) == _ANSWER
+    kept = [
+        _ANSWER + ',"metrics":{"a":{"nested":1}}}',  # not a flat object of counters
+        _ANSWER + ',"metrics":{"a":1},"errors":["x"]}',  # something after the metrics
+        _ANSWER + ',"metrics":{"a":"text"}}',  # a string value
+        '{"decision":"Allow","metrics":{"a":1},"diagnostics":{"reason":[],"errors":["e"]}}',  # not last
+        _ANSWER + "}",  # no metrics at all
+    ]
+    for text in kept:
+        assert answer_key(text) == text, text
+
+
+def test_an_error_that_spells_metrics_stays_in_the_key():
+    # Inside a JSON string the quotes are escaped, so it is never taken for the metrics object.
+    text = ('{"decision":"Deny","diagnostics":{"reason":[],"errors":["id \\",\\"metrics\\":{\\"a\\":1}}"]},'
+            '"metrics":{"a":1}}')
+    assert json.loads(text)["diagnostics"]["errors"]
+    assert answer_key(text) == text[:text.rfind(',"metrics":{')]
+    assert "errors" in answer_key(text)
+
+
+def test_equal_answers_share_one_kept_outcome():
+    engine = Engine(load_policies(BUNDLED))
+    for _ in range(20):
+        assert _eval(engine, _principal()).decision is Decision.ALLOW
+        assert _eval(engine, _principal(roles=())).reason is Reason.NO_PERMIT
+    assert len(engine._outcomes) == 2  # Cedar's timing metrics differ on every call; the outcomes do not
