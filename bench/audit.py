@@ -24,6 +24,7 @@ from typing import Any
 from tenantgate.audit import JsonlAuditSink, verify_log
 from tenantgate.audit.sink import DURABILITIES
 from tenantgate.core.model import AuditEvent
+from tenantgate.rpc.authorizer import BATCH_CHUNK
 
 from .context import RunContext
 from .results import Chart, Section
@@ -31,7 +32,7 @@ from .stats import rate, summarize, us
 
 GOALS: list[tuple[str, str]] = []  # no goal of its own: the before/after rows of "audit writes batched"
 WRITERS = 8
-MANY = 50  # records per write_many call (BatchCheck's chunk)
+MANY = BATCH_CHUNK  # records per write_many call: what BatchCheck decides (and audits) together
 
 
 def _event(n: int) -> AuditEvent:
@@ -48,7 +49,7 @@ def _measure(sink: JsonlAuditSink, how: str, seconds: float, max_records: int) -
     """Append records for ``seconds`` (or ``max_records``); per-call latencies and the record count."""
     latencies: list[float] = []
     counter = {"next": 0}
-    guard = threading.Lock()  # hands out record numbers (and, "one at a time", serialises the writes)
+    guard = threading.Lock()  # hands out record numbers and collects the latencies
     stop_at = time.perf_counter() + seconds
 
     def claim(count: int) -> int | None:
@@ -68,7 +69,7 @@ def _measure(sink: JsonlAuditSink, how: str, seconds: float, max_records: int) -
         with guard:
             latencies.extend(mine)
 
-    serial = threading.Lock()
+    serial = threading.Lock()  # "one at a time": every write waits for the previous one to return
 
     def one_at_a_time(n: int) -> None:
         with serial:

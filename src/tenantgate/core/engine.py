@@ -198,17 +198,9 @@ def json_object(record: dict[str, Any]) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
-def authorize(request: dict[str, Any], policy_set: Any, entities: Any, schema: Any) -> dict[str, Any]:
-    """One Cedar decision as Cedar's own answer: ``{"decision": ..., "diagnostics": {"reason", "errors"}}``.
-
-    ``answer_text`` parsed; see there.
-    """
-    answer: dict[str, Any] = json.loads(answer_text(request, policy_set, entities, schema))
-    return answer
-
-
 def answer_text(request: dict[str, Any], policy_set: Any, entities: Any, schema: Any) -> str:
-    """One Cedar decision as the JSON text of Cedar's own answer (``authorize``'s dict).
+    """One Cedar decision as the JSON text of Cedar's own answer:
+    ``{"decision": ..., "diagnostics": {"reason", "errors"}, ...}``.
 
     ``request["context"]`` is JSON text; ``entities`` a parsed ``cedarpy.Entities`` handle or JSON text.
     Calls cedarpy's native function directly: the public ``is_authorized`` wraps the same call in a request

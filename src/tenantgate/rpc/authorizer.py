@@ -66,8 +66,7 @@ class AuthorizerService(pb_grpc.AuthorizerServicer):
             await abort_with(context, InvalidRequest(
                 f"BatchCheck takes at most {MAX_BATCH_ITEMS} items, got {len(request.items)}"))
         token, problem = _metadata_token(request.token, context)
-        shared = request.token or token
-        shared_problem = "" if request.token else problem
+        shared, shared_problem = request.token or token, problem  # no problem when the request has a token
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         gone = threading.Event()  # set when the RPC ends early (client cancelled or deadline hit)

@@ -131,7 +131,7 @@ def test_engine_answers_do_not_depend_on_the_cache_order(compiled):
                           (("viewer",), "read", "Nope", "x", {})])  # no such entity type
 def test_the_native_cedar_call_answers_as_the_public_is_authorized(compiled, monkeypatch, roles, action, rtype, rid,
                                                                     attrs):
-    """``engine.authorize`` calls cedarpy's native function directly; its answer must be the public API's."""
+    """``engine.answer_text`` calls cedarpy's native function directly; its answer must be the public API's."""
     from tenantgate.core import engine
 
     principal = _principal(roles=roles)
@@ -143,14 +143,15 @@ def test_the_native_cedar_call_answers_as_the_public_is_authorized(compiled, mon
     expected = (public.decision.value, list(public.diagnostics.reasons), list(public.diagnostics.errors))
     native_request = dict(request, context='{"intent": ""}')
 
-    def seen(answer):  # as Engine.evaluate reads an answer
+    def seen(text):  # as Engine.evaluate reads an answer
+        answer = json.loads(text)
         diagnostics = answer.get("diagnostics") or {}
         return answer.get("decision"), list(diagnostics.get("reason") or ()), list(diagnostics.get("errors") or ())
 
     for entities in (text, handle):
-        assert seen(engine.authorize(native_request, compiled.policy_set, entities, compiled.schema)) == expected
+        assert seen(engine.answer_text(native_request, compiled.policy_set, entities, compiled.schema)) == expected
     monkeypatch.setattr(engine, "_NATIVE_BATCH", None)  # a cedarpy without the native entry point
-    assert seen(engine.authorize(native_request, compiled.policy_set, text, compiled.schema)) == expected
+    assert seen(engine.answer_text(native_request, compiled.policy_set, text, compiled.schema)) == expected
 
 
 def test_principal_entity_texts_are_kept_per_principal_value_and_bounded(compiled, monkeypatch):
@@ -176,7 +177,7 @@ _PROBE_ENTITIES = '[{"uid": {"type": "Invoice", "id": "inv-1"}, "attrs": {}, "pa
 
 
 def _outcome_of(engine_module):
-    answer = engine_module.authorize(_PROBE_REQUEST, ERRORING_FORBID, _PROBE_ENTITIES, None)
+    answer = json.loads(engine_module.answer_text(_PROBE_REQUEST, ERRORING_FORBID, _PROBE_ENTITIES, None))
     diagnostics = answer.get("diagnostics") or {}
     return engine_module.interpret(answer["decision"], tuple(diagnostics.get("reason") or ()),
                                    tuple(diagnostics.get("errors") or ()))
