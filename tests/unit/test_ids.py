@@ -30,3 +30,23 @@ def test_a_forked_child_does_not_reuse_the_ids_its_parent_has_buffered():
     os.waitpid(pid, 0)
     parent = {decision_id() for _ in range(10)}
     assert len(child) == 10 and not child & parent
+
+
+def test_threads_taking_ids_at_once_never_get_the_same_one():
+    import threading
+
+    taken: list[list[str]] = [[] for _ in range(8)]
+    start = threading.Barrier(len(taken))
+
+    def take(mine: list[str]) -> None:
+        start.wait()
+        mine.extend(decision_id() for _ in range(3000))  # each thread crosses many refills of 256 ids
+
+    threads = [threading.Thread(target=take, args=(mine,)) for mine in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [i for mine in taken for i in mine]
+    assert len(every) == 24000 and len(set(every)) == len(every)
+    assert all(CANONICAL_V4.fullmatch(i) for i in every)

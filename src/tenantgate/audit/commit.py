@@ -46,11 +46,17 @@ class GroupCommitter(Generic[Item]):
             self._leading = True
         if not alone:
             return self.submit_many([item])[0]
-        # Nobody is writing: lead a batch of this one item without a ticket (the uncontended common case).
-        own = _Ticket.__new__(_Ticket)
-        own.items, own.done, own.errors = [item], False, []
-        self._lead(own, [own])
-        return own.errors[0]
+        # Nobody is writing: flush this one item as a batch of its own, no ticket (the uncontended common case).
+        # Stays set if flush is interrupted by a BaseException, so the caller never hears its item was written.
+        error: BaseException | None = RuntimeError("audit batch interrupted")
+        try:
+            errors = self._flush([item])
+            error = errors[0] if len(errors) == 1 else RuntimeError("audit batch flush returned a wrong result")
+        except Exception as err:  # noqa: BLE001 - a bug in flush must fail the batch, not hang the waiters
+            error = err
+        finally:
+            self._pass_on()
+        return error
 
     def submit_many(self, items: list[Item]) -> list[BaseException | None]:
         """Queue ``items`` (kept together, in order) and return once they are flushed: one entry per item."""
@@ -65,10 +71,9 @@ class GroupCommitter(Generic[Item]):
             self._lead(ticket)
         return ticket.errors
 
-    def _lead(self, own: _Ticket[Item], batch: list[_Ticket[Item]] | None = None) -> None:
-        if batch is None:
-            with self._mutex:
-                batch, self._queue = self._queue, []
+    def _lead(self, own: _Ticket[Item]) -> None:
+        with self._mutex:
+            batch, self._queue = self._queue, []
         items = [item for ticket in batch for item in ticket.items]
         # Stays set if flush is interrupted by a BaseException, so no waiter believes its item was written.
         errors: Sequence[BaseException | None] = [RuntimeError("audit batch interrupted")] * len(items)
@@ -86,8 +91,12 @@ class GroupCommitter(Generic[Item]):
                 ticket.done = True
                 if ticket is not own:
                     ticket.wake.release()
-            with self._mutex:
-                if self._queue:
-                    self._queue[0].wake.release()  # promoted: it leads the next batch
-                else:
-                    self._leading = False
+            self._pass_on()
+
+    def _pass_on(self) -> None:
+        """Hand the leadership to the first thread that queued meanwhile, or give it up when nobody did."""
+        with self._mutex:
+            if self._queue:
+                self._queue[0].wake.release()  # promoted: it leads the next batch
+            else:
+                self._leading = False

@@ -209,9 +209,9 @@ class JsonlAuditSink:
         return problem
 
     def _flush(self, items: list[_Item]) -> list[BaseException | None]:
-        closing = [i.close for i in items]
-        if not any(closing):
+        if not items[0].close if len(items) == 1 else not any(i.close for i in items):
             return self._write_batch(items)
+        closing = [i.close for i in items]
         errors = self._write_batch(items) if not all(closing) else [None] * len(items)
         self._close_files()
         return [None if close else error for close, error in zip(closing, errors, strict=True)]
@@ -239,49 +239,51 @@ class JsonlAuditSink:
         """
         assert self._chain is not None
         errors: list[BaseException | None] = [None] * len(items)
-        head = self._chain
+        seq, last_hash = self._chain.seq, self._chain.hash  # the chain head as the batch grows
         lines: list[bytes] = []
         key, since, checkpoints, records = self._key, self._since_checkpoint, 0, 0
         now = self._clock.now() if key is not None else 0.0
-        for fields in self._preamble:  # our own recovery records: always encodable
-            sealed = seal(fields, head.seq + 1, head.hash)
+        preamble = self._preamble
+        for fields in preamble:  # our own recovery records: always encodable
+            sealed = seal(fields, seq + 1, last_hash)
             lines.append(sealed.line)
-            head, since = ChainHead(sealed.seq, sealed.hash), since + 1
+            seq, last_hash, since = sealed.seq, sealed.hash, since + 1
         for index, item in enumerate(items):
             if item.fields is None:
                 continue
             try:
-                sealed = seal(item.fields, head.seq + 1, head.hash)
+                sealed = seal(item.fields, seq + 1, last_hash)
             except (ValueError, TypeError) as err:
                 errors[index] = err
                 continue
             lines.append(sealed.line)
-            head, since, records = ChainHead(sealed.seq, sealed.hash), since + 1, records + 1
+            seq, last_hash, since, records = sealed.seq, sealed.hash, since + 1, records + 1
             if key is not None and since >= self._every:
-                sealed = self._seal_checkpoint(key, head, now)
+                sealed = self._seal_checkpoint(key, ChainHead(seq, last_hash), now)
                 lines.append(sealed.line)
-                head, since, checkpoints = ChainHead(sealed.seq, sealed.hash), 0, checkpoints + 1
-        if key is not None and head.seq > 0 and self._checkpoint_wanted(items, since, checkpoints, now):
-            sealed = self._seal_checkpoint(key, head, now)
+                seq, last_hash, since, checkpoints = sealed.seq, sealed.hash, 0, checkpoints + 1
+        if key is not None and seq > 0 and self._checkpoint_wanted(items, since, checkpoints, now):
+            sealed = self._seal_checkpoint(key, ChainHead(seq, last_hash), now)
             lines.append(sealed.line)
-            head, since, checkpoints = ChainHead(sealed.seq, sealed.hash), 0, checkpoints + 1
-        if lines:
-            data = b"".join(lines)
-            fd = self._maybe_rotate(fd, len(data))
-            self._end = append_all(fd, data, start=self._end, regular=self._regular,
-                                   sync=self.durability == "fsync")
+            seq, last_hash, since, checkpoints = sealed.seq, sealed.hash, 0, checkpoints + 1
         counts = self._counts
+        if lines:
+            data = lines[0] if len(lines) == 1 else b"".join(lines)
+            fd = self._maybe_rotate(fd, len(data))
+            sync = self.durability == "fsync"
+            self._end = append_all(fd, data, start=self._end, regular=self._regular, sync=sync)
+            self._chain = ChainHead(seq, last_hash)
+            counts["batches"] += 1
+            counts["fsyncs"] += sync
         counts["records"] += records
-        counts["recoveries"] += len(self._preamble)
-        self._chain = head
-        self._preamble = []
+        if preamble:
+            counts["recoveries"] += len(preamble)
+            self._preamble = []
         self._since_checkpoint, self._checkpoint_due = since, False
         if checkpoints:
             self._last_checkpoint = now
             counts["checkpoints"] += checkpoints
         if lines:
-            counts["batches"] += 1
-            counts["fsyncs"] += self.durability == "fsync"
             self._write_head()
         return errors
 
