@@ -171,11 +171,11 @@ class DecisionPoint:
 
     def _evaluate(self, check: CheckInput, engine: Engine, trace: list[TraceStep] | None
                   ) -> tuple[VerifiedClaims | None, Principal | None, _Outcome]:
-        def note(step: str, outcome: str, detail: Callable[[], str], policy_ids: tuple[str, ...] = (),
+        # An explain step. Each call sits behind ``if trace is not None``: the hot path never formats one.
+        def note(step: str, outcome: str, detail: str, policy_ids: tuple[str, ...] = (),
                  errors: tuple[str, ...] = ()) -> None:
-            # ``detail`` is a callable so the hot path (no trace) never formats a message.
             if trace is not None:
-                trace.append(TraceStep(step, outcome, detail(), policy_ids, errors))
+                trace.append(TraceStep(step, outcome, detail, policy_ids, errors))
 
         try:
             if check.token_problem:
@@ -184,33 +184,37 @@ class DecisionPoint:
         except TokenError as err:
             reason, _status = classify(err)
             message = str(err) or reason
-            note("token", "deny", lambda: f"{reason}: {message}")
+            if trace is not None:
+                note("token", "deny", f"{reason}: {message}")
             return None, None, _Outcome(Decision.DENY, Reason(reason), message)
         # A certificate-bound token (RFC 8705) is only as good as the certificate it came with.
         unbound = check_token_binding(verified.claims, check.client_cert_sha256)
         if unbound is not None:
-            note("token", "deny", lambda: f"{unbound.reason.value}: {unbound.message}")
+            if trace is not None:
+                note("token", "deny", f"{unbound.reason.value}: {unbound.message}")
             return verified, None, _deny(unbound)
-        note("token", "pass", lambda: f"verified; issuer {verified.issuer}, subject {verified.subject}, "
-             f"token id {verified.token_id}")
+        if trace is not None:
+            note("token", "pass", f"verified; issuer {verified.issuer}, subject {verified.subject}, "
+                 f"token id {verified.token_id}")
         principal = self._principal_of(verified)
         if isinstance(principal, Denial):
-            no_principal = principal
-            note("principal", "deny", lambda: f"{no_principal.reason.value}: {no_principal.message}")
-            return verified, None, _deny(no_principal)
+            if trace is not None:
+                note("principal", "deny", f"{principal.reason.value}: {principal.message}")
+            return verified, None, _deny(principal)
         if check.stated_subject is not None:
             # INVARIANT: a stated subject is looked up only in the entity data of the token's own tenant.
             stated = bind_stated_subject(principal, check.stated_subject, verified.subject, self._pep_role,
                                          engine.compiled.entities.view(principal.tenant))
             if isinstance(stated, Denial):
-                refused_subject = stated
-                note("principal", "deny", lambda: f"{refused_subject.reason.value}: {refused_subject.message}")
-                return verified, principal, _deny(refused_subject)
+                if trace is not None:
+                    note("principal", "deny", f"{stated.reason.value}: {stated.message}")
+                return verified, principal, _deny(stated)
             principal = stated
         check = _with_owning_tenant(check, principal)
         if principal.tenant == check.resource.tenant:
             principal = roles_from_entity_data(principal, engine.compiled.entities.view(principal.tenant))
-        note("principal", "pass", lambda: _describe(principal))
+        if trace is not None:
+            note("principal", "pass", _describe(principal))
         try:
             if check.request_problem:
                 raise RequestProblem(check.request_problem)
@@ -219,16 +223,19 @@ class DecisionPoint:
             context = request_context(check)
         except RequestProblem as problem:
             why = str(problem)
-            note("request", "deny", lambda: f"invalid_request: {why}")
+            if trace is not None:
+                note("request", "deny", f"invalid_request: {why}")
             return verified, principal, _Outcome(Decision.DENY, Reason.INVALID_REQUEST, why)
-        note("request", "pass", lambda: f'{check.action} on {check.resource.type}::"{check.resource.id}" '
-             f"owned by tenant {check.resource.tenant}")
+        if trace is not None:
+            note("request", "pass", f'{check.action} on {check.resource.type}::"{check.resource.id}" '
+                 f"owned by tenant {check.resource.tenant}")
         # INVARIANT: checked in code before Cedar; the built-in Cedar guardrail checks it again. The only
         # way past a tenant mismatch is an active break-glass grant for this operator, tenant and action.
         denial = check_tenant(principal, check.resource)
         same = denial is None
-        note("tenant", "pass" if same else "deny", lambda: f"caller tenant {principal.tenant} "
-             f"{'==' if same else '!='} resource tenant {check.resource.tenant}")
+        if trace is not None:
+            note("tenant", "pass" if same else "deny", f"caller tenant {principal.tenant} "
+                 f"{'==' if same else '!='} resource tenant {check.resource.tenant}")
         grant: Grant | None = None
         # A subject stated by an enforcement point is never an operator: break-glass needs the operator's token.
         if denial is not None and self._grants is not None and not principal.stated_by:
@@ -236,31 +243,34 @@ class DecisionPoint:
                 grant = self._grants.find(principal, check.resource.tenant, check.action)
             except GrantStoreUnavailable as err:
                 log.warning("grant store unavailable: %s", err)
-                note("grant", "deny", lambda: "grant_store_unavailable: the grant store could not be asked")
+                if trace is not None:
+                    note("grant", "deny", "grant_store_unavailable: the grant store could not be asked")
                 return verified, principal, _Outcome(
                     Decision.DENY, Reason.GRANT_STORE_UNAVAILABLE,
                     "the break-glass grant store is unavailable; cross-tenant access is denied")
             if grant is not None:
                 denial = None
                 context["breakGlass"] = break_glass_context(grant)
-                used = grant
-                note("grant", "pass", lambda: f"active break-glass grant {used.id} (ticket {used.ticket!r}) "
-                     f"covers {check.action} in {used.target_tenant}")
+                if trace is not None:
+                    note("grant", "pass", f"active break-glass grant {grant.id} (ticket {grant.ticket!r}) "
+                         f"covers {check.action} in {grant.target_tenant}")
             else:
-                note("grant", "deny", lambda: "no active break-glass grant covers this operator, tenant and action")
+                if trace is not None:
+                    note("grant", "deny", "no active break-glass grant covers this operator, tenant and action")
         denial = denial or check_intent(principal, check.intent)
         grant_id = grant.id if grant else ""
         if denial is not None:
-            if denial.reason in (Reason.INTENT_MISSING, Reason.INTENT_NOT_BOUND):
-                refused = denial
-                note("intent", "deny", lambda: f"{refused.reason.value}: {refused.message}")
+            if trace is not None and denial.reason in (Reason.INTENT_MISSING, Reason.INTENT_NOT_BOUND):
+                note("intent", "deny", f"{denial.reason.value}: {denial.message}")
             return verified, principal, _Outcome(Decision.DENY, denial.reason, denial.message, grant_id=grant_id)
-        note("intent", "pass", lambda: f"stated intent {check.intent!r}" + (
-            " is bound by the token" if principal.intents is not None else " (the token binds no intents)"))
+        if trace is not None:
+            note("intent", "pass", f"stated intent {check.intent!r}" + (
+                " is bound by the token" if principal.intents is not None else " (the token binds no intents)"))
         result = engine.evaluate(principal, check.action, check.resource, attrs, context)
         reason = Reason.ALLOW_BREAK_GLASS if grant and result.decision is Decision.ALLOW else result.reason
-        note("cedar", "pass" if result.decision is Decision.ALLOW else "deny",
-             lambda: f"{reason.value}: {result.message}", result.policy_ids, result.errors)
+        if trace is not None:
+            note("cedar", "pass" if result.decision is Decision.ALLOW else "deny",
+                 f"{reason.value}: {result.message}", result.policy_ids, result.errors)
         return verified, principal, _Outcome(result.decision, reason, result.message, result.policy_ids, grant_id)
 
     def _event(self, decision_id: str, check: CheckInput, outcome: _Outcome, verified: VerifiedClaims | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -51,6 +52,4 @@ class SystemClock:
     """The real clock."""
 
     def now(self) -> float:
-        import time
-
         return time.time()
