@@ -40,10 +40,17 @@ class _RandomIds:
 
     def _refill(self) -> str:
         with self._lock:
-            if not self._ready:  # another thread may have refilled while this one waited
-                block = os.urandom(_BLOCK)
-                self._ready = [_spell(bytearray(block[i:i + 16])) for i in range(0, _BLOCK, 16)]
-            return self._ready.pop()
+            try:
+                return self._ready.pop()  # another thread refilled while this one waited
+            except IndexError:
+                pass
+            block = os.urandom(_BLOCK)
+            fresh = [_spell(bytearray(block[i:i + 16])) for i in range(0, _BLOCK, 16)]
+            # Ours is taken before the rest is published: other threads pop without the lock and may empty
+            # the new list at once (a thread switch, a free-threaded build or a trace function in between).
+            mine = fresh.pop()
+            self._ready = fresh
+            return mine
 
 
 _IDS = _RandomIds()

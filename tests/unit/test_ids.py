@@ -50,3 +50,39 @@ def test_threads_taking_ids_at_once_never_get_the_same_one():
     every = [i for mine in taken for i in mine]
     assert len(every) == 24000 and len(set(every)) == len(every)
     assert all(CANONICAL_V4.fullmatch(i) for i in every)
+
+
+def test_a_refill_returns_an_id_even_when_other_threads_empty_the_new_ids_at_once():
+    """Other threads take ids without the lock: they may take every id of a refill the moment it is
+    published, before the refilling thread takes its own (found in review: decision_id() then raised)."""
+    import sys
+    import threading
+
+    from tenantgate import ids
+
+    taken: list[str] = []
+    fired = False
+
+    def drain() -> None:  # another request thread, through the public API
+        taken.extend(decision_id() for _ in range(len(ids._IDS._ready)))
+
+    def local(frame, event, arg):
+        nonlocal fired
+        if event == "line" and not fired and ids._IDS._ready:  # the new ids are published: empty them now
+            fired = True
+            thread = threading.Thread(target=drain)
+            thread.start()
+            thread.join()
+        return local
+
+    def tracer(frame, event, arg):
+        return local if frame.f_code is ids._RandomIds._refill.__code__ else None
+
+    ids._IDS._ready.clear()
+    sys.settrace(tracer)
+    try:
+        mine = decision_id()
+    finally:
+        sys.settrace(None)
+    assert fired and len(taken) == 255
+    assert CANONICAL_V4.fullmatch(mine) and mine not in taken and len(set(taken)) == 255

@@ -41,14 +41,15 @@ class GroupCommitter(Generic[Item]):
 
     def submit(self, item: Item) -> BaseException | None:
         """Queue ``item`` and return once its batch is flushed: None when written, else the batch's error."""
+        # Stays set if flush is interrupted by a BaseException, so the caller never hears its item was written.
+        # Made before leading, so nothing that could be interrupted runs between taking the lead and the try.
+        error: BaseException | None = RuntimeError("audit batch interrupted")
         with self._mutex:
             alone = not self._leading
             self._leading = True
         if not alone:
             return self.submit_many([item])[0]
         # Nobody is writing: flush this one item as a batch of its own, no ticket (the uncontended common case).
-        # Stays set if flush is interrupted by a BaseException, so the caller never hears its item was written.
-        error: BaseException | None = RuntimeError("audit batch interrupted")
         try:
             errors = self._flush([item])
             error = errors[0] if len(errors) == 1 else RuntimeError("audit batch flush returned a wrong result")

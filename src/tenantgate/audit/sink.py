@@ -271,8 +271,11 @@ class JsonlAuditSink:
             data = lines[0] if len(lines) == 1 else b"".join(lines)
             fd = self._maybe_rotate(fd, len(data))
             sync = self.durability == "fsync"
-            self._end = append_all(fd, data, start=self._end, regular=self._regular, sync=sync)
+            end = append_all(fd, data, start=self._end, regular=self._regular, sync=sync)
+            # The head first, then the size: if this is interrupted between the two, the size on disk no
+            # longer matches ``_end`` and the next batch re-reads the chain head from the file.
             self._chain = ChainHead(seq, last_hash)
+            self._end = end
             counts["batches"] += 1
             counts["fsyncs"] += sync
         counts["records"] += records

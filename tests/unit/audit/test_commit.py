@@ -101,3 +101,23 @@ def test_items_queued_while_a_batch_is_flushing_form_the_next_batch_in_order():
     assert isinstance(results[0], ValueError) and isinstance(results[5], ValueError)
     assert isinstance(results[10], ValueError)
     assert all(results[i] is None for i in range(1, 11) if i % 5)
+
+
+def test_an_interrupt_while_taking_the_lead_does_not_leave_the_lead_taken(monkeypatch):
+    """Found in review: a signal handled between taking the lead and entering the try (there, while the
+    sentinel error was made) left the committer led by nobody, and every later write hung."""
+    from tenantgate.audit import commit
+
+    committer = GroupCommitter(lambda items: [None] * len(items))
+    armed = {"on": True}
+    real_error = RuntimeError
+
+    def error(message: str) -> RuntimeError:
+        if armed.pop("on", False):
+            raise KeyboardInterrupt  # the first call submit makes stands for "a signal lands here"
+        return real_error(message)
+
+    monkeypatch.setattr(commit, "RuntimeError", error, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        committer.submit(1)
+    assert _within(10, lambda: committer.submit(2)) is None

@@ -387,3 +387,37 @@ def test_batches_and_single_writes_from_many_threads_keep_one_chain_in_submissio
         mine = [int(i[3:]) for i in ids if int(i[3:]) // 1000 == n]
         assert mine == sorted(mine)
     assert verify_log(path).intact
+
+
+def test_an_interrupt_between_the_append_and_the_head_update_never_forks_the_chain(tmp_path, event, monkeypatch):
+    """Found in review: interrupted after the append but before the new chain head was kept, the sink still
+    believed the file unchanged and sealed the next record on the old head (two records with one seq)."""
+    from tenantgate.audit import sink as sink_module
+
+    path = tmp_path / "audit.jsonl"
+    sink = JsonlAuditSink(path)
+    sink.write(event(1))
+    appended = {"now": False}
+    real_append, real_head = sink_module.append_all, sink_module.ChainHead
+
+    def append(*args, **kwargs):
+        end = real_append(*args, **kwargs)
+        appended["now"] = True  # the record is in the file...
+        return end
+
+    def head(*args, **kwargs):
+        if appended["now"]:
+            appended["now"] = False
+            raise KeyboardInterrupt  # ...and a signal lands before the sink keeps its new head
+        return real_head(*args, **kwargs)
+
+    monkeypatch.setattr(sink_module, "append_all", append)
+    monkeypatch.setattr(sink_module, "ChainHead", head)
+    with pytest.raises(KeyboardInterrupt):
+        sink.write(event(2))
+    monkeypatch.setattr(sink_module, "append_all", real_append)
+    monkeypatch.setattr(sink_module, "ChainHead", real_head)
+    sink.write(event(3))
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["seq"], r["decision_id"]) for r in records] == [(1, "id-1"), (2, "id-2"), (3, "id-3")]
+    assert verify_log(path).intact
