@@ -19,8 +19,9 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from json.encoder import encode_basestring_ascii as _quote  # how the encoder quotes (ensure_ascii)
 from typing import Any
+
+import orjson
 
 GENESIS_HASH = "0" * 64  # prev_hash of the first record of every chain (seq 1)
 CHAIN_FIELDS = ("seq", "prev_hash", "hash")
@@ -65,52 +66,46 @@ class ChainedRecord:
         return value if isinstance(value, str) else ""
 
 
-# One immutable encoder: json.dumps with these options would build a new encoder on every call (hot path).
+# One immutable encoder: json.dumps with these options would build a new encoder on every call. It defines the
+# canonical text; the fast path below must give exactly its bytes.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-# Key set (in the dict's order) -> its keys in sorted order, each with the text before its value. Records of
-# one kind share one key set (every decision record has the same fields), so sorting and quoting the keys is
-# done once per kind. Bounded: emptied when full (a log with many kinds of records only costs speed).
-_PLANS: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
-_MAX_PLANS = 64
-_ONLY_STR = {str}
+# Value types whose orjson text equals json's (floats differ: orjson writes 1e-7 where json writes 1e-07).
+_SCALARS = frozenset({str, int, bool, type(None)})
+_SEQUENCES = frozenset({list, tuple})
+_ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
-def canonical(obj: dict[str, Any]) -> str:
-    """The canonical JSON text of ``obj``: sorted keys, compact separators, ASCII only, no NaN/Infinity.
+def canonical_bytes(obj: dict[str, Any]) -> bytes:
+    """The canonical JSON of ``obj`` as ASCII bytes: sorted keys, compact separators, ASCII only (``\\uXXXX``
+    escapes), no NaN/Infinity; exactly ``_CANONICAL.encode(obj)``.
 
     Raises ``ValueError`` for NaN/Infinity and ``TypeError`` for values JSON cannot hold.
     """
-    # Fast path for flat records (str, int, bool and lists of str), the same text as _CANONICAL (a property
-    # test holds them equal); anything else, or a key set not seen before, goes to _CANONICAL.
-    if type(obj) is not dict:
-        return _CANONICAL.encode(obj)
-    keys = tuple(obj)
-    # Exact str keys only (checked on every call): a str subclass or another object that equals a planned key
-    # must not borrow its plan, since its own sort order and text are what json would use.
-    if set(map(type, keys)) != _ONLY_STR:
-        return _CANONICAL.encode(obj)
-    plan = _PLANS.get(keys)
-    if plan is None:
-        if len(_PLANS) >= _MAX_PLANS:
-            _PLANS.clear()
-        plan = tuple((key, ("{" if n == 0 else ",") + _quote(key) + ":") for n, key in enumerate(sorted(keys)))
-        _PLANS[keys] = plan
-    parts = []
-    for key, before in plan:
-        value = obj[key]
-        kind = type(value)
-        if kind is str:
-            parts.append(before + _quote(value))
-        elif kind is bool:
-            parts.append(before + ("true" if value else "false"))
-        elif kind is int:
-            parts.append(before + int.__repr__(value))
-        elif (kind is list or kind is tuple) and all(type(item) is str for item in value):
-            parts.append(before + "[" + ",".join([_quote(item) for item in value]) + "]")
-        else:
-            return _CANONICAL.encode(obj)
-    parts.append("}")
-    return "".join(parts)
+    # Fast path for flat records (decision records: strings, ints, bools, lists of strings): orjson writes a
+    # decision record in about 1 µs, json's encoder in about 6 µs. Its text equals json's for exact str keys
+    # and these value types when it is ASCII without DEL (json escapes non-ASCII and 0x7f as \\uXXXX; orjson
+    # writes them as UTF-8); anything else (a float, a nested object, a str subclass, an int beyond 64 bits)
+    # goes to json itself. A property test holds the two equal.
+    if type(obj) is dict:
+        kinds = set(map(type, obj.values()))
+        if kinds <= _SCALARS or (kinds - _SCALARS <= _SEQUENCES and _flat_sequences(obj)):
+            try:
+                text = orjson.dumps(obj, option=_ORJSON_OPTIONS)
+            except TypeError:  # a key that is not exactly a str, an int orjson cannot hold
+                pass
+            else:
+                if text.isascii() and b"\x7f" not in text:
+                    return text
+    return _CANONICAL.encode(obj).encode("ascii")
+
+
+def _flat_sequences(obj: dict[str, Any]) -> bool:
+    return all(set(map(type, value)) <= _SCALARS for value in obj.values() if type(value) in _SEQUENCES)
+
+
+def canonical(obj: dict[str, Any]) -> str:
+    """``canonical_bytes`` as text."""
+    return canonical_bytes(obj).decode("ascii")
 
 
 def digest(text: str) -> str:
@@ -130,10 +125,9 @@ def seal(fields: dict[str, Any], seq: int, prev_hash: str) -> SealedRecord:
     body = dict(fields)
     body["seq"] = seq
     body["prev_hash"] = prev_hash
-    text = canonical(body)
-    record_hash = digest(text)
-    line = text[:-1] + ',"hash":"' + record_hash + '"}\n'
-    return SealedRecord(line.encode("ascii"), seq, record_hash)
+    text = canonical_bytes(body)
+    record_hash = hashlib.sha256(text).hexdigest()
+    return SealedRecord(b"%s,\"hash\":\"%s\"}\n" % (text[:-1], record_hash.encode("ascii")), seq, record_hash)
 
 
 def parse(line: bytes) -> ChainedRecord:
