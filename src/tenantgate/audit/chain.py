@@ -83,7 +83,7 @@ def canonical_bytes(obj: dict[str, Any]) -> bytes:
     """
     # Fast path for flat records (decision records: strings, ints, bools, lists of strings): orjson writes a
     # decision record in about 1 µs, json's encoder in about 6 µs. Its text equals json's for exact str keys
-    # and these value types when it is ASCII without DEL (json escapes non-ASCII and 0x7f as \\uXXXX; orjson
+    # and these value types when it is ASCII without DEL (json escapes non-ASCII and 0x7f as \uXXXX; orjson
     # writes them as UTF-8); anything else (a float, a nested object, a str subclass, an int beyond 64 bits)
     # goes to json itself. A property test holds the two equal.
     if type(obj) is dict:
@@ -100,7 +100,11 @@ def canonical_bytes(obj: dict[str, Any]) -> bytes:
 
 
 def _flat_sequences(obj: dict[str, Any]) -> bool:
-    return all(set(map(type, value)) <= _SCALARS for value in obj.values() if type(value) in _SEQUENCES)
+    """True when every list or tuple among ``obj``'s values holds only ``_SCALARS``."""
+    for value in obj.values():  # noqa: SIM110 - a plain loop: about 0.9 us here, all() over a generator 1.1 us
+        if type(value) in _SEQUENCES and not set(map(type, value)) <= _SCALARS:
+            return False
+    return True
 
 
 def canonical(obj: dict[str, Any]) -> str:
