@@ -121,7 +121,9 @@ def seal(fields: dict[str, Any], seq: int, prev_hash: str) -> SealedRecord:
     """Encode ``fields`` as the chain record number ``seq`` following ``prev_hash``.
 
     Raises ``ValueError`` when ``fields`` already holds a chain field or a value JSON cannot represent
-    exactly (NaN, Infinity): a programming error, never a runtime condition.
+    exactly (NaN, Infinity): a programming error, never a runtime condition. ``fields`` and the lists in it
+    must not change while this runs (the sink's records are built fresh for each call): the encoder checks
+    their types before it writes them.
     """
     clash = [name for name in CHAIN_FIELDS if name in fields]
     if clash:
