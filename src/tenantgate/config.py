@@ -14,6 +14,7 @@ are structured); use the file.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -317,6 +318,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number")
+        if not math.isfinite(value):  # TOML and float() both read nan and inf, which no comparison refuses
+            raise ConfigError(f"{where} must be a finite number, not {value}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -4,10 +4,26 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
 from tenantgate.errors import ConfigError
+
+
+def add_timeout_arg(cmd: argparse.ArgumentParser, default: float, what: str = "seconds") -> None:
+    """``--timeout SECONDS``: a positive, finite number (nan, inf, 0 and negatives are usage errors)."""
+    cmd.add_argument("--timeout", type=_seconds, default=default, metavar="SECONDS", help=what)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, not {text!r}")
+    return value
 
 
 def add_token_args(cmd: argparse.ArgumentParser) -> None:
@@ -62,7 +78,7 @@ def add_health_command(sub: Any) -> None:
     health = sub.add_parser("health", help="ask a running server's gRPC health service (for probes)")
     health.add_argument("--server", default="127.0.0.1:50051", metavar="HOST:PORT")
     health.add_argument("--service", default="", help="service name (default: the server as a whole)")
-    health.add_argument("--timeout", type=float, default=3.0, help="seconds")
+    add_timeout_arg(health, 3.0)
     add_tls_args(health)
     health.set_defaults(handler=_health)
 

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from tenantgate.cli.channel import add_tls_args, add_token_args, open_channel, token_of
+from tenantgate.cli.channel import add_timeout_arg, add_tls_args, add_token_args, open_channel, token_of
 from tenantgate.errors import ConfigError
 
 STATES = ("pending", "active", "expired", "revoked")
@@ -21,7 +21,7 @@ def add_commands(sub: Any) -> None:
         cmd.add_argument("--server", default="127.0.0.1:50051", metavar="HOST:PORT")
         add_token_args(cmd)
         cmd.add_argument("--json", action="store_true", help="print JSON instead of a table")
-        cmd.add_argument("--timeout", type=float, default=10.0, help="seconds")
+        add_timeout_arg(cmd, 10.0)
         add_tls_args(cmd)
 
     request = grant_sub.add_parser("request", help="ask for access to another tenant")

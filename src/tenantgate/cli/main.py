@@ -14,7 +14,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tenantgate import __version__
-from tenantgate.cli.channel import add_health_command, add_tls_args, add_token_args, open_channel, token_of
+from tenantgate.cli.channel import (
+    add_health_command,
+    add_timeout_arg,
+    add_tls_args,
+    add_token_args,
+    open_channel,
+    token_of,
+)
 from tenantgate.errors import ConfigError, PolicyError, TenantGateError
 
 EXIT_OK, EXIT_ERROR, EXIT_DENY, EXIT_INVALID_POLICIES = 0, 1, 2, 3
@@ -79,14 +86,14 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(check)
     request_args(check)
     check.add_argument("--server", default=None, metavar="HOST:PORT", help="ask a running server")
-    check.add_argument("--timeout", type=float, default=5.0, help="seconds, with --server")
+    add_timeout_arg(check, 5.0, "seconds, with --server")
     check.add_argument("--explain", action="store_true", help="show every step of the decision (in-process)")
     add_tls_args(check)
     check.set_defaults(handler=_check)
 
     status = sub.add_parser("status", help="what a running server is serving (policy version, last reload, ...)")
     status.add_argument("--server", default="127.0.0.1:50051", metavar="HOST:PORT")
-    status.add_argument("--timeout", type=float, default=5.0)
+    add_timeout_arg(status, 5.0)
     add_tls_args(status)
     status.set_defaults(handler=_status)
     add_health_command(sub)

@@ -104,3 +104,32 @@ def test_every_setting_is_documented_in_the_readme():
             elif f"`{section}.{f.name}`" not in readme:
                 missing.append(f"{section}.{f.name}")
     assert missing == []
+
+
+def _float_settings() -> list[tuple[str, str]]:
+    import dataclasses
+
+    found = []
+    for section in dataclasses.fields(config.Settings):
+        if section.name == "source":
+            continue
+        for f in dataclasses.fields(type(getattr(config.Settings(), section.name))):
+            if f.type in (float, "float"):
+                found.append((section.name, f.name))
+    return found
+
+
+@pytest.mark.parametrize("section,key", _float_settings())
+@pytest.mark.parametrize("literal", ["nan", "inf", "-inf"])
+def test_nan_and_infinite_numbers_are_refused_for_every_float_setting(tmp_path, section, key, literal):
+    # `x < 0` and `x <= 0` are both False for nan, and inf passes every lower bound: a grace period of inf
+    # would let a drain wait forever. TOML and the environment can both spell them.
+    with pytest.raises(ConfigError, match=f"{section}.{key} must be a finite number"):
+        config.load(_write(tmp_path, f"[{section}]\n{key} = {literal}\n" + ISSUER), env={})
+    with pytest.raises(ConfigError, match=f"{section}.{key} must be a finite number"):
+        config.load(_write(tmp_path, ISSUER), env={f"TENANTGATE_{section.upper()}_{key.upper()}": literal})
+
+
+def test_every_float_setting_is_covered_by_the_finite_check():
+    assert {"server.grace_seconds", "tokens.jwks_fetch_timeout_seconds", "policies.poll_interval_seconds",
+            "audit.checkpoint_seconds", "grants.sweep_interval_seconds"} <= {f"{s}.{k}" for s, k in _float_settings()}
