@@ -32,6 +32,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 SUPPORTED_ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
 MAX_WORKERS = 64  # server.workers
+MIN_CONNECTION_AGE, MAX_CONNECTION_AGE = 1, 604_800  # server.max_connection_age_seconds when not 0 (a week)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,9 @@ class ServerSettings:
     state_dir: str = ".tenantgate"
     health_listen: str = ""  # plaintext port serving only grpc.health.v1 (for probes when TLS is on); "" = off
     workers: int = 1  # server processes sharing the ports (SO_REUSEPORT) under one supervisor; 1 = no fork
+    # > 0: after about this long the gRPC port asks a client to reconnect (HTTP/2 GOAWAY; calls in flight get
+    # grace_seconds, at least 1 s), so with workers the kernel places its next connection anew. 0 = never.
+    max_connection_age_seconds: float = 0.0
     tls: TlsSettings = field(default_factory=TlsSettings)
 
 
@@ -397,6 +401,11 @@ def validate(s: Settings) -> None:
     _positive(s.server.max_concurrent_rpcs, "server.max_concurrent_rpcs")
     if s.server.grace_seconds < 0:
         raise ConfigError("server.grace_seconds must be >= 0")
+    age = s.server.max_connection_age_seconds
+    if age and not MIN_CONNECTION_AGE <= age <= MAX_CONNECTION_AGE:
+        # Below a second, clients would spend their time reconnecting; gRPC holds the age in an int of ms.
+        raise ConfigError(f"server.max_connection_age_seconds must be 0 (off) or between {MIN_CONNECTION_AGE} "
+                          f"and {MAX_CONNECTION_AGE}, got {age:g}")
     if not 1 <= s.server.workers <= MAX_WORKERS:
         # More processes than that is a typo, not a deployment: each one holds every policy in memory.
         raise ConfigError(f"server.workers must be between 1 and {MAX_WORKERS}, got {s.server.workers}")

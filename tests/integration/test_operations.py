@@ -173,3 +173,40 @@ def test_stopping_the_server_stops_its_batch_threads_after_their_chunks(tmp_path
     # The executor is shut down on stop (review finding): no batch thread outlives the server.
     assert not ours()
     assert verify_log(settings.audit.path).intact
+
+
+def test_max_connection_age_makes_a_client_reconnect_without_failing_a_call(tmp_path):
+    # With `serve --workers N` a long-lived connection stays on the worker the kernel first chose; an age
+    # makes clients reconnect now and then, so SO_REUSEPORT places them anew. No call may fail meanwhile.
+    issuer = TestIssuer(tmp_path)
+    settings = config.load(write_config(tmp_path, issuer.settings),
+                           env={"TENANTGATE_SERVER_MAX_CONNECTION_AGE_SECONDS": "1"})
+    viewer = issuer.mint(tenant="acme", sub="vera", roles=["viewer"])
+    states: list[grpc.ChannelConnectivity] = []
+    with running_server(settings) as (address, _app), grpc.insecure_channel(address) as channel:
+        channel.subscribe(states.append, try_to_connect=True)
+        stub = pb_grpc.AuthorizerStub(channel)
+        answers = []
+        deadline = time.monotonic() + 4.0  # the age (1 s, ±10%) passes at least three times
+        while time.monotonic() < deadline:
+            answers.append(stub.Check(_req(viewer), timeout=10))
+            time.sleep(0.05)
+        channel.unsubscribe(states.append)
+    assert answers and all(a.decision == pb.ALLOW for a in answers)
+    assert states.count(grpc.ChannelConnectivity.READY) >= 2, states  # the connection was replaced
+
+
+def test_without_an_age_the_connection_stays(tmp_path):
+    issuer = TestIssuer(tmp_path)
+    settings = config.load(write_config(tmp_path, issuer.settings), env={})
+    viewer = issuer.mint(tenant="acme", sub="vera", roles=["viewer"])
+    states: list[grpc.ChannelConnectivity] = []
+    with running_server(settings) as (address, _app), grpc.insecure_channel(address) as channel:
+        channel.subscribe(states.append, try_to_connect=True)
+        stub = pb_grpc.AuthorizerStub(channel)
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            assert stub.Check(_req(viewer), timeout=10).decision == pb.ALLOW
+            time.sleep(0.05)
+        channel.unsubscribe(states.append)
+    assert states.count(grpc.ChannelConnectivity.READY) == 1, states

@@ -486,3 +486,28 @@ def test_server_workers_from_the_environment_and_the_command_line(tmp_path):
                          text=True, timeout=60)
     assert out.returncode == 1
     assert "server.workers must be between 1 and 64, got 0" in out.stderr
+
+
+def test_with_a_connection_age_one_client_connection_reaches_every_worker_in_turn(tmp_path, issuer, policy_dir):
+    # One channel holds one connection, which SO_REUSEPORT keeps on one worker; with an age the server asks
+    # it to reconnect about every second, and each new connection is placed anew. Bounded: it stops as soon
+    # as both workers' chains hold a decision (about 20 reconnections at most; a miss is (1/2)^19 likely).
+    token = issuer.mint(roles=["viewer"])
+    with serving(tmp_path, issuer, policy_dir, TENANTGATE_SERVER_MAX_CONNECTION_AGE_SECONDS="1") as cluster, \
+            grpc.insecure_channel(cluster.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        stub = pb_grpc.AuthorizerStub(channel)
+        request = pb.CheckRequest(token=token, action="read", resource=pb.Resource(type="Invoice", id="i",
+                                                                                    tenant="acme"))
+        calls = 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert stub.Check(request, timeout=10).decision == pb.ALLOW  # no call fails across reconnections
+            calls += 1
+            chains = _decisions(cluster.audit)
+            if len(chains) == 2 and all(chains.values()):
+                break
+            time.sleep(0.1)
+        chains = _decisions(cluster.audit)
+        assert cluster.stop() == 0
+    assert len(chains) == 2 and all(chains.values()), {f.name: len(r) for f, r in chains.items()}
+    assert sum(len(r) for r in chains.values()) == calls

@@ -58,11 +58,18 @@ class ServerOptions:
     # grpc.so_reuseport: only `serve --workers N` (N > 1) turns it on, so its processes can share the ports.
     # Off otherwise, so a second server on a busy port fails instead of silently sharing its traffic.
     reuse_port: bool = False
+    max_connection_age_seconds: float = 0.0  # 0 = connections live as long as clients keep them
 
 
-def channel_options(max_message_bytes: int, *, reuse_port: bool = False) -> list[tuple[str, int]]:
-    """The limits and socket options of the serving port (also used by the benchmark's sync server)."""
-    return [
+def channel_options(max_message_bytes: int, *, reuse_port: bool = False, max_connection_age: float = 0.0,
+                    grace: float = 0.0) -> list[tuple[str, int]]:
+    """The limits and socket options of the serving port (also used by the benchmark's sync server).
+
+    ``max_connection_age`` > 0 (seconds): gRPC sends a connection GOAWAY after about that long (it adds
+    ±10% jitter) and gives the calls in flight on it ``grace`` seconds (at least 1) to finish; clients then
+    open a new connection, which SO_REUSEPORT places on a worker anew.
+    """
+    options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max(max_message_bytes, 16 * 1024 * 1024)),
         ("grpc.max_metadata_size", 16 * 1024),
@@ -71,6 +78,14 @@ def channel_options(max_message_bytes: int, *, reuse_port: bool = False) -> list
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.so_reuseport", int(reuse_port)),
     ]
+    if max_connection_age > 0:
+        options += [("grpc.max_connection_age_ms", _milliseconds(max_connection_age)),
+                    ("grpc.max_connection_age_grace_ms", _milliseconds(max(grace, 1.0)))]
+    return options
+
+
+def _milliseconds(seconds: float) -> int:
+    return min(int(seconds * 1000), 2**31 - 1)  # gRPC channel arguments are C ints
 
 
 class GrpcServer:
@@ -96,7 +111,9 @@ class GrpcServer:
         wrap = instrument or _as_is
         self._server = grpc.aio.server(
             interceptors=chain,
-            options=channel_options(options.max_message_bytes, reuse_port=options.reuse_port),
+            options=channel_options(options.max_message_bytes, reuse_port=options.reuse_port,
+                                    max_connection_age=options.max_connection_age_seconds,
+                                    grace=options.grace_seconds),
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
         self._authorizer = authorizer

@@ -57,6 +57,9 @@ def test_environment_overrides_use_section_and_key(tmp_path):
     ("not toml [", "invalid TOML"),
     (ISSUER.replace('jwks_file = "keys/jwks.json"', 'jwks_url = "http://keys.example.com/jwks"'), "https://"),
     ("[tokens]\njwks_refresh_min_interval_seconds = 0\n" + ISSUER, ">= 1"),
+    ("[server]\nmax_connection_age_seconds = 0.5\n" + ISSUER, "max_connection_age_seconds must be 0 .off. or between"),
+    ("[server]\nmax_connection_age_seconds = -1\n" + ISSUER, "max_connection_age_seconds must be 0 .off. or between"),
+    ("[server]\nmax_connection_age_seconds = 1e9\n" + ISSUER, "between 1 and 604800"),
 ])
 def test_unsafe_or_wrong_settings_are_refused_with_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
