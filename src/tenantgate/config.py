@@ -32,6 +32,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 SUPPORTED_ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
 MAX_WORKERS = 64  # server.workers
+GRPC_INT_MAX = 2**31 - 1  # gRPC channel arguments and the concurrent-call limit are C ints
 MIN_CONNECTION_AGE, MAX_CONNECTION_AGE = 1, 604_800  # server.max_connection_age_seconds when not 0 (a week)
 
 
@@ -397,8 +398,10 @@ def validate(s: Settings) -> None:
     if s.server.health_listen:
         _check_hostport(s.server.health_listen, "server.health_listen")
     _check_tls(s.server.tls)
-    _positive(s.server.max_message_bytes, "server.max_message_bytes")
-    _positive(s.server.max_concurrent_rpcs, "server.max_concurrent_rpcs")
+    for key in ("max_message_bytes", "max_concurrent_rpcs"):
+        _positive(getattr(s.server, key), f"server.{key}")
+        if getattr(s.server, key) > GRPC_INT_MAX:  # gRPC holds both in a C int: larger crashed the start
+            raise ConfigError(f"server.{key} must be at most {GRPC_INT_MAX} (gRPC's limit)")
     if s.server.grace_seconds < 0:
         raise ConfigError("server.grace_seconds must be >= 0")
     age = s.server.max_connection_age_seconds

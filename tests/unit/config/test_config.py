@@ -60,6 +60,8 @@ def test_environment_overrides_use_section_and_key(tmp_path):
     ("[server]\nmax_connection_age_seconds = 0.5\n" + ISSUER, "max_connection_age_seconds must be 0 .off. or between"),
     ("[server]\nmax_connection_age_seconds = -1\n" + ISSUER, "max_connection_age_seconds must be 0 .off. or between"),
     ("[server]\nmax_connection_age_seconds = 1e9\n" + ISSUER, "between 1 and 604800"),
+    ("[server]\nmax_message_bytes = 2147483648\n" + ISSUER, "server.max_message_bytes must be at most 2147483647"),
+    ("[server]\nmax_concurrent_rpcs = 99999999999999999999\n" + ISSUER, "max_concurrent_rpcs must be at most"),
 ])
 def test_unsafe_or_wrong_settings_are_refused_with_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
