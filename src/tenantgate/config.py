@@ -34,6 +34,8 @@ SUPPORTED_ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
 MAX_WORKERS = 64  # server.workers
 GRPC_INT_MAX = 2**31 - 1  # gRPC channel arguments and the concurrent-call limit are C ints
 MIN_CONNECTION_AGE, MAX_CONNECTION_AGE = 1, 604_800  # server.max_connection_age_seconds when not 0 (a week)
+MAX_GRACE = 86_400  # server.grace_seconds: a drain longer than a day is a typo
+MAX_GRANT_SECONDS = 31_536_000  # grants.max_ttl_seconds, pending_ttl_seconds: a year (timestamps stay valid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +225,7 @@ def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | No
             raise ConfigError(f"config file not found: {file}") from err
         except (OSError, UnicodeDecodeError) as err:
             raise ConfigError(f"cannot read config file {file}: {err}") from err
-        except tomllib.TOMLDecodeError as err:
+        except ValueError as err:  # TOMLDecodeError, or an integer beyond Python's 4300-digit conversion limit
             raise ConfigError(f"{file}: invalid TOML: {err}") from err
         base = file.resolve().parent
         source = str(file)
@@ -323,8 +325,12 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number")
-        if not math.isfinite(value):  # TOML and float() both read nan and inf, which no comparison refuses
-            raise ConfigError(f"{where} must be a finite number, not {value}")
+        try:
+            finite = math.isfinite(value)  # TOML and float() both read nan and inf, which no comparison refuses
+        except OverflowError:  # a TOML integer too large for a float
+            finite = False
+        if not finite:
+            raise ConfigError(f"{where} must be a finite number, not {str(value)[:20]}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -402,13 +408,13 @@ def validate(s: Settings) -> None:
         _positive(getattr(s.server, key), f"server.{key}")
         if getattr(s.server, key) > GRPC_INT_MAX:  # gRPC holds both in a C int: larger crashed the start
             raise ConfigError(f"server.{key} must be at most {GRPC_INT_MAX} (gRPC's limit)")
-    if s.server.grace_seconds < 0:
-        raise ConfigError("server.grace_seconds must be >= 0")
+    if not 0 <= s.server.grace_seconds <= MAX_GRACE:
+        raise ConfigError(f"server.grace_seconds must be between 0 and {MAX_GRACE}")
     age = s.server.max_connection_age_seconds
     if age and not MIN_CONNECTION_AGE <= age <= MAX_CONNECTION_AGE:
         # Below a second, clients would spend their time reconnecting; gRPC holds the age in an int of ms.
         raise ConfigError(f"server.max_connection_age_seconds must be 0 (off) or between {MIN_CONNECTION_AGE} "
-                          f"and {MAX_CONNECTION_AGE}, got {age:g}")
+                          f"and {MAX_CONNECTION_AGE}, got {age!r}")
     if not 1 <= s.server.workers <= MAX_WORKERS:
         # More processes than that is a typo, not a deployment: each one holds every policy in memory.
         raise ConfigError(f"server.workers must be between 1 and {MAX_WORKERS}, got {s.server.workers}")
@@ -482,6 +488,10 @@ def validate(s: Settings) -> None:
         raise ConfigError("grants.operator_role and grants.approver_role must be set and different")
     for key in ("max_ttl_seconds", "pending_ttl_seconds"):
         _positive(getattr(g, key), f"grants.{key}")
+        if getattr(g, key) > MAX_GRANT_SECONDS:
+            # Beyond year 9999 a grant's times cannot be sent as protobuf Timestamps: the grant would be stored
+            # and then break every ListGrants.
+            raise ConfigError(f"grants.{key} must be at most {MAX_GRANT_SECONDS} (a year)")
     if g.sweep_interval_seconds <= 0:
         raise ConfigError("grants.sweep_interval_seconds must be > 0")
     _check_ext_authz(s.ext_authz)

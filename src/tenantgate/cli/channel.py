@@ -10,9 +10,12 @@ from typing import Any
 
 from tenantgate.errors import ConfigError
 
+MAX_TIMEOUT = 86_400  # gRPC holds a deadline in int64 nanoseconds: about 7.4e9 s overflowed into DEADLINE_EXCEEDED
+
 
 def add_timeout_arg(cmd: argparse.ArgumentParser, default: float, what: str = "seconds") -> None:
-    """``--timeout SECONDS``: a positive, finite number (nan, inf, 0 and negatives are usage errors)."""
+    """``--timeout SECONDS``: more than 0 and at most a day (nan, inf, 0, negatives and values whose
+    deadline gRPC cannot hold are usage errors)."""
     cmd.add_argument("--timeout", type=_seconds, default=default, metavar="SECONDS", help=what)
 
 
@@ -21,8 +24,8 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, not {text!r}")
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds up to {MAX_TIMEOUT}, not {text!r}")
     return value
 
 

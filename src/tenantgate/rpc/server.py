@@ -85,7 +85,7 @@ def channel_options(max_message_bytes: int, *, reuse_port: bool = False, max_con
 
 
 def _milliseconds(seconds: float) -> int:
-    return min(int(seconds * 1000), 2**31 - 1)  # gRPC channel arguments are C ints
+    return int(min(seconds, (2**31 - 1) / 1000) * 1000)  # gRPC channel arguments are C ints
 
 
 class GrpcServer:

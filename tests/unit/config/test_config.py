@@ -60,6 +60,12 @@ def test_environment_overrides_use_section_and_key(tmp_path):
     ("[server]\nmax_connection_age_seconds = 0.5\n" + ISSUER, "max_connection_age_seconds must be 0 .off. or between"),
     ("[server]\nmax_connection_age_seconds = -1\n" + ISSUER, "max_connection_age_seconds must be 0 .off. or between"),
     ("[server]\nmax_connection_age_seconds = 1e9\n" + ISSUER, "between 1 and 604800"),
+    ("[server]\ngrace_seconds = 1e306\n" + ISSUER, "server.grace_seconds must be between 0 and 86400"),
+    ("[server]\ngrace_seconds = 1" + "0" * 400 + "\n" + ISSUER, "server.grace_seconds must be a finite number"),
+    ("[server]\nmax_connection_age_seconds = 604800.0001\n" + ISSUER, "got 604800.0001"),
+    ("[server]\nmax_message_bytes = 1" + "0" * 5000 + "\n" + ISSUER, "invalid TOML"),
+    ("[grants]\npending_ttl_seconds = 100000000000000000000\n" + ISSUER, "grants.pending_ttl_seconds must be at most"),
+    ("[grants]\nmax_ttl_seconds = 31536001\n" + ISSUER, "grants.max_ttl_seconds must be at most 31536000"),
     ("[server]\nmax_message_bytes = 2147483648\n" + ISSUER, "server.max_message_bytes must be at most 2147483647"),
     ("[server]\nmax_concurrent_rpcs = 99999999999999999999\n" + ISSUER, "max_concurrent_rpcs must be at most"),
 ])
