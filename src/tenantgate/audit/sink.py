@@ -209,9 +209,9 @@ class JsonlAuditSink:
         return problem
 
     def _flush(self, items: list[_Item]) -> list[BaseException | None]:
-        if not items[0].close if len(items) == 1 else not any(i.close for i in items):
-            return self._write_batch(items)
         closing = [i.close for i in items]
+        if not any(closing):
+            return self._write_batch(items)
         errors = self._write_batch(items) if not all(closing) else [None] * len(items)
         self._close_files()
         return [None if close else error for close, error in zip(closing, errors, strict=True)]
@@ -268,7 +268,7 @@ class JsonlAuditSink:
             seq, last_hash, since, checkpoints = sealed.seq, sealed.hash, 0, checkpoints + 1
         counts = self._counts
         if lines:
-            data = lines[0] if len(lines) == 1 else b"".join(lines)
+            data = b"".join(lines)  # one line: join returns it as it is, no copy
             fd = self._maybe_rotate(fd, len(data))
             sync = self.durability == "fsync"
             end = append_all(fd, data, start=self._end, regular=self._regular, sync=sync)

@@ -171,12 +171,7 @@ class DecisionPoint:
 
     def _evaluate(self, check: CheckInput, engine: Engine, trace: list[TraceStep] | None
                   ) -> tuple[VerifiedClaims | None, Principal | None, _Outcome]:
-        # An explain step. Each call sits behind ``if trace is not None``: the hot path never formats one.
-        def note(step: str, outcome: str, detail: str, policy_ids: tuple[str, ...] = (),
-                 errors: tuple[str, ...] = ()) -> None:
-            if trace is not None:
-                trace.append(TraceStep(step, outcome, detail, policy_ids, errors))
-
+        # Explain steps (``_note``) are made only behind ``if trace is not None``: the hot path formats none.
         try:
             if check.token_problem:
                 raise TokenInvalid(check.token_problem)
@@ -185,21 +180,21 @@ class DecisionPoint:
             reason, _status = classify(err)
             message = str(err) or reason
             if trace is not None:
-                note("token", "deny", f"{reason}: {message}")
+                _note(trace, "token", "deny", f"{reason}: {message}")
             return None, None, _Outcome(Decision.DENY, Reason(reason), message)
         # A certificate-bound token (RFC 8705) is only as good as the certificate it came with.
         unbound = check_token_binding(verified.claims, check.client_cert_sha256)
         if unbound is not None:
             if trace is not None:
-                note("token", "deny", f"{unbound.reason.value}: {unbound.message}")
+                _note(trace, "token", "deny", f"{unbound.reason.value}: {unbound.message}")
             return verified, None, _deny(unbound)
         if trace is not None:
-            note("token", "pass", f"verified; issuer {verified.issuer}, subject {verified.subject}, "
+            _note(trace, "token", "pass", f"verified; issuer {verified.issuer}, subject {verified.subject}, "
                  f"token id {verified.token_id}")
         principal = self._principal_of(verified)
         if isinstance(principal, Denial):
             if trace is not None:
-                note("principal", "deny", f"{principal.reason.value}: {principal.message}")
+                _note(trace, "principal", "deny", f"{principal.reason.value}: {principal.message}")
             return verified, None, _deny(principal)
         if check.stated_subject is not None:
             # INVARIANT: a stated subject is looked up only in the entity data of the token's own tenant.
@@ -207,14 +202,14 @@ class DecisionPoint:
                                          engine.compiled.entities.view(principal.tenant))
             if isinstance(stated, Denial):
                 if trace is not None:
-                    note("principal", "deny", f"{stated.reason.value}: {stated.message}")
+                    _note(trace, "principal", "deny", f"{stated.reason.value}: {stated.message}")
                 return verified, principal, _deny(stated)
             principal = stated
         check = _with_owning_tenant(check, principal)
         if principal.tenant == check.resource.tenant:
             principal = roles_from_entity_data(principal, engine.compiled.entities.view(principal.tenant))
         if trace is not None:
-            note("principal", "pass", _describe(principal))
+            _note(trace, "principal", "pass", _describe(principal))
         try:
             if check.request_problem:
                 raise RequestProblem(check.request_problem)
@@ -224,17 +219,17 @@ class DecisionPoint:
         except RequestProblem as problem:
             why = str(problem)
             if trace is not None:
-                note("request", "deny", f"invalid_request: {why}")
+                _note(trace, "request", "deny", f"invalid_request: {why}")
             return verified, principal, _Outcome(Decision.DENY, Reason.INVALID_REQUEST, why)
         if trace is not None:
-            note("request", "pass", f'{check.action} on {check.resource.type}::"{check.resource.id}" '
+            _note(trace, "request", "pass", f'{check.action} on {check.resource.type}::"{check.resource.id}" '
                  f"owned by tenant {check.resource.tenant}")
         # INVARIANT: checked in code before Cedar; the built-in Cedar guardrail checks it again. The only
         # way past a tenant mismatch is an active break-glass grant for this operator, tenant and action.
         denial = check_tenant(principal, check.resource)
         same = denial is None
         if trace is not None:
-            note("tenant", "pass" if same else "deny", f"caller tenant {principal.tenant} "
+            _note(trace, "tenant", "pass" if same else "deny", f"caller tenant {principal.tenant} "
                  f"{'==' if same else '!='} resource tenant {check.resource.tenant}")
         grant: Grant | None = None
         # A subject stated by an enforcement point is never an operator: break-glass needs the operator's token.
@@ -244,7 +239,7 @@ class DecisionPoint:
             except GrantStoreUnavailable as err:
                 log.warning("grant store unavailable: %s", err)
                 if trace is not None:
-                    note("grant", "deny", "grant_store_unavailable: the grant store could not be asked")
+                    _note(trace, "grant", "deny", "grant_store_unavailable: the grant store could not be asked")
                 return verified, principal, _Outcome(
                     Decision.DENY, Reason.GRANT_STORE_UNAVAILABLE,
                     "the break-glass grant store is unavailable; cross-tenant access is denied")
@@ -252,24 +247,24 @@ class DecisionPoint:
                 denial = None
                 context["breakGlass"] = break_glass_context(grant)
                 if trace is not None:
-                    note("grant", "pass", f"active break-glass grant {grant.id} (ticket {grant.ticket!r}) "
+                    _note(trace, "grant", "pass", f"active break-glass grant {grant.id} (ticket {grant.ticket!r}) "
                          f"covers {check.action} in {grant.target_tenant}")
             else:
                 if trace is not None:
-                    note("grant", "deny", "no active break-glass grant covers this operator, tenant and action")
+                    _note(trace, "grant", "deny", "no active break-glass grant covers this operator, tenant and action")
         denial = denial or check_intent(principal, check.intent)
         grant_id = grant.id if grant else ""
         if denial is not None:
             if trace is not None and denial.reason in (Reason.INTENT_MISSING, Reason.INTENT_NOT_BOUND):
-                note("intent", "deny", f"{denial.reason.value}: {denial.message}")
+                _note(trace, "intent", "deny", f"{denial.reason.value}: {denial.message}")
             return verified, principal, _Outcome(Decision.DENY, denial.reason, denial.message, grant_id=grant_id)
         if trace is not None:
-            note("intent", "pass", f"stated intent {check.intent!r}" + (
+            _note(trace, "intent", "pass", f"stated intent {check.intent!r}" + (
                 " is bound by the token" if principal.intents is not None else " (the token binds no intents)"))
         result = engine.evaluate(principal, check.action, check.resource, attrs, context)
         reason = Reason.ALLOW_BREAK_GLASS if grant and result.decision is Decision.ALLOW else result.reason
         if trace is not None:
-            note("cedar", "pass" if result.decision is Decision.ALLOW else "deny",
+            _note(trace, "cedar", "pass" if result.decision is Decision.ALLOW else "deny",
                  f"{reason.value}: {result.message}", result.policy_ids, result.errors)
         return verified, principal, _Outcome(result.decision, reason, result.message, result.policy_ids, grant_id)
 
@@ -338,6 +333,11 @@ def _describe(principal: Principal) -> str:
     stated_by = f", stated by the enforcement point {principal.stated_by!r}" if principal.stated_by else ""
     return (f'{principal.entity_type}::"{principal.entity_id}" of tenant {principal.tenant}, '
             f"roles {list(principal.roles)}, intents {bound}{stated_by}")
+
+
+def _note(trace: list[TraceStep], step: str, outcome: str, detail: str, policy_ids: tuple[str, ...] = (),
+          errors: tuple[str, ...] = ()) -> None:
+    trace.append(TraceStep(step, outcome, detail, policy_ids, errors))
 
 
 def _deny(denial: Denial) -> _Outcome:
