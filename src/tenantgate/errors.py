@@ -37,6 +37,10 @@ class TokenExpired(TokenError):
     """The token's ``exp`` has passed (beyond the configured leeway)."""
 
 
+class TokenBindingMismatch(TokenError):
+    """A certificate-bound token (RFC 8705 ``cnf.x5t#S256``) came without its certificate, or with another."""
+
+
 class IssuerUntrusted(TokenError):
     """The token's ``iss`` is not a configured issuer (exact match)."""
 
@@ -122,6 +126,7 @@ ERROR_TABLE: dict[type[BaseException], tuple[str, str]] = {
     TokenMissing: ("token_missing", "UNAUTHENTICATED"),
     TokenInvalid: ("token_invalid", "UNAUTHENTICATED"),
     TokenExpired: ("token_expired", "UNAUTHENTICATED"),
+    TokenBindingMismatch: ("token_binding_mismatch", "UNAUTHENTICATED"),
     IssuerUntrusted: ("issuer_untrusted", "UNAUTHENTICATED"),
     AudienceMismatch: ("audience_mismatch", "UNAUTHENTICATED"),
     TokenError: ("token_invalid", "UNAUTHENTICATED"),

@@ -1,5 +1,9 @@
 """The BreakGlass gRPC API and its effect on Check, through a real server (SQLite store)."""
 
+import base64
+import hashlib
+import json
+
 import grpc
 import pytest
 
@@ -68,8 +72,9 @@ def test_full_flow_over_grpc(env):
     revoked = bgs.RevokeGrant(bg.RevokeGrantRequest(grant_id=grant.id, reason="closed"), metadata=_md(oscar))
     assert revoked.state == bg.REVOKED and revoked.revoke_reason == "closed"
     assert _check(authz, oscar).reason == "cross_tenant"
-    events = [line for line in open(app.settings.audit.path) if '"grant_event"' in line and grant.id in line]
-    assert len(events) == 3
+    events = [json.loads(line)["event"] for line in open(app.settings.audit.path)
+              if '"grant_event"' in line and grant.id in line]
+    assert events == ["grant.requested", "grant.refused", "grant.approved", "grant.revoked"]  # refused: self-approval
 
 
 @pytest.mark.parametrize("kw,code", [
@@ -102,3 +107,28 @@ def test_breakglass_health_is_reported(env):
         status = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service="tenantgate.v1.BreakGlass")).status
     assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_certificate_bound_token_without_its_certificate_changes_and_reads_no_grant(env):
+    issuer, _app, authz, bgs, _address = env
+    oscar = issuer.mint(tenant="platform", sub="oscar", roles=["breakglass-operator"])
+    thumbprint = base64.urlsafe_b64encode(hashlib.sha256(b"ada's certificate").digest()).rstrip(b"=").decode()
+    stolen = issuer.mint(tenant="platform", sub="ada", roles=["breakglass-approver", "breakglass-operator"],
+                         cnf={"x5t#S256": thumbprint})
+    assert _check(authz, stolen, tenant="platform").reason == "token_binding_mismatch"  # as Check refuses it
+    grant = _request(bgs, oscar)
+    calls = [lambda: bgs.ListGrants(bg.ListGrantsRequest(), metadata=_md(stolen)),
+             lambda: bgs.ApproveGrant(bg.ApproveGrantRequest(grant_id=grant.id), metadata=_md(stolen)),
+             lambda: bgs.RevokeGrant(bg.RevokeGrantRequest(grant_id=grant.id, reason="x"), metadata=_md(stolen)),
+             lambda: _request(bgs, stolen)]
+    assert [_code(call) for call in calls] == [grpc.StatusCode.UNAUTHENTICATED] * 4
+    listed = bgs.ListGrants(bg.ListGrantsRequest(), metadata=_md(oscar)).grants
+    assert [g.state for g in listed if g.id == grant.id] == [bg.PENDING]
+
+
+def test_list_grants_refuses_an_unknown_state_filter(env):
+    issuer, _app, _authz, bgs, _address = env
+    ada = issuer.mint(tenant="platform", sub="ada", roles=["breakglass-approver"])
+    assert _code(lambda: bgs.ListGrants(bg.ListGrantsRequest(state=99), metadata=_md(ada))) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    assert bgs.ListGrants(bg.ListGrantsRequest(state=bg.GRANT_STATE_UNSPECIFIED), metadata=_md(ada)) is not None

@@ -1,12 +1,16 @@
 """TLS and mTLS on the gRPC port with throwaway CAs: plaintext and strangers refused, the caller allow-list,
 certificate rotation without a restart, the plaintext health port, and the CLI's TLS options."""
 
+import base64
+import hashlib
 import logging
 import socket
 import time
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import generate_latest
@@ -20,6 +24,8 @@ from tenantgate.cli.main import main as cli
 from tenantgate.errors import ConfigError
 from tenantgate.v1 import authorizer_pb2 as pb
 from tenantgate.v1 import authorizer_pb2_grpc as pb_grpc
+from tenantgate.v1 import breakglass_pb2 as bg
+from tenantgate.v1 import breakglass_pb2_grpc as bg_grpc
 
 ENVOY_ID = "spiffe://mesh.test/ns/edge/sa/envoy"
 HEALTH = health_pb2.HealthCheckRequest()
@@ -262,3 +268,20 @@ def test_a_refused_stream_is_not_counted_as_a_handled_call(mtls_server, pki):
         assert _refused(lambda: list(stream)) == grpc.StatusCode.PERMISSION_DENIED
     # Streams are not measured when allowed, so a refused one makes no series either (review finding).
     assert "ServerReflectionInfo" not in generate_latest(app.registry).decode()
+
+
+def test_a_certificate_bound_token_works_for_grant_calls_only_with_its_certificate(mtls_server, pki, issuer):
+    f = pki[1]
+    der = x509.load_pem_x509_certificate(f["envoy"][0].read_bytes()).public_bytes(serialization.Encoding.DER)
+    thumbprint = base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+    bound = issuer.mint(tenant="platform", sub="ada", roles=["breakglass-approver"], cnf={"x5t#S256": thumbprint})
+    other = issuer.mint(tenant="platform", sub="ada", roles=["breakglass-approver"],
+                        cnf={"x5t#S256": base64.urlsafe_b64encode(hashlib.sha256(b"x").digest()).rstrip(b"=").decode()})
+
+    def listing(token):
+        with _channel(mtls_server[0], ca=f["ca"], pair=f["envoy"]) as ch:
+            return bg_grpc.BreakGlassStub(ch).ListGrants(bg.ListGrantsRequest(), timeout=5,
+                                                         metadata=[("authorization", f"Bearer {token}")])
+
+    assert list(listing(bound).grants) == []
+    assert _refused(lambda: listing(other)) == grpc.StatusCode.UNAUTHENTICATED

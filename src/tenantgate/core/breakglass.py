@@ -6,20 +6,33 @@ the store's transaction, so a step whose event cannot be written does not happen
 
 from __future__ import annotations
 
+import logging
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tenantgate.core.grants import BeforeCommit, Grant, GrantEvent, GrantState, GrantStore
-from tenantgate.core.model import ClaimNames, Denial, Principal, rfc3339
+from tenantgate.core.model import ClaimNames, Denial, Principal, Reason, rfc3339
 from tenantgate.core.ports import AuditSink, Clock, TokenVerifier
 from tenantgate.core.request import MAX_ACTION, is_tenant_id
-from tenantgate.core.tenancy import principal_from_claims
-from tenantgate.errors import GrantConflict, GrantInvalid, GrantNotFound, GrantPermissionDenied
+from tenantgate.core.tenancy import check_token_binding, principal_from_claims
+from tenantgate.errors import (
+    GrantConflict,
+    GrantInvalid,
+    GrantNotFound,
+    GrantPermissionDenied,
+    TokenBindingMismatch,
+    TokenInvalid,
+)
+
+log = logging.getLogger("tenantgate.grants")
 
 MAX_ACTIONS = 32
 MAX_REASON = 1024
 MAX_TICKET = 256
+# An operator's subject is part of the store's lookup index; PostgreSQL's btree holds at most ~2.7 KB a row.
+MAX_OPERATOR_BYTES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,29 +74,46 @@ class BreakGlass:
 
     # ------------------------------------------------------------------------------------- callers
 
-    def caller(self, token: str) -> Principal:
-        """The verified principal behind a grant API call. Raises TokenError or GrantPermissionDenied."""
+    def caller(self, token: str, client_cert_sha256: str = "") -> Principal:
+        """The verified principal behind a grant API call. Raises TokenError or GrantPermissionDenied.
+
+        ``client_cert_sha256``: hex SHA-256 of the caller's TLS client certificate ("" = none). A
+        certificate-bound token (RFC 8705) is refused without its certificate, exactly as a Check refuses it.
+        """
         verified = self._verifier.verify(token)
+        unbound = check_token_binding(verified.claims, client_cert_sha256)
+        if unbound is not None:
+            if unbound.reason is Reason.TOKEN_BINDING_MISMATCH:
+                raise TokenBindingMismatch(unbound.message)
+            raise TokenInvalid(unbound.message)
         principal = principal_from_claims(verified, self._names)
         if isinstance(principal, Denial):
             raise GrantPermissionDenied(principal.message)
         return principal
 
-    def _require(self, caller: Principal, *roles: str) -> None:
+    def _require(self, caller: Principal, step: str, grant_id: str, *roles: str) -> None:
+        """Refuse unless ``caller`` may use grants with one of ``roles``; a refused ``step`` that would change
+        a grant (request, approve, revoke; "" for a read) is audited (``_refused``)."""
         # INVARIANT: grant operations are for people of the operator tenant holding a grant role.
+        problem = ""
         if caller.is_agent:
-            raise GrantPermissionDenied("agents (delegated tokens) cannot use break-glass grants")
-        if caller.tenant != self.rules.operator_tenant:
-            raise GrantPermissionDenied(f"only members of the operator tenant {self.rules.operator_tenant!r} "
-                                        "may do this")
-        if not any(role in caller.roles for role in roles):
-            raise GrantPermissionDenied(f"requires the role {' or '.join(repr(r) for r in roles)}")
+            problem = "agents (delegated tokens) cannot use break-glass grants"
+        elif caller.tenant != self.rules.operator_tenant:
+            problem = f"only members of the operator tenant {self.rules.operator_tenant!r} may do this"
+        elif not any(role in caller.roles for role in roles):
+            problem = f"requires the role {' or '.join(repr(r) for r in roles)}"
+        if problem:
+            refusal = GrantPermissionDenied(problem)
+            raise self._refused(step, caller, grant_id, refusal) if step else refusal
 
     # ---------------------------------------------------------------------------------- lifecycle
 
     def request(self, caller: Principal, req: GrantRequest) -> Grant:
         """Create a grant (PENDING, or ACTIVE at once when approval is not required)."""
-        self._require(caller, self.rules.operator_role)
+        self._require(caller, "request", "", self.rules.operator_role)
+        if len(caller.subject.encode("utf-8", "surrogatepass")) > MAX_OPERATOR_BYTES:
+            raise GrantInvalid(f"the operator's subject is longer than {MAX_OPERATOR_BYTES} bytes (UTF-8); "
+                               "grants cannot be stored for it")
         actions = self._validate(req)
         now = self._clock.now()
         active = not self.rules.require_approval
@@ -109,11 +139,12 @@ class BreakGlass:
 
     def approve(self, caller: Principal, grant_id: str) -> Grant:
         """PENDING -> ACTIVE by a second person holding the approver role. Self-approval is refused."""
-        self._require(caller, self.rules.approver_role)
+        self._require(caller, "approve", grant_id, self.rules.approver_role)
         grant = self._get(grant_id)
-        if grant.operator == caller.subject and grant.operator_tenant == caller.tenant:
+        if same_person(grant.operator, caller.subject) and grant.operator_tenant == caller.tenant:
             # Same subject, whatever the issuer: one person with two identities is still one person.
-            raise GrantPermissionDenied("self-approval is not allowed: a second person must approve")
+            raise self._refused("approve", caller, grant_id, GrantPermissionDenied(
+                "self-approval is not allowed: a second person must approve"), grant)
         now = self._clock.now()
         state = grant.effective_state(now)
         if state is not GrantState.PENDING:
@@ -126,7 +157,7 @@ class BreakGlass:
     def revoke(self, caller: Principal, grant_id: str, reason: str) -> Grant:
         """PENDING/ACTIVE -> REVOKED, by anyone with the operator or approver role. Takes effect at the next
         decision on every replica sharing the store."""
-        self._require(caller, self.rules.operator_role, self.rules.approver_role)
+        self._require(caller, "revoke", grant_id, self.rules.operator_role, self.rules.approver_role)
         if not reason.strip():
             raise GrantInvalid("a reason is required to revoke a grant")
         if len(reason) > MAX_REASON:
@@ -142,7 +173,7 @@ class BreakGlass:
         return revoked
 
     def list(self, caller: Principal, tenant: str | None, state: GrantState | None) -> Sequence[Grant]:
-        self._require(caller, self.rules.operator_role, self.rules.approver_role)
+        self._require(caller, "", "", self.rules.operator_role, self.rules.approver_role)
         if tenant is not None and not is_tenant_id(tenant):
             raise GrantInvalid("tenant is not a valid tenant id")
         return self.store.list(tenant, state, self._clock.now())
@@ -171,6 +202,16 @@ class BreakGlass:
         return grant
 
     # ------------------------------------------------------------------------------------ helpers
+
+    def _refused(self, step: str, caller: Principal, grant_id: str, refusal: GrantPermissionDenied,
+                 grant: Grant | None = None) -> GrantPermissionDenied:
+        """Write a ``grant.refused`` event for a refused change and return the refusal to raise. The refusal
+        stands whether or not its event could be written."""
+        try:
+            self._event("grant.refused", caller, grant, f"{step}: {refusal}", grant_id)
+        except Exception as err:  # noqa: BLE001 - the caller is refused either way
+            log.error("grant.refused event (%s %s) not written: %s", step, grant_id or "a new grant", err)
+        return refusal
 
     def _get(self, grant_id: str) -> Grant:
         if not grant_id or len(grant_id) > 64:
@@ -212,22 +253,40 @@ class BreakGlass:
 
     def _recorder(self, event: str, caller: Principal | None, detail: str = "") -> BeforeCommit:
         def record(grant: Grant) -> None:
-            self._audit.write(GrantEvent(
-                event_id=str(uuid.uuid4()),
-                time=rfc3339(self._clock.now()),
-                event=event,
-                grant_id=grant.id,
-                actor=caller.subject if caller else "(tenantgate)",
-                actor_tenant=caller.tenant if caller else "",
-                operator=grant.operator,
-                operator_tenant=grant.operator_tenant,
-                target_tenant=grant.target_tenant,
-                actions=grant.actions,
-                reason=grant.reason,
-                ticket=grant.ticket,
-                state=grant.state.value,
-                expires_at=rfc3339(grant.expires_at) if grant.expires_at else "",
-                detail=detail,
-            ))
+            self._event(event, caller, grant, detail)
         return record
 
+    def _event(self, event: str, caller: Principal | None, grant: Grant | None, detail: str = "",
+               grant_id: str = "") -> None:
+        """Write one grant event; without ``grant`` (a refusal before it was looked up) only ``grant_id``."""
+        self._audit.write(GrantEvent(
+            event_id=str(uuid.uuid4()),
+            time=rfc3339(self._clock.now()),
+            event=event,
+            grant_id=grant.id if grant else grant_id,
+            actor=caller.subject if caller else "(tenantgate)",
+            actor_tenant=caller.tenant if caller else "",
+            operator=grant.operator if grant else "",
+            operator_tenant=grant.operator_tenant if grant else "",
+            target_tenant=grant.target_tenant if grant else "",
+            actions=grant.actions if grant else (),
+            reason=grant.reason if grant else "",
+            ticket=grant.ticket if grant else "",
+            state=grant.state.value if grant else "",
+            expires_at=rfc3339(grant.expires_at) if grant and grant.expires_at else "",
+            detail=detail,
+            actor_issuer=caller.issuer if caller else "",
+            actor_token_id=caller.token_id if caller else "",
+        ))
+
+
+def same_person(a: str, b: str) -> bool:
+    """Whether two subjects may name one person, for the two-person rule: equal after NFKC normalisation and
+    case folding, with format characters (zero-width spaces and joiners, ...) dropped. Stricter than
+    equality on purpose: ``Oscar``, ``OSCAR`` and ``oscar\u200b`` cannot approve ``oscar``'s grant."""
+    return _person_key(a) == _person_key(b)
+
+
+def _person_key(subject: str) -> str:
+    folded = unicodedata.normalize("NFKC", subject).casefold()
+    return "".join(c for c in unicodedata.normalize("NFKC", folded) if unicodedata.category(c) != "Cf")

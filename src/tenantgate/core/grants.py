@@ -12,6 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# How far a replica's clock may lag the approver's and still honour a fresh grant. Beyond it, a grant whose
+# approval lies in that replica's future covers nothing: a clock stepped back must not stretch a grant.
+CLOCK_SKEW_SECONDS = 5.0
+
 
 class GrantState(enum.Enum):
     PENDING = "PENDING"
@@ -57,8 +61,9 @@ class Grant:
     def covers(self, operator: str, operator_tenant: str, target_tenant: str, action: str, now: float,
                operator_issuer: str = "") -> bool:
         """INVARIANT: exactly this operator (subject and issuer), this target tenant, a granted action, and
-        active at ``now``."""
-        return (self.effective_state(now) is GrantState.ACTIVE and self.operator == operator
+        active at ``now``: approved (at most ``CLOCK_SKEW_SECONDS`` in the future) and not expired."""
+        return (self.effective_state(now) is GrantState.ACTIVE and self.approved_at <= now + CLOCK_SKEW_SECONDS
+                and self.operator == operator
                 and self.operator_issuer == operator_issuer
                 and self.operator_tenant == operator_tenant and self.target_tenant == target_tenant
                 and action in self.actions)
@@ -70,7 +75,7 @@ class GrantEvent:
 
     event_id: str
     time: str
-    event: str  # grant.requested | grant.approved | grant.revoked | grant.expired
+    event: str  # grant.requested | grant.approved | grant.revoked | grant.expired | grant.refused
     grant_id: str
     actor: str
     actor_tenant: str
@@ -83,6 +88,10 @@ class GrantEvent:
     state: str
     expires_at: str
     detail: str = ""
+    # Who acted, beyond the subject: the issuer of the actor's token (the same subject at another issuer is
+    # someone else) and its token id (``jti``, or a fingerprint; never the token).
+    actor_issuer: str = ""
+    actor_token_id: str = ""
     record_type: str = field(default="grant_event")
 
     def to_dict(self) -> dict[str, Any]:

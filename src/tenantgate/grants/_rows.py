@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from tenantgate.core.grants import BeforeCommit, Grant, GrantState
+from tenantgate.core.grants import CLOCK_SKEW_SECONDS, BeforeCommit, Grant, GrantState
 from tenantgate.errors import GrantInvalid, GrantStoreUnavailable, TenantGateError
 
 TABLE = "tenantgate_grants"
@@ -133,7 +133,7 @@ def statements(dialect: Dialect) -> Statements:
         # from the caller (never the database clock), so every replica agrees on expiry.
         find_active=sql(f"""SELECT {_COLS} FROM {TABLE}
             WHERE operator = ? AND operator_tenant = ? AND target_tenant = ? AND operator_issuer = ?
-            AND state = 'ACTIVE' AND expires_at > ? AND {dialect.action_in_actions}
+            AND state = 'ACTIVE' AND expires_at > ? AND approved_at <= ? AND {dialect.action_in_actions}
             ORDER BY expires_at DESC, id DESC LIMIT 1"""),
         expire_due=sql(f"""UPDATE {TABLE} SET state = 'EXPIRED'
             WHERE state IN ('PENDING', 'ACTIVE')
@@ -372,12 +372,13 @@ class SqlGrantStore(abc.ABC):
 
     def find_active(self, operator: str, operator_tenant: str, target_tenant: str, action: str,
                     now: float, operator_issuer: str = "") -> Grant | None:
-        """The ACTIVE grant with ``expires_at > now`` for exactly this operator (subject and issuer), operator
-        tenant and target tenant that names ``action``; the latest-expiring one if several. One indexed query."""
+        """The ACTIVE grant with ``expires_at > now`` and approved by ``now`` (plus ``CLOCK_SKEW_SECONDS``) for
+        exactly this operator (subject and issuer), operator tenant and target tenant that names ``action``; the
+        latest-expiring one if several. One indexed query."""
         if not storable(operator, operator_tenant, target_tenant, action, operator_issuer):
             return None  # INVARIANT: a value no grant can hold matches no grant.
         rows = self._read(self._sql.find_active, (operator, operator_tenant, target_tenant, operator_issuer,
-                                                  float(now), action))
+                                                  float(now), float(now) + CLOCK_SKEW_SECONDS, action))
         return rows[0] if rows else None
 
     def list(self, tenant: str | None, state: GrantState | None, now: float, limit: int = 1000) -> Sequence[Grant]:

@@ -16,7 +16,7 @@ import psycopg.conninfo
 import psycopg.errors
 from psycopg import pq
 
-from tenantgate.errors import ConfigError, GrantConflict, GrantStoreUnavailable
+from tenantgate.errors import ConfigError, GrantConflict, GrantInvalid, GrantStoreUnavailable
 from tenantgate.grants._rows import Dialect, Row, SqlGrantStore, migrate, short_reason, unavailable
 from tenantgate.redact import redact_url
 
@@ -107,6 +107,12 @@ class PostgresGrantStore(SqlGrantStore):
         except psycopg.errors.UniqueViolation as err:
             self._rollback()
             raise GrantConflict("a grant with this id exists already") from err
+        except (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded) as err:
+            # The values, not the store: e.g. a row too large for an index. The caller's problem alone, so
+            # it is INVALID_ARGUMENT and does not open the store's fail-fast window for everyone else.
+            self._rollback()
+            raise GrantInvalid(f"the grant store cannot hold these values: {short_reason(err, self._secrets)}") \
+                from err
         except (psycopg.Error, OSError) as err:
             self._after_error(err)
             raise unavailable(err, self._secrets) from err

@@ -14,10 +14,11 @@ import grpc
 
 from tenantgate.core.breakglass import BreakGlass, GrantRequest
 from tenantgate.core.model import Principal
-from tenantgate.errors import TenantGateError, TokenInvalid, TokenMissing
+from tenantgate.errors import GrantInvalid, TenantGateError, TokenInvalid, TokenMissing
 from tenantgate.rpc import convert
 from tenantgate.rpc.metadata import bearer_from_metadata
 from tenantgate.rpc.status import abort_with
+from tenantgate.rpc.tls import peer_certificate_sha256
 from tenantgate.v1 import breakglass_pb2 as bg
 from tenantgate.v1 import breakglass_pb2_grpc as bg_grpc
 
@@ -48,6 +49,8 @@ class BreakGlassService(bg_grpc.BreakGlassServicer):
     async def ListGrants(self, request: bg.ListGrantsRequest,
                          context: grpc.aio.ServicerContext) -> bg.ListGrantsResponse:
         state = convert.GRANT_STATE_FROM_PROTO.get(request.state)
+        if state is None and request.state != bg.GRANT_STATE_UNSPECIFIED:
+            await abort_with(context, GrantInvalid(f"unknown grant state {request.state}"))
         grants = await self._call(context, lambda caller: self._service.list(caller, request.tenant or None, state))
         now = self._service.now()
         return bg.ListGrantsResponse(grants=[convert.grant_message(g, now) for g in grants])
@@ -58,8 +61,10 @@ class BreakGlassService(bg_grpc.BreakGlassServicer):
             if problem or not token:
                 raise TokenInvalid(problem) if problem else TokenMissing("no bearer token in the call metadata")
 
+            certificate = peer_certificate_sha256(context)
+
             def run() -> T:
-                return operation(self._service.caller(token))
+                return operation(self._service.caller(token, certificate))
 
             return await asyncio.to_thread(run)
         except TenantGateError as err:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 import os
@@ -154,6 +155,19 @@ def certificate_identities(pem: bytes) -> tuple[str, ...]:
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     names = [name.lower() for name in san.get_values_for_type(x509.DNSName)]
     return tuple(uris + names)
+
+
+def peer_certificate_sha256(context: grpc.aio.ServicerContext) -> str:
+    """Hex SHA-256 of the DER client certificate the caller presented over mTLS ("" without exactly one):
+    what a certificate-bound token (RFC 8705 ``cnf.x5t#S256``) is checked against."""
+    pems = context.auth_context().get("x509_pem_cert") or []
+    if len(pems) != 1:
+        return ""
+    try:
+        der = x509.load_pem_x509_certificate(pems[0]).public_bytes(serialization.Encoding.DER)
+    except ValueError:
+        return ""
+    return hashlib.sha256(der).hexdigest()
 
 
 class CallerAllowList(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped

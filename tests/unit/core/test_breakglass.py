@@ -1,8 +1,12 @@
 """Break-glass rules and their effect on decisions, with a real SQLite store and an injected clock."""
 
+import base64
+import hashlib
+
 import pytest
 
 from support.grants import make_world
+from tenantgate import errors
 from tenantgate.core.breakglass import GrantRequest
 from tenantgate.core.grants import GrantState
 from tenantgate.core.model import CheckInput, Decision, Reason, Resource
@@ -237,3 +241,68 @@ def test_store_outage_denies_cross_tenant_only(world, monkeypatch):
     op = world.token("platform", "oscar", "breakglass-operator")
     assert _check(world, op).reason is Reason.GRANT_STORE_UNAVAILABLE
     assert _check(world, world.token("acme", "alice", "viewer")).reason is Reason.ALLOW
+
+
+# --- review findings (each failed before its fix) --------------------------------------------------------------
+
+
+def test_a_clock_stepped_back_before_the_approval_does_not_stretch_the_grant(world):
+    world.active_grant(duration=900)
+    world.clock.advance(-7200)  # this replica's clock is stepped back two hours
+    op = world.token("platform", "oscar", "breakglass-operator")
+    assert _check(world, op).reason is Reason.CROSS_TENANT
+    world.clock.advance(7200 - 3)  # within the allowed skew of the approval time
+    op = world.token("platform", "oscar", "breakglass-operator")
+    assert _check(world, op).reason is Reason.ALLOW_BREAK_GLASS
+
+
+@pytest.mark.parametrize("variant", ["Oscar", "OSCAR", "oscar\u200b", "\uff4f\uff53\uff43\uff41\uff52"])
+def test_case_and_unicode_variants_of_the_operator_cannot_approve_its_grant(world, variant):
+    grant = world.request(sub="oscar")
+    with pytest.raises(GrantPermissionDenied, match="self-approval"):
+        world.service.approve(world.approver(sub=variant), grant.id)
+    assert world.service.store.get(grant.id).state is GrantState.PENDING
+
+
+def test_refused_changes_are_audited_and_events_name_the_actors_issuer_and_token(world):
+    grant = world.request(sub="oscar")
+    with pytest.raises(GrantPermissionDenied):
+        world.service.approve(world.caller("platform", "oscar", "breakglass-approver"), grant.id)
+    with pytest.raises(GrantPermissionDenied):
+        world.service.approve(world.caller("platform", "mallory", "admin"), grant.id)
+    with pytest.raises(GrantPermissionDenied):
+        world.service.request(world.caller("acme", "eve", "breakglass-operator"),
+                              GrantRequest("globex", ("read",), "r", "t", 60))
+    approver = world.approver()
+    world.service.approve(approver, grant.id)
+    events = [r for r in world.records() if r.get("record_type") == "grant_event"]
+    refused = [(e["event"], e["grant_id"], e["actor"], e["detail"].split(":")[0]) for e in events
+               if e["event"] == "grant.refused"]
+    assert refused == [("grant.refused", grant.id, "oscar", "approve"),
+                       ("grant.refused", grant.id, "mallory", "approve"), ("grant.refused", "", "eve", "request")]
+    self_refusal = next(e for e in events if e["event"] == "grant.refused")
+    assert "self-approval" in self_refusal["detail"] and self_refusal["operator"] == "oscar"
+    approved = next(e for e in events if e["event"] == "grant.approved")
+    assert approved["actor_issuer"] == approver.issuer and approved["actor_token_id"] == approver.token_id
+    assert approved["actor_token_id"] and approved["actor_issuer"]
+
+
+def test_an_operator_subject_longer_than_the_store_index_holds_cannot_request(world):
+    with pytest.raises(GrantInvalid, match="longer than 1024 bytes"):
+        world.request(sub="\u754c" * 342)  # 1,026 bytes in UTF-8
+    assert world.request(sub="\u754c" * 341).operator == "\u754c" * 341  # 1,023 bytes
+
+
+def test_a_certificate_bound_token_needs_its_certificate_for_grant_calls(world):
+    thumbprint = base64.urlsafe_b64encode(hashlib.sha256(b"certificate DER").digest()).rstrip(b"=").decode()
+    bound = world.issuer.mint(tenant="platform", sub="ada", roles=["breakglass-approver"],
+                              cnf={"x5t#S256": thumbprint}, exp=int(world.clock.now()) + 86_000)
+    with pytest.raises(errors.TokenBindingMismatch, match="none was presented"):
+        world.service.caller(bound)
+    with pytest.raises(errors.TokenBindingMismatch, match="does not match"):
+        world.service.caller(bound, hashlib.sha256(b"another certificate").hexdigest())
+    assert world.service.caller(bound, hashlib.sha256(b"certificate DER").hexdigest()).subject == "ada"
+    malformed = world.issuer.mint(tenant="platform", sub="ada", roles=["breakglass-approver"], cnf="x",
+                                  exp=int(world.clock.now()) + 86_000)
+    with pytest.raises(errors.TokenInvalid):
+        world.service.caller(malformed, hashlib.sha256(b"certificate DER").hexdigest())

@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from support.pg import pg_database
-from tenantgate.core.grants import Grant, GrantState
+from tenantgate.core.grants import CLOCK_SKEW_SECONDS, Grant, GrantState
 from tenantgate.errors import ConfigError, GrantConflict, GrantInvalid
 from tenantgate.grants import PostgresGrantStore, SqliteGrantStore, open_store, redact_url
 
@@ -378,3 +378,25 @@ def test_postgres_urls_open_a_postgres_store_under_either_scheme():
                 assert store.healthy()
             finally:
                 store.close()
+
+
+def test_find_active_opens_nothing_whose_approval_lies_beyond_the_clock_skew(store):
+    grant = create_active(store)  # approved at T0 + 10: a replica whose clock reads earlier is behind it
+    assert store.find_active(OPERATOR, OPERATOR_TENANT, TARGET, "read", T0 + 10 - CLOCK_SKEW_SECONDS + 1) == grant
+    assert store.find_active(OPERATOR, OPERATOR_TENANT, TARGET, "read", T0 + 10 - CLOCK_SKEW_SECONDS - 1) is None
+    assert store.find_active(OPERATOR, OPERATOR_TENANT, TARGET, "read", T0 - 7200) is None
+
+
+def test_a_value_too_large_for_the_lookup_index_is_invalid_not_an_outage(store, store_url):
+    # About 3 KB: over PostgreSQL's btree row limit (2,704 bytes); SQLite has none. Either way the store stays
+    # usable: a caller's oversized value must not read as "store unavailable" (that opens the fail-fast window).
+    # Varied characters: PostgreSQL compresses index entries, and a repeated character would compress to nothing.
+    big = make_grant("g-big", operator="".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(1000)))
+    if store_url.startswith("sqlite"):
+        assert store.create(big, ignore) == big
+    else:
+        with pytest.raises(GrantInvalid, match="cannot hold these values"):
+            store.create(big, ignore)
+        assert store.get("g-big") is None
+    assert store.create(make_grant("g-2"), ignore).id == "g-2"
+    assert store.healthy()
