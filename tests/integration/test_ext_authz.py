@@ -3,6 +3,7 @@ way Envoy calls it: tenant isolation, tokens, routes, forged headers, certificat
 
 import grpc
 import pytest
+from envoy.service.auth.v3 import external_auth_pb2 as ext_pb
 from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -216,3 +217,20 @@ def test_dry_run_answers_ok_but_audits_the_real_decision_flagged(tmp_path_factor
         unauthenticated = envoy.Check(envoy_request(token="bad"))
         assert http_status(unauthenticated) == 200
         assert "x-tenantgate-tenant" in unauthenticated.ok_response.headers_to_remove
+
+
+def test_a_request_protobuf_cannot_decode_is_an_audited_denial_not_a_grpc_error(server, channel, viewer):
+    # Review finding: a `headers` value that is not UTF-8 failed protobuf decoding before any handler ran, so
+    # Envoy got a bare gRPC error (UNKNOWN) with no decision id, no audit record and no metric.
+    _address, app = server
+    wire = envoy_request("GET", INVOICE, token=viewer, headers={"x-note": "caf\u00e9"}).SerializeToString()
+    wire = wire.replace("caf\u00e9".encode(), b"caf\xff")
+    raw = channel.unary_unary("/envoy.service.auth.v3.Authorization/Check", request_serializer=lambda b: b,
+                              response_deserializer=ext_pb.CheckResponse.FromString)
+    response = raw(wire, timeout=5)
+    assert http_status(response) == 401 and denied_body(response)["reason"] == "token_invalid"
+    record = audit_lines(app)[denied_body(response)["decision_id"]]
+    assert (record["api"], record["decision"], record["reason"]) == ("ext_authz", "DENY", "token_invalid")
+    assert "cannot be decoded" in record["message"]
+    assert http_status(raw(b"\xff\xff\xff", timeout=5)) == 401  # not protobuf at all
+    assert http_status(ext_grpc.AuthorizationStub(channel).Check(envoy_request("GET", INVOICE, token=viewer))) == 200

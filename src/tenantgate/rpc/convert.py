@@ -9,23 +9,43 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from tenantgate.core.grants import Grant, GrantState
 from tenantgate.core.model import CheckInput, Decision, DecisionResult, Resource
+from tenantgate.core.request import MAX_NODES
 from tenantgate.v1 import authorizer_pb2 as pb
 from tenantgate.v1 import breakglass_pb2 as bg
 
 _DECISION = {Decision.ALLOW: pb.ALLOW, Decision.DENY: pb.DENY}
 
 
-def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as plain Python (numbers stay floats; ``core.request`` decides what Cedar accepts)."""
-    return {key: value_to_python(value) for key, value in struct.fields.items()}
+# Values converted per Struct at most: twice what ``core.request`` accepts (it refuses the rest with its own
+# message), so the cost of converting a huge Struct (a large message, perhaps with no valid token) is bounded.
+MAX_STRUCT_VALUES = 2 * MAX_NODES
 
 
-def value_to_python(value: struct_pb2.Value) -> Any:
+class _TooManyValues(Exception):
+    pass
+
+
+def struct_to_dict(struct: struct_pb2.Struct, budget: list[int] | None = None) -> dict[str, Any]:
+    """A Struct as plain Python (numbers stay floats; ``core.request`` decides what Cedar accepts).
+
+    Raises ``_TooManyValues`` once more than ``MAX_STRUCT_VALUES`` values were converted (``budget``)."""
+    budget = [MAX_STRUCT_VALUES] if budget is None else budget
+    budget[0] -= len(struct.fields) + 1
+    if budget[0] < 0:
+        raise _TooManyValues
+    return {key: value_to_python(value, budget) for key, value in struct.fields.items()}
+
+
+def value_to_python(value: struct_pb2.Value, budget: list[int]) -> Any:
     kind = value.WhichOneof("kind")
     if kind == "struct_value":
-        return struct_to_dict(value.struct_value)
+        return struct_to_dict(value.struct_value, budget)
     if kind == "list_value":
-        return [value_to_python(v) for v in value.list_value.values]
+        values = value.list_value.values
+        budget[0] -= len(values)
+        if budget[0] < 0:
+            raise _TooManyValues
+        return [value_to_python(v, budget) for v in values]
     if kind == "number_value":
         return value.number_value
     if kind == "string_value":
@@ -49,6 +69,8 @@ def check_input(request: pb.CheckRequest, *, fallback_token: str = "", token_pro
             context = struct_to_dict(request.context)
     except RecursionError:
         request_problem = "attributes or context nested too deeply"
+    except _TooManyValues:
+        request_problem = f"attributes or context: too many values (limit {MAX_NODES})"
     token = request.token or fallback_token
     return CheckInput(
         token=token,

@@ -75,6 +75,12 @@ def check_input(request: ext.CheckRequest, options: ExtAuthzOptions) -> Translat
     intent = intents[0] if intents and not repeated else ""
     if repeated:
         request_problem = request_problem or f"more than one {options.intent_header} header"
+    # CGI-style servers fold `_` into `-`: another spelling of the intent header (x_tenantgate_intent) would
+    # reach the backend as the intent while the decision used this one (or none). Refused, not guessed.
+    folded = _fold(options.intent_header)
+    variants = sorted(name for name in headers if name != options.intent_header and _fold(name) == folded)
+    if variants:
+        request_problem = request_problem or f"header {variants[0]!r} is another spelling of {options.intent_header}"
     cert_sha256, cert_problem = client_certificate_sha256(request.attributes.source.certificate)
     request_problem = request_problem or cert_problem
     action = resource_type = resource_id = resource_tenant = ""
@@ -99,13 +105,17 @@ def check_input(request: ext.CheckRequest, options: ExtAuthzOptions) -> Translat
     )
     # x_tenantgate_tenant is folded onto X-TenantGate-Tenant by CGI-style servers: strip both spellings.
     reserved = tuple(sorted(name for name in headers
-                            if name.replace("_", "-").startswith(RESERVED_PREFIX)
-                            and name.replace("_", "-") != options.intent_header))
+                            if _fold(name).startswith(RESERVED_PREFIX) and name != options.intent_header))
     overrides = [name for name in METHOD_OVERRIDE_HEADERS if name in headers]
     if overrides and not check.request_problem:
         # The backend might act on another method than the one decided: refuse rather than guess.
         check = dataclasses.replace(check, request_problem=f"method override header {overrides[0]} is not allowed")
     return Translated(check, reserved)
+
+
+def _fold(name: str) -> str:
+    """A header name as servers that treat ``_`` like ``-`` read it."""
+    return name.replace("_", "-")
 
 
 def request_headers(http: Any) -> tuple[dict[str, list[str]], str]:
@@ -177,8 +187,9 @@ def client_certificate_sha256(encoded: str) -> tuple[str, str]:
 
 
 def check_response(result: DecisionResult, translated: Translated) -> ext.CheckResponse:
-    """The answer for Envoy. Status is always set explicitly; OK only for an allow (or in dry-run mode)."""
-    allow = result.allowed or translated.check.dry_run
+    """The answer for Envoy. Status is always set explicitly; OK only for an allow (or in dry-run mode, but
+    never for a decision whose audit record was not written: no request passes unrecorded)."""
+    allow = result.allowed or (translated.check.dry_run and result.reason is not Reason.AUDIT_UNAVAILABLE)
     metadata = struct_pb2.Struct()
     metadata.update({"decision_id": result.decision_id, "decision": result.decision.value,
                      "reason": result.reason.value, "dry_run": translated.check.dry_run})

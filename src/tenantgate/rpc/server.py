@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -21,6 +20,7 @@ from tenantgate.rpc.authorizer import AuthorizerService
 from tenantgate.rpc.breakglass import BreakGlassService
 from tenantgate.rpc.ext_authz import SERVICE_NAME as EXT_AUTHZ
 from tenantgate.rpc.ext_authz import ExtAuthzService
+from tenantgate.rpc.ext_authz import add_to_server as add_ext_authz
 from tenantgate.rpc.tls import CallerAllowList, CertificateReloader, RefusalObserver, TlsFiles, server_credentials
 from tenantgate.v1 import (
     admin_pb2,
@@ -128,7 +128,7 @@ class GrpcServer:
             admin_pb2_grpc.add_AdminServicer_to_server(wrap(ADMIN, admin), self._server)
             names.append(ADMIN)
         if ext_authz is not None:
-            ext_grpc.add_AuthorizationServicer_to_server(wrap(EXT_AUTHZ, ext_authz), self._server)
+            add_ext_authz(wrap(EXT_AUTHZ, ext_authz), self._server)
             names.append(EXT_AUTHZ)
             self._probes[EXT_AUTHZ] = ready
         self._health = health.aio.HealthServicer()

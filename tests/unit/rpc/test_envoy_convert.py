@@ -205,3 +205,33 @@ def test_without_a_verified_tenant_the_tenant_header_is_removed_not_set():
 def test_internal_denial_is_a_403_with_a_json_body():
     response = envoy_convert.denied_response(Reason.INTERNAL_ERROR, "d-9")
     assert http_status(response) == 403 and json.loads(response.denied_response.body)["reason"] == "internal_error"
+
+
+# --- review findings (each failed before its fix) --------------------------------------------------------------
+
+
+def test_dry_run_never_lets_a_request_through_whose_audit_record_was_not_written():
+    response = envoy_convert.check_response(_result(Decision.DENY, Reason.AUDIT_UNAVAILABLE, ""),
+                                            _translated(dry_run=True))
+    assert http_status(response) == 403 and denied_body(response)["reason"] == "audit_unavailable"
+
+
+@pytest.mark.parametrize("forms", [
+    {"headers": {"x-tenantgate-intent": "billing.reconcile", "x_tenantgate_intent": "data.export"}},
+    {"headers": {"x_tenantgate_intent": "data.export"}},
+    {"header_map": [("authorization", f"Bearer {TOKEN}"), ("x-tenantgate-intent", "billing.reconcile"),
+                    ("X_TenantGate_Intent", "data.export")]},
+], ids=["both-spellings", "underscore-only", "header-map"])
+def test_another_spelling_of_the_intent_header_is_refused_not_forwarded(forms):
+    # CGI-style backends read x_tenantgate_intent as X-TenantGate-Intent: an intent the decision never saw.
+    request = envoy_request(token=TOKEN, **forms) if "headers" in forms else envoy_request(**forms)
+    problem = _translate(request).check.request_problem
+    assert "x_tenantgate_intent" in problem and "another spelling of x-tenantgate-intent" in problem
+
+
+def test_another_spelling_of_a_custom_intent_header_is_refused_too():
+    options = ExtAuthzOptions(OPTIONS.routes, intent_header="x-purpose")
+    request = envoy_request(token=TOKEN, headers={"x-purpose": "billing", "x_purpose": "export"})
+    assert "another spelling of x-purpose" in _translate(request, options).check.request_problem
+    assert _translate(envoy_request(token=TOKEN, headers={"x-purpose": "billing"}), options).check.request_problem \
+        == ""
