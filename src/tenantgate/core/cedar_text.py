@@ -3,7 +3,7 @@
 cedarpy reports parse and validation problems without positions, but numbers policies positionally
 (``policy0``, ``policy1``, ...) in the order they appear. Splitting the text into statements gives each
 policy's line, and lets a parse error be pinned on the first statement that fails on its own.
-Pure text processing: it knows Cedar's strings and ``//`` comments, nothing else.
+Pure text processing: it knows Cedar's strings, ``//`` comments and line breaks, nothing else.
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ class Statement:
 
 
 # Tokens that matter for finding statement ends: comments, strings (possibly unterminated), semicolons;
-# runs of anything else are skipped in one step.
-_TOKENS = re.compile(r'//[^\n]*|"(?:[^"\\]|\\.)*"?|;|[^\s/";]+|/', re.S)
+# runs of anything else are skipped in one step. Cedar ends a `//` comment at `\r` as well as `\n`: a
+# comment that ran on to the next `\n` here would swallow a policy Cedar parses (and validates), leaving it
+# out of, or merging it wrongly into, the tenant partition text built from these statements.
+_TOKENS = re.compile(r'//[^\r\n]*|"(?:[^"\\]|\\.)*"?|;|[^\s/";]+|/', re.S)
+# A line break as Cedar (and Python's universal newlines) counts one: `\r\n`, a lone `\r`, or `\n`.
+_LINE_BREAK = re.compile(r"\r\n?|\n")
 
 
 def split_statements(text: str) -> list[Statement]:
@@ -49,13 +53,17 @@ def split_statements(text: str) -> list[Statement]:
 
 
 class _LineCounter:
-    """Line numbers of increasing offsets, counting each newline once."""
+    r"""Line numbers of increasing offsets, counting each line break (``\r\n``, ``\r`` or ``\n``) once.
+
+    A statement starts at a token, never between the ``\r`` and ``\n`` of one break, so counting from
+    one start to the next never splits a ``\r\n``.
+    """
 
     def __init__(self, text: str) -> None:
         self.text, self.pos, self.line = text, 0, 1
 
     def statement(self, start: int, end: int) -> Statement:
-        self.line += self.text.count("\n", self.pos, start)
+        self.line += sum(1 for _ in _LINE_BREAK.finditer(self.text, self.pos, start))
         self.pos = start
-        column = start - (self.text.rfind("\n", 0, start) + 1) + 1
-        return Statement(self.line, column, self.text[start:end])
+        line_start = max(self.text.rfind("\n", 0, start), self.text.rfind("\r", 0, start)) + 1
+        return Statement(self.line, start - line_start + 1, self.text[start:end])

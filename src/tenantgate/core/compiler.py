@@ -321,6 +321,13 @@ def _parse_file(source: PolicySource, schema: Any, diagnostics: list[PolicyDiagn
     except ValueError as err:
         diagnostics.append(_locate_parse_error(source, statements, err))
         return []
+    policy_count = sum(len(est.get(kind, {})) for kind in ("staticPolicies", "templates"))
+    if policy_count != len(statements):
+        # Tenant partitions are built from the statement texts: if our split disagrees with Cedar's parse, a
+        # policy Cedar validated could be left out of its partition or merged into another, so refuse.
+        diagnostics.append(PolicyDiagnostic(source.path, 1, f"Cedar parses {policy_count} policies here but "
+                                            f"TenantGate finds {len(statements)} statements; please report this"))
+        return []
 
     def statement_of(positional_id: str) -> Statement:
         index = int(positional_id.removeprefix("policy")) if _POSITIONAL.fullmatch(positional_id) else -1
@@ -376,10 +383,11 @@ def _admit(p: _Parsed, source: PolicySource, problem: str | None, locations: dic
 
 def _global_problem(p: _Parsed) -> str | None:
     named = _entity_literals(p.est)
-    if named and not _reads_tenant(p.est):
+    if named and not _tenant_pins(p.est.get("conditions", [])):
         return (f"names {named[0]} but does not pin a tenant: entity ids are only unique within a tenant, so "
                 f"this would apply to a same-named entity in every tenant; add e.g. "
-                f'`when {{ principal.tenant == "<tenant>" }}` or move it to policies/tenants/<tenant>/')
+                f'`when {{ principal.tenant == "<tenant>" }}` (a `when` condition, joined to the rest only by '
+                f"`&&`) or move it to policies/tenants/<tenant>/")
     return None
 
 
@@ -390,10 +398,17 @@ def _tenant_problem(est: dict[str, Any], dumped: str, tenant: str) -> str | None
     conditions = est.get("conditions", [])
     if '"attr": "breakGlass"' in dumped:
         return "tenant policies cannot refer to context.breakGlass (break-glass is decided platform-wide)"
+    # In this tenant's partition `resource.tenant` is always the tenant, and `principal.tenant` differs from
+    # it only in a break-glass decision (an operator of another tenant). So every use must be a pin, which
+    # can only narrow the policy to the tenant's own principals: under `unless`, `||`, `!` or `if` the same
+    # comparison could make a policy apply to break-glass operators alone (forbid them, or permit them
+    # more), deciding break-glass per tenant, which is refused above for context.breakGlass for the same
+    # reason. `has tenant` and `context.tenant` (request-controlled) are uses that are not pins: refused too.
     uses = dumped.count('"attr": "tenant"')
-    if uses and uses != _tenant_literal_comparisons(conditions, tenant):
-        return (f"tenant policies may use a tenant attribute only as `... .tenant == \"{tenant}\"`: the tenant "
-                "boundary is enforced by TenantGate, not by tenant policies")
+    if uses and uses != _tenant_pins(conditions).count(tenant):
+        return (f"tenant policies may use a tenant attribute only as `principal.tenant == \"{tenant}\"` or "
+                f"`resource.tenant == \"{tenant}\"` in a `when` condition, joined to the rest only by `&&`: "
+                "the tenant boundary is enforced by TenantGate, not by tenant policies")
     return None
 
 
@@ -420,29 +435,47 @@ def _entity_literals(policy: dict[str, Any]) -> list[str]:
     return found
 
 
-def _reads_tenant(policy: dict[str, Any]) -> bool:
-    """True when a condition compares a ``tenant`` attribute with a literal (``principal.tenant == "acme"``);
-    merely reading it (``principal has tenant``) pins nothing."""
-    return _tenant_literal_comparisons(policy.get("conditions", [])) > 0
+def _tenant_pins(conditions: Any) -> list[str]:
+    """The tenant ids a policy's conditions pin: one entry per ``principal.tenant == "<id>"`` or
+    ``resource.tenant == "<id>"`` comparison (either operand order) that is a conjunct of a ``when``
+    clause's top-level ``&&`` chain.
+
+    INVARIANT: only such a comparison restricts where a policy applies. Cedar applies a policy when every
+    ``when`` holds and no ``unless`` does, so a comparison under ``unless``, ``||``, ``!`` or ``if`` can be
+    bypassed (``unless { principal.tenant == "acme" }`` applies to every *other* tenant), and
+    ``context.tenant`` is whatever the request says. Merely reading a tenant (``principal has tenant``)
+    pins nothing either.
+    """
+    pins: list[str] = []
+    for condition in conditions if isinstance(conditions, list) else ():
+        if isinstance(condition, dict) and condition.get("kind") == "when":
+            for conjunct in _conjuncts(condition.get("body")):
+                literal = _pinned_tenant(conjunct)
+                if literal is not None:
+                    pins.append(literal)
+    return pins
 
 
-def _tenant_literal_comparisons(node: Any, tenant: str | None = None) -> int:
-    """How many ``X.tenant == "<literal>"`` comparisons (either side) the EST holds; with ``tenant``, only
-    comparisons with that tenant id count."""
-    count = 0
-    if isinstance(node, dict):
-        eq = node.get("==")
-        if isinstance(eq, dict):
-            sides = (eq.get("left"), eq.get("right"))
-            for a, b in (sides, sides[::-1]):
-                if (isinstance(a, dict) and isinstance(a.get("."), dict) and a["."].get("attr") == "tenant"
-                        and isinstance(b, dict) and isinstance(b.get("Value"), str)
-                        and (tenant is None or b["Value"] == tenant)):
-                    count += 1
-        count += sum(_tenant_literal_comparisons(v, tenant) for v in node.values())
-    elif isinstance(node, list):
-        count += sum(_tenant_literal_comparisons(v, tenant) for v in node)
-    return count
+def _conjuncts(node: Any) -> list[Any]:
+    """The operands of a top-level ``&&`` chain (the node itself when it is not an ``&&``)."""
+    if isinstance(node, dict) and len(node) == 1 and isinstance(node.get("&&"), dict):
+        return [*_conjuncts(node["&&"].get("left")), *_conjuncts(node["&&"].get("right"))]
+    return [node]
+
+
+def _pinned_tenant(node: Any) -> str | None:
+    """``<id>`` when the node is ``principal.tenant == "<id>"`` or ``resource.tenant == "<id>"`` (either
+    order), else None."""
+    eq = node.get("==") if isinstance(node, dict) and len(node) == 1 else None
+    if not isinstance(eq, dict):
+        return None
+    sides = (eq.get("left"), eq.get("right"))
+    for attr, value in (sides, sides[::-1]):
+        if (isinstance(attr, dict) and isinstance(value, dict) and isinstance(value.get("Value"), str)
+                and attr.get(".") in ({"left": {"Var": "principal"}, "attr": "tenant"},
+                                      {"left": {"Var": "resource"}, "attr": "tenant"})):
+            return str(value["Value"])
+    return None
 
 
 def _locate_parse_error(source: PolicySource, statements: Sequence[Statement], err: ValueError) -> PolicyDiagnostic:

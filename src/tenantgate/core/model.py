@@ -86,6 +86,11 @@ class Principal:
     # The subject of the trusted enforcement point's token when this principal is a subject that PEP stated
     # (AuthZEN trusted-PEP mode); "" when the principal is the token's own subject.
     stated_by: str = ""
+    # False only when the verified token had no roles claim at all: then, and only then, the principal may take
+    # the roles of its own entity-data record (``subjects.roles_from_entity_data``). A token issued with an
+    # explicit empty roles claim stays role-less. True by default, so a principal built any other way is never
+    # given roles it was not built with.
+    roles_claimed: bool = True
 
     @property
     def is_agent(self) -> bool:

@@ -48,12 +48,14 @@ def bind_stated_subject(principal: Principal, stated: StatedSubject, token_subje
 
 
 def roles_from_entity_data(principal: Principal, own_tenant: EntityView) -> Principal:
-    """A token principal without roles takes the ``roles`` of its record in its own tenant's entity data.
+    """A token principal whose token has no roles claim takes the ``roles`` of its record in its own
+    tenant's entity data.
 
-    Only for decisions about the principal's own tenant (the caller makes sure): break-glass rules read
-    roles from the token alone.
+    A token with a roles claim keeps exactly its roles, even none (``roles: []``): the identity provider
+    said so, and entity data must not widen it. Only for decisions about the principal's own tenant (the
+    caller makes sure): break-glass rules read roles from the token alone.
     """
-    if principal.roles or principal.stated_by:
+    if principal.roles_claimed or principal.roles or principal.stated_by:
         return principal
     record = own_tenant.record((principal.entity_type, principal.entity_id))
     if record is None or not record.roles:

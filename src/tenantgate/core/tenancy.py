@@ -57,6 +57,8 @@ def principal_from_claims(verified: VerifiedClaims, names: ClaimNames) -> Princi
         intents=intents,
         issuer=verified.issuer,
         token_id=verified.token_id,
+        # `roles: []` is the identity provider saying "no roles"; only a missing claim lets entity data speak.
+        roles_claimed=names.roles in claims,
     )
 
 

@@ -152,6 +152,13 @@ def test_token_roles_win_and_entity_roles_apply_only_when_the_token_has_none(wor
     assert pdp.decide(_check(issuer.mint(sub="adam"), tenant="globex")).reason is Reason.CROSS_TENANT
 
 
+def test_a_token_issued_with_an_empty_roles_claim_gets_no_roles_from_entity_data(world):
+    pdp, issuer, _store = world
+    # adam is an admin in acme's entity data, but the identity provider issued his token with no roles.
+    explicit = pdp.decide(_check(issuer.mint(sub="adam", roles=[])))
+    assert (explicit.decision, explicit.reason) == (Decision.DENY, Reason.NO_PERMIT)
+
+
 def test_resource_attributes_from_entity_data_fill_in_but_never_override_the_request(world):
     pdp, issuer, _store = world
     editor = issuer.mint(sub="erin", roles=["editor"])

@@ -36,6 +36,22 @@ def test_ill_typed_roles_claim_is_token_invalid(roles):
     assert isinstance(d, Denial) and d.reason is Reason.TOKEN_INVALID
 
 
+@pytest.mark.parametrize("roles,claimed,expected", [
+    (..., False, ()), ([], True, ()), (None, True, ()), (["viewer"], True, ("viewer",)),
+])
+def test_the_principal_records_whether_the_token_carried_a_roles_claim(roles, claimed, expected):
+    # Only a token without the claim may take roles from entity data; `roles: []` means "no roles".
+    p = principal_from_claims(_claims(roles=roles), ClaimNames())
+    assert isinstance(p, Principal) and (p.roles_claimed, p.roles) == (claimed, expected)
+
+
+def test_a_renamed_roles_claim_is_the_one_that_counts():
+    p = principal_from_claims(_claims(groups=[]), ClaimNames(roles="groups"))
+    assert isinstance(p, Principal) and p.roles_claimed
+    p = principal_from_claims(_claims(groups=..., roles=[]), ClaimNames(roles="groups"))
+    assert isinstance(p, Principal) and not p.roles_claimed
+
+
 def test_act_claim_makes_an_agent_acting_for_the_user():
     p = principal_from_claims(_claims(act={"sub": "billing-bot", "act": {"sub": "older"}}, intents=["a b"]),
                               ClaimNames())
