@@ -233,3 +233,43 @@ def test_removing_one_checkpoint_is_caught_by_max_unsigned(tmp_path):
     head_path(path).unlink()
     problem = _first_problem(path, max_unsigned=4)  # even without the key: the gap is too long
     assert (problem.kind, problem.line) == ("unsigned", 9)  # the next checkpoint follows 8 records
+
+
+def _append_forged(path, **fields):
+    last = parse(_lines(path)[-1])
+    forged = {**_event(666).to_dict(), "decision": "ALLOW", "reason": "allow", **fields}
+    with path.open("ab") as stream:
+        stream.write(seal(forged, last.seq + 1, last.claimed_hash).line)
+
+
+def test_a_record_appended_past_the_head_file_is_named_in_a_notice(log):
+    """Found in review: a forged record appended with correct chain fields passed without a word. It cannot
+    be called tampering (a crash between an append and the head update leaves the same picture), but verify
+    must say that the log runs past its head, and where."""
+    _append_forged(log)
+    report = verify_log(log)
+    (notice,) = [f for f in report.findings if f.kind == "past_head"]
+    assert report.intact and not notice.tampered
+    assert (notice.line, notice.record_id, notice.seq) == (RECORDS + 1, "dec-666", RECORDS + 1)
+    assert f"1 record(s) after the head file's last recorded seq {RECORDS}" in notice.message
+    assert "appended by someone else" in notice.message
+
+
+def test_an_untouched_log_has_no_past_head_notice(log):
+    assert "past_head" not in [f.kind for f in verify_log(log).findings]
+
+
+def test_appending_past_the_head_and_updating_the_head_file_too_is_not_detected(log):
+    _append_forged(log)
+    last = parse(_lines(log)[-1])
+    head_path(log).write_text(json.dumps({"hash": last.claimed_hash, "seq": last.seq}))
+    report = verify_log(log)
+    assert report.intact and report.findings == ()  # a documented blind spot: only checkpoints/shipping bound it
+
+
+def test_deleting_every_log_file_but_the_head_is_reported_as_missing_records(log):
+    log.unlink()
+    report = verify_log(log)
+    assert not report.intact and report.records == 0
+    (problem,) = [f for f in report.findings if f.tampered]
+    assert problem.kind == "missing" and problem.seq == RECORDS and "deleted or moved" in problem.message

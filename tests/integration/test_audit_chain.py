@@ -135,3 +135,44 @@ def test_two_processes_appending_to_one_file_keep_one_valid_chain(tmp_path):
     logged = set(_logged_ids(path))
     assert child_ids and set(child_ids) <= logged and {f"parent-{i}" for i in range(written)} <= logged
     assert os.path.getsize(path) > 0
+
+
+KILLED_MID_ROTATION = r"""
+import os, signal, sys
+import tenantgate.audit.fileio as fileio
+from tenantgate.audit import JsonlAuditSink
+from tenantgate.core.model import AuditEvent
+
+real_rename = os.rename
+
+def rename(src, dst, *args, **kwargs):
+    if ".rotating-" in os.fspath(src):
+        os.kill(os.getpid(), signal.SIGKILL)  # after os.link(live, .1), before the new file is renamed in
+    return real_rename(src, dst, *args, **kwargs)
+
+fileio.os.rename = rename
+JsonlAuditSink(sys.argv[1], rotate_bytes=100).write(AuditEvent(
+    decision_id="cli", time="2026-01-01T00:00:00.000Z", decision="DENY", reason="no_permit", message="m",
+    api="check", subject="s", actor="", principal_type="User", principal_tenant="acme", resource_type="Invoice",
+    resource_id="i", resource_tenant="acme", action="read", intent="", policy_ids=(), grant_id="",
+    policy_version="v", issuer="iss", token_id="t"))
+"""
+
+
+def test_a_writer_killed_mid_rotation_leaves_no_record_read_twice(tmp_path):
+    """Found in review: the dead writer's ``.1`` stayed a second name of the live file while the server
+    appended on its fast path, so verify reported the untouched log as tampered (and query printed twice)."""
+    path = tmp_path / "audit.jsonl"
+    server = JsonlAuditSink(path, rotate_bytes=1_000_000)
+    server.write(_event("s-0"))
+    server.write(_event("s-1"))
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_ROTATION, str(path)], capture_output=True, timeout=60)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    assert os.path.samefile(path, tmp_path / "audit.jsonl.1")  # the half rotation it left behind
+    report = verify_log(path, from_genesis=True)
+    assert report.intact and report.records == 2, [str(f) for f in report.findings]  # before any repair
+    server.write(_event("s-2"))
+    server.write(_event("s-3"))
+    assert not (tmp_path / "audit.jsonl.1").exists()
+    assert _logged_ids(path) == ["s-0", "s-1", "s-2", "s-3"]
+    assert verify_log(path, from_genesis=True).intact

@@ -79,7 +79,8 @@ def canonical_bytes(obj: dict[str, Any]) -> bytes:
     """The canonical JSON of ``obj`` as ASCII bytes: sorted keys, compact separators, ASCII only (``\\uXXXX``
     escapes), no NaN/Infinity; exactly ``_CANONICAL.encode(obj)``.
 
-    Raises ``ValueError`` for NaN/Infinity and ``TypeError`` for values JSON cannot hold.
+    Raises ``ValueError`` for NaN/Infinity and ``TypeError`` for values JSON cannot hold or a key (at any
+    depth) that is not a str.
     """
     # Fast path for flat records (decision records: strings, ints, bools, lists of strings): orjson writes a
     # decision record in about 1 µs, json's encoder in about 6 µs. Its text equals json's for exact str keys
@@ -96,7 +97,24 @@ def canonical_bytes(obj: dict[str, Any]) -> bytes:
             else:
                 if text.isascii() and b"\x7f" not in text:
                     return text
+    _require_str_keys(obj)
     return _CANONICAL.encode(obj).encode("ascii")
+
+
+def _require_str_keys(value: Any) -> None:
+    """Raise ``TypeError`` for a dict key anywhere in ``value`` that is not a str.
+
+    json sorts keys before it turns 1 or True into "1" / "true", so such a record would be written in an
+    order that is not the canonical order of what is read back: a line that could never verify.
+    """
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"audit record keys must be strings, not {type(key).__name__} ({key!r})")
+            _require_str_keys(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _require_str_keys(item)
 
 
 def _flat_sequences(obj: dict[str, Any]) -> bool:
@@ -121,7 +139,8 @@ def seal(fields: dict[str, Any], seq: int, prev_hash: str) -> SealedRecord:
     """Encode ``fields`` as the chain record number ``seq`` following ``prev_hash``.
 
     Raises ``ValueError`` when ``fields`` already holds a chain field or a value JSON cannot represent
-    exactly (NaN, Infinity): a programming error, never a runtime condition. ``fields`` and the lists in it
+    exactly (NaN, Infinity), ``TypeError`` for a value JSON cannot hold or a dict key (at any depth) that is
+    not a str: a programming error, never a runtime condition. ``fields`` and the lists in it
     must not change while this runs (the sink's records are built fresh for each call): the encoder checks
     their types before it writes them.
     """

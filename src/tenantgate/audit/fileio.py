@@ -6,6 +6,7 @@ Everything here raises ``OSError`` (``TimeoutError`` for a lock held too long); 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -85,13 +86,20 @@ def append_all(fd: int, data: bytes, *, start: int, regular: bool, sync: bool) -
     return start + len(data)
 
 
-def rotate(live: Path, keep_files: int, durable: bool) -> int:
+def rotate(live: Path, keep_files: int, durable: bool, lock_timeout: float) -> int:
     """Move ``live`` to ``live.1`` (shifting ``.N`` to ``.N+1``; deleting beyond ``keep_files`` unless 0) and
-    put a new, empty file in its place. Returns that file open for appending and already locked.
+    put a new file in its place. Returns the file now at ``live``, open for appending and locked.
 
     Call with ``live``'s lock held. The new file is created and locked under a temporary name, the old one
     is hard-linked to ``.1``, then the new one atomically renamed over ``live``: the path never disappears
-    (so no writer can create a stray file there) and no writer can append to the new file before this one.
+    (so no writer can create a stray file there) and no writer can append to the new file before this one,
+    so the returned file is empty.
+
+    Without hard links (``os.link`` fails with ``PermissionError``) the old file is renamed to ``.1`` and the
+    path is empty for a moment: a writer arriving then creates its own file there and may append to it
+    (continuing the chain from ``.1``). That file is never replaced (its records were acknowledged): the new
+    file is created with ``O_EXCL`` or, if one is already there, adopted, so the returned file may hold
+    another writer's records and the caller must then continue the chain from its tail.
     """
     for stale in live.parent.glob(glob_escape(live.name) + ".rotating-*"):
         stale.unlink(missing_ok=True)  # left by a writer killed mid-rotation (no rotation runs besides ours)
@@ -107,17 +115,52 @@ def rotate(live: Path, keep_files: int, durable: bool) -> int:
                 os.rename(rotated_path(live, number), rotated_path(live, number + 1))
         try:
             os.link(live, rotated_path(live, 1))
-            os.rename(temp, live)
-        except PermissionError:  # no hard links on this filesystem: rename, with a brief window without a file
+        except PermissionError:  # no hard links on this filesystem
+            os.close(new_fd)
+            new_fd = -1
+            temp.unlink()
             os.rename(live, rotated_path(live, 1))
+            new_fd = _claim_path(live, lock_timeout)
+        else:
             os.rename(temp, live)
         if durable:
             fsync_dir(live.parent)
     except OSError:
-        os.close(new_fd)
+        close_quietly(new_fd if new_fd >= 0 else None)
         temp.unlink(missing_ok=True)
         raise
     return new_fd
+
+
+def _claim_path(live: Path, lock_timeout: float) -> int:
+    """The file at ``live`` (just renamed away), created if nobody did meanwhile, open and locked.
+
+    ``O_EXCL``, never a rename over the path: a file another writer created there in the gap may already
+    hold records it acknowledged, and replacing it would lose them. Raises ``OSError`` (``TimeoutError``).
+    """
+    for _attempt in range(10):
+        try:
+            fd = os.open(live, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            try:
+                fd = os.open(live, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # rotated or removed meanwhile: look again
+        try:
+            # Between the open and the lock another writer may take the file and append: the caller reads
+            # the size of what it gets, not what it created.
+            lock_exclusive(fd, lock_timeout, live)
+            ours, on_disk = os.fstat(fd), os.stat(live)
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        if (ours.st_dev, ours.st_ino) == (on_disk.st_dev, on_disk.st_ino):
+            return fd
+        os.close(fd)  # replaced while we waited for the lock: take the new one
+    raise OSError(errno.EAGAIN, f"audit log {live} kept being replaced during rotation")
 
 
 def forget_half_rotation(live: Path) -> None:

@@ -96,11 +96,28 @@ def rotated_numbers(live: Path) -> list[int]:
 
 
 def chain_files(live: Path) -> list[Path]:
-    """The files of ``live``'s chain, oldest first: ``.N`` ... ``.1``, then ``live`` itself if it exists."""
+    """The files of ``live``'s chain, oldest first: ``.N`` ... ``.1``, then ``live`` itself if it exists.
+
+    A ``.1`` that is a second name of ``live`` itself (a writer killed between linking the old file to ``.1``
+    and renaming the new one into place; the next write removes it) is left out: that rotation did not happen.
+    """
     files = [rotated_path(live, n) for n in reversed(rotated_numbers(live))]
-    if live.exists():
-        files.append(live)
+    try:
+        live_stat = os.stat(live)
+    except FileNotFoundError:
+        return files
+    if files and files[-1] == rotated_path(live, 1) and _same_file(files[-1], live_stat):
+        files.pop()
+    files.append(live)
     return files
+
+
+def _same_file(path: Path, other: os.stat_result) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (st.st_dev, st.st_ino) == (other.st_dev, other.st_ino)
 
 
 def encode_head(head: ChainHead) -> bytes:

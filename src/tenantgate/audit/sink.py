@@ -25,12 +25,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tenantgate.audit.chain import CHAIN_FIELDS, GENESIS_HASH, SealedRecord, seal
 from tenantgate.audit.checkpoint import CHECKPOINT, checkpoint_fields, load_private_key
 from tenantgate.audit.commit import GroupCommitter
-from tenantgate.audit.fileio import append_all, close_quietly, forget_half_rotation, lock_exclusive, rotate, unlock
+from tenantgate.audit.fileio import (
+    append_all,
+    close_quietly,
+    forget_half_rotation,
+    lock_exclusive,
+    rotate,
+    unlock,
+)
 from tenantgate.audit.files import ChainHead, encode_head, head_path, head_seq, resume_point, scan_tail, worker_path
 from tenantgate.audit.recovery import Recovery, move_unchained, set_aside_tail
 from tenantgate.core.model import rfc3339
 from tenantgate.core.ports import AuditRecord, Clock, SystemClock
 from tenantgate.errors import AuditUnavailable
+from tenantgate.paths import make_private_dirs
 
 log = logging.getLogger("tenantgate.audit")
 
@@ -71,6 +79,14 @@ class _Moved(Exception):
     """The live file was moved aside (unchained legacy log); open the path again."""
 
 
+class _Adopted(Exception):
+    """Rotation found another writer's records in the new live file (``fd``, locked); seal the batch again."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(fd)
+        self.fd = fd
+
+
 class _Probe:
     """A record written only to test that the log can grow again after a failure."""
 
@@ -89,9 +105,11 @@ class JsonlAuditSink:
     ``rotate_bytes`` > 0 renames the live file to ``.1`` (shifting older ones, keeping ``keep_files`` of
     them; 0 keeps all) before a batch would make it larger; the chain continues in the new file.
     ``checkpoint_key`` (an Ed25519 PEM file or key) turns on signed checkpoints every ``checkpoint_every``
-    records and, when ``checkpoint_seconds`` > 0, at the first write after that many seconds; also at open
-    (when the chain does not end in one) and at close. ``worker`` > 0 writes worker N's own chain to
-    ``<stem>-wN<suffix>``: separate processes should not share a chain (they serialise on its lock).
+    records and, when ``checkpoint_seconds`` > 0, at the first write after that many seconds; at close; and
+    before anything else it writes on a chain it did not write last (restart, another writer) that does not
+    end in one, so every unsigned run is one keyed writer's, at most ``checkpoint_every`` records.
+    ``worker`` > 0 writes worker N's own chain to ``<stem>-wN<suffix>``: separate processes should not share
+    a chain (they serialise on its lock).
 
     Raises ``ValueError`` for impossible parameters and ``ConfigError`` for an unusable key.
     """
@@ -231,11 +249,12 @@ class JsonlAuditSink:
             if self._fd is not None:
                 unlock(self._fd)  # after a rotation this is the new file, locked since it was created
 
-    def _append_batch(self, fd: int, items: list[_Item]) -> list[BaseException | None]:
+    def _append_batch(self, fd: int, items: list[_Item], rotate: bool = True) -> list[BaseException | None]:
         """Seal the preamble, the items and due checkpoints onto the chain and append them in one write.
 
         Returns one entry per item: an item that cannot be encoded fails alone. Raises ``OSError`` when the
-        batch is not written (then nothing of it is in the log and the chain head is unchanged).
+        batch is not written (then nothing of it is in the log and the chain head is unchanged). ``rotate``
+        False: do not rotate before this batch (it was just done).
         """
         assert self._chain is not None
         errors: list[BaseException | None] = [None] * len(items)
@@ -243,6 +262,12 @@ class JsonlAuditSink:
         lines: list[bytes] = []
         key, since, checkpoints, records = self._key, self._since_checkpoint, 0, 0
         now = self._clock.now() if key is not None else 0.0
+        if key is not None and self._checkpoint_due and seq > 0:
+            # The chain we found (restart, another writer, a rotation) does not end in a checkpoint: seal it
+            # before anything of ours, so its unsigned records are not counted together with ours.
+            sealed = self._seal_checkpoint(key, ChainHead(seq, last_hash), now)
+            lines.append(sealed.line)
+            seq, last_hash, since, checkpoints = sealed.seq, sealed.hash, 0, 1
         preamble = self._preamble
         for fields in preamble:  # our own recovery records: always encodable
             sealed = seal(fields, seq + 1, last_hash)
@@ -262,14 +287,18 @@ class JsonlAuditSink:
                 sealed = self._seal_checkpoint(key, ChainHead(seq, last_hash), now)
                 lines.append(sealed.line)
                 seq, last_hash, since, checkpoints = sealed.seq, sealed.hash, 0, checkpoints + 1
-        if key is not None and seq > 0 and self._checkpoint_wanted(items, since, checkpoints, now):
+        if key is not None and since and self._checkpoint_wanted(items, now):
             sealed = self._seal_checkpoint(key, ChainHead(seq, last_hash), now)
             lines.append(sealed.line)
             seq, last_hash, since, checkpoints = sealed.seq, sealed.hash, 0, checkpoints + 1
         counts = self._counts
         if lines:
             data = b"".join(lines)  # one line: join returns it as it is, no copy
-            fd = self._maybe_rotate(fd, len(data))
+            if rotate:
+                try:
+                    fd = self._maybe_rotate(fd, len(data))
+                except _Adopted as adopted:  # sealed on a chain head that is no longer the last: seal again
+                    return self._append_batch(adopted.fd, items, rotate=False)
             sync = self.durability == "fsync"
             end = append_all(fd, data, start=self._end, regular=self._regular, sync=sync)
             # The head first, then the size: if this is interrupted between the two, the size on disk no
@@ -290,13 +319,10 @@ class JsonlAuditSink:
             self._write_head()
         return errors
 
-    def _checkpoint_wanted(self, items: list[_Item], since: int, checkpoints: int, now: float) -> bool:
-        # ``_checkpoint_due``: the chain we found (reopened, or written by someone else) did not end in one.
-        inherited = self._checkpoint_due
-        if since == 0 and (checkpoints or not inherited):
-            return False  # the chain already ends in a checkpoint
+    def _checkpoint_wanted(self, items: list[_Item], now: float) -> bool:
+        """True when the unsigned tail (not empty) is to be signed now: its time has come, or it was asked for."""
         timed = bool(self._seconds) and now - self._last_checkpoint >= self._seconds
-        return inherited or timed or any(i.checkpoint for i in items)
+        return timed or any(i.checkpoint for i in items)
 
     @staticmethod
     def _seal_checkpoint(key: Ed25519PrivateKey, head: ChainHead, now: float) -> SealedRecord:
@@ -336,7 +362,10 @@ class JsonlAuditSink:
             on_disk = os.stat(self._path_text)
         except OSError:
             return False
-        return (on_disk.st_dev, on_disk.st_ino) == self._ident and on_disk.st_size == self._end
+        # A second name (nlink > 1) means a writer was killed mid-rotation, leaving ``.1`` linked to this very
+        # file: the slow path removes it, or verify, query and tail would read every record twice.
+        return (on_disk.st_dev, on_disk.st_ino) == self._ident and on_disk.st_size == self._end and \
+            on_disk.st_nlink < 2
 
     def _sync_chain(self, fd: int, st: os.stat_result) -> None:
         if not self._regular:  # e.g. /dev/full or a FIFO: nothing to read back
@@ -344,10 +373,15 @@ class JsonlAuditSink:
             self._end = 0
             return
         ident = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1:
+            forget_half_rotation(self.path)  # even when we wrote last: the half rotation may be someone else's
         if self._chain is not None and ident == self._ident and st.st_size == self._end:
             return  # we wrote last: the head in memory is current
         self._ident = ident
         forget_half_rotation(self.path)
+        # Records we did not write may follow our last checkpoint: counting on would understate the unsigned
+        # run. The chain found ends in a checkpoint, or ``_checkpoint_due`` seals it first in the next batch.
+        self._since_checkpoint = 0
         if st.st_size == 0:
             self._chain = resume_point(self.path, self._chain)
             self._checkpoint_due = self._chain.seq > 0
@@ -369,14 +403,23 @@ class JsonlAuditSink:
         self._end = os.fstat(fd).st_size
 
     def _maybe_rotate(self, fd: int, size: int) -> int:
+        """``fd``, or the new live file (locked) after a rotation. Raises ``_Adopted`` when the new live file
+        already holds another writer's records (only without hard links): the batch must be sealed again."""
         if not self._rotate_bytes or not self._regular or self._end <= 0 or self._end + size <= self._rotate_bytes:
             return fd
-        new_fd = rotate(self.path, self._keep_files, self.durability == "fsync")
+        new_fd = rotate(self.path, self._keep_files, self.durability == "fsync", self._lock_timeout)
         unlock(fd)
         close_quietly(fd)
         st = os.fstat(new_fd)
         self._fd, self._ident, self._end = new_fd, (st.st_dev, st.st_ino), 0
         self._counts["rotations"] += 1
+        if st.st_size:
+            try:
+                self._sync_chain(new_fd, st)  # the chain now ends in that writer's records
+            except _Moved:
+                raise AuditUnavailable(f"audit log {self.path} was replaced by an unchained file during rotation; "
+                                       "retry") from None
+            raise _Adopted(new_fd)
         return new_fd
 
     def _write_head(self) -> None:
@@ -401,7 +444,7 @@ class JsonlAuditSink:
     def _ensure_open(self) -> int:
         if self._fd is None:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                make_private_dirs(self.path.parent)
                 self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as err:
                 raise AuditUnavailable(f"cannot open audit log {self.path}: {err.strerror}") from err

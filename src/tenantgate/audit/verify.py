@@ -82,6 +82,7 @@ class _State:
     verified: int = 0
     since_checkpoint: int = 0
     head_record: tuple[str, str, int, str] | None = None  # hash, file, line, id of the record at head.seq
+    past_head: tuple[str, int, str] | None = None  # where the first record after head.seq is
 
     def add(self, kind: str, where: tuple[str, int, str], seq: int, message: str, tampered: bool = True) -> None:
         self.findings.append(Finding(kind, where[0], where[1], where[2], seq, message, tampered))
@@ -92,14 +93,15 @@ def verify_log(path: str | os.PathLike[str], *, public_key: Ed25519PublicKey | N
     """Verify the chain of a live log (its rotated predecessors ``.N`` ... ``.1`` first) against its head file.
 
     Given a rotated file (``audit.jsonl.3``) only that file is checked. Raises ``OSError`` when a file
-    cannot be read (``FileNotFoundError`` when there is no file at all).
+    cannot be read (``FileNotFoundError`` when there is no file at all, not even a head file; a head file
+    alone is reported as the records it names missing).
     """
     live, number = split_rotated(Path(path))
     if number:
         return verify_files([Path(path)], public_key=public_key, from_genesis=from_genesis,
                             max_unsigned=max_unsigned)
     files = chain_files(live)
-    if not files:
+    if not files and not head_path(live).exists():  # with a head file: every file of a chain was removed
         raise FileNotFoundError(2, "No such file or directory", str(live))
     return verify_files(files, head_file=head_path(live), public_key=public_key, from_genesis=from_genesis,
                         max_unsigned=max_unsigned)
@@ -111,7 +113,8 @@ def verify_files(files: Sequence[str | os.PathLike[str]], *, head_file: str | os
     """Verify ``files`` (oldest first) as one chain.
 
     ``head_file``: the chain's head sidecar; when given, a chain that ends before the seq it names is
-    reported as truncated (a missing head file is reported as a notice). ``public_key``: checkpoint
+    reported as truncated (a missing head file is reported as a notice); with no ``files`` at all, a head
+    file naming records is reported as the whole log missing. ``public_key``: checkpoint
     signatures are verified and at least one valid checkpoint is required. ``from_genesis``: the chain must
     start at seq 1 from the genesis hash. ``max_unsigned``: at most this many records may precede each
     checkpoint or follow the last one. Raises ``OSError`` when a file cannot be read.
@@ -160,8 +163,11 @@ def _check_line(state: _State, file: str, number: int, raw: bytes) -> None:
         state.add("modified", where, record.seq, "content does not match its hash (record modified)")
     _check_link(state, where, record)
     _check_kind(state, where, record)
-    if state.head is not None and record.seq == state.head.seq:
-        state.head_record = (record.claimed_hash, file, number, where[2])
+    if state.head is not None:
+        if record.seq == state.head.seq:
+            state.head_record = (record.claimed_hash, file, number, where[2])
+        elif record.seq == state.head.seq + 1 and state.past_head is None:
+            state.past_head = where
     state.records += 1
     state.first_seq = state.first_seq or record.seq
     state.last_seq, state.last_hash, state.last_where = record.seq, record.claimed_hash, where
@@ -235,13 +241,23 @@ def _finish(state: _State, paths: list[Path], head_file: str | os.PathLike[str] 
     last = state.last_where if state.records else (str(paths[-1]) if paths else "", 0, "")
     head = state.head
     if head is not None:
-        if head.seq > state.last_seq:
+        if not paths and head.seq > 0:
+            state.add("missing", (str(head_file), 0, ""), head.seq, f"no file of this log is left but its head file "
+                      f"says records up to seq {head.seq} were written: the log was deleted or moved away")
+        elif head.seq > state.last_seq:
             state.add("truncated", last, state.last_seq, f"the log ends at seq {state.last_seq} but the head file "
                       f"says seq {head.seq}: {head.seq - state.last_seq} record(s) cut off the end")
         elif state.head_record is not None and state.head_record[0] != head.hash:
             _hash, file, line, ident = state.head_record
             state.add("head_mismatch", (file, line, ident), head.seq,
                       "hash differs from the head file's: the end of the log was rewritten")
+        if head.seq < state.last_seq:
+            # Not tamper evidence on its own: a writer killed between its append and its head update leaves
+            # one batch (of any size, group commit) past the head, and a failing head write leaves more.
+            # But records appended by someone with write access look exactly the same, so it is said.
+            state.add("past_head", state.past_head or last, head.seq + 1,
+                      f"{state.last_seq - head.seq} record(s) after the head file's last recorded seq {head.seq}: "
+                      "written after the head's last update (a crash) or appended by someone else", tampered=False)
     if state.max_unsigned is not None and state.since_checkpoint > state.max_unsigned:
         state.add("unsigned", last, state.last_seq, f"{state.since_checkpoint} records after the last checkpoint "
                   f"(more than {state.max_unsigned})")

@@ -79,7 +79,7 @@ def _verify(args: argparse.Namespace) -> int:
         return _fail("--max-unsigned must be >= 0")
     tampered = False
     try:
-        chains = _chains(_paths(args), in_order=args.in_order, all_workers=args.all_workers)
+        chains = _chains(_paths(args), in_order=args.in_order, all_workers=args.all_workers, head_only=True)
         for files, head in chains:
             report = verify_files(files, head_file=head, public_key=key, from_genesis=args.from_genesis,
                                   max_unsigned=args.max_unsigned)
@@ -140,8 +140,13 @@ def _configured_path(args: argparse.Namespace) -> Path:
     return Path(config.load(args.config).audit.path)
 
 
-def _chains(paths: list[Path], *, in_order: bool, all_workers: bool) -> list[tuple[list[Path], Path | None]]:
-    """Group PATHs into chains: ``(files oldest first, head file or None)``. Raises ``OSError``."""
+def _chains(paths: list[Path], *, in_order: bool, all_workers: bool,
+            head_only: bool = False) -> list[tuple[list[Path], Path | None]]:
+    """Group PATHs into chains: ``(files oldest first, head file or None)``. Raises ``OSError``.
+
+    ``head_only``: a live PATH with no file left but its head file is a chain of no files (for verify, which
+    reports the records the head names as missing: the head file is evidence they existed).
+    """
     from tenantgate.audit.files import chain_files, head_path, split_rotated
 
     if in_order:
@@ -158,7 +163,7 @@ def _chains(paths: list[Path], *, in_order: bool, all_workers: bool) -> list[tup
     for live, members in groups.items():
         if [number for number, _path in members] == [0]:
             files = chain_files(live)
-            if not files:
+            if not files and not (head_only and head_path(live).exists()):
                 raise FileNotFoundError(2, "No such file or directory", str(live))
             chains.append((files, head_path(live)))
         else:

@@ -16,6 +16,7 @@ from typing import Any
 
 from tenantgate.errors import GrantConflict, GrantStoreUnavailable
 from tenantgate.grants._rows import Dialect, Row, SqlGrantStore, migrate, unavailable
+from tenantgate.paths import make_private_dirs
 
 SQLITE = Dialect(param="?", action_in_actions="EXISTS (SELECT 1 FROM json_each(actions) WHERE json_each.value = ?)")
 
@@ -74,9 +75,7 @@ class SqliteGrantStore(SqlGrantStore):
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            missing = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
-            for directory in reversed(missing):  # every directory we create is private, not only the last
-                directory.mkdir(mode=0o700, exist_ok=True)
+            make_private_dirs(self.path.parent)  # every directory we create is private, not only the last
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
             conn = sqlite3.connect(self.path, timeout=self._busy_timeout_ms / 1000, isolation_level=None,
                                    check_same_thread=False)

@@ -29,6 +29,7 @@ from tenantgate.core.model import ClaimNames
 from tenantgate.core.ports import Clock, SystemClock
 from tenantgate.errors import ConfigError
 from tenantgate.identity.jwks import jwk_thumbprint
+from tenantgate.paths import make_private_dirs
 
 PRIVATE_KEY_FILE = "private.pem"
 JWKS_FILE = "jwks.json"
@@ -182,7 +183,7 @@ class DevIssuer:
             raise ConfigError(f"dev_issuer.algorithm {algorithm!r} is not supported (use ES256, RS256 or EdDSA)")
         key_dir = self.key_dir
         try:
-            key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_dirs(key_dir)
             if stat.S_IMODE(key_dir.stat().st_mode) & 0o077:
                 os.chmod(key_dir, 0o700)  # our directory: keep other users out of it
         except OSError as err:

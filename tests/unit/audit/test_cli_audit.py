@@ -102,3 +102,28 @@ def test_the_default_path_comes_from_the_config(tmp_path, event, capsysbinary):
     JsonlAuditSink(tmp_path / "logs" / "audit.jsonl").write(event(1))
     assert run(["audit", "tail", "--config", str(config)]) == 0
     assert json.loads(capsysbinary.readouterr().out)["decision_id"] == "id-1"
+
+
+def test_verify_with_every_log_file_deleted_but_the_head_exits_4(log, capsys):
+    for file in chain_files(log):
+        file.unlink()
+    assert run(["audit", "verify", str(log)]) == 4  # the head file is evidence that records existed
+    out = capsys.readouterr().out
+    assert "TAMPERED" in out and "no file of this log is left" in out and "seq 8" in out
+    assert run(["audit", "verify", "--json", str(log)]) == 4
+    assert json.loads(capsys.readouterr().out)["findings"][0]["kind"] == "missing"
+    for name in ("audit.jsonl", "audit.jsonl.head"):
+        assert run(["audit", "verify", str(log.parent / "gone" / name)]) == 1  # nothing at all: cannot read
+
+
+def test_verify_names_records_past_the_head_in_a_notice_and_exits_0(log, event, capsys):
+    head = log.with_name("audit.jsonl.head")
+    lagging = head.read_bytes()
+    JsonlAuditSink(log).write(event(99))
+    head.write_bytes(lagging)  # as if killed between the append and the head update
+    assert run(["audit", "verify", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert "note     " in out and "1 record(s) after the head file's last recorded seq 8" in out
+    assert run(["audit", "verify", "--json", str(log)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["intact"] and [f["kind"] for f in report["findings"]] == ["past_head"]
