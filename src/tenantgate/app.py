@@ -228,7 +228,7 @@ async def _start_http(app: App) -> HttpServer | None:
                                                            h.max_evaluations),
                                   h.cert_file, h.key_file, h.public_url, app.settings.server.grace_seconds,
                                   reuse_port=app.worker is not None),
-                      app.pdp, app.metrics.observe)
+                      app.pdp, app.metrics.observe, verifier=app.verifier)
     app.http_port = await http.start()
     return http
 

@@ -6,6 +6,8 @@ Tenant binding (modes, cross-tenant matrix, entity data) is in test_authzen_tena
 import json
 import socket
 import ssl
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -213,33 +215,55 @@ def test_decisions_are_counted_under_api_authzen(client, alice, server):
     assert value and value >= 1
 
 
-def test_requests_over_the_concurrency_limit_get_503(server, alice):
-    base, _app = server
-    port = int(base.rsplit(":", 1)[1])
-    held = []
-    try:
-        # Two requests whose bodies never finish arriving hold both slots (max_concurrent_requests = 2).
-        for _ in range(2):
-            sock = socket.create_connection(("127.0.0.1", port))
-            sock.sendall(b"POST /access/v1/evaluation HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 100\r\n\r\n{")
-            held.append(sock)
-        for _ in range(50):
+def test_requests_over_the_concurrency_limit_get_503(server, alice, monkeypatch):
+    base, app = server
+    entered, release = threading.Semaphore(0), threading.Event()
+    real_decide = app.pdp.decide
+
+    def held_decide(check):
+        if check.action == "hold":  # decision work that does not finish until the test says so
+            entered.release()
+            release.wait(30)
+        return real_decide(check)
+
+    monkeypatch.setattr(app.pdp, "decide", held_decide)
+    held_batch = {"evaluations": [evaluation("alice", "hold")]}  # batches are decided off the event loop
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            # Two decisions in flight fill both slots (max_concurrent_requests = 2).
+            held = [pool.submit(httpx.post, f"{base}/access/v1/evaluations", json=held_batch,
+                                headers=bearer(alice), timeout=30) for _ in range(2)]
+            assert entered.acquire(timeout=10) and entered.acquire(timeout=10)
             response = httpx.post(f"{base}/access/v1/evaluation", json=evaluation("alice", "read"),
                                   headers=bearer(alice))
-            if response.status_code == 503:
-                break
-        assert response.status_code == 503 and response.headers["retry-after"] == "1"
-    finally:
-        for sock in held:
-            sock.close()
+            assert response.status_code == 503 and response.headers["retry-after"] == "1"
+        finally:
+            release.set()
+        assert [future.result().status_code for future in held] == [200, 200]
     # Slots are released once the held requests end.
-    for _ in range(50):
-        if httpx.post(f"{base}/access/v1/evaluation", json=evaluation("alice", "read"),
-                      headers=bearer(alice)).status_code == 200:
-            break
-    else:
-        pytest.fail("the concurrency slots were not released")
+    assert httpx.post(f"{base}/access/v1/evaluation", json=evaluation("alice", "read"),
+                      headers=bearer(alice)).status_code == 200
+
+
+def test_slow_uploads_do_not_take_decision_slots_from_others(server, alice):
+    base, _app = server
+    port = int(base.rsplit(":", 1)[1])
+    stalled = []
+    try:
+        # More authenticated uploads stall mid-body than there are decision slots (2): they wait for their
+        # bytes without holding a slot, so everybody else is still answered.
+        for _ in range(4):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"POST /access/v1/evaluation HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         + f"Authorization: Bearer {alice}\r\n".encode() + b"Content-Length: 100\r\n\r\n{")
+            stalled.append(sock)
+        for _ in range(5):
+            response = httpx.post(f"{base}/access/v1/evaluation", json=evaluation("alice", "read"),
+                                  headers=bearer(alice))
+            assert response.status_code == 200, response.text
+    finally:
+        for sock in stalled:
+            sock.close()
 
 
 def test_https_when_a_certificate_is_configured(tmp_path, issuer, alice):

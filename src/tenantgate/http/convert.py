@@ -190,6 +190,15 @@ def check_input(evaluation: Evaluation, *, token: str, token_problem: str, bindi
     )
 
 
+def unread_check(token: str, token_problem: str) -> CheckInput:
+    """The ``CheckInput`` of a request refused on its token before its body was read: it states nothing, so
+    ``decide()`` stops at the token (401) and audits that; should the token pass after all, the request is
+    ``invalid_request``, never a decision about something the caller did not ask."""
+    return CheckInput(token=token, action="", resource=Resource("", "", ""), api=API, token_problem=token_problem,
+                      request_problem="the request was refused on its token before its body was read",
+                      resource_tenant_from_caller=True)
+
+
 def principal_type(subject_type: str) -> str:
     """AuthZEN's ``user`` is the Cedar principal type ``User``; any other type is passed on (and refused)."""
     return "User" if subject_type.lower() == "user" else subject_type

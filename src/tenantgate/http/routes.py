@@ -6,10 +6,13 @@
 * ``GET /.well-known/authzen-configuration`` -> PDP metadata
 
 Errors (AuthZEN 1.0, HTTPS binding): 400 for a body that is not a JSON object or a wrong ``Content-Type``,
-missing or ill-typed required members; 401 (with ``WWW-Authenticate``) when the bearer token is missing or
-not accepted; 403 when the caller may not ask (see ``convert.http_status``); 413 above ``max_body_bytes``;
-503 above ``max_concurrent_requests`` in flight. Error bodies are a plain-text message. ``X-Request-ID`` is
-echoed on every answer; every decision's id is also in ``X-TenantGate-Decision-Id``.
+missing or ill-typed required members, or a body that cannot be decoded; 401 (with ``WWW-Authenticate``) when
+the bearer token is missing or not accepted, answered before the body is read; 403 when the caller may not
+ask (see ``convert.http_status``); 408 when the body does not arrive in time; 413 above ``max_body_bytes``;
+415 for a ``Content-Encoding`` other than identity, gzip or deflate; 503 above ``max_concurrent_requests``
+decisions in flight (or too many body bytes in transit). See ``intake`` for the order. Error bodies are a
+plain-text message. ``X-Request-ID`` is echoed on every answer; every decision's id is also in
+``X-TenantGate-Decision-Id``.
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from tenantgate.core.model import CheckInput, DecisionResult, SubjectBinding
 from tenantgate.core.pdp import DecisionPoint
-from tenantgate.http import convert
-from tenantgate.identity.encoding import parse_strict_json
+from tenantgate.core.ports import TokenVerifier
+from tenantgate.http import convert, intake
 
 log = logging.getLogger("tenantgate.http")
 
@@ -37,7 +40,6 @@ DecisionObserver = Callable[[str, DecisionResult, float], None]
 EVALUATION_PATH = "/access/v1/evaluation"
 EVALUATIONS_PATH = "/access/v1/evaluations"
 CONFIGURATION_PATH = "/.well-known/authzen-configuration"
-BODY_READ_TIMEOUT_SECONDS = 10.0
 _HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 _REQUEST_ID = "X-Request-ID"
 _DECISION_ID = "X-TenantGate-Decision-Id"
@@ -56,19 +58,23 @@ def _ignore(_api: str, _result: DecisionResult, _seconds: float) -> None:
 
 
 def build_app(pdp: DecisionPoint, *, mode: str, limits: Limits, public_url: str = "", tls: bool = False,
-              observe: DecisionObserver = _ignore) -> web.Application:
-    """The aiohttp application. ``mode`` is ``user_token`` or ``trusted_pep`` (``[http] mode``)."""
+              observe: DecisionObserver = _ignore, verifier: TokenVerifier | None = None) -> web.Application:
+    """The aiohttp application. ``mode`` is ``user_token`` or ``trusted_pep`` (``[http] mode``).
+
+    ``verifier``: the ``DecisionPoint``'s own verifier (it caches). With it, a presented token is verified
+    before the body is read, so a caller whose token is refused never gets its body parsed; without it, only
+    a missing or malformed ``Authorization`` header is refused that early."""
     handlers = _Handlers(pdp, SubjectBinding.PEP if mode == "trusted_pep" else SubjectBinding.TOKEN, limits,
-                         public_url, tls, observe)
-    app = web.Application(client_max_size=limits.max_body_bytes,
-                          middlewares=[_request_id_middleware, _concurrency_middleware(limits.max_concurrent_requests)])
-    app.router.add_post(EVALUATION_PATH, handlers.evaluation)
-    app.router.add_post(EVALUATIONS_PATH, handlers.evaluations)
+                         public_url, tls, observe, verifier)
+    app = web.Application(client_max_size=limits.max_body_bytes, middlewares=[_request_id_middleware])
+    app.router.add_post(EVALUATION_PATH, handlers.evaluation, expect_handler=intake.defer_continue)
+    app.router.add_post(EVALUATIONS_PATH, handlers.evaluations, expect_handler=intake.defer_continue)
     app.router.add_get(CONFIGURATION_PATH, handlers.configuration)
     return app
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_T = TypeVar("_T")
 
 
 @web.middleware
@@ -76,8 +82,15 @@ async def _request_id_middleware(request: web.Request, handler: Handler) -> web.
     """Echo ``X-Request-ID`` on every answer, errors included (AuthZEN 1.0, request identification)."""
     try:
         response = await handler(request)
-    except _Refused as err:
+    except intake.Refused as err:
         response = _error(err.status, err.message)
+        response.headers.update(err.headers)
+        if err.close:
+            response.force_close()
+    except intake.ClientGone:
+        # Nobody to answer; aiohttp drops the answer quietly. A hang-up is routine, not an error to log.
+        log.debug("AuthZEN client hung up before its request body was complete")
+        response = _error(400, "the request body was cut off")
     except web.HTTPException as err:  # aiohttp's own (404, 405, ...): answered as a plain response
         response = _error(err.status, err.text or err.reason)
         if "Allow" in err.headers:
@@ -91,52 +104,70 @@ async def _request_id_middleware(request: web.Request, handler: Handler) -> web.
     return response
 
 
-def _concurrency_middleware(limit: int) -> Any:
-    in_flight = 0
-
-    @web.middleware
-    async def bound(request: web.Request, handler: Handler) -> web.StreamResponse:
-        nonlocal in_flight
-        if in_flight >= limit:
-            response = _error(503, "too many requests in flight; retry shortly")
-            response.headers["Retry-After"] = "1"
-            return response
-        in_flight += 1
-        try:
-            return await handler(request)
-        finally:
-            in_flight -= 1
-
-    return bound
-
-
 class _Handlers:
     def __init__(self, pdp: DecisionPoint, binding: SubjectBinding, limits: Limits, public_url: str, tls: bool,
-                 observe: DecisionObserver) -> None:
+                 observe: DecisionObserver, verifier: TokenVerifier | None) -> None:
         self._pdp = pdp
         self._binding = binding
         self._limits = limits
         self._public_url = public_url.rstrip("/")
         self._scheme = "https" if tls else "http"
         self._observe = observe
+        self._verifier = verifier
+        # Decision slots are taken only once the body is in; bodies in transit are bounded by the bytes they
+        # hold (the same worst case as max_concurrent_requests full bodies), not by the time they take.
+        self._slots = intake.DecisionSlots(limits.max_concurrent_requests)
+        self._bodies = intake.BodyBudget(limits.max_concurrent_requests * limits.max_body_bytes)
+        self._large_bodies = asyncio.Semaphore(1)
 
     async def evaluation(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_body(request)
+        async def work(raw: bytes, token: str, problem: str) -> web.StreamResponse:
+            # Checking a large request's attributes and context walks all of it, like parsing it does.
+            return await self._by_size(raw, lambda: self._evaluation(intake.parse_json(raw), token, problem))
+
+        return await self._intake(request, work)
+
+    def _evaluation(self, body: Any, token: str, problem: str) -> web.Response:
         try:
             evaluation = convert.parse_evaluation(body)
         except convert.BadRequest as err:
             return _error(400, str(err))
-        return self._single(request, evaluation)
+        return self._single(evaluation, token, problem)
 
     async def evaluations(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_body(request)
+        async def work(raw: bytes, token: str, problem: str) -> web.StreamResponse:
+            body = await self._by_size(raw, lambda: intake.parse_json(raw))
+            return await self._evaluations(request, body, token, problem)
+
+        return await self._intake(request, work)
+
+    async def _intake(self, request: web.Request,
+                      work: Callable[[bytes, str, str], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        """Admit the request from its headers (``_admit``), read its body, hold a decision slot, then
+        ``work(body, token, token_problem)``: the order ``intake`` describes."""
+        caller = self._admit(request)
+        if isinstance(caller, web.Response):
+            return caller
+        token, problem = caller
+        async with intake.body_of(request, self._limits.max_body_bytes, self._bodies) as raw:
+            with self._slots.hold():
+                return await work(raw, token, problem)
+
+    async def _by_size(self, raw: bytes, work: Callable[[], _T]) -> _T:
+        """``work()`` on the loop for a small body; for a large one on a worker thread, one at a time: an 864 KB
+        body took 0.3-0.5 s to parse on the loop, and each such thread competes with the loop for the GIL."""
+        if len(raw) <= intake.ON_LOOP_MAX_BODY_BYTES:
+            return work()
+        async with self._large_bodies:
+            return await asyncio.to_thread(work)
+
+    async def _evaluations(self, request: web.Request, body: Any, token: str, problem: str) -> web.StreamResponse:
         try:
             parsed = convert.parse_evaluations(body, self._limits.max_evaluations)
         except convert.BadRequest as err:
             return _error(400, str(err))
         if parsed.single:
-            return self._single(request, parsed.items[0])
-        token, problem = _bearer(request)
+            return self._single(parsed.items[0], token, problem)
         checks = [convert.check_input(item, token=token, token_problem=problem, binding=self._binding)
                   for item in parsed.items]
         transport = request.transport
@@ -147,6 +178,36 @@ class _Handlers:
         if isinstance(answers, web.Response):
             return answers
         return web.json_response({"evaluations": answers})
+
+    def _admit(self, request: web.Request) -> tuple[str, str] | web.Response:
+        """``(token, token_problem)`` for a request worth reading, or the answer to one that is not.
+
+        Everything here looks at headers only: a caller without a usable token gets its 401 (a decision,
+        audited as always) before one byte of its body is read or parsed, so unauthenticated traffic cannot
+        buy event-loop time (shared with gRPC) or hold a slot by uploading slowly."""
+        intake.check_headers(request, self._limits.max_body_bytes)
+        token, problem = _bearer(request)
+        if problem or not token or not self._verifies(token):
+            return self._refuse_unread(token, problem)
+        return token, problem
+
+    def _verifies(self, token: str) -> bool:
+        if self._verifier is None:
+            return True  # not known yet: decide() verifies it, after the body
+        try:
+            self._verifier.verify(token)  # cached per token; a refused token is cheap to refuse again
+        except Exception:  # noqa: BLE001 - why it was refused is decide()'s to say (and audit), just below
+            return False
+        return True
+
+    def _refuse_unread(self, token: str, problem: str) -> web.Response:
+        result = self._decide(convert.unread_check(token, problem))
+        if convert.caller_refused(result.reason):
+            return _refusal(result)
+        # The token passed on the second look (its key set refreshed in between): nothing was asked yet.
+        response = _error(503, "the token could not be checked; retry shortly")
+        response.headers.update(intake.RETRY_AFTER)
+        return response
 
     def _decide_all(self, checks: list[CheckInput], parsed: convert.Evaluations,
                     gone: Callable[[], bool]) -> list[dict[str, Any]] | web.Response:
@@ -163,8 +224,7 @@ class _Handlers:
                 break
         return answers
 
-    def _single(self, request: web.Request, evaluation: convert.Evaluation) -> web.Response:
-        token, problem = _bearer(request)
+    def _single(self, evaluation: convert.Evaluation, token: str, problem: str) -> web.Response:
         result = self._decide(convert.check_input(evaluation, token=token, token_problem=problem,
                                                   binding=self._binding))
         if convert.http_status(result.reason) != 200:
@@ -207,34 +267,5 @@ def _refusal(result: DecisionResult) -> web.Response:
     return response
 
 
-async def _json_body(request: web.Request) -> Any:
-    """The request body as strict JSON (I-JSON: no duplicate members, no NaN, bounded depth).
-    Raises HTTP 400 for a wrong content type or a body that is not JSON, 413 above the size limit."""
-    if request.content_type != "application/json":
-        raise _Refused(400, "Content-Type must be application/json")
-    charset = request.charset
-    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
-        raise _Refused(400, "the request body must be UTF-8 JSON")
-    try:
-        raw = await asyncio.wait_for(request.read(), BODY_READ_TIMEOUT_SECONDS)
-    except TimeoutError as err:
-        raise _Refused(408, "the request body did not arrive in time") from err
-    except web.HTTPRequestEntityTooLarge as err:
-        raise _Refused(413, "the request body is larger than http.max_body_bytes") from err
-    try:
-        return parse_strict_json(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise _Refused(400, f"the request body is not valid JSON: {err}") from err
-
-
 def _error(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=message, content_type="text/plain")
-
-
-class _Refused(Exception):
-    """Raised while reading a request that cannot be processed: answered ``status`` with ``message``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message

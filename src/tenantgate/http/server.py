@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 import ssl
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from tenantgate.core.pdp import DecisionPoint
+from tenantgate.core.ports import TokenVerifier
 from tenantgate.errors import ConfigError
 from tenantgate.http.routes import DecisionObserver, Limits, build_app
 
@@ -35,15 +38,20 @@ class HttpOptions:
 
 
 class HttpServer:
-    """One aiohttp site. ``start()`` binds (raising ``ConfigError`` when it cannot); ``stop()`` drains."""
+    """One aiohttp site. ``start()`` binds (raising ``ConfigError`` when it cannot); ``stop()`` drains.
 
-    def __init__(self, options: HttpOptions, pdp: DecisionPoint, observe: DecisionObserver) -> None:
+    ``verifier``: the ``DecisionPoint``'s verifier, so a refused token is refused before its body is read
+    (see ``routes.build_app``)."""
+
+    def __init__(self, options: HttpOptions, pdp: DecisionPoint, observe: DecisionObserver, *,
+                 verifier: TokenVerifier | None = None) -> None:
         self._options = options
         self._tls = _tls_context(options.cert_file, options.key_file) if options.cert_file else None
         app = build_app(pdp, mode=options.mode, limits=options.limits, public_url=options.public_url,
-                        tls=self._tls is not None, observe=observe)
+                        tls=self._tls is not None, observe=observe, verifier=verifier)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS,
-                                     shutdown_timeout=options.grace_seconds)
+                                     shutdown_timeout=options.grace_seconds,
+                                     logger=_ClientFaultsQuiet(logging.getLogger("aiohttp.server")))
         self.port = 0
 
     @property
@@ -77,3 +85,18 @@ def _tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as err:
         raise ConfigError(f"http.cert_file / http.key_file: cannot load the certificate and key: {err}") from err
     return context
+
+
+class _ClientFaultsQuiet(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server logger, except for what a client causes at will: a request aiohttp's parser refuses
+    (bad chunk sizes, Content-Length with Transfer-Encoding, ...: aiohttp answers 400 itself), a body that
+    cannot be decoded (aiohttp meets its error again when it drains the body after our 400), or a hang-up is
+    one debug line, not an ERROR with a traceback that anyone could make fill the log. Anything else aiohttp
+    reports keeps its ERROR and traceback."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError | ConnectionError | web.RequestPayloadError):
+            first_line = next(iter(str(exc_info).splitlines()), "")
+            self.debug("%s: %s: %s", str(msg) % args if args else msg, type(exc_info).__name__, first_line)
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)

@@ -1,0 +1,174 @@
+"""Taking an AuthZEN request off the wire, cheapest refusal first. The event loop is shared with gRPC (and
+Envoy's ext_authz Checks, which have a deadline), so nothing a caller sends may cost it much before the caller
+has proved who it is, and no slow or broken upload may hold what other callers need.
+
+1. ``check_headers``: ``Content-Encoding`` (415), ``Content-Type`` (400), the declared length (413);
+2. (``routes``) the bearer token: a caller without a usable one is refused before its body is read;
+3. ``body_of``: ``100 Continue`` only now, so a refused client never uploads; then the body, bounded by
+   size (413), time (408) and a server-wide budget of body bytes held (503); a broken encoding is 400;
+4. ``parse_json``: strict JSON (I-JSON); ``routes`` runs it on a worker thread when the body is large;
+5. ``DecisionSlots``: decisions in flight (503 above the bound), taken only once the body is in, so the
+   time a client takes to upload never counts against other callers' decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
+from aiohttp.http_exceptions import DecompressSizeError, HttpProcessingError
+
+from tenantgate.identity.encoding import parse_strict_json
+
+log = logging.getLogger("tenantgate.http")
+
+BODY_READ_TIMEOUT_SECONDS = 10.0
+# A body above this is parsed (and its evaluation decided) on a worker thread: an 864 KB body took 0.3-0.5 s
+# on the loop. Below it, a thread hop costs more than the work.
+ON_LOOP_MAX_BODY_BYTES = 64 * 1024
+# What aiohttp decodes itself, bounded by our size limit. Anything else would reach the JSON parser as
+# bytes the client meant to be decoded (aiohttp passes unknown codings, and lists like "gzip, br", through).
+CONTENT_ENCODINGS = ("identity", "gzip", "deflate")
+RETRY_AFTER = {"Retry-After": "1"}
+
+
+class Refused(Exception):
+    """A request that cannot be processed: answered ``status`` with ``message`` (plain text) and ``headers``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, *,
+                 close: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        self.close = close  # answer with "Connection: close": what follows on this connection is not trusted
+
+
+class ClientGone(Exception):
+    """The client hung up while sending its body: nobody is left to answer, nothing to log above debug."""
+
+
+def check_headers(request: web.Request, max_body_bytes: int) -> None:
+    """Refuse from the headers alone: an encoding we do not decode (415), a content type other than UTF-8
+    ``application/json`` (400), a declared ``Content-Length`` above ``max_body_bytes`` (413)."""
+    encodings = request.headers.getall(hdrs.CONTENT_ENCODING, [])
+    # Two headers: aiohttp's C parser decodes by the last, its Python parser by the first; refuse both readings.
+    if len(encodings) > 1 or (encodings and not (encodings[0].isascii()
+                                                  and encodings[0].lower() in CONTENT_ENCODINGS)):
+        raise Refused(415, f"Content-Encoding must be one of {', '.join(CONTENT_ENCODINGS)}",
+                      {"Accept-Encoding": ", ".join(CONTENT_ENCODINGS)})
+    if request.content_type != "application/json":
+        raise Refused(400, "Content-Type must be application/json")
+    charset = request.charset
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        raise Refused(400, "the request body must be UTF-8 JSON")
+    declared = request.content_length
+    if declared is not None and declared > max_body_bytes:
+        raise Refused(413, "the request body is larger than http.max_body_bytes")
+
+
+async def defer_continue(request: web.Request) -> web.StreamResponse | None:
+    """aiohttp's ``expect_handler``: instead of answering ``100 Continue`` at once (aiohttp's default), leave it
+    to ``body_of``, so a request refused from its headers (401, 413, 415, ...) is refused before the client
+    uploads. Runs before the middlewares, hence the ``X-Request-ID`` echo here."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version != HttpVersion11 or expect.lower() == "100-continue":
+        return None
+    response = web.Response(status=417, text=f"unknown Expect: {expect[:64]}", content_type="text/plain")
+    if (request_id := request.headers.get("X-Request-ID")) is not None:
+        response.headers["X-Request-ID"] = request_id
+    return response
+
+
+class BodyBudget:
+    """Request-body bytes held in memory at once, across the server. Counted as they arrive (not as declared),
+    so a client that stalls mid-body holds only what it sent: it cannot make others wait, only a client
+    that really uploads this much can fill it. Event-loop only (no locking)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._free = max_bytes
+
+    def take(self, size: int) -> bool:
+        if size > self._free:
+            return False
+        self._free -= size
+        return True
+
+    def give(self, size: int) -> None:
+        self._free += size
+
+
+@asynccontextmanager
+async def body_of(request: web.Request, max_body_bytes: int, budget: BodyBudget) -> AsyncIterator[bytes]:
+    """The (decoded) request body; its bytes count against ``budget`` until the block ends.
+
+    Raises ``Refused``: 408 when it does not arrive within ``BODY_READ_TIMEOUT_SECONDS``, 413 above
+    ``max_body_bytes`` (also after decompression), 503 when ``budget`` is spent, 400 for a body that cannot be
+    decoded (bad deflate/gzip data, broken chunking). Raises ``ClientGone`` when the client hangs up."""
+    held = 0
+    try:
+        if request.headers.get(hdrs.EXPECT, "").lower() == "100-continue" and request.version == HttpVersion11:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # as aiohttp's own expect handler: the response has not started
+        chunks: list[bytes] = []
+        try:
+            async with asyncio.timeout(BODY_READ_TIMEOUT_SECONDS):
+                while chunk := await request.content.readany():
+                    if held + len(chunk) > max_body_bytes:
+                        raise Refused(413, "the request body is larger than http.max_body_bytes")
+                    if not budget.take(len(chunk)):
+                        raise Refused(503, "too many request bodies in transit; retry shortly", RETRY_AFTER)
+                    held += len(chunk)
+                    chunks.append(chunk)
+        except TimeoutError as err:
+            raise Refused(408, "the request body did not arrive in time") from err
+        except ConnectionError as err:
+            raise ClientGone() from err
+        except web.RequestPayloadError as err:
+            raise _payload_refusal(err) from err
+        yield b"".join(chunks)
+    finally:
+        budget.give(held)
+
+
+def _payload_refusal(err: web.RequestPayloadError) -> Refused:
+    # aiohttp wraps the parser's error (bad compressed data, a broken chunk, too much decompressed data).
+    # The connection is closed after the answer: what follows a broken body is not a request to trust.
+    cause = err.__cause__
+    if isinstance(cause, DecompressSizeError):
+        return Refused(413, "the decompressed request body is larger than http.max_body_bytes", close=True)
+    detail = cause.message if isinstance(cause, HttpProcessingError) else str(cause or err)
+    return Refused(400, f"the request body could not be decoded: {detail}", close=True)
+
+
+def parse_json(raw: bytes) -> Any:
+    """The body as strict JSON (I-JSON: no duplicate members, no NaN, bounded depth); ``Refused`` 400 if not.
+    Callers run it on a worker thread for a body above ``ON_LOOP_MAX_BODY_BYTES``."""
+    try:
+        return parse_strict_json(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise Refused(400, f"the request body is not valid JSON: {err}") from err
+
+
+class DecisionSlots:
+    """Decisions in flight (``http.max_concurrent_requests``); one more is answered 503 with ``Retry-After``.
+    Event-loop only (no locking)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._in_flight = 0
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        if self._in_flight >= self._limit:
+            raise Refused(503, "too many requests in flight; retry shortly", RETRY_AFTER)
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
