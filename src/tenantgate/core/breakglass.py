@@ -7,9 +7,10 @@ the store's transaction, so a step whose event cannot be written does not happen
 from __future__ import annotations
 
 import logging
+import re
 import unicodedata
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tenantgate.core.grants import BeforeCommit, Grant, GrantEvent, GrantState, GrantStore
@@ -19,6 +20,7 @@ from tenantgate.core.request import MAX_ACTION, is_tenant_id
 from tenantgate.core.tenancy import check_token_binding, principal_from_claims
 from tenantgate.errors import (
     GrantConflict,
+    GrantError,
     GrantInvalid,
     GrantNotFound,
     GrantPermissionDenied,
@@ -31,6 +33,7 @@ log = logging.getLogger("tenantgate.grants")
 MAX_ACTIONS = 32
 MAX_REASON = 1024
 MAX_TICKET = 256
+MAX_GRANT_ID = 64
 # An operator's subject is part of the store's lookup index; PostgreSQL's btree holds at most ~2.7 KB a row.
 MAX_OPERATOR_BYTES = 1024
 
@@ -91,26 +94,24 @@ class BreakGlass:
             raise GrantPermissionDenied(principal.message)
         return principal
 
-    def _require(self, caller: Principal, step: str, grant_id: str, *roles: str) -> None:
-        """Refuse unless ``caller`` may use grants with one of ``roles``; a refused ``step`` that would change
-        a grant (request, approve, revoke; "" for a read) is audited (``_refused``)."""
+    def _require(self, caller: Principal, *roles: str) -> None:
         # INVARIANT: grant operations are for people of the operator tenant holding a grant role.
-        problem = ""
         if caller.is_agent:
-            problem = "agents (delegated tokens) cannot use break-glass grants"
-        elif caller.tenant != self.rules.operator_tenant:
-            problem = f"only members of the operator tenant {self.rules.operator_tenant!r} may do this"
-        elif not any(role in caller.roles for role in roles):
-            problem = f"requires the role {' or '.join(repr(r) for r in roles)}"
-        if problem:
-            refusal = GrantPermissionDenied(problem)
-            raise self._refused(step, caller, grant_id, refusal) if step else refusal
+            raise GrantPermissionDenied("agents (delegated tokens) cannot use break-glass grants")
+        if caller.tenant != self.rules.operator_tenant:
+            raise GrantPermissionDenied(f"only members of the operator tenant {self.rules.operator_tenant!r} "
+                                        "may do this")
+        if not any(role in caller.roles for role in roles):
+            raise GrantPermissionDenied(f"requires the role {' or '.join(repr(r) for r in roles)}")
 
     # ---------------------------------------------------------------------------------- lifecycle
 
     def request(self, caller: Principal, req: GrantRequest) -> Grant:
         """Create a grant (PENDING, or ACTIVE at once when approval is not required)."""
-        self._require(caller, "request", "", self.rules.operator_role)
+        return self._recorded("request", caller, "", lambda: self._request(caller, req))
+
+    def _request(self, caller: Principal, req: GrantRequest) -> Grant:
+        self._require(caller, self.rules.operator_role)
         if len(caller.subject.encode("utf-8", "surrogatepass")) > MAX_OPERATOR_BYTES:
             raise GrantInvalid(f"the operator's subject is longer than {MAX_OPERATOR_BYTES} bytes (UTF-8); "
                                "grants cannot be stored for it")
@@ -139,12 +140,14 @@ class BreakGlass:
 
     def approve(self, caller: Principal, grant_id: str) -> Grant:
         """PENDING -> ACTIVE by a second person holding the approver role. Self-approval is refused."""
-        self._require(caller, "approve", grant_id, self.rules.approver_role)
+        return self._recorded("approve", caller, grant_id, lambda: self._approve(caller, grant_id))
+
+    def _approve(self, caller: Principal, grant_id: str) -> Grant:
+        self._require(caller, self.rules.approver_role)
         grant = self._get(grant_id)
         if same_person(grant.operator, caller.subject) and grant.operator_tenant == caller.tenant:
             # Same subject, whatever the issuer: one person with two identities is still one person.
-            raise self._refused("approve", caller, grant_id, GrantPermissionDenied(
-                "self-approval is not allowed: a second person must approve"), grant)
+            raise GrantPermissionDenied("self-approval is not allowed: a second person must approve")
         now = self._clock.now()
         state = grant.effective_state(now)
         if state is not GrantState.PENDING:
@@ -157,7 +160,10 @@ class BreakGlass:
     def revoke(self, caller: Principal, grant_id: str, reason: str) -> Grant:
         """PENDING/ACTIVE -> REVOKED, by anyone with the operator or approver role. Takes effect at the next
         decision on every replica sharing the store."""
-        self._require(caller, "revoke", grant_id, self.rules.operator_role, self.rules.approver_role)
+        return self._recorded("revoke", caller, grant_id, lambda: self._revoke(caller, grant_id, reason))
+
+    def _revoke(self, caller: Principal, grant_id: str, reason: str) -> Grant:
+        self._require(caller, self.rules.operator_role, self.rules.approver_role)
         if not reason.strip():
             raise GrantInvalid("a reason is required to revoke a grant")
         if len(reason) > MAX_REASON:
@@ -173,7 +179,7 @@ class BreakGlass:
         return revoked
 
     def list(self, caller: Principal, tenant: str | None, state: GrantState | None) -> Sequence[Grant]:
-        self._require(caller, "", "", self.rules.operator_role, self.rules.approver_role)
+        self._require(caller, self.rules.operator_role, self.rules.approver_role)
         if tenant is not None and not is_tenant_id(tenant):
             raise GrantInvalid("tenant is not a valid tenant id")
         return self.store.list(tenant, state, self._clock.now())
@@ -203,18 +209,27 @@ class BreakGlass:
 
     # ------------------------------------------------------------------------------------ helpers
 
-    def _refused(self, step: str, caller: Principal, grant_id: str, refusal: GrantPermissionDenied,
-                 grant: Grant | None = None) -> GrantPermissionDenied:
-        """Write a ``grant.refused`` event for a refused change and return the refusal to raise. The refusal
-        stands whether or not its event could be written."""
+    def _recorded(self, step: str, caller: Principal | None, grant_id: str, change: Callable[[], Grant]) -> Grant:
+        """``change()``; a refusal (any ``GrantError``: no permission, self-approval, invalid, unknown grant,
+        not in a state that allows it) is first written as a ``grant.refused`` event, then raised."""
         try:
-            self._event("grant.refused", caller, grant, f"{step}: {refusal}", grant_id)
+            return change()
+        except GrantError as refusal:
+            self.refused(step, caller, grant_id, f"{type(refusal).__name__}: {refusal}")
+            raise
+
+    def refused(self, step: str, caller: Principal | None, grant_id: str, why: str) -> None:
+        """Write a ``grant.refused`` event: ``step`` (request, approve, revoke) of ``grant_id`` by ``caller``
+        (None: no verified caller, e.g. a refused or certificate-bound token) was refused for ``why``. The
+        refusal stands whether or not its event can be written. The grant id is the caller's: clipped."""
+        try:
+            self._event("grant.refused", caller, None, f"{step}: {_clip(why, MAX_REASON)}",
+                        _clip(grant_id, MAX_GRANT_ID))
         except Exception as err:  # noqa: BLE001 - the caller is refused either way
-            log.error("grant.refused event (%s %s) not written: %s", step, grant_id or "a new grant", err)
-        return refusal
+            log.error("grant.refused event (%s %s) not written: %s", step, _clip(grant_id, MAX_GRANT_ID), err)
 
     def _get(self, grant_id: str) -> Grant:
-        if not grant_id or len(grant_id) > 64:
+        if not grant_id or len(grant_id) > MAX_GRANT_ID:
             raise GrantInvalid("grant_id is required")
         grant = self.store.get(grant_id)
         if grant is None:
@@ -264,7 +279,7 @@ class BreakGlass:
             time=rfc3339(self._clock.now()),
             event=event,
             grant_id=grant.id if grant else grant_id,
-            actor=caller.subject if caller else "(tenantgate)",
+            actor=caller.subject if caller else ("(unauthenticated)" if event == "grant.refused" else "(tenantgate)"),
             actor_tenant=caller.tenant if caller else "",
             operator=grant.operator if grant else "",
             operator_tenant=grant.operator_tenant if grant else "",
@@ -282,11 +297,24 @@ class BreakGlass:
 
 def same_person(a: str, b: str) -> bool:
     """Whether two subjects may name one person, for the two-person rule: equal after NFKC normalisation and
-    case folding, with format characters (zero-width spaces and joiners, ...) dropped. Stricter than
-    equality on purpose: ``Oscar``, ``OSCAR`` and ``oscar\u200b`` cannot approve ``oscar``'s grant."""
+    case folding, with Unicode's default-ignorable characters (zero-width spaces and joiners, variation
+    selectors, Hangul fillers, ...) and surrounding whitespace dropped. Stricter than equality on purpose:
+    ``Oscar``, ``OSCAR`` and ``oscar\u200b`` cannot approve ``oscar``'s grant (two subjects merged by
+    mistake only mean that someone else must approve). Look-alikes from other scripts (a Cyrillic o) are not
+    folded: that needs a confusables table."""
     return _person_key(a) == _person_key(b)
 
 
 def _person_key(subject: str) -> str:
-    folded = unicodedata.normalize("NFKC", subject).casefold()
-    return "".join(c for c in unicodedata.normalize("NFKC", folded) if unicodedata.category(c) != "Cf")
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", subject).casefold())
+    return _IGNORABLE.sub("", folded).strip()
+
+
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): invisible in display.
+_IGNORABLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+                        "\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
+                        "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
+
+
+def _clip(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[:limit] + "..."

@@ -14,7 +14,7 @@ import grpc
 
 from tenantgate.core.breakglass import BreakGlass, GrantRequest
 from tenantgate.core.model import Principal
-from tenantgate.errors import GrantInvalid, TenantGateError, TokenInvalid, TokenMissing
+from tenantgate.errors import GrantInvalid, TenantGateError, TokenError, TokenInvalid, TokenMissing, classify
 from tenantgate.rpc import convert
 from tenantgate.rpc.metadata import bearer_from_metadata
 from tenantgate.rpc.status import abort_with
@@ -34,16 +34,18 @@ class BreakGlassService(bg_grpc.BreakGlassServicer):
         req = GrantRequest(target_tenant=request.target_tenant, actions=tuple(request.actions),
                            reason=request.reason, ticket=request.ticket,
                            duration_seconds=int(request.duration_seconds))
-        grant = await self._call(context, lambda caller: self._service.request(caller, req))
+        grant = await self._call(context, lambda caller: self._service.request(caller, req), "request")
         return convert.grant_message(grant, self._service.now())
 
     async def ApproveGrant(self, request: bg.ApproveGrantRequest, context: grpc.aio.ServicerContext) -> bg.Grant:
-        grant = await self._call(context, lambda caller: self._service.approve(caller, request.grant_id))
+        grant = await self._call(context, lambda caller: self._service.approve(caller, request.grant_id),
+                                 "approve", request.grant_id)
         return convert.grant_message(grant, self._service.now())
 
     async def RevokeGrant(self, request: bg.RevokeGrantRequest, context: grpc.aio.ServicerContext) -> bg.Grant:
         grant = await self._call(context, lambda caller: self._service.revoke(caller, request.grant_id,
-                                                                              request.reason))
+                                                                              request.reason),
+                                 "revoke", request.grant_id)
         return convert.grant_message(grant, self._service.now())
 
     async def ListGrants(self, request: bg.ListGrantsRequest,
@@ -55,16 +57,25 @@ class BreakGlassService(bg_grpc.BreakGlassServicer):
         now = self._service.now()
         return bg.ListGrantsResponse(grants=[convert.grant_message(g, now) for g in grants])
 
-    async def _call(self, context: grpc.aio.ServicerContext, operation: Callable[[Principal], T]) -> T:
+    async def _call(self, context: grpc.aio.ServicerContext, operation: Callable[[Principal], T], step: str = "",
+                    grant_id: str = "") -> T:
+        """Run ``operation`` for the verified caller. A change (``step``: request, approve, revoke) refused
+        for its token (none, refused, certificate-bound without the certificate) is audited ``grant.refused``
+        like every other refused change; reads (``step`` "") are not."""
         token, problem = bearer_from_metadata(context.invocation_metadata())
         try:
-            if problem or not token:
-                raise TokenInvalid(problem) if problem else TokenMissing("no bearer token in the call metadata")
-
             certificate = peer_certificate_sha256(context)
 
             def run() -> T:
-                return operation(self._service.caller(token, certificate))
+                try:
+                    if problem or not token:
+                        raise TokenInvalid(problem) if problem else TokenMissing("no bearer token in the call metadata")
+                    caller = self._service.caller(token, certificate)
+                except TokenError as err:
+                    if step:
+                        self._service.refused(step, None, grant_id, f"{classify(err)[0]}: {err}")
+                    raise
+                return operation(caller)
 
             return await asyncio.to_thread(run)
         except TenantGateError as err:
