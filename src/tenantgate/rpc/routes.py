@@ -164,9 +164,12 @@ def decode_path(path: str) -> tuple[str, ...] | PathRefused:
         value = _percent_decode(segment)
         if isinstance(value, PathRefused):
             return value
-        if value.split(";", 1)[0] in (".", ".."):
-            # `..;x` too: servlet containers (Tomcat, Spring) strip `;` path parameters and then climb.
-            return PathRefused("path has a '.' or '..' segment (with or without ';' parameters)")
+        if value in (".", ".."):
+            return PathRefused("path has a '.' or '..' segment")
+        if ";" in value:
+            # Servlet containers (Tomcat, Spring) strip `;` path parameters: `inv-1;x=1` would be decided as
+            # that id but served as `inv-1`, and `..;` climbs. Neither spelling is guessed at: refused.
+            return PathRefused("path segment holds ';' (path parameters are not allowed)")
         if "/" in value or "\\" in value:
             return PathRefused("path segment holds an encoded slash or backslash")
         if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in value):

@@ -61,9 +61,11 @@ def test_segments_are_percent_decoded_exactly_once():
     ("/tenants/acme/invoices/.", "'.'"),
     ("/tenants/acme/../globex/invoices/1", "'.'"),
     ("/tenants/acme/invoices/%2e%2E", "'.'"),
-    ("/tenants/acme/invoices/..;", "'.'"),  # servlet containers strip ;params and then climb
-    ("/tenants/acme/invoices/.;x=1", "'.'"),
-    ("/tenants/acme/%2e%2e;/globex/invoices/1", "'.'"),
+    ("/tenants/acme/invoices/..;", "';'"),  # servlet containers strip ;params and then climb
+    ("/tenants/acme/invoices/.;x=1", "';'"),
+    ("/tenants/acme/%2e%2e;/globex/invoices/1", "';'"),
+    ("/tenants/acme/invoices/inv-1;x=1", "';'"),  # decided as `inv-1;x=1`, served as `inv-1` by a servlet
+    ("/tenants/acme/invoices/inv-1%3Bjsessionid=1", "';'"),
     ("/tenants/acme%2Finvoices/invoices/1", "encoded slash"),
     ("/tenants/acme/invoices/a%2fb", "encoded slash"),
     ("/tenants/acme/invoices/a%5cb", "encoded slash"),
