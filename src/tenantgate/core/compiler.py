@@ -382,13 +382,23 @@ def _admit(p: _Parsed, source: PolicySource, problem: str | None, locations: dic
 
 
 def _global_problem(p: _Parsed) -> str | None:
-    named = _entity_literals(p.est)
-    if named and not _tenant_pins(p.est.get("conditions", [])):
-        return (f"names {named[0]} but does not pin a tenant: entity ids are only unique within a tenant, so "
-                f"this would apply to a same-named entity in every tenant; add e.g. "
-                f'`when {{ principal.tenant == "<tenant>" }}` (a `when` condition, joined to the rest only by '
-                f"`&&`) or move it to policies/tenants/<tenant>/")
+    # A principal or resource named in the scope needs a pin on its own side: in a break-glass decision the
+    # two tenants differ, so `principal.tenant == "ops"` says nothing about whose `Invoice::"inv-1"` it is.
+    pinned = {side for side, _tenant in _tenant_pins(p.est.get("conditions", []))}
+    for side in ("principal", "resource"):
+        named = _entity_literals({side: p.est.get(side)})
+        if named and side not in pinned:
+            return _unpinned(named[0], f'`when {{ {side}.tenant == "<tenant>" }}`')
+    named = _entity_literals({"conditions": p.est.get("conditions")})
+    if named and not pinned:
+        return _unpinned(named[0], '`when { principal.tenant == "<tenant>" }`')
     return None
+
+
+def _unpinned(entity: str, pin: str) -> str:
+    return (f"names {entity} but does not pin a tenant: entity ids are only unique within a tenant, so this "
+            f"would apply to a same-named entity in every tenant; add e.g. {pin} (a `when` condition, joined "
+            f"to the rest only by `&&`) or move it to policies/tenants/<tenant>/")
 
 
 def _tenant_problem(est: dict[str, Any], dumped: str, tenant: str) -> str | None:
@@ -398,22 +408,23 @@ def _tenant_problem(est: dict[str, Any], dumped: str, tenant: str) -> str | None
     conditions = est.get("conditions", [])
     if '"attr": "breakGlass"' in dumped:
         return "tenant policies cannot refer to context.breakGlass (break-glass is decided platform-wide)"
-    # In this tenant's partition `resource.tenant` is always the tenant, and `principal.tenant` differs from
-    # it only in a break-glass decision (an operator of another tenant). So every use must be a pin, which
-    # can only narrow the policy to the tenant's own principals: under `unless`, `||`, `!` or `if` the same
-    # comparison could make a policy apply to break-glass operators alone (forbid them, or permit them
-    # more), deciding break-glass per tenant, which is refused above for context.breakGlass for the same
-    # reason. `has tenant` and `context.tenant` (request-controlled) are uses that are not pins: refused too.
+    # The tenant boundary is TenantGate's: a tenant policy may compare `principal.tenant` / `resource.tenant`
+    # with its own id (anywhere: it is evaluated only for this tenant's resources), nothing else (another
+    # tenant, `principal.tenant == resource.tenant`, the request-controlled `context.tenant`, `has tenant`).
+    # Such a policy can tell the tenant's own people from a break-glass operator (`principal.tenant`
+    # differs only then), as it can by roles or issuer: it may restrict operators on its own data, never
+    # widen their access, since the grant's tenant and actions are checked in code before Cedar.
     uses = dumped.count('"attr": "tenant"')
-    if uses and uses != _tenant_pins(conditions).count(tenant):
+    if uses and uses != _own_tenant_comparisons(conditions, tenant):
         return (f"tenant policies may use a tenant attribute only as `principal.tenant == \"{tenant}\"` or "
-                f"`resource.tenant == \"{tenant}\"` in a `when` condition, joined to the rest only by `&&`: "
-                "the tenant boundary is enforced by TenantGate, not by tenant policies")
+                f"`resource.tenant == \"{tenant}\"`: the tenant boundary is enforced by TenantGate, not by "
+                "tenant policies")
     return None
 
 
 def _entity_literals(policy: dict[str, Any]) -> list[str]:
-    """Non-action entity literals a policy names, in its scope or conditions (``User::"alice"``, ...)."""
+    """Non-action entity literals a policy (or the parts of it given) names, in its scope or conditions
+    (``User::"alice"``, ...)."""
     found: list[str] = []
 
     def walk(node: Any) -> None:
@@ -435,8 +446,8 @@ def _entity_literals(policy: dict[str, Any]) -> list[str]:
     return found
 
 
-def _tenant_pins(conditions: Any) -> list[str]:
-    """The tenant ids a policy's conditions pin: one entry per ``principal.tenant == "<id>"`` or
+def _tenant_pins(conditions: Any) -> list[tuple[str, str]]:
+    """What a policy's conditions pin: one ``(side, tenant id)`` per ``principal.tenant == "<id>"`` or
     ``resource.tenant == "<id>"`` comparison (either operand order) that is a conjunct of a ``when``
     clause's top-level ``&&`` chain.
 
@@ -446,14 +457,25 @@ def _tenant_pins(conditions: Any) -> list[str]:
     ``context.tenant`` is whatever the request says. Merely reading a tenant (``principal has tenant``)
     pins nothing either.
     """
-    pins: list[str] = []
+    pins: list[tuple[str, str]] = []
     for condition in conditions if isinstance(conditions, list) else ():
         if isinstance(condition, dict) and condition.get("kind") == "when":
             for conjunct in _conjuncts(condition.get("body")):
-                literal = _pinned_tenant(conjunct)
-                if literal is not None:
-                    pins.append(literal)
+                pin = _tenant_comparison(conjunct)
+                if pin is not None:
+                    pins.append(pin)
     return pins
+
+
+def _own_tenant_comparisons(node: Any, tenant: str) -> int:
+    """How many ``principal.tenant`` / ``resource.tenant == "<tenant>"`` comparisons the EST holds, anywhere."""
+    if isinstance(node, dict):
+        compared = _tenant_comparison(node)
+        own = compared is not None and compared[1] == tenant
+        return int(own) + sum(_own_tenant_comparisons(v, tenant) for v in node.values())
+    if isinstance(node, list):
+        return sum(_own_tenant_comparisons(v, tenant) for v in node)
+    return 0
 
 
 def _conjuncts(node: Any) -> list[Any]:
@@ -463,9 +485,9 @@ def _conjuncts(node: Any) -> list[Any]:
     return [node]
 
 
-def _pinned_tenant(node: Any) -> str | None:
-    """``<id>`` when the node is ``principal.tenant == "<id>"`` or ``resource.tenant == "<id>"`` (either
-    order), else None."""
+def _tenant_comparison(node: Any) -> tuple[str, str] | None:
+    """``(side, <id>)`` when the node is ``principal.tenant == "<id>"`` or ``resource.tenant == "<id>"``
+    (either operand order; side ``principal`` or ``resource``), else None."""
     eq = node.get("==") if isinstance(node, dict) and len(node) == 1 else None
     if not isinstance(eq, dict):
         return None
@@ -474,7 +496,7 @@ def _pinned_tenant(node: Any) -> str | None:
         if (isinstance(attr, dict) and isinstance(value, dict) and isinstance(value.get("Value"), str)
                 and attr.get(".") in ({"left": {"Var": "principal"}, "attr": "tenant"},
                                       {"left": {"Var": "resource"}, "attr": "tenant"})):
-            return str(value["Value"])
+            return str(attr["."]["left"]["Var"]), str(value["Value"])
     return None
 
 

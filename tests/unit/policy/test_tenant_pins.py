@@ -46,13 +46,32 @@ def test_a_global_policy_naming_an_entity_is_refused_when_its_tenant_condition_c
 
 @pytest.mark.parametrize("condition", [
     'when { principal.tenant == "acme" }',
-    'when { "acme" == resource.tenant }',
+    'when { "acme" == principal.tenant && resource.tenant == "acme" }',
     'when { principal has tenant && principal.tenant == "acme" && principal.roles.contains("x") }',
     'unless { principal.roles.isEmpty() } when { context.intent == "" && ("acme" == principal.tenant) }',
 ])
 def test_a_global_policy_naming_an_entity_may_pin_in_a_when_conjunct(condition):
     compiled = compile_policies(SCHEMA, [PolicySource("named.cedar", ALICE_APPROVES + condition + ";")])
     assert compiled.policy_count == 2  # the policy and the guardrail
+
+
+@pytest.mark.parametrize("policy,accepted", [
+    ('permit (principal == User::"alice", action, resource) when { resource.tenant == "acme" };', False),
+    ('forbid (principal, action, resource == Invoice::"inv-1") when { principal.tenant == "ops" };', False),
+    ('forbid (principal, action, resource == Invoice::"inv-1") when { resource.tenant == "acme" };', True),
+    ('permit (principal == User::"alice", action, resource) when { principal.tenant == "acme" };', True),
+    ('permit (principal, action, resource) when { resource == Invoice::"inv-9" && resource.tenant == "acme" };',
+     True),
+    ('permit (principal, action, resource) when { resource == Invoice::"inv-9" };', False),
+])
+def test_a_named_principal_or_resource_needs_a_pin_on_its_own_side(policy, accepted):
+    # In a break-glass decision the operator's tenant is not the resource's: a pin on one side says nothing
+    # about whose entity the other side names (review finding).
+    if accepted:
+        compile_policies(SCHEMA, [PolicySource("named.cedar", policy)])
+    else:
+        with pytest.raises(PolicyError, match="does not pin a tenant"):
+            compile_policies(SCHEMA, [PolicySource("named.cedar", policy)])
 
 
 def test_a_pinned_global_policy_applies_to_its_tenants_alice_only():
@@ -71,11 +90,23 @@ def _tenant_sources(text):
     'unless { resource.tenant == "acme" }',
     'when { principal.tenant == "acme" } unless { principal.tenant == "acme" }',
 ])
-def test_a_tenant_policy_may_compare_its_tenant_only_as_a_pin(condition):
-    # In acme's partition `principal.tenant == "acme"` is false only for a break-glass operator, so outside a
-    # `when` conjunct it would let acme write rules for (or against) break-glass operators alone.
+def test_a_tenant_policy_may_compare_its_own_tenant_anywhere(condition):
+    # A tenant's policies apply only to its own resources; telling its people from a break-glass operator
+    # (as roles or issuer can too) may restrict the operator there, never widen the grant, which code checks.
     text = 'forbid (principal, action, resource) ' + condition + ";"
-    with pytest.raises(PolicyError, match="tenant attribute only") as info:
+    compiled = compile_policies(SCHEMA, [], _tenant_sources(text))
+    assert len(compiled.tenants["acme"].ids) == 1
+
+
+@pytest.mark.parametrize("condition", [
+    'when { principal.tenant == resource.tenant }',
+    'when { principal has tenant }',
+    'when { principal.tenant == "globex" }',
+    'unless { principal.tenant != "acme" || resource.tenant == "globex" }',
+])
+def test_a_tenant_policy_may_not_use_a_tenant_attribute_otherwise(condition):
+    text = 'forbid (principal, action, resource) ' + condition + ";"
+    with pytest.raises(PolicyError, match="tenant") as info:
         compile_policies(SCHEMA, [], _tenant_sources(text))
     assert info.value.diagnostics[0].path == "tenants/acme/own.cedar"
 
