@@ -76,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(mint)
     mint.add_argument("--tenant", required=True)
     mint.add_argument("--sub", required=True, help="subject (user id)")
-    mint.add_argument("--roles", default="", help="comma-separated roles")
+    mint.add_argument("--roles", default=None, help="comma-separated roles (without it the token has no roles claim; "
+                      "\"\" gives an empty one: no roles, not even from entity data)")
     mint.add_argument("--intents", default=None, help="comma-separated intents to bind")
     mint.add_argument("--act", default=None, metavar="AGENT", help="mint a delegated token for this agent")
     mint.add_argument("--ttl", type=int, default=900, metavar="SECONDS")
@@ -237,7 +238,7 @@ def _mint(args: argparse.Namespace) -> int:
     token = issuer.mint(
         tenant=args.tenant,
         subject=args.sub,
-        roles=_csv(args.roles),
+        roles=None if args.roles is None else _csv(args.roles),
         intents=None if args.intents is None else _csv(args.intents),
         actor=args.act,
         ttl_seconds=args.ttl,

@@ -108,7 +108,7 @@ class DevIssuer:
         *,
         tenant: str,
         subject: str,
-        roles: Iterable[str] = (),
+        roles: Iterable[str] | None = None,
         intents: Iterable[str] | None = None,
         actor: str | None = None,
         ttl_seconds: int = 900,
@@ -119,7 +119,9 @@ class DevIssuer:
         """Sign an access token (typ ``at+jwt``) for ``subject`` in ``tenant``.
 
         Claims: iss, sub, aud, iat, nbf (= iat), exp (= iat + ttl), jti (random), the tenant claim, the
-        roles claim (list) when roles are given, the intents claim (list) when ``intents`` is not None, and
+        roles claim (list) when ``roles`` is not None (an empty list is a token issued with no roles, which
+        entity data does not widen; no claim lets entity data give roles), the intents claim (list) when
+        ``intents`` is not None, and
         ``act: {"sub": actor}`` for a delegated (agent) token. Raises ``ConfigError`` when the issuer is
         disabled, ``ttl_seconds`` is outside 1..max_ttl_seconds, an argument is empty or ill-typed, or
         ``extra_claims`` would override a claim set here.
@@ -135,7 +137,7 @@ class DevIssuer:
         _non_empty(subject, "subject")
         if actor is not None:
             _non_empty(actor, "actor")
-        role_list = _string_list(roles, "roles")
+        role_list = None if roles is None else _string_list(roles, "roles")
         intent_list = None if intents is None else _string_list(intents, "intents")
         issued_at = int(self._clock.now() if now is None else now)
         claims: dict[str, Any] = {
@@ -148,7 +150,7 @@ class DevIssuer:
             "jti": uuid.uuid4().hex,
             claim_names.tenant: tenant,
         }
-        if role_list:
+        if role_list is not None:
             claims[claim_names.roles] = role_list
         if intent_list is not None:
             claims[claim_names.intents] = intent_list

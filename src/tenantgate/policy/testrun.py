@@ -70,12 +70,13 @@ class SuiteError(TenantGateError):
 
 @dataclass(frozen=True, slots=True)
 class PrincipalClaims:
-    """Token claims for a named principal. ``intents`` None: no intents claim; ``act``: agent id (RFC 8693)."""
+    """Token claims for a named principal. ``roles`` / ``intents`` None: no such claim (roles: entity data may
+    give them); ``act``: agent id (RFC 8693)."""
 
     name: str
     tenant: str
     sub: str
-    roles: tuple[str, ...] = ()
+    roles: tuple[str, ...] | None = None
     intents: tuple[str, ...] | None = None
     act: str | None = None
 

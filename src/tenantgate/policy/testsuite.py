@@ -299,7 +299,7 @@ def _principal(name: str, value: Any, line: int, check: _Checker) -> PrincipalCl
         name=name,
         tenant=check.string(m, "tenant", what),
         sub=check.string(m, "sub", what),
-        roles=check.strings(m, "roles", what) if "roles" in m else (),
+        roles=check.strings(m, "roles", what) if "roles" in m else None,
         intents=check.strings(m, "intents", what) if "intents" in m else None,
         act=act,
     )
