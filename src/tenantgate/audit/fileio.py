@@ -99,7 +99,9 @@ def rotate(live: Path, keep_files: int, durable: bool, lock_timeout: float) -> i
     path is empty for a moment: a writer arriving then creates its own file there and may append to it
     (continuing the chain from ``.1``). That file is never replaced (its records were acknowledged): the new
     file is created with ``O_EXCL`` or, if one is already there, adopted, so the returned file may hold
-    another writer's records and the caller must then continue the chain from its tail.
+    another writer's records and the caller must then continue the chain from its tail. Even an empty
+    returned file may follow such records: that writer may have rotated its file to ``.1`` in the gap too,
+    so the caller checks that ``.1`` is still the file it had open.
     """
     for stale in live.parent.glob(glob_escape(live.name) + ".rotating-*"):
         stale.unlink(missing_ok=True)  # left by a writer killed mid-rotation (no rotation runs besides ours)
@@ -163,15 +165,19 @@ def _claim_path(live: Path, lock_timeout: float) -> int:
     raise OSError(errno.EAGAIN, f"audit log {live} kept being replaced during rotation")
 
 
-def forget_half_rotation(live: Path) -> None:
+def forget_half_rotation(live: Path) -> bool:
     """Remove ``live.1`` when it is a second name of ``live`` itself (a writer was killed between linking the
-    old file to ``.1`` and renaming the new one into place): the rotation simply did not happen."""
+    old file to ``.1`` and renaming the new one into place): the rotation simply did not happen.
+
+    Returns True when it removed one."""
     first = rotated_path(live, 1)
     try:
         if os.path.samefile(live, first):
             first.unlink()
+            return True
     except FileNotFoundError:
         pass
+    return False
 
 
 def glob_escape(name: str) -> str:

@@ -106,13 +106,14 @@ def chain_files(live: Path) -> list[Path]:
         live_stat = os.stat(live)
     except FileNotFoundError:
         return files
-    if files and files[-1] == rotated_path(live, 1) and _same_file(files[-1], live_stat):
+    if files and files[-1] == rotated_path(live, 1) and same_file(files[-1], live_stat):
         files.pop()
     files.append(live)
     return files
 
 
-def _same_file(path: Path, other: os.stat_result) -> bool:
+def same_file(path: Path, other: os.stat_result) -> bool:
+    """True when ``path`` names the file ``other`` was taken of; False when it is another or missing."""
     try:
         st = os.stat(path)
     except FileNotFoundError:

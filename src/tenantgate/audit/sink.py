@@ -33,7 +33,17 @@ from tenantgate.audit.fileio import (
     rotate,
     unlock,
 )
-from tenantgate.audit.files import ChainHead, encode_head, head_path, head_seq, resume_point, scan_tail, worker_path
+from tenantgate.audit.files import (
+    ChainHead,
+    encode_head,
+    head_path,
+    head_seq,
+    resume_point,
+    rotated_path,
+    same_file,
+    scan_tail,
+    worker_path,
+)
 from tenantgate.audit.recovery import Recovery, move_unchained, set_aside_tail
 from tenantgate.core.model import rfc3339
 from tenantgate.core.ports import AuditRecord, Clock, SystemClock
@@ -138,6 +148,7 @@ class JsonlAuditSink:
         self._fd: int | None = None
         self._head_fd: int | None = None
         self._ident: tuple[int, int] = (-1, -1)
+        self._other_links = 1  # a link count of our file checked not to be a half rotation (see ``_unchanged``)
         self._chain: ChainHead | None = None  # the chain head as of our last batch
         self._end = -1  # file size after our last batch; anything else means someone else wrote
         self._regular = True
@@ -362,10 +373,19 @@ class JsonlAuditSink:
             on_disk = os.stat(self._path_text)
         except OSError:
             return False
-        # A second name (nlink > 1) means a writer was killed mid-rotation, leaving ``.1`` linked to this very
-        # file: the slow path removes it, or verify, query and tail would read every record twice.
-        return (on_disk.st_dev, on_disk.st_ino) == self._ident and on_disk.st_size == self._end and \
-            on_disk.st_nlink < 2
+        if (on_disk.st_dev, on_disk.st_ino) != self._ident or on_disk.st_size != self._end:
+            return False
+        # A second name (nlink > 1) may mean a writer was killed mid-rotation, leaving ``.1`` linked to this very
+        # file: the slow path removes it. A count the slow path found to be other names (a hard-link backup)
+        # is accepted while it holds, or every batch would take the slow path for as long as they exist; a
+        # new count (a half rotation on top of them) means looking again, and so does one after seeing 1. Left
+        # unseen: the backup's name gone and a half rotation made between two of our batches (same count);
+        # readers skip such a ``.1`` and our next rotation, or next slow path, removes it.
+        links = on_disk.st_nlink
+        if links < 2:
+            self._other_links = 1
+            return True
+        return links == self._other_links
 
     def _sync_chain(self, fd: int, st: os.stat_result) -> None:
         if not self._regular:  # e.g. /dev/full or a FIFO: nothing to read back
@@ -373,8 +393,11 @@ class JsonlAuditSink:
             self._end = 0
             return
         ident = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1:
-            forget_half_rotation(self.path)  # even when we wrote last: the half rotation may be someone else's
+        self._other_links = 1  # it belongs to ``_ident``, which becomes ``ident`` below
+        # Even when we wrote last: the half rotation may be someone else's. When ``.1`` is another file, the
+        # extra names are not a half rotation: the fast path may accept this count again.
+        if st.st_nlink > 1 and not forget_half_rotation(self.path):
+            self._other_links = st.st_nlink
         if self._chain is not None and ident == self._ident and st.st_size == self._end:
             return  # we wrote last: the head in memory is current
         self._ident = ident
@@ -403,24 +426,42 @@ class JsonlAuditSink:
         self._end = os.fstat(fd).st_size
 
     def _maybe_rotate(self, fd: int, size: int) -> int:
-        """``fd``, or the new live file (locked) after a rotation. Raises ``_Adopted`` when the new live file
-        already holds another writer's records (only without hard links): the batch must be sealed again."""
+        """``fd``, or the new live file (locked) after a rotation. Raises ``_Adopted`` when the chain no longer
+        ends where the batch was sealed (only without hard links): the new live file already holds another
+        writer's records, or that writer rotated its file to ``.1`` meanwhile. The batch must be sealed again."""
         if not self._rotate_bytes or not self._regular or self._end <= 0 or self._end + size <= self._rotate_bytes:
             return fd
+        old = os.fstat(fd)
         new_fd = rotate(self.path, self._keep_files, self.durability == "fsync", self._lock_timeout)
-        unlock(fd)
-        close_quietly(fd)
-        st = os.fstat(new_fd)
-        self._fd, self._ident, self._end = new_fd, (st.st_dev, st.st_ino), 0
-        self._counts["rotations"] += 1
-        if st.st_size:
-            try:
-                self._sync_chain(new_fd, st)  # the chain now ends in that writer's records
-            except _Moved:
-                raise AuditUnavailable(f"audit log {self.path} was replaced by an unchained file during rotation; "
-                                       "retry") from None
-            raise _Adopted(new_fd)
+        self._fd = new_fd  # from here on closed by ``_close_files`` if anything fails
+        try:
+            st = os.fstat(new_fd)
+            self._ident, self._end, self._other_links = (st.st_dev, st.st_ino), 0, 1
+            self._counts["rotations"] += 1
+            if st.st_size:
+                try:
+                    self._sync_chain(new_fd, st)  # the chain now ends in that writer's records
+                except _Moved:
+                    raise AuditUnavailable(f"audit log {self.path} was replaced by an unchained file during "
+                                           "rotation; retry") from None
+                raise _Adopted(new_fd)
+            # Without hard links an empty new file does not prove the chain still ends where we left it: in the
+            # gap another writer may have created a file, appended to it and rotated it to ``.1`` itself. Then
+            # ``.1`` is not our old file (still open here, so its inode cannot have been reused).
+            if not same_file(rotated_path(self.path, 1), old):
+                self._follow_rotated()
+                raise _Adopted(new_fd)
+        finally:
+            unlock(fd)
+            close_quietly(fd)
         return new_fd
+
+    def _follow_rotated(self) -> None:
+        """Continue the chain from wherever it now ends (``.1``'s tail, the head file), as someone else wrote
+        last: nothing of ours is counted as signed-for, and a tail without a checkpoint is sealed first."""
+        self._chain = resume_point(self.path, self._chain)
+        self._since_checkpoint = 0
+        self._checkpoint_due = self._chain.seq > 0
 
     def _write_head(self) -> None:
         if not self._regular or self._chain is None:

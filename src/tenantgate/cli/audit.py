@@ -173,13 +173,19 @@ def _chains(paths: list[Path], *, in_order: bool, all_workers: bool,
 
 
 def _worker_files(live: Path) -> list[Path]:
-    pattern = re.compile(re.escape(live.stem) + r"-w([1-9][0-9]*)" + re.escape(live.suffix) + "$")
+    """The live paths of the worker chains beside ``live`` (``<stem>-wN<suffix>``), by worker number.
+
+    A worker is found by any file of its chain: the live file, a rotated ``.N`` or the head file. Its live
+    file may be gone while the others remain, and verify must then report what is missing, not skip it.
+    """
+    pattern = re.compile(re.escape(live.stem) + r"-w([1-9][0-9]*)" + re.escape(live.suffix) +
+                         r"(?:\.head|\.[1-9][0-9]*)?$")
     try:
         names = os.listdir(live.parent)
     except OSError:
         return []
-    found = [(int(m[1]), live.with_name(name)) for name in names if (m := pattern.match(name))]
-    return [path for _n, path in sorted(found)]
+    found = {int(m[1]) for name in names if (m := pattern.match(name))}
+    return [live.with_name(f"{live.stem}-w{worker}{live.suffix}") for worker in sorted(found)]
 
 
 def _summary(report: Any) -> str:

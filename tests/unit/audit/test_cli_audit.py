@@ -127,3 +127,23 @@ def test_verify_names_records_past_the_head_in_a_notice_and_exits_0(log, event, 
     assert run(["audit", "verify", "--json", str(log)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["intact"] and [f["kind"] for f in report["findings"]] == ["past_head"]
+
+
+def test_verify_all_workers_reports_a_worker_whose_live_file_or_every_log_file_was_deleted(log, tmp_path, event,
+                                                                                           capsys):
+    """Found in review: workers were found by their live file only, so a worker whose log files were all
+    deleted (its head file left) was skipped silently and verify --all-workers exited 0."""
+    for worker in (1, 2):
+        sink = JsonlAuditSink(log, worker=worker, rotate_bytes=1500)
+        for i in range(6):
+            sink.write(event(100 + i))
+        sink.close()
+    for file in chain_files(tmp_path / "audit-w1.jsonl"):
+        file.unlink()  # worker 1: only audit-w1.jsonl.head is left
+    (tmp_path / "audit-w2.jsonl").unlink()  # worker 2: its rotated files and head file are left
+    assert run(["audit", "verify", "--json", "--all-workers", str(log)]) == 4
+    reports = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["intact"] for r in reports] == [True, False, False]
+    assert reports[1]["files"] == [] and [f["kind"] for f in reports[1]["findings"]] == ["missing"]
+    assert reports[2]["files"] == [str(tmp_path / "audit-w2.jsonl.2"), str(tmp_path / "audit-w2.jsonl.1")]
+    assert [f["kind"] for f in reports[2]["findings"]] == ["truncated"]  # the records of the deleted live file

@@ -8,10 +8,12 @@ file that another writer had created, with an acknowledged record in it, during 
 
 import json
 import os
+import threading
 
 import pytest
 
 from tenantgate.audit import JsonlAuditSink, fileio, verify_log
+from tenantgate.audit import sink as sink_module
 from tenantgate.audit.files import chain_files, rotated_path
 from tenantgate.audit.query import RecordFilter, query
 
@@ -114,4 +116,115 @@ def test_without_hard_links_a_writer_that_locks_the_new_file_first_is_followed(t
     assert fileio.lock_exclusive is real_lock, "the window between create and lock was not exercised"
     cli.write(event(1000))
     assert _ids(path) == ["id-0", "id-1", "id-2", "id-999", "id-3", "id-1000"]
+    assert verify_log(path, from_genesis=True).intact
+
+
+def _seqs(path):
+    return [(f.name, r["seq"], r.get("decision_id")) for f in chain_files(path)
+            for r in map(json.loads, f.read_bytes().splitlines())]
+
+
+def test_without_hard_links_a_file_another_writer_filled_and_rotated_in_the_gap_is_chained_onto(
+        tmp_path, event, monkeypatch, no_hard_links):
+    """Found in review: the rotating writer then created the live file afresh, found it empty and took that for
+    "the chain is where I left it", sealing its batch on the old head: two records with seq 4, verify said
+    out_of_order on an untouched log."""
+    path = tmp_path / "audit.jsonl"
+    server = JsonlAuditSink(path, rotate_bytes=2000)
+    for i in range(3):
+        server.write(event(i))
+    cli = JsonlAuditSink(path, rotate_bytes=1)  # rotates before every batch once its file is not empty
+    real_claim = fileio._claim_path
+    cli_claiming, server_claimed = threading.Event(), threading.Event()
+    cli_errors: list[BaseException] = []
+
+    def cli_rotates():
+        try:
+            cli.write(event(1000))
+        except BaseException as err:  # reported by the assertion after the join
+            cli_errors.append(err)
+
+    cli_thread = threading.Thread(target=cli_rotates)
+
+    def claim(live, timeout):
+        if threading.current_thread() is cli_thread:
+            # The cli's own rotation: it claims after the server created the newest file (and waits for its lock).
+            cli_claiming.set()
+            assert server_claimed.wait(5)
+            return real_claim(live, timeout)
+        # The server renamed its file to .1. In the gap the cli creates a file, writes seq 4 (acknowledged) and
+        # rotates that file away itself, so the path is empty again when the server creates its new file.
+        cli.write(event(999))
+        cli_thread.start()
+        assert cli_claiming.wait(5)
+        fd = real_claim(live, timeout)
+        server_claimed.set()
+        return fd
+
+    monkeypatch.setattr(fileio, "_claim_path", claim)
+    server.write(event(3))
+    cli_thread.join(5)
+    assert server_claimed.is_set() and not cli_thread.is_alive() and not cli_errors, "the gap was not exercised"
+    assert _seqs(path) == [("audit.jsonl.2", 1, "id-0"), ("audit.jsonl.2", 2, "id-1"), ("audit.jsonl.2", 3, "id-2"),
+                           ("audit.jsonl.1", 4, "id-999"), ("audit.jsonl", 5, "id-3"), ("audit.jsonl", 6, "id-1000")]
+    report = verify_log(path, from_genesis=True)
+    assert report.intact, report.findings
+
+
+def test_without_hard_links_a_writer_killed_after_renaming_its_filled_file_to_dot_1_is_chained_onto(
+        tmp_path, event, monkeypatch, no_hard_links, signing_key):
+    path = tmp_path / "audit.jsonl"
+    server = JsonlAuditSink(path, rotate_bytes=2000, checkpoint_key=signing_key, checkpoint_every=100)
+    for i in range(3):
+        server.write(event(i))
+    real_claim = fileio._claim_path
+
+    def claim(live, timeout):
+        monkeypatch.setattr(fileio, "_claim_path", real_claim)
+        cli = JsonlAuditSink(path)  # arrives in the gap and writes seq 4 (acknowledged) ...
+        cli.write(event(999))
+        os.rename(rotated_path(path, 1), rotated_path(path, 2))  # ... then rotates and is killed before claiming
+        os.rename(path, rotated_path(path, 1))
+        return real_claim(live, timeout)
+
+    monkeypatch.setattr(fileio, "_claim_path", claim)
+    server.write(event(3))
+    assert fileio._claim_path is real_claim, "the gap was not exercised"
+    server.close()
+    assert _seqs(path) == [
+        ("audit.jsonl.2", 1, "id-0"), ("audit.jsonl.2", 2, "id-1"), ("audit.jsonl.2", 3, "id-2"),
+        ("audit.jsonl.1", 4, "id-999"),
+        ("audit.jsonl", 5, None), ("audit.jsonl", 6, "id-3"), ("audit.jsonl", 7, None)]  # cli's tail signed first
+    report = verify_log(path, public_key=signing_key.public_key(), from_genesis=True, max_unsigned=100)
+    assert report.intact, report.findings
+
+
+def test_a_lasting_extra_hard_link_is_checked_once_and_a_half_rotation_on_top_of_it_is_still_undone(
+        tmp_path, event, monkeypatch):
+    """Found in review: with a second name that is not ``.1`` (a hard-link backup) every batch took the slow
+    path and looked for a half rotation again, for as long as the backup existed (twice the time per write)."""
+    path = tmp_path / "audit.jsonl"
+    server = JsonlAuditSink(path)
+    server.write(event(0))
+    backup = tmp_path / "backup" / "audit.jsonl"
+    backup.parent.mkdir()
+    os.link(path, backup)
+    checks = []
+    real_forget = sink_module.forget_half_rotation
+    monkeypatch.setattr(sink_module, "forget_half_rotation", lambda live: checks.append(live) or real_forget(live))
+    for i in range(1, 6):
+        server.write(event(i))
+    assert len(checks) == 1  # the first batch after the link looked, the others took the fast path
+    _half_rotation(path)  # a third name: not the count found harmless
+    server.write(event(6))
+    assert not rotated_path(path, 1).exists() and backup.exists()
+    server.write(event(7))  # two names again: checked once more, then remembered
+    server.write(event(8))
+    assert len(checks) == 3
+    backup.unlink()
+    server.write(event(9))  # one name seen: what was remembered no longer holds
+    _half_rotation(path)  # two names again, but now the second is .1
+    server.write(event(10))
+    assert not rotated_path(path, 1).exists()
+    assert _ids(path) == [f"id-{i}" for i in range(11)]
     assert verify_log(path, from_genesis=True).intact
