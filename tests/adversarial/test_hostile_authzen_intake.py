@@ -122,6 +122,12 @@ def test_an_unauthenticated_body_is_never_parsed(server):
 
 def _own_server(tmp_path, *, verifier_first):
     """An HttpServer on its own loop thread, its DecisionPoint's verifier given to it (or not)."""
+    port, issuer, stop, _state = _own_server_and_state(tmp_path, verifier_first=verifier_first)
+    return port, issuer, stop
+
+
+def _own_server_and_state(tmp_path, *, verifier_first=True):
+    """``_own_server`` (``Limits(1 MiB, 4, 10)``), and its handlers: their slots, body budget and large-body turns."""
     clock = FixedClock()
     issuer = TestIssuer(tmp_path, clock=clock)
     verifier = verifier_for(issuer, clock=clock)
@@ -129,18 +135,29 @@ def _own_server(tmp_path, *, verifier_first):
                         audit=JsonlAuditSink(tmp_path / "audit.jsonl"), clock=clock)
     server = HttpServer(HttpOptions("127.0.0.1:0", "user_token", Limits(1 << 20, 4, 10)), pdp, lambda *_: None,
                         verifier=verifier if verifier_first else None)
+    state = next(route.handler.__self__ for route in server._runner.app.router.routes()
+                 if getattr(route.handler, "__self__", None) is not None)
     loop = asyncio.new_event_loop()
     port = loop.run_until_complete(server.start())
     thread = threading.Thread(target=loop.run_forever, name="authzen-test-loop", daemon=True)
     thread.start()
 
+    async def finish_connections():
+        # Connections aiohttp still drains after stop() (an early answer's lingering read): ended here, not
+        # destroyed pending with the loop (asyncio's ERROR would land in a later test's caplog).
+        rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+
     def stop():
         asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        asyncio.run_coroutine_threadsafe(finish_connections(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
 
-    return port, issuer, stop
+    return port, issuer, stop, state
 
 
 def test_a_refused_token_is_refused_before_its_body_is_parsed(tmp_path):
@@ -275,3 +292,202 @@ def test_an_unknown_expectation_is_417_with_the_request_id(server, alice):
     head, _body = _exchange(_port(server), _request(token=alice, body=BODY, headers=[
         "Expect: something", "X-Request-ID: r-5"]))
     assert _status(head) == 417 and "X-Request-ID: r-5" in head
+
+
+# ------------------------------------------------------------------ connections after an early answer (review 2)
+
+
+def _head(*headers):
+    """The head of a request that announces a body and withholds it (as after ``Expect: 100-continue``)."""
+    return ("\r\n".join([f"POST {EVALUATION} HTTP/1.1", "Host: x", *headers]) + "\r\n\r\n").encode()
+
+
+def _answers(port, data, count, timeout=3.0):
+    """Send ``data`` on one connection; the heads of the first ``count`` answers (fewer if it closes first)."""
+    heads = []
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        try:
+            while len(heads) < count:
+                head, separator, rest = received.partition(b"\r\n\r\n")
+                if separator:
+                    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length:"))
+                    if len(rest) >= length:
+                        heads.append(head.decode("latin-1"))
+                        received = rest[length:]
+                        continue
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        except TimeoutError:
+            pass
+    return heads
+
+
+_ANNOUNCED = f"Content-Length: {len(BODY)}"
+
+
+@pytest.fixture(scope="module")
+def own_server(tmp_path_factory):
+    """``(port, issuer)`` of an ``_own_server``: its ``stop()`` also ends the connections aiohttp still drains
+    (for up to 10 s) after answering a request whose body never came."""
+    port, issuer, stop = _own_server(tmp_path_factory.mktemp("withheld"), verifier_first=True)
+    yield port, issuer
+    stop()
+
+
+@pytest.mark.parametrize(("headers", "status"), [
+    (["Content-Type: application/json", _ANNOUNCED], 401),
+    (["Content-Type: application/json", "Authorization: Bearer {alice}", "Content-Length: 1000000000"], 413),
+    (["Content-Type: application/json", "Authorization: Bearer {alice}", "Content-Encoding: foo", _ANNOUNCED], 415),
+    (["Content-Type: text/plain", "Authorization: Bearer {alice}", _ANNOUNCED], 400),
+    (["Content-Type: application/json", "Transfer-Encoding: chunked"], 401),
+])
+@pytest.mark.parametrize("expect", ["100-continue", "something"])  # the second: 417, before the rest
+def test_an_answer_before_a_withheld_body_closes_the_connection(own_server, headers, status, expect):
+    # The client may withhold the body it announced; had the connection stayed open, aiohttp would read the
+    # start of the client's next request as that body and answer it 400 BadHttpMethod (RFC 9110 10.1.1).
+    port, issuer = own_server
+    alice = issuer.mint(tenant="acme", sub="alice", roles=["viewer"])
+    request = _head(*(h.format(alice=alice) for h in headers), f"Expect: {expect}", "X-Request-ID: r-6")
+    head, _body = _exchange(port, request)
+    assert _status(head) == (status if expect == "100-continue" else 417), head
+    assert "connection: close" in head.lower() and "X-Request-ID: r-6" in head, head
+
+
+def test_a_refusal_after_the_whole_body_arrived_keeps_the_connection(server, alice):
+    # Refused from the headers, but the body is in (unread): the connection is in step, so it stays open.
+    pipelined = (_request(body=BODY) + _request(token=alice, body=BODY)
+                 + _request(token=alice, body=BODY, headers=["Content-Encoding: foo"])
+                 + _request(token=alice, body=BODY))
+    heads = _answers(_port(server), pipelined, 4)
+    assert [_status(head) for head in heads] == [401, 200, 415, 200], heads
+    assert not any("connection: close" in head.lower() for head in heads)
+
+
+# ------------------------------------------------------------------ large bodies waiting for the worker (review 2)
+
+
+LARGE_BODY = BODY[:-1] + b', "padding": "' + b"x" * (2 * intake.ON_LOOP_MAX_BODY_BYTES) + b'"}'
+
+
+@pytest.fixture
+def held_worker(monkeypatch):
+    """Large bodies' parsing blocks until ``release`` is set; ``parsed`` counts the large bodies parsed."""
+    release, started, parsed = threading.Event(), threading.Event(), []
+    real_parse = intake.parse_strict_json
+
+    def holding(text):
+        if len(text) > intake.ON_LOOP_MAX_BODY_BYTES:
+            parsed.append(len(text))
+            started.set()
+            release.wait(10)
+        return real_parse(text)
+
+    monkeypatch.setattr(intake, "parse_strict_json", holding)
+    yield release, started, parsed
+    release.set()
+
+
+def _wait_for(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _accounting_is_back(state, full_budget):
+    _wait_for(lambda: state._slots.in_flight == 0 and state._bodies.free == full_budget)
+    assert state._large_bodies.waiting == 0
+
+
+def test_large_bodies_waiting_for_the_worker_leave_decision_slots_to_small_requests(tmp_path, held_worker):
+    # 4 decision slots; 4 large bodies from one client: one parsed, two waiting (at most half the slots),
+    # the fourth 503 at once. None of the waiting ones holds a slot, so another client's small request is decided.
+    release, started, parsed = held_worker
+    port, issuer, stop, state = _own_server_and_state(tmp_path)
+    url = f"http://127.0.0.1:{port}{EVALUATION}"
+    full_budget = state._bodies.free
+    try:
+        alice = issuer.mint(tenant="acme", sub="alice", roles=["viewer"])
+        headers = bearer(alice, **{"Content-Type": "application/json"})
+        large = []
+
+        def send_large():
+            response = httpx.post(url, content=LARGE_BODY, headers=headers, timeout=30)
+            large.append((response.status_code, response.headers.get("Retry-After")))
+
+        senders = [threading.Thread(target=send_large) for _ in range(4)]
+        for sender in senders:
+            sender.start()
+        assert started.wait(5)
+        _wait_for(lambda: state._bodies.free <= full_budget - 3 * len(LARGE_BODY))  # the others are in
+        time.sleep(0.2)
+        for _ in range(3):
+            small = httpx.post(url, content=BODY, headers=headers, timeout=5)
+            assert small.status_code == 200 and small.json()["decision"] is True, small.text
+        _wait_for(lambda: large == [(503, "1")])  # the one beyond the queue, answered without waiting
+        release.set()
+        for sender in senders:
+            sender.join(30)
+        assert sorted(large) == [(200, None)] * 3 + [(503, "1")]
+        assert len(parsed) == 3
+        _accounting_is_back(state, full_budget)
+    finally:
+        stop()
+
+
+def test_a_large_body_whose_client_hangs_up_while_waiting_is_not_parsed(tmp_path, held_worker):
+    release, started, parsed = held_worker
+    port, issuer, stop, state = _own_server_and_state(tmp_path)
+    full_budget = state._bodies.free
+    try:
+        alice = issuer.mint(tenant="acme", sub="alice", roles=["viewer"])
+        with socket.create_connection(("127.0.0.1", port)) as first:
+            first.sendall(_request(token=alice, body=LARGE_BODY))
+            assert started.wait(5)
+            with socket.create_connection(("127.0.0.1", port)) as second:
+                second.sendall(_request(token=alice, body=LARGE_BODY))
+                _wait_for(lambda: state._large_bodies.waiting == 1)
+            time.sleep(0.2)  # the second hung up while waiting its turn
+            release.set()
+            first.settimeout(10)
+            assert first.recv(65536).startswith(b"HTTP/1.1 200")
+        assert len(parsed) == 1
+        _accounting_is_back(state, full_budget)
+    finally:
+        stop()
+
+
+def test_large_body_turns_stay_exact_when_a_waiter_is_cancelled_or_turned_away():
+    async def scenario():
+        turns = intake.LargeBodyTurns(max_waiting=1)
+        holding, finish = asyncio.Event(), asyncio.Event()
+
+        async def hold():
+            async with turns.turn():
+                holding.set()
+                await finish.wait()
+
+        holder = asyncio.create_task(hold())
+        await holding.wait()
+        waiter = asyncio.create_task(hold())
+        await asyncio.sleep(0)
+        assert turns.waiting == 1
+        with pytest.raises(intake.Refused) as refused:  # the queue is full
+            async with turns.turn():
+                pass
+        assert refused.value.status == 503 and refused.value.headers == {"Retry-After": "1"}
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert turns.waiting == 0
+        finish.set()
+        await holder
+        async with turns.turn():  # the worker is free again, for the next one at once
+            assert turns.waiting == 0
+
+    asyncio.run(scenario())

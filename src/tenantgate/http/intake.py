@@ -6,9 +6,15 @@ has proved who it is, and no slow or broken upload may hold what other callers n
 2. (``routes``) the bearer token: a caller without a usable one is refused before its body is read;
 3. ``body_of``: ``100 Continue`` only now, so a refused client never uploads; then the body, bounded by
    size (413), time (408) and a server-wide budget of body bytes held (503); a broken encoding is 400;
-4. ``parse_json``: strict JSON (I-JSON); ``routes`` runs it on a worker thread when the body is large;
-5. ``DecisionSlots``: decisions in flight (503 above the bound), taken only once the body is in, so the
-   time a client takes to upload never counts against other callers' decisions.
+4. ``LargeBodyTurns``: a body above ``ON_LOOP_MAX_BODY_BYTES`` waits its turn for the one large-body worker
+   (a bounded queue: 503 beyond it); ``parse_json`` (strict JSON, I-JSON) then runs on a worker thread;
+5. ``DecisionSlots``: decisions in flight (503 above the bound), taken only once the body is in and its turn
+   has come, so neither the time a client takes to upload nor the time its large body waits for the worker
+   counts against other callers' decisions.
+
+Every answer given before the body was read (a refusal from the headers, or from a body cut short) closes the
+connection (``must_close``): a client that sent ``Expect: 100-continue`` may withhold the body, and what it
+sends next would otherwise be read as that body (RFC 9110 section 10.1.1).
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ ON_LOOP_MAX_BODY_BYTES = 64 * 1024
 # bytes the client meant to be decoded (aiohttp passes unknown codings, and lists like "gzip, br", through).
 CONTENT_ENCODINGS = ("identity", "gzip", "deflate")
 RETRY_AFTER = {"Retry-After": "1"}
+# Large bodies waiting for the worker, at most (fewer when http.max_concurrent_requests is small: see
+# LargeBodyTurns.for_limits): about 3-4 s of parsing at the 1 MiB default, then 503 with Retry-After.
+LARGE_BODIES_WAITING_MAX = 8
 
 
 class Refused(Exception):
@@ -72,16 +81,26 @@ def check_headers(request: web.Request, max_body_bytes: int) -> None:
         raise Refused(413, "the request body is larger than http.max_body_bytes")
 
 
+def must_close(request: web.Request) -> bool:
+    """Whether the answer to ``request`` must close the connection: its body was announced (``Content-Length``
+    above 0, or chunked) and has not fully arrived. The client may be withholding it (``Expect: 100-continue``
+    without a ``100 Continue``), so aiohttp's drain of the rest would eat the start of the next request as this
+    body. A body that has fully arrived, read or not, leaves the connection in step: it stays open."""
+    return not request.content.is_eof()
+
+
 async def defer_continue(request: web.Request) -> web.StreamResponse | None:
     """aiohttp's ``expect_handler``: instead of answering ``100 Continue`` at once (aiohttp's default), leave it
     to ``body_of``, so a request refused from its headers (401, 413, 415, ...) is refused before the client
-    uploads. Runs before the middlewares, hence the ``X-Request-ID`` echo here."""
+    uploads. Runs before the middlewares, hence the ``X-Request-ID`` echo and ``must_close`` here."""
     expect = request.headers.get(hdrs.EXPECT, "")
     if request.version != HttpVersion11 or expect.lower() == "100-continue":
         return None
     response = web.Response(status=417, text=f"unknown Expect: {expect[:64]}", content_type="text/plain")
     if (request_id := request.headers.get("X-Request-ID")) is not None:
         response.headers["X-Request-ID"] = request_id
+    if must_close(request):
+        response.force_close()
     return response
 
 
@@ -92,6 +111,10 @@ class BodyBudget:
 
     def __init__(self, max_bytes: int) -> None:
         self._free = max_bytes
+
+    @property
+    def free(self) -> int:
+        return self._free
 
     def take(self, size: int) -> bool:
         if size > self._free:
@@ -155,6 +178,44 @@ def parse_json(raw: bytes) -> Any:
         raise Refused(400, f"the request body is not valid JSON: {err}") from err
 
 
+class LargeBodyTurns:
+    """The one worker for large bodies: ``turn()`` waits for it, so one large body is parsed (and decided) at a
+    time; an 864 KB body takes 0.3-0.5 s, and each such thread competes with the loop for the GIL.
+
+    At most ``max_waiting`` wait; one more is ``Refused`` 503 with ``Retry-After`` at once, so waiting bodies
+    hold a bounded share of the body budget and a bounded wait. A waiter holds no decision slot (the caller takes
+    its slot inside the turn). Cancellation while waiting leaves the counts exact. Event-loop only."""
+
+    def __init__(self, max_waiting: int) -> None:
+        self._max_waiting = max_waiting
+        self._waiting = 0
+        self._worker = asyncio.Lock()
+
+    @classmethod
+    def for_limits(cls, max_concurrent_requests: int) -> LargeBodyTurns:
+        """At most ``LARGE_BODIES_WAITING_MAX`` waiting, and at most half of ``max_concurrent_requests`` (at least
+        one): large bodies, waiting or parsed, never hold more than about half the body budget."""
+        return cls(max(1, min(LARGE_BODIES_WAITING_MAX, max_concurrent_requests // 2)))
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        if self._worker.locked() and self._waiting >= self._max_waiting:
+            raise Refused(503, "too many large request bodies waiting; retry shortly", RETRY_AFTER)
+        self._waiting += 1
+        try:
+            await self._worker.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._worker.release()
+
+
 class DecisionSlots:
     """Decisions in flight (``http.max_concurrent_requests``); one more is answered 503 with ``Retry-After``.
     Event-loop only (no locking)."""
@@ -162,6 +223,10 @@ class DecisionSlots:
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
 
     @contextmanager
     def hold(self) -> Iterator[None]:

@@ -10,7 +10,8 @@ missing or ill-typed required members, or a body that cannot be decoded; 401 (wi
 the bearer token is missing or not accepted, answered before the body is read; 403 when the caller may not
 ask (see ``convert.http_status``); 408 when the body does not arrive in time; 413 above ``max_body_bytes``;
 415 for a ``Content-Encoding`` other than identity, gzip or deflate; 503 above ``max_concurrent_requests``
-decisions in flight (or too many body bytes in transit). See ``intake`` for the order. Error bodies are a
+decisions in flight (or too many body bytes in transit, or too many large bodies waiting for the worker).
+See ``intake`` for the order; an answer given before the body was in closes the connection. Error bodies are a
 plain-text message. ``X-Request-ID`` is echoed on every answer; every decision's id is also in
 ``X-TenantGate-Decision-Id``.
 """
@@ -89,7 +90,7 @@ async def _request_id_middleware(request: web.Request, handler: Handler) -> web.
             response.force_close()
     except intake.ClientGone:
         # Nobody to answer; aiohttp drops the answer quietly. A hang-up is routine, not an error to log.
-        log.debug("AuthZEN client hung up before its request body was complete")
+        log.debug("AuthZEN client hung up before its request was answered")
         response = _error(400, "the request body was cut off")
     except web.HTTPException as err:  # aiohttp's own (404, 405, ...): answered as a plain response
         response = _error(err.status, err.text or err.reason)
@@ -98,6 +99,9 @@ async def _request_id_middleware(request: web.Request, handler: Handler) -> web.
     except Exception:  # an unexpected failure is a 500, never an allow
         log.exception("AuthZEN request failed unexpectedly")
         response = _error(500, "internal error")
+    if intake.must_close(request):
+        # Answered before its body was in (refused from the headers, or cut short): see intake.must_close.
+        response.force_close()
     request_id = request.headers.get(_REQUEST_ID)
     if request_id is not None:
         response.headers[_REQUEST_ID] = request_id
@@ -118,7 +122,7 @@ class _Handlers:
         # hold (the same worst case as max_concurrent_requests full bodies), not by the time they take.
         self._slots = intake.DecisionSlots(limits.max_concurrent_requests)
         self._bodies = intake.BodyBudget(limits.max_concurrent_requests * limits.max_body_bytes)
-        self._large_bodies = asyncio.Semaphore(1)
+        self._large_bodies = intake.LargeBodyTurns.for_limits(limits.max_concurrent_requests)
 
     async def evaluation(self, request: web.Request) -> web.StreamResponse:
         async def work(raw: bytes, token: str, problem: str) -> web.StreamResponse:
@@ -143,23 +147,30 @@ class _Handlers:
 
     async def _intake(self, request: web.Request,
                       work: Callable[[bytes, str, str], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        """Admit the request from its headers (``_admit``), read its body, hold a decision slot, then
-        ``work(body, token, token_problem)``: the order ``intake`` describes."""
+        """Admit the request from its headers (``_admit``), read its body, wait for the large-body worker if the
+        body is large, hold a decision slot, then ``work(body, token, token_problem)``: the order ``intake``
+        describes. A large body holds no decision slot while it waits, so other callers' small requests keep
+        being decided."""
         caller = self._admit(request)
         if isinstance(caller, web.Response):
             return caller
         token, problem = caller
         async with intake.body_of(request, self._limits.max_body_bytes, self._bodies) as raw:
-            with self._slots.hold():
-                return await work(raw, token, problem)
+            if len(raw) <= intake.ON_LOOP_MAX_BODY_BYTES:
+                with self._slots.hold():
+                    return await work(raw, token, problem)
+            async with self._large_bodies.turn():
+                if request.transport is None or request.transport.is_closing():
+                    raise intake.ClientGone()  # hung up while waiting: parse and decide nothing for nobody
+                with self._slots.hold():
+                    return await work(raw, token, problem)
 
     async def _by_size(self, raw: bytes, work: Callable[[], _T]) -> _T:
-        """``work()`` on the loop for a small body; for a large one on a worker thread, one at a time: an 864 KB
-        body took 0.3-0.5 s to parse on the loop, and each such thread competes with the loop for the GIL."""
+        """``work()`` on the loop for a small body; for a large one on a worker thread (``_intake`` holds the
+        large-body turn, so one at a time): an 864 KB body took 0.3-0.5 s to parse on the loop."""
         if len(raw) <= intake.ON_LOOP_MAX_BODY_BYTES:
             return work()
-        async with self._large_bodies:
-            return await asyncio.to_thread(work)
+        return await asyncio.to_thread(work)
 
     async def _evaluations(self, request: web.Request, body: Any, token: str, problem: str) -> web.StreamResponse:
         try:
