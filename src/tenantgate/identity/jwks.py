@@ -19,6 +19,7 @@ Strict JSON and base64url decoding live in ``tenantgate.identity.encoding`` (re-
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import http.client
 import json
@@ -337,8 +338,11 @@ class JwksUrl:
     """A JWKS fetched over HTTP(S) with ``http.client``: lazily, cached, rate-limited, never following redirects.
 
     * The first fetch happens on first use (or ``JwtVerifier.prefetch_keys``), so the server starts while the
-      URL is briefly down. Until a key set has been obtained, ``current()`` fetches on the calling thread;
-      concurrent callers wait for that one fetch (at most about ``timeout_seconds``) instead of starting more.
+      URL is briefly down. Until a key set has been obtained, ``current()`` fetches on the calling thread, and
+      concurrent callers wait for that one fetch (at most about ``timeout_seconds``) instead of starting more;
+      except on an asyncio event loop's thread (the gRPC and HTTP servers), which must never wait for the
+      network or for another thread's fetch: there it starts a background fetch and fails at once
+      (``KeySourceUnavailable``, a denial), so one issuer's unreachable URL cannot stall every other caller.
     * Once keys are held, ``current()`` and ``refresh()`` never wait for I/O (the caller may be the gRPC event
       loop): keys older than ``cache_seconds``, or ``refresh()`` after an unknown ``kid``, start a re-fetch on
       a daemon thread and return the held keys at once. A ``kid`` that only the new set holds is unknown until
@@ -422,7 +426,7 @@ class JwksUrl:
     def current(self) -> KeySet:
         keys = self._keys
         if keys is None:
-            self._fetch_inline()
+            self._first_fetch()
             return self._held()
         if self._clock.now() - self._fetched_at >= self._cache_seconds:
             self._start_background_fetch()
@@ -430,7 +434,7 @@ class JwksUrl:
 
     def refresh(self) -> KeySet:
         if self._keys is None:
-            self._fetch_inline()
+            self._first_fetch()
         else:
             self._start_background_fetch()
         return self._held()
@@ -461,6 +465,12 @@ class JwksUrl:
         elapsed = now - self._attempted_at
         # A clock that went backwards must not freeze refreshes until it catches up.
         return elapsed < 0 or elapsed >= self._min_interval
+
+    def _first_fetch(self) -> None:
+        if _on_event_loop():
+            self._start_background_fetch()  # the loop serves everyone: never wait here (review finding)
+        else:
+            self._fetch_inline()
 
     def _fetch_inline(self) -> None:
         # Nothing to serve yet: wait for a fetch in flight rather than failing the request at once.
@@ -537,6 +547,15 @@ class JwksUrl:
         if expired.is_set():
             raise TimeoutError("JWKS fetch took too long")
         return parse_jwks(body.decode("utf-8"), origin=self.description, strict=False)
+
+
+def _on_event_loop() -> bool:
+    """True on a thread running an asyncio event loop (a coroutine's caller), where blocking stalls every call."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _abort(sock: socket.socket | None, expired: threading.Event) -> None:

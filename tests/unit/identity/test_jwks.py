@@ -3,6 +3,7 @@ re-fetched in the background once keys are held, bounded by a total deadline).""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -507,3 +508,32 @@ def test_jwks_response_cut_short_of_its_content_length_is_refused(server: Loopba
     with pytest.raises(KeySourceUnavailable):
         source.current()
     assert "Content-Length" in source.last_error
+
+
+def test_on_an_event_loop_a_first_fetch_never_waits_and_fails_closed_at_once(
+    server: LoopbackServer, es: TestIssuer, clock: FixedClock
+) -> None:
+    # Review finding: a JWKS URL that accepts and never answers froze the gRPC event loop (shared by every
+    # caller of every issuer) for the fetch timeout whenever a token of that issuer arrived with no keys held.
+    answer = threading.Event()
+    server.serve("/jwks.json", es.jwks_document(), hold=answer)
+    source = JwksUrl(server.url(), cache_seconds=300, refresh_min_interval_seconds=30, timeout_seconds=30,
+                     clock=clock)
+    verifier = verifier_for(url_issuer(es, source), clock=clock)
+
+    async def on_the_loop() -> str:
+        try:
+            return verifier.verify(es.mint()).subject
+        except TokenInvalid as err:
+            return f"denied: {err}"
+
+    try:
+        outcome = asyncio.run(on_the_loop())
+        # Returned while the server still holds its answer: the fetch runs on a thread, not on the loop.
+        assert outcome.startswith("denied") and not answer.is_set() and source.last_error == ""
+        assert asyncio.run(on_the_loop()).startswith("denied")  # still pending: no second fetch, no wait
+    finally:
+        answer.set()
+    assert source.wait_for_fetch(timeout=10) and source.last_error == ""
+    assert asyncio.run(on_the_loop()) == "alice"  # the background fetch landed
+    assert server.count() == 1
