@@ -165,6 +165,11 @@ def _convert(node: Any, loader: Any, check: _Checker, depth: int, budget: list[i
         mapping = _Map()
         mapping.line, mapping.key_lines = line, {}
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                # Never constructed (nor shown): a list or mapping key built from aliases is outside the node
+                # budget, and a 700-byte one expands to gigabytes (review finding).
+                check.problem(key_node.start_mark.line + 1, "keys must be strings, not a list or mapping")
+                continue
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, str):
                 check.problem(key_node.start_mark.line + 1, f"keys must be strings, not {key!r} (quote it)")

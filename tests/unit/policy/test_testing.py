@@ -384,6 +384,14 @@ def _alias_bomb() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _alias_bomb_key() -> str:
+    # The same bomb as a mapping *key*: built outside the node budget, 10**9 items (review finding: 2 GB, then
+    # a MemoryError traceback; a smaller one printed a message hundreds of MB long).
+    anchors = ["&a0 [x, x, x, x, x, x, x, x, x, x]"]
+    anchors += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    return f"? [{', '.join(anchors)}]\n: 1\nname: s\n"
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("name: a\x07b\n", "1: invalid YAML: character #x0007 is not allowed"),
     ("", "1: no suite in this file"),
@@ -391,6 +399,8 @@ def _alias_bomb() -> str:
     ("a: &x [*x]\n", "too large or too deep"),
     (_alias_bomb(), "too large or too deep"),
     ("name: s\n1: x\n", "2: keys must be strings"),
+    (_alias_bomb_key(), "1: keys must be strings, not a list or mapping"),
+    ("? {a: 1}\n: x\n", "1: keys must be strings, not a list or mapping"),
 ])
 def test_hostile_or_empty_files_are_refused_with_a_message(tmp_path, text, message):
     path = tmp_path / "s.yaml"
