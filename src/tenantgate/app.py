@@ -15,7 +15,7 @@ from tenantgate.config import AuditSettings, Settings
 from tenantgate.core.breakglass import BreakGlass, GrantRules
 from tenantgate.core.grants import GrantState
 from tenantgate.core.model import ClaimNames
-from tenantgate.core.pdp import DecisionPoint
+from tenantgate.core.pdp import DecisionPoint, DecisionSettings
 from tenantgate.core.ports import Clock, SystemClock
 from tenantgate.errors import AuditUnavailable, ConfigError
 from tenantgate.grants import open_guarded_store
@@ -72,21 +72,11 @@ def build(settings: Settings, clock: Clock | None = None, worker: int | None = N
     metrics.policy_loaded(policies.current().version)
     audit = build_audit_sink(settings.audit, worker=worker or 0)
     audit.open()
-    t, g = settings.tokens, settings.grants
-    names = ClaimNames(tenant=t.tenant_claim, roles=t.roles_claim, intents=t.intents_claim)
-    breakglass = BreakGlass(
-        store=open_guarded_store(g.store),
-        audit=audit,
-        clock=clock,
-        verifier=verifier,
-        claim_names=names,
-        rules=GrantRules(operator_tenant=g.operator_tenant, operator_role=g.operator_role,
-                         approver_role=g.approver_role, require_approval=g.require_approval,
-                         require_ticket=g.require_ticket, max_ttl_seconds=g.max_ttl_seconds,
-                         pending_ttl_seconds=g.pending_ttl_seconds),
-    )
-    # Only a trusted-PEP AuthZEN setup lets a token with this role state subjects; otherwise nobody may.
-    pep_role = settings.http.pep_role if settings.http.mode == "trusted_pep" else ""
+    decisions = decision_settings(settings)
+    names = decisions.claim_names
+    breakglass = BreakGlass(store=open_guarded_store(settings.grants.store), audit=audit, clock=clock,
+                            verifier=verifier, claim_names=names, rules=decisions.rules)
+    pep_role = decisions.pep_role
 
     def count_active() -> int:
         return len(breakglass.store.list(None, GrantState.ACTIVE, clock.now()))
@@ -203,6 +193,21 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
         if app.mirror is not None:
             app.mirror.sync_audit()  # the closing checkpoint
         log.info("stopped")
+
+
+def decision_settings(settings: Settings) -> DecisionSettings:
+    """How ``settings`` shape decisions beyond policies: claim names, break-glass rules, the trusted PEP role.
+    The server and ``tenantgate test`` both take them from here, so a suite decides as the server does."""
+    t, g = settings.tokens, settings.grants
+    return DecisionSettings(
+        claim_names=ClaimNames(tenant=t.tenant_claim, roles=t.roles_claim, intents=t.intents_claim),
+        rules=GrantRules(operator_tenant=g.operator_tenant, operator_role=g.operator_role,
+                         approver_role=g.approver_role, require_approval=g.require_approval,
+                         require_ticket=g.require_ticket, max_ttl_seconds=g.max_ttl_seconds,
+                         pending_ttl_seconds=g.pending_ttl_seconds),
+        # Only a trusted-PEP AuthZEN setup lets a token with this role state subjects; otherwise nobody may.
+        pep_role=settings.http.pep_role if settings.http.mode == "trusted_pep" else "",
+    )
 
 
 def ext_authz_options(settings: Settings) -> ExtAuthzOptions:

@@ -64,3 +64,35 @@ def test_tenantgate_test_subcommand_in_a_fresh_process(tmp_path):
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert " passed in " in done.stdout.splitlines()[-1]
+
+
+def test_suites_decide_with_the_configs_grant_rules_and_claim_names(tmp_path):
+    # Review finding: `tenantgate test --config` read only policies.dir; suites ran with the built-in
+    # [grants] and [tokens] defaults, so a suite could pass while the server built from the same config
+    # answered the opposite.
+    config = tmp_path / "tenantgate.toml"
+    config.write_text(f'[policies]\ndir = "{BUNDLED}"\n\n[grants]\noperator_tenant = "ops"\n\n'
+                      '[tokens]\ntenant_claim = "org"\n\n[dev_issuer]\nenabled = true\n', encoding="utf-8")
+    suite = tmp_path / "ops.yaml"
+    suite.write_text("""name: ops operators
+now: 2025-01-15T10:00:00Z
+principals:
+  olga: {tenant: ops, sub: olga, roles: [breakglass-operator]}
+  pat: {tenant: platform, sub: pat, roles: [breakglass-operator]}
+cases:
+  - name: an operator of the configured operator tenant uses a grant
+    principal: olga
+    action: read
+    resource: {type: Invoice, id: inv-1, tenant: acme}
+    grant: {target_tenant: acme, actions: [read], ticket: INC-1}
+    expect: {decision: ALLOW, reason: allow_break_glass}
+  - name: the built-in default operator tenant is not one here
+    principal: pat
+    action: read
+    resource: {type: Invoice, id: inv-1, tenant: acme}
+    expect: {decision: DENY, reason: cross_tenant}
+""", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTGATE_")}
+    out = subprocess.run([*TENANTGATE, "test", "--config", str(config), str(suite)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -36,7 +36,9 @@ def add_command(sub: Any) -> None:
     cmd.add_argument("paths", nargs="*", metavar="PATH",
                      help="suite files or directories (searched for *.yaml, *.yml); default: <policies.dir>/tests")
     cmd.add_argument("--config", default=os.environ.get("TENANTGATE_CONFIG"),
-                     help="TOML config file giving policies.dir (default: $TENANTGATE_CONFIG, else embedded defaults)")
+                     help="TOML config file giving policies.dir, and the token claim names, [grants] rules and "
+                          "http.pep_role the suites decide with (default: $TENANTGATE_CONFIG, else embedded "
+                          "defaults)")
     cmd.add_argument("--policies", default=None, metavar="DIR",
                      help="policy directory for suites without their own `policies:` (default: policies.dir)")
     cmd.add_argument("--schema", default=None, metavar="FILE", help="schema for --policies")
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             suites = load_suites([default.path / "tests"])
         if default is None and any(suite.policies is None for suite in suites):
             default = _configured_policies(args)
-        report = run_suites(suites, default)
+        report = run_suites(suites, default, _decision_settings(args))
     except SuiteError as problem:
         return _fail(args, stderr, stdout, "suite", problem, EXIT_ERROR)
     except PolicyError as problem:
@@ -92,6 +94,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             print(f"coverage of {_shown(c.policies.path)} is {c.percent:.1f}%, below --min-coverage "
                   f"{args.min_coverage:g}%", file=stderr)
     return EXIT_FAILED if report.failed or low else EXIT_OK
+
+
+def _decision_settings(args: argparse.Namespace) -> Any:
+    """The config's claim names, break-glass rules and PEP role, as the server applies them (review finding:
+    suites ran with the built-in defaults, so a suite could pass while the server answered the opposite)."""
+    from tenantgate import app, config
+
+    return app.decision_settings(config.load(args.config))
 
 
 def _configured_policies(args: argparse.Namespace) -> PolicyDir:

@@ -14,9 +14,10 @@ import logging
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from tenantgate.core.breakglass import GrantRules
 from tenantgate.core.engine import Engine
 from tenantgate.core.grants import Grant
 from tenantgate.core.model import (
@@ -63,6 +64,17 @@ class _Staged:
     verified: VerifiedClaims | None
     principal: Principal | None
     trace: list[TraceStep] | None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionSettings:
+    """What a deployment configures about decisions beyond its policies: the token claim names, the
+    break-glass rules and the role that lets an enforcement point state subjects ("" = none may). The
+    composition root builds them from the config, for the server and for ``tenantgate test`` alike."""
+
+    claim_names: ClaimNames = field(default_factory=ClaimNames)
+    rules: GrantRules = field(default_factory=GrantRules)
+    pep_role: str = ""
 
 
 class GrantLookup(Protocol):
@@ -348,4 +360,4 @@ def _clip(value: str) -> str:
     return value if len(value) <= _AUDIT_LIMIT else value[:_AUDIT_LIMIT] + "..."
 
 
-__all__ = ["DecisionPoint", "token_fingerprint"]
+__all__ = ["DecisionPoint", "DecisionSettings", "token_fingerprint"]

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from tenantgate.config import DevIssuerSettings, TokenSettings
-from tenantgate.core.breakglass import BreakGlass, GrantRules
+from tenantgate.core.breakglass import BreakGlass
 from tenantgate.core.engine import GUARDRAIL_ID, CompiledPolicies
 from tenantgate.core.grants import Grant, GrantState
-from tenantgate.core.model import CheckInput, Decision, DecisionResult, Reason, Resource
-from tenantgate.core.pdp import DecisionPoint
+from tenantgate.core.model import CheckInput, ClaimNames, Decision, DecisionResult, Reason, Resource
+from tenantgate.core.pdp import DecisionPoint, DecisionSettings
 from tenantgate.core.ports import AuditRecord
 from tenantgate.errors import (
     ConfigError,
@@ -308,14 +308,18 @@ class RunReport:
         return tuple(out)
 
 
-def run_suites(suites: Sequence[PolicySuite], default: PolicyDir | None = None) -> RunReport:
-    """Run every case of ``suites``; suites without their own ``policies:`` use ``default``.
+def run_suites(suites: Sequence[PolicySuite], default: PolicyDir | None = None,
+               settings: DecisionSettings | None = None) -> RunReport:
+    """Run every case of ``suites``; suites without their own ``policies:`` use ``default``. ``settings``: the
+    deployment's claim names, break-glass rules and PEP role (``app.decision_settings``), as the server uses
+    them; the built-in defaults when None.
 
     Raises ``PolicyError`` (diagnostic paths prefixed with the policy directory) when a policy set is invalid,
     ``SuiteError`` when a suite needs the default set and there is none, or a principal or grant cannot be
     set up. Failed expectations are results, not errors.
     """
     started = time.perf_counter()
+    settings = settings or DecisionSettings()
     chosen = [PolicyDir(s.policies) if s.policies is not None else default for s in suites]
     compiled: dict[PolicyDir, CompiledPolicies] = {}
     by_key: dict[tuple[Path, Path], PolicyDir] = {}
@@ -336,7 +340,7 @@ def run_suites(suites: Sequence[PolicySuite], default: PolicyDir | None = None) 
             assert policies is not None
             canonical = by_key[policies.key()]
             results.append(_run_suite(suite, canonical, PolicyStore(compiled[canonical]), issuer, keys,
-                                      Path(tmp) / f"grants-{index}.db"))
+                                      Path(tmp) / f"grants-{index}.db", settings))
     return RunReport(tuple(results), compiled, time.perf_counter() - started)
 
 
@@ -351,16 +355,20 @@ def _load(policies: PolicyDir) -> CompiledPolicies:
 
 
 def _run_suite(suite: PolicySuite, policies: PolicyDir, store: PolicyStore, issuer: DevIssuer, keys: IssuerKeys,
-               grants_db: Path) -> SuiteResult:
+               grants_db: Path, settings: DecisionSettings) -> SuiteResult:
     started = time.perf_counter()
     clock = _FixedClock(suite.now)
+    names = settings.claim_names
     # A verifier per suite: its clock is the suite's `now`, and it trusts only this run's throwaway issuer.
-    verifier = JwtVerifier([keys], TokenSettings(), clock)
+    verifier = JwtVerifier([keys], TokenSettings(tenant_claim=names.tenant, roles_claim=names.roles,
+                                                 intents_claim=names.intents), clock)
     sink = MemoryAuditSink()
     grants = SqliteGrantStore(grants_db)
     try:
-        breakglass = BreakGlass(store=grants, audit=sink, clock=clock, rules=GrantRules(), verifier=verifier)
-        pdp = DecisionPoint(verifier=verifier, engine=store.current, audit=sink, clock=clock, grants=breakglass)
+        breakglass = BreakGlass(store=grants, audit=sink, clock=clock, rules=settings.rules, verifier=verifier,
+                                claim_names=names)
+        pdp = DecisionPoint(verifier=verifier, engine=store.current, audit=sink, clock=clock, claim_names=names,
+                            grants=breakglass, pep_role=settings.pep_role)
         tokens: dict[str, str] = {}
         results = []
         for case in suite.cases:
@@ -368,17 +376,18 @@ def _run_suite(suite: PolicySuite, policies: PolicyDir, store: PolicyStore, issu
             if claims is None:
                 raise SuiteError(f"{suite.case_id(case)}: unknown principal {case.principal!r}")
             if case.principal not in tokens:
-                tokens[case.principal] = _mint(issuer, claims, suite, case)
+                tokens[case.principal] = _mint(issuer, claims, suite, case, names)
             results.append(_run_case(suite, case, claims, tokens[case.principal], pdp, grants))
     finally:
         grants.close()
     return SuiteResult(suite, policies, tuple(results), time.perf_counter() - started)
 
 
-def _mint(issuer: DevIssuer, claims: PrincipalClaims, suite: PolicySuite, case: PolicyCase) -> str:
+def _mint(issuer: DevIssuer, claims: PrincipalClaims, suite: PolicySuite, case: PolicyCase,
+          names: ClaimNames) -> str:
     try:
         return issuer.mint(tenant=claims.tenant, subject=claims.sub, roles=claims.roles, intents=claims.intents,
-                           actor=claims.act, ttl_seconds=TOKEN_TTL_SECONDS, now=suite.now)
+                           actor=claims.act, ttl_seconds=TOKEN_TTL_SECONDS, now=suite.now, claim_names=names)
     except ConfigError as err:
         raise SuiteError(f"{suite.case_id(case)}: cannot mint a token for principal {claims.name!r}: {err}") from err
 
