@@ -203,6 +203,11 @@ class JwtVerifier:
     def _check_times(self, payload: Mapping[str, Any]) -> tuple[float, float | None]:
         if "exp" not in payload:
             raise TokenInvalid("token has no expiry (exp)")
+        if self._settings.require_typ and ("iat" not in payload or not isinstance(payload.get("jti"), str)
+                                           or not payload.get("jti")):
+            # RFC 9068 section 2.2: an at+jwt access token carries iat and jti (review finding: the profile was
+            # claimed by typ alone).
+            raise TokenInvalid("an at+jwt access token must carry iat and jti (RFC 9068)")
         expires_at = _time_claim(payload, "exp")
         not_before = _time_claim(payload, "nbf") if "nbf" in payload else None
         issued_at = _time_claim(payload, "iat") if "iat" in payload else None

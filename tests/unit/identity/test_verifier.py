@@ -290,6 +290,15 @@ def test_access_token_typ_is_accepted_case_insensitively(es: TestIssuer, clock: 
     assert verifier.verify(es.mint(headers={"typ": typ})).subject == "alice"
 
 
+@pytest.mark.parametrize("claims", [{"iat": OMIT}, {"jti": OMIT}, {"jti": ""}])
+def test_the_rfc_9068_profile_needs_iat_and_jti(es: TestIssuer, clock: FixedClock, claims: dict) -> None:
+    # Review finding: with require_typ an at+jwt token without iat, nbf or jti was accepted.
+    verifier = verifier_for(es, clock=clock, require_typ=True)
+    with pytest.raises(TokenInvalid, match="iat and jti"):
+        verifier.verify(es.mint(headers={"typ": "at+jwt"}, **claims))
+    assert verifier_for(es, clock=clock).verify(es.mint(headers={"typ": "at+jwt"}, **claims)).subject == "alice"
+
+
 def test_any_string_typ_is_accepted_when_typ_is_not_required(es: TestIssuer, verifier: JwtVerifier) -> None:
     assert verifier.verify(es.mint(headers={"typ": "JWT"})).subject == "alice"
     assert verifier.verify(es.mint(headers={"typ": OMIT})).subject == "alice"
