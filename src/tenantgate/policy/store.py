@@ -124,7 +124,19 @@ class PolicyStore:
         if self._dir is None:
             return ()
         entries = []
+        seen: set[tuple[int, int]] = set()
         for dirpath, dirnames, filenames in os.walk(self._dir, followlinks=True):
+            # Each directory once, by (device, inode): a symlink back up the tree (`tenants/acme/up -> ..`)
+            # would otherwise make the walk exponential and never finish (review finding: the server hung).
+            try:
+                st = os.stat(dirpath)
+            except OSError:
+                dirnames[:] = []
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                dirnames[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("..") and d != "tests")
             for name in sorted(filenames):
                 if not name.endswith((".cedar", ".cedarschema", ".json")):  # .json: entity data
