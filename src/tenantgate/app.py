@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -170,9 +172,10 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
     except BaseException:
         await server.stop()
         raise
-    background = [asyncio.create_task(_sweep_grants(app)), asyncio.create_task(_poll_policies(app)),
+    reloads = Reloads(app.policies)
+    background = [asyncio.create_task(_sweep_grants(app)), asyncio.create_task(_poll_policies(app, reloads)),
                   asyncio.create_task(_checkpoint_audit(app)), asyncio.create_task(_mirror_metrics(app))]
-    signalled = server.handle_signals(on_hangup=lambda: _reload_soon(app)) if stop is None else None
+    signalled = server.handle_signals(on_hangup=reloads.soon) if stop is None else None
     if on_started is not None:
         on_started(port)
     try:
@@ -238,20 +241,58 @@ async def _start_http(app: App) -> HttpServer | None:
     return http
 
 
-def _reload_soon(app: App) -> None:
-    """SIGHUP: reload the policies now (on a worker thread; decisions keep being answered meanwhile)."""
-    log.info("SIGHUP: reloading policies")
-    asyncio.get_running_loop().run_in_executor(None, lambda: app.policies.reload(force=True))
+class Reloads:
+    """Policy reloads on threads of their own, one at a time, never on the event loop's default executor:
+    health, status, metrics and shutdown use that one, and a reload that hangs (a policy directory on a stuck
+    network mount) must not take it over (review finding: seven SIGHUPs during a hung reload filled it, and
+    health, status and SIGTERM stopped working). A SIGHUP while a forced reload is still waiting is folded
+    into it, so at most one poll, one running and one waiting reload exist. Daemon threads: a hung reload
+    never keeps the process from exiting."""
+
+    def __init__(self, policies: PolicyStore) -> None:
+        self._policies = policies
+        self._one = threading.Lock()  # one reload at a time
+        self._queued = threading.Event()  # a forced reload is waiting for its turn
+
+    def soon(self) -> None:
+        """SIGHUP: reload the policies now, forced (decisions keep being answered meanwhile)."""
+        if self._queued.is_set():
+            log.info("SIGHUP: a reload is already waiting; this one is folded into it")
+            return
+        log.info("SIGHUP: reloading policies")
+        self._queued.set()
+        self._start(self._forced)
+
+    async def poll(self) -> None:
+        """One unforced reload (only when the directory's fingerprint changed), waited for."""
+        await asyncio.wrap_future(self._start(self._policies.reload))
+
+    def _forced(self) -> object:
+        self._queued.clear()  # from here on, a new SIGHUP waits for a reload that reads what changed since
+        return self._policies.reload(force=True)
+
+    def _start(self, work: Callable[[], object]) -> concurrent.futures.Future[object]:
+        done: concurrent.futures.Future[object] = concurrent.futures.Future()
+
+        def run() -> None:
+            with self._one:
+                try:
+                    done.set_result(work())
+                except BaseException as err:  # noqa: BLE001 - reload() never raises; kept for the awaiting poll
+                    done.set_exception(err)
+
+        threading.Thread(target=run, name="tenantgate-reload", daemon=True).start()
+        return done
 
 
-async def _poll_policies(app: App) -> None:
+async def _poll_policies(app: App, reloads: Reloads) -> None:
     """Reload when the policy directory changes (checked every ``policies.poll_interval_seconds``)."""
     interval = app.settings.policies.poll_interval_seconds
     if interval <= 0:
         return
     while True:
         await asyncio.sleep(interval)
-        await asyncio.to_thread(app.policies.reload)
+        await reloads.poll()
 
 
 async def _mirror_metrics(app: App) -> None:

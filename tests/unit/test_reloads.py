@@ -1,0 +1,60 @@
+"""Policy reloads triggered by SIGHUP and polling run on their own threads, one at a time, and a hung reload
+neither piles up threads nor touches the event loop's default executor (review finding: seven SIGHUPs during
+a hung reload filled that executor, and health, status and SIGTERM stopped working)."""
+
+import asyncio
+import threading
+
+from tenantgate.app import Reloads
+
+
+class _HangingStore:
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls: list[bool] = []
+
+    def reload(self, *, force: bool = False) -> str:
+        self.calls.append(force)
+        self.release.wait(timeout=30)
+        return "reloaded"
+
+
+def test_sighups_during_a_hung_reload_are_folded_and_the_default_executor_stays_free():
+    store = _HangingStore()
+    reloads = Reloads(store)  # type: ignore[arg-type]
+
+    async def scenario() -> tuple[int, int]:
+        before = threading.active_count()
+        for _ in range(20):
+            reloads.soon()
+            await asyncio.sleep(0.01)
+        # The default executor still answers at once: nothing of the reloads waits in it.
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: 42), timeout=10) == 42
+        grown, calls = threading.active_count() - before, len(store.calls)
+        store.release.set()
+        return grown, calls
+
+    grown, calls = asyncio.run(scenario())
+    assert calls == 1  # the first reload hung; the other nineteen SIGHUPs were folded into one waiting reload
+    assert grown <= 3  # the hung reload, one waiting behind it, and the to_thread worker
+    for _ in range(1000):  # the waiting reload runs once the hung one ends, and only it
+        if len(store.calls) == 2:
+            break
+        threading.Event().wait(0.01)
+    assert store.calls == [True, True]
+
+
+def test_a_poll_waits_for_its_reload_and_runs_after_a_hung_one_ends():
+    store = _HangingStore()
+    reloads = Reloads(store)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        reloads.soon()
+        poll = asyncio.create_task(reloads.poll())
+        await asyncio.sleep(0.05)
+        assert not poll.done()
+        store.release.set()
+        await asyncio.wait_for(poll, timeout=10)
+
+    asyncio.run(scenario())
+    assert store.calls == [True, False]
