@@ -163,7 +163,7 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
     if s.metrics_listen and app.worker is None:
         host, _, mport = s.metrics_listen.rpartition(":")
         try:
-            start_http_server(int(mport), addr=host, registry=app.registry)
+            start_http_server(int(mport), addr=host.strip("[]"), registry=app.registry)  # [::1]:9464 too
         except OSError as err:
             await server.stop()
             raise ConfigError(f"cannot serve metrics on {s.metrics_listen}: {err.strerror}") from err

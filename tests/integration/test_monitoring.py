@@ -53,3 +53,19 @@ def test_alert_rules_have_the_fields_prometheus_needs():
     for group in rules["groups"]:
         for rule in group["rules"]:
             assert rule["expr"] and rule["labels"]["severity"] and rule["annotations"]["summary"]
+
+
+def test_metrics_are_served_on_a_bracketed_ipv6_address(tmp_path):
+    # Review finding: `server.metrics_listen = "[::1]:PORT"` failed in the single-process server ("Name or
+    # service not known"): the brackets went to the resolver.
+    import socket
+    import urllib.request
+
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    issuer = TestIssuer(tmp_path)
+    settings = config.load(write_config(tmp_path, issuer.settings),
+                           env={"TENANTGATE_SERVER_METRICS_LISTEN": f"[::1]:{port}"})
+    with running_server(settings), urllib.request.urlopen(f"http://[::1]:{port}/metrics", timeout=10) as answer:
+        assert b"tenantgate_" in answer.read()

@@ -90,7 +90,8 @@ class PolicyStore:
                     raise _ChangedWhileReading
             except _ChangedWhileReading:
                 result = ReloadResult(True, False, self._engine.version,
-                                      "policy files changed while being read; not used, retried at the next poll")
+                                      "policy files changed while being read; not used: the next poll (or SIGHUP) "
+                                      "reads them again")
                 log.warning("policy files changed during reload; still serving %s", self._engine.version)
             except PolicyError as err:
                 # The files stay as they are until someone fixes them: remember the fingerprint so an
