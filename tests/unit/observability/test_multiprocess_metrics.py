@@ -63,3 +63,47 @@ def test_a_worker_log_line_carries_its_index():
     record = logging.LogRecord("tenantgate.app", logging.INFO, __file__, 1, "stopped", None, None)
     assert json.loads(JsonFormatter(worker=3).format(record))["worker"] == 3
     assert "worker" not in json.loads(JsonFormatter().format(record))
+
+
+_WORKER = """
+import sys
+from prometheus_client import Counter, Histogram
+Counter("tg_test_calls", "calls", ["api"]).labels(api="check").inc(int(sys.argv[1]))
+Histogram("tg_test_seconds", "seconds", buckets=(0.1, 1.0)).observe(0.5)
+"""
+
+
+def _scrape(files_dir):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from tenantgate.observability.multiprocess import _LockedCollector
+
+    registry = CollectorRegistry()
+    _LockedCollector(registry, path=str(files_dir))
+    text = generate_latest(registry).decode()
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+            if line.startswith("tg_test") and not line.startswith("#")}
+
+
+def test_an_exited_workers_counters_and_histograms_are_folded_into_the_archive_not_lost(tmp_path):
+    # Review finding: every worker restart left its counter_<pid>.db and histogram_<pid>.db for good: a
+    # crash-looping worker grew the directory (and every scrape's work) without bound.
+    import os
+    import subprocess
+    import sys
+
+    from tenantgate.observability.multiprocess import forget
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    pids = []
+    for calls in (3, 4, 5):
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())\n" + _WORKER, str(calls)],
+                               env=env, capture_output=True, text=True, check=True, timeout=60)
+        pids.append(int(child.stdout.split()[0]))
+    before = _scrape(tmp_path)
+    assert before['tg_test_calls_total{api="check"}'] == 12 and before["tg_test_seconds_count"] == 3
+    for pid in pids:
+        forget(pid, str(tmp_path))
+    assert _scrape(tmp_path) == before  # nothing lost, nothing counted twice
+    assert sorted(p.name for p in tmp_path.glob("*.db")) == ["counter_archive.db", "histogram_archive.db"]
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob("*.folding"))
