@@ -336,3 +336,33 @@ def test_f10_segments_that_become_traversal_after_a_second_decode_or_nfkc_are_re
 
     assert isinstance(decode_path(f"/tenants/acme/invoices/{segment}"), PathRefused), decode_path(
         f"/tenants/acme/invoices/{segment}")
+
+
+def test_a_configmap_swap_that_deletes_the_directory_being_read_is_not_a_refused_reload(tmp_path, monkeypatch):
+    # Review finding (second round): kubelet swaps ..data and then deletes the old ..<timestamp> directory;
+    # a reload reading from the old one got "no *.cedar policy files" and reported the set as refused
+    # (last_reload_ok 0, the alert fires) although nothing was wrong with it.
+    root = tmp_path / "policies"
+    root.mkdir()
+    _configmap_version(root, "..v1", _HARMLESS, _EDITOR_GUARDED)
+    _configmap_version(root, "..v2", _GUARD + "\n" + _HARMLESS, _EDITOR_PLAIN)
+    os.symlink("..v1", root / "..data")
+    for name in ("schema.cedarschema", "guards.cedar", "roles.cedar"):
+        os.symlink(f"..data/{name}", root / name)
+    store = PolicyStore.load(root)
+    version = store.current().version
+    real_read = policy_loader._read
+
+    def read_then_swap_and_delete(path, base):
+        if path.name == "schema.cedarschema" and (root / "..v1").exists():
+            os.symlink("..v2", root / "..data_tmp")
+            os.replace(root / "..data_tmp", root / "..data")
+            shutil.rmtree(root / "..v1")
+        return real_read(path, base)
+
+    monkeypatch.setattr(policy_loader, "_read", read_then_swap_and_delete)
+    result = store.reload(force=True)
+    monkeypatch.setattr(policy_loader, "_read", real_read)
+    assert (result.ok, result.changed, store.current().version) == (True, False, version)
+    assert "changed while being read" in result.message
+    assert store.reload().ok and store.current().version != version  # the next poll takes the new set

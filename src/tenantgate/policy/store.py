@@ -83,7 +83,14 @@ class PolicyStore:
                 return ReloadResult(True, False, self._engine.version, "unchanged")
             try:
                 candidate = dict(self._cache)
-                compiled = load_policies(self._dir, self._schema, candidate)
+                try:
+                    compiled = load_policies(self._dir, self._schema, candidate)
+                except PolicyError:
+                    # A ConfigMap update can remove the directory we were reading from (kubelet deletes the old
+                    # ..<timestamp> after the swap): not a broken set, just one that moved (review finding).
+                    if self.fingerprint() != fingerprint:
+                        raise _ChangedWhileReading from None
+                    raise
                 # Files edited in place while we read them could give a set that never existed on disk: only
                 # a set read between two identical fingerprints is used; otherwise the next poll tries again.
                 if self.fingerprint() != fingerprint:
