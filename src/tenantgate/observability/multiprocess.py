@@ -14,22 +14,15 @@ slowly it sends or reads, and nothing it does reaches the supervisor's loop.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-import shutil
 import socket
 import sys
 import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import MetricsHandler
-from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from tenantgate.errors import ConfigError
@@ -50,7 +43,7 @@ class MetricsEndpoint:
     def __init__(self, listen: str, files_dir: str, *, deadline: float = REQUEST_DEADLINE_SECONDS,
                  max_connections: int = MAX_CONNECTIONS) -> None:
         registry = CollectorRegistry()
-        _LockedCollector(registry, path=files_dir)  # type: ignore[no-untyped-call]
+        MultiProcessCollector(registry, path=files_dir)  # type: ignore[no-untyped-call]
         handler = type("_Handler", (_DeadlineHandler,),
                        {"registry": registry, "deadline": deadline, "timeout": deadline})
         host, _, port = listen.rpartition(":")
@@ -87,80 +80,8 @@ class SupervisorMetrics:
 
 
 def forget(pid: int, files_dir: str) -> None:
-    """Worker ``pid`` exited: drop its live-only gauges, and fold its counters and histograms into the
-    archive files (``counter_archive.db``, ``histogram_archive.db``), which keep them in the sums.
-
-    Folding keeps the directory from growing with every restart (review finding: a worker crash-looping
-    every few seconds left two files per pid, and each scrape reads them all). It runs under an exclusive
-    lock that scrapes take shared, so a scrape never sees a value twice or not at all; if the lock is not
-    had soon (a slow scrape), the files stay as they are, still counted, for the next exit to leave alone.
-    """
+    """Worker ``pid`` exited: drop its live-only gauges; its counters and histograms stay in the sums."""
     mark_process_dead(pid, files_dir)  # type: ignore[no-untyped-call]
-    try:
-        with _files_locked(files_dir, exclusive=True, wait=FOLD_WAIT_SECONDS):
-            for kind in ("counter", "histogram"):
-                _fold(os.path.join(files_dir, f"{kind}_{pid}.db"), os.path.join(files_dir, f"{kind}_archive.db"))
-    except (OSError, TimeoutError) as err:
-        log.warning("metrics of exited worker %d not folded (its files stay and are still counted): %s", pid, err)
-
-
-FOLD_WAIT_SECONDS = 2.0
-_LOCK_FILE = ".files.lock"  # not *.db: the collector never reads it
-
-
-class _LockedCollector(MultiProcessCollector):
-    """The multiprocess collector, reading the files under the shared lock ``forget`` folds them under."""
-
-    def collect(self) -> Any:
-        with _files_locked(self._path, exclusive=False, wait=REQUEST_DEADLINE_SECONDS):
-            return list(super().collect())  # type: ignore[no-untyped-call]
-
-
-@contextmanager
-def _files_locked(files_dir: str, *, exclusive: bool, wait: float) -> Iterator[None]:
-    """``flock`` on the directory's lock file (between processes: scrapes run in the /metrics process,
-    folding in the supervisor), polled for at most ``wait`` seconds. Raises ``TimeoutError``/``OSError``."""
-    fd = os.open(os.path.join(files_dir, _LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"metrics files in {files_dir} stayed locked for {wait:g}s") from None
-                time.sleep(0.01)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _fold(dead: str, archive: str) -> None:
-    """Add the values of ``dead`` to ``archive``, then remove ``dead``. Called with the exclusive lock held.
-
-    The archive is rebuilt beside it (``.tmp``, which no scrape reads) and renamed over it, after ``dead`` was
-    renamed out of the collector's sight: a crash in between loses that worker's counts (a counter reset,
-    which Prometheus handles), never counts them twice."""
-    if not os.path.exists(dead):
-        return
-    values = MmapedDict.read_all_values_from_file(dead)  # type: ignore[no-untyped-call]
-    building = archive + ".tmp"
-    if os.path.exists(archive):
-        shutil.copyfile(archive, building)
-    else:
-        open(building, "wb").close()
-    into = MmapedDict(building)  # type: ignore[no-untyped-call]
-    try:
-        for key, value, timestamp, _position in values:
-            total, _when = into.read_value(key)  # type: ignore[no-untyped-call]
-            into.write_value(key, total + value, timestamp)  # type: ignore[no-untyped-call]
-    finally:
-        into.close()  # type: ignore[no-untyped-call]
-    folding = dead + ".folding"
-    os.rename(dead, folding)
-    os.rename(building, archive)
-    os.unlink(folding)
 
 
 class _DeadlineHandler(MetricsHandler):
