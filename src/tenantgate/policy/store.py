@@ -87,8 +87,10 @@ class PolicyStore:
                     compiled = load_policies(self._dir, self._schema, candidate)
                 except PolicyError:
                     # A ConfigMap update can remove the directory we were reading from (kubelet deletes the old
-                    # ..<timestamp> after the swap): not a broken set, just one that moved (review finding).
-                    if self.fingerprint() != fingerprint:
+                    # ..<timestamp> after the swap): not a broken set, just one that moved (review finding). Only
+                    # files gone or replaced (another inode) count: a file merely written to (a heartbeat) must
+                    # not keep a broken set from being reported.
+                    if _replaced(fingerprint, self.fingerprint()):
                         raise _ChangedWhileReading from None
                     raise
                 # Files edited in place while we read them could give a set that never existed on disk: only
@@ -133,7 +135,8 @@ class PolicyStore:
             return ()
         entries = []
         seen: set[tuple[int, int]] = set()
-        for dirpath, dirnames, filenames in os.walk(self._dir, followlinks=True):
+        top = os.fspath(self._dir)
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
             # Each directory once, by (device, inode): a symlink back up the tree (`tenants/acme/up -> ..`)
             # would otherwise make the walk exponential and never finish (review finding: the server hung).
             try:
@@ -145,7 +148,8 @@ class PolicyStore:
                 dirnames[:] = []
                 continue
             seen.add((st.st_dev, st.st_ino))
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("..") and d != "tests")
+            # The suites in the top-level tests/ are not policies; a tenant named `tests` is (review finding).
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("..") and (d != "tests" or dirpath != top))
             for name in sorted(filenames):
                 if not name.endswith((".cedar", ".cedarschema", ".json")):  # .json: entity data
                     continue
@@ -162,3 +166,9 @@ class PolicyStore:
             except OSError:
                 entries.append((str(self._schema), -1, -1, -1))
         return tuple(entries)
+
+
+def _replaced(before: tuple[tuple[str, int, int, int], ...], after: tuple[tuple[str, int, int, int], ...]) -> bool:
+    """True when a file of the ``before`` fingerprint is gone or is now another file (inode): a swap."""
+    now = {path: inode for path, _size, _mtime, inode in after}
+    return any(now.get(path) != inode for path, _size, _mtime, inode in before)

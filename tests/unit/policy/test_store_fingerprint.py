@@ -34,3 +34,43 @@ def test_symlinks_back_up_the_tree_do_not_hang_loading_or_reloading(tmp_path):
     cedar_files = len([p for p in root.rglob("*") if p.suffix in (".cedar", ".cedarschema", ".json")
                        and "tests" not in p.parts and not p.is_symlink()])
     assert outcome == {"files": cedar_files, "reload": True}
+
+
+def test_a_tenant_named_tests_is_fingerprinted_like_any_other(tmp_path):
+    # Review finding: every directory named `tests` was skipped, at any depth, though only the top-level
+    # tests/ holds suites: an edit of tenants/tests/*.cedar read as "unchanged" at every poll.
+    root = tmp_path / "policies"
+    shutil.copytree(BUNDLED, root)
+    tenant = root / "tenants" / "tests"
+    tenant.mkdir(parents=True)
+    policy = tenant / "p.cedar"
+    policy.write_text('@id("t-read") permit (principal, action == Action::"read", resource);\n')
+    store = PolicyStore.load(root)
+    assert str(policy) in {path for path, *_ in store.fingerprint()}
+    assert not any("/tests/" in path and "/tenants/" not in path for path, *_ in store.fingerprint())
+    policy.write_text('@id("t-read2") permit (principal, action == Action::"read", resource);\n')
+    assert store.reload().changed
+
+
+def test_a_broken_set_is_reported_even_while_another_file_keeps_being_written(tmp_path, monkeypatch):
+    # Review finding: a PolicyError was taken for "changed while being read" whenever any fingerprinted file
+    # changed, so a heartbeat file touched all the time kept a broken set from ever being reported.
+    from tenantgate.policy import loader
+
+    root = tmp_path / "policies"
+    shutil.copytree(BUNDLED, root)
+    heartbeat = root / "entities.json"
+    if not heartbeat.exists():
+        heartbeat.write_text("[]")
+    store = PolicyStore.load(root)
+    (root / "zz_broken.cedar").write_text("permit (principal, action, resource) when { nonsense };\n")
+    real_read = loader._read
+
+    def read_and_touch(path, base):
+        heartbeat.write_text(heartbeat.read_text())  # written in place: same inode, new mtime
+        os.utime(heartbeat, ns=(0, os.stat(heartbeat).st_mtime_ns + 1_000_000))
+        return real_read(path, base)
+
+    monkeypatch.setattr(loader, "_read", read_and_touch)
+    result = store.reload(force=True)
+    assert (result.ok, result.changed) == (False, True) and "zz_broken.cedar" in result.message
