@@ -276,6 +276,8 @@ class Reloads:
 
         def run() -> None:
             with self._one:
+                if not done.set_running_or_notify_cancel():
+                    return  # the poll awaiting it was cancelled (shutdown) before its turn came
                 try:
                     done.set_result(work())
                 except BaseException as err:  # noqa: BLE001 - reload() never raises; kept for the awaiting poll

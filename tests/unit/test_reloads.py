@@ -58,3 +58,30 @@ def test_a_poll_waits_for_its_reload_and_runs_after_a_hung_one_ends():
 
     asyncio.run(scenario())
     assert store.calls == [True, False]
+
+
+def test_a_poll_cancelled_while_its_reload_waits_ends_quietly():
+    # Review finding: at shutdown serve() cancels the poll task; its reload thread then failed with
+    # InvalidStateError (a traceback on stderr) when it set the result of the cancelled future.
+    store = _HangingStore()
+    reloads = Reloads(store)  # type: ignore[arg-type]
+    errors = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    try:
+        async def scenario() -> None:
+            reloads.soon()
+            poll = asyncio.create_task(reloads.poll())
+            await asyncio.sleep(0.05)
+            poll.cancel()
+            await asyncio.sleep(0)
+
+        asyncio.run(scenario())
+        store.release.set()
+        for _ in range(500):
+            if threading.active_count() == 1:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        threading.excepthook = previous
+    assert errors == [] and store.calls == [True]  # the cancelled poll's reload never ran
