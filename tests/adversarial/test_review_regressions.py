@@ -108,16 +108,23 @@ def _configmap_version(root: Path, name: str, guards: str, roles: str) -> None:
     (version / "roles.cedar").write_text(roles)
 
 
-def test_f2_reload_never_serves_a_mix_of_two_configmap_versions(tmp_path, monkeypatch):
+def _configmap(tmp_path: Path) -> tuple[Path, PolicyStore]:
+    """A ConfigMap-style policy mount serving ..v1, with ..v2 beside it, and its loaded store.
+
+    v1: the paid guard is inline in roles.cedar. v2: it moved to guards.cedar. Both protect paid invoices.
+    """
     root = tmp_path / "policies"
     root.mkdir()
-    # v1: the paid guard is inline in roles.cedar. v2: it moved to guards.cedar. Both protect paid invoices.
     _configmap_version(root, "..v1", _HARMLESS, _EDITOR_GUARDED)
     _configmap_version(root, "..v2", _GUARD + "\n" + _HARMLESS, _EDITOR_PLAIN)
     os.symlink("..v1", root / "..data")
     for name in ("schema.cedarschema", "guards.cedar", "roles.cedar"):
         os.symlink(f"..data/{name}", root / name)
-    store = PolicyStore.load(root)
+    return root, PolicyStore.load(root)
+
+
+def test_f2_reload_never_serves_a_mix_of_two_configmap_versions(tmp_path, monkeypatch):
+    root, store = _configmap(tmp_path)
     pdp, issuer = _pdp(tmp_path, store)
     editor = issuer.mint(tenant="acme", roles=["editor"])
     paid = CheckInput(token=editor, action="update",
@@ -342,14 +349,7 @@ def test_a_configmap_swap_that_deletes_the_directory_being_read_is_not_a_refused
     # Review finding (second round): kubelet swaps ..data and then deletes the old ..<timestamp> directory;
     # a reload reading from the old one got "no *.cedar policy files" and reported the set as refused
     # (last_reload_ok 0, the alert fires) although nothing was wrong with it.
-    root = tmp_path / "policies"
-    root.mkdir()
-    _configmap_version(root, "..v1", _HARMLESS, _EDITOR_GUARDED)
-    _configmap_version(root, "..v2", _GUARD + "\n" + _HARMLESS, _EDITOR_PLAIN)
-    os.symlink("..v1", root / "..data")
-    for name in ("schema.cedarschema", "guards.cedar", "roles.cedar"):
-        os.symlink(f"..data/{name}", root / name)
-    store = PolicyStore.load(root)
+    root, store = _configmap(tmp_path)
     version = store.current().version
     real_read = policy_loader._read
 

@@ -224,7 +224,7 @@ class BreakGlass:
         refusal stands whether or not its event can be written. The grant id is the caller's: clipped."""
         try:
             self._event("grant.refused", caller, None, f"{step}: {_clip(why, MAX_REASON)}",
-                        _clip(grant_id, MAX_GRANT_ID))
+                        _clip(grant_id, MAX_GRANT_ID), nobody="(unauthenticated)")
         except Exception as err:  # noqa: BLE001 - the caller is refused either way
             log.error("grant.refused event (%s %s) not written: %s", step, _clip(grant_id, MAX_GRANT_ID), err)
 
@@ -272,14 +272,15 @@ class BreakGlass:
         return record
 
     def _event(self, event: str, caller: Principal | None, grant: Grant | None, detail: str = "",
-               grant_id: str = "") -> None:
-        """Write one grant event; without ``grant`` (a refusal before it was looked up) only ``grant_id``."""
+               grant_id: str = "", nobody: str = "(tenantgate)") -> None:
+        """Write one grant event; without ``grant`` (a refusal before it was looked up) only ``grant_id``;
+        without ``caller`` the actor is ``nobody`` (TenantGate itself, or an unverified caller)."""
         self._audit.write(GrantEvent(
             event_id=str(uuid.uuid4()),
             time=rfc3339(self._clock.now()),
             event=event,
             grant_id=grant.id if grant else grant_id,
-            actor=caller.subject if caller else ("(unauthenticated)" if event == "grant.refused" else "(tenantgate)"),
+            actor=caller.subject if caller else nobody,
             actor_tenant=caller.tenant if caller else "",
             operator=grant.operator if grant else "",
             operator_tenant=grant.operator_tenant if grant else "",

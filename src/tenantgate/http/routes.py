@@ -19,6 +19,7 @@ plain-text message. ``X-Request-ID`` is echoed on every answer; every decision's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -156,11 +157,9 @@ class _Handlers:
             return caller
         token, problem = caller
         async with intake.body_of(request, self._limits.max_body_bytes, self._bodies) as raw:
-            if len(raw) <= intake.ON_LOOP_MAX_BODY_BYTES:
-                with self._slots.hold():
-                    return await work(raw, token, problem)
-            async with self._large_bodies.turn():
-                if request.transport is None or request.transport.is_closing():
+            large = len(raw) > intake.ON_LOOP_MAX_BODY_BYTES
+            async with self._large_bodies.turn() if large else contextlib.nullcontext():
+                if large and (request.transport is None or request.transport.is_closing()):
                     raise intake.ClientGone()  # hung up while waiting: parse and decide nothing for nobody
                 with self._slots.hold():
                     return await work(raw, token, problem)

@@ -15,14 +15,11 @@ What is read from Envoy's request, and nothing else:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2 as ext
 from envoy.type.v3 import http_status_pb2
@@ -31,6 +28,7 @@ from google.rpc import code_pb2, status_pb2
 
 from tenantgate.core.model import CheckInput, DecisionResult, Reason, Resource
 from tenantgate.rpc.routes import PathRefused, RouteTable
+from tenantgate.rpc.tls import certificate_sha256
 
 API = "ext_authz"
 DECISION_ID_HEADER = "x-tenantgate-decision-id"
@@ -179,11 +177,9 @@ def client_certificate_sha256(encoded: str) -> tuple[str, str]:
     if pem.count("-----BEGIN CERTIFICATE-----") != 1:
         return "", "the forwarded client certificate must be exactly one PEM certificate"
     try:
-        certificate = x509.load_pem_x509_certificate(pem.encode("ascii"))
-        der = certificate.public_bytes(serialization.Encoding.DER)
+        return certificate_sha256(pem.encode("ascii")), ""
     except (ValueError, UnicodeEncodeError):
         return "", "the forwarded client certificate cannot be parsed"
-    return hashlib.sha256(der).hexdigest(), ""
 
 
 def check_response(result: DecisionResult, translated: Translated) -> ext.CheckResponse:

@@ -46,11 +46,7 @@ class ExtAuthzService(ext_grpc.AuthorizationServicer):  # type: ignore[misc]  # 
         except DecodeError:
             return self._undecodable()
         try:
-            translated = envoy_convert.check_input(request, self._options)
-            started = time.perf_counter()
-            result = self._pdp.decide(translated.check)
-            self._observe(envoy_convert.API, result, time.perf_counter() - started)
-            return envoy_convert.check_response(result, translated)
+            return self._decided(envoy_convert.check_input(request, self._options))
         except Exception:  # decide() never raises; this guards the conversions
             # Fails closed even in dry-run mode: without a decision there is nothing to let through.
             decision_id = new_decision_id()
@@ -64,10 +60,14 @@ class ExtAuthzService(ext_grpc.AuthorizationServicer):  # type: ignore[misc]  # 
         check = CheckInput(token="", action="", resource=Resource("", "", ""), api=envoy_convert.API,
                            token_problem="the CheckRequest cannot be decoded (a header value that is not UTF-8?)",
                            dry_run=self._options.dry_run)
+        return self._decided(Translated(check, ()))
+
+    def _decided(self, translated: Translated) -> ext.CheckResponse:
+        """The one ``decide()``, observed, answered for Envoy."""
         started = time.perf_counter()
-        result = self._pdp.decide(check)
+        result = self._pdp.decide(translated.check)
         self._observe(envoy_convert.API, result, time.perf_counter() - started)
-        return envoy_convert.check_response(result, Translated(check, ()))
+        return envoy_convert.check_response(result, translated)
 
 
 def add_to_server(servicer: Any, server: grpc.aio.Server) -> None:

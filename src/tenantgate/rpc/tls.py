@@ -157,6 +157,12 @@ def certificate_identities(pem: bytes) -> tuple[str, ...]:
     return tuple(uris + names)
 
 
+def certificate_sha256(pem: bytes) -> str:
+    """Hex SHA-256 of a PEM certificate's DER form: what ``cnf.x5t#S256`` (RFC 8705) names. Raises ValueError."""
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).hexdigest()
+
+
 def peer_certificate_sha256(context: grpc.aio.ServicerContext) -> str:
     """Hex SHA-256 of the DER client certificate the caller presented over mTLS ("" without exactly one):
     what a certificate-bound token (RFC 8705 ``cnf.x5t#S256``) is checked against."""
@@ -164,10 +170,9 @@ def peer_certificate_sha256(context: grpc.aio.ServicerContext) -> str:
     if len(pems) != 1:
         return ""
     try:
-        der = x509.load_pem_x509_certificate(pems[0]).public_bytes(serialization.Encoding.DER)
+        return certificate_sha256(pems[0])
     except ValueError:
         return ""
-    return hashlib.sha256(der).hexdigest()
 
 
 class CallerAllowList(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
