@@ -265,6 +265,30 @@ def test_malformed_requests_are_denied_not_errors(stub, admin):
             assert (resp.decision, resp.reason) == (pb.DENY, "invalid_request"), resp.message
 
 
+def test_a_request_protobuf_cannot_decode_is_an_audited_denial_and_a_batch_a_clear_error(server, admin, caplog):
+    # Review finding: a string field that is not UTF-8 failed protobuf decoding before the servicer ran: a bare
+    # UNKNOWN "Exception deserializing request!" with a traceback in the log, no decision id, no audit record.
+    address, app = server
+    single = request(admin, intent="caf\u00e9").SerializeToString().replace("caf\u00e9".encode(), b"caf\xff\xfe")
+    batch = pb.BatchCheckRequest(items=[request(admin, intent="caf\u00e9")]).SerializeToString()
+    batch = batch.replace("caf\u00e9".encode(), b"caf\xff\xfe")
+    with grpc.insecure_channel(address) as channel:
+        check = channel.unary_unary("/tenantgate.v1.Authorizer/Check", request_serializer=lambda b: b,
+                                    response_deserializer=pb.CheckResponse.FromString)
+        answer = check(single, metadata=[("authorization", f"Bearer {admin}")], timeout=5)
+        assert (answer.decision, answer.reason) == (pb.DENY, "invalid_request")
+        assert answer.message == "the CheckRequest cannot be decoded (a string field that is not UTF-8)"
+        record = audit_lines(app)[answer.decision_id]
+        assert (record["decision"], record["reason"], record["subject"]) == ("DENY", "invalid_request", "alice")
+        assert check(b"\xff\xff\xff", timeout=5).reason == "token_missing"  # no token to be read anywhere
+        with pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary("/tenantgate.v1.Authorizer/BatchCheck", request_serializer=lambda b: b,
+                                response_deserializer=lambda b: b)(batch, timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details() == "the BatchCheckRequest cannot be decoded (a string field that is not UTF-8)"
+    assert not [r for r in caplog.records if r.exc_info]
+
+
 def test_health_is_serving_and_reflection_lists_the_services(server):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc

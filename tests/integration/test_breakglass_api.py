@@ -139,3 +139,40 @@ def test_list_grants_refuses_an_unknown_state_filter(env):
     assert _code(lambda: bgs.ListGrants(bg.ListGrantsRequest(state=99), metadata=_md(ada))) == \
         grpc.StatusCode.INVALID_ARGUMENT
     assert bgs.ListGrants(bg.ListGrantsRequest(state=bg.GRANT_STATE_UNSPECIFIED), metadata=_md(ada)) is not None
+
+
+def _not_utf8(message):
+    """``message`` on the wire with its one string "caf\u00e9" made invalid UTF-8 (same length)."""
+    wire = message.SerializeToString()
+    assert wire.count("caf\u00e9".encode()) == 1
+    return wire.replace("caf\u00e9".encode(), b"caf\xff\xfe")
+
+
+def test_a_change_that_cannot_be_decoded_is_refused_on_record_and_every_method_answers_clearly(env, caplog):
+    # Review finding: a string field that is not UTF-8 failed protobuf decoding before any servicer ran: a
+    # bare UNKNOWN "Exception deserializing request!", a traceback in the log, and no grant.refused record.
+    issuer, app, _authz, _bgs, address = env
+    oscar = issuer.mint(tenant="platform", sub="oscar", roles=["breakglass-operator"])
+    calls = [("RequestGrant", bg.RequestGrantRequest(target_tenant="acme", actions=["read"], reason="caf\u00e9",
+                                                     ticket="INC-1", duration_seconds=900)),
+             ("ApproveGrant", bg.ApproveGrantRequest(grant_id="caf\u00e9")),
+             ("RevokeGrant", bg.RevokeGrantRequest(grant_id="g", reason="caf\u00e9")),
+             ("ListGrants", bg.ListGrantsRequest(tenant="caf\u00e9"))]
+    with grpc.insecure_channel(address) as channel:
+        for method, message in calls:
+            raw = channel.unary_unary(f"/tenantgate.v1.BreakGlass/{method}", request_serializer=lambda b: b,
+                                      response_deserializer=lambda b: b)
+            with pytest.raises(grpc.RpcError) as info:
+                raw(_not_utf8(message), metadata=_md(oscar), timeout=5)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert "cannot be decoded (a string field that is not UTF-8)" in info.value.details()
+        status = channel.unary_unary("/tenantgate.v1.Admin/Status", request_serializer=lambda b: b,
+                                     response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as info:
+            status(b"\xff\xff\xff", timeout=5)  # not protobuf at all
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    refused = [json.loads(line) for line in open(app.settings.audit.path) if '"grant.refused"' in line
+               and "cannot be decoded" in line]
+    assert [(r["detail"].split(":")[0], r["actor"]) for r in refused] == [
+        ("request", "oscar"), ("approve", "oscar"), ("revoke", "oscar")]
+    assert not [r for r in caplog.records if r.exc_info]

@@ -12,11 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from tenantgate.core.model import CheckInput, DecisionResult
+from tenantgate.core.model import CheckInput, DecisionResult, Resource
 from tenantgate.core.pdp import DecisionPoint
 from tenantgate.errors import InvalidRequest
 from tenantgate.ids import decision_id as new_decision_id
 from tenantgate.rpc import convert
+from tenantgate.rpc.decoding import Undecodable
 from tenantgate.rpc.metadata import bearer_from_metadata
 from tenantgate.rpc.status import abort_with
 from tenantgate.v1 import authorizer_pb2 as pb
@@ -49,10 +50,14 @@ class AuthorizerService(pb_grpc.AuthorizerServicer):
         """Let running batch chunks finish, drop queued ones (their callers are gone), stop the threads."""
         self._batches.shutdown(wait=True, cancel_futures=True)
 
-    async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
-        token, problem = _metadata_token(request.token, context)
+    async def Check(self, request: pb.CheckRequest | Undecodable,
+                    context: grpc.aio.ServicerContext) -> pb.CheckResponse:
         try:
-            check = convert.check_input(request, fallback_token=token, token_problem=problem, api="check")
+            if isinstance(request, Undecodable):  # registered by rpc.decoding.add_service
+                check = _undecodable(request, context)
+            else:
+                token, problem = _metadata_token(request.token, context)
+                check = convert.check_input(request, fallback_token=token, token_problem=problem, api="check")
             started = time.perf_counter()
             result = self._pdp.decide(check)
             self._observe("check", result, time.perf_counter() - started)
@@ -120,6 +125,14 @@ def _metadata_token(request_token: str, context: grpc.aio.ServicerContext) -> tu
     if request_token:
         return "", ""
     return bearer_from_metadata(context.invocation_metadata())
+
+
+def _undecodable(request: Undecodable, context: grpc.aio.ServicerContext) -> CheckInput:
+    """A CheckRequest protobuf cannot decode: an audited ``invalid_request`` denial, for the metadata's token
+    when there is one (the request's own cannot be read), like any other request that cannot be understood."""
+    token, problem = bearer_from_metadata(context.invocation_metadata())
+    return CheckInput(token=token, action="", resource=Resource("", "", ""), token_problem=problem,
+                      request_problem=request.problem, api="check")
 
 
 def _internal_denial(api: str) -> pb.CheckResponse:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import grpc
 
@@ -16,6 +16,7 @@ from tenantgate.core.breakglass import BreakGlass, GrantRequest
 from tenantgate.core.model import Principal
 from tenantgate.errors import GrantInvalid, TenantGateError, TokenError, TokenInvalid, TokenMissing, classify
 from tenantgate.rpc import convert
+from tenantgate.rpc.decoding import Undecodable
 from tenantgate.rpc.metadata import bearer_from_metadata
 from tenantgate.rpc.status import abort_with
 from tenantgate.rpc.tls import peer_certificate_sha256
@@ -27,22 +28,34 @@ T = TypeVar("T")
 
 
 class BreakGlassService(bg_grpc.BreakGlassServicer):
+    # Changes answer a request protobuf cannot decode themselves: refused and audited like any refused change.
+    HANDLES_UNDECODABLE = frozenset({"RequestGrant", "ApproveGrant", "RevokeGrant"})
+
     def __init__(self, service: BreakGlass) -> None:
         self._service = service
 
-    async def RequestGrant(self, request: bg.RequestGrantRequest, context: grpc.aio.ServicerContext) -> bg.Grant:
+    async def RequestGrant(self, request: bg.RequestGrantRequest | Undecodable,
+                           context: grpc.aio.ServicerContext) -> bg.Grant:
+        if isinstance(request, Undecodable):
+            await self._refuse_undecodable(context, "request", request)
         req = GrantRequest(target_tenant=request.target_tenant, actions=tuple(request.actions),
                            reason=request.reason, ticket=request.ticket,
                            duration_seconds=int(request.duration_seconds))
         grant = await self._call(context, lambda caller: self._service.request(caller, req), "request")
         return convert.grant_message(grant, self._service.now())
 
-    async def ApproveGrant(self, request: bg.ApproveGrantRequest, context: grpc.aio.ServicerContext) -> bg.Grant:
+    async def ApproveGrant(self, request: bg.ApproveGrantRequest | Undecodable,
+                           context: grpc.aio.ServicerContext) -> bg.Grant:
+        if isinstance(request, Undecodable):
+            await self._refuse_undecodable(context, "approve", request)
         grant = await self._call(context, lambda caller: self._service.approve(caller, request.grant_id),
                                  "approve", request.grant_id)
         return convert.grant_message(grant, self._service.now())
 
-    async def RevokeGrant(self, request: bg.RevokeGrantRequest, context: grpc.aio.ServicerContext) -> bg.Grant:
+    async def RevokeGrant(self, request: bg.RevokeGrantRequest | Undecodable,
+                          context: grpc.aio.ServicerContext) -> bg.Grant:
+        if isinstance(request, Undecodable):
+            await self._refuse_undecodable(context, "revoke", request)
         grant = await self._call(context, lambda caller: self._service.revoke(caller, request.grant_id,
                                                                               request.reason),
                                  "revoke", request.grant_id)
@@ -56,6 +69,16 @@ class BreakGlassService(bg_grpc.BreakGlassServicer):
         grants = await self._call(context, lambda caller: self._service.list(caller, request.tenant or None, state))
         now = self._service.now()
         return bg.ListGrantsResponse(grants=[convert.grant_message(g, now) for g in grants])
+
+    async def _refuse_undecodable(self, context: grpc.aio.ServicerContext, step: str,
+                                  request: Undecodable) -> NoReturn:
+        """A change whose request cannot be decoded: ``grant.refused`` for the verified caller, INVALID_ARGUMENT."""
+        def refuse(caller: Principal) -> None:
+            self._service.refused(step, caller, "", request.problem)
+            raise request.refusal()
+
+        await self._call(context, refuse, step)
+        raise AssertionError("unreachable")  # pragma: no cover - _call aborts
 
     async def _call(self, context: grpc.aio.ServicerContext, operation: Callable[[Principal], T], step: str = "",
                     grant_id: str = "") -> T:

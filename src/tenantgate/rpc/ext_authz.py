@@ -14,13 +14,13 @@ from typing import Any
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2 as ext
 from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
-from google.protobuf.message import DecodeError
 
 from tenantgate.core.model import CheckInput, DecisionResult, Reason, Resource
 from tenantgate.core.pdp import DecisionPoint
 from tenantgate.ids import decision_id as new_decision_id
 from tenantgate.rpc import envoy_convert
 from tenantgate.rpc.authorizer import DecisionObserver
+from tenantgate.rpc.decoding import Undecodable, add_service
 from tenantgate.rpc.envoy_convert import ExtAuthzOptions, Translated
 
 log = logging.getLogger("tenantgate.rpc")
@@ -38,13 +38,10 @@ class ExtAuthzService(ext_grpc.AuthorizationServicer):  # type: ignore[misc]  # 
         self._options = options
         self._observe = observe
 
-    async def Check(self, request: bytes | ext.CheckRequest,
+    async def Check(self, request: ext.CheckRequest | Undecodable,
                     context: grpc.aio.ServicerContext) -> ext.CheckResponse:
-        try:
-            if isinstance(request, bytes):  # as registered by add_to_server: decoded here, see there
-                request = ext.CheckRequest.FromString(request)
-        except DecodeError:
-            return self._undecodable()
+        if isinstance(request, Undecodable):  # registered by add_to_server
+            return self._undecodable(request)
         try:
             return self._decided(envoy_convert.check_input(request, self._options))
         except Exception:  # decide() never raises; this guards the conversions
@@ -53,13 +50,12 @@ class ExtAuthzService(ext_grpc.AuthorizationServicer):  # type: ignore[misc]  # 
             log.exception("ext_authz: translation failed; denied as %s", decision_id)
             return envoy_convert.denied_response(Reason.INTERNAL_ERROR, decision_id)
 
-    def _undecodable(self) -> ext.CheckResponse:
+    def _undecodable(self, request: Undecodable) -> ext.CheckResponse:
         """A request protobuf cannot decode (in Envoy's ``headers`` map a value that is not UTF-8): nothing in
         it can be read, the token included, so it is an audited ``token_invalid`` denial like any unreadable
         credential, not a gRPC error without a decision id or record."""
         check = CheckInput(token="", action="", resource=Resource("", "", ""), api=envoy_convert.API,
-                           token_problem="the CheckRequest cannot be decoded (a header value that is not UTF-8?)",
-                           dry_run=self._options.dry_run)
+                           token_problem=request.problem, dry_run=self._options.dry_run)
         return self._decided(Translated(check, ()))
 
     def _decided(self, translated: Translated) -> ext.CheckResponse:
@@ -72,9 +68,5 @@ class ExtAuthzService(ext_grpc.AuthorizationServicer):  # type: ignore[misc]  # 
 
 def add_to_server(servicer: Any, server: grpc.aio.Server) -> None:
     """Register Envoy's ``Authorization`` service as xds-protos' ``add_AuthorizationServicer_to_server`` does,
-    except that ``Check`` receives the request's bytes and decodes them itself: protobuf refuses a string field
-    that is not UTF-8 before any handler runs, which would answer with a bare gRPC error, unaudited."""
-    handlers = {"Check": grpc.unary_unary_rpc_method_handler(
-        servicer.Check, request_deserializer=None, response_serializer=ext.CheckResponse.SerializeToString)}
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+    except that ``Check`` also answers a request protobuf cannot decode (see ``rpc.decoding``)."""
+    add_service(server, SERVICE_NAME, servicer, handles_undecodable={"Check"})

@@ -18,18 +18,12 @@ from tenantgate.errors import ConfigError
 from tenantgate.rpc.admin import AdminService
 from tenantgate.rpc.authorizer import AuthorizerService
 from tenantgate.rpc.breakglass import BreakGlassService
+from tenantgate.rpc.decoding import add_service
 from tenantgate.rpc.ext_authz import SERVICE_NAME as EXT_AUTHZ
 from tenantgate.rpc.ext_authz import ExtAuthzService
 from tenantgate.rpc.ext_authz import add_to_server as add_ext_authz
 from tenantgate.rpc.tls import CallerAllowList, CertificateReloader, RefusalObserver, TlsFiles, server_credentials
-from tenantgate.v1 import (
-    admin_pb2,
-    admin_pb2_grpc,
-    authorizer_pb2,
-    authorizer_pb2_grpc,
-    breakglass_pb2,
-    breakglass_pb2_grpc,
-)
+from tenantgate.v1 import admin_pb2, authorizer_pb2, breakglass_pb2
 
 log = logging.getLogger("tenantgate.server")
 
@@ -117,15 +111,17 @@ class GrpcServer:
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
         self._authorizer = authorizer
-        authorizer_pb2_grpc.add_AuthorizerServicer_to_server(wrap(AUTHORIZER, authorizer), self._server)
+        # Registered so that a request protobuf cannot decode still gets a clear answer (see rpc.decoding).
+        add_service(self._server, AUTHORIZER, wrap(AUTHORIZER, authorizer), handles_undecodable={"Check"})
         names = [AUTHORIZER, health.SERVICE_NAME, reflection.SERVICE_NAME]
         if breakglass is not None:
-            breakglass_pb2_grpc.add_BreakGlassServicer_to_server(wrap(BREAKGLASS, breakglass), self._server)
+            add_service(self._server, BREAKGLASS, wrap(BREAKGLASS, breakglass),
+                        handles_undecodable=BreakGlassService.HANDLES_UNDECODABLE)
             names.append(BREAKGLASS)
             store_ok = breakglass_ready or (lambda: True)
             self._probes[BREAKGLASS] = lambda: ready() and store_ok()
         if admin is not None:
-            admin_pb2_grpc.add_AdminServicer_to_server(wrap(ADMIN, admin), self._server)
+            add_service(self._server, ADMIN, wrap(ADMIN, admin))
             names.append(ADMIN)
         if ext_authz is not None:
             add_ext_authz(wrap(EXT_AUTHZ, ext_authz), self._server)
