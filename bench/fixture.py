@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tenantgate.config import IssuerSettings
 from tenantgate.identity import IssuerKeys, JwksFile
-from tenantgate.identity.jwks import jwk_thumbprint
+from tenantgate.identity.keys import jwk_thumbprint
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_POLICIES = REPO / "policies"

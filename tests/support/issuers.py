@@ -31,7 +31,7 @@ from tenantgate.config import IssuerSettings, TokenSettings
 from tenantgate.core.ports import Clock
 from tenantgate.identity import IssuerKeys, JwksFile, JwtVerifier
 from tenantgate.identity.encoding import b64url_encode
-from tenantgate.identity.jwks import jwk_thumbprint
+from tenantgate.identity.keys import jwk_thumbprint
 
 NOW = 1_700_000_000.0
 """A fixed instant tests can share (2023-11-14)."""

@@ -6,7 +6,8 @@ Public API: ``JwtVerifier`` (implements ``tenantgate.core.ports.TokenVerifier``)
 """
 
 from tenantgate.identity.devissuer import DevIssuer
-from tenantgate.identity.jwks import IssuerKeys, JwksFile, JwksUrl, KeySet, KeySource
+from tenantgate.identity.jwks import IssuerKeys, JwksFile, JwksUrl, KeySource
+from tenantgate.identity.keys import KeySet
 from tenantgate.identity.verifier import JwtVerifier, build_verifier
 
 __all__ = [

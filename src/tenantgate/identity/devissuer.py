@@ -28,7 +28,7 @@ from tenantgate.config import DevIssuerSettings, IssuerSettings
 from tenantgate.core.model import ClaimNames
 from tenantgate.core.ports import Clock, SystemClock
 from tenantgate.errors import ConfigError
-from tenantgate.identity.jwks import jwk_thumbprint
+from tenantgate.identity.keys import jwk_thumbprint
 from tenantgate.paths import make_private_dirs
 
 PRIVATE_KEY_FILE = "private.pem"

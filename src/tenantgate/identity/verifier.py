@@ -34,7 +34,8 @@ from tenantgate.errors import (
 )
 from tenantgate.identity.devissuer import DevIssuer
 from tenantgate.identity.encoding import b64url_decode, parse_strict_json
-from tenantgate.identity.jwks import IssuerKeys, VerificationKey
+from tenantgate.identity.jwks import IssuerKeys
+from tenantgate.identity.keys import VerificationKey
 
 # Three non-empty segments of the unpadded base64url alphabet, nothing else: no '+', '/', '=', whitespace
 # or a fourth segment. Explicit ASCII ranges (not \w) so no Unicode digit or letter slips through.

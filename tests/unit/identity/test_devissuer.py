@@ -16,7 +16,7 @@ from tenantgate.config import DevIssuerSettings, Settings, TokenSettings
 from tenantgate.core.model import ClaimNames
 from tenantgate.errors import ConfigError, TokenExpired
 from tenantgate.identity import DevIssuer, IssuerKeys, JwksFile, JwtVerifier, build_verifier
-from tenantgate.identity.jwks import jwk_thumbprint
+from tenantgate.identity.keys import jwk_thumbprint
 
 
 def dev_settings(tmp_path: Path, **overrides: object) -> DevIssuerSettings:

@@ -19,7 +19,7 @@ from tenantgate.errors import ConfigError, KeySourceUnavailable, TokenInvalid
 from tenantgate.identity import IssuerKeys, JwksFile, JwksUrl
 from tenantgate.identity import jwks as jwks_module
 from tenantgate.identity.encoding import b64url_decode, b64url_encode, parse_strict_json
-from tenantgate.identity.jwks import MAX_JWKS_BYTES, jwk_thumbprint
+from tenantgate.identity.keys import MAX_JWKS_BYTES, jwk_thumbprint
 
 ISSUER = "https://issuer.test"
 
