@@ -75,6 +75,7 @@ class _Worker:
     hangup_pending: bool = False  # SIGHUP arrived while it started: send it once it handles signals
     restart_at: float | None = None
     deaths: deque[float] = field(default_factory=deque)
+    files: str = ""  # the id its metric files are named by (one per start, see workerfiles)
 
 
 class Supervisor:
@@ -99,6 +100,7 @@ class Supervisor:
         self._killed = False
         self._metrics_pid = 0  # the /metrics process; 0 while not running
         self._metrics_restart_at: float | None = None
+        self._starts = 0  # worker starts so far: each names its metric files anew
 
     def run(self) -> int:
         """Serve until stopped; return the exit code. Raises ``ConfigError`` for what fails before any fork."""
@@ -115,8 +117,10 @@ class Supervisor:
         for listen, key in ((s.server.listen, "server.listen"), (s.server.health_listen, "server.health_listen"),
                             (s.http.listen, "http.listen")):
             check_free(listen, key)
+        from tenantgate.observability import workerfiles
         from tenantgate.observability.multiprocess import MetricsEndpoint, SupervisorMetrics
 
+        workerfiles.install()
         self._metrics = SupervisorMetrics()
         if s.server.metrics_listen:
             # Bound here and kept open: a busy port fails before any fork, and a restarted /metrics process
@@ -201,10 +205,15 @@ class Supervisor:
     # -- workers -----------------------------------------------------------------------------------------
 
     def _spawn(self, w: _Worker) -> None:
+        from tenantgate.observability.workerfiles import become_worker, worker_identity
+
         read, write = os.pipe()
         settings, index, endpoint = self._settings, w.index, self._endpoint
+        self._starts += 1
+        files = w.files = worker_identity(self._starts)
 
         def work() -> int:
+            become_worker(files)
             os.close(read)
             if endpoint is not None:
                 endpoint.close()
@@ -308,10 +317,10 @@ class Supervisor:
                         METRICS_RESTART_SECONDS)
 
     def _exited(self, w: _Worker, code: int) -> None:
-        from tenantgate.observability.multiprocess import forget
+        from tenantgate.observability.workerfiles import forget
 
         pid, how, serving = w.pid, describe(code), w.ready
-        forget(pid, self._files)
+        forget(w.files, self._files, keep=self._endpoint is not None)
         w.pid, w.ready, w.hangup_pending = 0, False, False
         self._close_pipe(w)
         self._count_serving()

@@ -2,9 +2,10 @@
 
 Workers keep their metrics in prometheus-client's multiprocess files (one directory, named by the supervisor
 in ``PROMETHEUS_MULTIPROC_DIR`` before anything imports prometheus_client). /metrics reads them all on each
-scrape: counters and histograms are summed (those of dead workers too, so totals never go back), gauges
-combine as each declares (``multiprocess_mode``). Custom collectors read per process state and cannot be
-summed this way; workers copy those numbers into real metrics instead (``collectors.MultiprocessMirror``).
+scrape: counters and histograms are summed exactly (those of exited workers too, folded into one archive so
+their files do not pile up: ``workerfiles.py``), gauges combine as each declares (``multiprocess_mode``).
+Custom collectors read per process state and cannot be summed this way; workers copy those numbers into
+real metrics instead (``collectors.MultiprocessMirror``).
 
 The supervisor binds the endpoint (so a busy port fails at start) and serves it from a process of its own,
 which never forks and so may run a thread per connection: a scraper holds at most one of
@@ -23,9 +24,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import MetricsHandler
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from tenantgate.errors import ConfigError
+from tenantgate.observability.workerfiles import ExactCollector
 
 log = logging.getLogger("tenantgate.metrics")
 
@@ -43,7 +44,7 @@ class MetricsEndpoint:
     def __init__(self, listen: str, files_dir: str, *, deadline: float = REQUEST_DEADLINE_SECONDS,
                  max_connections: int = MAX_CONNECTIONS) -> None:
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=files_dir)  # type: ignore[no-untyped-call]
+        registry.register(ExactCollector(files_dir))
         handler = type("_Handler", (_DeadlineHandler,),
                        {"registry": registry, "deadline": deadline, "timeout": deadline})
         host, _, port = listen.rpartition(":")
@@ -77,11 +78,6 @@ class SupervisorMetrics:
                                 registry=None)
         self.workers = Gauge("tenantgate_workers", "Worker processes serving now.", registry=None,
                              multiprocess_mode="livesum")
-
-
-def forget(pid: int, files_dir: str) -> None:
-    """Worker ``pid`` exited: drop its live-only gauges; its counters and histograms stay in the sums."""
-    mark_process_dead(pid, files_dir)  # type: ignore[no-untyped-call]
 
 
 class _DeadlineHandler(MetricsHandler):
