@@ -258,12 +258,23 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
                         hints = get_type_hints(sub_hint)
                         break
                 if key not in hints or _is_table(hints[key]) or not isinstance(table, dict):
-                    raise ConfigError(f"environment variable {name}: unknown key {section}.{key}")
-                table[key] = _from_env(name, value, hints[key])
+                    if not _SERVICE_LINK.fullmatch(name):
+                        raise ConfigError(f"environment variable {name}: unknown key {section}.{key}")
+                else:
+                    table[key] = _from_env(name, value, hints[key])
                 break
         else:
-            if rest not in ("config",):
+            if rest not in ("config",) and not _SERVICE_LINK.fullmatch(name):
                 raise ConfigError(f"environment variable {name}: unknown section")
+
+
+# What Kubernetes puts in every pod's environment for each Service of its namespace (unless the pod sets
+# enableServiceLinks: false): for a Service named `tenantgate` (or `tenantgate-<x>`), TENANTGATE_SERVICE_HOST,
+# TENANTGATE_SERVICE_PORT[_<PORT NAME>], TENANTGATE_PORT and TENANTGATE_PORT_<n>_<TCP|UDP|SCTP>[_PROTO|_PORT|_ADDR].
+# Names of this shape that are no setting are skipped instead of refused (review finding: every central pod
+# created after its Service crash-looped on "unknown section"); any other unknown TENANTGATE_* name is refused.
+_SERVICE_LINK = re.compile(r"TENANTGATE_(?:[A-Z0-9_]+_)?(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|"
+                           r"PORT(?:_[0-9]+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)?)")
 
 
 def _from_env(name: str, value: str, hint: Any) -> Any:

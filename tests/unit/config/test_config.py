@@ -84,6 +84,32 @@ def test_unknown_environment_key_is_refused(tmp_path):
         config.load(_write(tmp_path, ISSUER), env={"TENANTGATE_SERVER_LISTENN": "x"})
 
 
+# What Kubernetes sets in every pod for Services named `tenantgate` and `tenantgate-http` (service links).
+SERVICE_LINKS = {
+    "TENANTGATE_SERVICE_HOST": "10.96.0.10", "TENANTGATE_SERVICE_PORT": "50051",
+    "TENANTGATE_SERVICE_PORT_GRPC": "50051", "TENANTGATE_SERVICE_PORT_HEALTH_PROBE": "8081",
+    "TENANTGATE_PORT": "tcp://10.96.0.10:50051", "TENANTGATE_PORT_50051_TCP": "tcp://10.96.0.10:50051",
+    "TENANTGATE_PORT_50051_TCP_PROTO": "tcp", "TENANTGATE_PORT_50051_TCP_PORT": "50051",
+    "TENANTGATE_PORT_50051_TCP_ADDR": "10.96.0.10", "TENANTGATE_HTTP_SERVICE_HOST": "10.96.0.11",
+    "TENANTGATE_HTTP_PORT_8080_TCP": "tcp://10.96.0.11:8080", "TENANTGATE_HTTP_SERVICE_PORT": "8080",
+}
+
+
+def test_kubernetes_service_link_variables_are_not_settings_and_do_not_stop_the_server(tmp_path):
+    # Review finding: every central pod created after its Service existed crash-looped on
+    # "environment variable TENANTGATE_SERVICE_HOST: unknown section".
+    settings = config.load(_write(tmp_path, ISSUER), env={**SERVICE_LINKS, "TENANTGATE_SERVER_WORKERS": "2"})
+    assert settings.server.workers == 2 and settings.server.listen == config.load(_write(tmp_path, ISSUER),
+                                                                                 env={}).server.listen
+
+
+@pytest.mark.parametrize("name", ["TENANTGATE_SERVICE_HOSTS", "TENANTGATE_PORTS", "TENANTGATE_PORT_50051_TCPX",
+                                  "TENANTGATE_HTTP_LISTENN", "TENANTGATE_SERVER_PORT_GRPC"])
+def test_names_close_to_service_links_are_still_refused(tmp_path, name):
+    with pytest.raises(ConfigError, match="unknown"):
+        config.load(_write(tmp_path, ISSUER), env={name: "x"})
+
+
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         config.load(tmp_path / "missing.toml", env={})
