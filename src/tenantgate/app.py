@@ -56,6 +56,10 @@ class App:
         """Policies are loaded (they are, once built) and the audit sink can write."""
         return self.audit.healthy()
 
+    def deciding(self) -> bool:
+        """``ready`` and every issuer's signing keys are held: tokens can be verified, so decisions can allow."""
+        return self.ready() and self.verifier.keys_ready()
+
 
 def build(settings: Settings, clock: Clock | None = None, worker: int | None = None) -> App:
     """Build every part from settings. Raises ConfigError / PolicyError / AuditUnavailable when unusable.
@@ -151,6 +155,7 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
                       max_connection_age_seconds=s.max_connection_age_seconds),
         AuthorizerService(app.pdp, app.metrics.observe),
         app.ready,
+        app.deciding,
         BreakGlassService(app.breakglass),
         app.breakglass.store.healthy,
         AdminService(app.policies, app.audit.healthy, app.breakglass.store.healthy),

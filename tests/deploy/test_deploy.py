@@ -224,11 +224,65 @@ def test_service_pdb_hpa_and_networkpolicy_select_the_central_pods():
     assert 50051 in ingress_ports and 8081 not in ingress_ports
 
 
+# What a pod's environment holds besides the Deployment's own variables: Kubernetes' service links for the
+# Service named tenantgate (review finding: they crash-looped the central pods) and the image's ENV.
+SERVICE_LINKS = {"TENANTGATE_SERVICE_HOST": "10.96.0.10", "TENANTGATE_SERVICE_PORT": "50051",
+                 "TENANTGATE_SERVICE_PORT_GRPC": "50051", "TENANTGATE_SERVICE_PORT_METRICS": "9464",
+                 "TENANTGATE_PORT": "tcp://10.96.0.10:50051", "TENANTGATE_PORT_50051_TCP": "tcp://10.96.0.10:50051",
+                 "TENANTGATE_PORT_50051_TCP_PROTO": "tcp", "TENANTGATE_PORT_50051_TCP_PORT": "50051",
+                 "TENANTGATE_PORT_50051_TCP_ADDR": "10.96.0.10"}
+
+
+def _image_env():
+    """The TENANTGATE_* settings the Dockerfile's ENV instruction sets."""
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    (env_line,) = [line for line in text.splitlines() if line.startswith("ENV ") and "TENANTGATE_" in line]
+    pairs = (item.split("=", 1) for item in env_line[len("ENV "):].split())
+    return {name: value for name, value in pairs if name.startswith("TENANTGATE_")}
+
+
 def _load_config(tmp_path, config_map):
     path = tmp_path / "tenantgate.toml"
     path.write_text(_find("ConfigMap", config_map)["data"]["tenantgate.toml"])
-    # The Deployment provides the grant store from a Secret.
-    return config.load(path, env={"TENANTGATE_GRANTS_STORE": "postgresql://tenantgate@postgres.db.svc:5432/tg"})
+    # The Deployment provides the grant store from a Secret; the pod also holds the image's ENV and links.
+    return config.load(path, env={**SERVICE_LINKS, **_image_env(),
+                                  "TENANTGATE_GRANTS_STORE": "postgresql://tenantgate@postgres.db.svc:5432/tg"})
+
+
+def _size(quantity):
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    return int(quantity[:-2]) * units[quantity[-2:]]
+
+
+@pytest.mark.parametrize("deployment,config_map", [("tenantgate", "tenantgate-config"),
+                                                   ("invoices", "invoices-tenantgate")])
+def test_the_audit_log_is_bounded_below_its_volume_and_shipped_on_stdout(tmp_path, deployment, config_map):
+    # Review finding: neither config rotated or shipped the log: it filled the emptyDir until eviction and
+    # went with every pod.
+    s = _load_config(tmp_path, config_map)
+    pod = _pod(_find("Deployment", deployment))
+    (mount,) = [m for m in _container(_find("Deployment", deployment), "tenantgate")["volumeMounts"]
+                if s.audit.path.startswith(m["mountPath"] + "/")]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert s.audit.stdout is True and s.audit.rotate_bytes > 0 and s.audit.keep_files > 0
+    assert s.audit.rotate_bytes * (s.audit.keep_files + 2) < _size(volume["emptyDir"]["sizeLimit"])
+    assert s.server.state_dir == "/var/lib/tenantgate" == _image_env()["TENANTGATE_SERVER_STATE_DIR"]
+
+
+def test_central_pods_scale_and_roll_without_failed_checks(tmp_path):
+    # Review findings: `replicas` fought the autoscaler on every apply; no preStop pause, so calls met a
+    # closed port while the endpoint removal spread; Envoy's connections never moved to new replicas.
+    d = _find("Deployment", "tenantgate")
+    pod, c = _pod(d), _container(d, "tenantgate")
+    assert "replicas" not in d["spec"] and pod["enableServiceLinks"] is False
+    pause = int(c["lifecycle"]["preStop"]["exec"]["command"][-1])
+    s = _load_config(tmp_path, "tenantgate-config")
+    assert pause > 0 and pod["terminationGracePeriodSeconds"] > pause + s.server.grace_seconds
+    assert s.server.max_connection_age_seconds > 0
+    sidecar = _pod(_find("Deployment", "invoices"))
+    pauses = {c["name"]: c["lifecycle"]["preStop"]["exec"]["command"] for c in sidecar["containers"]
+              if "lifecycle" in c}
+    assert pauses["tenantgate"] == pauses["envoy"]  # Envoy is never left without its PDP
 
 
 def test_the_central_config_map_is_a_valid_mtls_configuration(tmp_path):

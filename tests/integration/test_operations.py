@@ -210,3 +210,36 @@ def test_without_an_age_the_connection_stays(tmp_path):
             time.sleep(0.05)
         channel.unsubscribe(states.append)
     assert states.count(grpc.ChannelConnectivity.READY) == 1, states
+
+
+def test_a_pod_without_its_issuers_keys_is_live_but_not_ready_until_it_has_them(tmp_path):
+    # Review finding: readiness was only "audit writable", so a rollout whose pods could not reach the JWKS
+    # URL replaced healthy pods with ones answering 401 to every caller. The deciding services (Authorizer,
+    # ext_authz: readiness probes) now also need every issuer's keys; the overall status (liveness) does not.
+    from support.issuers import LoopbackServer
+
+    issuer = TestIssuer(tmp_path)
+    with LoopbackServer() as jwks:
+        jwks.serve("/jwks.json", b"down", status=503)
+        text = write_config(tmp_path, issuer.settings).read_text().replace(
+            f'jwks_file = "{issuer.settings.jwks_file}"', f'jwks_url = "{jwks.url()}"')
+        text += "\n[tokens]\njwks_refresh_min_interval_seconds = 1\n"
+        (tmp_path / "url.toml").write_text(text)
+        settings = config.load(tmp_path / "url.toml", env={})
+        token = issuer.mint(tenant="acme", sub="vera", roles=["viewer"])
+        with running_server(settings) as (address, _app), grpc.insecure_channel(address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            def status(service):
+                return health.Check(health_pb2.HealthCheckRequest(service=service)).status
+
+            serving = health_pb2.HealthCheckResponse.SERVING
+            deciding = ("tenantgate.v1.Authorizer", "envoy.service.auth.v3.Authorization")
+            eventually(lambda: all(status(s) == health_pb2.HealthCheckResponse.NOT_SERVING for s in deciding),
+                       "the deciding services NOT_SERVING without keys")
+            assert status("") == serving
+            assert pb_grpc.AuthorizerStub(channel).Check(_req(token)).reason == "token_invalid"
+            jwks.serve("/jwks.json", issuer.jwks_document())
+            eventually(lambda: all(status(s) == serving for s in deciding), "SERVING once the keys are fetched",
+                       attempts=100)
+            assert pb_grpc.AuthorizerStub(channel).Check(_req(token)).decision == pb.ALLOW

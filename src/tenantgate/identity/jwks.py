@@ -50,6 +50,7 @@ class KeySource(Protocol):
     ``refresh()`` asks for a re-read after an unknown ``kid`` and returns the (possibly unchanged) key set;
     implementations rate-limit it. Once a source holds keys, neither call may wait for I/O: a re-read runs in
     the background and the held keys answer meanwhile. ``peek()`` returns the keys already held, without I/O.
+    ``fetch_soon()`` starts a read in the background when none holds keys yet (rate-limited), never waiting.
     """
 
     description: str
@@ -59,6 +60,8 @@ class KeySource(Protocol):
     def refresh(self) -> KeySet: ...
 
     def peek(self) -> KeySet | None: ...
+
+    def fetch_soon(self) -> None: ...
 
 
 class JwksFile:
@@ -99,6 +102,9 @@ class JwksFile:
 
     def peek(self) -> KeySet | None:
         return self._keys
+
+    def fetch_soon(self) -> None:
+        return None  # read once, at construction
 
 
 _READ_CHUNK_BYTES = 8192
@@ -212,6 +218,10 @@ class JwksUrl:
 
     def peek(self) -> KeySet | None:
         return self._keys
+
+    def fetch_soon(self) -> None:
+        if self._keys is None:
+            self._start_background_fetch()
 
     def wait_for_fetch(self, timeout: float) -> bool:
         """Block until no fetch is in flight, for at most ``timeout`` seconds; True iff none is.

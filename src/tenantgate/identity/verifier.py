@@ -117,6 +117,17 @@ class JwtVerifier:
     def issuers(self) -> tuple[IssuerKeys, ...]:
         return tuple(self._issuers.values())
 
+    def keys_ready(self) -> bool:
+        """True when every issuer's keys are held (a JWKS URL fetched at least once), so its tokens can be
+        verified; for readiness probes. Never waits: an issuer without keys gets a background fetch (as
+        rate-limited as any other), so a server no caller reaches yet still gets its keys and turns ready."""
+        ready = True
+        for issuer in self._issuers.values():
+            if issuer.source.peek() is None:
+                issuer.source.fetch_soon()
+                ready = False
+        return ready
+
     def prefetch_keys(self) -> list[str]:
         """Load every issuer's keys now (JWKS URLs are otherwise fetched on first use).
 

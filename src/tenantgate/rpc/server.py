@@ -86,14 +86,17 @@ class GrpcServer:
     """One grpc.aio server. ``start()`` binds (raising ConfigError when it cannot); ``stop()`` drains."""
 
     def __init__(self, options: ServerOptions, authorizer: AuthorizerService, ready: Callable[[], bool],
-                 breakglass: BreakGlassService | None = None,
+                 deciding: Callable[[], bool] | None = None, breakglass: BreakGlassService | None = None,
                  breakglass_ready: Callable[[], bool] | None = None, admin: AdminService | None = None,
                  ext_authz: ExtAuthzService | None = None, on_caller_refused: RefusalObserver | None = None,
                  instrument: Instrument | None = None) -> None:
         self._options = options
-        # Health per service: the overall status follows the Authorizer (policies loaded, audit writable);
-        # BreakGlass additionally needs its grant store, whose outage never affects same-tenant Checks.
-        self._probes: dict[str, Callable[[], bool]] = {"": ready, AUTHORIZER: ready}
+        # Health per service: the overall status (liveness) is the process's own: policies loaded, audit
+        # writable. The deciding services (Authorizer, ext_authz: readiness) also need ``deciding``: every
+        # issuer's keys held, or a pod that cannot fetch its identity provider's keys would take traffic and
+        # deny every token. BreakGlass needs its grant store, whose outage never affects same-tenant Checks.
+        deciding = deciding or ready
+        self._probes: dict[str, Callable[[], bool]] = {"": ready, AUTHORIZER: deciding}
         # TLS files are checked here (ConfigError when unusable) and re-read on change before each handshake.
         self._credentials: grpc.ServerCredentials | None = None
         self.certificates: CertificateReloader | None = None
@@ -126,7 +129,7 @@ class GrpcServer:
         if ext_authz is not None:
             add_ext_authz(wrap(EXT_AUTHZ, ext_authz), self._server)
             names.append(EXT_AUTHZ)
-            self._probes[EXT_AUTHZ] = ready
+            self._probes[EXT_AUTHZ] = deciding
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(wrap(health.SERVICE_NAME, self._health), self._server)
         reflection.enable_server_reflection(names, self._server)
