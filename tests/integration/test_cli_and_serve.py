@@ -46,6 +46,8 @@ def test_serve_on_embedded_defaults_then_mint_and_check_then_sigterm(workdir):
     try:
         banner = proc.stdout.readline()
         assert f"serving gRPC on 127.0.0.1:{port}" in banner, proc.stderr.read() if proc.poll() else banner
+        hint = "".join(iter(proc.stdout.readline, "Stop with Ctrl-C (SIGTERM drains in-flight calls).\n"))
+        assert "token mint --tenant acme --sub alice --roles viewer" in hint  # embedded defaults: it works
         assert (workdir / ".tenantgate" / "dev-issuer" / "jwks.json").exists()
         token = _run(["token", "mint", "--tenant", "acme", "--sub", "alice", "--roles", "viewer"], workdir,
                      env).stdout.strip()
@@ -131,3 +133,59 @@ def test_serve_refuses_a_busy_port(workdir):
         out = _run(["serve"], workdir, _env(TENANTGATE_SERVER_LISTEN=f"127.0.0.1:{port}",
                                             TENANTGATE_SERVER_METRICS_LISTEN=""))
     assert out.returncode == 1 and "cannot listen" in out.stderr
+
+
+def _lines_until_stop(proc):
+    return list(iter(proc.stdout.readline, "Stop with Ctrl-C (SIGTERM drains in-flight calls).\n"))
+
+
+def test_with_audit_stdout_serve_tees_records_but_in_process_commands_print_only_their_answer(workdir):
+    # `[audit] stdout = true` is for the server's log shipper. An in-process check or explain prints its
+    # answer on stdout: the record copy came first and `json.load(stdout)` failed ("Extra data").
+    port = _free_port()
+    cfg = workdir / "tenantgate.toml"
+    cfg.write_text(f'[server]\nlisten = "127.0.0.1:{port}"\nmetrics_listen = ""\n[dev_issuer]\nenabled = true\n'
+                   '[audit]\nstdout = true\n')
+    env = _env()
+    token = _run(["token", "mint", "--config", str(cfg), "--tenant", "acme", "--sub", "alice", "--roles", "viewer"],
+                 workdir, env).stdout.strip()
+    request = ["--token", token, "--action", "read", "--resource-type", "Invoice", "--resource-id", "inv-1",
+               "--resource-tenant", "acme"]
+    local = _run(["check", "--config", str(cfg), *request], workdir, env)
+    assert local.returncode == 0, local.stderr
+    assert json.loads(local.stdout)["decision"] == "ALLOW"  # the answer alone
+    explained = _run(["explain", "--config", str(cfg), "--json", *request], workdir, env)
+    assert explained.returncode == 0, explained.stderr
+    assert json.loads(explained.stdout)["decision"] == "ALLOW"
+    chained = [json.loads(line) for line in (workdir / ".tenantgate" / "audit.jsonl").read_text().splitlines()]
+    assert [r["decision_id"] for r in chained if r["record_type"] == "decision"] == [
+        json.loads(local.stdout)["decision_id"], json.loads(explained.stdout)["decision_id"]]  # still recorded
+
+    proc = subprocess.Popen([*TENANTGATE, "serve", "--config", str(cfg)], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = _lines_until_stop(proc)
+        assert f"serving gRPC on 127.0.0.1:{port}" in banner[0], proc.stderr.read() if proc.poll() else banner
+        assert not [line for line in banner if "token mint" in line]  # a config file: no hint
+        remote = _run(["check", "--server", f"127.0.0.1:{port}", *request], workdir, env)
+        assert remote.returncode == 0, remote.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    records = [json.loads(line) for line in out.splitlines()]  # the server still tees, as documented
+    (teed,) = [r for r in records if r["record_type"] == "decision"]
+    assert teed["record_type"] == "decision" and teed["decision_id"] == json.loads(remote.stdout)["decision_id"]
+
+
+def test_a_worker_that_cannot_start_reports_in_the_json_log_stream(workdir):
+    (workdir / "policies" / "wtest.cedar").write_text("permit(principal, action, resource) when {")
+    out = _run(["serve", "--workers", "2"], workdir, _env(TENANTGATE_SERVER_LISTEN=f"127.0.0.1:{_free_port()}",
+                                                          TENANTGATE_SERVER_METRICS_LISTEN=""))
+    assert out.returncode == 3
+    logged = [json.loads(line) for line in out.stderr.splitlines()]  # every line is JSON
+    (failure,) = [line for line in logged if line.get("worker") == 0 and line["level"] == "error"]
+    assert failure["message"].startswith("invalid policies: ")
+    assert [detail.split(":")[:2] for detail in failure["details"]] == [["wtest.cedar", "1"]]

@@ -61,3 +61,13 @@ def test_explain_with_a_server_is_refused_clearly(workdir):
     out = _run(["check", "--explain", "--server", "127.0.0.1:1", "--token", "x", "--action", "read",
                 "--resource-type", "Invoice", "--resource-id", "i", "--resource-tenant", "acme"], workdir)
     assert out.returncode == 1 and "in-process" in out.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "explain"])
+def test_check_and_explain_on_invalid_policies_exit_3_like_validate(workdir, command):
+    token = _run(["token", "mint", "--tenant", "acme", "--sub", "erin", "--roles", "editor"], workdir).stdout.strip()
+    (workdir / "policies" / "broken.cedar").write_text("permit(principal, action, resource) when {")
+    out = _run([command, "--token", token, "--action", "read", "--resource-type", "Invoice", "--resource-id", "i",
+                "--resource-tenant", "acme"], workdir)
+    assert out.returncode == 3 and out.stdout == ""
+    assert "tenantgate: invalid policies:" in out.stderr and "broken.cedar:1" in out.stderr

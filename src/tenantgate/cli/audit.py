@@ -189,13 +189,13 @@ def _worker_files(live: Path) -> list[Path]:
 
 
 def _summary(report: Any) -> str:
-    files = ", ".join(report.files)
+    files = f" ({', '.join(report.files)})" if report.files else ""  # none left: the findings name the head file
     if not report.intact:
         problems = sum(f.tampered for f in report.findings)
-        return f"TAMPERED: {problems} problem(s) in {report.records} records ({files})"
+        return f"TAMPERED: {problems} problem(s) in {report.records} records{files}"
     signed = f", {report.signatures_verified} signature(s) verified" if report.signatures_verified else ""
     return (f"OK: {report.records} records, seq {report.first_seq}..{report.last_seq}, {report.checkpoints} "
-            f"checkpoint(s){signed}, {report.unsigned_tail} after the last ({files})")
+            f"checkpoint(s){signed}, {report.unsigned_tail} after the last{files}")
 
 
 def _emit(lines: Iterable[bytes]) -> int:

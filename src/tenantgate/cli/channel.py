@@ -1,5 +1,5 @@
 """gRPC channels for the CLI's ``--server`` commands: plaintext, TLS (``--tls-ca``) or mTLS (plus
-``--tls-cert``/``--tls-key``), and ``tenantgate health``."""
+``--tls-cert``/``--tls-key``), their answers as JSON and their errors as text, and ``tenantgate health``."""
 
 from __future__ import annotations
 
@@ -77,6 +77,54 @@ def open_channel(args: argparse.Namespace) -> Any:
     return grpc.secure_channel(args.server, credentials)
 
 
+def message_dict(message: Any, *, all_fields: bool = True) -> dict[str, Any]:
+    """``message`` as JSON data with the .proto's field names, as protobuf's ``MessageToDict`` renders it, except
+    that 64-bit integers stay numbers (proto3 JSON makes them strings) and timestamps are UTC RFC 3339 with
+    milliseconds, as in audit records. ``all_fields``: include fields at their default value."""
+    from google.protobuf import json_format
+
+    data: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                                     always_print_fields_with_no_presence=all_fields)
+    _plain_values(message, data)
+    return data
+
+
+def _plain_values(message: Any, data: dict[str, Any]) -> None:
+    for field in message.DESCRIPTOR.fields:
+        kind = field.message_type
+        if field.name not in data or (kind is not None and kind.GetOptions().map_entry):
+            continue  # unset, or a map (none of ours holds 64-bit numbers or timestamps)
+        if field.is_repeated:
+            data[field.name] = [_plain_value(field, value, rendered)
+                                for value, rendered in zip(getattr(message, field.name), data[field.name],
+                                                           strict=True)]
+        else:
+            data[field.name] = _plain_value(field, getattr(message, field.name), data[field.name])
+
+
+def _plain_value(field: Any, value: Any, rendered: Any) -> Any:
+    from google.protobuf.descriptor import FieldDescriptor
+
+    from tenantgate.core.model import rfc3339
+
+    kind = field.message_type
+    if kind is None:
+        wide = field.cpp_type in (FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64)
+        return int(rendered) if wide else rendered
+    if kind.full_name == "google.protobuf.Timestamp":
+        return rfc3339(value.seconds + value.nanos / 1e9)
+    if not kind.full_name.startswith("google.protobuf."):  # Struct and the like: as MessageToDict has them
+        _plain_values(value, rendered)
+    return rendered
+
+
+def rpc_problem(err: Any) -> str:
+    """A failed call's status code and details, as one line (``NOT_FOUND``, not ``NOT_FOUND: ``, when the
+    server sent no details)."""
+    details = err.details()
+    return f"{err.code().name}: {details}" if details else err.code().name
+
+
 def add_health_command(sub: Any) -> None:
     health = sub.add_parser("health", help="ask a running server's gRPC health service (for probes)")
     health.add_argument("--server", default="127.0.0.1:50051", metavar="HOST:PORT")
@@ -95,7 +143,10 @@ def _health(args: argparse.Namespace) -> int:
             answer = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
         except grpc.RpcError as err:
-            print(f"tenantgate: health {args.server}: {err.code().name}: {err.details()}", file=sys.stderr)
+            problem = rpc_problem(err)
+            if err.code() == grpc.StatusCode.NOT_FOUND and args.service:
+                problem = f"no such service: {args.service}"  # the health service answers with no details
+            print(f"tenantgate: health {args.server}: {problem}", file=sys.stderr)
             return 1
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
     print(status)

@@ -7,7 +7,15 @@ import json
 import sys
 from typing import Any
 
-from tenantgate.cli.channel import add_timeout_arg, add_tls_args, add_token_args, open_channel, token_of
+from tenantgate.cli.channel import (
+    add_timeout_arg,
+    add_tls_args,
+    add_token_args,
+    message_dict,
+    open_channel,
+    rpc_problem,
+    token_of,
+)
 from tenantgate.errors import ConfigError
 
 STATES = ("pending", "active", "expired", "revoked")
@@ -95,13 +103,12 @@ def _call(args: argparse.Namespace, method: str, message: Any) -> Any:
             return getattr(stub, method)(message, timeout=args.timeout,
                                          metadata=[("authorization", f"Bearer {token}")])
         except grpc.RpcError as err:
-            raise ConfigError(f"{method} refused: {err.code().name}: {err.details()}") from err
+            raise ConfigError(f"{method} refused: {rpc_problem(err)}") from err
 
 
 def _show(args: argparse.Namespace, grants: list[Any]) -> int:
-    from google.protobuf import json_format
-
-    rows = [json_format.MessageToDict(g, preserving_proto_field_name=True) for g in grants]
+    # Numbers as numbers; times as in audit records (RFC 3339 UTC, milliseconds), in the table too.
+    rows = [message_dict(g, all_fields=False) for g in grants]
     if args.json:
         print(json.dumps(rows if args.handler is _list else rows[0], indent=2))
         return 0

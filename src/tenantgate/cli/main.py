@@ -1,6 +1,6 @@
 """``tenantgate serve | token mint | check | validate | status | health``.
 
-Exit codes: 0 success / allow, 1 error, 2 deny, 3 invalid policies.
+Exit codes: 0 success / allow, 1 error (usage errors too), 2 deny, 3 invalid policies.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from tenantgate import __version__
 from tenantgate.cli.channel import (
@@ -19,12 +20,19 @@ from tenantgate.cli.channel import (
     add_timeout_arg,
     add_tls_args,
     add_token_args,
+    message_dict,
     open_channel,
+    rpc_problem,
     token_of,
 )
 from tenantgate.errors import ConfigError, PolicyError, TenantGateError
 
 EXIT_OK, EXIT_ERROR, EXIT_DENY, EXIT_INVALID_POLICIES = 0, 1, 2, 3
+EMBEDDED_DEFAULTS = "embedded defaults"  # Settings.source without a config file
+# What the banner's hint asks for: a User reading an Invoice (the bundled example schema declares both).
+TOUR_PROBE = 'permit(principal is User, action == Action::"read", resource is Invoice);'
+
+Report = Callable[[str, Sequence[str]], None]  # (one-line message, located details) of a failed command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,15 +44,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return guarded(lambda: args.handler(args))
 
 
-def guarded(command: Callable[[], int]) -> int:
-    """Run ``command``; our errors become a one-line message on stderr and the documented exit code."""
+def guarded(command: Callable[[], int], report: Report | None = None) -> int:
+    """Run ``command``; our errors become the documented exit code and a message: by default one line on
+    stderr (a policy error's locations indented below it), for a human at a terminal; ``report(message,
+    details)`` instead (a worker of ``serve --workers N`` logs it as a JSON line)."""
     try:
         return command()
     except PolicyError as err:
-        print(f"tenantgate: invalid policies: {err}", file=sys.stderr)
+        _report(report, "invalid policies: ", err)
         return EXIT_INVALID_POLICIES
     except TenantGateError as err:
-        print(f"tenantgate: {err}", file=sys.stderr)
+        _report(report, "", err)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_ERROR
@@ -55,8 +65,27 @@ def guarded(command: Callable[[], int]) -> int:
         return EXIT_OK
 
 
+def _report(report: Report | None, prefix: str, err: TenantGateError) -> None:
+    details = [str(d) for d in getattr(err, "diagnostics", None) or ()]
+    text = str(err)
+    located = "".join(f"\n  {d}" for d in details)  # how PolicyError appends them to its message
+    if report is None:
+        print(f"tenantgate: {prefix}{text}", file=sys.stderr)
+        return
+    report(prefix + (text[:-len(located)] if located and text.endswith(located) else text), details)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1, the documented error code (argparse's 2 means DENY in this CLI). Subcommand
+    parsers are of this class too (``add_subparsers`` makes them of the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tenantgate", description="TenantGate policy decision point.")
+    p = _Parser(prog="tenantgate", description="TenantGate policy decision point.")
     p.add_argument("--version", action="version", version=f"tenantgate {__version__}")
     sub = p.add_subparsers(metavar="COMMAND")
 
@@ -130,6 +159,18 @@ def _settings(args: argparse.Namespace) -> Any:
     return config.load(args.config)
 
 
+def in_process_settings(args: argparse.Namespace) -> Any:
+    """The settings of a command that decides in-process and prints its answer on stdout (``check`` without
+    ``--server``, ``explain``): as configured, but without ``audit.stdout``'s copy of each record, which
+    would come out ahead of the answer and break a JSON reader. The record itself is written as always, to
+    the chained log (``audit.path``) before the answer: that is the durable one, and the copy is only a
+    best-effort feed for a server's log shipper (on stderr it would mix with the log lines)."""
+    import dataclasses
+
+    settings = _settings(args)
+    return dataclasses.replace(settings, audit=dataclasses.replace(settings.audit, stdout=False))
+
+
 def _serve(args: argparse.Namespace) -> int:
     from tenantgate.observability.logging import configure
 
@@ -140,7 +181,10 @@ def _serve(args: argparse.Namespace) -> int:
         from tenantgate import config
 
         settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, workers=args.workers))
-        config.validate(settings)
+        try:
+            config.validate(settings)
+        except ConfigError as err:  # only the number of workers changed: the message is about it
+            raise ConfigError(f"--workers {args.workers}: {err}") from err
     configure(settings.log.level)
     if settings.server.workers > 1:
         return _serve_workers(settings)
@@ -164,8 +208,10 @@ def _serve_workers(settings: Any) -> int:
     supervisor_pid = os.getpid()
 
     def work(worker_settings: Any, index: int, announce: Announce) -> int:
+        # A worker's failure is a JSON log line, as the supervisor's own lines are (not the plain message).
         return guarded(lambda: worker.run(worker_settings, index, supervisor_pid,
-                                          lambda built, port: announce(_served(built, port))))
+                                          lambda built, port: announce(_served(built, port))),
+                       report=worker.log_failure)
 
     def ready(report: Mapping[str, Any], metrics_port: int) -> None:
         _banner(settings, report, metrics_port)
@@ -177,7 +223,24 @@ def _served(built: Any, port: int) -> dict[str, Any]:
     """What a started server reports for the banner (a worker sends it to the supervisor as JSON)."""
     compiled = built.policies.current().compiled
     return {"grpc": port, "health": built.health_port, "http": built.http_port,
-            "policies": [compiled.total_policies, len(compiled.tenants), compiled.version]}
+            "policies": [compiled.total_policies, len(compiled.tenants), compiled.version],
+            "tour": tour_fits(built.settings)}
+
+
+def tour_fits(settings: Any) -> bool:
+    """Whether the banner's "Try" hint works as printed: it mints without ``--config`` (so only the embedded
+    defaults sign with the key this server trusts) and reads an Invoice (so the schema must declare it)."""
+    from tenantgate.core.compiler import PolicySource, compile_policies
+
+    if settings.source != EMBEDDED_DEFAULTS or not settings.dev_issuer.enabled:
+        return False
+    schema = settings.policies.schema_file
+    try:
+        compile_policies(PolicySource(schema, Path(schema).read_text(encoding="utf-8")),
+                         [PolicySource("tour.cedar", TOUR_PROBE)])
+    except (OSError, UnicodeDecodeError, PolicyError):
+        return False
+    return True
 
 
 def _banner(settings: Any, served: Mapping[str, Any], metrics_port: int = 0) -> None:
@@ -211,9 +274,10 @@ def _banner(settings: Any, served: Mapping[str, Any], metrics_port: int = 0) -> 
         lines.append(f"  AuthZEN     {scheme}://{h.listen.rpartition(':')[0]}:{served['http']}/access/v1/evaluation "
                      f"({h.mode})")
     if settings.dev_issuer.enabled:
+        lines.append(f"  dev issuer  {settings.dev_issuer.issuer} (keys in {settings.dev_issuer.key_dir}) "
+                     "DEVELOPMENT ONLY")
+    if served.get("tour"):
         lines += [
-            f"  dev issuer  {settings.dev_issuer.issuer} (keys in {settings.dev_issuer.key_dir}) "
-            "DEVELOPMENT ONLY",
             "",
             "Try, in a second shell from this directory:",
             "  TOKEN=$(.venv/bin/tenantgate token mint --tenant acme --sub alice --roles viewer)",
@@ -232,6 +296,7 @@ def _mint(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not settings.dev_issuer.enabled:
         raise ConfigError("token mint works only with the development issuer ([dev_issuer] enabled = true)")
+    _check_mintable(args, settings)
     issuer = DevIssuer(settings.dev_issuer)
     issuer.ensure_keys()
     t = settings.tokens
@@ -248,9 +313,25 @@ def _mint(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check(args: argparse.Namespace) -> int:
-    from google.protobuf import json_format
+def _check_mintable(args: argparse.Namespace, settings: Any) -> None:
+    """Refuse (``ConfigError``) a token that every decision under ``settings`` would deny: a tenant outside the
+    tenant id grammar (``tenant_claim_missing``), or a ``--ttl`` the issuer may not sign or verifiers refuse
+    (``tokens.max_lifetime_seconds``)."""
+    from tenantgate.core.request import TENANT_ID, is_tenant_id
 
+    if not is_tenant_id(args.tenant):
+        raise ConfigError(f"--tenant {args.tenant!r} is not a tenant id ({TENANT_ID.pattern}): every decision "
+                          "would deny the token (tenant_claim_missing)")
+    max_ttl, max_lifetime = settings.dev_issuer.max_ttl_seconds, settings.tokens.max_lifetime_seconds
+    if not 1 <= args.ttl <= max_ttl:
+        raise ConfigError(f"--ttl must be between 1 and {max_ttl} seconds (dev_issuer.max_ttl_seconds), "
+                          f"not {args.ttl}")
+    if args.ttl > max_lifetime:
+        raise ConfigError(f"--ttl {args.ttl} is longer than tokens.max_lifetime_seconds ({max_lifetime}): every "
+                          "decision would deny the token")
+
+
+def _check(args: argparse.Namespace) -> int:
     from tenantgate.v1 import authorizer_pb2 as pb
 
     if args.explain:
@@ -261,8 +342,7 @@ def _check(args: argparse.Namespace) -> int:
         return explain(args, check_request(args), as_json=False)
     request = check_request(args)
     response = _check_remote(args, request) if args.server else _check_local(args, request)
-    print(json.dumps(json_format.MessageToDict(response, preserving_proto_field_name=True,
-                                               always_print_fields_with_no_presence=True), indent=2))
+    print(json.dumps(message_dict(response), indent=2))
     return EXIT_OK if response.decision == pb.ALLOW else EXIT_DENY
 
 
@@ -294,7 +374,7 @@ def _check_local(args: argparse.Namespace, request: Any) -> Any:
     from tenantgate import app as application
     from tenantgate.rpc import convert
 
-    built = application.build(_settings(args))
+    built = application.build(in_process_settings(args))
     try:
         return convert.check_response(built.pdp.decide(convert.check_input(request, api="cli")))
     finally:
@@ -310,12 +390,11 @@ def _check_remote(args: argparse.Namespace, request: Any) -> Any:
         try:
             return pb_grpc.AuthorizerStub(channel).Check(request, timeout=args.timeout)
         except grpc.RpcError as err:
-            raise ConfigError(f"server {args.server}: {err.code().name}: {err.details()}") from err
+            raise ConfigError(f"server {args.server}: {rpc_problem(err)}") from err
 
 
 def _status(args: argparse.Namespace) -> int:
     import grpc
-    from google.protobuf import json_format
 
     from tenantgate.v1 import admin_pb2 as adm
     from tenantgate.v1 import admin_pb2_grpc as adm_grpc
@@ -324,9 +403,8 @@ def _status(args: argparse.Namespace) -> int:
         try:
             answer = adm_grpc.AdminStub(channel).Status(adm.StatusRequest(), timeout=args.timeout)
         except grpc.RpcError as err:
-            raise ConfigError(f"server {args.server}: {err.code().name}: {err.details()}") from err
-    print(json.dumps(json_format.MessageToDict(answer, preserving_proto_field_name=True,
-                                               always_print_fields_with_no_presence=True), indent=2))
+            raise ConfigError(f"server {args.server}: {rpc_problem(err)}") from err
+    print(json.dumps(message_dict(answer), indent=2))
     return EXIT_OK if answer.last_reload_ok and answer.audit_writable else EXIT_ERROR
 
 

@@ -105,11 +105,11 @@ def explain(args: argparse.Namespace, request: Any, *, as_json: bool) -> int:
     """Decide in-process with a trace and print each step, the determining and erroring policies with their
     file:line, and the final reason. Exit 0 allow, 2 deny."""
     from tenantgate import app as application
-    from tenantgate.cli.main import check_request
+    from tenantgate.cli.main import check_request, in_process_settings
     from tenantgate.rpc import convert
 
     request = request if request is not None else check_request(args)
-    built = application.build(_settings(args))
+    built = application.build(in_process_settings(args))
     try:
         check = convert.check_input(request, api="cli")
         import dataclasses

@@ -1,8 +1,8 @@
 """``tenantgate test [PATHS...]``: run policy test suites (YAML) through the decision path.
 
 Exit codes: 0 every case passed (and coverage reached ``--min-coverage``), 1 error (unreadable or invalid
-suite file, unknown principal, unwritable JUnit file, bad config), 2 a case failed or coverage is below
-``--min-coverage``, 3 a policy set is invalid. Tokens minted for the run are never printed.
+suite file, unknown principal, unwritable JUnit file, bad config, usage error), 2 a case failed or coverage
+is below ``--min-coverage``, 3 a policy set is invalid. Tokens minted for the run are never printed.
 """
 
 from __future__ import annotations

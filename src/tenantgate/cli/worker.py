@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from tenantgate.config import Settings
@@ -23,13 +24,16 @@ from tenantgate.errors import ConfigError
 if TYPE_CHECKING:
     from tenantgate.app import App
 
+log = logging.getLogger("tenantgate.worker")
+
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_POLL_SECONDS = 1.0
 
 
 def run(settings: Settings, index: int, supervisor_pid: int, on_started: Callable[[App, int], None]) -> int:
     """Serve as worker ``index`` until SIGTERM/SIGINT, then drain; return 0. ``on_started(app, port)`` once
-    it serves. Raises what ``app.build`` and ``app.serve`` raise (``ConfigError``, ``PolicyError``, ...)."""
+    it serves. Raises what ``app.build`` and ``app.serve`` raise (``ConfigError``, ``PolicyError``, ...):
+    ``log_failure`` reports them in the supervisor's stream of JSON log lines."""
     die_with(supervisor_pid)
     from tenantgate import app as application
     from tenantgate.observability.logging import configure
@@ -38,6 +42,13 @@ def run(settings: Settings, index: int, supervisor_pid: int, on_started: Callabl
     built = application.build(settings, worker=index)
     asyncio.run(application.serve(built, lambda port: on_started(built, port)))
     return 0
+
+
+def log_failure(message: str, details: Sequence[str]) -> None:
+    """Why this worker could not go on, as one JSON log line at error level: ``message``, and ``details``
+    (e.g. each invalid policy's ``file:line:column: message``) as a list. Under a supervisor, stderr is a
+    stream of JSON lines; plain text would break a reader of it."""
+    log.error(message, extra={"details": list(details)} if details else None)
 
 
 def die_with(supervisor_pid: int) -> None:

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record; ``worker`` (under ``serve --workers N``) tags every line with its index."""
+    """One JSON object per record; ``worker`` (under ``serve --workers N``) tags every line with its index.
+    A record logged with ``extra={"details": [...]}`` carries that list of strings as ``details``."""
 
     def __init__(self, worker: int | None = None) -> None:
         super().__init__()
@@ -24,6 +25,9 @@ class JsonFormatter(logging.Formatter):
         }
         if self._worker is not None:
             line["worker"] = self._worker
+        details = getattr(record, "details", None)
+        if isinstance(details, (list, tuple)):
+            line["details"] = [str(item) for item in details]
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=True)

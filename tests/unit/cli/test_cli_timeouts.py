@@ -22,7 +22,7 @@ COMMANDS = [
 def test_a_timeout_that_is_not_a_positive_finite_number_is_a_usage_error(command, value, capsys):
     with pytest.raises(SystemExit) as exited:
         main.main([*command, f"--timeout={value}"])
-    assert exited.value.code == 2
+    assert exited.value.code == 1  # a usage error is an error (1): 2 is DENY in this CLI
     err = capsys.readouterr().err
     assert "--timeout" in err and ("positive number of seconds up to 86400" in err or "not a number of seconds" in err)
 

@@ -1,0 +1,97 @@
+"""What the CLI prints: JSON numbers as numbers, times as audit records write them, and no message left
+empty or with an empty part."""
+
+import argparse
+import json
+from concurrent import futures
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from tenantgate.audit import JsonlAuditSink
+from tenantgate.audit.files import chain_files
+from tenantgate.cli import grants, main
+from tenantgate.cli.channel import message_dict, rpc_problem
+from tenantgate.core.model import AuditEvent
+from tenantgate.v1 import admin_pb2 as adm
+from tenantgate.v1 import breakglass_pb2 as bg
+
+EXPIRES_NS = 1_796_304_035_688_510_976  # 2026-12-03T13:20:35.688510976Z
+
+
+def _stamp(nanoseconds):
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(nanoseconds)
+    return stamp
+
+
+def _grant():
+    return bg.Grant(id="g-1", state=bg.GrantState.Value("ACTIVE"), operator="oscar", operator_tenant="platform",
+                    target_tenant="acme", actions=["read"], ticket="INC-1", duration_seconds=60,
+                    expires_at=_stamp(EXPIRES_NS))
+
+
+def test_status_counts_are_json_numbers():
+    answer = adm.StatusResponse(version="0.1.0", policy_count=12, tenant_partitions=1, last_reload_ok=True)
+    shown = message_dict(answer)
+    assert shown["policy_count"] == 12 and shown["tenant_partitions"] == 1
+    assert shown["audit_writable"] is False  # fields at their default are still shown
+
+
+@pytest.mark.parametrize("handler", [grants._request, grants._list])
+def test_grant_json_has_a_numeric_duration_and_millisecond_times(handler, capsys):
+    assert grants._show(argparse.Namespace(json=True, handler=handler), [_grant()]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    grant = shown[0] if handler is grants._list else shown
+    assert grant["duration_seconds"] == 60
+    assert grant["expires_at"] == "2026-12-03T13:20:35.688Z"  # as audit records write times
+
+
+def test_grant_list_table_shows_expiry_in_milliseconds(capsys):
+    assert grants._show(argparse.Namespace(json=False, handler=grants._list), [_grant()]) == 0
+    _header, row = capsys.readouterr().out.splitlines()
+    assert "2026-12-03T13:20:35.688Z" in row and "688510976" not in row
+
+
+@pytest.fixture
+def health_server():
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+def test_health_of_an_unknown_service_says_so(health_server, capsys):
+    assert main.main(["health", "--server", health_server]) == 0
+    assert main.main(["health", "--server", health_server, "--service", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"tenantgate: health {health_server}: no such service: nope\n"
+
+
+def test_a_failed_call_without_details_is_named_by_its_code_alone(health_server):
+    with grpc.insecure_channel(health_server) as channel, pytest.raises(grpc.RpcError) as failed:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5)
+    assert rpc_problem(failed.value) == "NOT_FOUND"  # was "NOT_FOUND: "
+
+
+def test_verify_of_a_log_whose_files_were_deleted_has_no_empty_file_list(tmp_path, capsys):
+    path = tmp_path / "audit.jsonl"
+    sink = JsonlAuditSink(path)
+    sink.write(AuditEvent(decision_id="id-1", time="2026-01-01T00:00:00.000Z", decision="DENY",
+                          reason="cross_tenant", message="m", api="check", subject="alice", actor="",
+                          principal_type="User", principal_tenant="acme", resource_type="Invoice",
+                          resource_id="inv-1", resource_tenant="globex", action="read", intent="", policy_ids=(),
+                          grant_id="", policy_version="v", issuer="iss", token_id="jti"))
+    sink.close()
+    for file in chain_files(path):
+        file.unlink()
+    assert main.main(["audit", "verify", str(path)]) == 4
+    *findings, summary = capsys.readouterr().out.splitlines()
+    assert summary == "TAMPERED: 1 problem(s) in 0 records"
+    assert any("audit.jsonl.head" in line and "no file of this log is left" in line for line in findings)
