@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from tenantgate.rpc.envoy_convert import ExtAuthzOptions
 
 log = logging.getLogger("tenantgate.app")
+T = TypeVar("T")
 MIRROR_INTERVAL_SECONDS = 1.0  # how stale a worker's audit counters and grant count on /metrics may be
 
 
@@ -49,6 +51,7 @@ class App:
     metrics: DecisionMetrics
     http_port: int = 0  # the AuthZEN HTTP API's bound port while serving ([http] listen), else 0
     health_port: int = 0  # the plaintext health port's bound port while serving (server.health_listen), else 0
+    metrics_port: int = 0  # the /metrics port this process bound (server.metrics_listen, single process), else 0
     worker: int | None = None  # K under `serve --workers N`; None: the only server process
     mirror: collectors.MultiprocessMirror | None = None  # workers: audit and grant numbers for the supervisor
 
@@ -136,7 +139,8 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
     from tenantgate.rpc.server import GrpcServer, ServerOptions
     from tenantgate.rpc.tls import TlsFiles
 
-    for problem in await asyncio.to_thread(app.verifier.prefetch_keys):
+    # On a daemon thread: a SIGTERM while a JWKS URL keeps start-up waiting stops the process at once.
+    for problem in await asyncio.wrap_future(in_daemon_thread(app.verifier.prefetch_keys, "tenantgate-prefetch")):
         log.warning("issuer keys not loaded yet (will retry on first use): %s", problem)
     s = app.settings.server
     tls = TlsFiles(s.tls.cert_file, s.tls.key_file, s.tls.client_ca_file) if s.tls.cert_file else None
@@ -168,7 +172,9 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
     if s.metrics_listen and app.worker is None:
         host, _, mport = s.metrics_listen.rpartition(":")
         try:
-            start_http_server(int(mport), addr=host.strip("[]"), registry=app.registry)  # [::1]:9464 too
+            # Brackets stripped: "[::1]:9464" works too.
+            metrics, _thread = start_http_server(int(mport), addr=host.strip("[]"), registry=app.registry)
+            app.metrics_port = int(metrics.server_port)
         except OSError as err:
             await server.stop()
             raise ConfigError(f"cannot serve metrics on {s.metrics_listen}: {err.strerror}") from err
@@ -277,19 +283,28 @@ class Reloads:
         return self._policies.reload(force=True)
 
     def _start(self, work: Callable[[], object]) -> concurrent.futures.Future[object]:
-        done: concurrent.futures.Future[object] = concurrent.futures.Future()
+        return in_daemon_thread(work, "tenantgate-reload", turn=self._one)
 
-        def run() -> None:
-            with self._one:
-                if not done.set_running_or_notify_cancel():
-                    return  # the poll awaiting it was cancelled (shutdown) before its turn came
-                try:
-                    done.set_result(work())
-                except BaseException as err:  # noqa: BLE001 - reload() never raises; kept for the awaiting poll
-                    done.set_exception(err)
 
-        threading.Thread(target=run, name="tenantgate-reload", daemon=True).start()
-        return done
+def in_daemon_thread(work: Callable[[], T], name: str,
+                     turn: threading.Lock | None = None) -> concurrent.futures.Future[T]:
+    """``work()`` on a new daemon thread (holding ``turn`` while it runs, when given); its result or exception
+    in the future returned. Unlike asyncio's default executor, whose threads ``asyncio.run`` joins at exit, a
+    thread stuck on the network never keeps the process from stopping. A future cancelled before its turn
+    came is skipped."""
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        with turn or contextlib.nullcontext():
+            if not done.set_running_or_notify_cancel():
+                return  # whoever awaited it was cancelled (shutdown) before its turn came
+            try:
+                done.set_result(work())
+            except BaseException as err:  # noqa: BLE001 - handed to whoever awaits the future
+                done.set_exception(err)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return done
 
 
 async def _poll_policies(app: App, reloads: Reloads) -> None:

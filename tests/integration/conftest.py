@@ -1,8 +1,10 @@
+import shutil
+
 import grpc
 import pytest
 
 from support.issuers import TestIssuer
-from support.server import running_server, write_config
+from support.server import BUNDLED_POLICIES, running_server, write_config
 from tenantgate import config
 from tenantgate.v1 import authorizer_pb2_grpc as pb_grpc
 
@@ -18,6 +20,13 @@ def server(tmp_path_factory, issuer):
     settings = config.load(write_config(tmp, issuer.settings), env={})
     with running_server(settings) as (address, app):
         yield address, app
+
+
+@pytest.fixture()
+def workdir(tmp_path):
+    """A directory holding a copy of the bundled policies, for CLI commands run in it."""
+    shutil.copytree(BUNDLED_POLICIES, tmp_path / "policies")
+    return tmp_path
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,11 @@
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
-
-from support.server import BUNDLED_POLICIES
 
 TENANTGATE = [sys.executable, "-m", "tenantgate.cli.main"]
 
@@ -24,12 +19,6 @@ def _free_port() -> int:
 
 def _run(args, cwd, env=None, **kw):
     return subprocess.run([*TENANTGATE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, **kw)
-
-
-@pytest.fixture()
-def workdir(tmp_path):
-    shutil.copytree(BUNDLED_POLICIES, tmp_path / "policies")
-    return tmp_path
 
 
 def _env(**extra):

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -17,12 +16,6 @@ def _run(args, cwd, **env):
     base = {k: v for k, v in os.environ.items() if not k.startswith("TENANTGATE_")}
     return subprocess.run([*TENANTGATE, *args], cwd=cwd, env={**base, **env}, capture_output=True, text=True,
                           timeout=60)
-
-
-@pytest.fixture()
-def workdir(tmp_path):
-    shutil.copytree(BUNDLED_POLICIES, tmp_path / "policies")
-    return tmp_path
 
 
 def test_bundled_policies_are_formatted():

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from tenantgate.cli.verdict import settle
+
 EXIT_OK, EXIT_ERROR, EXIT_TAMPERED = 0, 1, 4
 
 
@@ -77,22 +79,22 @@ def _verify(args: argparse.Namespace) -> int:
     key = load_public_key(args.public_key) if args.public_key else None
     if args.max_unsigned is not None and args.max_unsigned < 0:
         return _fail("--max-unsigned must be >= 0")
-    tampered = False
     try:
         chains = _chains(_paths(args), in_order=args.in_order, all_workers=args.all_workers, head_only=True)
-        for files, head in chains:
-            report = verify_files(files, head_file=head, public_key=key, from_genesis=args.from_genesis,
-                                  max_unsigned=args.max_unsigned)
-            tampered = tampered or not report.intact
-            if args.json:
-                print(json.dumps(report.to_dict()))
-                continue
-            for finding in report.findings:
-                print(("TAMPERED " if finding.tampered else "note     ") + str(finding))
-            print(_summary(report))
+        reports = [verify_files(files, head_file=head, public_key=key, from_genesis=args.from_genesis,
+                                max_unsigned=args.max_unsigned) for files, head in chains]
     except OSError as err:
         return _fail(f"cannot read audit log {err.filename or ''}: {err.strerror or err}")
-    return EXIT_TAMPERED if tampered else EXIT_OK
+    # Every chain verified before anything is printed: a reader that leaves early cannot hide a tampered one.
+    code = settle(EXIT_TAMPERED if any(not report.intact for report in reports) else EXIT_OK)
+    for report in reports:
+        if args.json:
+            print(json.dumps(report.to_dict()))
+            continue
+        for finding in report.findings:
+            print(("TAMPERED " if finding.tampered else "note     ") + str(finding))
+        print(_summary(report))
+    return code
 
 
 def _tail(args: argparse.Namespace) -> int:

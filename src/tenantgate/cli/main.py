@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from tenantgate.cli.channel import (
     rpc_problem,
     token_of,
 )
+from tenantgate.cli.verdict import settle, settled
 from tenantgate.errors import ConfigError, PolicyError, TenantGateError
 
 EXIT_OK, EXIT_ERROR, EXIT_DENY, EXIT_INVALID_POLICIES = 0, 1, 2, 3
@@ -59,10 +61,12 @@ def guarded(command: Callable[[], int], report: Report | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_ERROR
     except BrokenPipeError:
-        # Output piped into `head` and the like: the reader left; nothing is wrong with the command.
+        # Output piped into `head` and the like: the reader left. The answer still stands: a command that
+        # settled on one (deny, failures, invalid policies) exits with it, one that had not with an error
+        # (review finding: a DENY piped into `true` exited 0).
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_OK
+        return settled(EXIT_ERROR)
 
 
 def _report(report: Report | None, prefix: str, err: TenantGateError) -> None:
@@ -171,7 +175,29 @@ def in_process_settings(args: argparse.Namespace) -> Any:
     return dataclasses.replace(settings, audit=dataclasses.replace(settings.audit, stdout=False))
 
 
+class _StopBeforeServing(BaseException):
+    """SIGTERM arrived while ``serve`` was still starting (before the server handles signals itself)."""
+
+
+def _stop_before_serving(_signum: int, _frame: Any) -> None:
+    raise _StopBeforeServing
+
+
 def _serve(args: argparse.Namespace) -> int:
+    """Run the server; a SIGTERM while it is still starting (loading policies, fetching JWKS) stops it at once
+    with exit 0. Review finding: as a container's PID 1, for which an unhandled SIGTERM does nothing, it was
+    ignored until the full grace period ended in SIGKILL."""
+    previous = signal.signal(signal.SIGTERM, _stop_before_serving)
+    try:
+        return _serve_until_stopped(args)
+    except _StopBeforeServing:
+        print("tenantgate: SIGTERM while starting: stopped before serving", file=sys.stderr)
+        return EXIT_OK
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _serve_until_stopped(args: argparse.Namespace) -> int:
     from tenantgate.observability.logging import configure
 
     settings = _settings(args)
@@ -222,7 +248,7 @@ def _serve_workers(settings: Any) -> int:
 def _served(built: Any, port: int) -> dict[str, Any]:
     """What a started server reports for the banner (a worker sends it to the supervisor as JSON)."""
     compiled = built.policies.current().compiled
-    return {"grpc": port, "health": built.health_port, "http": built.http_port,
+    return {"grpc": port, "health": built.health_port, "http": built.http_port, "metrics": built.metrics_port,
             "policies": [compiled.total_policies, len(compiled.tenants), compiled.version],
             "tour": tour_fits(built.settings)}
 
@@ -266,8 +292,9 @@ def _banner(settings: Any, served: Mapping[str, Any], metrics_port: int = 0) -> 
     if settings.server.metrics_listen and workers > 1:
         lines.append(f"  metrics     http://{settings.server.metrics_listen.rpartition(':')[0]}:{metrics_port}"
                      "/metrics (summed over the workers)")
-    elif settings.server.metrics_listen:
-        lines.append(f"  metrics     http://{settings.server.metrics_listen}/metrics")
+    elif settings.server.metrics_listen:  # the port bound (the setting may say 0)
+        lines.append(f"  metrics     http://{settings.server.metrics_listen.rpartition(':')[0]}:"
+                     f"{served.get('metrics') or settings.server.metrics_listen.rpartition(':')[2]}/metrics")
     if served["http"]:
         h = settings.http
         scheme = "https" if h.cert_file else "http"
@@ -339,11 +366,11 @@ def _check(args: argparse.Namespace) -> int:
 
         if args.server:
             raise ConfigError("--explain decides in-process on the local configuration; drop --server")
-        return explain(args, check_request(args), as_json=False)
-    request = check_request(args)
-    response = _check_remote(args, request) if args.server else _check_local(args, request)
+        return explain(args, as_json=False)
+    response = _check_remote(args, check_request(args)) if args.server else _check_local(args)
+    code = settle(EXIT_OK if response.decision == pb.ALLOW else EXIT_DENY)
     print(json.dumps(message_dict(response), indent=2))
-    return EXIT_OK if response.decision == pb.ALLOW else EXIT_DENY
+    return code
 
 
 def check_request(args: argparse.Namespace) -> Any:
@@ -357,26 +384,50 @@ def check_request(args: argparse.Namespace) -> Any:
         resource=pb.Resource(type=args.resource_type, id=args.resource_id, tenant=args.resource_tenant),
         intent=args.intent,
     )
-    for text, target, name in ((args.context, request.context, "--context"),
-                               (args.resource_attributes, request.resource.attributes, "--resource-attributes")):
-        if text:
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ConfigError(f"{name} is not valid JSON: {err}") from err
-            if not isinstance(data, dict):
-                raise ConfigError(f"{name} must be a JSON object")
+    for target, name, data in ((request.context, "--context", _json_object(args.context, "--context")),
+                               (request.resource.attributes, "--resource-attributes",
+                                _json_object(args.resource_attributes, "--resource-attributes"))):
+        try:
             target.update(data)
+        except RecursionError as err:
+            raise ConfigError(f"{name} is nested too deeply") from err
     return request
 
 
-def _check_local(args: argparse.Namespace, request: Any) -> Any:
+def check_input(args: argparse.Namespace) -> Any:
+    """The question ``check`` and ``explain`` options describe, for deciding in-process: taken from the JSON
+    as it is (whole numbers stay exact; a protobuf Struct would carry them as doubles, rounding those past
+    2**53, which the gRPC path therefore refuses)."""
+    from tenantgate.core.model import CheckInput, Resource
+
+    return CheckInput(token=token_of(args), action=args.action, intent=args.intent, api="cli",
+                      resource=Resource(type=args.resource_type, id=args.resource_id, tenant=args.resource_tenant,
+                                        attributes=_json_object(args.resource_attributes, "--resource-attributes")),
+                      context=_json_object(args.context, "--context"))
+
+
+def _json_object(text: str | None, name: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{name} is not valid JSON: {err}") from err
+    except RecursionError as err:
+        raise ConfigError(f"{name} is nested too deeply") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name} must be a JSON object")
+    return data
+
+
+def _check_local(args: argparse.Namespace) -> Any:
     from tenantgate import app as application
     from tenantgate.rpc import convert
 
+    check = check_input(args)
     built = application.build(in_process_settings(args))
     try:
-        return convert.check_response(built.pdp.decide(convert.check_input(request, api="cli")))
+        return convert.check_response(built.pdp.decide(check))
     finally:
         application.close(built)
 

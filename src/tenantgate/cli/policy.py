@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tenantgate.cli.verdict import settle
 from tenantgate.errors import ConfigError, PolicyError
 
 EXIT_OK, EXIT_ERROR, EXIT_DENY, EXIT_INVALID_POLICIES = 0, 1, 2, 3
@@ -37,7 +38,7 @@ def add_commands(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]
     config_arg(explain_cmd)
     request_args(explain_cmd)
     explain_cmd.add_argument("--json", action="store_true", help="print the steps as JSON")
-    explain_cmd.set_defaults(handler=lambda args: explain(args, None, as_json=args.json))
+    explain_cmd.set_defaults(handler=lambda args: explain(args, as_json=args.json))
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -57,6 +58,7 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         compiled = load_policies(policy_dir, schema)
     except PolicyError as err:
+        settle(EXIT_INVALID_POLICIES)
         for diag in err.diagnostics or ():
             print(f"{os.path.join(policy_dir, diag.path)}{str(diag)[len(diag.path):]}")
         if not err.diagnostics:
@@ -82,9 +84,14 @@ def _fmt(args: argparse.Namespace) -> int:
             raise ConfigError(f"no such file or directory: {root}")
     unformatted = []
     for path in files:
-        text = path.read_text(encoding="utf-8")
         try:
+            text = path.read_text(encoding="utf-8")
             formatted = format_policy_text(text)
+        except UnicodeDecodeError:
+            print(f"{path}: not UTF-8 text", file=sys.stderr)  # review finding: a traceback
+            return EXIT_INVALID_POLICIES
+        except OSError as err:
+            raise ConfigError(f"cannot read {path}: {err.strerror or err}") from err
         except PolicyError as err:
             print(f"{path}: {err}", file=sys.stderr)
             return EXIT_INVALID_POLICIES
@@ -94,38 +101,38 @@ def _fmt(args: argparse.Namespace) -> int:
             unformatted.append(path)
             if not args.check:
                 path.write_text(formatted, encoding="utf-8")
+    code = settle(EXIT_ERROR if args.check and unformatted else EXIT_OK)
     for path in unformatted:
         print(f"{'would reformat' if args.check else 'reformatted'} {path}")
     print(f"{len(files)} file(s), {len(unformatted)} {'not formatted' if args.check else 'reformatted'}",
           file=sys.stderr)
-    return EXIT_ERROR if args.check and unformatted else EXIT_OK
+    return code
 
 
-def explain(args: argparse.Namespace, request: Any, *, as_json: bool) -> int:
+def explain(args: argparse.Namespace, *, as_json: bool) -> int:
     """Decide in-process with a trace and print each step, the determining and erroring policies with their
     file:line, and the final reason. Exit 0 allow, 2 deny."""
-    from tenantgate import app as application
-    from tenantgate.cli.main import check_request, in_process_settings
-    from tenantgate.rpc import convert
+    import dataclasses
 
-    request = request if request is not None else check_request(args)
+    from tenantgate import app as application
+    from tenantgate.cli.main import check_input, in_process_settings
+
+    check = dataclasses.replace(check_input(args), explain=True)
     built = application.build(in_process_settings(args))
     try:
-        check = convert.check_input(request, api="cli")
-        import dataclasses
-
-        result = built.pdp.decide(dataclasses.replace(check, explain=True))
+        result = built.pdp.decide(check)
         compiled = built.policies.current().compiled
     finally:
         application.close(built)
 
     def where(policy_id: str) -> str:
-        loc = compiled.locate(policy_id, request.resource.tenant)
+        loc = compiled.locate(policy_id, check.resource.tenant)
         return f"{loc.path}:{loc.line}" if loc else "?"
 
     steps: list[dict[str, Any]] = [{"step": t.step, "outcome": t.outcome, "detail": t.detail,
               "policies": [{"id": p, "at": where(p)} for p in t.policy_ids], "errors": list(t.errors)}
              for t in result.trace]
+    code = settle(EXIT_OK if result.allowed else EXIT_DENY)
     if as_json:
         print(json.dumps({"decision": result.decision.value, "reason": result.reason.value,
                           "message": result.message, "decision_id": result.decision_id,
@@ -141,4 +148,4 @@ def explain(args: argparse.Namespace, request: Any, *, as_json: bool) -> int:
                 print(f"         {label}: {pol['id']}  ({pol['at']})")
             for error in step["errors"]:
                 print(f"         error: {error}")
-    return EXIT_OK if result.allowed else EXIT_DENY
+    return code

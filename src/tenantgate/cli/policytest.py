@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tenantgate.cli.verdict import settle
 from tenantgate.errors import PolicyError, TenantGateError
 
 if TYPE_CHECKING:  # the runner pulls in the identity and grant stacks: imported when the command runs
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         except OSError as problem:
             print(f"tenantgate: cannot write {args.junit}: {problem.strerror or problem}", file=stderr)
             return EXIT_ERROR
+    code = settle(EXIT_FAILED if report.failed or low else EXIT_OK)
     if args.json:
         json.dump(json_report(report, coverage if want_coverage else None, args.min_coverage), stdout, indent=2)
         stdout.write("\n")
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         for c in low:
             print(f"coverage of {_shown(c.policies.path)} is {c.percent:.1f}%, below --min-coverage "
                   f"{args.min_coverage:g}%", file=stderr)
-    return EXIT_FAILED if report.failed or low else EXIT_OK
+    return code
 
 
 def _decision_settings(args: argparse.Namespace) -> Any:

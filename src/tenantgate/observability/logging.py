@@ -41,3 +41,5 @@ def configure(level: str, worker: int | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # grpc.aio logs "[_cygrpc] Loaded running loop" at debug for every call: noise that floods `debug`.
+    logging.getLogger("grpc._cython.cygrpc").setLevel(max(root.level, logging.INFO))

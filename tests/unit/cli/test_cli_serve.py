@@ -58,3 +58,13 @@ def test_workers_out_of_range_names_the_option(workdir, capsys):
     err = capsys.readouterr().err
     assert err.startswith("tenantgate: --workers 0: ")
     assert "server.workers must be between 1 and 64, got 0" in err
+
+
+def test_the_banner_shows_the_metrics_port_bound_not_the_configured_0(workdir, capsys):
+    # Review finding: `metrics_listen = "127.0.0.1:0"` was shown as http://127.0.0.1:0/metrics.
+    settings = config.load(None, env={"TENANTGATE_SERVER_METRICS_LISTEN": "127.0.0.1:0"})
+    main._banner(settings, {**SERVED, "metrics": 40123})
+    assert "metrics     http://127.0.0.1:40123/metrics" in capsys.readouterr().out
+    fixed = config.load(None, env={"TENANTGATE_SERVER_METRICS_LISTEN": "127.0.0.1:9464"})
+    main._banner(fixed, SERVED)  # a report without the port (an older worker): the configured one
+    assert "metrics     http://127.0.0.1:9464/metrics" in capsys.readouterr().out

@@ -63,3 +63,17 @@ def test_a_worker_log_line_carries_its_index():
     record = logging.LogRecord("tenantgate.app", logging.INFO, __file__, 1, "stopped", None, None)
     assert json.loads(JsonFormatter(worker=3).format(record))["worker"] == 3
     assert "worker" not in json.loads(JsonFormatter().format(record))
+
+
+def test_debug_logging_leaves_out_grpcs_per_call_chatter():
+    from tenantgate.observability.logging import configure
+
+    root, cygrpc = logging.getLogger(), logging.getLogger("grpc._cython.cygrpc")
+    saved = root.handlers[:], root.level, cygrpc.level
+    try:
+        configure("debug")
+        assert root.isEnabledFor(logging.DEBUG) and not cygrpc.isEnabledFor(logging.DEBUG)
+        assert cygrpc.isEnabledFor(logging.INFO)
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        cygrpc.setLevel(saved[2])

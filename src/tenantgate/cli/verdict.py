@@ -1,0 +1,21 @@
+"""The exit code a command settles on before it prints its answer.
+
+A reader that leaves early (``tenantgate check ... | head -1``) makes the print raise ``BrokenPipeError``;
+``main.guarded`` then exits with the settled code, so a DENY, failed tests, invalid policies or a tampered
+log never turn into 0. A command that had not settled yet exits 1: its answer is unknown.
+"""
+
+from __future__ import annotations
+
+_settled: list[int] = []
+
+
+def settle(code: int) -> int:
+    """Record ``code`` as this command's exit code (before printing the answer it stands for); returns it."""
+    _settled[:] = [code]
+    return code
+
+
+def settled(default: int) -> int:
+    """The settled exit code, or ``default`` when the command settled on none."""
+    return _settled[0] if _settled else default

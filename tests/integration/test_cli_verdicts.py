@@ -1,0 +1,110 @@
+"""The CLI's answers hold when its reader leaves early, its JSON input is hostile, or it is stopped while
+starting: real `tenantgate` processes, each bounded in time."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from support.issuers import LoopbackServer, TestIssuer
+from support.server import write_config
+
+TENANTGATE = [sys.executable, "-m", "tenantgate.cli.main"]
+_env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTGATE_")}
+BIG_RULE = """@id("huge-invoices-need-admin")
+forbid (principal, action == Action::"read", resource is Invoice)
+when { resource has amount_cents && resource.amount_cents > 9007199254740992 }
+unless { principal.roles.contains("admin") };
+"""
+
+
+def _run(args, cwd, *, closed_stdout=False, **kw):
+    """Run the CLI; ``closed_stdout``: its stdout is a pipe whose reader has already left."""
+    if not closed_stdout:
+        return subprocess.run([*TENANTGATE, *args], cwd=cwd, env=_env, capture_output=True, text=True,
+                              timeout=60, **kw)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([*TENANTGATE, *args], cwd=cwd, env=_env, stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=60, **kw)
+    finally:
+        os.close(write)
+
+
+def _token(workdir, tenant="acme", roles="viewer"):
+    minted = _run(["token", "mint", "--tenant", tenant, "--sub", "vera", "--roles", roles], workdir)
+    assert minted.returncode == 0, minted.stderr
+    return minted.stdout.strip()
+
+
+def _check(token, *extra, tenant="acme"):
+    return ["check", "--token", token, "--action", "read", "--resource-type", "Invoice", "--resource-id", "inv-1",
+            "--resource-tenant", tenant, *extra]
+
+
+def test_a_reader_that_leaves_early_does_not_turn_a_verdict_into_0(workdir):
+    # Review finding: BrokenPipeError was answered with exit 0, so `check ... | true` hid a DENY (and a
+    # failed suite or invalid policies behind `| head`) from a script using PIPESTATUS or pipefail.
+    token = _token(workdir)
+    assert _run(_check(token, tenant="globex"), workdir, closed_stdout=True).returncode == 2
+    assert _run(_check(token), workdir, closed_stdout=True).returncode == 0
+    assert _run(["explain", *_check(token, tenant="globex")[1:]], workdir, closed_stdout=True).returncode == 2
+    (workdir / "policies" / "zz-bad.cedar").write_text("permit(principal, action, resource) when {")
+    assert _run(["validate"], workdir, closed_stdout=True).returncode == 3
+
+
+def test_in_process_check_keeps_whole_numbers_exact_as_tenantgate_test_does(workdir):
+    # Review finding: the CLI went through a protobuf Struct (doubles), so 2**53 + 1 became 2**53 and a
+    # policy on it answered ALLOW in `check` where `tenantgate test` and AuthZEN answered DENY.
+    (workdir / "policies" / "big.cedar").write_text(BIG_RULE)
+    token = _token(workdir)
+    answer = _run(_check(token, "--resource-attributes", '{"amount_cents": 9007199254740993}'), workdir)
+    assert answer.returncode == 2 and '"reason": "policy_forbid"' in answer.stdout, answer.stdout + answer.stderr
+    assert _run(_check(token, "--resource-attributes", '{"amount_cents": 9007199254740992}'), workdir).returncode == 0
+
+
+def test_hostile_json_options_and_files_get_one_line_errors_not_tracebacks(workdir):
+    token = _token(workdir)
+    deep = '{"a": ' + "[" * 30000 + "]" * 30000 + "}"
+    for option in ("--context", "--resource-attributes"):
+        out = _run(_check(token, option, deep), workdir)
+        assert out.returncode == 1 and out.stderr.strip() == f"tenantgate: {option} is nested too deeply"
+        remote = _run(_check(token, option, deep, "--server", "127.0.0.1:9"), workdir)
+        assert remote.returncode == 1 and "Traceback" not in remote.stderr
+    (workdir / "latin1.cedar").write_bytes(b"permit(principal, action, resource);\n// caf\xe9\n")
+    out = _run(["fmt", "--check", "latin1.cedar"], workdir)
+    assert out.returncode == 3 and out.stderr.strip() == "latin1.cedar: not UTF-8 text"
+
+
+def test_sigterm_while_serve_is_still_starting_stops_it_at_once(workdir, tmp_path):
+    # Review finding: signals were handled only once serving; as a container's PID 1 (which ignores a
+    # signal without a handler) a SIGTERM during start-up was lost until the grace period ended in SIGKILL.
+    # Here (not PID 1) it killed the process by signal instead of stopping it cleanly.
+    issuer = TestIssuer(tmp_path)
+    with LoopbackServer() as jwks:
+        import threading
+
+        never = threading.Event()
+        jwks.serve("/jwks.json", b"{}", hold=never)  # start-up waits for this fetch (its timeout is raised)
+        text = write_config(tmp_path, issuer.settings).read_text().replace(
+            f'jwks_file = "{issuer.settings.jwks_file}"', f'jwks_url = "{jwks.url()}"')
+        config = tmp_path / "slow.toml"
+        config.write_text(text + "\n[tokens]\njwks_fetch_timeout_seconds = 20\n")
+        proc = subprocess.Popen([*TENANTGATE, "serve", "--config", str(config)], cwd=workdir, env=_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while jwks.count("/jwks.json") == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert jwks.count("/jwks.json") == 1, "start-up never fetched the keys"
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=15)
+        finally:
+            never.set()
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err
+    assert "SIGTERM while starting: stopped before serving" in err
+    assert "Traceback" not in err
