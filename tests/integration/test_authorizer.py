@@ -370,3 +370,14 @@ def test_concurrent_batches_take_turns_so_a_small_one_is_not_stuck_behind_a_larg
     worker.join(60)
     assert [r.decision for r in small.results] == [pb.ALLOW] * 10
     assert order == ["small", "large"]  # batches share one thread chunk by chunk, in turn
+
+
+def test_a_struct_number_past_2_to_the_53_is_refused_not_rounded(stub, admin):
+    # Review finding: a Struct number is a double: 9007199254740993 arrived as 9007199254740992.0 and was decided
+    # as exact, so a policy comparing amounts answered differently here than through AuthZEN (JSON integers).
+    for amount in (9007199254740993, 2**53, -(2**60)):
+        for resp in _both(stub, request(admin, attributes={"amount_cents": amount})):
+            assert (resp.decision, resp.reason) == (pb.DENY, "invalid_request"), resp.message
+            assert "resource.attributes.amount_cents" in resp.message and "2^53 - 1" in resp.message
+    for resp in _both(stub, request(admin, attributes={"amount_cents": 2**53 - 1})):
+        assert resp.decision == pb.ALLOW, resp.message

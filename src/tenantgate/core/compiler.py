@@ -21,7 +21,14 @@ from typing import Any
 
 import cedarpy
 
-from tenantgate.core.cedar_text import Statement, split_statements
+from tenantgate.core.cedar_text import (
+    Statement,
+    annotated_id,
+    escape_unprintable,
+    first_unprintable,
+    parse_error_position,
+    split_statements,
+)
 from tenantgate.core.entities import EMPTY_DIRECTORY, EntityDirectory, EntityFile, build_directory, read_entity_file
 from tenantgate.core.model import Principal
 from tenantgate.core.request import is_tenant_id
@@ -238,10 +245,9 @@ def _compile_tenant(tenant: str, files: Sequence[PolicySource], schema: Any, sch
             if others:
                 problem = f"names another tenant ({others[0]!r}); a tenant's policies may only concern that tenant"
             elif entry.policy_id in global_ids:
-                problem = f"duplicate policy id (a global policy at {global_ids[entry.policy_id].path})"
+                problem = duplicate_id_message(global_ids[entry.policy_id], ", a global policy")
             elif entry.policy_id in locations:
-                first = locations[entry.policy_id]
-                problem = f"duplicate policy id (first at {first.path}:{first.line})"
+                problem = duplicate_id_message(locations[entry.policy_id])
             if problem:
                 diagnostics.append(PolicyDiagnostic(source.path, entry.line, problem, column=entry.column,
                                                     policy_id=entry.policy_id))
@@ -354,9 +360,9 @@ def _parse_file(source: PolicySource, schema: Any, diagnostics: list[PolicyDiagn
     if not result.validation_passed:
         for error in result.errors:
             stmt = statement_of(error.policy_id)
-            policy_id = ours.get(error.policy_id, error.policy_id)
+            policy_id = escape_unprintable(ours.get(error.policy_id, error.policy_id))
             # Cedar names policies by position; say the id the author wrote (or file:line).
-            message = error.error.replace(f"`{error.policy_id}`", f"`{policy_id}`")
+            message = escape_unprintable(error.error.replace(f"`{error.policy_id}`", f"`{policy_id}`"))
             diagnostics.append(PolicyDiagnostic(source.path, stmt.line, message, column=stmt.column,
                                                 policy_id=policy_id))
     return parsed
@@ -366,29 +372,58 @@ def _admit(p: _Parsed, source: PolicySource, problem: str | None, locations: dic
            diagnostics: list[PolicyDiagnostic]) -> bool:
     """Common id rules; records the location and returns True when the policy may join its set."""
     line, column = p.statement.line, p.statement.column
-    if p.policy_id.startswith(RESERVED_PREFIX):
+    hidden = first_unprintable(p.policy_id)
+    if hidden:
+        # Ids are printed to terminals (validate, test --coverage, explain) and logs: an ESC or CR in one could
+        # rewrite or hide diagnostics. Refused before any other rule; shown escaped.
+        problem = (f"policy ids may hold printable characters only; this one holds {hidden} (a control or other "
+                   "non-printable character)")
+    elif p.policy_id.startswith(RESERVED_PREFIX):
         problem = problem or f"policy ids starting with {RESERVED_PREFIX!r} are reserved"
     elif _POSITIONAL.fullmatch(p.policy_id):
         problem = problem or "policy ids of the form policyN are reserved for Cedar's own numbering"
     elif '"' in p.policy_id or "\\" in p.policy_id:
         problem = problem or "policy ids may not contain quotes or backslashes"
     elif p.policy_id in locations:
-        first = locations[p.policy_id]
-        problem = problem or f"duplicate policy id (first at {first.path}:{first.line})"
+        problem = problem or duplicate_id_message(locations[p.policy_id])
     if problem:
-        diagnostics.append(PolicyDiagnostic(source.path, line, problem, column=column, policy_id=p.policy_id))
+        diagnostics.append(PolicyDiagnostic(source.path, line, problem, column=column,
+                                            policy_id=escape_unprintable(p.policy_id)))
         return False
     locations[p.policy_id] = PolicyLocation(source.path, line)
     return True
 
 
+def duplicate_id_message(first: PolicyLocation, what: str = "") -> str:
+    """The message for an id used again. Files are read in sorted path order (global files by name, then each
+    tenant's directory by tenant and file name), so the diagnostic is on the later occurrence in that order
+    and names the earlier one; both are in the output."""
+    return (f"duplicate policy id: also defined at {first.path}:{first.line}{what}, which comes first in path "
+            "order; rename one of them")
+
+
 def _locate_parse_error(source: PolicySource, statements: Sequence[Statement], err: ValueError) -> PolicyDiagnostic:
+    """The first statement that fails to parse on its own, at the token the parser stopped at, with the id
+    of its ``@id`` annotation when it has one."""
     for stmt in statements:
         try:
             cedarpy.policies_to_json_str(stmt.text)
         except ValueError as stmt_err:
-            return PolicyDiagnostic(source.path, stmt.line, f"parse error: {stmt_err}", column=stmt.column)
-    return PolicyDiagnostic(source.path, 1, f"parse error: {err}")
+            message = str(stmt_err)
+            line, column = parse_error_position(stmt, message, _parse_error_of)
+            # Cedar quotes the offending input, control characters included: shown escaped.
+            return PolicyDiagnostic(source.path, line, f"parse error: {escape_unprintable(message)}", column=column,
+                                    policy_id=escape_unprintable(annotated_id(stmt.text)))
+    return PolicyDiagnostic(source.path, 1, f"parse error: {escape_unprintable(str(err))}")
+
+
+def _parse_error_of(text: str) -> str:
+    """Cedar's parse error for ``text``, "" when it parses."""
+    try:
+        cedarpy.policies_to_json_str(text)
+    except ValueError as err:
+        return str(err)
+    return ""
 
 
 def check_principal_shape(schema: Any, path: str) -> None:

@@ -31,6 +31,7 @@ are the flattened ancestor sets (Cedar's ``in`` is transitive, so flattening kee
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -95,7 +96,11 @@ def read_entity_file(path: str, text: str, tenant: str) -> EntityFile:
 
     try:
         data = parse_strict_json(text, max_depth=64)
-    except ValueError as err:
+    except json.JSONDecodeError as err:
+        # At the line and column the JSON parser stopped at, not line 1 with the position in the message.
+        problems.append(PolicyDiagnostic(path, err.lineno, f"not valid JSON: {err.msg}", column=err.colno))
+        return EntityFile(path, tenant, (), tuple(problems))
+    except ValueError as err:  # strict-JSON rules (duplicate member names, NaN, ...): no position known
         problem(f"not valid JSON: {err}")
         return EntityFile(path, tenant, (), tuple(problems))
     if not isinstance(data, list):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from tenantgate.core.model import CheckInput
@@ -25,6 +26,9 @@ MAX_DEPTH = 16
 MAX_NODES = 5_000
 MAX_STRING = 65_536
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+# The largest whole number a float (a protobuf Struct number, e.g. from gRPC or ext_authz) holds exactly and
+# unambiguously: the float 2**53 is also what 2**53 + 1 rounds to, so beyond this the value sent is unknown.
+FLOAT_EXACT_MAX = 2**53 - 1
 
 # Context keys TenantGate itself sets; a request may not provide them.
 RESERVED_CONTEXT_KEYS = frozenset({"intent", "breakGlass"})
@@ -35,6 +39,33 @@ class RequestProblem(Exception):
     """Internal signal carrying the message of an ``invalid_request`` denial."""
 
 
+@dataclass(frozen=True, slots=True)
+class MemberNames:
+    """How an API names the request's members, so a message points at what its caller actually sent.
+    The defaults are the gRPC ``CheckRequest`` fields (also used by ext_authz, the CLI and policy tests)."""
+
+    action: str = "action"
+    resource_type: str = "resource.type"
+    resource_id: str = "resource.id"
+    resource_tenant: str = "resource.tenant"
+    resource_attributes: str = "resource.attributes"
+    context: str = "context"
+    intent: str = "intent"
+
+
+CHECK_NAMES = MemberNames()
+# AuthZEN 1.0 members (``CheckInput.api == "authzen"``): attributes are ``resource.properties``, the owning
+# tenant ``resource.properties.tenant``, the intent ``context.intent`` (see http/convert.py).
+AUTHZEN_NAMES = MemberNames(action="action.name", resource_tenant="resource.properties.tenant",
+                            resource_attributes="resource.properties", intent="context.intent")
+_NAMES_BY_API = {"authzen": AUTHZEN_NAMES}
+
+
+def member_names(api: str) -> MemberNames:
+    """The member names of ``api`` (``CheckInput.api``); gRPC's for any API without its own."""
+    return _NAMES_BY_API.get(api, CHECK_NAMES)
+
+
 def is_tenant_id(value: object) -> bool:
     """True for a string matching the tenant id grammar ``[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}``."""
     return isinstance(value, str) and TENANT_ID.fullmatch(value) is not None
@@ -42,25 +73,27 @@ def is_tenant_id(value: object) -> bool:
 
 def check_shape(check: CheckInput) -> None:
     """Raise RequestProblem when a required field is missing, too long or ill-formed."""
+    names = member_names(check.api)
     if not check.action:
-        raise RequestProblem("action is required")
+        raise RequestProblem(f"{names.action} is required")
     if len(check.action) > MAX_ACTION or not _printable(check.action):
-        raise RequestProblem(f"action must be 1-{MAX_ACTION} printable characters")
+        raise RequestProblem(f"{names.action} must be 1-{MAX_ACTION} printable characters")
     res = check.resource
     if not res.type:
-        raise RequestProblem("resource.type is required")
+        raise RequestProblem(f"{names.resource_type} is required")
     if len(res.type) > MAX_TYPE or not _NAME.fullmatch(res.type):
-        raise RequestProblem("resource.type must be a Cedar entity type name such as Invoice or App::Invoice")
+        raise RequestProblem(f"{names.resource_type} must be a Cedar entity type name such as Invoice or "
+                             "App::Invoice")
     if not res.id:
-        raise RequestProblem("resource.id is required")
+        raise RequestProblem(f"{names.resource_id} is required")
     if len(res.id) > MAX_ID or not _printable(res.id):
-        raise RequestProblem(f"resource.id must be 1-{MAX_ID} printable characters")
+        raise RequestProblem(f"{names.resource_id} must be 1-{MAX_ID} printable characters")
     if not res.tenant:
-        raise RequestProblem("resource.tenant (the owning tenant) is required")
+        raise RequestProblem(f"{names.resource_tenant} (the owning tenant) is required")
     if not is_tenant_id(res.tenant):
-        raise RequestProblem("resource.tenant is not a valid tenant id ([A-Za-z0-9][A-Za-z0-9._:@-]{0,127})")
+        raise RequestProblem(f"{names.resource_tenant} is not a valid tenant id ([A-Za-z0-9][A-Za-z0-9._:@-]{{0,127}})")
     if len(check.intent) > MAX_INTENT or (check.intent and not _printable(check.intent)):
-        raise RequestProblem(f"intent must be at most {MAX_INTENT} printable characters")
+        raise RequestProblem(f"{names.intent} must be at most {MAX_INTENT} printable characters")
 
 
 def resource_attributes(check: CheckInput) -> dict[str, Any]:
@@ -70,20 +103,22 @@ def resource_attributes(check: CheckInput) -> dict[str, Any]:
     states a different tenant is refused rather than silently overridden, so a confused or hostile
     enforcement point is visible in the audit log.
     """
-    attrs = to_cedar_record(check.resource.attributes, "resource.attributes")
+    names = member_names(check.api)
+    attrs = to_cedar_record(check.resource.attributes, names.resource_attributes)
     stated = attrs.get("tenant")
     if stated is not None and stated != check.resource.tenant:
-        raise RequestProblem("resource.attributes.tenant contradicts resource.tenant")
+        raise RequestProblem(f"{names.resource_attributes}.tenant contradicts {names.resource_tenant}")
     attrs["tenant"] = check.resource.tenant
     return attrs
 
 
 def request_context(check: CheckInput) -> dict[str, Any]:
     """The Cedar context: the request's context plus ``intent``. Reserved keys may not come from the request."""
-    ctx = to_cedar_record(check.context, "context")
+    names = member_names(check.api)
+    ctx = to_cedar_record(check.context, names.context)
     clash = RESERVED_CONTEXT_KEYS & ctx.keys()
     if clash:
-        raise RequestProblem(f"context key(s) {', '.join(sorted(clash))} are reserved for TenantGate")
+        raise RequestProblem(f"{names.context} key(s) {', '.join(sorted(clash))} are reserved for TenantGate")
     ctx["intent"] = check.intent
     return ctx
 
@@ -92,7 +127,8 @@ def to_cedar_record(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Convert JSON-like data (e.g. a protobuf Struct) into a Cedar record.
 
     Refuses what Cedar cannot represent or would interpret specially: null, non-integral or out-of-range
-    numbers (Cedar has only 64-bit integers), keys starting with ``__`` (Cedar's ``__entity``/``__extn``
+    numbers (Cedar has only 64-bit integers; a float, as protobuf Struct numbers are, only up to ±(2^53 - 1),
+    beyond which it may already be rounded), keys starting with ``__`` (Cedar's ``__entity``/``__extn``
     escapes, which would let a request forge entity references), over-deep or over-large values.
     """
     if isinstance(data, dict) and not data:
@@ -118,8 +154,12 @@ def _convert(value: Any, where: str, depth: int, budget: list[int]) -> Any:
     if isinstance(value, float):
         if not math.isfinite(value) or not value.is_integer():
             raise RequestProblem(f"{where}: only whole numbers are supported (Cedar has no floats)")
-        if not I64_MIN <= value <= I64_MAX:
-            raise RequestProblem(f"{where}: integer out of 64-bit range")
+        if not -FLOAT_EXACT_MAX <= value <= FLOAT_EXACT_MAX:
+            # INVARIANT: one answer per question whatever the API: a JSON integer is exact up to 64 bits, a
+            # floating-point number past 2^53 may already have been rounded (9007199254740993 arrives as
+            # 9007199254740992.0), so a policy comparing it could decide differently. Refuse, never guess.
+            raise RequestProblem(f"{where}: a floating-point number (as a protobuf Struct carries) is exact only up "
+                                 f"to {FLOAT_EXACT_MAX} (2^53 - 1) in magnitude; this one may have been rounded")
         return int(value)
     if isinstance(value, str):
         if len(value) > MAX_STRING:

@@ -10,7 +10,8 @@ Mapping (see README, AuthZEN):
   principal attributes come from the verified token or the tenant's entity data, never from the request;
 * ``action.name`` -> the action (``action.properties`` are ignored);
 * ``resource`` -> type, id and attributes (``properties``); ``properties.tenant`` names the owning tenant,
-  otherwise the resource belongs to the caller's tenant;
+  otherwise the resource belongs to the caller's tenant. A ``tenant`` member directly on ``resource`` (where
+  gRPC names it) or on ``subject`` is refused, never ignored;
 * ``context`` -> the Cedar context, except ``context.intent``, which is the stated intent.
 """
 
@@ -25,6 +26,11 @@ from tenantgate.core.model import CheckInput, DecisionResult, Reason, Resource, 
 
 API = "authzen"
 _OBJECT_MEMBERS = ("subject", "action", "resource", "context")
+_TENANT_MEMBER_HINTS = {
+    "resource": "the owning tenant is stated as {where}resource.properties.tenant",
+    "subject": "the caller's tenant comes from its token (a resource's owning tenant is stated as "
+               "{where}resource.properties.tenant)",
+}
 
 
 class BadRequest(Exception):
@@ -87,7 +93,8 @@ def parse_evaluations(body: Any, max_items: int) -> Evaluations:
 
     Raises ``BadRequest`` for payload-level problems: not an object, ``evaluations`` not an array or longer
     than ``max_items``, an item or a default that is not an object, ``options`` not an object, an unknown
-    semantic, or (without items) a missing or ill-typed required member.
+    semantic, or (without items) a missing or ill-typed required member. An item whose own member is missing,
+    ill-typed or refused (e.g. ``resource.tenant``) is not: it carries that as its ``problem``.
     """
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
@@ -110,8 +117,7 @@ def parse_evaluations(body: Any, max_items: int) -> Evaluations:
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise BadRequest(f"evaluations[{index}] must be an object")
-        for name in _OBJECT_MEMBERS:
-            _optional_object(item, name, f"evaluations[{index}].")
+        # An item's ill-typed member (`"resource": "x"`) is that item's problem, like a missing one.
         evaluations.append(_evaluation(item, defaults, f"evaluations[{index}]."))
     return Evaluations(tuple(evaluations), semantic, single=False)
 
@@ -145,6 +151,10 @@ def _entity_problem(value: Any, name: str, required: Sequence[str], where: str) 
     properties = value.get("properties")
     if properties is not None and not isinstance(properties, dict):
         return f"{where}{name}.properties must be an object"
+    if "tenant" in value and name in _TENANT_MEMBER_HINTS:
+        # INVARIANT: a tenant where gRPC names it would otherwise be an ignored unknown member, and the
+        # resource silently the caller's tenant's: refused, so the caller learns where AuthZEN states it.
+        return f"{where}{name}.tenant is not an AuthZEN member: {_TENANT_MEMBER_HINTS[name].format(where=where)}"
     return ""
 
 

@@ -5,7 +5,8 @@ has proved who it is, and no slow or broken upload may hold what other callers n
 1. ``check_headers``: ``Content-Encoding`` (415), ``Content-Type`` (400), the declared length (413);
 2. (``routes``) the bearer token: a caller without a usable one is refused before its body is read;
 3. ``body_of``: ``100 Continue`` only now, so a refused client never uploads; then the body, bounded by
-   size (413), time (408) and a server-wide budget of body bytes held (503); a broken encoding is 400;
+   size (413), time (408) and a server-wide budget of body bytes held (503), decoded by ``BodyDecoder`` (not
+   by aiohttp); broken or truncated gzip/deflate data is 400;
 4. ``LargeBodyTurns``: a body above ``ON_LOOP_MAX_BODY_BYTES`` waits its turn for the one large-body worker
    (a bounded queue: 503 beyond it); ``parse_json`` (strict JSON, I-JSON) then runs on a worker thread;
 5. ``DecisionSlots``: decisions in flight (503 above the bound), taken only once the body is in and its turn
@@ -21,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
-from aiohttp.http_exceptions import DecompressSizeError, HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError
 
 from tenantgate.identity.encoding import parse_strict_json
 
@@ -37,8 +39,8 @@ BODY_READ_TIMEOUT_SECONDS = 10.0
 # A body above this is parsed (and its evaluation decided) on a worker thread: an 864 KB body took 0.3-0.5 s
 # on the loop. Below it, a thread hop costs more than the work.
 ON_LOOP_MAX_BODY_BYTES = 64 * 1024
-# What aiohttp decodes itself, bounded by our size limit. Anything else would reach the JSON parser as
-# bytes the client meant to be decoded (aiohttp passes unknown codings, and lists like "gzip, br", through).
+# What BodyDecoder decodes, bounded by our size limit; anything else is 415 (lists like "gzip, br" included),
+# never passed on to the JSON parser as bytes the client meant to be decoded.
 CONTENT_ENCODINGS = ("identity", "gzip", "deflate")
 RETRY_AFTER = {"Retry-After": "1"}
 # Large bodies waiting for the worker, at most (fewer when http.max_concurrent_requests is small: see
@@ -66,7 +68,7 @@ def check_headers(request: web.Request, max_body_bytes: int) -> None:
     """Refuse from the headers alone: an encoding we do not decode (415), a content type other than UTF-8
     ``application/json`` (400), a declared ``Content-Length`` above ``max_body_bytes`` (413)."""
     encodings = request.headers.getall(hdrs.CONTENT_ENCODING, [])
-    # Two headers: aiohttp's C parser decodes by the last, its Python parser by the first; refuse both readings.
+    # Two headers: ambiguous (aiohttp's C parser reads the last, its Python parser the first); refuse both readings.
     if len(encodings) > 1 or (encodings and not (encodings[0].isascii()
                                                   and encodings[0].lower() in CONTENT_ENCODINGS)):
         raise Refused(415, f"Content-Encoding must be one of {', '.join(CONTENT_ENCODINGS)}",
@@ -131,23 +133,27 @@ async def body_of(request: web.Request, max_body_bytes: int, budget: BodyBudget)
     """The (decoded) request body; its bytes count against ``budget`` until the block ends.
 
     Raises ``Refused``: 408 when it does not arrive within ``BODY_READ_TIMEOUT_SECONDS``, 413 above
-    ``max_body_bytes`` (also after decompression), 503 when ``budget`` is spent, 400 for a body that cannot be
-    decoded (bad deflate/gzip data, broken chunking). Raises ``ClientGone`` when the client hangs up."""
+    ``max_body_bytes`` (as sent or after decompression), 503 when ``budget`` is spent, 400 for a body that cannot
+    be decoded (bad or truncated deflate/gzip data, a failed checksum, broken chunking). Raises ``ClientGone``
+    when the client hangs up."""
     held = 0
     try:
         if request.headers.get(hdrs.EXPECT, "").lower() == "100-continue" and request.version == HttpVersion11:
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             request.writer.output_size = 0  # as aiohttp's own expect handler: the response has not started
+        decoder = BodyDecoder(request.headers.get(hdrs.CONTENT_ENCODING, ""), max_body_bytes)
         chunks: list[bytes] = []
         try:
             async with asyncio.timeout(BODY_READ_TIMEOUT_SECONDS):
                 while chunk := await request.content.readany():
-                    if held + len(chunk) > max_body_bytes:
+                    decoded = decoder.feed(chunk)
+                    if held + len(decoded) > max_body_bytes:
                         raise Refused(413, "the request body is larger than http.max_body_bytes")
-                    if not budget.take(len(chunk)):
+                    if not budget.take(len(decoded)):
                         raise Refused(503, "too many request bodies in transit; retry shortly", RETRY_AFTER)
-                    held += len(chunk)
-                    chunks.append(chunk)
+                    held += len(decoded)
+                    chunks.append(decoded)
+                decoder.finish()
         except TimeoutError as err:
             raise Refused(408, "the request body did not arrive in time") from err
         except ConnectionError as err:
@@ -159,12 +165,69 @@ async def body_of(request: web.Request, max_body_bytes: int, budget: BodyBudget)
         budget.give(held)
 
 
+class BodyDecoder:
+    """Decodes a body sent with ``Content-Encoding`` gzip or deflate (``identity``: passed through), chunk by
+    chunk, never taking or producing more than ``max_bytes`` in all (413 beyond: a small bomb cannot expand in
+    memory).
+
+    We decode, not aiohttp (``auto_decompress=False``, see ``server``): its parser answers an encoding it cannot
+    decode (zstd, br) with its own 400 before our 415, and never checks that gzip data is complete (a body cut
+    before its CRC-32 was decided). Here a body must end exactly where its compressed data ends, checksums
+    verified: ``finish()`` refuses truncated data, ``feed()`` bad data; both ``Refused`` 400 (connection closed).
+    Concatenated gzip members are decoded one after the other (RFC 1952); deflate without its zlib wrapper (raw
+    deflate, which some clients send) is accepted, as aiohttp did."""
+
+    def __init__(self, encoding: str, max_bytes: int) -> None:
+        # check_headers admitted only CONTENT_ENCODINGS (one header, ASCII).
+        self._encoding = encoding.strip().lower() if encoding.isascii() else encoding
+        self._limit = max_bytes + 1  # one byte over says "too large" without decoding the rest
+        self._produced = 0
+        self._received = 0
+        self._stream: Any = None  # the zlib decompressor of the current member, None before the first byte
+
+    def feed(self, data: bytes) -> bytes:
+        if self._encoding in ("", "identity"):
+            return data
+        # Compressed input is bounded too: empty gzip members (or empty deflate blocks) produce nothing.
+        self._received += len(data)
+        if self._received >= self._limit:
+            raise Refused(413, "the request body is larger than http.max_body_bytes", close=True)
+        out: list[bytes] = []
+        try:
+            while data:
+                if self._stream is None or self._stream.eof:
+                    self._stream = self._member(data)
+                piece = self._stream.decompress(data, self._limit - self._produced)
+                self._produced += len(piece)
+                if self._produced >= self._limit:
+                    raise Refused(413, "the decompressed request body is larger than http.max_body_bytes",
+                                  close=True)
+                out.append(piece)
+                # What this member did not take: the next member (after its end), else nothing (the output
+                # bound was not reached, so all input was consumed).
+                data = self._stream.unused_data if self._stream.eof else self._stream.unconsumed_tail
+        except zlib.error as err:
+            raise Refused(400, f"the request body could not be decoded: invalid {self._encoding} data ({err})",
+                          close=True) from err
+        return b"".join(out)
+
+    def finish(self) -> None:
+        """Refuses (400) a compressed body that ended before its compressed data did (checksum included)."""
+        if self._stream is not None and not self._stream.eof:
+            raise Refused(400, f"the request body could not be decoded: the {self._encoding} data is cut off "
+                               "(incomplete, or its checksum is missing)", close=True)
+
+    def _member(self, data: bytes) -> Any:
+        if self._encoding == "gzip":
+            return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        # RFC 1950 header: the low 4 bits of the first byte are CM = 8 (deflate); otherwise raw deflate.
+        return zlib.decompressobj(wbits=zlib.MAX_WBITS if data[0] & 0x0F == 8 else -zlib.MAX_WBITS)
+
+
 def _payload_refusal(err: web.RequestPayloadError) -> Refused:
-    # aiohttp wraps the parser's error (bad compressed data, a broken chunk, too much decompressed data).
+    # aiohttp wraps the parser's error (a broken chunk, a body cut short).
     # The connection is closed after the answer: what follows a broken body is not a request to trust.
     cause = err.__cause__
-    if isinstance(cause, DecompressSizeError):
-        return Refused(413, "the decompressed request body is larger than http.max_body_bytes", close=True)
     detail = cause.message if isinstance(cause, HttpProcessingError) else str(cause or err)
     return Refused(400, f"the request body could not be decoded: {detail}", close=True)
 

@@ -49,8 +49,11 @@ class HttpServer:
         self._tls = _tls_context(options.cert_file, options.key_file) if options.cert_file else None
         app = build_app(pdp, mode=options.mode, limits=options.limits, public_url=options.public_url,
                         tls=self._tls is not None, observe=observe, verifier=verifier)
+        # auto_decompress=False: intake.BodyDecoder decodes request bodies, so an encoding aiohttp's parser
+        # could not decode (zstd, br) reaches our 415, and truncated gzip/deflate data is refused (aiohttp never
+        # checked gzip's CRC trailer was there).
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS,
-                                     shutdown_timeout=options.grace_seconds,
+                                     shutdown_timeout=options.grace_seconds, auto_decompress=False,
                                      logger=_ClientFaultsQuiet(logging.getLogger("aiohttp.server")))
         self.port = 0
 
@@ -89,8 +92,8 @@ def _tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
 
 class _ClientFaultsQuiet(logging.LoggerAdapter[logging.Logger]):
     """aiohttp's server logger, except for what a client causes at will: a request aiohttp's parser refuses
-    (bad chunk sizes, Content-Length with Transfer-Encoding, ...: aiohttp answers 400 itself), a body that
-    cannot be decoded (aiohttp meets its error again when it drains the body after our 400), or a hang-up is
+    (bad chunk sizes, Content-Length with Transfer-Encoding, ...: aiohttp answers 400 itself), a broken body
+    (aiohttp meets its error again when it drains the body after our 400), or a hang-up is
     one debug line, not an ERROR with a traceback that anyone could make fill the log. Anything else aiohttp
     reports keeps its ERROR and traceback."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from tenantgate.core.compiler import CompiledPolicies, FileCache, PolicySource, compile_policies
@@ -13,6 +14,9 @@ MAX_POLICY_FILE_BYTES = 8 * 1024 * 1024
 
 TENANTS_DIR = "tenants"
 ENTITIES_FILE = "entities.json"
+STRAY_MESSAGE = ("policy file in a directory TenantGate does not read: policies live in *.cedar directly in the "
+                 "policy directory (global) or in tenants/<tenant>/*.cedar (that tenant's); move it there, or "
+                 "give it another extension if it is not a policy")
 
 
 def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
@@ -22,8 +26,9 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     Layout: ``*.cedar`` directly in ``policy_dir`` are global (sorted by name); ``tenants/<tenant>/*.cedar``
     are that tenant's own policies, evaluated only for its resources. ``entities.json`` (global) and
     ``tenants/<tenant>/entities.json`` are entity data (``core.entities``). Symlinks are followed (a Kubernetes
-    ConfigMap mount is a tree of symlinks). Raises ``PolicyError`` with file:line diagnostics; an invalid set
-    is never partially returned.
+    ConfigMap mount is a tree of symlinks). A ``*.cedar`` file anywhere else (outside ``tests/``) is refused
+    (``stray_policy_files``). Raises ``PolicyError`` with file:line diagnostics; an invalid set is never
+    partially returned.
     """
     root = snapshot_dir(Path(policy_dir))
     schema_path = Path(schema_file) if schema_file else root / "schema.cedarschema"
@@ -41,9 +46,67 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
             tenants[tenant_dir.name] = [_read(p, root) for p in sorted(tenant_dir.glob("*.cedar")) if p.is_file()]
             if (tenant_dir / ENTITIES_FILE).is_file():
                 entities[tenant_dir.name] = _read(tenant_dir / ENTITIES_FILE, root)
-    if not files and not tenants:
+    strays = stray_policy_files(root)
+    if not files and not tenants and not strays:
         raise PolicyError(f"no *.cedar policy files in {root}")
-    return compile_policies(schema, [_read(p, root) for p in files], tenants, cache, entities)
+    try:
+        compiled = compile_policies(schema, [_read(p, root) for p in files], tenants, cache, entities)
+    except PolicyError as err:
+        if not strays or not err.diagnostics:
+            raise
+        # One run shows every problem: the files in the wrong place and those of the files read.
+        problems = [*strays, *err.diagnostics]
+        raise PolicyError(f"{len(problems)} problem(s) in the policy set", problems) from err
+    if strays:
+        raise PolicyError(f"{len(strays)} problem(s) in the policy set", strays)
+    return compiled
+
+
+def stray_policy_files(root: Path) -> list[PolicyDiagnostic]:
+    """A diagnostic for every ``*.cedar`` file under ``root`` that ``load_policies`` would not read.
+
+    Read are ``root/*.cedar`` and ``root/tenants/<tenant>/*.cedar``; a policy anywhere else (``sub/x.cedar``,
+    ``tenants/acme/guards/x.cedar``, ``tenants/x.cedar``) would silently not apply while ``tenantgate fmt``
+    formats it, so it is refused. Not searched: ``root/tests/`` (policy test suites and their fixtures) and
+    ``..``-prefixed directories (Kubernetes' ConfigMap internals, ``..data`` and ``..<timestamp>``, whose
+    files are what the top-level names link to). Other files (``*.json``, ``README.md``, ...) are ignored.
+    Symlinks are followed, each directory visited once (a link back up the tree cannot loop).
+    """
+    strays: list[PolicyDiagnostic] = []
+    top = os.fspath(root)
+    tenant_root = os.path.join(top, TENANTS_DIR)
+    for dirpath, filenames in policy_tree(root):
+        read_here = dirpath == top or (os.path.dirname(dirpath) == tenant_root
+                                       and not os.path.basename(dirpath).startswith("."))
+        if read_here:
+            continue
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            if name.endswith(".cedar") and path.is_file():
+                strays.append(PolicyDiagnostic(_display(path, root), 1, STRAY_MESSAGE))
+    return strays
+
+
+def policy_tree(root: Path) -> Iterator[tuple[str, list[str]]]:
+    """``(directory, sorted file names)`` for every directory under ``root`` that may hold policy files,
+    following symlinks. Each directory is visited once, by (device, inode): a symlink back up the tree
+    (``tenants/acme/up -> ..``) would otherwise make the walk exponential and never end (review finding: the
+    server hung). Left out: the top-level ``tests/`` (suites; a tenant named ``tests`` is walked) and
+    ``..``-prefixed directories (Kubernetes' ConfigMap internals, whose files the top-level names link to)."""
+    seen: set[tuple[int, int]] = set()
+    top = os.fspath(root)
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("..") and (d != "tests" or dirpath != top))
+        yield dirpath, sorted(filenames)
 
 
 def snapshot_dir(root: Path) -> Path:

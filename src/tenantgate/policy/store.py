@@ -17,7 +17,7 @@ from pathlib import Path
 from tenantgate.core.compiler import FileCache
 from tenantgate.core.engine import DEFAULT_PARTITION_CACHE, CompiledPolicies, Engine
 from tenantgate.errors import PolicyError
-from tenantgate.policy.loader import load_policies
+from tenantgate.policy.loader import load_policies, policy_tree
 
 log = logging.getLogger("tenantgate.policy")
 
@@ -134,23 +134,8 @@ class PolicyStore:
         if self._dir is None:
             return ()
         entries = []
-        seen: set[tuple[int, int]] = set()
-        top = os.fspath(self._dir)
-        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-            # Each directory once, by (device, inode): a symlink back up the tree (`tenants/acme/up -> ..`)
-            # would otherwise make the walk exponential and never finish (review finding: the server hung).
-            try:
-                st = os.stat(dirpath)
-            except OSError:
-                dirnames[:] = []
-                continue
-            if (st.st_dev, st.st_ino) in seen:
-                dirnames[:] = []
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            # The suites in the top-level tests/ are not policies; a tenant named `tests` is (review finding).
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("..") and (d != "tests" or dirpath != top))
-            for name in sorted(filenames):
+        for dirpath, filenames in policy_tree(self._dir):
+            for name in filenames:
                 if not name.endswith((".cedar", ".cedarschema", ".json")):  # .json: entity data
                     continue
                 path = os.path.join(dirpath, name)

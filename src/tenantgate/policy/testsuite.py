@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -117,13 +118,37 @@ class _Seq(list[Any]):
     item_lines: list[int]
 
 
+class _SuiteLoader(yaml.SafeLoader):  # type: ignore[misc,unused-ignore]
+    """YAML with JSON's plain scalars, not YAML 1.1's implicit typing: only ``true``/``false`` are booleans
+    (``off``, ``yes``, ``on`` stay strings), only plain decimal integers without leading zeros are ints
+    (``010``, ``1_000``, ``0x1F`` and sexagesimal ``1:20`` stay strings), floats are written as in JSON
+    (``1.5``, ``2e3``), ``null``/``~``/nothing is null, and dates and times stay strings. ``<<`` merge keys
+    work. Explicit tags (``!!int``) still apply."""
+
+
+def _resolve_like_json(loader: type[Any]) -> None:
+    loader.yaml_implicit_resolvers = {}  # its own table, not SafeLoader's YAML 1.1 one
+    for tag, pattern, first in (
+        ("tag:yaml.org,2002:bool", r"^(?:true|false)$", "tf"),
+        ("tag:yaml.org,2002:int", r"^[-+]?(?:0|[1-9][0-9]*)$", "-+0123456789"),
+        ("tag:yaml.org,2002:float", r"^[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)$",
+         "-+0123456789"),
+        ("tag:yaml.org,2002:null", r"^(?:null|~|)$", ("n", "~", "")),
+        ("tag:yaml.org,2002:merge", r"^<<$", "<"),
+    ):
+        loader.add_implicit_resolver(tag, re.compile(pattern), list(first))
+
+
+_resolve_like_json(_SuiteLoader)
+
+
 def _compose(text: str, check: _Checker) -> list[Any]:
     """YAML documents as plain values, mappings and sequences carrying their lines (safe tags only)."""
     documents: list[Any] = []
     budget = [MAX_YAML_NODES]
     loader = None
     try:
-        loader = yaml.SafeLoader(text)  # rejects non-printable characters right here
+        loader = _SuiteLoader(text)  # rejects non-printable characters right here
         while loader.check_node():
             documents.append(_convert(loader.get_node(), loader, check, 0, budget))
     except yaml.reader.ReaderError as err:
@@ -273,13 +298,17 @@ def _suite(doc: Any, path: Path, check: _Checker) -> PolicySuite | None:
         if "cases" in m:
             check.problem(m.line_of("cases"), f"{what}.cases must be a non-empty list of cases")
     else:
-        names: set[str] = set()
+        names: dict[str, int] = {}
         for item, line in zip(raw_cases, raw_cases.item_lines, strict=True):
+            # Checked on the raw item, so a duplicate is reported in the same run as the case's other problems.
+            case_name = item.get("name") if isinstance(item, _Map) else None
+            if isinstance(case_name, str) and case_name:
+                if case_name in names:
+                    check.problem(line, f"duplicate case name {case_name!r} in {what} (first at line "
+                                        f"{names[case_name]})")
+                names.setdefault(case_name, line)
             case = _case(item, line, principals, table is not None, check)
             if case is not None:
-                if case.name in names:
-                    check.problem(line, f"duplicate case name {case.name!r} in {what}")
-                names.add(case.name)
                 cases.append(case)
     return PolicySuite(path=path, name=name, line=m.line, now=now, principals=principals, cases=tuple(cases),
                        policies=policies)

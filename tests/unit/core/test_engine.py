@@ -79,7 +79,8 @@ def test_parse_error_names_file_and_line():
     with pytest.raises(PolicyError) as info:
         compile_policies(SCHEMA, [PolicySource("bad.cedar", text)])
     (diag,) = info.value.diagnostics
-    assert (diag.path, diag.line) == ("bad.cedar", 3)
+    # At the offending token (line 4), not the @id line, and naming the policy.
+    assert (diag.path, diag.line, diag.column, diag.policy_id) == ("bad.cedar", 4, 48, "b")
 
 
 def test_validation_error_names_file_line_and_policy_id():

@@ -197,3 +197,11 @@ def test_entity_data_reloads_with_the_policies_and_changes_the_version(world):
     result = store.reload()
     assert result.ok and result.changed and store.current().version != before
     assert pdp.decide(_check(issuer.mint(tenant="globex", sub="alice"), tenant="globex")).allowed
+
+
+def test_invalid_json_is_reported_at_the_line_and_column_where_it_breaks():
+    # Review finding: "entities.json:1: not valid JSON: ... line 2 column 1": the real line was only in the text.
+    text = '[\n  {"uid": {"type": "Group", "id": "a"}},\n  {"uid": }\n]\n'
+    (problem,) = read_entity_file("tenants/acme/entities.json", text, "acme").diagnostics
+    assert (problem.path, problem.line, problem.column) == ("tenants/acme/entities.json", 3, 11)
+    assert str(problem) == "tenants/acme/entities.json:3:11: not valid JSON: Expecting value"

@@ -95,3 +95,34 @@ def test_deep_and_huge_values_are_refused():
         to_cedar_record(deep, "c")
     with pytest.raises(RequestProblem, match="too many"):
         to_cedar_record({"xs": list(range(10_000))}, "c")
+
+
+# Review finding: a protobuf Struct number is a double, so 9007199254740993 arrived on gRPC as 9007199254740992.0
+# and was taken as exact: a policy comparing it answered ALLOW there and DENY through AuthZEN (JSON integer).
+@pytest.mark.parametrize("value", [2.0**53, -(2.0**53), 9007199254740993.0, 2.0**60, -(2.0**62)])
+def test_floats_beyond_2_to_the_53_are_refused_as_possibly_rounded(value):
+    with pytest.raises(RequestProblem, match=r"resource.attributes.amount_cents: .*2\^53 - 1.*rounded"):
+        to_cedar_record({"amount_cents": value}, "resource.attributes")
+
+
+@pytest.mark.parametrize("value", [2.0**53 - 1, -(2.0**53 - 1), 0.0])
+def test_floats_up_to_2_to_the_53_minus_1_are_exact_whole_numbers(value):
+    assert to_cedar_record({"n": value}, "c") == {"n": int(value)}
+
+
+@pytest.mark.parametrize("value", [2**53, 2**53 + 1, 2**63 - 1, -(2**63)])
+def test_exact_integers_stay_accepted_up_to_64_bits(value):
+    assert to_cedar_record({"n": value, "xs": [value]}, "c") == {"n": value, "xs": [value]}
+
+
+@pytest.mark.parametrize(("api", "attributes", "tenant"), [
+    ("check", "resource.attributes.amount_cents", "resource.tenant"),
+    ("batch_check", "resource.attributes.amount_cents", "resource.tenant"),
+    ("authzen", "resource.properties.amount_cents", "resource.properties.tenant"),
+])
+def test_messages_name_the_members_of_the_api_that_was_called(api, attributes, tenant):
+    # Review finding: AuthZEN answers named gRPC fields (resource.attributes) its callers never sent.
+    with pytest.raises(RequestProblem, match=f"^{attributes}: only whole numbers"):
+        resource_attributes(_check(api=api, resource=Resource("Invoice", "i", "acme", {"amount_cents": 1.5})))
+    with pytest.raises(RequestProblem, match=f"^{tenant} is not a valid tenant id"):
+        check_shape(_check(api=api, resource=Resource("Invoice", "i", "ac me")))

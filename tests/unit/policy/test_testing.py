@@ -231,7 +231,7 @@ def test_case_level_mistakes_are_all_reported_at_once(tmp_path):
   - name: bad
     principal: vera
     action: read
-    resource: {type: Invoice, id: inv-1, tenant: acme, attributes: {due: 2025-01-01}}
+    resource: {type: Invoice, id: inv-1, tenant: acme, attributes: {due: !!timestamp 2025-01-01}}
     grant: {target_tenant: acme, actions: []}
     expect: {decision: allow, reason: nope}
 """
