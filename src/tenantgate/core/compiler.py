@@ -139,6 +139,7 @@ def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource
     except ValueError as err:
         raise PolicyError("invalid schema", [PolicyDiagnostic(schema_source.path, 1, str(err))]) from err
     check_principal_shape(schema, schema_source.path)
+    check_request_shape(schema, schema_source.path)
 
     diagnostics: list[PolicyDiagnostic] = []
     static: dict[str, Any] = {}
@@ -438,6 +439,28 @@ def check_principal_shape(schema: Any, path: str) -> None:
             "issuer: String }` and `entity Agent` with the same attributes plus `onBehalfOf: String`",
             [PolicyDiagnostic(path, 1, str(err))],
         ) from err
+
+
+# What every request carries (core.request): the context's `intent`, the resource's `tenant`. A schema without
+# them validates, then fails every request at evaluation (review finding); a probe policy reading each, for
+# every action, principal and resource the schema declares, finds the declarations that lack one.
+_REQUEST_PROBES = (
+    ('permit(principal, action, resource) when { context.intent == "" };',
+     "every action's context must declare `intent: String` (TenantGate sets it to the stated intent)"),
+    ('permit(principal, action, resource) when { resource.tenant == "" };',
+     "every resource type an action applies to must declare `tenant: String` (TenantGate sets it to the "
+     "owning tenant)"),
+)
+
+
+def check_request_shape(schema: Any, path: str) -> None:
+    """The schema must declare the attributes TenantGate puts on every request (see ``_REQUEST_PROBES``)."""
+    for probe, rule in _REQUEST_PROBES:
+        result = cedarpy.validate_policies(probe, schema)
+        if not result.validation_passed:
+            found = sorted({error.error.split("`policy0`, ", 1)[-1] for error in result.errors})
+            raise PolicyError(f"the schema: {rule}", [PolicyDiagnostic(path, 1, f"{rule}: {item}")
+                                                      for item in found])
 
 
 def principal_entity(principal: Principal) -> dict[str, Any]:

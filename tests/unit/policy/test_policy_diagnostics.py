@@ -120,3 +120,24 @@ def test_parse_errors_point_at_the_offending_token_and_name_the_policy(text, whe
     (problem,) = _problems(text)
     assert (problem.line, problem.column) == where, str(problem)
     assert problem.policy_id == policy_id and message in problem.message
+
+
+def _schema_without(tmp_path, old, new):
+    schema = (BUNDLED / "schema.cedarschema").read_text()
+    assert old in schema
+    (tmp_path / "schema.cedarschema").write_text(schema.replace(old, new))
+    for name in ("roles.cedar",):
+        shutil.copy(BUNDLED / name, tmp_path / name)
+    return tmp_path
+
+
+@pytest.mark.parametrize(("old", "new", "said"), [
+    ("  intent: String,", "  intentx?: String,", "every action's context must declare `intent: String`"),
+    ("entity Invoice = {\n  tenant: String,", "entity Invoice = {", "must declare `tenant: String`"),
+])
+def test_a_schema_without_what_every_request_carries_is_refused_at_load(tmp_path, old, new, said):
+    # Review finding: `validate` said "valid" for a schema whose actions' contexts lack `intent` (or whose
+    # Invoice lacks `tenant`), and then every request failed at evaluation.
+    with pytest.raises(PolicyError) as info:
+        load_policies(_schema_without(tmp_path, old, new))
+    assert said in str(info.value) and info.value.diagnostics[0].path.endswith("schema.cedarschema")
