@@ -20,6 +20,7 @@ from tenantgate.core.grants import GrantState
 from tenantgate.core.model import ClaimNames
 from tenantgate.core.pdp import DecisionPoint, DecisionSettings
 from tenantgate.core.ports import Clock, SystemClock
+from tenantgate.core.schema import undeclared_actions
 from tenantgate.errors import AuditUnavailable, ConfigError
 from tenantgate.grants import open_guarded_store
 from tenantgate.identity import JwtVerifier, build_verifier
@@ -83,8 +84,11 @@ def build(settings: Settings, clock: Clock | None = None, worker: int | None = N
     audit.open()
     decisions = decision_settings(settings)
     names = decisions.claim_names
-    breakglass = BreakGlass(store=open_guarded_store(settings.grants.store), audit=audit, clock=clock,
-                            verifier=verifier, claim_names=names, rules=decisions.rules)
+    store = open_guarded_store(settings.grants.store, lookup_timeout=settings.grants.lookup_timeout_seconds)
+    breakglass = BreakGlass(store=store, audit=audit, clock=clock,
+                            verifier=verifier, claim_names=names, rules=decisions.rules,
+                            undeclared_actions=lambda names: undeclared_actions(policies.current().compiled.schema,
+                                                                                 names))
     pep_role = decisions.pep_role
 
     def count_active() -> int:

@@ -36,6 +36,7 @@ GRPC_INT_MAX = 2**31 - 1  # gRPC channel arguments and the concurrent-call limit
 MIN_CONNECTION_AGE, MAX_CONNECTION_AGE = 1, 604_800  # server.max_connection_age_seconds when not 0 (a week)
 MAX_GRACE = 86_400  # server.grace_seconds: a drain longer than a day is a typo
 MAX_GRANT_SECONDS = 31_536_000  # grants.max_ttl_seconds, pending_ttl_seconds: a year (timestamps stay valid)
+MAX_LOOKUP_TIMEOUT = 5.0  # grants.lookup_timeout_seconds: the wait holds the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,8 @@ class GrantSettings:
     max_ttl_seconds: int = 3600
     pending_ttl_seconds: int = 86_400
     sweep_interval_seconds: float = 5.0
+    # Longest a decision waits for a grant lookup (on the event loop) before denying grant_store_unavailable.
+    lookup_timeout_seconds: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,6 +508,10 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"grants.{key} must be at most {MAX_GRANT_SECONDS} (a year)")
     if g.sweep_interval_seconds <= 0:
         raise ConfigError("grants.sweep_interval_seconds must be > 0")
+    if not 0 < g.lookup_timeout_seconds <= MAX_LOOKUP_TIMEOUT:
+        # The wait holds the event loop: every other call waits with it.
+        raise ConfigError(f"grants.lookup_timeout_seconds must be > 0 and at most {MAX_LOOKUP_TIMEOUT:g}, "
+                          f"got {g.lookup_timeout_seconds}")
     _check_ext_authz(s.ext_authz)
     _check_http(s.http)
     if s.log.level.lower() not in ("debug", "info", "warning", "error"):

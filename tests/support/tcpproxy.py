@@ -1,12 +1,17 @@
-"""A tiny loopback TCP proxy whose link can be cut and restored, for outage tests.
+"""A tiny loopback TCP proxy whose link can be cut, or made silent, and restored, for outage tests.
 
     with TcpProxy("127.0.0.1", 5432) as proxy:
         store = PostgresGrantStore(url_with(url, port=proxy.port))
         proxy.cut()        # every open connection is reset; new ones are accepted and closed at once
         ...                # the client sees the server vanish
         proxy.restore()    # new connections are forwarded again
+        proxy.stall()      # every connection, open or new, goes silent: bytes are accepted (the kernel
+        ...                # acknowledges them, keepalives too) and never answered, like a stalled PostgreSQL
+        proxy.resume()     # or a pgbouncer whose queue does not move; new connections are forwarded again
 
-A cut looks like a server restart or a broken link that the peer notices (EOF), not a silent black hole.
+A cut looks like a server restart or a broken link that the peer notices (EOF). A stall tells the client
+nothing: only a client-side deadline notices it. A stalled connection stays silent until it is closed (its
+protocol stream is broken).
 """
 
 from __future__ import annotations
@@ -15,6 +20,15 @@ import socket
 import threading
 from types import TracebackType
 from typing import Self
+
+
+class _Link:
+    """One client connection and, unless it arrived while stalled, its upstream connection."""
+
+    def __init__(self, client: socket.socket, upstream: socket.socket | None) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.silent = upstream is None
 
 
 class TcpProxy:
@@ -26,30 +40,49 @@ class TcpProxy:
         self._listener.settimeout(0.05)  # the accept loop polls so stop() never waits long
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
-        self._open: set[socket.socket] = set()
+        self._links: list[_Link] = []
         self._cut = False
+        self._stalled = False
         self._stopping = threading.Event()
-        self._acceptor = threading.Thread(target=self._accept_loop, name="tcpproxy-accept", daemon=True)
-        self._acceptor.start()
+        self._threads: list[threading.Thread] = []
+        self._start(self._accept_loop)
 
     def cut(self) -> None:
         """Reset every forwarded connection and refuse new ones until ``restore()``."""
         with self._lock:
             self._cut = True
-            doomed, self._open = self._open, set()
-        for sock in doomed:
-            _shut(sock)
+            doomed, self._links = self._links, []
+        for link in doomed:
+            _close(link)
 
     def restore(self) -> None:
         """Forward new connections again."""
         with self._lock:
             self._cut = False
 
+    def stall(self) -> None:
+        """Stop answering: open connections go silent, new ones are accepted and never answered."""
+        with self._lock:
+            self._stalled = True
+            for link in self._links:
+                link.silent = True
+
+    def resume(self) -> None:
+        """Forward new connections again (stalled ones stay silent until closed)."""
+        with self._lock:
+            self._stalled = False
+
+    def connections(self) -> int:
+        """Connections currently open to the proxy."""
+        with self._lock:
+            return len(self._links)
+
     def stop(self) -> None:
-        """Cut everything and stop listening."""
+        """Cut everything (a client stuck on a silent connection sees end-of-file) and stop listening."""
         self._stopping.set()
         self.cut()
-        self._acceptor.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
         self._listener.close()
 
     def __enter__(self) -> Self:
@@ -58,6 +91,11 @@ class TcpProxy:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+    def _start(self, target, *args) -> None:  # type: ignore[no-untyped-def]
+        thread = threading.Thread(target=target, args=args, name="tcpproxy", daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def _accept_loop(self) -> None:
         while not self._stopping.is_set():
@@ -68,44 +106,54 @@ class TcpProxy:
             except OSError:
                 return
             client.settimeout(None)
-            if self._is_cut():
+            with self._lock:
+                cut, stalled = self._cut, self._stalled
+            if cut:
                 _shut(client)
                 continue
-            try:
-                upstream = socket.create_connection(self._target, timeout=2)
-                upstream.settimeout(None)
-            except OSError:
-                _shut(client)
-                continue
+            upstream = None
+            if not stalled:
+                try:
+                    upstream = socket.create_connection(self._target, timeout=2)
+                    upstream.settimeout(None)
+                except OSError:
+                    _shut(client)
+                    continue
+            link = _Link(client, upstream)
             with self._lock:
                 if self._cut:
                     accepted = False
                 else:
-                    self._open.update((client, upstream))
+                    self._links.append(link)
                     accepted = True
             if not accepted:
-                _shut(client)
-                _shut(upstream)
+                _close(link)
                 continue
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), name="tcpproxy-pump", daemon=True).start()
+            self._start(self._pump, link, client, upstream)
+            if upstream is not None:
+                self._start(self._pump, link, upstream, client)
 
-    def _is_cut(self) -> bool:
-        with self._lock:
-            return self._cut
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, link: _Link, src: socket.socket, dst: socket.socket | None) -> None:
+        """Copy src to dst until either end closes; once the link is silent, read and drop (keep acknowledging)."""
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                with self._lock:
+                    silent = link.silent
+                if not silent and dst is not None:
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
             with self._lock:
-                self._open.discard(src)
-                self._open.discard(dst)
-            _shut(src)
-            _shut(dst)
+                if link in self._links:
+                    self._links.remove(link)
+            _close(link)
+
+
+def _close(link: _Link) -> None:
+    _shut(link.client)
+    if link.upstream is not None:
+        _shut(link.upstream)
 
 
 def _shut(sock: socket.socket) -> None:

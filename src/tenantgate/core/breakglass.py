@@ -1,20 +1,33 @@
 """Break-glass rules: who may request, approve, revoke and list grants, and which grant opens a decision.
 
 Pure rules over a ``GrantStore`` port. Every lifecycle step writes a ``GrantEvent`` to the audit sink inside
-the store's transaction, so a step whose event cannot be written does not happen.
+the store's transaction, so a step whose event cannot be written does not happen, and the log says what
+happened when the step fails afterwards. The events (``event``), each naming the grant, the actor and a
+``detail`` that starts with the step (``request``, ``approve``, ``revoke``, ``expire``):
+
+- ``grant.requested``, ``grant.approved``, ``grant.revoked``, ``grant.expired``: the step, written just before
+  its change commits.
+- ``grant.refused``: the step was refused before any change: no permission, self-approval, an invalid or
+  unknown grant, a state that does not allow it, or the grant store unavailable (including the fail-fast
+  window after an outage). ``detail``: ``<step>: <error>: <why>``.
+- ``grant.failed``: follows the step's event when the change then failed to commit. Either it did not take
+  effect (``<step> not applied: ...``; ``state`` is the state that stands, "" when no such grant was stored),
+  or its outcome is unknown because the store could not be read back (``<step> outcome unknown: ...``;
+  ``state`` ""; the grant store's state decides). A change whose commit failed but took effect gets no further
+  event. The caller gets ``GrantStoreUnavailable`` in every case.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import unicodedata
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from tenantgate.core.grants import BeforeCommit, Grant, GrantEvent, GrantState, GrantStore
+from tenantgate.core.grants import BeforeCommit, CommitFailed, Grant, GrantEvent, GrantState, GrantStore
 from tenantgate.core.model import ClaimNames, Denial, Principal, Reason, rfc3339
+from tenantgate.core.persons import same_person
 from tenantgate.core.ports import AuditSink, Clock, TokenVerifier
 from tenantgate.core.request import MAX_ACTION, is_tenant_id
 from tenantgate.core.tenancy import check_token_binding, principal_from_claims
@@ -24,11 +37,13 @@ from tenantgate.errors import (
     GrantInvalid,
     GrantNotFound,
     GrantPermissionDenied,
+    GrantStoreUnavailable,
     TokenBindingMismatch,
     TokenInvalid,
 )
 
 log = logging.getLogger("tenantgate.grants")
+T = TypeVar("T")
 
 MAX_ACTIONS = 32
 MAX_REASON = 1024
@@ -36,6 +51,9 @@ MAX_TICKET = 256
 MAX_GRANT_ID = 64
 # An operator's subject is part of the store's lookup index; PostgreSQL's btree holds at most ~2.7 KB a row.
 MAX_OPERATOR_BYTES = 1024
+# The event each step writes just before its change commits.
+STEP_EVENTS = {"request": "grant.requested", "approve": "grant.approved", "revoke": "grant.revoked",
+               "expire": "grant.expired"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +82,18 @@ class BreakGlass:
     """Request/approve/revoke/list grants, and look up the grant that may open a cross-tenant decision."""
 
     def __init__(self, *, store: GrantStore, audit: AuditSink, clock: Clock, rules: GrantRules,
-                 verifier: TokenVerifier, claim_names: ClaimNames | None = None) -> None:
+                 verifier: TokenVerifier, claim_names: ClaimNames | None = None,
+                 undeclared_actions: Callable[[Sequence[str]], Sequence[str]] | None = None) -> None:
+        """``undeclared_actions(names)``: those of ``names`` the current policy schema does not declare; a
+        request naming any is refused (such a grant would match no Check today, and would open an action
+        added to the schema later). None: not checked."""
         self.store = store
         self._audit = audit
         self._clock = clock
         self.rules = rules
         self._verifier = verifier
         self._names = claim_names or ClaimNames()
+        self._undeclared_actions = undeclared_actions
 
     def now(self) -> float:
         return self._clock.now()
@@ -136,7 +159,7 @@ class BreakGlass:
             expires_at=now + req.duration_seconds if active else 0.0,
         )
         detail = "active at once: grants.require_approval is false" if active else ""
-        return self.store.create(grant, self._recorder("grant.requested", caller, detail))
+        return self._change("request", caller, lambda record: self.store.create(grant, record), detail)
 
     def approve(self, caller: Principal, grant_id: str) -> Grant:
         """PENDING -> ACTIVE by a second person holding the approver role. Self-approval is refused."""
@@ -152,9 +175,16 @@ class BreakGlass:
         state = grant.effective_state(now)
         if state is not GrantState.PENDING:
             raise GrantConflict(f"grant {grant_id} is {state.value}, only a PENDING grant can be approved")
-        approved = self.store.activate(grant_id, caller.subject, now, self._recorder("grant.approved", caller))
+        if grant.duration_seconds > self.rules.max_ttl_seconds:
+            # The rule in force where it is approved: a replica with a shorter limit does not approve a grant
+            # another replica accepted under a longer one.
+            raise GrantInvalid(f"grant {grant_id} asks for duration_seconds {grant.duration_seconds}, above "
+                               f"grants.max_ttl_seconds ({self.rules.max_ttl_seconds}); it cannot be approved: "
+                               "request a shorter grant")
+        approved = self._change("approve", caller,
+                                lambda record: self.store.activate(grant_id, caller.subject, now, record))
         if approved is None:
-            raise GrantConflict(f"grant {grant_id} is no longer PENDING (approved, revoked or expired meanwhile)")
+            raise GrantConflict(self._changed_meanwhile(grant_id, "approved", GrantState.ACTIVE))
         return approved
 
     def revoke(self, caller: Principal, grant_id: str, reason: str) -> Grant:
@@ -170,12 +200,12 @@ class BreakGlass:
             raise GrantInvalid(f"reason longer than {MAX_REASON} characters")
         if not reason.isprintable():
             raise GrantInvalid("reason must be printable text (no control characters)")
-        grant = self._get(grant_id)
+        self._get(grant_id)
         now = self._clock.now()
-        revoked = self.store.revoke(grant_id, caller.subject, reason.strip(), now,
-                                    self._recorder("grant.revoked", caller, reason.strip()))
+        revoked = self._change("revoke", caller, lambda record: self.store.revoke(
+            grant_id, caller.subject, reason.strip(), now, record), reason.strip())
         if revoked is None:
-            raise GrantConflict(f"grant {grant_id} is {grant.effective_state(now).value} and cannot be revoked")
+            raise GrantConflict(self._changed_meanwhile(grant_id, "revoked", GrantState.REVOKED))
         return revoked
 
     def list(self, caller: Principal, tenant: str | None, state: GrantState | None) -> Sequence[Grant]:
@@ -185,8 +215,10 @@ class BreakGlass:
         return self.store.list(tenant, state, self._clock.now())
 
     def sweep(self) -> Sequence[Grant]:
-        """Mark due grants EXPIRED, with a ``grant.expired`` audit event each."""
-        return self.store.expire_due(self._clock.now(), self._recorder("grant.expired", None))
+        """Mark due grants EXPIRED, with a ``grant.expired`` audit event each (and ``grant.failed`` after them
+        when the sweep then fails to commit, see ``_change``)."""
+        now = self._clock.now()
+        return self._change("expire", None, lambda record: self.store.expire_due(now, record))
 
     # ------------------------------------------------------------------------------ decision path
 
@@ -211,12 +243,97 @@ class BreakGlass:
 
     def _recorded(self, step: str, caller: Principal | None, grant_id: str, change: Callable[[], Grant]) -> Grant:
         """``change()``; a refusal (any ``GrantError``: no permission, self-approval, invalid, unknown grant,
-        not in a state that allows it) is first written as a ``grant.refused`` event, then raised."""
+        not in a state that allows it; or ``GrantStoreUnavailable`` before any change, the fail-fast window
+        included) is first written as a ``grant.refused`` event, then raised. A change that failed to commit
+        (``CommitFailed``) is on record already (``_change``)."""
         try:
             return change()
         except GrantError as refusal:
             self.refused(step, caller, grant_id, f"{type(refusal).__name__}: {refusal}")
             raise
+        except CommitFailed:
+            raise
+        except GrantStoreUnavailable as outage:
+            self.refused(step, caller, grant_id, f"{type(outage).__name__}: {outage}")
+            raise
+
+    def _change(self, step: str, caller: Principal | None, apply: Callable[[BeforeCommit], T],
+                detail: str = "") -> T:
+        """``apply(record)``: one store change, where ``record`` writes the step's event for each grant the change
+        makes, before it commits. When the change fails after that, the log is made to say what happened:
+
+        - the commit failed (``CommitFailed``): for each grant, if the store shows the change, nothing more; if
+          it does not, ``grant.failed`` "not applied" naming the state that stands; if the grant could not be
+          read back, ``grant.failed`` "outcome unknown". Raised as ``CommitFailed`` saying which.
+        - the store rolled back after some events were written (the event of a later grant of one sweep could
+          not be written): ``grant.failed`` "not applied" for those. Raised unchanged.
+        """
+        event = STEP_EVENTS[step]
+        written: list[Grant] = []
+
+        def record(grant: Grant) -> None:
+            self._event(event, caller, grant, detail)
+            written.append(grant)
+
+        try:
+            return apply(record)
+        except CommitFailed as failed:
+            raise self._settle(step, caller, written, failed) from failed
+        except BaseException as err:
+            for grant in written:
+                self._failed(step, caller, grant, None, f"not applied: rolled back ({type(err).__name__}: {err}); "
+                             f"the {event} event before this one did not take effect; the grant keeps its "
+                             "previous state")
+            raise
+
+    def _settle(self, step: str, caller: Principal | None, written: Sequence[Grant],
+                failed: CommitFailed) -> CommitFailed:
+        """Record the outcome of each change in ``written`` after ``failed``; the error to raise, saying it."""
+        event = STEP_EVENTS[step]
+        outcomes: list[str] = []
+        for intended in written:
+            if intended.id not in failed.standing:
+                self._failed(step, caller, intended, None,
+                             f"outcome unknown: the commit failed ({failed}) and the grant could not be read back "
+                             f"({failed.unread}); the grant store's state decides whether the {event} event "
+                             "before this one took effect")
+                outcomes.append(f"{intended.id}: outcome unknown, list the grant to see")
+                continue
+            standing = failed.standing[intended.id]
+            if took_effect(step, intended, standing):
+                outcomes.append(f"{intended.id}: it was applied")
+                continue
+            stands = f"the grant stands {standing.state.value}" if standing else "no such grant was stored"
+            self._failed(step, caller, standing or intended, standing,
+                         f"not applied: the commit failed ({failed}); the {event} event before this one did not "
+                         f"take effect; {stands}")
+            outcomes.append(f"{intended.id}: it was not applied")
+        return CommitFailed(f"{failed} (while committing the {step} of grant {'; '.join(outcomes)})",
+                            failed.written, failed.standing, failed.unread)
+
+    def _failed(self, step: str, caller: Principal | None, grant: Grant, standing: Grant | None,
+                detail: str) -> None:
+        """Write a ``grant.failed`` event for ``grant``: its ``state`` is ``standing``'s ("" when None: no such
+        grant, or unknown). Never raises: the caller is told UNAVAILABLE either way."""
+        try:
+            self._event("grant.failed", caller, grant, f"{step} {detail}",
+                        state=standing.state.value if standing else "")
+        except Exception as err:  # noqa: BLE001 - the change failed either way; its caller is told
+            log.error("grant.failed event (%s %s) not written: %s", step, grant.id, err)
+
+    def _changed_meanwhile(self, grant_id: str, done: str, done_state: GrantState) -> str:
+        """Why a conditional update of ``grant_id`` matched nothing: read again, since it changed after it was
+        read (another replica or caller got there first)."""
+        try:
+            current = self.store.get(grant_id)
+        except GrantStoreUnavailable:
+            return f"grant {grant_id} changed meanwhile and cannot be {done} (the grant store did not answer)"
+        if current is None:
+            return f"grant {grant_id} no longer exists"
+        state = current.effective_state(self._clock.now())
+        if state is done_state:
+            return f"grant {grant_id} is already {state.value}"
+        return f"grant {grant_id} is {state.value} now and cannot be {done}"
 
     def refused(self, step: str, caller: Principal | None, grant_id: str, why: str) -> None:
         """Write a ``grant.refused`` event: ``step`` (request, approve, revoke) of ``grant_id`` by ``caller``
@@ -229,8 +346,10 @@ class BreakGlass:
             log.error("grant.refused event (%s %s) not written: %s", step, _clip(grant_id, MAX_GRANT_ID), err)
 
     def _get(self, grant_id: str) -> Grant:
-        if not grant_id or len(grant_id) > MAX_GRANT_ID:
+        if not grant_id:
             raise GrantInvalid("grant_id is required")
+        if len(grant_id) > MAX_GRANT_ID:
+            raise GrantInvalid(f"grant_id is longer than {MAX_GRANT_ID} characters")
         grant = self.store.get(grant_id)
         if grant is None:
             raise GrantNotFound(f"no grant {grant_id}")
@@ -247,6 +366,13 @@ class BreakGlass:
             raise GrantInvalid("at least one action is required")
         if len(actions) > MAX_ACTIONS or any(len(a) > MAX_ACTION or not a.isprintable() for a in actions):
             raise GrantInvalid(f"at most {MAX_ACTIONS} actions of at most {MAX_ACTION} printable characters")
+        if self._undeclared_actions is not None:
+            # INVARIANT: a grant names only actions a Check can ask for now; an undeclared one would match
+            # nothing today and silently open whatever gets that name in a later schema.
+            unknown = self._undeclared_actions(actions)
+            if unknown:
+                raise GrantInvalid(f"action(s) {', '.join(repr(a) for a in unknown)} not declared by the policy "
+                                   "schema (for any principal and resource type)")
         if not req.reason.strip():
             raise GrantInvalid("a reason is required")
         if len(req.reason) > MAX_REASON:
@@ -266,15 +392,16 @@ class BreakGlass:
                                f"({r.max_ttl_seconds})")
         return actions
 
-    def _recorder(self, event: str, caller: Principal | None, detail: str = "") -> BeforeCommit:
-        def record(grant: Grant) -> None:
-            self._event(event, caller, grant, detail)
-        return record
-
     def _event(self, event: str, caller: Principal | None, grant: Grant | None, detail: str = "",
-               grant_id: str = "", nobody: str = "(tenantgate)") -> None:
+               grant_id: str = "", nobody: str = "(tenantgate)", state: str | None = None) -> None:
         """Write one grant event; without ``grant`` (a refusal before it was looked up) only ``grant_id``;
-        without ``caller`` the actor is ``nobody`` (TenantGate itself, or an unverified caller)."""
+        without ``caller`` the actor is ``nobody`` (TenantGate itself, or an unverified caller). ``state``
+        overrides the grant's state ("": none or unknown, and then no expiry either)."""
+        if state is None:
+            state = grant.state.value if grant else ""
+            expires_at = rfc3339(grant.expires_at) if grant and grant.expires_at else ""
+        else:
+            expires_at = rfc3339(grant.expires_at) if grant and grant.expires_at and state else ""
         self._audit.write(GrantEvent(
             event_id=str(uuid.uuid4()),
             time=rfc3339(self._clock.now()),
@@ -288,33 +415,30 @@ class BreakGlass:
             actions=grant.actions if grant else (),
             reason=grant.reason if grant else "",
             ticket=grant.ticket if grant else "",
-            state=grant.state.value if grant else "",
-            expires_at=rfc3339(grant.expires_at) if grant and grant.expires_at else "",
+            state=state,
+            expires_at=expires_at,
             detail=detail,
             actor_issuer=caller.issuer if caller else "",
             actor_token_id=caller.token_id if caller else "",
         ))
 
 
-def same_person(a: str, b: str) -> bool:
-    """Whether two subjects may name one person, for the two-person rule: equal after NFKC normalisation and
-    case folding, with Unicode's default-ignorable characters (zero-width spaces and joiners, variation
-    selectors, Hangul fillers, ...) and surrounding whitespace dropped. Stricter than equality on purpose:
-    ``Oscar``, ``OSCAR`` and ``oscar\u200b`` cannot approve ``oscar``'s grant (two subjects merged by
-    mistake only mean that someone else must approve). Look-alikes from other scripts (a Cyrillic o) are not
-    folded: that needs a confusables table."""
-    return _person_key(a) == _person_key(b)
-
-
-def _person_key(subject: str) -> str:
-    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", subject).casefold())
-    return _IGNORABLE.sub("", folded).strip()
-
-
-# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): invisible in display.
-_IGNORABLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
-                        "\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
-                        "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
+def took_effect(step: str, intended: Grant, standing: Grant | None) -> bool:
+    """Whether ``standing`` (a grant as stored after its change failed to commit) shows that change, which
+    would have made ``intended``: the fields the step sets are there (another change may have come since)."""
+    if standing is None:
+        return False
+    match step:
+        case "request":
+            return True  # grant ids are fresh: a grant with this id is this request's
+        case "approve":
+            return (standing.approved_by, standing.approved_at) == (intended.approved_by, intended.approved_at)
+        case "revoke":
+            return (standing.revoked_by, standing.revoked_at) == (intended.revoked_by, intended.revoked_at)
+        case "expire":
+            return standing.state is GrantState.EXPIRED
+        case _:
+            return standing == intended
 
 
 def _clip(value: str, limit: int) -> str:

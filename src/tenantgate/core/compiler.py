@@ -30,14 +30,13 @@ from tenantgate.core.cedar_text import (
     split_statements,
 )
 from tenantgate.core.entities import EMPTY_DIRECTORY, EntityDirectory, EntityFile, build_directory, read_entity_file
-from tenantgate.core.model import Principal
 from tenantgate.core.request import is_tenant_id
+from tenantgate.core.schema import check_principal_shape, check_request_shape
 from tenantgate.core.scoping import global_problem, tenant_problem
 from tenantgate.errors import PolicyDiagnostic, PolicyError
 
 RESERVED_PREFIX = "tenantgate::"
 GUARDRAIL_ID = "tenantgate::tenant-guardrail"
-PRINCIPAL_TYPES = ("User", "Agent")
 # cedarpy numbers policies positionally (policy0, ...); user ids of that shape could collide with them.
 _POSITIONAL = re.compile(r"policy\d+")
 # String values and entity ids in a policy's JSON form (tenant ids never need JSON escapes).
@@ -425,52 +424,3 @@ def _parse_error_of(text: str) -> str:
     except ValueError as err:
         return str(err)
     return ""
-
-
-def check_principal_shape(schema: Any, path: str) -> None:
-    """The schema must declare the principal entities TenantGate builds, with the attributes it sets."""
-    sample = [principal_entity(Principal(t, "probe", "probe", "probe", ("r",), ("i",), "iss", "tid"))
-              for t in PRINCIPAL_TYPES]
-    try:
-        cedarpy.Entities.from_json_str(json.dumps(sample), schema)
-    except ValueError as err:
-        raise PolicyError(
-            "the schema must declare `entity User { tenant: String, roles: Set<String>, intents: Set<String>, "
-            "issuer: String }` and `entity Agent` with the same attributes plus `onBehalfOf: String`",
-            [PolicyDiagnostic(path, 1, str(err))],
-        ) from err
-
-
-# What every request carries (core.request): the context's `intent`, the resource's `tenant`. A schema without
-# them validates, then fails every request at evaluation (review finding); a probe policy reading each, for
-# every action, principal and resource the schema declares, finds the declarations that lack one.
-_REQUEST_PROBES = (
-    ('permit(principal, action, resource) when { context.intent == "" };',
-     "every action's context must declare `intent: String` (TenantGate sets it to the stated intent)"),
-    ('permit(principal, action, resource) when { resource.tenant == "" };',
-     "every resource type an action applies to must declare `tenant: String` (TenantGate sets it to the "
-     "owning tenant)"),
-)
-
-
-def check_request_shape(schema: Any, path: str) -> None:
-    """The schema must declare the attributes TenantGate puts on every request (see ``_REQUEST_PROBES``)."""
-    for probe, rule in _REQUEST_PROBES:
-        result = cedarpy.validate_policies(probe, schema)
-        if not result.validation_passed:
-            found = sorted({error.error.split("`policy0`, ", 1)[-1] for error in result.errors})
-            raise PolicyError(f"the schema: {rule}", [PolicyDiagnostic(path, 1, f"{rule}: {item}")
-                                                      for item in found])
-
-
-def principal_entity(principal: Principal) -> dict[str, Any]:
-    """The principal as a Cedar entity. Its attributes come only from verified claims."""
-    attrs: dict[str, Any] = {
-        "tenant": principal.tenant,
-        "roles": list(principal.roles),
-        "intents": list(principal.intents or ()),
-        "issuer": principal.issuer,
-    }
-    if principal.is_agent:
-        attrs["onBehalfOf"] = principal.subject
-    return {"uid": {"type": principal.entity_type, "id": principal.entity_id}, "attrs": attrs, "parents": []}

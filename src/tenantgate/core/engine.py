@@ -30,10 +30,10 @@ from tenantgate.core.compiler import (  # re-exported: the rest of the code impo
     PolicyLocation,
     PolicySource,
     compile_policies,
-    principal_entity,
 )
 from tenantgate.core.entitycache import MAX_TEXT, EntityHandles
 from tenantgate.core.model import Decision, Principal, Reason, Resource
+from tenantgate.core.schema import principal_entity
 
 __all__ = ["DEFAULT_PARTITION_CACHE", "GUARDRAIL_ID", "GUARDRAIL_TEXT", "CompiledPolicies", "Engine",
            "EngineOutcome", "PolicyLocation",

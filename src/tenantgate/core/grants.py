@@ -8,9 +8,11 @@ revocation take effect at the next request, on every replica sharing the store.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from tenantgate.errors import GrantStoreUnavailable
 
 # How far a replica's clock may lag the approver's and still honour a fresh grant. Beyond it, a grant whose
 # approval lies in that replica's future covers nothing: a clock stepped back must not stretch a grant.
@@ -75,7 +77,9 @@ class GrantEvent:
 
     event_id: str
     time: str
-    event: str  # grant.requested | grant.approved | grant.revoked | grant.expired | grant.refused
+    # grant.requested | grant.approved | grant.revoked | grant.expired | grant.refused | grant.failed
+    # (see ``tenantgate.core.breakglass`` for what each one means)
+    event: str
     grant_id: str
     actor: str
     actor_tenant: str
@@ -107,6 +111,25 @@ class GrantEvent:
 BeforeCommit = Callable[[Grant], None]
 
 
+class CommitFailed(GrantStoreUnavailable):
+    """A grant change reached ``before_commit`` (its audit events are written) but its commit failed.
+
+    ``written``: the grants ``before_commit`` was called with, in order. ``standing``: grant id -> the grant as
+    the store holds it after the failure (None: no grant with that id), read back through a fresh connection
+    in a transaction that first waited for the failed one to end (so the answer cannot change afterwards);
+    an id missing from it could not be read back, and ``unread`` says why: the outcome of that change is
+    unknown and the store's state decides. Whether a change took effect is for the caller to judge from
+    ``standing`` (it knows which fields its step sets).
+    """
+
+    def __init__(self, message: str, written: Sequence[Grant], standing: Mapping[str, Grant | None],
+                 unread: str = "") -> None:
+        super().__init__(message)
+        self.written = tuple(written)
+        self.standing = dict(standing)
+        self.unread = unread
+
+
 class GrantStore(Protocol):
     """Persistent grants. Every method raises ``tenantgate.errors.GrantStoreUnavailable`` when the store
     cannot be reached (never a driver exception), and recovers by itself on a later call. Writes may also
@@ -114,8 +137,9 @@ class GrantStore(Protocol):
 
     State changes are atomic conditional updates: of two racing approvers exactly one succeeds.
     ``before_commit`` runs inside the transaction and must not call back into the store. If the commit itself
-    fails after ``before_commit`` wrote its audit event, the change does not happen and the caller gets
-    ``GrantStoreUnavailable``: the log then holds an event for a change that was not made (never the reverse).
+    fails after ``before_commit`` ran, the change may or may not have happened: the store reads the grants
+    back (waiting for the failed transaction to end) and raises ``CommitFailed`` saying what stands, so the
+    caller can put the outcome on record after the event it already wrote.
     """
 
     def create(self, grant: Grant, before_commit: BeforeCommit) -> Grant:

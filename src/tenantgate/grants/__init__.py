@@ -9,22 +9,23 @@ from __future__ import annotations
 
 from tenantgate.core.grants import GrantStore
 from tenantgate.errors import ConfigError
-from tenantgate.grants.guarded import GuardedStore
+from tenantgate.grants.guarded import LOOKUP_TIMEOUT_SECONDS, GuardedStore
 from tenantgate.grants.postgres import PostgresGrantStore
 from tenantgate.grants.sqlite import SqliteGrantStore
 from tenantgate.redact import redact_url
 
-__all__ = ["GuardedStore", "PostgresGrantStore", "SqliteGrantStore", "open_guarded_store", "open_store", "redact_url"]
+__all__ = ["LOOKUP_TIMEOUT_SECONDS", "GuardedStore", "PostgresGrantStore", "SqliteGrantStore", "open_guarded_store",
+           "open_store", "redact_url"]
 
 _SQLITE_PREFIX = "sqlite:///"
 _POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 
 
-def open_guarded_store(url: str) -> GrantStore:
+def open_guarded_store(url: str, *, lookup_timeout: float = LOOKUP_TIMEOUT_SECONDS) -> GrantStore:
     """The store the server uses: ``url`` checked now (``ConfigError``), opened lazily, failing fast while
-    down (see ``GuardedStore``)."""
+    down, and answering a decision's lookup within ``lookup_timeout`` seconds (see ``GuardedStore``)."""
     _check_url(url)
-    return GuardedStore(lambda: open_store(url))
+    return GuardedStore(lambda: open_store(url), lookup_timeout=lookup_timeout)
 
 
 def _check_url(url: str) -> None:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from tenantgate.core.grants import CLOCK_SKEW_SECONDS, BeforeCommit, Grant, GrantState
+from tenantgate.core.grants import CLOCK_SKEW_SECONDS, BeforeCommit, CommitFailed, Grant, GrantState
 from tenantgate.errors import GrantInvalid, GrantStoreUnavailable, TenantGateError
 
 TABLE = "tenantgate_grants"
@@ -99,6 +99,11 @@ class Statements:
     list_by: dict[tuple[bool, bool], str]  # (filter by tenant, filter by state) -> SELECT
     schema_version: str
     set_schema_version: str
+    # Reading a grant back after a failed commit (``SqlGrantStore._read_back``), both inside a write transaction
+    # that is rolled back: a no-op UPDATE that waits for any transaction still holding the row, and an INSERT
+    # of the same id that does nothing when the id exists (and waits for an insert of it still in flight).
+    lock_by_id: str
+    claim_id: str
 
 
 # The state a row has at ``now`` (two ``?`` for now), the SQL twin of ``Grant.effective_state``.
@@ -143,6 +148,9 @@ def statements(dialect: Dialect) -> Statements:
         schema_version=sql(f"SELECT version FROM {VERSION_TABLE} WHERE component = ?"),
         set_schema_version=sql(f"""INSERT INTO {VERSION_TABLE} (component, version) VALUES (?, ?)
             ON CONFLICT (component) DO UPDATE SET version = excluded.version"""),
+        lock_by_id=sql(f"UPDATE {TABLE} SET state = state WHERE id = ? RETURNING {_COLS}"),
+        claim_id=sql(f"""INSERT INTO {TABLE} ({_COLS}) VALUES ({', '.join('?' for _ in COLUMNS)})
+            ON CONFLICT (id) DO NOTHING RETURNING id"""),
     )
 
 
@@ -253,6 +261,10 @@ class SqlGrantStore(abc.ABC):
     ``write``) if none is open, runs one statement and returns its rows; ``_commit`` ends the transaction;
     ``_rollback`` ends it without effect and never raises. Driver failures surface as ``GrantStoreUnavailable``
     (``GrantConflict`` for a duplicate id) after the primitive has rolled back or dropped the connection.
+
+    A commit that fails after ``before_commit`` ran (its audit events are written) raises ``CommitFailed``
+    with the grants read back through a fresh connection (see ``_read_back``), so the caller can record
+    whether the change took effect.
     """
 
     _sql: Statements
@@ -328,8 +340,43 @@ class SqlGrantStore(abc.ABC):
                 # The callback's own exception (or an unreadable row) goes back to the caller unchanged.
                 self._rollback()
                 raise
-            self._commit()
+            try:
+                self._commit()
+            except GrantStoreUnavailable as err:
+                if not grants:
+                    raise  # nothing was shown to before_commit, so nothing is on record: a plain outage
+                # Events for this change are written, but did it happen? The commit may have been lost on the
+                # way (not applied) or only its answer (applied): ask the store, then let the caller say.
+                standing, unread = self._read_back(grants)
+                raise CommitFailed(str(err), grants, standing, unread) from err
             return grants
+
+    def _read_back(self, written: Sequence[Grant]) -> tuple[dict[str, Grant | None], str]:
+        """After a failed commit, inside the same session: each of ``written`` as the store holds it now (None:
+        no grant with its id), and "" or why some could not be read (those are missing from the mapping).
+
+        Read through a fresh connection, in a write transaction that is rolled back: the no-op UPDATE (or, for
+        an id not found, the INSERT ... ON CONFLICT DO NOTHING) first waits for a transaction still holding
+        that row or id, e.g. a COMMIT the server received just as the link broke, so the answer is final,
+        not a snapshot taken before the failed transaction ended. A wait ends at the store's statement or busy
+        timeout; then the outcome is unknown. Never raises ``TenantGateError``.
+        """
+        standing: dict[str, Grant | None] = {}
+        try:
+            self._drop()
+            self._ensure_connection()
+            for grant in written:
+                rows = self._execute(self._sql.lock_by_id, (grant.id,), write=True)
+                if not rows:
+                    claimed = self._execute(self._sql.claim_id, grant_params(grant), write=True)
+                    if not claimed:  # the id exists now: an insert in flight at the first look has committed
+                        rows = self._execute(self._sql.select_by_id, (grant.id,), write=True)
+                standing[grant.id] = grant_from_row(rows[0]) if rows else None
+        except TenantGateError as err:
+            return standing, str(err)
+        finally:
+            self._rollback()
+        return standing, ""
 
     def create(self, grant: Grant, before_commit: BeforeCommit) -> Grant:
         """Insert ``grant`` and return it as stored.

@@ -3,12 +3,22 @@
 One connection per store, used under a ``threading.Lock``, autocommit off: every method runs in its own short
 transaction, committed or rolled back before the lock is released. Of two racing approvers exactly one wins:
 the conditional UPDATE takes the row lock and the loser re-checks the condition after the winner commits.
+
+Every round trip has a client-side deadline (``_Watchdog``): libpq has none, and a peer that acknowledges
+bytes but never answers (a stalled pgbouncer queue, a hung proxy) satisfies TCP keepalives and
+``tcp_user_timeout``, so without it a call, and the store's lock, could wait forever.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
-from collections.abc import Sequence
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -16,7 +26,7 @@ import psycopg.conninfo
 import psycopg.errors
 from psycopg import pq
 
-from tenantgate.errors import ConfigError, GrantConflict, GrantInvalid, GrantStoreUnavailable
+from tenantgate.errors import ConfigError, GrantConflict, GrantInvalid, GrantStoreUnavailable, TenantGateError
 from tenantgate.grants._rows import Dialect, Row, SqlGrantStore, migrate, short_reason, unavailable
 from tenantgate.redact import redact_url
 
@@ -24,6 +34,13 @@ POSTGRES = Dialect(param="%s", action_in_actions="actions::jsonb @> jsonb_build_
 
 # pg_advisory_xact_lock key serialising schema migration across processes ("tggrants" in ASCII).
 MIGRATION_LOCK_KEY = 0x7467_6772_616E_7473
+
+# How long past ``statement_timeout`` a round trip may go unanswered before the connection is presumed hung and
+# broken from the store's watchdog thread. The server ends any statement at ``statement_timeout`` (lock waits
+# included) and answers at once, so silence beyond it plus this margin means the link or the server is stuck.
+NETWORK_GRACE_SECONDS = 3.0
+
+log = logging.getLogger("tenantgate.grants")
 
 _URL_PASSWORDS = re.compile(r"(?i)^[a-z0-9+.-]+://[^/@:]*:([^@/]*)@|[?&]password=([^&#]*)")
 
@@ -36,14 +53,18 @@ class PostgresGrantStore(SqlGrantStore):
     the server cannot be reached; the caller decides whether to start without it.
 
     Connections use ``connect_timeout`` seconds and a server-side ``statement_timeout`` (which bounds lock waits
-    too), plus TCP keepalives and ``tcp_user_timeout`` so a silently dead peer is noticed within seconds.
-    Every method raises ``GrantStoreUnavailable`` on any driver error, or when another caller holds the store
-    longer than ``lock_timeout`` seconds; after a connection failure the next call reconnects. Messages never
-    contain the password. ``before_commit`` runs inside the transaction and must not call back into the store.
+    too), plus TCP keepalives and ``tcp_user_timeout`` so a silently dead peer is noticed within seconds. A round
+    trip still unanswered ``network_grace`` seconds after ``statement_timeout`` (a peer that acknowledges but
+    never answers) has its connection broken: the call raises ``GrantStoreUnavailable`` and the next one
+    reconnects. Every method raises ``GrantStoreUnavailable`` on any driver error, or when another caller holds
+    the store longer than ``lock_timeout`` seconds; after a connection failure the next call reconnects. A read
+    that opens its transaction on a connection found closed (an idle connection the server or a proxy dropped)
+    is retried once on a new connection; a write never is. Messages never contain the password.
+    ``before_commit`` runs inside the transaction and must not call back into the store.
     """
 
     def __init__(self, url: str, *, connect_timeout: int = 2, statement_timeout_ms: int = 2000,
-                 lock_timeout: float = 10.0) -> None:
+                 lock_timeout: float = 10.0, network_grace: float = NETWORK_GRACE_SECONDS) -> None:
         self.display_url = redact_url(url)
         try:
             given = psycopg.conninfo.conninfo_to_dict(url)
@@ -59,6 +80,8 @@ class PostgresGrantStore(SqlGrantStore):
         self._conninfo = psycopg.conninfo.make_conninfo(
             url, **{**defaults, **given, "connect_timeout": int(connect_timeout), "options": options})
         self._conn: psycopg.Connection[Any] | None = None
+        self._round_trip_limit = statement_timeout_ms / 1000 + network_grace
+        self._watchdog = _Watchdog()
         self._start(POSTGRES, lock_timeout)
 
     def __repr__(self) -> str:
@@ -72,21 +95,33 @@ class PostgresGrantStore(SqlGrantStore):
     def _in_transaction(self) -> bool:
         return self._conn is not None and self._conn.info.transaction_status != pq.TransactionStatus.IDLE
 
+    def close(self) -> None:
+        """Close the connection, first breaking a round trip in flight (a hung one would hold the store)."""
+        self._watchdog.stop()
+        super().close()
+
+    @contextmanager
+    def _round_trip(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
+        """Bound one network round trip on ``conn`` by the watchdog."""
+        with self._watchdog.deadline(conn, self._round_trip_limit):
+            yield
+
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            conn = psycopg.connect(self._conninfo, autocommit=False)
+            conn = psycopg.connect(self._conninfo, autocommit=False)  # bounded by connect_timeout
         except (psycopg.Error, OSError) as err:
             raise unavailable(err, self._secrets) from err
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-
                 def run(sql: str, params: Sequence[Any]) -> list[Row]:
-                    cur.execute(sql, params or None)
+                    with self._round_trip(conn):
+                        cur.execute(sql, params or None)
                     return cur.fetchall() if cur.description is not None else []
 
+                run("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
                 migrate(run, self._sql)
-            conn.commit()
+            with self._round_trip(conn):
+                conn.commit()
         except BaseException as err:
             conn.close()
             if isinstance(err, (psycopg.Error, OSError)):
@@ -100,27 +135,54 @@ class PostgresGrantStore(SqlGrantStore):
         return self._conn
 
     def _execute(self, sql: str, params: Sequence[Any], *, write: bool) -> list[Row]:
-        conn = self._live()
+        opens_transaction = not self._in_transaction()
         try:
-            cur = conn.execute(sql, params or None)  # autocommit off: the first statement opens the transaction
-            return cur.fetchall() if cur.description is not None else []
-        except psycopg.errors.UniqueViolation as err:
+            return self._statement(sql, params)
+        except (psycopg.Error, OSError) as err:
+            # A read that was to open its transaction, on a connection found dead (not one the watchdog broke:
+            # that one hung mid-statement): nothing done before it is lost and reading again changes nothing,
+            # so a dropped idle connection costs a reconnect, not a failed call. A write may have run: never.
+            if write or not opens_transaction or self._watchdog.tripped or not self._lost():
+                raise self._failure(err) from err
+            log.info("grant store connection found closed (%s); reconnecting",
+                     short_reason(err, self._secrets))
+        self._drop()
+        self._conn = self._connect()
+        try:
+            return self._statement(sql, params)
+        except (psycopg.Error, OSError) as err:
+            raise self._failure(err) from err
+
+    def _statement(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        """Run one statement (autocommit off: the first one opens the transaction) and return its rows."""
+        conn = self._live()
+        with self._round_trip(conn):
+            cur = conn.execute(sql, params or None)
+        return cur.fetchall() if cur.description is not None else []
+
+    def _lost(self) -> bool:
+        """True when the connection is closed or broken (after a failed statement)."""
+        conn = self._conn
+        return conn is None or conn.closed or conn.broken
+
+    def _failure(self, err: psycopg.Error | OSError) -> TenantGateError:
+        """The error to raise for a failed statement, after rolling back or dropping the connection."""
+        if isinstance(err, psycopg.errors.UniqueViolation):
             self._rollback()
-            raise GrantConflict("a grant with this id exists already") from err
-        except (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded) as err:
+            return GrantConflict("a grant with this id exists already")
+        if isinstance(err, (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded)):
             # The values, not the store: e.g. a row too large for an index. The caller's problem alone, so
             # it is INVALID_ARGUMENT and does not open the store's fail-fast window for everyone else.
             self._rollback()
-            raise GrantInvalid(f"the grant store cannot hold these values: {short_reason(err, self._secrets)}") \
-                from err
-        except (psycopg.Error, OSError) as err:
-            self._after_error(err)
-            raise unavailable(err, self._secrets) from err
+            return GrantInvalid(f"the grant store cannot hold these values: {short_reason(err, self._secrets)}")
+        self._after_error(err)
+        return unavailable(err, self._secrets)
 
     def _commit(self) -> None:
         conn = self._live()
         try:
-            conn.commit()
+            with self._round_trip(conn):
+                conn.commit()
         except (psycopg.Error, OSError) as err:
             self._drop()
             raise unavailable(err, self._secrets) from err
@@ -130,7 +192,8 @@ class PostgresGrantStore(SqlGrantStore):
         if conn is None:
             return
         try:
-            conn.rollback()
+            with self._round_trip(conn):
+                conn.rollback()
         except (psycopg.Error, OSError):
             self._drop()
 
@@ -148,6 +211,87 @@ class PostgresGrantStore(SqlGrantStore):
                 conn.close()
             except (psycopg.Error, OSError):
                 pass  # already unusable; a fresh connection comes on the next call
+
+
+class _Watchdog:
+    """Breaks a connection whose round trip outlives its deadline; one daemon thread per store, started lazily.
+
+    libpq has no client-side read timeout. Shutting the socket down (it stays open: the descriptor is libpq's)
+    wakes the thread waiting on it with end-of-file; psycopg raises ``OperationalError`` and the store drops
+    the connection, so the next call gets a new one. Arming costs a lock and, when the thread is idle, a notify.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._fd = -1
+        self._deadline: float | None = None
+        self._sleeping_until: float | None = None  # None: the thread waits for a deadline (or is not started)
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self.tripped = False  # the last round trip was broken by the watchdog (read by the armed thread)
+
+    @contextmanager
+    def deadline(self, conn: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
+        """Break ``conn``'s socket if the block has not ended within ``seconds``."""
+        try:
+            fd = conn.pgconn.socket
+        except psycopg.Error:  # no socket (a closed connection): the driver call fails at once
+            fd = -1
+        with self._cond:
+            self.tripped = False
+            self._fd, self._deadline = fd, time.monotonic() + seconds
+            if self._thread is None and not self._stopped:
+                self._thread = threading.Thread(target=self._watch, name="tenantgate-pg-watchdog", daemon=True)
+                self._thread.start()
+            elif self._sleeping_until is None or self._deadline < self._sleeping_until:
+                self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._fd, self._deadline = -1, None
+
+    def stop(self) -> None:
+        """Break the round trip in flight, if any, and end the thread."""
+        with self._cond:
+            self._stopped = True
+            if self._deadline is not None:
+                self._trip()
+            self._cond.notify()
+
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                if self._deadline is None:
+                    self._sleeping_until = None
+                    self._cond.wait()
+                elif (remaining := self._deadline - time.monotonic()) > 0:
+                    self._sleeping_until = self._deadline
+                    self._cond.wait(remaining)
+                else:
+                    log.warning("grant store round trip unanswered past its deadline: breaking the connection")
+                    self._trip()
+
+    def _trip(self) -> None:
+        """Shut down the armed socket (under ``_cond``: the connection cannot be closed meanwhile)."""
+        self.tripped = True
+        self._deadline = None
+        if self._fd < 0:
+            return
+        try:
+            duplicate = os.dup(self._fd)  # shut down through a duplicate: libpq's descriptor stays valid
+        except OSError:
+            return  # already gone: the call fails by itself
+        try:
+            sock = socket.socket(fileno=duplicate)
+        except OSError:
+            os.close(duplicate)  # not a socket after all
+            return
+        with sock:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already shut down or reset: the call fails by itself
 
 
 def _passwords_in(url: str) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tenantgate.errors import GrantConflict, GrantStoreUnavailable
-from tenantgate.grants._rows import Dialect, Row, SqlGrantStore, migrate, unavailable
+from tenantgate.grants._rows import COMPONENT, SCHEMA_VERSION, Dialect, Row, SqlGrantStore, migrate, unavailable
 from tenantgate.paths import make_private_dirs
 
 SQLITE = Dialect(param="?", action_in_actions="EXISTS (SELECT 1 FROM json_each(actions) WHERE json_each.value = ?)")
@@ -47,7 +47,8 @@ class SqliteGrantStore(SqlGrantStore):
     """Grants in the SQLite file at ``path``.
 
     Construction creates missing parent directories (0700) and the file (0600) when missing, switches the file to
-    WAL, and creates or migrates the schema (idempotent; concurrent starters serialise on the write lock). It
+    WAL, and creates or migrates the schema (idempotent; concurrent starters serialise on the write lock; a file
+    whose schema is current is opened, and reopened after a failure, without taking the write lock). It
     raises ``GrantStoreUnavailable`` when the file cannot be created or opened (e.g. a parent is a regular
     file); the caller decides whether to start without it.
 
@@ -86,19 +87,33 @@ class SqliteGrantStore(SqlGrantStore):
             conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms:d}")
             _enable_wal(conn, self._busy_timeout_ms / 1000)
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("BEGIN IMMEDIATE")
+            # Reconnecting (after any failed call) must not wait for the write lock another process may hold
+            # for a while: migrate only when a plain read says the schema is not current.
+            if not self._schema_is_current(conn):
+                conn.execute("BEGIN IMMEDIATE")
 
-            def run(sql: str, params: Sequence[Any]) -> list[Row]:
-                return conn.execute(sql, params).fetchall()
+                def run(sql: str, params: Sequence[Any]) -> list[Row]:
+                    return conn.execute(sql, params).fetchall()
 
-            migrate(run, self._sql)
-            conn.execute("COMMIT")
+                migrate(run, self._sql)
+                conn.execute("COMMIT")
         except BaseException as err:
             conn.close()
             if isinstance(err, (sqlite3.Error, OSError)):
                 raise unavailable(err) from err
             raise
         return conn
+
+    def _schema_is_current(self, conn: sqlite3.Connection) -> bool:
+        """True when the file holds exactly ``SCHEMA_VERSION`` (a read: it never waits for a writer in WAL mode).
+        Older, newer or missing: False, and ``migrate`` decides under the write lock."""
+        try:
+            rows = conn.execute(self._sql.schema_version, (COMPONENT,)).fetchall()
+        except sqlite3.OperationalError as err:
+            if "no such table" in str(err):
+                return False  # a fresh file
+            raise
+        return bool(rows) and rows[0][0] == SCHEMA_VERSION
 
     def _live(self) -> sqlite3.Connection:
         if self._conn is None:  # only inside _session, which connects

@@ -170,3 +170,13 @@ def test_nan_and_infinite_numbers_are_refused_for_every_float_setting(tmp_path, 
 def test_every_float_setting_is_covered_by_the_finite_check():
     assert {"server.grace_seconds", "tokens.jwks_fetch_timeout_seconds", "policies.poll_interval_seconds",
             "audit.checkpoint_seconds", "grants.sweep_interval_seconds"} <= {f"{s}.{k}" for s, k in _float_settings()}
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "5.5", "60"])
+def test_grant_lookup_timeout_is_positive_and_short(tmp_path, value):
+    # The wait holds the event loop: a long one would stall every other call while the grant store hangs.
+    with pytest.raises(ConfigError, match=r"grants\.lookup_timeout_seconds must be > 0 and at most 5,"):
+        config.load(_write(tmp_path, ISSUER), env={"TENANTGATE_GRANTS_LOOKUP_TIMEOUT_SECONDS": value})
+    assert config.load(_write(tmp_path, ISSUER), env={}).grants.lookup_timeout_seconds == 0.25
+    assert config.load(_write(tmp_path, ISSUER),
+                       env={"TENANTGATE_GRANTS_LOOKUP_TIMEOUT_SECONDS": "1.5"}).grants.lookup_timeout_seconds == 1.5

@@ -7,10 +7,10 @@ from pathlib import Path
 import cedarpy
 import pytest
 
-from tenantgate.core.compiler import principal_entity
 from tenantgate.core.engine import Engine
 from tenantgate.core.entitycache import MAX_TEXT, EntityHandles
 from tenantgate.core.model import Principal, Resource
+from tenantgate.core.schema import principal_entity
 from tenantgate.policy import load_policies
 
 BUNDLED = Path(__file__).resolve().parents[3] / "policies"

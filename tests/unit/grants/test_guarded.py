@@ -1,5 +1,7 @@
 """GuardedStore: lazy open, fast failure while down, recovery."""
 
+import time
+
 import pytest
 
 from tenantgate.errors import ConfigError, GrantStoreUnavailable
@@ -64,3 +66,13 @@ def test_a_version_1_store_is_migrated_and_old_grants_bind_to_no_issuer(tmp_path
     assert grant is not None and grant.operator_issuer == ""
     # An old grant was not bound to an issuer: no token (all have an issuer) can use it after the upgrade.
     assert store.find_active("oscar", "platform", "acme", "read", 10, "https://issuer.test") is None
+
+
+def test_lookups_on_a_closed_guarded_store_fail_at_once(tmp_path):
+    store = GuardedStore(lambda: open_store(f"sqlite:///{tmp_path / 'g.db'}"))
+    assert store.find_active("o", "platform", "acme", "read", 0) is None
+    store.close()
+    started = time.monotonic()
+    with pytest.raises(GrantStoreUnavailable, match="closed"):
+        store.find_active("o", "platform", "acme", "read", 0)
+    assert time.monotonic() - started < 0.1
