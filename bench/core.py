@@ -22,9 +22,10 @@ import cedarpy
 
 from tenantgate import app as application
 from tenantgate import config
-from tenantgate.core.compiler import GUARDRAIL_TEXT, principal_entity
+from tenantgate.core.compiler import GUARDRAIL_TEXT
 from tenantgate.core.model import CheckInput, ClaimNames, Decision, DecisionResult, Principal, Resource
 from tenantgate.core.request import request_context, resource_attributes
+from tenantgate.core.schema import principal_entity
 from tenantgate.core.tenancy import principal_from_claims
 from tenantgate.rpc import convert
 from tenantgate.v1 import authorizer_pb2 as pb
