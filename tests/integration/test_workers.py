@@ -187,6 +187,14 @@ def _decisions(live: Path) -> dict[Path, list[dict]]:
             for f in files}
 
 
+def _answers(url: str) -> bool:
+    try:
+        urlopen(url, timeout=5).read()
+    except OSError:
+        return False
+    return True
+
+
 def _metric_sum(url: str, name: str) -> float:
     text = urlopen(url, timeout=5).read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -274,6 +282,12 @@ def test_a_killed_worker_is_restarted_and_serving_resumes(tmp_path, issuer, poli
         assert _metric_sum(cluster.metrics_url, "tenantgate_decisions_total") == 2 * CHANNELS
         assert victims_files and not victims_files & set(os.listdir(files_dir))
         assert "archive.json" in os.listdir(files_dir)
+        # A /metrics process restarted after a crash starts from the archive, not from nothing.
+        first = cluster.metrics_process()
+        os.kill(first, signal.SIGKILL)
+        eventually(lambda: cluster.metrics_process() not in (None, first), "a new /metrics process")
+        eventually(lambda: _answers(cluster.metrics_url), "/metrics answering again")
+        assert _metric_sum(cluster.metrics_url, "tenantgate_decisions_total") == 2 * CHANNELS
         assert cluster.stop() == 0
     assert f"(pid {victim}) was killed by SIGKILL; restarting it" in cluster.stderr.read_text()
     assert _verify_all_workers(cluster.audit).returncode == 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from tenantgate.core.model import VerifiedClaims
@@ -49,36 +49,14 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clock, which never goes backwards and never runs slower than real time within a process.
+    """The real clock: the wall clock as the host keeps it.
 
-    ``now()`` is the wall clock (``time.time()``), except after it was stepped back: then it is the last value
-    returned plus the time elapsed since on the monotonic clock, until the wall clock catches up. So a step
-    back neither revives an expired token nor stretches a grant: a 4 s grant ends 4 s after its approval even
-    if the clock is set back 3 s meanwhile (merely never going backwards would stand still for those 3 s and
-    keep the grant 7 s). Steps forward are taken as they come. Another process (a restart with a clock behind,
-    another replica) starts from its own wall clock; there ``Grant.covers`` refuses grants approved in its
-    future (beyond ``CLOCK_SKEW_SECONDS``).
-
-    On the decision path, so a few operations and no lock: the state is one float, the offset of the last
-    value returned from its monotonic time. Threads racing on it can only lose an offset another thread set
-    an instant earlier, so a value may come out below one returned to another thread at about the same time,
-    by at most the time between the two reads, never by the size of a clock step. ``wall`` and ``monotonic``
-    are injectable for tests.
+    Not made monotonic on purpose: a clock that refused to go back after a step would keep a host clock that
+    ran ahead, once NTP corrected it, ahead for the life of the process (refusing fresh tokens there while
+    other processes accept them). So a clock stepped back by X seconds stretches a live grant, and revives a
+    token, by up to X seconds; ``Grant.covers`` refuses grants approved in a process's future (beyond
+    ``CLOCK_SKEW_SECONDS``). Keep hosts' clocks synchronised (NTP slews small errors instead of stepping).
     """
 
-    __slots__ = ("_monotonic", "_offset", "_wall")
-
-    def __init__(self, wall: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._wall = wall
-        self._monotonic = monotonic
-        self._offset = wall() - monotonic()
-
     def now(self) -> float:
-        wall = self._wall()
-        elapsed = self._monotonic()
-        floor = elapsed + self._offset
-        if wall >= floor:
-            self._offset = wall - elapsed
-            return wall
-        return floor
+        return time.time()

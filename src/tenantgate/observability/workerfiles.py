@@ -92,10 +92,16 @@ class ExactCollector:
         self._lock = threading.Lock()
         self._archive: dict[_Key, Fraction] = {}
         self._taken: set[str] = set()  # ids whose files the archive holds (their files may be left after a crash)
-        self._load()
+        # Read at the first scrape, not here: the collector is built in the supervisor and forked into each
+        # /metrics process, and one restarted after a crash must start from the archive on disk, not from the
+        # supervisor's empty copy (review finding: its first fold overwrote the archive, counters dropped).
+        self._loaded = False
 
     def collect(self) -> Iterable[Metric]:
         with self._lock:
+            if not self._loaded:
+                self._load()
+                self._loaded = True
             self._fold()
             return self._merge()
 

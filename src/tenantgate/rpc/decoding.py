@@ -11,6 +11,7 @@ INVALID_ARGUMENT with a clear message.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -20,6 +21,9 @@ from google.protobuf.message_factory import GetMessageClass
 
 from tenantgate.errors import InvalidRequest
 from tenantgate.rpc.status import abort_with
+
+# (full service name, servicer) -> the servicer to register, e.g. with its methods measured.
+Instrument = Callable[[str, Any], Any]
 
 
 class Undecodable:
@@ -57,20 +61,23 @@ def _refusing(behaviour: Callable[[Any, grpc.aio.ServicerContext], Any]) -> Call
     return refuse_undecodable
 
 
-def add_service(server: grpc.aio.Server, service: str, servicer: Any,
-                handles_undecodable: Collection[str] = ()) -> None:
+def add_service(server: grpc.aio.Server, service: str, servicer: Any, handles_undecodable: Collection[str] = (),
+                instrument: Instrument | None = None) -> None:
     """Register ``servicer``'s unary-unary methods of ``service`` (a full name whose proto is loaded), as the
-    generated ``add_*Servicer_to_server`` would, except for undecodable requests (see the module)."""
+    generated ``add_*Servicer_to_server`` would, except for undecodable requests (see the module).
+    ``instrument(service, servicer)`` (metrics) wraps the methods as registered, refusals included, so a
+    refused undecodable call is counted like any other call."""
     descriptor = descriptor_pool.Default().FindServiceByName(service)
-    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    behaviours: dict[str, Any] = {}
     for method in descriptor.methods:
         if method.client_streaming or method.server_streaming:
             raise ValueError(f"{service}/{method.name} streams; add_service registers unary methods only")
         behaviour = getattr(servicer, method.name)
-        if method.name not in handles_undecodable:
-            behaviour = _refusing(behaviour)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            behaviour, request_deserializer=_tolerant(GetMessageClass(method.input_type)),
-            response_serializer=GetMessageClass(method.output_type).SerializeToString)
+        behaviours[method.name] = behaviour if method.name in handles_undecodable else _refusing(behaviour)
+    registered = SimpleNamespace(**behaviours)
+    measured = registered if instrument is None else instrument(service, registered)
+    handlers = {method.name: grpc.unary_unary_rpc_method_handler(
+        getattr(measured, method.name), request_deserializer=_tolerant(GetMessageClass(method.input_type)),
+        response_serializer=GetMessageClass(method.output_type).SerializeToString) for method in descriptor.methods}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
     server.add_registered_method_handlers(service, handlers)

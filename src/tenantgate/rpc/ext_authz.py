@@ -20,7 +20,7 @@ from tenantgate.core.pdp import DecisionPoint
 from tenantgate.ids import decision_id as new_decision_id
 from tenantgate.rpc import envoy_convert
 from tenantgate.rpc.authorizer import DecisionObserver
-from tenantgate.rpc.decoding import Undecodable, add_service
+from tenantgate.rpc.decoding import Instrument, Undecodable, add_service
 from tenantgate.rpc.envoy_convert import ExtAuthzOptions, Translated
 
 log = logging.getLogger("tenantgate.rpc")
@@ -66,7 +66,8 @@ class ExtAuthzService(ext_grpc.AuthorizationServicer):  # type: ignore[misc]  # 
         return envoy_convert.check_response(result, translated)
 
 
-def add_to_server(servicer: Any, server: grpc.aio.Server) -> None:
+def add_to_server(servicer: Any, server: grpc.aio.Server, instrument: Instrument | None = None) -> None:
     """Register Envoy's ``Authorization`` service as xds-protos' ``add_AuthorizationServicer_to_server`` does,
-    except that ``Check`` also answers a request protobuf cannot decode (see ``rpc.decoding``)."""
-    add_service(server, SERVICE_NAME, servicer, handles_undecodable={"Check"})
+    except that ``Check`` also answers a request protobuf cannot decode (see ``rpc.decoding``); ``instrument``
+    as there."""
+    add_service(server, SERVICE_NAME, servicer, handles_undecodable={"Check"}, instrument=instrument)

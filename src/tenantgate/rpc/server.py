@@ -18,7 +18,7 @@ from tenantgate.errors import ConfigError
 from tenantgate.rpc.admin import AdminService
 from tenantgate.rpc.authorizer import AuthorizerService
 from tenantgate.rpc.breakglass import BreakGlassService
-from tenantgate.rpc.decoding import add_service
+from tenantgate.rpc.decoding import Instrument, add_service
 from tenantgate.rpc.ext_authz import SERVICE_NAME as EXT_AUTHZ
 from tenantgate.rpc.ext_authz import ExtAuthzService
 from tenantgate.rpc.ext_authz import add_to_server as add_ext_authz
@@ -31,10 +31,6 @@ AUTHORIZER = authorizer_pb2.DESCRIPTOR.services_by_name["Authorizer"].full_name
 BREAKGLASS = breakglass_pb2.DESCRIPTOR.services_by_name["BreakGlass"].full_name
 ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 HEALTH_INTERVAL_SECONDS = 1.0
-
-# (full service name, servicer) -> the servicer to register, e.g. with its methods measured.
-Instrument = Callable[[str, Any], Any]
-
 
 def _as_is(_service: str, servicer: Any) -> Any:
     return servicer
@@ -115,19 +111,19 @@ class GrpcServer:
         )
         self._authorizer = authorizer
         # Registered so that a request protobuf cannot decode still gets a clear answer (see rpc.decoding).
-        add_service(self._server, AUTHORIZER, wrap(AUTHORIZER, authorizer), handles_undecodable={"Check"})
+        add_service(self._server, AUTHORIZER, authorizer, handles_undecodable={"Check"}, instrument=wrap)
         names = [AUTHORIZER, health.SERVICE_NAME, reflection.SERVICE_NAME]
         if breakglass is not None:
-            add_service(self._server, BREAKGLASS, wrap(BREAKGLASS, breakglass),
-                        handles_undecodable=BreakGlassService.HANDLES_UNDECODABLE)
+            add_service(self._server, BREAKGLASS, breakglass, handles_undecodable=BreakGlassService.HANDLES_UNDECODABLE,
+                        instrument=wrap)
             names.append(BREAKGLASS)
             store_ok = breakglass_ready or (lambda: True)
             self._probes[BREAKGLASS] = lambda: ready() and store_ok()
         if admin is not None:
-            add_service(self._server, ADMIN, wrap(ADMIN, admin))
+            add_service(self._server, ADMIN, admin, instrument=wrap)
             names.append(ADMIN)
         if ext_authz is not None:
-            add_ext_authz(wrap(EXT_AUTHZ, ext_authz), self._server)
+            add_ext_authz(ext_authz, self._server, instrument=wrap)
             names.append(EXT_AUTHZ)
             self._probes[EXT_AUTHZ] = deciding
         self._health = health.aio.HealthServicer()

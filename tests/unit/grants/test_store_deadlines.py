@@ -263,3 +263,22 @@ def test_sqlite_store_on_a_newer_schema_is_still_refused_when_reopened(tmp_path)
     db.close()
     with pytest.raises(GrantStoreUnavailable, match="newer"):
         SqliteGrantStore(path)
+
+
+@pytest.mark.postgres
+def test_a_store_that_cannot_open_leaves_no_watchdog_thread_behind(pg_url):
+    # Review finding: a database migrated by a newer TenantGate (or a role without CREATE) failed each open
+    # after the watchdog thread had started; nothing closed the half-built store, so every retry (the health
+    # probe's, once a second) leaked one thread.
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE tenantgate_schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO tenantgate_schema_version VALUES ('grants', 99)")
+
+    def watchdogs():
+        return sum(t.name == "tenantgate-pg-watchdog" and t.is_alive() for t in threading.enumerate())
+
+    before = watchdogs()
+    for _ in range(3):
+        with pytest.raises(GrantStoreUnavailable):
+            PostgresGrantStore(pg_url)
+    eventually(lambda: watchdogs() == before, "no watchdog thread left by the failed opens")

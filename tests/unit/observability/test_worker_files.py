@@ -128,3 +128,18 @@ def test_the_archive_holds_exact_values(tmp_path):
     sums = [value for _kind, key, value in document["series"] if "tg_seconds_sum" in key]
     assert [Fraction(value) for value in sums] == [Fraction(0.1 + 0.2)]  # the float as written, not rounded
     assert document["taken"] == [] and os.listdir(tmp_path) == ["archive.json"]  # its files are gone
+
+
+def test_a_collector_reads_the_archive_at_its_first_scrape_not_when_it_is_built(tmp_path):
+    # Review finding: the collector is built in the supervisor and forked into every /metrics process; one
+    # restarted after a crash started from the supervisor's empty archive, and its first fold overwrote the
+    # file: the exited workers' counts were lost for good.
+    forked_copy = ExactCollector(str(tmp_path))  # built before anything was folded
+    _write(tmp_path, "w1", 3, [0.1])
+    forget("w1", str(tmp_path), keep=True)
+    first = _scrape(ExactCollector(str(tmp_path)))  # the first /metrics process folds w1
+    assert os.listdir(tmp_path) == ["archive.json"]
+    _write(tmp_path, "w2", 1, [])
+    forget("w2", str(tmp_path), keep=True)
+    after = _scrape(forked_copy)  # the restarted one
+    assert after['tg_decisions_total{api="check"}'] == first['tg_decisions_total{api="check"}'] + 1 == 4
