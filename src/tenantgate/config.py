@@ -261,13 +261,13 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
                         hints = get_type_hints(sub_hint)
                         break
                 if key not in hints or _is_table(hints[key]) or not isinstance(table, dict):
-                    if not _SERVICE_LINK.fullmatch(name):
+                    if not _is_service_link(name, value):
                         raise ConfigError(f"environment variable {name}: unknown key {section}.{key}")
                 else:
                     table[key] = _from_env(name, value, hints[key])
                 break
         else:
-            if rest not in ("config",) and not _SERVICE_LINK.fullmatch(name):
+            if rest not in ("config",) and not _is_service_link(name, value):
                 raise ConfigError(f"environment variable {name}: unknown section")
 
 
@@ -278,6 +278,24 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
 # created after its Service crash-looped on "unknown section"); any other unknown TENANTGATE_* name is refused.
 _SERVICE_LINK = re.compile(r"TENANTGATE_(?:[A-Z0-9_]+_)?(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|"
                            r"PORT(?:_[0-9]+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)?)")
+# ... and only with the value Kubernetes gives it, so a typo such as TENANTGATE_SERVER_PORT=9000 is still refused
+# (review finding): an address, a port number, a protocol, or protocol://address:port.
+_ADDRESS = r"[0-9A-Fa-f:.]+"
+_LINK_VALUES = ((("_SERVICE_HOST", "_ADDR"), re.compile(_ADDRESS)),
+                (("_PROTO",), re.compile(r"tcp|udp|sctp")),
+                (("_TCP_PORT", "_UDP_PORT", "_SCTP_PORT"), re.compile(r"[0-9]+")))
+_LINK_URL = re.compile(rf"(?:tcp|udp|sctp)://(?:{_ADDRESS}|\[{_ADDRESS}\]):[0-9]+")
+
+
+def _is_service_link(name: str, value: str) -> bool:
+    if not _SERVICE_LINK.fullmatch(name):
+        return False
+    for suffixes, shape in _LINK_VALUES:
+        if name.endswith(suffixes):
+            return shape.fullmatch(value) is not None
+    if "_SERVICE_PORT" in name:
+        return value.isdigit()
+    return _LINK_URL.fullmatch(value) is not None  # <SERVICE>_PORT, <SERVICE>_PORT_<n>_<PROTO>
 
 
 def _from_env(name: str, value: str, hint: Any) -> Any:

@@ -51,6 +51,10 @@ def test_a_reader_that_leaves_early_does_not_turn_a_verdict_into_0(workdir):
     assert _run(_check(token, tenant="globex"), workdir, closed_stdout=True).returncode == 2
     assert _run(_check(token), workdir, closed_stdout=True).returncode == 0
     assert _run(["explain", *_check(token, tenant="globex")[1:]], workdir, closed_stdout=True).returncode == 2
+    # ... and a command without a verdict against it, or a verdict of success, stays 0 (review finding: a
+    # valid `validate | true` exited 1).
+    assert _run(["validate"], workdir, closed_stdout=True).returncode == 0
+    assert _run(["token", "mint", "--tenant", "acme", "--sub", "vera"], workdir, closed_stdout=True).returncode == 0
     (workdir / "policies" / "zz-bad.cedar").write_text("permit(principal, action, resource) when {")
     assert _run(["validate"], workdir, closed_stdout=True).returncode == 3
 
@@ -73,6 +77,13 @@ def test_hostile_json_options_and_files_get_one_line_errors_not_tracebacks(workd
         assert out.returncode == 1 and out.stderr.strip() == f"tenantgate: {option} is nested too deeply"
         remote = _run(_check(token, option, deep, "--server", "127.0.0.1:9"), workdir)
         assert remote.returncode == 1 and "Traceback" not in remote.stderr
+    # Review finding: a 5,000-digit integer, and an option of raw non-UTF-8 bytes, gave tracebacks (the latter
+    # after the decision was made and audited).
+    huge = _run(_check(token, "--context", '{"a": ' + "9" * 5000 + "}"), workdir)
+    assert huge.returncode == 1 and huge.stderr.startswith("tenantgate: --context is not valid JSON")
+    raw = subprocess.run([*TENANTGATE, *_check(token)[:-2], b"--resource-tenant", b"acme\xff"],
+                         cwd=workdir, env=_env, capture_output=True, timeout=60)
+    assert raw.returncode == 1 and raw.stderr.strip() == b"tenantgate: --resource-tenant is not valid UTF-8 text"
     (workdir / "latin1.cedar").write_bytes(b"permit(principal, action, resource);\n// caf\xe9\n")
     out = _run(["fmt", "--check", "latin1.cedar"], workdir)
     assert out.returncode == 3 and out.stderr.strip() == "latin1.cedar: not UTF-8 text"
@@ -108,3 +119,12 @@ def test_sigterm_while_serve_is_still_starting_stops_it_at_once(workdir, tmp_pat
     assert proc.returncode == 0, err
     assert "SIGTERM while starting: stopped before serving" in err
     assert "Traceback" not in err
+
+
+def test_validate_escapes_what_tenants_wrote_before_it_reaches_the_terminal(workdir):
+    # Review finding: an entity id with ESC [2K and CR in a tenant's entities.json reached the terminal raw.
+    (workdir / "policies" / "tenants" / "acme" / "entities.json").write_text(
+        '[{"uid": {"type": "User", "id": "a\\u001b[2K\\rall fine"}, "attrs": {"tenant": 5}}]')
+    out = _run(["validate"], workdir)
+    assert out.returncode == 3 and "\x1b" not in out.stdout + out.stderr and "\r" not in out.stdout
+    assert 'User::"a\\x1b[2K\\rall fine"' in out.stdout

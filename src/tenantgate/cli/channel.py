@@ -8,6 +8,7 @@ import math
 import sys
 from typing import Any
 
+from tenantgate.cli.verdict import settle
 from tenantgate.errors import ConfigError
 
 MAX_TIMEOUT = 86_400  # gRPC holds a deadline in int64 nanoseconds: about 7.4e9 s overflowed into DEADLINE_EXCEEDED
@@ -149,8 +150,9 @@ def _health(args: argparse.Namespace) -> int:
             print(f"tenantgate: health {args.server}: {problem}", file=sys.stderr)
             return 1
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+    code = settle(0 if answer.status == health_pb2.HealthCheckResponse.SERVING else 1)
     print(status)
-    return 0 if answer.status == health_pb2.HealthCheckResponse.SERVING else 1
+    return code
 
 
 def _read(path: str, option: str) -> bytes:

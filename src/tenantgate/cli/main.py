@@ -61,12 +61,12 @@ def guarded(command: Callable[[], int], report: Report | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_ERROR
     except BrokenPipeError:
-        # Output piped into `head` and the like: the reader left. The answer still stands: a command that
-        # settled on one (deny, failures, invalid policies) exits with it, one that had not with an error
-        # (review finding: a DENY piped into `true` exited 0).
+        # Output piped into `head` and the like: the reader left. The answer still stands: a command with a
+        # verdict (deny, failures, invalid policies, tampering, unhealthy) settles on it before printing and
+        # exits with it (review finding: a DENY piped into `true` exited 0); a command without one exits 0.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return settled(EXIT_ERROR)
+        return settled(EXIT_OK)
 
 
 def _report(report: Report | None, prefix: str, err: TenantGateError) -> None:
@@ -74,7 +74,10 @@ def _report(report: Report | None, prefix: str, err: TenantGateError) -> None:
     text = str(err)
     located = "".join(f"\n  {d}" for d in details)  # how PolicyError appends them to its message
     if report is None:
-        print(f"tenantgate: {prefix}{text}", file=sys.stderr)
+        from tenantgate.core.cedar_text import escape_unprintable
+
+        lines = f"tenantgate: {prefix}{text}".split("\n")  # may quote tenants' text: escaped line by line
+        print("\n".join(escape_unprintable(line) for line in lines), file=sys.stderr)
         return
     report(prefix + (text[:-len(located)] if located and text.endswith(located) else text), details)
 
@@ -345,10 +348,14 @@ def _check_mintable(args: argparse.Namespace, settings: Any) -> None:
     tenant id grammar (``tenant_claim_missing``), or a ``--ttl`` the issuer may not sign or verifiers refuse
     (``tokens.max_lifetime_seconds``)."""
     from tenantgate.core.request import TENANT_ID, is_tenant_id
+    from tenantgate.identity.verifier import MAX_SUBJECT_CHARS
 
     if not is_tenant_id(args.tenant):
         raise ConfigError(f"--tenant {args.tenant!r} is not a tenant id ({TENANT_ID.pattern}): every decision "
                           "would deny the token (tenant_claim_missing)")
+    if not args.sub or len(args.sub) > MAX_SUBJECT_CHARS:
+        raise ConfigError(f"--sub must be 1 to {MAX_SUBJECT_CHARS} characters: every decision would deny the "
+                          "token (token_invalid)")
     max_ttl, max_lifetime = settings.dev_issuer.max_ttl_seconds, settings.tokens.max_lifetime_seconds
     if not 1 <= args.ttl <= max_ttl:
         raise ConfigError(f"--ttl must be between 1 and {max_ttl} seconds (dev_issuer.max_ttl_seconds), "
@@ -378,6 +385,7 @@ def check_request(args: argparse.Namespace) -> Any:
     from tenantgate.v1 import authorizer_pb2 as pb
 
     token = token_of(args)
+    _check_text(args)
     request = pb.CheckRequest(
         token=token,
         action=args.action,
@@ -400,10 +408,23 @@ def check_input(args: argparse.Namespace) -> Any:
     2**53, which the gRPC path therefore refuses)."""
     from tenantgate.core.model import CheckInput, Resource
 
+    _check_text(args)
     return CheckInput(token=token_of(args), action=args.action, intent=args.intent, api="cli",
                       resource=Resource(type=args.resource_type, id=args.resource_id, tenant=args.resource_tenant,
                                         attributes=_json_object(args.resource_attributes, "--resource-attributes")),
                       context=_json_object(args.context, "--context"))
+
+
+def _check_text(args: argparse.Namespace) -> None:
+    """Refuse an option that is not UTF-8 text (the shell passed raw bytes; Python holds them as surrogates,
+    which no request can carry: review finding, a traceback after the decision was made)."""
+    for option in ("action", "resource_type", "resource_id", "resource_tenant", "intent", "context",
+                   "resource_attributes"):
+        value = getattr(args, option, None)
+        try:
+            (value or "").encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ConfigError(f"--{option.replace('_', '-')} is not valid UTF-8 text") from err
 
 
 def _json_object(text: str | None, name: str) -> dict[str, Any]:
@@ -411,7 +432,7 @@ def _json_object(text: str | None, name: str) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as err:
+    except ValueError as err:  # invalid JSON, or an integer beyond Python's 4,300-digit conversion limit
         raise ConfigError(f"{name} is not valid JSON: {err}") from err
     except RecursionError as err:
         raise ConfigError(f"{name} is nested too deeply") from err
@@ -455,8 +476,9 @@ def _status(args: argparse.Namespace) -> int:
             answer = adm_grpc.AdminStub(channel).Status(adm.StatusRequest(), timeout=args.timeout)
         except grpc.RpcError as err:
             raise ConfigError(f"server {args.server}: {rpc_problem(err)}") from err
+    code = settle(EXIT_OK if answer.last_reload_ok and answer.audit_writable else EXIT_ERROR)
     print(json.dumps(message_dict(answer), indent=2))
-    return EXIT_OK if answer.last_reload_ok and answer.audit_writable else EXIT_ERROR
+    return code
 
 
 def _csv(text: str) -> list[str]:

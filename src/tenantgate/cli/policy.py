@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tenantgate.cli.verdict import settle
+from tenantgate.core.cedar_text import escape_unprintable
 from tenantgate.errors import ConfigError, PolicyError
 
 EXIT_OK, EXIT_ERROR, EXIT_DENY, EXIT_INVALID_POLICIES = 0, 1, 2, 3
@@ -59,10 +60,12 @@ def _validate(args: argparse.Namespace) -> int:
         compiled = load_policies(policy_dir, schema)
     except PolicyError as err:
         settle(EXIT_INVALID_POLICIES)
+        # Escaped: diagnostics quote entity ids and policy text a tenant wrote (review finding: an id with
+        # ESC [2K and CR could repaint the terminal and hide the problems above it).
         for diag in err.diagnostics or ():
-            print(f"{os.path.join(policy_dir, diag.path)}{str(diag)[len(diag.path):]}")
+            print(escape_unprintable(f"{os.path.join(policy_dir, diag.path)}{str(diag)[len(diag.path):]}"))
         if not err.diagnostics:
-            print(str(err))
+            print("\n".join(escape_unprintable(line) for line in str(err).split("\n")))
         print(f"invalid: {len(err.diagnostics) or 1} problem(s)", file=sys.stderr)
         return EXIT_INVALID_POLICIES
     print(f"valid: {compiled.total_policies - 1} policies ({len(compiled.tenants)} tenant partitions) in "

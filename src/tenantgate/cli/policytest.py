@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tenantgate.cli.verdict import settle
+from tenantgate.core.cedar_text import escape_unprintable
 from tenantgate.errors import PolicyError, TenantGateError
 
 if TYPE_CHECKING:  # the runner pulls in the identity and grant stacks: imported when the command runs
@@ -149,7 +150,9 @@ def _shown(path: Path | str) -> str:
 
 
 def _case_id(suite: PolicySuite, case: PolicyCase) -> str:
-    return f"{_shown(suite.path)}::{suite.name}::{case.name}"
+    # Escaped: suite and case names are the suite author's text (review finding: ESC sequences reached the
+    # terminal).
+    return escape_unprintable(f"{_shown(suite.path)}::{suite.name}::{case.name}")
 
 
 def _print_text(report: RunReport, coverage: Sequence[Coverage], args: argparse.Namespace, out: TextIO) -> None:
@@ -157,7 +160,7 @@ def _print_text(report: RunReport, coverage: Sequence[Coverage], args: argparse.
         case_id = _case_id(suite_result.suite, case_result.case)
         if not case_result.passed:
             print(f"FAILED {case_id}", file=out)
-            print("\n".join("    " + line for line in case_result.diff().splitlines()), file=out)
+            print("\n".join("    " + escape_unprintable(line) for line in case_result.diff().splitlines()), file=out)
         elif args.verbose:
             print(f"PASSED {case_id}", file=out)
     for c in coverage:

@@ -1,8 +1,9 @@
 """The exit code a command settles on before it prints its answer.
 
 A reader that leaves early (``tenantgate check ... | head -1``) makes the print raise ``BrokenPipeError``;
-``main.guarded`` then exits with the settled code, so a DENY, failed tests, invalid policies or a tampered
-log never turn into 0. A command that had not settled yet exits 1: its answer is unknown.
+``main.guarded`` then exits with the settled code, so a DENY, failed tests, invalid policies, a tampered log
+or an unhealthy server never turn into 0. Every command with such a verdict settles before it prints
+anything that depends on it; a command without one (token mint, audit tail) exits 0, as before.
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ def _convert(value: Any, where: str, depth: int, budget: list[int]) -> Any:
             # INVARIANT: one answer per question whatever the API: a JSON integer is exact up to 64 bits, a
             # floating-point number past 2^53 may already have been rounded (9007199254740993 arrives as
             # 9007199254740992.0), so a policy comparing it could decide differently. Refuse, never guess.
-            raise RequestProblem(f"{where}: a floating-point number (as a protobuf Struct carries) is exact only up "
+            raise RequestProblem(f"{where}: a floating-point number is exact only up "
                                  f"to {FLOAT_EXACT_MAX} (2^53 - 1) in magnitude; this one may have been rounded")
         return int(value)
     if isinstance(value, str):

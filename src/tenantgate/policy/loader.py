@@ -75,16 +75,29 @@ def stray_policy_files(root: Path) -> list[PolicyDiagnostic]:
     strays: list[PolicyDiagnostic] = []
     top = os.fspath(root)
     tenant_root = os.path.join(top, TENANTS_DIR)
+    # The directories read, by identity: a tenant directory may be a symlink to one elsewhere in the tree,
+    # which the walk (each directory once) may reach first by its own name (review finding: `src/acme` with
+    # `tenants/acme -> ../src/acme` was refused, `zsrc/acme` was not).
+    read = {_identity(top)}
+    if os.path.isdir(tenant_root):
+        read |= {_identity(os.path.join(tenant_root, name)) for name in os.listdir(tenant_root)
+                 if not name.startswith(".") and os.path.isdir(os.path.join(tenant_root, name))}
     for dirpath, filenames in policy_tree(root):
-        read_here = dirpath == top or (os.path.dirname(dirpath) == tenant_root
-                                       and not os.path.basename(dirpath).startswith("."))
-        if read_here:
+        if _identity(dirpath) in read:
             continue
         for name in sorted(filenames):
             path = Path(dirpath, name)
             if name.endswith(".cedar") and path.is_file():
                 strays.append(PolicyDiagnostic(_display(path, root), 1, STRAY_MESSAGE))
     return strays
+
+
+def _identity(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (st.st_dev, st.st_ino)
 
 
 def policy_tree(root: Path) -> Iterator[tuple[str, list[str]]]:

@@ -51,3 +51,11 @@ def test_a_valid_request_still_mints(config_file, capsys):
     assert mint(config_file, "--tenant", "acme.eu:1@x-y", "--ttl", "3600") == 0
     claims = jwt.decode(capsys.readouterr().out.strip(), options={"verify_signature": False})
     assert claims["tenant"] == "acme.eu:1@x-y" and claims["exp"] - claims["iat"] == 3600
+
+
+@pytest.mark.parametrize("sub", ["", "a" * 1025])
+def test_a_subject_no_verifier_accepts_is_refused(config_file, sub, capsys):
+    # Review finding: a 5,000-character --sub minted a token every decision denied token_invalid.
+    assert main.main(["token", "mint", "--config", str(config_file), "--tenant", "acme", f"--sub={sub}"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "--sub must be 1 to 1024 characters" in captured.err

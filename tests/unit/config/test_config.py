@@ -103,11 +103,17 @@ def test_kubernetes_service_link_variables_are_not_settings_and_do_not_stop_the_
                                                                                  env={}).server.listen
 
 
-@pytest.mark.parametrize("name", ["TENANTGATE_SERVICE_HOSTS", "TENANTGATE_PORTS", "TENANTGATE_PORT_50051_TCPX",
-                                  "TENANTGATE_HTTP_LISTENN", "TENANTGATE_SERVER_PORT_GRPC"])
-def test_names_close_to_service_links_are_still_refused(tmp_path, name):
+@pytest.mark.parametrize(("name", "value"), [
+    ("TENANTGATE_SERVICE_HOSTS", "x"), ("TENANTGATE_PORTS", "x"), ("TENANTGATE_PORT_50051_TCPX", "x"),
+    ("TENANTGATE_HTTP_LISTENN", "x"), ("TENANTGATE_SERVER_PORT_GRPC", "x"),
+    # Review finding: names of a service link's shape with values Kubernetes never gives are typos.
+    ("TENANTGATE_SERVER_PORT", "9000"), ("TENANTGATE_HTTP_PORT", "8080"), ("TENANTGATE_METRICS_PORT", "9464"),
+    ("TENANTGATE_SERVICE_HOST", "tenantgate.example.com"), ("TENANTGATE_SERVICE_PORT", "grpc"),
+    ("TENANTGATE_PORT_50051_TCP_PROTO", "http"),
+])
+def test_names_close_to_service_links_are_still_refused(tmp_path, name, value):
     with pytest.raises(ConfigError, match="unknown"):
-        config.load(_write(tmp_path, ISSUER), env={name: "x"})
+        config.load(_write(tmp_path, ISSUER), env={name: value})
 
 
 def test_missing_file_is_a_clear_error(tmp_path):

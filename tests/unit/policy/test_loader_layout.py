@@ -84,3 +84,12 @@ def test_a_configmap_mount_loads_as_before(tmp_path):
 def test_a_symlink_loop_is_walked_once(policy_dir):
     (policy_dir / "tenants" / "acme" / "up").symlink_to("../..")
     load_policies(policy_dir)
+
+
+@pytest.mark.parametrize("source", ["src", "zsrc"])
+def test_a_tenant_directory_linked_from_elsewhere_in_the_tree_is_read_not_refused(policy_dir, source):
+    # Review finding: with `tenants/acme -> ../src/acme` the walk (each directory once) reached `src/acme` first
+    # by its own name and refused its files as strays; the same layout named `zsrc/` loaded.
+    shutil.move(policy_dir / "tenants" / "acme", policy_dir / source / "acme")
+    (policy_dir / "tenants" / "acme").symlink_to(Path("..") / source / "acme")
+    assert load_policies(policy_dir).total_policies == load_policies(BUNDLED).total_policies
