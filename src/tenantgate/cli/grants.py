@@ -16,6 +16,7 @@ from tenantgate.cli.channel import (
     rpc_problem,
     token_of,
 )
+from tenantgate.core.cedar_text import escape_unprintable
 from tenantgate.errors import ConfigError
 
 STATES = ("pending", "active", "expired", "revoked")
@@ -117,14 +118,10 @@ def _show(args: argparse.Namespace, grants: list[Any]) -> int:
                           r.get("target_tenant", ""), ",".join(r.get("actions", [])), r.get("expires_at", "-"),
                           r.get("ticket", "")) for r in rows]
     # Whatever the store holds, a table cell never carries a control character to the terminal.
-    table = [tuple(_printable(str(cell)) for cell in row) for row in table]
+    table = [tuple(escape_unprintable(str(cell)) for cell in row) for row in table]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     if not rows:
         print("(no grants)", file=sys.stderr)
     return 0
-
-
-def _printable(text: str) -> str:
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)

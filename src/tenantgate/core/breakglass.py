@@ -399,9 +399,7 @@ class BreakGlass:
         overrides the grant's state ("": none or unknown, and then no expiry either)."""
         if state is None:
             state = grant.state.value if grant else ""
-            expires_at = rfc3339(grant.expires_at) if grant and grant.expires_at else ""
-        else:
-            expires_at = rfc3339(grant.expires_at) if grant and grant.expires_at and state else ""
+        expires_at = rfc3339(grant.expires_at) if grant and grant.expires_at and state else ""
         self._audit.write(GrantEvent(
             event_id=str(uuid.uuid4()),
             time=rfc3339(self._clock.now()),
