@@ -229,14 +229,15 @@ def decision_settings(settings: Settings) -> DecisionSettings:
 
 
 def ext_authz_options(settings: Settings) -> ExtAuthzOptions:
-    """The Envoy ext_authz route table, intent header and dry-run flag from ``[ext_authz]``."""
+    """The Envoy ext_authz route table, intent header, dry-run flag and certificate forwarders."""
     from tenantgate.rpc.envoy_convert import ExtAuthzOptions
     from tenantgate.rpc.routes import Route, RouteTable
 
     e = settings.ext_authz
     routes = RouteTable(Route.build(r.methods, r.path, r.action, r.resource_type, r.tenant_from, r.id_from)
                         for r in e.routes)
-    return ExtAuthzOptions(routes=routes, intent_header=e.intent_header, dry_run=e.dry_run)
+    return ExtAuthzOptions(routes=routes, intent_header=e.intent_header, dry_run=e.dry_run,
+                           certificate_forwarders=frozenset(e.certificate_forwarders))
 
 
 async def _start_http(app: App) -> HttpServer | None:

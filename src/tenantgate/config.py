@@ -149,6 +149,9 @@ class ExtAuthzSettings:
     intent_header: str = "x-tenantgate-intent"
     dry_run: bool = False  # decide and audit, but always answer OK (flagged in the audit record)
     routes: tuple[RouteSettings, ...] = ()  # first match wins; no match is a deny
+    # SPIFFE IDs / DNS names (client certificate SANs, over mTLS) of the Envoys whose forwarded client
+    # certificates (include_peer_certificate) are believed; from any other caller they are ignored.
+    certificate_forwarders: tuple[str, ...] = ()
 
 
 HTTP_MODES = ("user_token", "trusted_pep")
@@ -531,6 +534,10 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"grants.lookup_timeout_seconds must be > 0 and at most {MAX_LOOKUP_TIMEOUT:g}, "
                           f"got {g.lookup_timeout_seconds}")
     _check_ext_authz(s.ext_authz)
+    if s.ext_authz.certificate_forwarders and not s.server.tls.client_ca_file:
+        # Only a client certificate says who forwarded a certificate: without mTLS anyone could have.
+        raise ConfigError("ext_authz.certificate_forwarders needs server.tls.client_ca_file (mTLS)")
+    _check_identities(s.ext_authz.certificate_forwarders, "ext_authz.certificate_forwarders")
     _check_http(s.http)
     if s.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level must be one of debug, info, warning, error")
@@ -550,9 +557,13 @@ def _check_tls(tls: TlsSettings) -> None:
     if tls.allowed_callers and not tls.client_ca_file:
         # Without client certificates there is no caller identity to compare with the list.
         raise ConfigError("server.tls.allowed_callers needs server.tls.client_ca_file (mTLS)")
-    for caller in tls.allowed_callers:
-        if not (_SPIFFE_ID.fullmatch(caller) or _DNS_NAME.fullmatch(caller)):
-            raise ConfigError(f"server.tls.allowed_callers: {caller!r} is not a SPIFFE ID (spiffe://trust-domain/path) "
+    _check_identities(tls.allowed_callers, "server.tls.allowed_callers")
+
+
+def _check_identities(identities: tuple[str, ...], key: str) -> None:
+    for identity in identities:
+        if not (_SPIFFE_ID.fullmatch(identity) or _DNS_NAME.fullmatch(identity)):
+            raise ConfigError(f"{key}: {identity!r} is not a SPIFFE ID (spiffe://trust-domain/path) "
                               "or a lowercase DNS name (no wildcards)")
 
 

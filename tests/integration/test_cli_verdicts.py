@@ -89,6 +89,19 @@ def test_hostile_json_options_and_files_get_one_line_errors_not_tracebacks(workd
     assert out.returncode == 3 and out.stderr.strip() == "latin1.cedar: not UTF-8 text"
 
 
+def test_check_options_are_strict_json_like_the_authzen_body(workdir):
+    # Review finding: `json.loads` kept the last of two members, so an editor's update of a paid invoice
+    # stated as {"status":"paid","status":"draft"} was allowed in `check` and refused (400) on AuthZEN.
+    token = _token(workdir)
+    for option, text, message in (
+            ("--resource-attributes", '{"status":"paid","status":"draft"}', "duplicate member name"),
+            ("--context", '{"a": {"b": 1, "b": 2}}', "duplicate member name"),
+            ("--context", '{"a": NaN}', "non-standard JSON constant NaN")):
+        out = _run(_check(token, option, text), workdir)
+        assert out.returncode == 1 and out.stderr.strip() == f"tenantgate: {option} is not valid JSON: {message}", (
+            out.stdout + out.stderr)
+
+
 def test_sigterm_while_serve_is_still_starting_stops_it_at_once(workdir, tmp_path):
     # Review finding: signals were handled only once serving; as a container's PID 1 (which ignores a
     # signal without a handler) a SIGTERM during start-up was lost until the grace period ended in SIGKILL.

@@ -3,6 +3,7 @@ certificate rotation without a restart, the plaintext health port, and the CLI's
 
 import base64
 import hashlib
+import json
 import logging
 import socket
 import time
@@ -57,6 +58,7 @@ def pki(tmp_path_factory):
         "server": mesh.issue("tenantgate", dns=["localhost", "tenantgate.test"], ips=["127.0.0.1"]).write(tmp, "srv"),
         "envoy": mesh.issue("envoy", uris=[ENVOY_ID]).write(tmp, "envoy"),
         "intruder": mesh.issue("intruder", uris=["spiffe://mesh.test/ns/other/sa/app"]).write(tmp, "intruder"),
+        "gateway": mesh.issue("gateway", dns=["gateway.mesh.test"]).write(tmp, "gateway"),
         "stranger": foreign.issue("stranger", uris=[ENVOY_ID]).write(tmp, "stranger"),
     }
     return tmp, files
@@ -134,6 +136,7 @@ def test_a_client_that_does_not_trust_the_servers_ca_cannot_connect(tls_server, 
 def mtls_server(tmp_path_factory, issuer, pki):
     _tmp, f = pki
     text = _tls_toml(*f["server"], ca=f["ca"], allowed=[ENVOY_ID, "gateway.mesh.test"])
+    text += f'\n[ext_authz]\ncertificate_forwarders = ["{ENVOY_ID}"]\n'
     env = {"TENANTGATE_SERVER_HEALTH_LISTEN": f"127.0.0.1:{HEALTH_PORT}"}
     with _start(tmp_path_factory, issuer, text, env=env) as running:
         yield running
@@ -186,6 +189,23 @@ def test_envoy_identity_reaches_ext_authz_over_mtls(mtls_server, pki, issuer):
         response = ext_grpc.AuthorizationStub(ch).Check(
             envoy_request(token=issuer.mint(tenant="acme", roles=["viewer"])), timeout=5)
     assert http_status(response) == 200
+
+
+def test_only_certificate_forwarders_can_unlock_a_bound_token_with_a_forwarded_certificate(mtls_server, pki,
+                                                                                          issuer):
+    # Review finding: any caller (here another allowed caller, an application calling Authorizer) could paste a
+    # victim's certificate into attributes.source.certificate and use the victim's stolen bound token.
+    f = pki[1]
+    client = TestCA().issue("client", uris=["spiffe://mesh.test/app"])
+    bound = issuer.mint(tenant="acme", roles=["viewer"], cnf={"x5t#S256": client.x5t_s256})
+    answers = {}
+    for caller in ("envoy", "gateway"):
+        with _channel(mtls_server[0], ca=f["ca"], pair=f[caller]) as ch:
+            answers[caller] = ext_grpc.AuthorizationStub(ch).Check(
+                envoy_request(token=bound, certificate=client.envoy_encoded), timeout=5)
+    assert http_status(answers["envoy"]) == 200
+    assert http_status(answers["gateway"]) == 401
+    assert json.loads(answers["gateway"].denied_response.body)["reason"] == "token_binding_mismatch"
 
 
 def test_the_plaintext_health_port_serves_only_health(mtls_server):

@@ -27,6 +27,7 @@ from tenantgate.cli.channel import (
     token_of,
 )
 from tenantgate.cli.verdict import settle, settled
+from tenantgate.core.strictjson import parse_strict_json
 from tenantgate.errors import ConfigError, PolicyError, TenantGateError
 
 EXIT_OK, EXIT_ERROR, EXIT_DENY, EXIT_INVALID_POLICIES = 0, 1, 2, 3
@@ -431,11 +432,13 @@ def _json_object(text: str | None, name: str) -> dict[str, Any]:
     if not text:
         return {}
     try:
-        data = json.loads(text)
-    except ValueError as err:  # invalid JSON, or an integer beyond Python's 4,300-digit conversion limit
+        # Strict, as AuthZEN reads its body: `{"status":"paid","status":"draft"}` must not mean "draft" here
+        # and be refused there. Integers beyond Python's 4,300-digit limit are ValueErrors too.
+        data = parse_strict_json(text)
+    except ValueError as err:
+        if "nested too deeply" in str(err):
+            raise ConfigError(f"{name} is nested too deeply") from err
         raise ConfigError(f"{name} is not valid JSON: {err}") from err
-    except RecursionError as err:
-        raise ConfigError(f"{name} is nested too deeply") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{name} must be a JSON object")
     return data

@@ -147,6 +147,9 @@ class CheckInput:
     # Lowercase hex SHA-256 of the DER client certificate the request came with (RFC 8705), as an adapter
     # saw it (Envoy's forwarded peer certificate); "" when none. A token bound with cnf.x5t#S256 must match.
     client_cert_sha256: str = ""
+    # Why a client certificate the request named was not used ("" = none was ignored); a bound token's
+    # token_binding_mismatch message says it (e.g. forwarded by a caller not trusted to forward certificates).
+    client_cert_ignored: str = ""
     # Dry run: decided and audited as usual (the audit record is flagged); the adapter answers allow anyway.
     dry_run: bool = False
     # A subject the request states (AuthZEN); None for Check, where the principal is the token's subject.

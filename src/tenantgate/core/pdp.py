@@ -195,7 +195,7 @@ class DecisionPoint:
                 _note(trace, "token", "deny", f"{reason}: {message}")
             return None, None, _Outcome(Decision.DENY, Reason(reason), message)
         # A certificate-bound token (RFC 8705) is only as good as the certificate it came with.
-        unbound = check_token_binding(verified.claims, check.client_cert_sha256)
+        unbound = check_token_binding(verified.claims, check.client_cert_sha256, check.client_cert_ignored)
         if unbound is not None:
             if trace is not None:
                 _note(trace, "token", "deny", f"{unbound.reason.value}: {unbound.message}")

@@ -87,14 +87,15 @@ def check_intent(principal: Principal, intent: str) -> Denial | None:
     return None
 
 
-def check_token_binding(claims: Mapping[str, Any], client_cert_sha256: str) -> Denial | None:
+def check_token_binding(claims: Mapping[str, Any], client_cert_sha256: str, ignored: str = "") -> Denial | None:
     """Certificate-bound tokens (RFC 8705 §3): ``cnf.x5t#S256`` must equal the client certificate's thumbprint.
 
     A token without ``cnf`` is not bound: None. A ``cnf`` that is not an object, has no ``x5t#S256`` (the
     only confirmation method checked here, so a token bound any other way is never accepted without its
     proof) or whose thumbprint is not base64url of 32 bytes is ``token_invalid``. A bound token with no
     client certificate, or another one, is ``token_binding_mismatch``: a stolen bound token is useless
-    without the private key of its certificate. ``client_cert_sha256`` is lowercase hex ("" = none).
+    without the private key of its certificate. ``client_cert_sha256`` is lowercase hex ("" = none);
+    ``ignored`` says why a certificate the request named was not used (the mismatch message then says so).
     """
     if "cnf" not in claims:
         return None
@@ -106,7 +107,8 @@ def check_token_binding(claims: Mapping[str, Any], client_cert_sha256: str) -> D
                       "claim 'cnf' must be an object with 'x5t#S256' (base64url SHA-256 of a certificate)")
     if not client_cert_sha256:
         return Denial(Reason.TOKEN_BINDING_MISMATCH,
-                      "the token is bound to a client certificate (cnf x5t#S256) and none was presented")
+                      "the token is bound to a client certificate (cnf x5t#S256) and "
+                      + (f"the request's was not used: {ignored}" if ignored else "none was presented"))
     if not hmac.compare_digest(expected, client_cert_sha256.lower()):
         return Denial(Reason.TOKEN_BINDING_MISMATCH,
                       "the client certificate does not match the token's certificate binding (cnf x5t#S256)")
@@ -124,7 +126,14 @@ def _string_list(value: Any, claim: str, *, allow_space_separated: bool) -> tupl
     if value is None:
         return ()
     if allow_space_separated and isinstance(value, str):
-        value = value.split()
+        # OAuth's scope syntax (RFC 6749 section 3.3): items separated by U+0020 only. Splitting on any
+        # whitespace would read two intents where the issuer, checking the RFC way, bound one
+        # ("summarize<U+3000>billing.reconcile"), so an item with other whitespace or control characters
+        # is refused, not split.
+        value = [item for item in value.split(" ") if item]
+        if not all(item.isprintable() for item in value):
+            return Denial(Reason.TOKEN_INVALID, f"claim {claim!r}: a string of intents is separated by spaces "
+                                                "(U+0020) and holds no other whitespace or control characters")
     if (not isinstance(value, list) or len(value) > MAX_ROLES
             or not all(isinstance(v, str) and 0 < len(v) <= MAX_CLAIM_STRING for v in value)):
         return Denial(Reason.TOKEN_INVALID, f"claim {claim!r} must be a list of non-empty strings")

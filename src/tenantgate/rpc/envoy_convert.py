@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,8 @@ class ExtAuthzOptions:
     routes: RouteTable
     intent_header: str = "x-tenantgate-intent"
     dry_run: bool = False
+    # Identities (client certificate SANs) of the callers whose forwarded client certificates are believed.
+    certificate_forwarders: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +64,14 @@ class Translated:
     reserved_headers: tuple[str, ...]
 
 
-def check_input(request: ext.CheckRequest, options: ExtAuthzOptions) -> Translated:
-    """Translate Envoy's CheckRequest. Never raises for hostile input: problems are carried in the result."""
+def check_input(request: ext.CheckRequest, options: ExtAuthzOptions,
+                caller: Callable[[], tuple[str, ...]] = tuple) -> Translated:
+    """Translate Envoy's CheckRequest. Never raises for hostile input: problems are carried in the result.
+
+    ``caller`` gives the identities of the client certificate the call came with (asked only when the request
+    forwards a certificate): a forwarded certificate counts only from a caller in
+    ``options.certificate_forwarders``. Anyone else who can reach the port could paste in a victim's
+    certificate, which is public, and so use a stolen certificate-bound token."""
     http = request.attributes.request.http
     headers, header_problem = request_headers(http)
     token, token_problem = _bearer(headers.get("authorization", []))
@@ -79,8 +88,13 @@ def check_input(request: ext.CheckRequest, options: ExtAuthzOptions) -> Translat
     variants = sorted(name for name in headers if name != options.intent_header and _fold(name) == folded)
     if variants:
         request_problem = request_problem or f"header {variants[0]!r} is another spelling of {options.intent_header}"
-    cert_sha256, cert_problem = client_certificate_sha256(request.attributes.source.certificate)
-    request_problem = request_problem or cert_problem
+    forwarded = request.attributes.source.certificate
+    cert_sha256 = cert_ignored = ""
+    if forwarded and not options.certificate_forwarders.intersection(caller()):
+        cert_ignored = "it was forwarded by a caller not listed in ext_authz.certificate_forwarders"
+    else:
+        cert_sha256, cert_problem = client_certificate_sha256(forwarded)
+        request_problem = request_problem or cert_problem
     action = resource_type = resource_id = resource_tenant = ""
     matched = options.routes.match(http.method, http.path)
     if isinstance(matched, PathRefused):
@@ -99,6 +113,7 @@ def check_input(request: ext.CheckRequest, options: ExtAuthzOptions) -> Translat
         token_problem=token_problem,
         request_problem=request_problem,
         client_cert_sha256=cert_sha256,
+        client_cert_ignored=cert_ignored,
         dry_run=options.dry_run,
     )
     # x_tenantgate_tenant is folded onto X-TenantGate-Tenant by CGI-style servers: strip both spellings.

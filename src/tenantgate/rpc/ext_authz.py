@@ -22,6 +22,7 @@ from tenantgate.rpc import envoy_convert
 from tenantgate.rpc.authorizer import DecisionObserver
 from tenantgate.rpc.decoding import Instrument, Undecodable, add_service
 from tenantgate.rpc.envoy_convert import ExtAuthzOptions, Translated
+from tenantgate.rpc.tls import PeerIdentities
 
 log = logging.getLogger("tenantgate.rpc")
 
@@ -37,13 +38,15 @@ class ExtAuthzService(ext_grpc.AuthorizationServicer):  # type: ignore[misc]  # 
         self._pdp = pdp
         self._options = options
         self._observe = observe
+        self._identities = PeerIdentities()
 
     async def Check(self, request: ext.CheckRequest | Undecodable,
                     context: grpc.aio.ServicerContext) -> ext.CheckResponse:
         if isinstance(request, Undecodable):  # registered by add_to_server
             return self._undecodable(request)
         try:
-            return self._decided(envoy_convert.check_input(request, self._options))
+            return self._decided(envoy_convert.check_input(request, self._options,
+                                                           lambda: self._identities.of(context)))
         except Exception:  # decide() never raises; this guards the conversions
             # Fails closed even in dry-run mode: without a decision there is nothing to let through.
             decision_id = new_decision_id()

@@ -175,13 +175,34 @@ def peer_certificate_sha256(context: grpc.aio.ServicerContext) -> str:
         return ""
 
 
+class PeerIdentities:
+    """The SAN identities (``certificate_identities``) of the client certificate a call came with over mTLS;
+    () without exactly one. Parsed once per certificate (a bounded cache), not per call."""
+
+    def __init__(self) -> None:
+        self._known: OrderedDict[bytes, tuple[str, ...]] = OrderedDict()
+
+    def of(self, context: grpc.aio.ServicerContext) -> tuple[str, ...]:
+        pems = context.auth_context().get("x509_pem_cert") or []
+        if len(pems) != 1:
+            return ()
+        pem = pems[0]
+        known = self._known.get(pem)
+        if known is None:
+            known = certificate_identities(pem)
+            self._known[pem] = known
+            if len(self._known) > _IDENTITY_CACHE_SIZE:
+                self._known.popitem(last=False)
+        return known
+
+
 class CallerAllowList(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
     """Refuse calls whose client certificate names no allowed caller (health checks are exempt)."""
 
     def __init__(self, allowed: Iterable[str], on_refused: RefusalObserver | None = None) -> None:
         self._allowed = frozenset(allowed)
         self._on_refused = on_refused
-        self._identities: OrderedDict[bytes, tuple[str, ...]] = OrderedDict()
+        self._identities = PeerIdentities()
 
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
                                 handler_call_details: grpc.HandlerCallDetails) -> Any:
@@ -192,7 +213,7 @@ class CallerAllowList(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         return _guarded(handler, lambda context: self._admit(method, context))
 
     async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        identities = self._caller(context)
+        identities = self._identities.of(context)
         if self._allowed.intersection(identities):
             return
         log.warning("caller refused: not in server.tls.allowed_callers; method=%s peer=%s identities=%s",
@@ -205,18 +226,6 @@ class CallerAllowList(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                             "this client certificate is not among the allowed callers")
 
-    def _caller(self, context: grpc.aio.ServicerContext) -> tuple[str, ...]:
-        pems = context.auth_context().get("x509_pem_cert") or []
-        if len(pems) != 1:
-            return ()
-        pem = pems[0]
-        known = self._identities.get(pem)
-        if known is None:
-            known = certificate_identities(pem)
-            self._identities[pem] = known
-            if len(self._identities) > _IDENTITY_CACHE_SIZE:
-                self._identities.popitem(last=False)
-        return known
 
 
 def _guarded(handler: Any, admit: Callable[[grpc.aio.ServicerContext], Awaitable[None]]) -> Any:

@@ -70,6 +70,18 @@ def test_space_separated_intents_claim_is_accepted():
     assert isinstance(p, Principal) and p.intents == ("billing.reconcile", "support.read")
 
 
+def test_space_separated_intents_claim_allows_repeated_spaces():
+    p = principal_from_claims(_claims(intents="  billing.reconcile   support.read "), ClaimNames())
+    assert isinstance(p, Principal) and p.intents == ("billing.reconcile", "support.read")
+
+
+@pytest.mark.parametrize("separator", ["\u3000", "\u00a0", "\u2028", "\u001c", "\u0085", "\t", "\n"])
+def test_intents_string_with_other_whitespace_is_token_invalid_not_split(separator):
+    # An issuer checking scopes the RFC 6749 way bound one intent here; reading two would bind one it never did.
+    p = principal_from_claims(_claims(intents=f"summarize{separator}billing.reconcile"), ClaimNames())
+    assert isinstance(p, Denial) and p.reason is Reason.TOKEN_INVALID and "U+0020" in p.message
+
+
 def _principal(intents=None, agent=False):
     return Principal("Agent" if agent else "User", "bot" if agent else "alice", "alice", "acme", (), intents,
                      "iss", "jti")

@@ -14,12 +14,14 @@ from tenantgate.rpc import envoy_convert
 from tenantgate.rpc.envoy_convert import ExtAuthzOptions, Translated
 from tenantgate.rpc.routes import Route, RouteTable
 
-OPTIONS = ExtAuthzOptions(RouteTable([Route.build(["GET"], "/tenants/{tenant}/invoices/{id}", "read", "Invoice")]))
+ENVOY = "spiffe://mesh.test/ns/edge/sa/envoy"
+OPTIONS = ExtAuthzOptions(RouteTable([Route.build(["GET"], "/tenants/{tenant}/invoices/{id}", "read", "Invoice")]),
+                          certificate_forwarders=frozenset({ENVOY}))
 TOKEN = "aaa.bbb.ccc"
 
 
-def _translate(request, options=OPTIONS):
-    return envoy_convert.check_input(request, options)
+def _translate(request, options=OPTIONS, caller=(ENVOY,)):
+    return envoy_convert.check_input(request, options, lambda: caller)
 
 
 def test_a_matched_request_becomes_a_check_input_for_the_same_decision_path():
@@ -118,6 +120,32 @@ def test_the_forwarded_client_certificate_becomes_its_sha256():
 def test_an_unusable_forwarded_certificate_is_a_request_problem(certificate, problem):
     c = _translate(envoy_request(token=TOKEN, certificate=certificate)).check
     assert c.client_cert_sha256 == "" and problem in c.request_problem
+
+
+@pytest.mark.parametrize("caller", [(), ("spiffe://mesh.test/ns/other/sa/app", "gateway.mesh.test")])
+def test_a_certificate_forwarded_by_a_caller_not_trusted_to_forward_is_ignored(caller):
+    # Review finding: anyone who could reach the port pasted a victim's (public) certificate into
+    # attributes.source.certificate and used the victim's stolen certificate-bound token.
+    leaf = TestCA().issue("client", uris=["spiffe://mesh.test/client"])
+    for certificate in (leaf.envoy_encoded, "not-a-certificate"):
+        c = _translate(envoy_request(token=TOKEN, certificate=certificate), caller=caller).check
+        assert c.client_cert_sha256 == "" and c.request_problem == ""
+        assert "ext_authz.certificate_forwarders" in c.client_cert_ignored
+
+
+def test_no_forwarders_configured_means_no_forwarded_certificate_counts():
+    leaf = TestCA().issue("client")
+    options = ExtAuthzOptions(OPTIONS.routes)
+    c = _translate(envoy_request(token=TOKEN, certificate=leaf.envoy_encoded), options).check
+    assert c.client_cert_sha256 == "" and c.client_cert_ignored
+
+
+def test_the_caller_is_only_looked_at_when_a_certificate_is_forwarded():
+    def caller():
+        raise AssertionError("caller identities read for a request without a forwarded certificate")
+
+    c = envoy_convert.check_input(envoy_request(token=TOKEN), OPTIONS, caller).check
+    assert (c.client_cert_sha256, c.client_cert_ignored) == ("", "")
 
 
 def test_two_forwarded_certificates_are_refused():
