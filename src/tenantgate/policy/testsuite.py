@@ -123,7 +123,20 @@ class _SuiteLoader(yaml.SafeLoader):  # type: ignore[misc,unused-ignore]
     (``off``, ``yes``, ``on`` stay strings), only plain decimal integers without leading zeros are ints
     (``010``, ``1_000``, ``0x1F`` and sexagesimal ``1:20`` stay strings), floats are written as in JSON
     (``1.5``, ``2e3``), ``null``/``~``/nothing is null, and dates and times stay strings. ``<<`` merge keys
-    work. Explicit tags (``!!int``) still apply."""
+    work. Explicit tags (``!!int``) still apply. Composing stops past ``MAX_YAML_DEPTH`` levels: PyYAML's
+    composer recurses per level, so a file of 500 nested ``[`` ended in ``RecursionError`` before ``_convert``
+    could count the levels."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH + 1:  # _convert counts the same levels from 0
+                raise _TooBig(self.peek_event().start_mark.line + 1, _too_big())  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _resolve_like_json(loader: type[Any]) -> None:
@@ -173,12 +186,15 @@ class _TooBig(Exception):
         self.line = line
 
 
+def _too_big() -> str:
+    return f"document too large or too deep (limits: {MAX_YAML_NODES} values, {MAX_YAML_DEPTH} levels)"
+
+
 def _convert(node: Any, loader: Any, check: _Checker, depth: int, budget: list[int]) -> Any:
     line = node.start_mark.line + 1
     budget[0] -= 1
     if budget[0] < 0 or depth > MAX_YAML_DEPTH:
-        raise _TooBig(line, f"document too large or too deep (limits: {MAX_YAML_NODES} values, "
-                            f"{MAX_YAML_DEPTH} levels)")
+        raise _TooBig(line, _too_big())
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key_node, _ in node.value:

@@ -398,6 +398,10 @@ def _alias_bomb_key() -> str:
     ("- 1\n- 2\n", "1: a suite must be a mapping, not a list"),
     ("a: &x [*x]\n", "too large or too deep"),
     (_alias_bomb(), "too large or too deep"),
+    # review finding: PyYAML's composer recursed past Python's limit first (RecursionError traceback)
+    ("a: " + "[" * 5000 + "]" * 5000 + "\n", "1: document too large or too deep"),
+    ("a:\n" + "".join("  " * i + "- \n" for i in range(200)), "too large or too deep"),
+    ("name: s\n" + "a: {" * 70 + "}" * 70 + "\n", "2: document too large or too deep"),
     ("name: s\n1: x\n", "2: keys must be strings"),
     (_alias_bomb_key(), "1: keys must be strings, not a list or mapping"),
     ("? {a: 1}\n: x\n", "1: keys must be strings, not a list or mapping"),
