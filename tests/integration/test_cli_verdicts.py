@@ -134,6 +134,37 @@ def test_sigterm_while_serve_is_still_starting_stops_it_at_once(workdir, tmp_pat
     assert "Traceback" not in err
 
 
+def test_serve_with_a_closed_stdout_keeps_serving(workdir):
+    # Review finding: the banner's BrokenPipeError was taken for a reader leaving early: the server stopped at
+    # once with exit 0 and no message, which a process manager reads as a clean stop.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**_env, "TENANTGATE_SERVER_LISTEN": f"127.0.0.1:{port}", "TENANTGATE_SERVER_METRICS_LISTEN": ""}
+    read, write = os.pipe()
+    os.close(read)
+    proc = subprocess.Popen([*TENANTGATE, "serve"], cwd=workdir, env=env, stdout=write, stderr=subprocess.PIPE,
+                            text=True)
+    os.close(write)
+    try:
+        deadline, health = time.monotonic() + 30, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            health = subprocess.run([*TENANTGATE, "health", "--server", f"127.0.0.1:{port}"], cwd=workdir, env=_env,
+                                    capture_output=True, text=True, timeout=30)
+            if health.returncode == 0:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None and health is not None and health.returncode == 0, proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert proc.returncode == 0 and "stdout has no reader" in err, err
+
+
 def test_validate_escapes_what_tenants_wrote_before_it_reaches_the_terminal(workdir):
     # Review finding: an entity id with ESC [2K and CR in a tenant's entities.json reached the terminal raw.
     (workdir / "policies" / "tenants" / "acme" / "entities.json").write_text(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -317,7 +318,16 @@ def _banner(settings: Any, served: Mapping[str, Any], metrics_port: int = 0) -> 
             "  (then --resource-tenant globex: denied, reason cross_tenant)",
         ]
     lines.append("Stop with Ctrl-C (SIGTERM drains in-flight calls).")
-    print("\n".join(lines), flush=True)
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:
+        # Started with a closed pipe as stdout (review finding: `guarded` took this for a reader leaving
+        # early and the server exited 0, silently). The banner is a courtesy: say so on stderr and serve.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        logging.getLogger("tenantgate").warning("stdout has no reader: the start-up banner (and any audit.stdout "
+                                                "copy) is discarded; serving")
 
 
 def _mint(args: argparse.Namespace) -> int:
