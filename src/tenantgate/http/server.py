@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,12 @@ from tenantgate.http.routes import DecisionObserver, Limits, build_app
 log = logging.getLogger("tenantgate.http")
 
 KEEPALIVE_TIMEOUT_SECONDS = 15.0
+DEFAULT_MAX_TOKEN_BYTES = 16_384  # config.TokenSettings.max_token_bytes' default
+# aiohttp's default limit on one header field (name + value) and on the request line.
+AIOHTTP_FIELD_BYTES = 8190
+# Room for "Authorization", "Bearer " and stray whitespace around a token of exactly max_token_bytes, so a
+# token just over the limit still reaches the verifier (an audited token_invalid, as on gRPC).
+AUTHORIZATION_MARGIN_BYTES = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +42,15 @@ class HttpOptions:
     public_url: str = ""
     grace_seconds: float = 10.0
     reuse_port: bool = False  # SO_REUSEPORT: only for `serve --workers N` (N > 1), whose processes share the port
+    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES  # tokens.max_token_bytes: sizes the header field limit
+
+
+def max_field_bytes(max_token_bytes: int) -> int:
+    """The longest header field (name + value) the HTTP parser accepts: an ``Authorization: Bearer`` header
+    carrying a token ``AUTHORIZATION_MARGIN_BYTES`` over ``max_token_bytes``, never less than aiohttp's own
+    limit. A token the verifier would accept is never refused by the parser instead (unaudited, with a
+    different status than gRPC gives it); a header line far beyond it is refused by the parser (400)."""
+    return max(AIOHTTP_FIELD_BYTES, max_token_bytes + AUTHORIZATION_MARGIN_BYTES)
 
 
 class HttpServer:
@@ -52,9 +68,12 @@ class HttpServer:
         # auto_decompress=False: intake.BodyDecoder decodes request bodies, so an encoding aiohttp's parser
         # could not decode (zstd, br) reaches our 415, and truncated gzip/deflate data is refused (aiohttp never
         # checked gzip's CRC trailer was there).
-        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS,
-                                     shutdown_timeout=options.grace_seconds, auto_decompress=False,
-                                     logger=_ClientFaultsQuiet(logging.getLogger("aiohttp.server")))
+        # max_field_size: see max_field_bytes. (max_line_size bounds the request line and chunk-size lines,
+        # never a header; it keeps aiohttp's default.)
+        self._runner = _Runner(app, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS,
+                               shutdown_timeout=options.grace_seconds, auto_decompress=False,
+                               max_field_size=max_field_bytes(options.max_token_bytes),
+                               logger=_ClientFaultsQuiet(logging.getLogger("aiohttp.server")))
         self.port = 0
 
     @property
@@ -90,16 +109,73 @@ def _tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     return context
 
 
+# What a client causes at will: a request aiohttp's parser refuses, a broken body, a hang-up.
+_CLIENT_FAULTS = (HttpProcessingError, ConnectionError, web.RequestPayloadError)
+
+
+class _ParserErrorsWithoutEcho(web.RequestHandler):
+    """aiohttp's connection handler, except for the answers it gives by itself, before a request exists.
+
+    aiohttp answers a request its parser refuses (a folded or NUL-bearing header, a space before the colon, a
+    header line over the limit, bad framing, ...) with the parser's message as the body, and that message
+    quotes the request's bytes: a bearer token in the offending line came back to whoever sent (or relayed)
+    the request (review finding). Here every such answer is a fixed text with no request bytes."""
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        # aiohttp's: logs through _ClientFaultsQuiet and raises ConnectionError when an answer has begun. Its
+        # answer is dropped: it is never given the parser's message (nor shows a traceback in debug mode).
+        text = "malformed request" if status < 500 else "internal error"
+        super().handle_error(request, status, exc, text)
+        response = web.Response(status=status, text=text, content_type="text/plain")
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server, with ``_ParserErrorsWithoutEcho`` as the handler of each connection."""
+
+    @classmethod
+    def replacing(cls, server: web.Server) -> _Server:
+        return cls(server.request_handler, request_factory=server.request_factory,
+                   handler_cancellation=server.handler_cancellation, loop=server._loop, **server._kwargs)
+
+    def __call__(self) -> web.RequestHandler:
+        return _ParserErrorsWithoutEcho(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    """``web.AppRunner`` serving through ``_Server`` (``_make_server`` is ``BaseRunner``'s hook for this)."""
+
+    async def _make_server(self) -> web.Server:
+        return _Server.replacing(await super()._make_server())
+
+
 class _ClientFaultsQuiet(logging.LoggerAdapter[logging.Logger]):
     """aiohttp's server logger, except for what a client causes at will: a request aiohttp's parser refuses
-    (bad chunk sizes, Content-Length with Transfer-Encoding, ...: aiohttp answers 400 itself), a broken body
-    (aiohttp meets its error again when it drains the body after our 400), or a hang-up is
-    one debug line, not an ERROR with a traceback that anyone could make fill the log. Anything else aiohttp
-    reports keeps its ERROR and traceback."""
+    (bad chunk sizes, Content-Length with Transfer-Encoding, a malformed header line, ...: answered by
+    ``_ParserErrorsWithoutEcho``), a broken body (aiohttp meets its error again when it drains the body after
+    our 400), or a hang-up is one debug line with the error's type only, not an ERROR with a traceback that
+    anyone could make fill the log. Never the error's message or traceback: those quote the request's bytes
+    (a bearer token in a malformed Authorization header). Anything else aiohttp reports keeps its level and
+    traceback."""
 
-    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
-        if isinstance(exc_info, HttpProcessingError | ConnectionError | web.RequestPayloadError):
-            first_line = next(iter(str(exc_info).splitlines()), "")
-            self.debug("%s: %s: %s", str(msg) % args if args else msg, type(exc_info).__name__, first_line)
+    def log(self, level: int, msg: object, *args: object, exc_info: Any = None, **kwargs: Any) -> None:
+        # exception() and debug() both come here.
+        fault = _exception_of(exc_info)
+        if isinstance(fault, _CLIENT_FAULTS):
+            super().log(logging.DEBUG, "%s: %s", str(msg) % args if args else msg, type(fault).__name__,
+                        **kwargs)
             return
-        super().exception(msg, *args, exc_info=exc_info, **kwargs)
+        super().log(level, msg, *args, exc_info=exc_info, **kwargs)
+
+
+def _exception_of(exc_info: Any) -> BaseException | None:
+    """The exception a logging call's ``exc_info`` names (an exception, ``True`` or an ``exc_info`` tuple)."""
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if exc_info is True:
+        return sys.exc_info()[1]
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        return exc_info[1] if isinstance(exc_info[1], BaseException) else None
+    return None
