@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,17 @@ MAX_POLICY_FILE_BYTES = 8 * 1024 * 1024
 
 TENANTS_DIR = "tenants"
 ENTITIES_FILE = "entities.json"
+DEFAULT_SCHEMA = "schema.cedarschema"
+SNAPSHOT_LINK = "..data"
+# Non-blocking: opening a FIFO for reading would otherwise wait for a writer forever (review finding: the blocked
+# open held the reload lock and no later change was ever applied). No effect on reads of regular files.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_READ_CHUNK = 1024 * 1024
+NOT_REGULAR_MESSAGE = ("not a regular file (a FIFO, device, socket or directory): policy, schema and entity files "
+                       "must be regular files")
+OUTSIDE_SNAPSHOT_MESSAGE = ("not read: this policy directory has a ..data link (a Kubernetes ConfigMap layout), so "
+                            "only what ..data holds is read, and this is not a link into ..data; put it into the "
+                            "ConfigMap, or remove it")
 STRAY_MESSAGE = ("policy file in a directory TenantGate does not read: policies live in *.cedar directly in the "
                  "policy directory (global) or in tenants/<tenant>/*.cedar (that tenant's); move it there, or "
                  "give it another extension if it is not a policy")
@@ -26,27 +38,37 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     Layout: ``*.cedar`` directly in ``policy_dir`` are global (sorted by name); ``tenants/<tenant>/*.cedar``
     are that tenant's own policies, evaluated only for its resources. ``entities.json`` (global) and
     ``tenants/<tenant>/entities.json`` are entity data (``core.entities``). Symlinks are followed (a Kubernetes
-    ConfigMap mount is a tree of symlinks). A ``*.cedar`` file anywhere else (outside ``tests/``) is refused
-    (``stray_policy_files``). Raises ``PolicyError`` with file:line diagnostics; an invalid set is never
-    partially returned.
+    ConfigMap mount is a tree of symlinks); with a ``..data`` link everything, the default schema included, is
+    read from the one directory it resolves to (``snapshot_dir``), and a top-level entry that is not a link into
+    it is refused (``outside_snapshot``). A ``*.cedar`` file anywhere else (outside ``tests/``) is refused
+    (``stray_policy_files``), and so is a policy, schema or entity file that is not a regular file (a FIFO, a
+    device, a dangling or looping symlink): every file is read by ``read_text_file``. Raises ``PolicyError``
+    with file:line diagnostics; an invalid set is never partially returned.
     """
-    root = snapshot_dir(Path(policy_dir))
-    schema_path = Path(schema_file) if schema_file else root / "schema.cedarschema"
+    given = Path(policy_dir)
+    root = snapshot_dir(given)
+    # The directory's own schema is read from the snapshot and shown (and hashed into policy_version) by its
+    # name, whichever way it was named: `validate --policies DIR` and the server (which passes
+    # DIR/schema.cedarschema) then report the same version (review finding: they differed with ..data).
+    schema_path = root / DEFAULT_SCHEMA if _is_default_schema(given, schema_file) else Path(str(schema_file))
     if not root.is_dir():
         raise PolicyError(f"policy directory not found: {root}")
     schema = _read(schema_path, root)
-    files = sorted(p for p in root.glob("*.cedar") if p.is_file())
+    files = _policy_files(root)
     tenant_root = root / TENANTS_DIR
     tenants: dict[str, list[PolicySource]] = {}
     entities: dict[str, PolicySource] = {}
-    if (root / ENTITIES_FILE).is_file():
+    if os.path.lexists(root / ENTITIES_FILE):
         entities[""] = _read(root / ENTITIES_FILE, root)
     if tenant_root.is_dir():
         for tenant_dir in sorted(d for d in tenant_root.iterdir() if d.is_dir() and not d.name.startswith(".")):
-            tenants[tenant_dir.name] = [_read(p, root) for p in sorted(tenant_dir.glob("*.cedar")) if p.is_file()]
-            if (tenant_dir / ENTITIES_FILE).is_file():
+            tenants[tenant_dir.name] = [_read(p, root) for p in _policy_files(tenant_dir)]
+            if os.path.lexists(tenant_dir / ENTITIES_FILE):
                 entities[tenant_dir.name] = _read(tenant_dir / ENTITIES_FILE, root)
-    strays = stray_policy_files(root)
+    strays = [*outside_snapshot(given, root), *stray_policy_files(root)]
+    if root != given:  # files beside the snapshot that nothing links to (review finding: silently ignored)
+        shown = {d.path for d in strays}
+        strays += [d for d in stray_policy_files(given) if d.path not in shown]
     if not files and not tenants and not strays:
         raise PolicyError(f"no *.cedar policy files in {root}")
     try:
@@ -60,6 +82,50 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     if strays:
         raise PolicyError(f"{len(strays)} problem(s) in the policy set", strays)
     return compiled
+
+
+def _is_default_schema(policy_dir: Path, schema_file: str | Path | None) -> bool:
+    if not schema_file:
+        return True
+    return os.path.abspath(schema_file) == os.path.abspath(policy_dir / DEFAULT_SCHEMA)
+
+
+def _policy_files(directory: Path) -> list[Path]:
+    """The ``*.cedar`` entries of ``directory`` that are not directories, sorted by name. A FIFO, a device or a
+    dangling or looping symlink is included, so that reading it refuses it by name (review finding: they
+    were skipped silently)."""
+    return sorted(p for p in directory.glob("*.cedar") if not p.is_dir())
+
+
+def outside_snapshot(root: Path, snapshot: Path) -> list[PolicyDiagnostic]:
+    """With a ``..data`` snapshot (``snapshot != root``), a diagnostic for each top-level entry of ``root`` that
+    the loader would read were it in the snapshot but that is not a symlink resolving into it: a ``*.cedar``,
+    the schema, ``entities.json``, or a directory (``tenants/``, ``sub/``, ...).
+
+    Such an entry is not read (everything is read from the snapshot), so it would silently not apply: a new
+    top-level forbid, an editor's rename-save that replaced ``roles.cedar -> ..data/roles.cedar`` by a regular
+    file (review finding). Not refused: ``..``-prefixed entries (the ConfigMap's internals) and ``tests/``
+    (suites, read from ``root`` by ``tenantgate test``). A link resolving into what ``..data`` points to now is
+    accepted too (kubelet may swap it while we read; the reloading store then reads again).
+    """
+    if snapshot == root:
+        return []
+    into = {os.path.realpath(snapshot), os.path.realpath(root / SNAPSHOT_LINK)}
+    problems: list[PolicyDiagnostic] = []
+    for name in sorted(os.listdir(root)):
+        path = root / name
+        if name.startswith(".."):
+            continue
+        is_dir = path.is_dir()
+        if is_dir and name == "tests":
+            continue
+        if not (is_dir or name.endswith(".cedar") or name in (DEFAULT_SCHEMA, ENTITIES_FILE)):
+            continue
+        target = os.path.realpath(path)
+        if path.is_symlink() and any(target.startswith(base + os.sep) for base in into):
+            continue
+        problems.append(PolicyDiagnostic(name, 1, OUTSIDE_SNAPSHOT_MESSAGE))
+    return problems
 
 
 def stray_policy_files(root: Path) -> list[PolicyDiagnostic]:
@@ -87,7 +153,8 @@ def stray_policy_files(root: Path) -> list[PolicyDiagnostic]:
             continue
         for name in sorted(filenames):
             path = Path(dirpath, name)
-            if name.endswith(".cedar") and path.is_file():
+            # Not only regular files: a dangling link or a FIFO named *.cedar is as misplaced.
+            if name.endswith(".cedar") and not path.is_dir():
                 strays.append(PolicyDiagnostic(_display(path, root), 1, STRAY_MESSAGE))
     return strays
 
@@ -137,16 +204,58 @@ def snapshot_dir(root: Path) -> Path:
 
 def _read(path: Path, root: Path) -> PolicySource:
     shown = _display(path, root)
+    return PolicySource(shown, read_text_file(path, shown))
+
+
+def read_text_file(path: Path, shown: str) -> str:
+    """The UTF-8 text of the regular file at ``path``, with universal newlines (as ``Path.read_text``).
+
+    The one way the loader reads a file (policies, schema, entity data). The file is opened without blocking and
+    checked on the open descriptor, so what is read is what was checked: anything that is not a regular file
+    (a FIFO, ``/dev/zero``, a socket, a directory) is refused, and at most ``MAX_POLICY_FILE_BYTES`` + 1 bytes
+    are read, so a file larger than that, or growing past it while read, is refused too (review finding: a
+    FIFO at the schema path blocked the reload forever; a schema linked to /dev/zero was read until
+    MemoryError). Raises ``PolicyError`` naming ``shown``: not found, a dangling symlink, not a regular file,
+    too large, not UTF-8, or unreadable.
+    """
+    too_large = PolicyError("policy file too large", [PolicyDiagnostic(shown, 1, "larger than 8 MiB")])
     try:
-        if path.stat().st_size > MAX_POLICY_FILE_BYTES:
-            raise PolicyError("policy file too large", [PolicyDiagnostic(shown, 1, "larger than 8 MiB")])
-        return PolicySource(shown, path.read_text(encoding="utf-8"))
+        fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError as err:
+        if os.path.islink(path):
+            raise PolicyError(f"dangling symlink: {shown}",
+                              [PolicyDiagnostic(shown, 1, "a symlink whose target does not exist")]) from err
         raise PolicyError(f"file not found: {shown}") from err
+    except OSError as err:
+        raise PolicyError(f"cannot read {shown}: {err.strerror}",
+                          [PolicyDiagnostic(shown, 1, f"cannot read: {err.strerror}")]) from err
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise PolicyError(f"not a regular file: {shown}", [PolicyDiagnostic(shown, 1, NOT_REGULAR_MESSAGE)])
+        if opened.st_size > MAX_POLICY_FILE_BYTES:
+            raise too_large
+        chunks: list[bytes] = []
+        remaining = MAX_POLICY_FILE_BYTES + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, _READ_CHUNK))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+    except OSError as err:
+        raise PolicyError(f"cannot read {shown}: {err.strerror}",
+                          [PolicyDiagnostic(shown, 1, f"cannot read: {err.strerror}")]) from err
+    finally:
+        os.close(fd)
+    if remaining <= 0:
+        raise too_large
+    try:
+        text = b"".join(chunks).decode("utf-8")
     except UnicodeDecodeError as err:
         raise PolicyError("policy file is not UTF-8", [PolicyDiagnostic(shown, 1, str(err))]) from err
-    except OSError as err:
-        raise PolicyError(f"cannot read {shown}: {err.strerror}") from err
+    # Universal newlines, as the loader always read (Path.read_text): policy_version and line numbers unchanged.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _display(path: Path, root: Path) -> str:
