@@ -11,10 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -35,7 +32,9 @@ from tenantgate.errors import (
 from tenantgate.identity.devissuer import DevIssuer
 from tenantgate.identity.encoding import b64url_decode, parse_strict_json
 from tenantgate.identity.jwks import IssuerKeys
+from tenantgate.identity.keptclaims import kept_claims
 from tenantgate.identity.keys import VerificationKey
+from tenantgate.identity.tokencache import CACHE_MAX_BYTES, CachedToken, TokenCache, entry_size
 
 # Three non-empty segments of the unpadded base64url alphabet, nothing else: no '+', '/', '=', whitespace
 # or a fourth segment. Explicit ASCII ranges (not \w) so no Unicode digit or letter slips through.
@@ -50,12 +49,13 @@ MAX_KID_CHARS = 256
 MAX_SUBJECT_CHARS = 1024
 MAX_JTI_CHARS = 128
 MAX_TIME_VALUE = 1e11  # year ~5138: anything larger is garbage, and floats stay exact below it
-
-
-@dataclass(frozen=True, slots=True)
-class _CacheEntry:
-    claims: VerifiedClaims
-    not_before: float | None
+# Most JSON values (counted from above as its ',', '{' and '[' characters, strings included) a header or
+# payload may hold. Parsing runs before the signature is checked and costs Python work per value (the
+# duplicate-name hook, the shape walk: ~1 µs each on 2 cores), so a forged 16 KiB payload of '[{},{},...]'
+# took 4-14 ms of the event loop (review finding). Real headers hold a handful of values and real payloads
+# a few dozen; 1,024 leaves room for 256 roles and 256 intents (the core's own limits) beside other claims.
+MAX_HEADER_JSON_VALUES = 64
+MAX_PAYLOAD_JSON_VALUES = 1024
 
 
 class JwtVerifier:
@@ -85,18 +85,25 @@ class JwtVerifier:
     of the SHA-256 of the signing input (``header.payload``): a re-encoded signature (an ECDSA ``(r, n - s)``
     twin) names the same token.
 
-    Successful verifications are cached (LRU, ``settings.cache_size`` entries) under the SHA-256 of the whole
-    token, signature included, so a forged signature never reaches a good token's entry; a hit re-checks
-    only ``exp`` and ``nbf`` against the clock. Failures are never cached. A key removed from a key set
-    therefore keeps verifying its already-cached tokens until they expire.
+    ``VerifiedClaims.claims`` holds only the claims decisions read, whatever else the token carries (see
+    ``kept_claims``): the configured tenant, roles and intents claims, ``act.sub`` and ``cnf.x5t#S256``.
+    So a verified token costs memory for what is decided on, not for what was sent.
+
+    Successful verifications are cached (LRU, ``settings.cache_size`` entries and ``cache_max_bytes`` bytes
+    of kept claims and bookkeeping, see ``TokenCache``) under the SHA-256 of the whole token, signature
+    included, so a forged signature never reaches a good token's entry; a hit re-checks only ``exp`` and
+    ``nbf`` against the clock and returns the very object the first verification returned. Failures are
+    never cached. A key removed from a key set therefore keeps verifying its already-cached tokens until
+    they expire.
 
     Key sources never make ``verify`` wait for the network once they hold keys: an unknown ``kid`` is
     ``TokenInvalid`` at once while a rate-limited background re-fetch looks for it (see ``JwksUrl``).
     """
 
-    __slots__ = ("_cache", "_cache_lock", "_clock", "_issuers", "_settings")
+    __slots__ = ("_cache", "_clock", "_issuers", "_settings")
 
-    def __init__(self, issuers: Sequence[IssuerKeys], settings: TokenSettings, clock: Clock) -> None:
+    def __init__(self, issuers: Sequence[IssuerKeys], settings: TokenSettings, clock: Clock, *,
+                 cache_max_bytes: int = CACHE_MAX_BYTES) -> None:
         if not issuers:
             raise ConfigError("no trusted token issuer configured")
         by_name: dict[str, IssuerKeys] = {}
@@ -107,15 +114,26 @@ class JwtVerifier:
             by_name[name] = issuer
         if settings.max_token_bytes <= 0 or settings.cache_size < 0 or settings.leeway_seconds < 0:
             raise ConfigError("tokens: max_token_bytes must be > 0, cache_size and leeway_seconds >= 0")
+        if cache_max_bytes < 0:
+            raise ConfigError("tokens: the cache's byte limit must be >= 0")
         self._issuers: Mapping[str, IssuerKeys] = MappingProxyType(by_name)
         self._settings = settings
         self._clock = clock
-        self._cache: OrderedDict[bytes, _CacheEntry] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._cache = TokenCache(settings.cache_size, cache_max_bytes)
 
     @property
     def issuers(self) -> tuple[IssuerKeys, ...]:
         return tuple(self._issuers.values())
+
+    @property
+    def cache_bytes(self) -> int:
+        """Approximate bytes the verified-token cache holds now (at most ``cache_max_bytes``)."""
+        return self._cache.held_bytes
+
+    @property
+    def cache_entries(self) -> int:
+        """Tokens the verified-token cache holds now."""
+        return len(self._cache)
 
     def keys_ready(self) -> bool:
         """True when every issuer's keys are held (a JWKS URL fetched at least once), so its tokens can be
@@ -172,10 +190,10 @@ class JwtVerifier:
             raise TokenInvalid("token is not a compact JWS of three base64url segments")
         header_segment, payload_segment, signature_segment = token.split(".")
         # 2. Header (structure only; the alg is checked against the issuer's list once the issuer is known).
-        header = _decode_json_object(header_segment, "header")
+        header = _decode_json_object(header_segment, "header", MAX_HEADER_JSON_VALUES)
         alg, kid = _check_header(header, self._settings.require_typ)
         # 3. Payload.
-        payload = _decode_json_object(payload_segment, "payload")
+        payload = _decode_json_object(payload_segment, "payload", MAX_PAYLOAD_JSON_VALUES)
         _decode_segment(signature_segment, "signature")
         issuer = self._issuer_of(payload)
         if alg not in issuer.settings.algorithms:
@@ -189,17 +207,21 @@ class JwtVerifier:
         _decode_with_pyjwt(token, key, alg, issuer)
         _check_audience(payload.get("aud"), issuer.settings.audiences)
         _check_tenant_allowed(payload.get(self._settings.tenant_claim), issuer.settings.tenants)
-        # 7. Result.
+        # 7. Result: only the claims decisions read, so neither a verified token nor its cache entry holds
+        # what the issuer added besides (review finding: ~280 KiB per cached 16 KiB token of '[{},...]').
         signing_input = token[: len(header_segment) + 1 + len(payload_segment)]
+        settings = self._settings
+        kept = kept_claims(payload, (settings.tenant_claim, settings.roles_claim, settings.intents_claim))
         verified = VerifiedClaims(
             issuer=issuer.settings.issuer,
             subject=subject,
-            claims=MappingProxyType(payload),
+            claims=MappingProxyType(kept),
             token_id=_token_id(payload.get("jti"), signing_input),
             expires_at=expires_at,
         )
         # 8. Cache (successes only).
-        self._remember(digest, _CacheEntry(verified, not_before))
+        if self._cache.enabled:
+            self._cache.put(digest, CachedToken(verified, not_before, entry_size(digest, verified, kept)))
         return verified
 
     def _issuer_of(self, payload: Mapping[str, Any]) -> IssuerKeys:
@@ -239,31 +261,19 @@ class JwtVerifier:
     # ----------------------------------------------------------------------------------------- cache
 
     def _cached(self, digest: bytes) -> VerifiedClaims | None:
-        if self._settings.cache_size <= 0:
+        if not self._cache.enabled:
             return None
-        with self._cache_lock:
-            entry = self._cache.get(digest)
-            if entry is None:
-                return None
-            self._cache.move_to_end(digest)
+        entry = self._cache.get(digest)
+        if entry is None:
+            return None
         now = self._clock.now()
         leeway = float(self._settings.leeway_seconds)
         if not now < entry.claims.expires_at + leeway:
-            with self._cache_lock:
-                self._cache.pop(digest, None)
+            self._cache.discard(digest)
             raise TokenExpired("token has expired")
         if entry.not_before is not None and entry.not_before > now + leeway:
             raise TokenInvalid("token is not yet valid (nbf)")
         return entry.claims
-
-    def _remember(self, digest: bytes, entry: _CacheEntry) -> None:
-        if self._settings.cache_size <= 0:
-            return
-        with self._cache_lock:
-            self._cache[digest] = entry
-            self._cache.move_to_end(digest)
-            while len(self._cache) > self._settings.cache_size:
-                self._cache.popitem(last=False)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -276,13 +286,17 @@ def _decode_segment(segment: str, name: str) -> bytes:
         raise TokenInvalid(f"token {name} is not canonical base64url") from err
 
 
-def _decode_json_object(segment: str, name: str) -> dict[str, Any]:
+def _decode_json_object(segment: str, name: str, max_values: int) -> dict[str, Any]:
     raw = _decode_segment(segment, name)
     try:
         # Strict UTF-8 from bytes to str ourselves: json.loads(bytes) would also accept UTF-16/32.
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise TokenInvalid(f"token {name} is not UTF-8") from err
+    # Counted in C before the parser does Python work per value, before any signature check: every value but
+    # the first in its array or object follows a ',', and every array or object opens with '{' or '['.
+    if text.count(",") + text.count("{") + text.count("[") > max_values:
+        raise TokenInvalid(f"token {name} is too complex: more than {max_values} ',', '{{' and '[' characters")
     try:
         value = parse_strict_json(text)
     except ValueError as err:

@@ -252,7 +252,7 @@ def test_ill_typed_audience_is_a_mismatch(es: TestIssuer, verifier: JwtVerifier,
 def test_audience_list_containing_a_configured_audience_is_accepted(
     es: TestIssuer, verifier: JwtVerifier
 ) -> None:
-    assert verifier.verify(es.mint(aud=["billing", "tenantgate"])).claims["aud"] == ["billing", "tenantgate"]
+    assert verifier.verify(es.mint(aud=["billing", "tenantgate"])).subject == "alice"
 
 
 def test_any_of_several_configured_audiences_is_accepted(tmp_path: Path, clock: FixedClock,
