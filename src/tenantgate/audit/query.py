@@ -1,17 +1,20 @@
 """Quick investigations over audit logs: ``tail`` the last records and ``query`` with filters.
 
 Both yield the stored lines unchanged (JSON lines, chain fields included), so their output can be piped to
-``jq`` or verified again. They read only; they never check the chain (that is ``verify``).
+``jq`` or verified again. They read only; they never check the chain (that is ``verify``). They, and
+``verify``, open log files with ``open_regular``: a FIFO or device planted in a log's place is refused, not
+waited on.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tenantgate.audit.chain import MalformedRecord, parse_plain
 
@@ -61,14 +64,48 @@ class RecordFilter:
         return True
 
 
+class NotRegularFile(OSError):
+    """A path of an audit log names something other than a regular file (a FIFO, a device, a directory)."""
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading in binary mode, if it is a regular file (a symlink to one is followed).
+
+    Raises ``NotRegularFile`` (an ``OSError``: ``strerror`` says what it is) for anything else, without
+    blocking: a FIFO with no writer would make a plain ``open`` wait forever (review finding: a FIFO named
+    ``audit.jsonl.7`` hung ``audit verify``, ``query`` and ``tail``). Raises ``OSError`` when it cannot be opened.
+    """
+    # O_NONBLOCK: opening a FIFO (or a terminal, a tape) for reading returns at once instead of waiting for a
+    # writer; it changes nothing for a regular file, and nothing else is ever read from.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(0, f"not a regular file ({_file_type(mode)})", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return f"file type {stat.S_IFMT(mode):o}"
+
+
 def query(files: Iterable[Path], selection: RecordFilter,
           on_malformed: Callable[[Path, int, str], None] | None = None) -> Iterator[bytes]:
     """Lines (with their newline) of ``files``, in order, whose record matches ``selection``.
 
-    Unparseable lines are skipped and reported to ``on_malformed(file, line, why)``. Raises ``OSError``.
+    Unparseable lines are skipped and reported to ``on_malformed(file, line, why)``. Raises ``OSError``
+    (``NotRegularFile`` for a FIFO, a device or a directory).
     """
     for path in files:
-        with open(path, "rb") as stream:
+        with open_regular(path) as stream:
             for number, raw in enumerate(stream, 1):
                 if not raw.endswith(b"\n"):
                     continue  # a torn or in-flight last line
@@ -84,7 +121,7 @@ def query(files: Iterable[Path], selection: RecordFilter,
 
 def tail(files: list[Path], count: int) -> list[bytes]:
     """The last ``count`` complete lines across ``files`` (oldest first), reading from the end. Raises
-    ``OSError``."""
+    ``OSError`` (``NotRegularFile`` for a FIFO, a device or a directory)."""
     collected: list[bytes] = []
     for path in reversed(files):
         if len(collected) >= count:
@@ -94,7 +131,7 @@ def tail(files: list[Path], count: int) -> list[bytes]:
 
 
 def _last_lines(path: Path, count: int) -> list[bytes]:
-    with open(path, "rb") as stream:
+    with open_regular(path) as stream:
         end = stream.seek(0, os.SEEK_END)
         data = b""
         position = end
@@ -103,9 +140,9 @@ def _last_lines(path: Path, count: int) -> list[bytes]:
             position -= step
             stream.seek(position)
             data = stream.read(step) + data
-    lines = data.splitlines(keepends=True)
-    if lines and not lines[-1].endswith(b"\n"):
-        lines.pop()  # torn or in-flight
+    # Split at "\n" only, as the log is written and ``query`` reads it: a planted "\r" does not make a line.
+    lines = [piece + b"\n" for piece in data.split(b"\n")]
+    lines.pop()  # after the last newline: nothing, or a torn or in-flight line
     if position > 0 and lines:
         lines.pop(0)  # may start mid-line
     return lines[-count:] if count else []

@@ -3,7 +3,8 @@
 ``TeeAuditSink(primary, secondary)``: ``write`` returns when the primary has the record (its failure is the
 decision's failure, as always). The record is then queued for the secondary, written by one background
 thread: a slow, blocked or failing secondary never delays or fails a decision. Its failures and the records
-it could not take (queue full) are logged and counted, never silent.
+it could not take (queue full) are logged and counted, never silent. Nor does it delay a shutdown: ``close``
+closes the primary first and abandons a secondary still blocked after its timeout (logged).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -66,12 +68,18 @@ class StreamAuditSink:
     def healthy(self) -> bool:
         return self._ok
 
-    def close(self) -> None:
-        with self._lock:
-            try:
-                self._stream.flush()
-            except (OSError, ValueError):
-                pass
+    def close(self, timeout: float = 2.0) -> None:
+        """Flush the stream, waiting at most ``timeout`` seconds for a ``write`` in progress (one blocked on a
+        pipe nobody reads would hold it forever: then nothing is flushed, and a warning is logged)."""
+        if not self._lock.acquire(timeout=timeout):
+            log.warning("audit stream still blocked in a write after %.1fs: closed without flushing", timeout)
+            return
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._lock.release()
 
 
 class TeeAuditSink:
@@ -89,6 +97,7 @@ class TeeAuditSink:
         self._start_lock = threading.Lock()
         self._failing = False
         self._dropping = False
+        self._writing = False  # the drain thread is inside secondary.write (only it sets this)
         self.secondary_failures = 0
         self.secondary_dropped = 0
 
@@ -133,18 +142,38 @@ class TeeAuditSink:
             hook()
 
     def close(self, timeout: float = 2.0) -> None:
-        """Give the secondary up to ``timeout`` seconds to catch up, then close both sinks."""
+        """Close the primary, then give the secondary up to ``timeout`` seconds to catch up and close it.
+
+        The primary goes first: its closing checkpoint must not wait for the copy. A secondary still busy
+        after ``timeout`` (a stdout nobody reads blocks its write for good) is abandoned, not closed: closing
+        it would wait for that write. Its daemon thread is left behind and a warning says how many records
+        it did not get (the primary has them). Review finding: a stalled stdout reader made SIGTERM hang.
+        """
+        try:
+            closer = getattr(self.primary, "close", None)
+            if closer is not None:
+                closer()
+        finally:
+            self._close_secondary(timeout)
+
+    def _close_secondary(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         thread = self._thread
         if thread is not None:
+            stop_queued = True
             try:
                 self._queue.put(_STOP, timeout=timeout)
             except queue.Full:
-                pass
-            thread.join(timeout)
-        for sink in (self.secondary, self.primary):
-            closer = getattr(sink, "close", None)
-            if closer is not None:
-                closer()
+                stop_queued = False
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                missed = self._queue.qsize() - stop_queued + self._writing
+                log.warning("secondary audit sink still blocked after %.1fs at close: abandoned; it did not get "
+                            "%d record(s) (the primary has them)", timeout, missed)
+                return
+        closer = getattr(self.secondary, "close", None)
+        if closer is not None:
+            closer()
 
     def _ensure_thread(self) -> None:
         if self._thread is not None:
@@ -159,14 +188,17 @@ class TeeAuditSink:
             event = self._queue.get()
             if event is _STOP:
                 return
+            self._writing = True
             try:
                 self.secondary.write(event)
             except Exception as err:  # noqa: BLE001 - a secondary failure is counted, never fatal
+                self._writing = False
                 self.secondary_failures += 1
                 if not self._failing:
                     log.warning("secondary audit sink failed (records are still in the primary): %s", err)
                 self._failing = True
                 continue
+            self._writing = False
             if self._failing:
                 log.info("secondary audit sink recovered after %d failure(s)", self.secondary_failures)
             self._failing = False

@@ -3,6 +3,10 @@
 Each finding names the file, the line (1-based) and the record's id (``decision_id`` / ``event_id``).
 Findings marked ``tampered`` mean the log is not intact; the others are notices (e.g. the chain starts
 after records rotated away). See ``docs/audit.md`` for exactly what can and cannot be detected.
+
+Files are opened with ``open_regular``: a FIFO, device or directory in the place of a log file or of the head
+file is a finding (``not_regular``), never waited on. A finding's fields hold what the log says (an id may
+hold any character); its ``str`` escapes what a terminal would interpret.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tenantgate.audit.chain import GENESIS_HASH, ChainedRecord, MalformedRecord, parse, parse_plain, record_id
 from tenantgate.audit.checkpoint import CHECKPOINT, check_checkpoint
-from tenantgate.audit.files import ChainHead, chain_files, head_path, read_head, split_rotated
+from tenantgate.audit.files import ChainHead, chain_files, head_path, split_rotated
+from tenantgate.audit.query import NotRegularFile, open_regular
 from tenantgate.audit.recovery import RECOVERED
+from tenantgate.core.cedar_text import escape_unprintable
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +40,12 @@ class Finding:
     tampered: bool
 
     def __str__(self) -> str:
+        """``file:line: [id] seq N: message``, safe to print: the id and message may quote a hostile record
+        (review finding: an id holding ESC sequences rewrote the terminal), so non-printable characters
+        are escaped (``\\x1b``)."""
         ident = f" [{self.record_id}]" if self.record_id else ""
         seq = f" seq {self.seq}:" if self.seq else ""
-        return f"{self.file}:{self.line}:{ident}{seq} {self.message}"
+        return escape_unprintable(f"{self.file}:{self.line}:{ident}{seq} {self.message}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +133,13 @@ def verify_files(files: Sequence[str | os.PathLike[str]], *, head_file: str | os
     if head_file is not None:
         _load_head(state, Path(head_file))
     for path in paths:
-        with open(path, "rb") as stream:
+        try:
+            stream = open_regular(path)
+        except NotRegularFile as err:
+            state.add("not_regular", (str(path), 0, ""), 0, f"{err.strerror}: not read, records in its place "
+                      "cannot be checked (a log file was replaced)")
+            continue
+        with stream:
             for number, raw in enumerate(stream, 1):
                 _check_line(state, str(path), number, raw)
     _finish(state, paths, head_file)
@@ -133,9 +148,19 @@ def verify_files(files: Sequence[str | os.PathLike[str]], *, head_file: str | os
                         tuple(state.findings))
 
 
+def missing_chain(live: str | os.PathLike[str], message: str) -> VerifyReport:
+    """The report on a chain of which no file is left, not even its head file, although it must have existed
+    (``verify --all-workers``: a worker numbered below one whose chain is there): one ``missing`` finding."""
+    finding = Finding("missing", str(live), 0, "", 0, message, True)
+    return VerifyReport((), 0, 0, 0, "", 0, 0, 0, (finding,))
+
+
 def _load_head(state: _State, path: Path) -> None:
     try:
-        state.head = read_head(path)
+        state.head = _read_head(path)
+    except NotRegularFile as err:
+        state.add("not_regular", (str(path), 0, ""), 0, f"head file is {err.strerror}: not read (replaced)")
+        return
     except MalformedRecord as err:
         state.add("head_malformed", (str(path), 1, ""), 0, f"head file is not valid: {err}")
         return
@@ -267,6 +292,22 @@ def _finish(state: _State, paths: list[Path], head_file: str | os.PathLike[str] 
     elif state.public_key is None and state.checkpoints:
         state.add("signatures_unchecked", last, 0, f"{state.checkpoints} checkpoint signature(s) not checked "
                   "(no public key given)", tampered=False)
+
+
+def _read_head(path: Path) -> ChainHead | None:
+    """As ``files.read_head``, but through ``open_regular``: a FIFO planted as the head file is refused, not
+    waited on. None when there is no head file; raises ``MalformedRecord``, ``NotRegularFile``, ``OSError``."""
+    try:
+        with open_regular(path) as stream:
+            data = stream.read()
+    except FileNotFoundError:
+        return None
+    obj = parse_plain(data.strip())
+    seq, value = obj.get("seq"), obj.get("hash")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or not isinstance(value, str) or \
+            len(value) != 64:
+        raise MalformedRecord("head file does not hold {seq, hash}")
+    return ChainHead(seq, value)
 
 
 def _loose_id(raw: bytes) -> str:

@@ -1,6 +1,8 @@
 """``tenantgate audit verify | tail | query``: check and search hash-chained audit logs (read only).
 
-Exit codes: 0 intact / done, 4 tampered (verify), 1 usage or I/O error.
+Exit codes: 0 intact / done, 4 tampered (verify), 1 usage or I/O error. Everything printed for a human is
+escaped (``escape_unprintable``): a log is hostile input, and a record's id or a forged recovery record must
+not drive the terminal.
 """
 
 from __future__ import annotations
@@ -11,12 +13,29 @@ import os
 import re
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from tenantgate.cli.verdict import settle
+from tenantgate.core.cedar_text import escape_unprintable, first_unprintable
 
 EXIT_OK, EXIT_ERROR, EXIT_TAMPERED = 0, 1, 4
+_NOT_PRINTABLE_ASCII = re.compile(rb"[^\x20-\x7e]")
+
+
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """One chain to read: its files, oldest first, and its head file (None when not known).
+
+    ``absent`` (verify ``--all-workers`` only): why the chain must have existed although no file of it is
+    left, not even its head file; "" otherwise.
+    """
+
+    files: list[Path]
+    head: Path | None
+    live: Path
+    absent: str = ""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,25 +94,30 @@ def add_commands(sub: Any) -> None:
 def _verify(args: argparse.Namespace) -> int:
     from tenantgate.audit import verify_files
     from tenantgate.audit.checkpoint import load_public_key
+    from tenantgate.audit.verify import missing_chain
 
     key = load_public_key(args.public_key) if args.public_key else None
     if args.max_unsigned is not None and args.max_unsigned < 0:
         return _fail("--max-unsigned must be >= 0")
+    paths = _paths(args)
+    if directory := next((path for path in paths if path.is_dir()), None):
+        return _fail(f"{directory} is a directory: name the log file (e.g. {directory / 'audit.jsonl'})")
     try:
-        chains = _chains(_paths(args), in_order=args.in_order, all_workers=args.all_workers, head_only=True)
-        reports = [verify_files(files, head_file=head, public_key=key, from_genesis=args.from_genesis,
-                                max_unsigned=args.max_unsigned) for files, head in chains]
+        chains = _chains(paths, in_order=args.in_order, all_workers=args.all_workers, head_only=True)
+        reports = [missing_chain(chain.live, chain.absent) if chain.absent else
+                   verify_files(chain.files, head_file=chain.head, public_key=key, from_genesis=args.from_genesis,
+                                max_unsigned=args.max_unsigned) for chain in chains]
     except OSError as err:
         return _fail(f"cannot read audit log {err.filename or ''}: {err.strerror or err}")
     # Every chain verified before anything is printed: a reader that leaves early cannot hide a tampered one.
     code = settle(EXIT_TAMPERED if any(not report.intact for report in reports) else EXIT_OK)
     for report in reports:
         if args.json:
-            print(json.dumps(report.to_dict()))
+            print(json.dumps(report.to_dict()))  # ensure_ascii: every control character is a \u escape
             continue
         for finding in report.findings:
-            print(("TAMPERED " if finding.tampered else "note     ") + str(finding))
-        print(_summary(report))
+            _say(("TAMPERED " if finding.tampered else "note     ") + str(finding))
+        _say(_summary(report))
     return code
 
 
@@ -104,8 +128,8 @@ def _tail(args: argparse.Namespace) -> int:
         return _fail("-n must be >= 0")
     path = args.paths if args.paths is not None else _configured_path(args)
     try:
-        (files, _head), = _chains([path], in_order=False, all_workers=False)
-        return _emit(tail(files, args.n))
+        chain, = _chains([path], in_order=False, all_workers=False)
+        return _emit(tail(chain.files, args.n))
     except OSError as err:
         return _fail(f"cannot read audit log {err.filename or ''}: {err.strerror or err}")
 
@@ -123,10 +147,10 @@ def _query(args: argparse.Namespace) -> int:
                              until=until, record_types=types)
 
     def malformed(path: Path, line: int, why: str) -> None:
-        print(f"tenantgate: {path}:{line}: skipped, not a JSON record ({why})", file=sys.stderr)
+        print(escape_unprintable(f"tenantgate: {path}:{line}: skipped, not a JSON record ({why})"), file=sys.stderr)
 
     try:
-        files = [f for chain, _head in _chains(_paths(args), in_order=False, all_workers=False) for f in chain]
+        files = [f for chain in _chains(_paths(args), in_order=False, all_workers=False) for f in chain.files]
         return _emit(query(files, selection, malformed))
     except OSError as err:
         return _fail(f"cannot read audit log {err.filename or ''}: {err.strerror or err}")
@@ -142,43 +166,57 @@ def _configured_path(args: argparse.Namespace) -> Path:
     return Path(config.load(args.config).audit.path)
 
 
-def _chains(paths: list[Path], *, in_order: bool, all_workers: bool,
-            head_only: bool = False) -> list[tuple[list[Path], Path | None]]:
-    """Group PATHs into chains: ``(files oldest first, head file or None)``. Raises ``OSError``.
+def _chains(paths: list[Path], *, in_order: bool, all_workers: bool, head_only: bool = False) -> list[_Chain]:
+    """Group PATHs into chains. Raises ``OSError`` (``FileNotFoundError`` for a PATH with no file at all).
 
     ``head_only``: a live PATH with no file left but its head file is a chain of no files (for verify, which
     reports the records the head names as missing: the head file is evidence they existed).
+    ``all_workers``: the worker chains beside each live PATH too, every worker from 1 to the highest one
+    found; a chain of them (worker 0, the PATH, included) with no file left at all is ``absent``.
     """
     from tenantgate.audit.files import chain_files, head_path, split_rotated
 
     if in_order:
         last_live = split_rotated(paths[-1])[1] == 0
-        return [(paths, head_path(paths[-1]) if last_live else None)]
+        return [_Chain(paths, head_path(paths[-1]) if last_live else None, paths[-1])]
     groups: dict[Path, list[tuple[int, Path]]] = {}
+    expected: dict[Path, str] = {}  # chains that must exist (a higher-numbered worker's does): why
     for path in paths:
         live, number = split_rotated(path)
         groups.setdefault(live, []).append((number, path))
         if all_workers and number == 0:
-            for worker in _worker_files(live):
-                groups.setdefault(worker, [(0, worker)])
-    chains: list[tuple[list[Path], Path | None]] = []
+            workers = _worker_files(live)
+            for worker, worker_live in enumerate(workers, 1):
+                groups.setdefault(worker_live, [(0, worker_live)])
+                expected[worker_live] = f"worker {worker}'s chain has no file left (log, rotated file or head " \
+                    f"file), but worker {len(workers)}'s has: it was deleted (every worker writes one from its start)"
+            if workers:
+                expected.setdefault(live, f"worker 0's chain has no file left (log, rotated file or head file), but "
+                                    f"worker {len(workers)}'s has: it was deleted (every worker writes one from its "
+                                    "start)")
+    chains: list[_Chain] = []
     for live, members in groups.items():
         if [number for number, _path in members] == [0]:
             files = chain_files(live)
             if not files and not (head_only and head_path(live).exists()):
-                raise FileNotFoundError(2, "No such file or directory", str(live))
-            chains.append((files, head_path(live)))
+                if live not in expected:
+                    raise FileNotFoundError(2, "No such file or directory", str(live))
+                chains.append(_Chain([], None, live, expected[live]))
+                continue
+            chains.append(_Chain(files, head_path(live), live))
         else:
             ordered = [path for _number, path in sorted(set(members), key=lambda m: (m[0] == 0, -m[0]))]
-            chains.append((ordered, head_path(live) if any(n == 0 for n, _p in members) else None))
+            chains.append(_Chain(ordered, head_path(live) if any(n == 0 for n, _p in members) else None, live))
     return chains
 
 
 def _worker_files(live: Path) -> list[Path]:
-    """The live paths of the worker chains beside ``live`` (``<stem>-wN<suffix>``), by worker number.
+    """The live paths of the worker chains beside ``live`` (``<stem>-wN<suffix>``): workers 1 to the highest
+    numbered one found, gaps included (a worker in a gap had its chain deleted: verify reports it missing).
 
     A worker is found by any file of its chain: the live file, a rotated ``.N`` or the head file. Its live
-    file may be gone while the others remain, and verify must then report what is missing, not skip it.
+    file may be gone while the others remain, and verify must then report what is missing, not skip it. A
+    deleted highest-numbered worker leaves no trace here.
     """
     pattern = re.compile(re.escape(live.stem) + r"-w([1-9][0-9]*)" + re.escape(live.suffix) +
                          r"(?:\.head|\.[1-9][0-9]*)?$")
@@ -186,8 +224,8 @@ def _worker_files(live: Path) -> list[Path]:
         names = os.listdir(live.parent)
     except OSError:
         return []
-    found = {int(m[1]) for name in names if (m := pattern.match(name))}
-    return [live.with_name(f"{live.stem}-w{worker}{live.suffix}") for worker in sorted(found)]
+    highest = max((int(m[1]) for name in names if (m := pattern.match(name))), default=0)
+    return [live.with_name(f"{live.stem}-w{worker}{live.suffix}") for worker in range(1, highest + 1)]
 
 
 def _summary(report: Any) -> str:
@@ -202,16 +240,48 @@ def _summary(report: Any) -> str:
 
 def _emit(lines: Iterable[bytes]) -> int:
     out = sys.stdout.buffer
+    escaped = 0
     try:
         for line in lines:
-            out.write(line)
+            shown = _printable(line)
+            escaped += shown is not line
+            out.write(shown)
         out.flush()
     except BrokenPipeError:
         # The reader (head, less) went away: not an error for a query.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if escaped:
+        print(f"tenantgate: {escaped} line(s) held control or other non-printable characters, which no record the "
+              "sink writes holds: printed escaped, not as stored", file=sys.stderr)
     return EXIT_OK
 
 
+def _printable(line: bytes) -> bytes:
+    """``line`` itself when it is printable ASCII (plus its newline), as every record the sink writes is.
+
+    Else a copy with its non-printable characters escaped as JSON does (``\\u001b``; bytes that are not
+    UTF-8 as ``\\xNN``), so a line planted in the log cannot drive the terminal, and JSON stays the same JSON.
+    """
+    body, end = (line[:-1], line[-1:]) if line.endswith(b"\n") else (line, b"")
+    if not _NOT_PRINTABLE_ASCII.search(body):
+        return line
+    text = body.decode("utf-8", "backslashreplace")
+    shown = "".join(_json_escape(ch) if first_unprintable(ch) else ch for ch in text).encode("utf-8") + end
+    return line if shown == line else shown  # printable non-ASCII text alone is shown as stored
+
+
+def _json_escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def _say(line: str) -> None:
+    print(escape_unprintable(line))
+
+
 def _fail(message: str) -> int:
-    print(f"tenantgate: {message}", file=sys.stderr)
+    print(escape_unprintable(f"tenantgate: {message}"), file=sys.stderr)
     return EXIT_ERROR

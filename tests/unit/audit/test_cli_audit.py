@@ -147,3 +147,40 @@ def test_verify_all_workers_reports_a_worker_whose_live_file_or_every_log_file_w
     assert reports[1]["files"] == [] and [f["kind"] for f in reports[1]["findings"]] == ["missing"]
     assert reports[2]["files"] == [str(tmp_path / "audit-w2.jsonl.2"), str(tmp_path / "audit-w2.jsonl.1")]
     assert [f["kind"] for f in reports[2]["findings"]] == ["truncated"]  # the records of the deleted live file
+
+
+def _workers(log, event, numbers):
+    for worker in numbers:
+        sink = JsonlAuditSink(log, worker=worker)
+        for i in range(3):
+            sink.write(event(100 * worker + i))
+        sink.close()
+
+
+def test_verify_all_workers_reports_a_worker_deleted_between_others_as_missing(tmp_path, event, capsys):
+    """Found in review: with every file of worker 1 deleted (head file included) but worker 2's chain left,
+    verify --all-workers said OK for workers 0 and 2 and did not mention worker 1 (exit 0)."""
+    log = tmp_path / "audit.jsonl"
+    _workers(log, event, (0, 1, 2))
+    for file in tmp_path.glob("audit-w1.jsonl*"):
+        file.unlink()
+    assert run(["audit", "verify", "--all-workers", str(log)]) == 4
+    out = capsys.readouterr().out
+    assert f"TAMPERED {tmp_path / 'audit-w1.jsonl'}:0: worker 1's chain has no file left" in out
+    assert run(["audit", "verify", "--json", "--all-workers", str(log)]) == 4
+    reports = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["intact"] for r in reports] == [True, False, True]
+    assert reports[1]["files"] == [] and [f["kind"] for f in reports[1]["findings"]] == ["missing"]
+
+
+def test_verify_all_workers_reports_a_deleted_worker_0_chain_as_missing_not_as_an_error(tmp_path, event, capsys):
+    """Found in review: the same deletion of worker 0's chain exited 1 (cannot read) instead of 4."""
+    log = tmp_path / "audit.jsonl"
+    _workers(log, event, (0, 1, 2))
+    for file in tmp_path.glob("audit.jsonl*"):
+        file.unlink()
+    assert run(["audit", "verify", "--all-workers", str(log)]) == 4
+    out = capsys.readouterr().out
+    assert f"TAMPERED {log}:0: worker 0's chain has no file left" in out and out.count("OK: 3 records") == 2
+    assert run(["audit", "verify", str(log)]) == 1  # without --all-workers nothing says it existed
+    assert run(["audit", "verify", "--all-workers", str(tmp_path / "other.jsonl")]) == 1  # no chain at all
