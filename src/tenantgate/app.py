@@ -8,10 +8,10 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from tenantgate.audit import JsonlAuditSink, StreamAuditSink, TeeAuditSink
 from tenantgate.config import AuditSettings, Settings
@@ -21,12 +21,14 @@ from tenantgate.core.model import ClaimNames
 from tenantgate.core.pdp import DecisionPoint, DecisionSettings
 from tenantgate.core.ports import Clock, SystemClock
 from tenantgate.core.schema import undeclared_actions
-from tenantgate.errors import AuditUnavailable, ConfigError
+from tenantgate.errors import AuditUnavailable
 from tenantgate.grants import open_guarded_store
 from tenantgate.identity import JwtVerifier, build_verifier
 from tenantgate.ids import decision_id
 from tenantgate.observability import collectors
+from tenantgate.observability.endpoint import MetricsEndpoint
 from tenantgate.observability.grpc_metrics import GrpcMetrics
+from tenantgate.observability.logging import AcceptFailureLog
 from tenantgate.observability.metrics import DecisionMetrics
 from tenantgate.policy import PolicyStore
 
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tenantgate.app")
 T = TypeVar("T")
 MIRROR_INTERVAL_SECONDS = 1.0  # how stale a worker's audit counters and grant count on /metrics may be
+UNLIMITED_OPEN_FILES_TARGET = 10_240  # the soft open-files limit sought when the hard one is unlimited (macOS)
 
 
 @dataclass(slots=True)
@@ -85,8 +88,10 @@ def build(settings: Settings, clock: Clock | None = None, worker: int | None = N
     decisions = decision_settings(settings)
     names = decisions.claim_names
     store = open_guarded_store(settings.grants.store, lookup_timeout=settings.grants.lookup_timeout_seconds)
+    # The pending cap limits requests, not decisions: it is not part of decision_settings (nor of `tenantgate test`).
+    rules = replace(decisions.rules, max_pending_per_operator=settings.grants.max_pending_per_operator)
     breakglass = BreakGlass(store=store, audit=audit, clock=clock,
-                            verifier=verifier, claim_names=names, rules=decisions.rules,
+                            verifier=verifier, claim_names=names, rules=rules,
                             undeclared_actions=lambda names: undeclared_actions(policies.current().compiled.schema,
                                                                                  names))
     pep_role = decisions.pep_role
@@ -134,7 +139,9 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
     """Run the gRPC server (and /metrics) until SIGTERM/SIGINT (or ``stop`` is set), then drain and return.
 
     A worker of ``serve --workers N`` binds its ports with SO_REUSEPORT and serves no /metrics of its own.
-    ``on_started(port)`` is called once everything listens (and the signals are handled).
+    ``on_started(port)`` is called once everything listens (and the signals are handled). Raises the soft
+    limit on open files to the hard one first, and logs failing accepts on this loop in summary
+    (``AcceptFailureLog``).
     """
     from tenantgate.rpc.admin import AdminService
     from tenantgate.rpc.authorizer import AuthorizerService
@@ -143,6 +150,7 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
     from tenantgate.rpc.server import GrpcServer, ServerOptions
     from tenantgate.rpc.tls import TlsFiles
 
+    raise_open_files_limit()
     # On a daemon thread: a SIGTERM while a JWKS URL keeps start-up waiting stops the process at once.
     for problem in await asyncio.wrap_future(in_daemon_thread(app.verifier.prefetch_keys, "tenantgate-prefetch")):
         log.warning("issuer keys not loaded yet (will retry on first use): %s", problem)
@@ -173,19 +181,17 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
     )
     port = await server.start()
     app.health_port = server.health_port
-    if s.metrics_listen and app.worker is None:
-        host, _, mport = s.metrics_listen.rpartition(":")
-        try:
-            # Brackets stripped: "[::1]:9464" works too.
-            metrics, _thread = start_http_server(int(mport), addr=host.strip("[]"), registry=app.registry)
-            app.metrics_port = int(metrics.server_port)
-        except OSError as err:
-            await server.stop()
-            raise ConfigError(f"cannot serve metrics on {s.metrics_listen}: {err.strerror}") from err
+    accept_failures = AcceptFailureLog()  # the AuthZEN port's accepts run on this loop (gRPC's do not)
+    accept_failures.install(asyncio.get_running_loop())
+    metrics: MetricsEndpoint | None = None
     try:
+        metrics = _start_metrics(app)
         http = await _start_http(app)
     except BaseException:
+        if metrics is not None:
+            await _stop_metrics(app, metrics)
         await server.stop()
+        accept_failures.close()
         raise
     reloads = Reloads(app.policies)
     background = [asyncio.create_task(_sweep_grants(app)), asyncio.create_task(_poll_policies(app, reloads)),
@@ -205,6 +211,9 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
             await http.stop()  # before gRPC, the reverse of the start order
             app.http_port = 0
         await server.stop()
+        if metrics is not None:
+            await _stop_metrics(app, metrics)
+        accept_failures.close()
         if app.mirror is not None:
             await asyncio.to_thread(app.mirror.sync)
         close(app)
@@ -240,6 +249,47 @@ def ext_authz_options(settings: Settings) -> ExtAuthzOptions:
                            certificate_forwarders=frozenset(e.certificate_forwarders))
 
 
+def _start_metrics(app: App) -> MetricsEndpoint | None:
+    """The single server's /metrics on ``server.metrics_listen``, answered on a daemon thread (never on the
+    event loop), each scraper bounded in time and number (``observability.endpoint``); a worker serves none
+    (the supervisor does). Raises ``ConfigError`` when the address cannot be bound."""
+    listen = app.settings.server.metrics_listen
+    if not listen or app.worker is not None:
+        return None
+    endpoint = MetricsEndpoint(listen, app.registry)
+    endpoint.serve_in_thread()
+    app.metrics_port = endpoint.port
+    return endpoint
+
+
+async def _stop_metrics(app: App, endpoint: MetricsEndpoint) -> None:
+    await asyncio.to_thread(endpoint.shutdown)  # returns once serve() has (within its 0.5 s poll)
+    endpoint.close()
+    app.metrics_port = 0
+
+
+def raise_open_files_limit() -> None:
+    """Raise this process's soft limit on open files to its hard limit (logged at debug): every connection
+    holds a descriptor, and with a soft limit of 1,024 (a common default) 1,100 idle connections made the
+    AuthZEN port stop answering (review finding). A limit that cannot be raised is left as it is."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit (macOS) cannot be the soft one: aim for the usual per-process cap instead.
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, UNLIMITED_OPEN_FILES_TARGET)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        log.debug("open files limit: %s (hard limit %s)", soft, hard)
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as err:
+        log.debug("open files limit left at %d (hard limit %s): %s", soft, hard, err)
+        return
+    log.debug("open files limit raised from %d to %d (hard limit %s)", soft, target, hard)
+
+
 async def _start_http(app: App) -> HttpServer | None:
     """Start the AuthZEN HTTP API on this loop when ``[http] listen`` is set (raises ``ConfigError``)."""
     h = app.settings.http
@@ -251,7 +301,8 @@ async def _start_http(app: App) -> HttpServer | None:
     http = HttpServer(HttpOptions(h.listen, h.mode, Limits(h.max_body_bytes, h.max_concurrent_requests,
                                                            h.max_evaluations),
                                   h.cert_file, h.key_file, h.public_url, app.settings.server.grace_seconds,
-                                  reuse_port=app.worker is not None),
+                                  reuse_port=app.worker is not None,
+                                  max_token_bytes=app.settings.tokens.max_token_bytes),
                       app.pdp, app.metrics.observe, verifier=app.verifier)
     app.http_port = await http.start()
     return http
@@ -345,14 +396,22 @@ async def _checkpoint_audit(app: App) -> None:
 
 
 async def _sweep_grants(app: App) -> None:
-    """Mark due grants EXPIRED (each with a grant.expired audit event) every sweep interval.
+    """Mark due grants EXPIRED (each with a grant.expired audit event) every sweep interval, and log one line
+    per sweep that expired any: how many, and the first few ids (the audit log names every one).
 
     Expiry itself never waits for this: decisions compare ``expires_at`` with the clock on every request.
     """
+    # One line per sweep, not per grant: a sweep can expire thousands at once, and it logs from the event loop
+    # (review finding: 11,328 lines when a flood of requests expired).
+    shown = 3
     while True:
         await asyncio.sleep(app.settings.grants.sweep_interval_seconds)
         try:
-            for grant in await asyncio.to_thread(app.breakglass.sweep):
-                log.info("grant %s expired", grant.id)
+            expired = await asyncio.to_thread(app.breakglass.sweep)
         except Exception as err:  # noqa: BLE001 - retried next interval; the store may be down
             log.warning("grant sweep failed: %s", err)
+            continue
+        if expired:
+            ids = ", ".join(grant.id for grant in expired[:shown])
+            more = f" and {len(expired) - shown} more (grant.expired in the audit log)" if len(expired) > shown else ""
+            log.info("grant sweep: %d grant(s) expired: %s%s", len(expired), ids, more)

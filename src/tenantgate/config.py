@@ -132,6 +132,8 @@ class GrantSettings:
     sweep_interval_seconds: float = 5.0
     # Longest a decision waits for a grant lookup (on the event loop) before denying grant_store_unavailable.
     lookup_timeout_seconds: float = 0.25
+    # PENDING requests one operator may have at once; more are refused (FAILED_PRECONDITION).
+    max_pending_per_operator: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,6 +531,8 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"grants.{key} must be at most {MAX_GRANT_SECONDS} (a year)")
     if g.sweep_interval_seconds <= 0:
         raise ConfigError("grants.sweep_interval_seconds must be > 0")
+    if g.max_pending_per_operator < 1:
+        raise ConfigError("grants.max_pending_per_operator must be >= 1")
     if not 0 < g.lookup_timeout_seconds <= MAX_LOOKUP_TIMEOUT:
         # The wait holds the event loop: every other call waits with it.
         raise ConfigError(f"grants.lookup_timeout_seconds must be > 0 and at most {MAX_LOOKUP_TIMEOUT:g}, "

@@ -8,8 +8,9 @@ happened when the step fails afterwards. The events (``event``), each naming the
 - ``grant.requested``, ``grant.approved``, ``grant.revoked``, ``grant.expired``: the step, written just before
   its change commits.
 - ``grant.refused``: the step was refused before any change: no permission, self-approval, an invalid or
-  unknown grant, a state that does not allow it, or the grant store unavailable (including the fail-fast
-  window after an outage). ``detail``: ``<step>: <error>: <why>``.
+  unknown grant, a state that does not allow it, an operator with ``max_pending_per_operator`` requests
+  pending already, or the grant store unavailable (including the fail-fast window after an outage).
+  ``detail``: ``<step>: <error>: <why>``.
 - ``grant.failed``: follows the step's event when the change then failed to commit. Either it did not take
   effect (``<step> not applied: ...``; ``state`` is the state that stands, "" when no such grant was stored),
   or its outcome is unknown because the store could not be read back (``<step> outcome unknown: ...``;
@@ -51,6 +52,8 @@ MAX_TICKET = 256
 MAX_GRANT_ID = 64
 # An operator's subject is part of the store's lookup index; PostgreSQL's btree holds at most ~2.7 KB a row.
 MAX_OPERATOR_BYTES = 1024
+# The most grants one ListGrants answer holds (newest requested first); older ones are not in it.
+MAX_LISTED_GRANTS = 1000
 # The event each step writes just before its change commits.
 STEP_EVENTS = {"request": "grant.requested", "approve": "grant.approved", "revoke": "grant.revoked",
                "expire": "grant.expired"}
@@ -67,6 +70,9 @@ class GrantRules:
     require_ticket: bool = True
     max_ttl_seconds: int = 3600
     pending_ttl_seconds: int = 86_400
+    # PENDING requests one operator may have waiting at once: a flood of requests would bury real ones in
+    # what approvers list, and each stays stored (the audit trail) after it expires.
+    max_pending_per_operator: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +136,8 @@ class BreakGlass:
     # ---------------------------------------------------------------------------------- lifecycle
 
     def request(self, caller: Principal, req: GrantRequest) -> Grant:
-        """Create a grant (PENDING, or ACTIVE at once when approval is not required)."""
+        """Create a grant (PENDING, or ACTIVE at once when approval is not required). A PENDING one is refused
+        (``GrantConflict``) while the caller has ``max_pending_per_operator`` requests pending already."""
         return self._recorded("request", caller, "", lambda: self._request(caller, req))
 
     def _request(self, caller: Principal, req: GrantRequest) -> Grant:
@@ -159,7 +166,9 @@ class BreakGlass:
             expires_at=now + req.duration_seconds if active else 0.0,
         )
         detail = "active at once: grants.require_approval is false" if active else ""
-        return self._change("request", caller, lambda record: self.store.create(grant, record), detail)
+        # The store counts the caller's pending requests in the insert's own transaction (racing replicas too).
+        limit = 0 if active else self.rules.max_pending_per_operator
+        return self._change("request", caller, lambda record: self.store.create(grant, record, limit), detail)
 
     def approve(self, caller: Principal, grant_id: str) -> Grant:
         """PENDING -> ACTIVE by a second person holding the approver role. Self-approval is refused."""
@@ -209,10 +218,12 @@ class BreakGlass:
         return revoked
 
     def list(self, caller: Principal, tenant: str | None, state: GrantState | None) -> Sequence[Grant]:
+        """Grants targeting ``tenant`` in effective ``state`` (None: all), newest requested first, at most
+        ``MAX_LISTED_GRANTS``: when that many come back, older ones may exist."""
         self._require(caller, self.rules.operator_role, self.rules.approver_role)
         if tenant is not None and not is_tenant_id(tenant):
             raise GrantInvalid("tenant is not a valid tenant id")
-        return self.store.list(tenant, state, self._clock.now())
+        return self.store.list(tenant, state, self._clock.now(), MAX_LISTED_GRANTS)
 
     def sweep(self) -> Sequence[Grant]:
         """Mark due grants EXPIRED, with a ``grant.expired`` audit event each (and ``grant.failed`` after them

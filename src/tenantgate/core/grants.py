@@ -142,8 +142,12 @@ class GrantStore(Protocol):
     caller can put the outcome on record after the event it already wrote.
     """
 
-    def create(self, grant: Grant, before_commit: BeforeCommit) -> Grant:
-        """Insert a new grant (its id is fresh). Returns it as stored."""
+    def create(self, grant: Grant, before_commit: BeforeCommit, pending_limit: int = 0) -> Grant:
+        """Insert a new grant (its id is fresh). Returns it as stored.
+
+        ``pending_limit`` > 0 and ``grant`` PENDING: raises ``GrantConflict`` instead when its operator (subject,
+        tenant, issuer) already has that many PENDING grants unexpired at ``grant.requested_at``, counted so that
+        concurrent creates, on any replica, cannot exceed it. 0: no limit."""
         ...
 
     def get(self, grant_id: str) -> Grant | None: ...

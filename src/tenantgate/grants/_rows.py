@@ -9,6 +9,7 @@ before-commit hook) are written once. Actions are a JSON array in a TEXT column 
 from __future__ import annotations
 
 import abc
+import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tenantgate.core.grants import CLOCK_SKEW_SECONDS, BeforeCommit, CommitFailed, Grant, GrantState
-from tenantgate.errors import GrantInvalid, GrantStoreUnavailable, TenantGateError
+from tenantgate.errors import GrantConflict, GrantInvalid, GrantStoreUnavailable, TenantGateError
 
 TABLE = "tenantgate_grants"
 VERSION_TABLE = "tenantgate_schema_version"
@@ -80,10 +81,13 @@ class Dialect:
 
     ``param`` is the placeholder (``?`` or ``%s``); ``action_in_actions`` is a boolean SQL expression, with one
     ``?`` for the action, that is true when the JSON array in column ``actions`` contains that exact string.
+    ``lock_operator``: a statement, with two ``?`` for ``operator_lock_key``, that holds one operator's creates
+    back until the write transaction ends; "" when the write transaction alone serialises writers (SQLite).
     """
 
     param: str
     action_in_actions: str
+    lock_operator: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,9 @@ class Statements:
     # of the same id that does nothing when the id exists (and waits for an insert of it still in flight).
     lock_by_id: str
     claim_id: str
+    # The pending-request cap (``SqlGrantStore.create``): serialise one operator's creates, then count.
+    lock_operator: str
+    count_pending: str
 
 
 # The state a row has at ``now`` (two ``?`` for now), the SQL twin of ``Grant.effective_state``.
@@ -151,7 +158,25 @@ def statements(dialect: Dialect) -> Statements:
         lock_by_id=sql(f"UPDATE {TABLE} SET state = state WHERE id = ? RETURNING {_COLS}"),
         claim_id=sql(f"""INSERT INTO {TABLE} ({_COLS}) VALUES ({', '.join('?' for _ in COLUMNS)})
             ON CONFLICT (id) DO NOTHING RETURNING id"""),
+        lock_operator=sql(dialect.lock_operator),
+        # An operator's requests still waiting for approval at ``now`` (the lookup index's leading columns).
+        count_pending=sql(f"""SELECT COUNT(*) FROM {TABLE}
+            WHERE operator = ? AND operator_tenant = ? AND operator_issuer = ?
+            AND state = 'PENDING' AND pending_until > ?"""),
     )
+
+
+# First half of the two-key advisory lock on one operator's creates ("tgop" in ASCII): the two-key space does
+# not overlap the one-key space of ``postgres.MIGRATION_LOCK_KEY``.
+OPERATOR_LOCK_CLASS = 0x7467_6F70
+
+
+def operator_lock_key(grant: Grant) -> tuple[int, int]:
+    """The advisory lock key of ``grant``'s operator (subject, tenant, issuer): ``OPERATOR_LOCK_CLASS`` and a
+    signed 32-bit hash that every replica computes alike. Two operators sharing a hash only wait for each other."""
+    identity = "\0".join((grant.operator, grant.operator_tenant, grant.operator_issuer)).encode("utf-8")
+    digest = hashlib.blake2b(identity, digest_size=4).digest()
+    return OPERATOR_LOCK_CLASS, int.from_bytes(digest, "big", signed=True)
 
 
 def grant_params(grant: Grant) -> tuple[Any, ...]:
@@ -329,8 +354,13 @@ class SqlGrantStore(abc.ABC):
             self._commit()
         return [grant_from_row(row) for row in rows]
 
-    def _write(self, sql: str, params: Sequence[Any], before_commit: BeforeCommit) -> list[Grant]:
+    def _write(self, sql: str, params: Sequence[Any], before_commit: BeforeCommit,
+               first: Callable[[], None] | None = None) -> list[Grant]:
+        """Run ``sql`` in a write transaction, ``before_commit`` for each grant it returns, then commit.
+        ``first()`` runs inside the same transaction before ``sql``; what it raises is raised after rollback."""
         with self._session():
+            if first is not None:
+                first()
             rows = self._execute(sql, params, write=True)
             try:
                 grants = sort_oldest_first([grant_from_row(row) for row in rows])
@@ -378,16 +408,35 @@ class SqlGrantStore(abc.ABC):
             self._rollback()
         return standing, ""
 
-    def create(self, grant: Grant, before_commit: BeforeCommit) -> Grant:
+    def create(self, grant: Grant, before_commit: BeforeCommit, pending_limit: int = 0) -> Grant:
         """Insert ``grant`` and return it as stored.
 
-        Raises ``GrantConflict`` when the id exists already, ``GrantInvalid`` when a text field holds NUL or
-        lone surrogates, ``GrantStoreUnavailable`` when the store cannot be reached; whatever ``before_commit``
-        raises is re-raised after rollback.
+        ``pending_limit`` > 0 and ``grant`` PENDING: refused with ``GrantConflict`` when its operator (subject,
+        tenant and issuer) already has that many PENDING grants unexpired at ``grant.requested_at``. Counted in
+        the insert's own transaction, after the operator's creates are serialised (SQLite: the write lock;
+        PostgreSQL: an advisory lock on the operator), so concurrent requests on any replica cannot exceed it.
+
+        Raises ``GrantConflict`` when the id exists already or the cap is reached, ``GrantInvalid`` when a text
+        field holds NUL or lone surrogates, ``GrantStoreUnavailable`` when the store cannot be reached; whatever
+        ``before_commit`` raises is re-raised after rollback.
         """
         fields = {name: getattr(grant, name) for name in _TEXT_FIELDS}
         _require_storable(**fields, actions="".join(grant.actions))
-        rows = self._write(self._sql.insert, grant_params(grant), before_commit)
+
+        def within_cap() -> None:
+            if self._sql.lock_operator:
+                self._execute(self._sql.lock_operator, operator_lock_key(grant), write=True)
+            rows = self._execute(self._sql.count_pending, (grant.operator, grant.operator_tenant,
+                                                           grant.operator_issuer, float(grant.requested_at)),
+                                 write=True)
+            pending = int(rows[0][0])
+            if pending >= pending_limit:
+                raise GrantConflict(f"the operator has {pending} pending grant request(s), the most "
+                                    f"grants.max_pending_per_operator ({pending_limit}) allows: wait until one is "
+                                    "approved or expires, or revoke one")
+
+        capped = pending_limit > 0 and grant.state is GrantState.PENDING
+        rows = self._write(self._sql.insert, grant_params(grant), before_commit, within_cap if capped else None)
         return rows[0]
 
     def get(self, grant_id: str) -> Grant | None:

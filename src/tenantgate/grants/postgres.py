@@ -30,7 +30,9 @@ from tenantgate.errors import ConfigError, GrantConflict, GrantInvalid, GrantSto
 from tenantgate.grants._rows import Dialect, Row, SqlGrantStore, migrate, short_reason, unavailable
 from tenantgate.redact import redact_url
 
-POSTGRES = Dialect(param="%s", action_in_actions="actions::jsonb @> jsonb_build_array(?::text)")
+POSTGRES = Dialect(param="%s", action_in_actions="actions::jsonb @> jsonb_build_array(?::text)",
+                   # READ COMMITTED: the count after this lock sees every create that held it before.
+                   lock_operator="SELECT pg_advisory_xact_lock(?::integer, ?::integer)")
 
 # pg_advisory_xact_lock key serialising schema migration across processes ("tggrants" in ASCII).
 MIGRATION_LOCK_KEY = 0x7467_6772_616E_7473

@@ -1,0 +1,76 @@
+"""A flood of grant requests over the real gRPC API (review finding: one operator created 11,328 PENDING grants in
+20 s; ListGrants returns the newest 1,000, so the flood hid earlier real requests from approvers). Now an operator
+has at most grants.max_pending_per_operator requests pending (more are FAILED_PRECONDITION, audited
+grant.refused), and `tenantgate grant list` says when the answer reached the server's limit. SQLite store."""
+
+import json
+
+import grpc
+import pytest
+
+from support.issuers import TestIssuer
+from support.server import running_server, write_config
+from tenantgate import config
+from tenantgate.cli import main
+from tenantgate.core.breakglass import MAX_LISTED_GRANTS
+from tenantgate.core.grants import Grant, GrantState
+from tenantgate.v1 import breakglass_pb2 as bg
+from tenantgate.v1 import breakglass_pb2_grpc as bg_grpc
+
+LIMIT_NOTE = "note: the server lists at most the newest 1,000 grants"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("flood")
+    issuer = TestIssuer(tmp)
+    settings = config.load(write_config(tmp, issuer.settings, extra="[grants]\nmax_pending_per_operator = 2\n"),
+                           env={})
+    with running_server(settings) as (address, app), grpc.insecure_channel(address) as channel:
+        yield issuer, app, bg_grpc.BreakGlassStub(channel), address
+
+
+def _request(stub, token, target="acme"):
+    msg = bg.RequestGrantRequest(target_tenant=target, actions=["read"], reason="INC-1: wrong totals",
+                                 ticket="INC-1", duration_seconds=900)
+    return stub.RequestGrant(msg, metadata=[("authorization", f"Bearer {token}")])
+
+
+def test_a_grant_request_beyond_the_operators_pending_limit_is_failed_precondition_and_audited(env):
+    issuer, app, stub, _address = env
+    olga = issuer.mint(tenant="platform", sub="olga", roles=["breakglass-operator"])
+    _request(stub, olga)
+    _request(stub, olga, target="globex")
+    with pytest.raises(grpc.RpcError) as refused:
+        _request(stub, olga, target="initech")
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "grants.max_pending_per_operator (2)" in refused.value.details()
+    records = [json.loads(line) for line in open(app.settings.audit.path) if '"grant_event"' in line]
+    olgas = [(r["event"], r["target_tenant"]) for r in records if r["actor"] == "olga"]
+    assert olgas == [("grant.requested", "acme"), ("grant.requested", "globex"), ("grant.refused", "")]
+    assert records[-1]["detail"].startswith("request: GrantConflict: the operator has 2 pending grant request(s)")
+
+
+def _grant(number):
+    return Grant(id=f"old-{number:04d}", operator="someone", operator_tenant="platform", target_tenant="acme",
+                 actions=("read",), reason="history", ticket="INC-0", duration_seconds=60, state=GrantState.EXPIRED,
+                 requested_at=1_600_000_000.0 + number, pending_until=1_600_000_060.0 + number)
+
+
+def test_grant_list_says_when_the_answer_reached_the_servers_limit(env, capsys):
+    issuer, app, _stub, address = env
+    ada = issuer.mint(tenant="platform", sub="ada", roles=["breakglass-approver"])
+    command = ["grant", "list", "--server", address, "--token", ada]
+    assert main.main(command) == 0
+    assert LIMIT_NOTE not in capsys.readouterr().err
+    for number in range(MAX_LISTED_GRANTS):
+        app.breakglass.store.create(_grant(number), lambda grant: None)
+    assert main.main(command) == 0
+    out, err = capsys.readouterr()
+    assert LIMIT_NOTE in err and "narrow the list with --state and --tenant" in err
+    assert "old-0000" not in out  # the oldest are not in the answer
+    assert main.main([*command, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert len(json.loads(out)) == MAX_LISTED_GRANTS and LIMIT_NOTE in err  # stdout stays JSON
+    assert main.main([*command, "--state", "pending"]) == 0
+    assert LIMIT_NOTE not in capsys.readouterr().err

@@ -1,0 +1,110 @@
+"""The pending-request cap in ``GrantStore.create`` (review finding: one operator created 11,328 PENDING grants in
+20 s, burying real requests in what approvers list). Counted in the insert's own transaction, so racing creates
+on separate connections (other replicas) cannot exceed it. Both stores: SQLite on a temp file, PostgreSQL on a
+throwaway database (skipped when TENANTGATE_TEST_PG_DSN is unset)."""
+
+import threading
+import time
+
+import pytest
+
+from support.pg import pg_database
+from tenantgate.core.grants import Grant, GrantState
+from tenantgate.errors import GrantConflict
+from tenantgate.grants import open_store
+
+T0 = 1_700_000_000.0
+
+
+def pending_grant(grant_id, *, operator="oscar", issuer="https://idp.example", requested_at=T0,
+                  pending_seconds=3600, state=GrantState.PENDING):
+    return Grant(id=grant_id, operator=operator, operator_tenant="platform", target_tenant="acme",
+                 actions=("read",), reason="INC-1 outage", ticket="INC-1", duration_seconds=600, state=state,
+                 requested_at=requested_at, pending_until=requested_at + pending_seconds, operator_issuer=issuer)
+
+
+def ignore(grant):
+    pass
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'grants.db'}"
+    else:
+        with pg_database() as url:
+            yield url
+
+
+@pytest.fixture
+def store(store_url):
+    opened = open_store(store_url)
+    yield opened
+    opened.close()
+
+
+def pending_of(store, operator="oscar"):
+    return [g for g in store.list(None, GrantState.PENDING, T0) if g.operator == operator]
+
+
+def test_an_operators_pending_grant_beyond_the_limit_is_refused_and_not_stored(store):
+    for n in range(3):
+        store.create(pending_grant(f"g-{n}"), ignore, pending_limit=3)
+    shown = []
+    with pytest.raises(GrantConflict, match=r"the operator has 3 pending grant request\(s\), the most "
+                                            r"grants.max_pending_per_operator \(3\) allows"):
+        store.create(pending_grant("g-3"), shown.append, pending_limit=3)
+    assert shown == []  # refused before anything was written: no grant.requested event
+    assert store.get("g-3") is None
+    assert len(pending_of(store)) == 3
+
+
+def test_the_pending_limit_counts_only_this_operators_live_pending_grants(store):
+    store.create(pending_grant("old", requested_at=T0 - 100, pending_seconds=100), ignore)  # expired at T0
+    store.create(pending_grant("approved"), ignore)
+    store.activate("approved", "ada", T0, ignore)
+    store.create(pending_grant("revoked"), ignore)
+    store.revoke("revoked", "ada", "closed", T0, ignore)
+    store.create(pending_grant("live"), ignore, pending_limit=2)
+    store.create(pending_grant("second"), ignore, pending_limit=2)  # "live" is the only one counted
+    with pytest.raises(GrantConflict):
+        store.create(pending_grant("third"), ignore, pending_limit=2)
+    # Another person, and the same subject at another issuer (someone else), have limits of their own.
+    store.create(pending_grant("mallory-1", operator="mallory"), ignore, pending_limit=2)
+    store.create(pending_grant("other-idp", issuer="https://other.example"), ignore, pending_limit=2)
+    # An ACTIVE grant (grants.require_approval = false) is not a pending request; 0 is no limit.
+    store.create(pending_grant("at-once", state=GrantState.ACTIVE), ignore, pending_limit=2)
+    store.create(pending_grant("unlimited"), ignore)
+    assert {g.id for g in pending_of(store)} == {"live", "second", "other-idp", "unlimited"}
+
+
+def test_racing_creates_on_separate_connections_never_exceed_the_limit(store_url):
+    # Each create holds its transaction open (the audit write) for a while after counting: without a lock
+    # between the count and the insert, every racer counts the same few and inserts (PostgreSQL, READ COMMITTED).
+    limit, racers = 3, 8
+    stores = [open_store(store_url) for _ in range(racers)]
+    start = threading.Barrier(racers)
+    outcomes: list[str] = []
+
+    def slow_audit(grant):
+        time.sleep(0.1)
+
+    def race(index):
+        start.wait()
+        try:
+            stores[index].create(pending_grant(f"race-{index}"), slow_audit, pending_limit=limit)
+            outcomes.append("created")
+        except GrantConflict:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(racers)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sorted(outcomes) == ["created"] * limit + ["refused"] * (racers - limit)
+        assert len(pending_of(stores[0])) == limit
+    finally:
+        for opened in stores:
+            opened.close()

@@ -1,0 +1,44 @@
+"""The grant sweep logs one summary line per sweep, not one per grant (review finding: when 11,328 flooded requests
+expired, the sweep wrote 11,328 log lines from the event loop; every expiry is still a grant.expired record)."""
+
+import asyncio
+import logging
+from types import SimpleNamespace
+
+from support.grants import make_world
+from tenantgate import app as application
+from tenantgate.config import GrantSettings, Settings
+from tenantgate.core.grants import GrantState
+
+
+async def _sweep_until(app, done):
+    sweeper = asyncio.create_task(application._sweep_grants(app))
+    try:
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if done():
+                break
+        await asyncio.sleep(0.1)  # a few more sweeps that expire nothing, and log nothing
+    finally:
+        sweeper.cancel()
+
+
+def test_a_grant_sweep_logs_one_line_with_the_count_and_a_few_ids(tmp_path, caplog):
+    world = make_world(tmp_path, max_pending_per_operator=25, pending_ttl_seconds=60)
+    grants = [world.request() for _ in range(25)]
+    world.clock.advance(60)
+    app = SimpleNamespace(settings=Settings(grants=GrantSettings(sweep_interval_seconds=0.01)),
+                          breakglass=world.service)
+
+    def all_expired():
+        return not world.service.store.list(None, GrantState.PENDING, 0.0)
+
+    with caplog.at_level(logging.INFO, logger="tenantgate.app"):
+        asyncio.run(_sweep_until(app, all_expired))
+    assert all_expired()
+    lines = [r.getMessage() for r in caplog.records if r.name == "tenantgate.app"]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("grant sweep: 25 grant(s) expired: ")
+    assert lines[0].endswith(" and 22 more (grant.expired in the audit log)")
+    assert sum(g.id in lines[0] for g in grants) == 3
+    assert len([r for r in world.records() if r.get("event") == "grant.expired"]) == 25
