@@ -17,7 +17,7 @@ from tenantgate.core.grants import Grant, GrantState
 from tenantgate.v1 import breakglass_pb2 as bg
 from tenantgate.v1 import breakglass_pb2_grpc as bg_grpc
 
-LIMIT_NOTE = "note: the server lists at most the newest 1,000 grants"
+LIMIT_NOTE = "note: more grants matched than the newest 1,000 listed here"
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +63,19 @@ def test_grant_list_says_when_the_answer_reached_the_servers_limit(env, capsys):
     command = ["grant", "list", "--server", address, "--token", ada]
     assert main.main(command) == 0
     assert LIMIT_NOTE not in capsys.readouterr().err
-    for number in range(MAX_LISTED_GRANTS):
+    existing = len(app.breakglass.store.list(None, None, app.breakglass.now(), 10 * MAX_LISTED_GRANTS))
+    for number in range(MAX_LISTED_GRANTS - existing):  # exactly the limit in all
         app.breakglass.store.create(_grant(number), lambda grant: None)
+    # exactly the limit: everything is listed, nothing was left out
+    assert main.main(command) == 0
+    assert LIMIT_NOTE not in capsys.readouterr().err
+    with grpc.insecure_channel(address) as channel:
+        stub, metadata = bg_grpc.BreakGlassStub(channel), [("authorization", f"Bearer {ada}")]
+        answer = stub.ListGrants(bg.ListGrantsRequest(), metadata=metadata)
+        assert len(answer.grants) == MAX_LISTED_GRANTS and not answer.truncated
+        app.breakglass.store.create(_grant(MAX_LISTED_GRANTS - existing), lambda grant: None)
+        answer = stub.ListGrants(bg.ListGrantsRequest(), metadata=metadata)
+        assert len(answer.grants) == MAX_LISTED_GRANTS and answer.truncated
     assert main.main(command) == 0
     out, err = capsys.readouterr()
     assert LIMIT_NOTE in err and "narrow the list with --state and --tenant" in err

@@ -16,7 +16,6 @@ from tenantgate.cli.channel import (
     rpc_problem,
     token_of,
 )
-from tenantgate.core.breakglass import MAX_LISTED_GRANTS
 from tenantgate.core.cedar_text import escape_unprintable
 from tenantgate.errors import ConfigError
 
@@ -89,10 +88,9 @@ def _list(args: argparse.Namespace) -> int:
     state = bg.GrantState.Value(args.state.upper()) if args.state else bg.GRANT_STATE_UNSPECIFIED
     answer = _call(args, "ListGrants", bg.ListGrantsRequest(tenant=args.tenant, state=state))
     status = _show(args, list(answer.grants))
-    if len(answer.grants) >= MAX_LISTED_GRANTS:
-        # The answer says nothing of what it left out: at the server's limit, older grants may be missing.
-        print(f"note: the server lists at most the newest {MAX_LISTED_GRANTS:,} grants; older ones may not be "
-              "shown: narrow the list with --state and --tenant", file=sys.stderr)
+    if answer.truncated:
+        print(f"note: more grants matched than the newest {len(answer.grants):,} listed here: narrow the list "
+              "with --state and --tenant", file=sys.stderr)
     return status
 
 

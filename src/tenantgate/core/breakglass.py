@@ -54,6 +54,14 @@ MAX_GRANT_ID = 64
 MAX_OPERATOR_BYTES = 1024
 # The most grants one ListGrants answer holds (newest requested first); older ones are not in it.
 MAX_LISTED_GRANTS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class GrantList:
+    """What ``BreakGlass.list`` answers: the grants, and whether more matched than are listed."""
+
+    grants: tuple[Grant, ...]
+    truncated: bool
 # The event each step writes just before its change commits.
 STEP_EVENTS = {"request": "grant.requested", "approve": "grant.approved", "revoke": "grant.revoked",
                "expire": "grant.expired"}
@@ -217,13 +225,14 @@ class BreakGlass:
             raise GrantConflict(self._changed_meanwhile(grant_id, "revoked", GrantState.REVOKED))
         return revoked
 
-    def list(self, caller: Principal, tenant: str | None, state: GrantState | None) -> Sequence[Grant]:
+    def list(self, caller: Principal, tenant: str | None, state: GrantState | None) -> GrantList:
         """Grants targeting ``tenant`` in effective ``state`` (None: all), newest requested first, at most
-        ``MAX_LISTED_GRANTS``: when that many come back, older ones may exist."""
+        ``MAX_LISTED_GRANTS``, and whether more matched."""
         self._require(caller, self.rules.operator_role, self.rules.approver_role)
         if tenant is not None and not is_tenant_id(tenant):
             raise GrantInvalid("tenant is not a valid tenant id")
-        return self.store.list(tenant, state, self._clock.now(), MAX_LISTED_GRANTS)
+        found = self.store.list(tenant, state, self._clock.now(), MAX_LISTED_GRANTS + 1)
+        return GrantList(tuple(found[:MAX_LISTED_GRANTS]), truncated=len(found) > MAX_LISTED_GRANTS)
 
     def sweep(self) -> Sequence[Grant]:
         """Mark due grants EXPIRED, with a ``grant.expired`` audit event each (and ``grant.failed`` after them

@@ -66,9 +66,10 @@ class BreakGlassService(bg_grpc.BreakGlassServicer):
         state = convert.GRANT_STATE_FROM_PROTO.get(request.state)
         if state is None and request.state != bg.GRANT_STATE_UNSPECIFIED:
             await abort_with(context, GrantInvalid(f"unknown grant state {request.state}"))
-        grants = await self._call(context, lambda caller: self._service.list(caller, request.tenant or None, state))
+        listed = await self._call(context, lambda caller: self._service.list(caller, request.tenant or None, state))
         now = self._service.now()
-        return bg.ListGrantsResponse(grants=[convert.grant_message(g, now) for g in grants])
+        return bg.ListGrantsResponse(grants=[convert.grant_message(g, now) for g in listed.grants],
+                                     truncated=listed.truncated)
 
     async def _refuse_undecodable(self, context: grpc.aio.ServicerContext, step: str,
                                   request: Undecodable) -> NoReturn:

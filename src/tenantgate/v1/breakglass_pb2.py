@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etenantgate/v1/breakglass.proto\x12\rtenantgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x04\n\x05Grant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x17\n\x0foperator_tenant\x18\x03 \x01(\t\x12\x15\n\rtarget_tenant\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x63tions\x18\x05 \x03(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0e\n\x06ticket\x18\x07 \x01(\t\x12(\n\x05state\x18\x08 \x01(\x0e\x32\x19.tenantgate.v1.GrantState\x12\x30\n\x0crequested_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61pproved_by\x18\n \x01(\t\x12/\n\x0b\x61pproved_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrevoked_by\x18\r \x01(\t\x12.\n\nrevoked_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64uration_seconds\x18\x0f \x01(\x03\x12\x15\n\rrevoke_reason\x18\x10 \x01(\t\x12\x31\n\rpending_until\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0foperator_issuer\x18\x12 \x01(\t\"w\n\x13RequestGrantRequest\x12\x15\n\rtarget_tenant\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63tions\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06ticket\x18\x04 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x03\"\'\n\x13\x41pproveGrantRequest\x12\x10\n\x08grant_id\x18\x01 \x01(\t\"6\n\x12RevokeGrantRequest\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"M\n\x11ListGrantsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.tenantgate.v1.GrantState\":\n\x12ListGrantsResponse\x12$\n\x06grants\x18\x01 \x03(\x0b\x32\x14.tenantgate.v1.Grant*\\\n\nGrantState\x12\x1b\n\x17GRANT_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\n\n\x06\x41\x43TIVE\x10\x02\x12\x0b\n\x07\x45XPIRED\x10\x03\x12\x0b\n\x07REVOKED\x10\x04\x32\xbb\x02\n\nBreakGlass\x12H\n\x0cRequestGrant\x12\".tenantgate.v1.RequestGrantRequest\x1a\x14.tenantgate.v1.Grant\x12H\n\x0c\x41pproveGrant\x12\".tenantgate.v1.ApproveGrantRequest\x1a\x14.tenantgate.v1.Grant\x12\x46\n\x0bRevokeGrant\x12!.tenantgate.v1.RevokeGrantRequest\x1a\x14.tenantgate.v1.Grant\x12Q\n\nListGrants\x12 .tenantgate.v1.ListGrantsRequest\x1a!.tenantgate.v1.ListGrantsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etenantgate/v1/breakglass.proto\x12\rtenantgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x04\n\x05Grant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x17\n\x0foperator_tenant\x18\x03 \x01(\t\x12\x15\n\rtarget_tenant\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x63tions\x18\x05 \x03(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0e\n\x06ticket\x18\x07 \x01(\t\x12(\n\x05state\x18\x08 \x01(\x0e\x32\x19.tenantgate.v1.GrantState\x12\x30\n\x0crequested_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61pproved_by\x18\n \x01(\t\x12/\n\x0b\x61pproved_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrevoked_by\x18\r \x01(\t\x12.\n\nrevoked_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64uration_seconds\x18\x0f \x01(\x03\x12\x15\n\rrevoke_reason\x18\x10 \x01(\t\x12\x31\n\rpending_until\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0foperator_issuer\x18\x12 \x01(\t\"w\n\x13RequestGrantRequest\x12\x15\n\rtarget_tenant\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63tions\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06ticket\x18\x04 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x03\"\'\n\x13\x41pproveGrantRequest\x12\x10\n\x08grant_id\x18\x01 \x01(\t\"6\n\x12RevokeGrantRequest\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"M\n\x11ListGrantsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.tenantgate.v1.GrantState\"M\n\x12ListGrantsResponse\x12$\n\x06grants\x18\x01 \x03(\x0b\x32\x14.tenantgate.v1.Grant\x12\x11\n\ttruncated\x18\x02 \x01(\x08*\\\n\nGrantState\x12\x1b\n\x17GRANT_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\n\n\x06\x41\x43TIVE\x10\x02\x12\x0b\n\x07\x45XPIRED\x10\x03\x12\x0b\n\x07REVOKED\x10\x04\x32\xbb\x02\n\nBreakGlass\x12H\n\x0cRequestGrant\x12\".tenantgate.v1.RequestGrantRequest\x1a\x14.tenantgate.v1.Grant\x12H\n\x0c\x41pproveGrant\x12\".tenantgate.v1.ApproveGrantRequest\x1a\x14.tenantgate.v1.Grant\x12\x46\n\x0bRevokeGrant\x12!.tenantgate.v1.RevokeGrantRequest\x1a\x14.tenantgate.v1.Grant\x12Q\n\nListGrants\x12 .tenantgate.v1.ListGrantsRequest\x1a!.tenantgate.v1.ListGrantsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tenantgate.v1.breakglass_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GRANTSTATE']._serialized_start=979
-  _globals['_GRANTSTATE']._serialized_end=1071
+  _globals['_GRANTSTATE']._serialized_start=998
+  _globals['_GRANTSTATE']._serialized_end=1090
   _globals['_GRANT']._serialized_start=83
   _globals['_GRANT']._serialized_end=620
   _globals['_REQUESTGRANTREQUEST']._serialized_start=622
@@ -45,7 +45,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTGRANTSREQUEST']._serialized_start=840
   _globals['_LISTGRANTSREQUEST']._serialized_end=917
   _globals['_LISTGRANTSRESPONSE']._serialized_start=919
-  _globals['_LISTGRANTSRESPONSE']._serialized_end=977
-  _globals['_BREAKGLASS']._serialized_start=1074
-  _globals['_BREAKGLASS']._serialized_end=1389
+  _globals['_LISTGRANTSRESPONSE']._serialized_end=996
+  _globals['_BREAKGLASS']._serialized_start=1093
+  _globals['_BREAKGLASS']._serialized_end=1408
 # @@protoc_insertion_point(module_scope)

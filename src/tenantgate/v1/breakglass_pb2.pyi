@@ -100,7 +100,9 @@ class ListGrantsRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., state: _Optional[_Union[GrantState, str]] = ...) -> None: ...
 
 class ListGrantsResponse(_message.Message):
-    __slots__ = ("grants",)
+    __slots__ = ("grants", "truncated")
     GRANTS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     grants: _containers.RepeatedCompositeFieldContainer[Grant]
-    def __init__(self, grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ...) -> None: ...
+    truncated: bool
+    def __init__(self, grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...

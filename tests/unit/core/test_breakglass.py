@@ -193,10 +193,10 @@ def test_a_grant_event_that_cannot_be_written_is_refused(world, monkeypatch):
 def test_list_by_tenant_and_state(world):
     a = world.active_grant(target="acme")
     b = world.request(target="globex")
-    listed = world.service.list(world.approver(), None, None)
+    listed = world.service.list(world.approver(), None, None).grants
     assert {g.id for g in listed} == {a.id, b.id}
-    assert [g.id for g in world.service.list(world.operator(), "globex", GrantState.PENDING)] == [b.id]
-    assert world.service.list(world.operator(), "acme", GrantState.PENDING) == []
+    assert [g.id for g in world.service.list(world.operator(), "globex", GrantState.PENDING).grants] == [b.id]
+    assert world.service.list(world.operator(), "acme", GrantState.PENDING).grants == ()
     with pytest.raises(GrantPermissionDenied):
         world.service.list(world.caller("acme", "alice", "admin"), None, None)
 
