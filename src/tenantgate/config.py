@@ -511,6 +511,7 @@ def validate(s: Settings) -> None:
     _positive(a.checkpoint_every, "audit.checkpoint_every")
     if a.checkpoint_seconds < 0:
         raise ConfigError("audit.checkpoint_seconds must be >= 0 (0 = by count only)")
+    _check_audit_path(a.path)
     _positive(s.policies.partition_cache_size, "policies.partition_cache_size")
     if s.policies.poll_interval_seconds < 0:
         raise ConfigError("policies.poll_interval_seconds must be >= 0 (0 turns polling off)")
@@ -629,6 +630,17 @@ def _is_loopback_http(url: str) -> bool:
 def _positive(value: int, where: str) -> None:
     if value <= 0:
         raise ConfigError(f"{where} must be > 0")
+
+
+def _check_audit_path(path: str) -> None:
+    """``audit.path`` names a regular file, or nothing yet: records written to a FIFO nobody reads or to a device
+    (``/dev/null``) would be acknowledged and kept nowhere, and the sink does not follow a symlink at the log's
+    own name (its head and rotated files live beside that name; directories on the way may be links)."""
+    if os.path.islink(path):
+        raise ConfigError(f"audit.path {path} is a symbolic link: name the log file itself (the audit sink does "
+                          "not follow a link there)")
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise ConfigError(f"audit.path {path} exists and is not a regular file (a FIFO, a device or a directory)")
 
 
 def _check_hostport(value: str, where: str) -> None:

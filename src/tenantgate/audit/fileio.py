@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from tenantgate.audit.files import rotated_numbers, rotated_path
+from tenantgate.audit.files import open_regular, rotated_numbers, rotated_path
 
 
 def lock_exclusive(fd: int, timeout: float, what: Path) -> None:
@@ -63,7 +63,7 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def append_all(fd: int, data: bytes, *, start: int, regular: bool, sync: bool) -> int:
+def append_all(fd: int, data: bytes, *, start: int, sync: bool) -> int:
     """Append ``data`` to the file of size ``start`` with one ``os.write`` loop (then ``os.fsync`` when
     ``sync``); returns the new size.
 
@@ -80,7 +80,7 @@ def append_all(fd: int, data: bytes, *, start: int, regular: bool, sync: bool) -
         if sync:
             os.fsync(fd)
     except OSError:
-        if written and regular:
+        if written:
             _cut_back(fd, start, written)
         raise
     return start + len(data)
@@ -145,7 +145,7 @@ def _claim_path(live: Path, lock_timeout: float) -> int:
             fd = os.open(live, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:
             try:
-                fd = os.open(live, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+                fd = open_regular(live, os.O_RDWR | os.O_APPEND)  # a FIFO or a symlink put there: RefusedFile
             except FileNotFoundError:
                 continue  # rotated or removed meanwhile: look again
         try:

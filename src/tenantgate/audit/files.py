@@ -11,8 +11,10 @@ Naming (``audit.jsonl`` is the configured path):
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from tenantgate.audit.chain import GENESIS_HASH, ChainedRecord, MalformedRecord,
 HEAD_SIZE = 160  # bytes; the head file is rewritten in place with one pwrite of this fixed size
 TAIL_WINDOW = 1 << 20  # how far back from the end recovery looks for the last intact record
 _ROTATED = re.compile(r"^(?P<live>.+)\.(?P<n>[1-9][0-9]*)$")
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,38 @@ class TailScan:
     size: int
     legacy: bool
     whole_file: bool
+
+
+class RefusedFile(OSError):
+    """A file of the chain (the live log, its head file, a rotated file) is a symbolic link, a FIFO, a device, a
+    socket or a directory: never written through or waited on. ``strerror`` says what was found."""
+
+
+def open_regular(path: Path, flags: int, mode: int = 0o600) -> int:
+    """``os.open(path, flags, mode)``, only for a regular file, returned as a blocking descriptor (close-on-exec).
+
+    A symbolic link at ``path`` itself is not followed (links among its parent directories are), and nothing is
+    waited on: a FIFO opens without a peer, so a FIFO, device or socket is refused at once. Raises ``RefusedFile``
+    for those and for a directory, ``OSError`` (e.g. ``FileNotFoundError``) when it cannot be opened.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as err:
+        if err.errno == errno.ELOOP:  # O_NOFOLLOW's answer for a symlink (or a loop of them)
+            raise RefusedFile(errno.ELOOP, "a symbolic link (not followed), not a regular file", str(path)) from err
+        if err.errno == errno.EISDIR:
+            raise RefusedFile(errno.EISDIR, "a directory, not a regular file", str(path)) from err
+        raise
+    try:
+        kind = stat.S_IFMT(os.fstat(fd).st_mode)
+        if kind != stat.S_IFREG:
+            what = _KINDS.get(kind, f"of file type {kind:o}")
+            raise RefusedFile(errno.EINVAL, f"{what}, not a regular file", str(path))
+        os.set_blocking(fd, True)  # O_NONBLOCK was for the open only
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def worker_path(path: str | os.PathLike[str], worker: int) -> Path:
@@ -131,12 +167,17 @@ def encode_head(head: ChainHead) -> bytes:
 def read_head(path: Path) -> ChainHead | None:
     """The chain head recorded in a head file; None when the file does not exist.
 
-    Raises ``MalformedRecord`` when it exists but does not hold a head, ``OSError`` when unreadable.
+    Raises ``MalformedRecord`` when it exists but does not hold a head, ``RefusedFile`` when it is not a regular
+    file (a FIFO would block the read forever), ``OSError`` when unreadable.
     """
     try:
-        data = path.read_bytes()
+        fd = open_regular(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
+    try:
+        data = os.read(fd, 4 * HEAD_SIZE)  # one read: a regular file returns all of it (anything longer is bad)
+    finally:
+        os.close(fd)
     obj = parse_plain(data.strip())
     seq, value = obj.get("seq"), obj.get("hash")
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or not isinstance(value, str) or \
@@ -182,9 +223,39 @@ def _scan_window(fd: int, size: int, window: int) -> TailScan:
     return TailScan(None, start, size, legacy_seen and not chained_seen, start == 0)
 
 
+def find_record(fd: int, end: int, seq: int, window: int = TAIL_WINDOW) -> tuple[int, ChainedRecord] | None:
+    """The offset and the record of the line numbered ``seq`` among the complete lines before ``end`` in the open
+    file ``fd``, looking back at most ``window`` bytes; None when it is not there (earlier in the file, in an
+    earlier file, or gone). Lines that do not parse are skipped; the record found may not be intact (compare
+    ``claimed_hash``). Looks at the last 64 KiB first, like ``scan_tail``. Only reads; raises ``OSError``.
+    """
+    reach = min(window, 64 * 1024)
+    while True:
+        start = max(0, end - reach)
+        data = os.pread(fd, end - start, start) if end > start else b""
+        lines = data[: data.rfind(b"\n") + 1].splitlines(keepends=True)
+        offset = start + sum(map(len, lines))
+        for number, piece in enumerate(reversed(lines)):
+            offset -= len(piece)
+            if start > 0 and number == len(lines) - 1:
+                break  # may begin mid-line: the wider window reads it whole
+            try:
+                record = parse(piece)
+            except MalformedRecord:
+                continue
+            if record.seq == seq:
+                return offset, record
+            if record.seq < seq:
+                return None  # seq only grows along a file: it is not further back
+        if start == 0 or reach >= window:
+            return None
+        reach = window
+
+
 def last_record(path: Path) -> ChainedRecord | None:
-    """The last intact chained record of a (rotated) file, or None. Raises ``OSError``."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    """The last intact chained record of a (rotated) file, or None. Raises ``OSError`` (``RefusedFile`` when
+    the file is not a regular one)."""
+    fd = open_regular(path, os.O_RDONLY)
     try:
         return scan_tail(fd, os.fstat(fd).st_size).last
     finally:
@@ -213,13 +284,18 @@ def resume_point(live: Path, remembered: ChainHead | None) -> ChainHead:
     return max(candidates, key=lambda c: c.seq, default=ChainHead(0, GENESIS_HASH))
 
 
-def head_seq(live: Path) -> int:
-    """The seq in ``live``'s head file, or -1 when there is none or it is unreadable."""
+def known_head(live: Path, ours: ChainHead | None) -> ChainHead | None:
+    """The furthest the chain of ``live`` is known to have reached: ``ours`` (a writer's own last record, when
+    it went to the file now at ``live``) or the head file's, the higher seq (``ours`` on a tie, as a head file
+    can be rewritten); None when neither is known. An unreadable head file, or one that is not a regular file,
+    counts as none (verify reports it)."""
     try:
-        head = read_head(head_path(live))
+        recorded = read_head(head_path(live))
     except (OSError, MalformedRecord):
-        return -1
-    return -1 if head is None else head.seq
+        recorded = None
+    if ours is None or (recorded is not None and recorded.seq > ours.seq):
+        return recorded
+    return ours
 
 
 def _is_unchained_record(piece: bytes) -> bool:

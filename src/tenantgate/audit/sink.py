@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tenantgate.audit.chain import CHAIN_FIELDS, GENESIS_HASH, SealedRecord, seal
+from tenantgate.audit.chain import CHAIN_FIELDS, SealedRecord, seal
 from tenantgate.audit.checkpoint import CHECKPOINT, checkpoint_fields, load_private_key
 from tenantgate.audit.commit import GroupCommitter
 from tenantgate.audit.fileio import (
@@ -35,16 +34,18 @@ from tenantgate.audit.fileio import (
 )
 from tenantgate.audit.files import (
     ChainHead,
+    RefusedFile,
     encode_head,
     head_path,
-    head_seq,
+    known_head,
+    open_regular,
     resume_point,
     rotated_path,
     same_file,
     scan_tail,
     worker_path,
 )
-from tenantgate.audit.recovery import Recovery, move_unchained, set_aside_tail
+from tenantgate.audit.recovery import Recovery, check_end, move_unchained, set_aside_tail
 from tenantgate.core.model import rfc3339
 from tenantgate.core.ports import AuditRecord, Clock, SystemClock
 from tenantgate.errors import AuditUnavailable
@@ -121,6 +122,12 @@ class JsonlAuditSink:
     ``worker`` > 0 writes worker N's own chain to ``<stem>-wN<suffix>``: separate processes should not share
     a chain (they serialise on its lock).
 
+    The live file, its head file and rotated files must be regular files: a symbolic link at their own name is
+    not followed and a FIFO or device is never written to or waited on (the live file: ``AuditUnavailable``;
+    the head file: not updated, logged and counted in ``head_failures``). When the log does not end where the
+    chain was known to end (its own last batch in this very file, or the head file), an ``audit_recovered``
+    record says so before anything else is written (see ``_sync_chain``).
+
     Raises ``ValueError`` for impossible parameters and ``ConfigError`` for an unusable key.
     """
 
@@ -151,7 +158,6 @@ class JsonlAuditSink:
         self._other_links = 1  # a link count of our file checked not to be a half rotation (see ``_unchanged``)
         self._chain: ChainHead | None = None  # the chain head as of our last batch
         self._end = -1  # file size after our last batch; anything else means someone else wrote
-        self._regular = True
         self._preamble: list[dict[str, Any]] = []  # recovery records not yet written
         self._since_checkpoint = 0
         self._checkpoint_due = False
@@ -311,7 +317,7 @@ class JsonlAuditSink:
                 except _Adopted as adopted:  # sealed on a chain head that is no longer the last: seal again
                     return self._append_batch(adopted.fd, items, rotate=False)
             sync = self.durability == "fsync"
-            end = append_all(fd, data, start=self._end, regular=self._regular, sync=sync)
+            end = append_all(fd, data, start=self._end, sync=sync)
             # The head first, then the size: if this is interrupted between the two, the size on disk no
             # longer matches ``_end`` and the next batch re-reads the chain head from the file.
             self._chain = ChainHead(seq, last_hash)
@@ -348,7 +354,7 @@ class JsonlAuditSink:
             if self._unchanged():
                 return fd  # the common case, one stat: our file is still the live one and nobody wrote to it
             st = os.fstat(fd)
-            if self._regular and not self._is_live(st):
+            if not self._is_live(st):
                 unlock(fd)  # rotated, replaced or deleted (before or while we waited for the lock): reopen
                 self._close_files()
                 continue
@@ -367,7 +373,7 @@ class JsonlAuditSink:
     def _unchanged(self) -> bool:
         """Called with the lock held. True when the file at our path is the one we have open, of the size
         we left it (so the chain head in memory is current); False when unsure (then the full checks run)."""
-        if self._chain is None or not self._regular:
+        if self._chain is None:
             return False
         try:
             on_disk = os.stat(self._path_text)
@@ -388,10 +394,10 @@ class JsonlAuditSink:
         return links == self._other_links
 
     def _sync_chain(self, fd: int, st: os.stat_result) -> None:
-        if not self._regular:  # e.g. /dev/full or a FIFO: nothing to read back
-            self._chain = self._chain or ChainHead(0, GENESIS_HASH)
-            self._end = 0
-            return
+        """Learn where the chain ends from the file ``fd`` (locked, ``st`` its fstat) when someone else may have
+        written to it: a restart, another writer, a rotation, a failure. Sets ``_chain`` and ``_end``; queues
+        an ``audit_recovered`` record when the end is not what the chain reached. Raises ``_Moved``,
+        ``AuditUnavailable`` (no intact record in the tail window), ``OSError``."""
         ident = (st.st_dev, st.st_ino)
         self._other_links = 1  # it belongs to ``_ident``, which becomes ``ident`` below
         # Even when we wrote last: the half rotation may be someone else's. When ``.1`` is another file, the
@@ -400,6 +406,10 @@ class JsonlAuditSink:
             self._other_links = st.st_nlink
         if self._chain is not None and ident == self._ident and st.st_size == self._end:
             return  # we wrote last: the head in memory is current
+        # Our own last batch went to this very file (open all along, so not a reused inode): its record is a head
+        # nobody can rewrite in memory. (Right after our own rotation it went to ``.1``: the new file's records
+        # can only follow it, so it is never found there and nothing is set aside.)
+        ours = self._chain if ident == self._ident else None
         self._ident = ident
         forget_half_rotation(self.path)
         # Records we did not write may follow our last checkpoint: counting on would understate the unsigned
@@ -416,20 +426,24 @@ class JsonlAuditSink:
             if scan.last is None and not scan.whole_file:
                 raise AuditUnavailable(f"no intact record in the last {st.st_size - scan.intact_end} bytes of "
                                        f"{self.path}; inspect it with `tenantgate audit verify`")
-            resume = resume_point(self.path, self._chain) if scan.last is None else \
-                ChainHead(scan.last.seq, scan.last.claimed_hash)
-            if scan.intact_end < st.st_size:
-                recovery = Recovery(self.path, fd, scan.intact_end, st.st_size, resume, head_seq(self.path))
+            known = known_head(self.path, ours)
+            if scan.last is None:  # nothing intact in the whole file: continue from what else there is
+                recovery = Recovery(self.path, fd, scan.intact_end, st.st_size,
+                                    resume_point(self.path, self._chain), known)
+            else:
+                recovery = check_end(self.path, fd, scan, known, ours)
+            if recovery.cut < recovery.size or recovery.reason != "torn_tail":
                 self._preamble.append(set_aside_tail(recovery, self._clock.now(), self.durability == "fsync"))
-            self._chain = resume
-            self._checkpoint_due = scan.last is None or scan.last.record_type != CHECKPOINT
+            self._chain = recovery.resume
+            self._checkpoint_due = scan.last is None or recovery.reason == "head_mismatch" or \
+                scan.last.record_type != CHECKPOINT
         self._end = os.fstat(fd).st_size
 
     def _maybe_rotate(self, fd: int, size: int) -> int:
         """``fd``, or the new live file (locked) after a rotation. Raises ``_Adopted`` when the chain no longer
         ends where the batch was sealed (only without hard links): the new live file already holds another
         writer's records, or that writer rotated its file to ``.1`` meanwhile. The batch must be sealed again."""
-        if not self._rotate_bytes or not self._regular or self._end <= 0 or self._end + size <= self._rotate_bytes:
+        if not self._rotate_bytes or self._end <= 0 or self._end + size <= self._rotate_bytes:
             return fd
         old = os.fstat(fd)
         new_fd = rotate(self.path, self._keep_files, self.durability == "fsync", self._lock_timeout)
@@ -464,11 +478,12 @@ class JsonlAuditSink:
         self._checkpoint_due = self._chain.seq > 0
 
     def _write_head(self) -> None:
-        if not self._regular or self._chain is None:
+        if self._chain is None:
             return
         try:
             if self._head_fd is None:
-                self._head_fd = os.open(head_path(self.path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                # Never through a symlink (it would overwrite any file the server may write) nor into a FIFO.
+                self._head_fd = open_regular(head_path(self.path), os.O_RDWR | os.O_CREAT)
             os.pwrite(self._head_fd, encode_head(self._chain), 0)
             if self.durability == "fsync":
                 os.fsync(self._head_fd)
@@ -486,10 +501,14 @@ class JsonlAuditSink:
         if self._fd is None:
             try:
                 make_private_dirs(self.path.parent)
-                self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                # A regular file only: records written to a FIFO nobody reads, to /dev/null or through a symlink
+                # planted at the path would be acknowledged and kept nowhere (review finding).
+                self._fd = open_regular(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+            except RefusedFile as err:
+                raise AuditUnavailable(f"audit log {self.path} is {err.strerror}: no record is written to it") \
+                    from err
             except OSError as err:
                 raise AuditUnavailable(f"cannot open audit log {self.path}: {err.strerror}") from err
-            self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
         return self._fd
 
     def _is_live(self, ours: os.stat_result) -> bool:
@@ -505,4 +524,5 @@ class JsonlAuditSink:
         close_quietly(self._head_fd)
         self._fd = self._head_fd = None
         self._end = -1
+        self._ident = (-1, -1)  # a file opened later is not the one our chain head was written to, even at this inode
 

@@ -248,8 +248,10 @@ def _check_kind(state: _State, where: tuple[str, int, str], record: ChainedRecor
     state.since_checkpoint += 1
     if kind == RECOVERED:
         f = record.fields
-        state.add("recovered", where, record.seq, f"recovery ({f.get('reason')}): {f.get('set_aside_bytes')} bytes "
-                  f"set aside in {f.get('evidence')}, chain resumed after seq {f.get('resumed_seq')}", tampered=False)
+        aside = (f"{f.get('set_aside_bytes')} bytes set aside in {f.get('evidence')}" if f.get("evidence")
+                 else "nothing set aside")
+        state.add("recovered", where, record.seq, f"recovery ({f.get('reason')}): {aside}, chain resumed after seq "
+                  f"{f.get('resumed_seq')}", tampered=False)
         head_seq, resumed = f.get("head_seq"), f.get("resumed_seq")
         if isinstance(head_seq, int) and isinstance(resumed, int) and head_seq > resumed:
             state.add("lost", where, record.seq, f"records seq {resumed + 1}..{head_seq} had been written (head file) "

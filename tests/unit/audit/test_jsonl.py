@@ -65,11 +65,31 @@ def test_unwritable_location_raises_audit_unavailable_and_recovers(tmp_path):
     assert verify_log(blocker / "audit.jsonl").intact
 
 
-def test_disk_full_is_audit_unavailable_and_unhealthy():
+def test_disk_full_is_audit_unavailable_and_unhealthy(tmp_path, monkeypatch):
+    path = tmp_path / "audit.jsonl"
+    sink = JsonlAuditSink(path)
+    sink.write(_event(1))
+    real_write = os.write
+
+    def full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(AuditUnavailable, match="No space"):
+        sink.write(_event(2))
+    assert not sink.healthy()
+    monkeypatch.setattr(os, "write", real_write)
+    assert sink.healthy()
+    assert [json.loads(x).get("decision_id") for x in path.read_text().splitlines()] == ["id-1", None]  # the probe
+
+
+def test_a_device_at_the_log_path_is_refused_not_written_to():
+    """/dev/full used to stand in for a full disk; a device is now refused before any write (as /dev/null is,
+    which would swallow every record)."""
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
     sink = JsonlAuditSink("/dev/full")
-    with pytest.raises(AuditUnavailable, match="No space"):
+    with pytest.raises(AuditUnavailable, match="character device"):
         sink.write(_event())
     assert not sink.healthy()
     assert not os.path.exists("/dev/full.head")

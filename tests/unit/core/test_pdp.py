@@ -69,7 +69,7 @@ def test_expiry_is_judged_by_the_injected_clock(parts):
 def test_audit_failure_turns_an_allow_into_audit_unavailable(tmp_path):
     clock = FixedClock(NOW)
     issuer = TestIssuer(tmp_path, clock=clock)
-    full = JsonlAuditSink("/dev/full")  # every write fails with ENOSPC
+    full = JsonlAuditSink("/dev/full")  # a device, not a regular file: every write is refused
     pdp = DecisionPoint(verifier=verifier_for(issuer, clock=clock), engine=PolicyStore(load_policies(BUNDLED)).current,
                         audit=full, clock=clock)
     result = pdp.decide(_check(issuer.mint(roles=["viewer"])))
