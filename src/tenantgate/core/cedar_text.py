@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 
@@ -81,6 +81,15 @@ class _LineCounter:
 def token_spans(text: str) -> list[tuple[int, int]]:
     """``(start, end)`` offsets of each token of ``text`` (comments left out), in order."""
     return [m.span() for m in _LEXEMES.finditer(text) if not m.group().startswith("//")]
+
+
+def tokens(text: str) -> Iterator[tuple[int, str]]:
+    """``(start offset, token)`` of each token of ``text`` (comments left out; a string, even unterminated,
+    is one token), in order."""
+    for match in _LEXEMES.finditer(text):
+        token = match.group()
+        if not token.startswith("//"):
+            yield match.start(), token
 
 
 def position(statement: Statement, offset: int) -> tuple[int, int]:

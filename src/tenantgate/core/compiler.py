@@ -21,24 +21,22 @@ from typing import Any
 
 import cedarpy
 
+from tenantgate.core.cedar_depth import MAX_ENTITY_DEPTH, deepest_chain, policy_depth_problem, schema_depth_problem
 from tenantgate.core.cedar_text import (
     Statement,
     annotated_id,
     escape_unprintable,
-    first_unprintable,
     parse_error_position,
     split_statements,
 )
 from tenantgate.core.entities import EMPTY_DIRECTORY, EntityDirectory, EntityFile, build_directory, read_entity_file
+from tenantgate.core.policy_ids import POSITIONAL, id_problem
 from tenantgate.core.request import is_tenant_id
 from tenantgate.core.schema import check_principal_shape, check_request_shape
 from tenantgate.core.scoping import global_problem, tenant_problem
 from tenantgate.errors import PolicyDiagnostic, PolicyError
 
-RESERVED_PREFIX = "tenantgate::"
 GUARDRAIL_ID = "tenantgate::tenant-guardrail"
-# cedarpy numbers policies positionally (policy0, ...); user ids of that shape could collide with them.
-_POSITIONAL = re.compile(r"policy\d+")
 # String values and entity ids in a policy's JSON form (tenant ids never need JSON escapes).
 _STRING_LITERAL = re.compile(r'"(?:Value|id)": "([^"\\]*)"')
 
@@ -133,6 +131,12 @@ def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource
     policy id.
     """
     tenant_sources = tenant_sources or {}
+    # INVARIANT: no schema or policy text reaches cedarpy before its depth is checked: cedarpy overflows the
+    # native stack on deep nesting and kills the process (core.cedar_depth).
+    too_deep = schema_depth_problem(schema_source.text)
+    if too_deep is not None:
+        raise PolicyError("invalid schema", [PolicyDiagnostic(schema_source.path, too_deep.line, too_deep.message,
+                                                              column=too_deep.column)])
     try:
         schema = cedarpy.Schema.from_str(schema_source.text)
     except ValueError as err:
@@ -174,8 +178,9 @@ def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource
     document = {"staticPolicies": static, "templates": templates, "templateLinks": []}
     try:
         policy_set = cedarpy.PolicySet.from_json_str(json.dumps(document))
-    except ValueError as err:  # pragma: no cover - each file parsed fine on its own
-        raise PolicyError(f"cannot assemble the policy set: {err}") from err
+    except ValueError as err:
+        raise PolicyError(f"cannot assemble the policy set: {err}",
+                          _unassembled({"staticPolicies": static, "templates": templates}, locations)) from err
     all_sources = [*sources, *(f for files in tenant_sources.values() for f in files), *entity_sources.values()]
     return CompiledPolicies(
         policy_set=policy_set,
@@ -189,6 +194,27 @@ def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource
     )
 
 
+def _unassembled(kinds: Mapping[str, Mapping[str, Any]],
+                 locations: Mapping[str, PolicyLocation]) -> list[PolicyDiagnostic]:
+    """The global policies Cedar cannot read back from their JSON form, located. Every file parsed on its own,
+    but the global set is assembled from JSON (so that policies carry our ids), and Cedar's JSON reader stops
+    at 128 levels: about 60 levels of expression, each operator, `.`, set, record or call being one."""
+    found = []
+    for kind, policies in kinds.items():
+        for policy_id, est in policies.items():
+            try:
+                cedarpy.PolicySet.from_json_str(json.dumps({"staticPolicies": {}, "templates": {}, "templateLinks": [],
+                                                            kind: {policy_id: est}}))
+            except ValueError as err:
+                loc = locations.get(policy_id, PolicyLocation("<unknown>", 1))
+                found.append(PolicyDiagnostic(
+                    loc.path, loc.line, f"Cedar cannot read this policy back from its JSON form ({err}); a global "
+                    "policy may nest about 60 levels of expression (each operator, `.`, set, record or call "
+                    "counts): split it, or test membership in a set instead of a long `||` chain",
+                    policy_id=escape_unprintable(policy_id)))
+    return found
+
+
 def policy_version(schema_source: PolicySource, sources: Sequence[PolicySource]) -> str:
     """``sha256:<16 hex>`` over the schema and policy texts (and their paths), order-independent."""
     digest = hashlib.sha256()
@@ -200,7 +226,13 @@ def policy_version(schema_source: PolicySource, sources: Sequence[PolicySource])
 
 
 def format_policy_text(text: str) -> str:
-    """Cedar's own formatter (comments kept). Raises ``PolicyError`` when the text does not parse."""
+    """Cedar's own formatter (comments kept). Raises ``PolicyError`` when the text does not parse, or nests
+    too deeply for Cedar to read it safely (``core.cedar_depth``; checked first)."""
+    too_deep = _depth_diagnostics("", split_statements(text))
+    if too_deep:
+        first = too_deep[0]
+        ident = f" [{first.policy_id}]" if first.policy_id else ""
+        raise PolicyError(f"cannot format: line {first.line}, column {first.column}:{ident} {first.message}")
     try:
         return str(cedarpy.format_policies(text, 100, 2))
     except ValueError as err:
@@ -300,6 +332,13 @@ def _check_entity_file(tenant: str, source: PolicySource, schema: Any) -> Entity
     checked = read_entity_file(source.path, source.text, tenant)
     if checked.diagnostics:
         return checked
+    too_deep = deepest_chain({record.uid: record.parents for record in checked.records})
+    if too_deep is not None:  # cedarpy's hierarchy code recurses along it (core.cedar_depth)
+        entity = f"{too_deep[0]}::{json.dumps(too_deep[1])}"
+        problem = PolicyDiagnostic(source.path, 1, f"{entity} and its ancestors form a chain of more than "
+                                   f"{MAX_ENTITY_DEPTH} entities; Cedar could exhaust its stack on longer chains, "
+                                   "so it is refused before Cedar reads it")
+        return EntityFile(source.path, tenant, (), (problem,))
     document = json.dumps(checked.cedar_json())
     try:
         cedarpy.Entities.from_json_str(document, schema)
@@ -323,6 +362,10 @@ def _entity_error(document: str, schema: Any, err: ValueError) -> str:
 
 def _parse_file(source: PolicySource, schema: Any, diagnostics: list[PolicyDiagnostic]) -> list[_Parsed]:
     statements = split_statements(source.text)
+    too_deep = _depth_diagnostics(source.path, statements)
+    if too_deep:  # the file never reaches cedarpy (every later step, error location included, parses it)
+        diagnostics.extend(too_deep)
+        return []
     try:
         est = json.loads(cedarpy.policies_to_json_str(source.text))
     except ValueError as err:
@@ -337,7 +380,7 @@ def _parse_file(source: PolicySource, schema: Any, diagnostics: list[PolicyDiagn
         return []
 
     def statement_of(positional_id: str) -> Statement:
-        index = int(positional_id.removeprefix("policy")) if _POSITIONAL.fullmatch(positional_id) else -1
+        index = int(positional_id.removeprefix("policy")) if POSITIONAL.fullmatch(positional_id) else -1
         return statements[index] if 0 <= index < len(statements) else Statement(1, 1, "")
 
     parsed: list[_Parsed] = []
@@ -368,24 +411,25 @@ def _parse_file(source: PolicySource, schema: Any, diagnostics: list[PolicyDiagn
     return parsed
 
 
+def _depth_diagnostics(path: str, statements: Sequence[Statement]) -> list[PolicyDiagnostic]:
+    """One diagnostic per statement nested too deeply for cedarpy to read safely (``core.cedar_depth``).
+    Every token of a file is in one of its statements, so a file without any is safe to hand to Cedar."""
+    found = []
+    for stmt in statements:
+        problem = policy_depth_problem(stmt)
+        if problem is not None:
+            found.append(PolicyDiagnostic(path, problem.line, problem.message, column=problem.column,
+                                          policy_id=escape_unprintable(annotated_id(stmt.text))))
+    return found
+
+
 def _admit(p: _Parsed, source: PolicySource, problem: str | None, locations: dict[str, PolicyLocation],
            diagnostics: list[PolicyDiagnostic]) -> bool:
     """Common id rules; records the location and returns True when the policy may join its set."""
     line, column = p.statement.line, p.statement.column
-    hidden = first_unprintable(p.policy_id)
-    if hidden:
-        # Ids are printed to terminals (validate, test --coverage, explain) and logs: an ESC or CR in one could
-        # rewrite or hide diagnostics. Refused before any other rule; shown escaped.
-        problem = (f"policy ids may hold printable characters only; this one holds {hidden} (a control or other "
-                   "non-printable character)")
-    elif p.policy_id.startswith(RESERVED_PREFIX):
-        problem = problem or f"policy ids starting with {RESERVED_PREFIX!r} are reserved"
-    elif _POSITIONAL.fullmatch(p.policy_id):
-        problem = problem or "policy ids of the form policyN are reserved for Cedar's own numbering"
-    elif '"' in p.policy_id or "\\" in p.policy_id:
-        problem = problem or "policy ids may not contain quotes or backslashes"
-    elif p.policy_id in locations:
-        problem = problem or duplicate_id_message(locations[p.policy_id])
+    problem = id_problem(p.policy_id, problem)  # core.policy_ids: reserved ids and their look-alikes, ...
+    if problem is None and p.policy_id in locations:
+        problem = duplicate_id_message(locations[p.policy_id])
     if problem:
         diagnostics.append(PolicyDiagnostic(source.path, line, problem, column=column,
                                             policy_id=escape_unprintable(p.policy_id)))
