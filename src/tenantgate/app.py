@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from tenantgate.audit import JsonlAuditSink, StreamAuditSink, TeeAuditSink
 from tenantgate.config import AuditSettings, Settings
 from tenantgate.core.breakglass import BreakGlass, GrantRules
+from tenantgate.core.compiler import TenantLimits
 from tenantgate.core.grants import GrantState
 from tenantgate.core.model import ClaimNames
 from tenantgate.core.pdp import DecisionPoint, DecisionSettings
@@ -81,7 +82,7 @@ def build(settings: Settings, clock: Clock | None = None, worker: int | None = N
     metrics = DecisionMetrics(registry, multiprocess=worker is not None)
     p = settings.policies
     policies = PolicyStore.load(p.dir, p.schema_file, partition_cache_size=p.partition_cache_size,
-                                on_reload=metrics.observe_reload)
+                                on_reload=metrics.observe_reload, limits=tenant_limits(settings))
     metrics.policy_loaded(policies.current().version)
     audit = build_audit_sink(settings.audit, worker=worker or 0)
     audit.open()
@@ -235,6 +236,12 @@ def decision_settings(settings: Settings) -> DecisionSettings:
         # Only a trusted-PEP AuthZEN setup lets a token with this role state subjects; otherwise nobody may.
         pep_role=settings.http.pep_role if settings.http.mode == "trusted_pep" else "",
     )
+
+
+def tenant_limits(settings: Settings) -> TenantLimits:
+    """How much one tenant's own policy files may hold, for the server, `validate` and `tenantgate test`."""
+    p = settings.policies
+    return TenantLimits(max_bytes=p.max_tenant_policy_bytes, max_policies=p.max_tenant_policies)
 
 
 def ext_authz_options(settings: Settings) -> ExtAuthzOptions:

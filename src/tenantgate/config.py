@@ -105,6 +105,8 @@ class PolicySettings:
     schema_file: str = ""  # default: <dir>/schema.cedarschema
     partition_cache_size: int = 1024
     poll_interval_seconds: float = 2.0  # 0 = no polling (SIGHUP still reloads)
+    max_tenant_policies: int = 1000  # policies in one tenant's own files
+    max_tenant_policy_bytes: int = 262_144  # bytes of one tenant's own policy files together
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,6 +515,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("audit.checkpoint_seconds must be >= 0 (0 = by count only)")
     _check_audit_path(a.path)
     _positive(s.policies.partition_cache_size, "policies.partition_cache_size")
+    _positive(s.policies.max_tenant_policies, "policies.max_tenant_policies")
+    _positive(s.policies.max_tenant_policy_bytes, "policies.max_tenant_policy_bytes")
     if s.policies.poll_interval_seconds < 0:
         raise ConfigError("policies.poll_interval_seconds must be >= 0 (0 turns polling off)")
     g = s.grants

@@ -32,10 +32,11 @@ def test_core_imports_no_adapter_or_io_library():
     assert list(_violations("core", FORBIDDEN_IN_CORE)) == []
 
 
-def test_only_the_engine_its_entity_cache_the_compiler_and_the_schema_rules_import_cedarpy():
+def test_only_the_engine_its_entity_cache_the_compiler_its_error_locator_and_the_schema_rules_import_cedarpy():
     users = {str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if any(
         n == "cedarpy" or n.startswith("cedarpy.") for n in _imports(p))}
-    assert users == {"core/engine.py", "core/entitycache.py", "core/compiler.py", "core/schema.py"}
+    assert users == {"core/engine.py", "core/entitycache.py", "core/compiler.py", "core/policy_errors.py",
+                     "core/schema.py"}
 
 
 def test_adapters_do_not_import_the_cli_or_the_composition_root():

@@ -49,15 +49,20 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from tenantgate.app import tenant_limits
+    from tenantgate.core.compiler import DEFAULT_TENANT_LIMITS
     from tenantgate.policy import load_policies
 
+    # The config's limits on a tenant's files apply with --policies too, when there is a config to read.
+    settings = _settings(args) if not args.policies or args.config else None
     if args.policies:
         policy_dir, schema = args.policies, args.schema
     else:
-        settings = _settings(args)
+        assert settings is not None
         policy_dir, schema = settings.policies.dir, args.schema or settings.policies.schema_file
     try:
-        compiled = load_policies(policy_dir, schema)
+        limits = tenant_limits(settings) if settings else DEFAULT_TENANT_LIMITS
+        compiled = load_policies(policy_dir, schema, limits=limits)
     except PolicyError as err:
         settle(EXIT_INVALID_POLICIES)
         # Escaped: diagnostics quote entity ids and policy text a tenant wrote (review finding: an id with

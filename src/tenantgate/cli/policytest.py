@@ -69,7 +69,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             suites = load_suites([default.path / "tests"])
         if default is None and any(suite.policies is None for suite in suites):
             default = _configured_policies(args)
-        report = run_suites(suites, default, _decision_settings(args))
+        report = run_suites(suites, default, _decision_settings(args), _tenant_limits(args))
     except SuiteError as problem:
         return _fail(args, stderr, stdout, "suite", problem, EXIT_ERROR)
     except PolicyError as problem:
@@ -105,6 +105,13 @@ def _decision_settings(args: argparse.Namespace) -> Any:
     from tenantgate import app, config
 
     return app.decision_settings(config.load(args.config))
+
+
+def _tenant_limits(args: argparse.Namespace) -> Any:
+    """The config's bounds on a tenant's own policy files, as the server loads them."""
+    from tenantgate import app, config
+
+    return app.tenant_limits(config.load(args.config))
 
 
 def _configured_policies(args: argparse.Namespace) -> PolicyDir:

@@ -6,8 +6,8 @@ the global set only when that tenant's partition is first needed (``Engine`` cac
 stays bounded with many tenants and Cedar never scans one tenant's policies for another tenant's resources.
 
 Everything is validated strictly against the schema at compile time; any problem is a ``PolicyError`` with
-file:line and the policy id, and nothing partial is returned. Together with ``engine.py`` this is the only
-code that imports cedarpy.
+file:line and the policy id, and nothing partial is returned. Together with ``engine.py``, ``entitycache.py``,
+``policy_errors.py`` and ``schema.py`` this is the only code that imports cedarpy.
 """
 
 from __future__ import annotations
@@ -21,15 +21,14 @@ from typing import Any
 
 import cedarpy
 
-from tenantgate.core.cedar_depth import MAX_ENTITY_DEPTH, deepest_chain, policy_depth_problem, schema_depth_problem
+from tenantgate.core.cedar_depth import MAX_ENTITY_DEPTH, deepest_chain, schema_depth_problem
 from tenantgate.core.cedar_text import (
     Statement,
-    annotated_id,
     escape_unprintable,
-    parse_error_position,
     split_statements,
 )
 from tenantgate.core.entities import EMPTY_DIRECTORY, EntityDirectory, EntityFile, build_directory, read_entity_file
+from tenantgate.core.policy_errors import depth_diagnostics, locate_parse_error, unassembled
 from tenantgate.core.policy_ids import POSITIONAL, id_problem
 from tenantgate.core.request import is_tenant_id
 from tenantgate.core.schema import check_principal_shape, check_request_shape
@@ -54,6 +53,21 @@ unless {
    context.breakGlass.targetTenant == resource.tenant)
 };
 """
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLimits:
+    """How much one tenant's own policy files may hold (``policies.max_tenant_policy_bytes``,
+    ``policies.max_tenant_policies``). Cedar parses a tenant's files holding the GIL, and builds its partition
+    on the tenant's first request: one tenant's 8 MB file of 60,000 policies stalled every other tenant's
+    decisions for 6 s at reload and 2 s at its first request (review finding). Bytes are checked before
+    anything is parsed, the count after (from the per-file cache on reloads)."""
+
+    max_bytes: int = 262_144
+    max_policies: int = 1_000
+
+
+DEFAULT_TENANT_LIMITS = TenantLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +133,8 @@ class _Parsed:
 def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource],
                      tenant_sources: Mapping[str, Sequence[PolicySource]] | None = None,
                      cache: FileCache | None = None,
-                     entity_sources: Mapping[str, PolicySource] | None = None) -> CompiledPolicies:
+                     entity_sources: Mapping[str, PolicySource] | None = None,
+                     limits: TenantLimits = DEFAULT_TENANT_LIMITS) -> CompiledPolicies:
     """Parse and strictly validate the schema, the global files and every tenant's files.
 
     ``entity_sources`` maps a tenant ("" for the global file) to its ``entities.json``; each is checked
@@ -127,8 +142,8 @@ def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource
 
     ``cache`` (owned by the caller, e.g. the reloading policy store) maps tenant file contents to their
     compiled form: unchanged tenant files are not parsed again, and on success the cache is replaced by
-    the entries this compilation used. Raises ``PolicyError`` listing every problem with file:line and
-    policy id.
+    the entries this compilation used. ``limits`` bound each tenant's own files. Raises ``PolicyError``
+    listing every problem with file:line and policy id.
     """
     tenant_sources = tenant_sources or {}
     # INVARIANT: no schema or policy text reaches cedarpy before its depth is checked: cedarpy overflows the
@@ -163,7 +178,7 @@ def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource
             diagnostics.append(PolicyDiagnostic(f"tenants/{tenant}", 1, "directory name is not a valid tenant id"))
             continue
         tenants[tenant] = _compile_tenant(tenant, files, schema, schema_key, locations, tenant_names,
-                                          diagnostics, cache, used)
+                                          diagnostics, cache, used, limits)
     entity_sources = entity_sources or {}
     directory = _compile_entities(entity_sources, schema, schema_key, diagnostics, cache, used)
     if diagnostics:
@@ -180,7 +195,7 @@ def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource
         policy_set = cedarpy.PolicySet.from_json_str(json.dumps(document))
     except ValueError as err:
         raise PolicyError(f"cannot assemble the policy set: {err}",
-                          _unassembled({"staticPolicies": static, "templates": templates}, locations)) from err
+                          unassembled({"staticPolicies": static, "templates": templates}, locations)) from err
     all_sources = [*sources, *(f for files in tenant_sources.values() for f in files), *entity_sources.values()]
     return CompiledPolicies(
         policy_set=policy_set,
@@ -192,27 +207,6 @@ def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource
         sources=tuple(s.path for s in all_sources),
         entities=directory,
     )
-
-
-def _unassembled(kinds: Mapping[str, Mapping[str, Any]],
-                 locations: Mapping[str, PolicyLocation]) -> list[PolicyDiagnostic]:
-    """The global policies Cedar cannot read back from their JSON form, located. Every file parsed on its own,
-    but the global set is assembled from JSON (so that policies carry our ids), and Cedar's JSON reader stops
-    at 128 levels: about 60 levels of expression, each operator, `.`, set, record or call being one."""
-    found = []
-    for kind, policies in kinds.items():
-        for policy_id, est in policies.items():
-            try:
-                cedarpy.PolicySet.from_json_str(json.dumps({"staticPolicies": {}, "templates": {}, "templateLinks": [],
-                                                            kind: {policy_id: est}}))
-            except ValueError as err:
-                loc = locations.get(policy_id, PolicyLocation("<unknown>", 1))
-                found.append(PolicyDiagnostic(
-                    loc.path, loc.line, f"Cedar cannot read this policy back from its JSON form ({err}); a global "
-                    "policy may nest about 60 levels of expression (each operator, `.`, set, record or call "
-                    "counts): split it, or test membership in a set instead of a long `||` chain",
-                    policy_id=escape_unprintable(policy_id)))
-    return found
 
 
 def policy_version(schema_source: PolicySource, sources: Sequence[PolicySource]) -> str:
@@ -228,7 +222,7 @@ def policy_version(schema_source: PolicySource, sources: Sequence[PolicySource])
 def format_policy_text(text: str) -> str:
     """Cedar's own formatter (comments kept). Raises ``PolicyError`` when the text does not parse, or nests
     too deeply for Cedar to read it safely (``core.cedar_depth``; checked first)."""
-    too_deep = _depth_diagnostics("", split_statements(text))
+    too_deep = depth_diagnostics("", split_statements(text))
     if too_deep:
         first = too_deep[0]
         ident = f" [{first.policy_id}]" if first.policy_id else ""
@@ -261,12 +255,20 @@ FileCache = dict[tuple[str, str, str], "_TenantFile | EntityFile"]
 
 def _compile_tenant(tenant: str, files: Sequence[PolicySource], schema: Any, schema_key: str,
                     global_ids: Mapping[str, PolicyLocation], all_tenants: set[str],
-                    diagnostics: list[PolicyDiagnostic], cache: FileCache | None, used: FileCache) -> TenantPolicies:
+                    diagnostics: list[PolicyDiagnostic], cache: FileCache | None, used: FileCache,
+                    limits: TenantLimits) -> TenantPolicies:
     locations: dict[str, PolicyLocation] = {}
     texts: list[str] = []
     ids: list[str] = []
-    for source in files:
-        key = (schema_key, source.path, hashlib.sha256(source.text.encode("utf-8")).hexdigest())
+    encoded = [source.text.encode("utf-8") for source in files]
+    size = sum(map(len, encoded))
+    if size > limits.max_bytes:  # refused unparsed: parsing it is what would stall every tenant
+        diagnostics.append(PolicyDiagnostic(
+            f"tenants/{tenant}", 1, f"the tenant's policy files hold {size:,} bytes, more than "
+            f"policies.max_tenant_policy_bytes ({limits.max_bytes:,}); split the tenant's rules or raise the limit"))
+        return TenantPolicies(tenant, "", (), {})
+    for source, data in zip(files, encoded, strict=True):
+        key = (schema_key, source.path, hashlib.sha256(data).hexdigest())
         cached = cache.get(key) if cache is not None else None
         compiled = cached if isinstance(cached, _TenantFile) else _compile_tenant_file(tenant, source, schema)
         used[key] = compiled
@@ -287,6 +289,10 @@ def _compile_tenant(tenant: str, files: Sequence[PolicySource], schema: Any, sch
             locations[entry.policy_id] = PolicyLocation(source.path, entry.line)
             texts.append(entry.text)
             ids.append(entry.policy_id)
+    if len(ids) > limits.max_policies:
+        diagnostics.append(PolicyDiagnostic(
+            f"tenants/{tenant}", 1, f"the tenant has {len(ids):,} policies, more than policies.max_tenant_policies "
+            f"({limits.max_policies:,}); Cedar evaluates every one of them on each of its decisions"))
     return TenantPolicies(tenant, "\n".join(texts), tuple(ids), locations)
 
 
@@ -362,14 +368,14 @@ def _entity_error(document: str, schema: Any, err: ValueError) -> str:
 
 def _parse_file(source: PolicySource, schema: Any, diagnostics: list[PolicyDiagnostic]) -> list[_Parsed]:
     statements = split_statements(source.text)
-    too_deep = _depth_diagnostics(source.path, statements)
+    too_deep = depth_diagnostics(source.path, statements)
     if too_deep:  # the file never reaches cedarpy (every later step, error location included, parses it)
         diagnostics.extend(too_deep)
         return []
     try:
         est = json.loads(cedarpy.policies_to_json_str(source.text))
     except ValueError as err:
-        diagnostics.append(_locate_parse_error(source, statements, err))
+        diagnostics.append(locate_parse_error(source.path, statements, err))
         return []
     policy_count = sum(len(est.get(kind, {})) for kind in ("staticPolicies", "templates"))
     if policy_count != len(statements):
@@ -411,18 +417,6 @@ def _parse_file(source: PolicySource, schema: Any, diagnostics: list[PolicyDiagn
     return parsed
 
 
-def _depth_diagnostics(path: str, statements: Sequence[Statement]) -> list[PolicyDiagnostic]:
-    """One diagnostic per statement nested too deeply for cedarpy to read safely (``core.cedar_depth``).
-    Every token of a file is in one of its statements, so a file without any is safe to hand to Cedar."""
-    found = []
-    for stmt in statements:
-        problem = policy_depth_problem(stmt)
-        if problem is not None:
-            found.append(PolicyDiagnostic(path, problem.line, problem.message, column=problem.column,
-                                          policy_id=escape_unprintable(annotated_id(stmt.text))))
-    return found
-
-
 def _admit(p: _Parsed, source: PolicySource, problem: str | None, locations: dict[str, PolicyLocation],
            diagnostics: list[PolicyDiagnostic]) -> bool:
     """Common id rules; records the location and returns True when the policy may join its set."""
@@ -444,27 +438,3 @@ def duplicate_id_message(first: PolicyLocation, what: str = "") -> str:
     and names the earlier one; both are in the output."""
     return (f"duplicate policy id: also defined at {first.path}:{first.line}{what}, which comes first in path "
             "order; rename one of them")
-
-
-def _locate_parse_error(source: PolicySource, statements: Sequence[Statement], err: ValueError) -> PolicyDiagnostic:
-    """The first statement that fails to parse on its own, at the token the parser stopped at, with the id
-    of its ``@id`` annotation when it has one."""
-    for stmt in statements:
-        try:
-            cedarpy.policies_to_json_str(stmt.text)
-        except ValueError as stmt_err:
-            message = str(stmt_err)
-            line, column = parse_error_position(stmt, message, _parse_error_of)
-            # Cedar quotes the offending input, control characters included: shown escaped.
-            return PolicyDiagnostic(source.path, line, f"parse error: {escape_unprintable(message)}", column=column,
-                                    policy_id=escape_unprintable(annotated_id(stmt.text)))
-    return PolicyDiagnostic(source.path, 1, f"parse error: {escape_unprintable(str(err))}")
-
-
-def _parse_error_of(text: str) -> str:
-    """Cedar's parse error for ``text``, "" when it parses."""
-    try:
-        cedarpy.policies_to_json_str(text)
-    except ValueError as err:
-        return str(err)
-    return ""

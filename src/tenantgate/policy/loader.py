@@ -7,7 +7,14 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from tenantgate.core.compiler import CompiledPolicies, FileCache, PolicySource, compile_policies
+from tenantgate.core.compiler import (
+    DEFAULT_TENANT_LIMITS,
+    CompiledPolicies,
+    FileCache,
+    PolicySource,
+    TenantLimits,
+    compile_policies,
+)
 from tenantgate.errors import PolicyDiagnostic, PolicyError
 
 MAX_POLICY_FILE_BYTES = 8 * 1024 * 1024
@@ -32,7 +39,8 @@ STRAY_MESSAGE = ("policy file in a directory TenantGate does not read: policies 
 
 
 def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
-                  cache: FileCache | None = None) -> CompiledPolicies:
+                  cache: FileCache | None = None,
+                  limits: TenantLimits = DEFAULT_TENANT_LIMITS) -> CompiledPolicies:
     """Load and validate the policy directory with the schema.
 
     Layout: ``*.cedar`` directly in ``policy_dir`` are global (sorted by name); ``tenants/<tenant>/*.cedar``
@@ -72,7 +80,7 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     if not files and not tenants and not strays:
         raise PolicyError(f"no *.cedar policy files in {root}")
     try:
-        compiled = compile_policies(schema, [_read(p, root) for p in files], tenants, cache, entities)
+        compiled = compile_policies(schema, [_read(p, root) for p in files], tenants, cache, entities, limits)
     except PolicyError as err:
         if not strays or not err.diagnostics:
             raise

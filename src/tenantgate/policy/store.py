@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tenantgate.core.compiler import FileCache
+from tenantgate.core.compiler import DEFAULT_TENANT_LIMITS, FileCache, TenantLimits
 from tenantgate.core.engine import DEFAULT_PARTITION_CACHE, CompiledPolicies, Engine
 from tenantgate.errors import PolicyError
 from tenantgate.policy.loader import load_policies, policy_tree
@@ -42,8 +42,10 @@ class PolicyStore:
 
     def __init__(self, compiled: CompiledPolicies, *, policy_dir: str | Path | None = None,
                  schema_file: str | Path | None = None, partition_cache_size: int = DEFAULT_PARTITION_CACHE,
-                 cache: FileCache | None = None, on_reload: Callable[[ReloadResult], None] | None = None) -> None:
+                 cache: FileCache | None = None, on_reload: Callable[[ReloadResult], None] | None = None,
+                 limits: TenantLimits = DEFAULT_TENANT_LIMITS) -> None:
         self._engine = Engine(compiled, partition_cache_size)
+        self._limits = limits
         self._dir = Path(policy_dir) if policy_dir is not None else None
         self._schema = schema_file
         self._partition_cache_size = partition_cache_size
@@ -56,12 +58,14 @@ class PolicyStore:
     @classmethod
     def load(cls, policy_dir: str | Path, schema_file: str | Path | None = None, *,
              partition_cache_size: int = DEFAULT_PARTITION_CACHE,
-             on_reload: Callable[[ReloadResult], None] | None = None) -> PolicyStore:
-        """Load the directory (raising ``PolicyError`` when invalid) and keep it reloadable."""
+             on_reload: Callable[[ReloadResult], None] | None = None,
+             limits: TenantLimits = DEFAULT_TENANT_LIMITS) -> PolicyStore:
+        """Load the directory (raising ``PolicyError`` when invalid) and keep it reloadable; ``limits`` bound
+        each tenant's own files, at load and at every reload."""
         cache: FileCache = {}
-        compiled = load_policies(policy_dir, schema_file, cache)
+        compiled = load_policies(policy_dir, schema_file, cache, limits)
         return cls(compiled, policy_dir=policy_dir, schema_file=schema_file,
-                   partition_cache_size=partition_cache_size, cache=cache, on_reload=on_reload)
+                   partition_cache_size=partition_cache_size, cache=cache, on_reload=on_reload, limits=limits)
 
     def current(self) -> Engine:
         return self._engine
@@ -84,7 +88,7 @@ class PolicyStore:
             try:
                 candidate = dict(self._cache)
                 try:
-                    compiled = load_policies(self._dir, self._schema, candidate)
+                    compiled = load_policies(self._dir, self._schema, candidate, self._limits)
                 except PolicyError:
                     # A ConfigMap update can remove the directory we were reading from (kubelet deletes the old
                     # ..<timestamp> after the swap): not a broken set, just one that moved (review finding). Only

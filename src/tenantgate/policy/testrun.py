@@ -21,6 +21,7 @@ from typing import Any
 
 from tenantgate.config import DevIssuerSettings, TokenSettings
 from tenantgate.core.breakglass import BreakGlass
+from tenantgate.core.compiler import DEFAULT_TENANT_LIMITS, TenantLimits
 from tenantgate.core.engine import GUARDRAIL_ID, CompiledPolicies
 from tenantgate.core.grants import Grant, GrantState
 from tenantgate.core.model import CheckInput, ClaimNames, Decision, DecisionResult, Reason, Resource
@@ -309,10 +310,12 @@ class RunReport:
 
 
 def run_suites(suites: Sequence[PolicySuite], default: PolicyDir | None = None,
-               settings: DecisionSettings | None = None) -> RunReport:
+               settings: DecisionSettings | None = None,
+               limits: TenantLimits = DEFAULT_TENANT_LIMITS) -> RunReport:
     """Run every case of ``suites``; suites without their own ``policies:`` use ``default``. ``settings``: the
     deployment's claim names, break-glass rules and PEP role (``app.decision_settings``), as the server uses
-    them; the built-in defaults when None.
+    them; the built-in defaults when None. ``limits``: how much a tenant's own policy files may hold, as the
+    server loads them (``app.tenant_limits``).
 
     Raises ``PolicyError`` (diagnostic paths prefixed with the policy directory) when a policy set is invalid,
     ``SuiteError`` when a suite needs the default set and there is none, or a principal or grant cannot be
@@ -329,7 +332,7 @@ def run_suites(suites: Sequence[PolicySuite], default: PolicyDir | None = None,
                              "directory was given")
         if policies.key() not in by_key:
             by_key[policies.key()] = policies
-            compiled[policies] = _load(policies)
+            compiled[policies] = _load(policies, limits)
     with tempfile.TemporaryDirectory(prefix="tenantgate-test-") as tmp:
         issuer = DevIssuer(DevIssuerSettings(enabled=True, issuer=TEST_ISSUER, audience=TEST_AUDIENCE,
                                              key_dir=str(Path(tmp) / "issuer"), max_ttl_seconds=TOKEN_TTL_SECONDS))
@@ -344,9 +347,9 @@ def run_suites(suites: Sequence[PolicySuite], default: PolicyDir | None = None,
     return RunReport(tuple(results), compiled, time.perf_counter() - started)
 
 
-def _load(policies: PolicyDir) -> CompiledPolicies:
+def _load(policies: PolicyDir, limits: TenantLimits) -> CompiledPolicies:
     try:
-        return load_policies(policies.path, policies.schema)
+        return load_policies(policies.path, policies.schema, limits=limits)
     except PolicyError as err:
         head = str(err).split("\n", 1)[0]
         located = [PolicyDiagnostic(str(policies.path / d.path), d.line, d.message, d.column, d.policy_id)

@@ -1,0 +1,75 @@
+"""How much one tenant's own policy files may hold (review finding: one tenant's 8 MB file of 60,000 policies,
+under the per-file limit, stalled every other tenant's decisions for 6 s at reload and 2 s at its first request,
+because Cedar parses and builds a partition holding the GIL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from support.issuers import TestIssuer
+from support.server import write_config
+from tenantgate import app as application
+from tenantgate import config
+from tenantgate.core.compiler import DEFAULT_TENANT_LIMITS, PolicySource, TenantLimits, compile_policies
+from tenantgate.errors import ConfigError, PolicyError
+
+BUNDLED = Path(__file__).resolve().parents[3] / "policies"
+SCHEMA = PolicySource("schema.cedarschema", (BUNDLED / "schema.cedarschema").read_text())
+GLOBAL = [PolicySource("g.cedar", "permit(principal, action, resource);")]
+
+
+def _rules(count: int, start: int = 0) -> str:
+    return "".join(f'@id("r{n}")\npermit (principal is User, action == Action::"read", resource is Invoice)\n'
+                   f'when {{ resource has status && resource.status == "s{n}" }};\n'
+                   for n in range(start, start + count))
+
+
+def test_a_tenant_over_the_byte_limit_is_refused_before_anything_is_parsed():
+    # the second file does not even parse: with the limit checked first, Cedar never sees it
+    files = [PolicySource("tenants/acme/a.cedar", _rules(3)), PolicySource("tenants/acme/b.cedar", "permit(" * 50)]
+    size = sum(len(f.text.encode()) for f in files)
+    with pytest.raises(PolicyError) as caught:
+        compile_policies(SCHEMA, GLOBAL, {"acme": files, "globex": [PolicySource("tenants/globex/x.cedar", _rules(1))]},
+                         limits=TenantLimits(max_bytes=size - 1))
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.path == "tenants/acme" and "policies.max_tenant_policy_bytes" in diagnostic.message
+    assert f"{size:,} bytes" in diagnostic.message
+
+
+def test_a_tenant_over_the_policy_count_is_refused_and_one_at_it_is_not():
+    files = {"acme": [PolicySource("tenants/acme/a.cedar", _rules(2)), PolicySource("tenants/acme/b.cedar",
+                                                                                     _rules(1, start=2))]}
+    compiled = compile_policies(SCHEMA, GLOBAL, files, limits=TenantLimits(max_policies=3))
+    assert len(compiled.tenants["acme"].ids) == 3
+    with pytest.raises(PolicyError) as caught:
+        compile_policies(SCHEMA, GLOBAL, files, limits=TenantLimits(max_policies=2))
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.path == "tenants/acme" and "3 policies, more than policies.max_tenant_policies (2)" in (
+        diagnostic.message)
+
+
+def test_the_defaults_bound_a_tenant_to_a_thousand_policies_and_256_kib():
+    assert (DEFAULT_TENANT_LIMITS.max_policies, DEFAULT_TENANT_LIMITS.max_bytes) == (1000, 262_144)
+    big = [PolicySource("tenants/acme/big.cedar", _rules(1001))]
+    with pytest.raises(PolicyError, match=r"policies\.max_tenant_policies"):
+        compile_policies(SCHEMA, GLOBAL, {"acme": big})
+
+
+def test_the_server_loads_with_the_configured_limits(tmp_path):
+    (tmp_path / "issuer").mkdir()
+    issuer = TestIssuer(tmp_path / "issuer")
+    path = write_config(tmp_path, issuer.settings)  # the bundled acme's own file is larger than 100 bytes
+    text = path.read_text().replace("[policies]\n", "[policies]\nmax_tenant_policy_bytes = 100\n")
+    path.write_text(text)
+    with pytest.raises(PolicyError, match=r"policies\.max_tenant_policy_bytes"):
+        application.build(config.load(path, env={}))
+
+
+@pytest.mark.parametrize("key", ["max_tenant_policies", "max_tenant_policy_bytes"])
+def test_limits_must_be_positive(tmp_path, key):
+    path = tmp_path / "c.toml"
+    path.write_text(f"[dev_issuer]\nenabled = true\n[policies]\n{key} = 0\n")
+    with pytest.raises(ConfigError, match=f"policies.{key} must be > 0"):
+        config.load(path, env={})
