@@ -40,8 +40,13 @@ _OPENERS = frozenset("([{")
 _CLOSERS = frozenset(")]}")
 # Everything that adds a level to the expression tree above its operands. Over-counting is safe (`in`, `is`,
 # `has` cannot chain, but their operands can); keywords used as names only make the estimate larger.
-_OPERATORS = frozenset(("&&", "||", "==", "!=", "<", "<=", ">", ">=", "+", "-", "*", "!", ".", "in", "has",
-                        "like", "is"))
+# Cedar's operators by how tightly they bind, loosest first (its grammar: `if`, `||`, `&&`, relations, `+ -`,
+# `*`, unary, member access). A `-` is taken as binary and `then`/`else` as `if`'s own operators: both can
+# only make the estimate larger. Keywords used as names only make it larger too.
+_TIERS = {"if": 0, "then": 0, "else": 0, "||": 1, "&&": 2, "==": 3, "!=": 3, "<": 3, "<=": 3, ">": 3, ">=": 3,
+          "in": 3, "has": 3, "like": 3, "is": 3, "+": 4, "-": 4, "*": 5, "!": 6, ".": 7}
+_MEMBER_TIER = 7
+_ATOM_TIER = 8
 _NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 
 
@@ -57,10 +62,11 @@ class DepthProblem:
 NESTING_MESSAGE = (f"nested more than {MAX_NESTING} levels deep (brackets `(`, `[`, `{{` and `if`-`then`-`else` "
                    "count); Cedar's parser could exhaust its stack on deeper text, so it is refused before Cedar "
                    "reads it")
-EXPRESSION_MESSAGE = (f"an expression more than {MAX_EXPRESSION_DEPTH} operators deep (each operator, `.` and "
-                      "bracket of this level and of those enclosing it counts); Cedar could exhaust its stack on "
-                      "deeper expressions, so it is refused before Cedar reads it: split a long `||` or `&&` chain "
-                      "into several policies, or test membership in a set (`[\"a\", \"b\"].contains(x)`)")
+EXPRESSION_MESSAGE = (f"an expression more than {MAX_EXPRESSION_DEPTH} levels deep (a run of `||`, `&&`, `+`, `.` "
+                      "and the like is as deep as it has operators, brackets count too); Cedar could exhaust its "
+                      "stack on deeper expressions, so it is refused before Cedar reads it: split a long `||` or "
+                      "`&&` chain into several policies, or test membership in a set "
+                      "(`[\"a\", \"b\"].contains(x)`)")
 HAS_PATH_MESSAGE = (f"an attribute path of more than {MAX_HAS_PATH} names after `has` (Cedar expands "
                     "`e has a.b.c` into one test per prefix, so its cost grows with the square of the path)")
 MEMBERSHIPS_MESSAGE = (f"the schema has more than {MAX_SCHEMA_MEMBERSHIPS} `in` clauses (entity and action "
@@ -86,10 +92,9 @@ def policy_depth_problem(statement: Statement) -> DepthProblem | None:
 
 
 def _policy_scan(text: str) -> tuple[int, str] | None:
-    # Per enclosing level: (operators, deepest inner level, highest finished element, open ifs).
-    stack: list[tuple[int, int, int, int]] = []
-    chain = inner = best = ifs = 0
-    enclosing = nesting = 0  # operators of the enclosing levels; open brackets and ifs
+    # Per open bracket level: its _Level, the enclosing path length, and its open ifs.
+    stack: list[tuple[_Level, int, int]] = []
+    level, enclosing, ifs, nesting = _Level(), 0, 0, 0
     has_at, has_names, expect_name = -1, 0, False
     for offset, token in tokens(text):
         if has_at >= 0:
@@ -102,40 +107,89 @@ def _policy_scan(text: str) -> tuple[int, str] | None:
             else:
                 has_at = -1
         if token in _OPENERS:
-            chain += 1  # the list, record, call or index is a level of its own above its contents
             nesting += 1
             if nesting > MAX_NESTING:
                 return offset, NESTING_MESSAGE
-            stack.append((chain, inner, best, ifs))
-            enclosing += chain
-            chain = inner = best = ifs = 0
-        elif token in _CLOSERS:
+            # A bracket is a level above its contents, like a member access: a call or index chains
+            # (`a[x][y]`, `.f(1).f(1)`) as `.` does; a parenthesis only over-counts by one.
+            if stack:
+                level.operator(_MEMBER_TIER)
+            stack.append((level, enclosing, ifs))
+            # INVARIANT: the bracket's contents sit at most this deep below the statement's root (a statement's
+            # annotations, scope and conditions are siblings, each one level).
+            enclosing += level.path() if len(stack) > 1 else 1
+            level, ifs = _Level(), 0
+            continue
+        if token in _CLOSERS:
             if not stack:
                 continue
-            height = max(best, chain + inner)
+            height = level.height()
             nesting -= 1 + ifs
-            chain, inner, best, ifs = stack.pop()
-            enclosing -= chain
-            inner = max(inner, height)
+            level, enclosing, ifs = stack.pop()
+            level.atom = height  # the bracket's own level was counted when it opened
         elif token == ",":  # the next list element, argument or record field: a sibling, not a child
-            best = max(best, chain + inner)
+            level.next_sibling()
             nesting -= ifs
-            chain = inner = ifs = 0
-        elif token == "if":
-            chain += 1
-            ifs += 1
-            nesting += 1
-            if nesting > MAX_NESTING:
-                return offset, NESTING_MESSAGE
-        elif token in _OPERATORS:
-            chain += 1
-            if token == "has":
+            ifs = 0
+            continue
+        else:
+            tier = _TIERS.get(token)
+            if tier is None:
+                continue
+            if token == "if":
+                ifs += 1
+                nesting += 1
+                if nesting > MAX_NESTING:
+                    return offset, NESTING_MESSAGE
+            elif token == "has":
                 has_at, has_names, expect_name = offset, 0, True
-        # INVARIANT: bounds the height of every path through the tree seen so far: the enclosing levels'
-        # operators (unchanged while this level is open) plus this level's, over its deepest finished child.
-        if enclosing + chain + inner > MAX_EXPRESSION_DEPTH:
+            level.operator(tier)
+        # INVARIANT: bounds the height of every path through the tree seen so far.
+        if enclosing + level.height() > MAX_EXPRESSION_DEPTH:
             return offset, EXPRESSION_MESSAGE
     return None
+
+
+class _Level:
+    """One bracket level of an expression, read token by token: an upper bound of its tree's height that
+    follows Cedar's precedence, so `a && b || c && d || ...` is as high as its `||` run plus one `&&`, not
+    the sum of all its operators (review finding: 60 ordinary `x has a && x.a == "v" ||` clauses were
+    refused). A run of one tier's operators adds its count to the tallest of its operands."""
+
+    __slots__ = ("atom", "best", "counts", "tops")
+
+    def __init__(self) -> None:
+        self.counts = [0] * _ATOM_TIER  # operators of the current run, per tier
+        self.tops = [0] * _ATOM_TIER  # tallest operand of that run, per tier
+        self.atom = 0  # height of the operand being read (a name or literal: 0; a bracket: its height)
+        self.best = 0  # tallest finished sibling (list element, argument, record field)
+
+    def operator(self, tier: int) -> None:
+        operand = self._collapse(tier + 1)
+        self.tops[tier] = max(self.tops[tier], operand)
+        self.counts[tier] += 1
+        for tighter in range(tier + 1, _ATOM_TIER):
+            self.counts[tighter] = self.tops[tighter] = 0
+        self.atom = 0
+
+    def next_sibling(self) -> None:
+        self.best = self.height()
+        self.counts = [0] * _ATOM_TIER
+        self.tops = [0] * _ATOM_TIER
+        self.atom = 0
+
+    def height(self) -> int:
+        return max(self.best, self._collapse(0))
+
+    def path(self) -> int:
+        """At most how far below this level's root the operand being read sits."""
+        return sum(self.counts)
+
+    def _collapse(self, loosest: int) -> int:
+        height = self.atom
+        for tier in range(_ATOM_TIER - 1, loosest - 1, -1):
+            height = max(self.tops[tier], height) + self.counts[tier]
+        return height
 
 
 def schema_depth_problem(text: str) -> DepthProblem | None:

@@ -52,11 +52,11 @@ CRASHING_POLICIES = {
     "function_calls": ("ip(" * 1200 + '"1.1.1.1"' + ")" * 1200 + ".isIpv4()", "nested more than 64"),
     "if_then_else": ("if true then " * 5000 + "true" + " else false" * 5000, "nested more than 64"),
     "else_if_chain": ("if false then false else " * 5000 + "true", "nested more than 64"),
-    "and_chain": (" && ".join(["true"] * 20000), "more than 256 operators deep"),
-    "or_chain": (" || ".join(["true"] * 20000), "more than 256 operators deep"),
-    "member_chain": ('resource' + ".owner" * 20000 + ' == ""', "more than 256 operators deep"),
-    "index_chain": ('resource' + '["owner"]' * 20000 + ' == ""', "more than 256 operators deep"),
-    "method_chain": ("[1]" + ".contains(1)" * 20000, "more than 256 operators deep"),
+    "and_chain": (" && ".join(["true"] * 20000), "more than 256 levels deep"),
+    "or_chain": (" || ".join(["true"] * 20000), "more than 256 levels deep"),
+    "member_chain": ('resource' + ".owner" * 20000 + ' == ""', "more than 256 levels deep"),
+    "index_chain": ('resource' + '["owner"]' * 20000 + ' == ""', "more than 256 levels deep"),
+    "method_chain": ("[1]" + ".contains(1)" * 20000, "more than 256 levels deep"),
 }
 
 _COMPILE = textwrap.dedent("""
@@ -222,20 +222,30 @@ def test_a_long_chain_within_the_bound_compiles_and_decides():
 
 
 def test_an_expression_one_operator_past_the_bound_is_refused():
-    # Three levels come from `@id(`, `permit(` and `when {`; the rest is the chain.
-    within = _policy(" && ".join(["true"] * (MAX_EXPRESSION_DEPTH - 3 + 1)))
+    # `when {` is one level; a chain of N operands is N - 1 more.
+    within = _policy(" && ".join(["true"] * MAX_EXPRESSION_DEPTH))
     assert policy_depth_problem(split_statements(within)[0]) is None
-    past = _policy(" && ".join(["true"] * (MAX_EXPRESSION_DEPTH - 3 + 2)))
-    assert "more than 256 operators deep" in _refused(past)
+    past = _policy(" && ".join(["true"] * (MAX_EXPRESSION_DEPTH + 1)))
+    assert "more than 256 levels deep" in _refused(past)
 
 
 def test_operators_inside_brackets_add_to_those_around_them():
     inner = " && ".join(["true"] * 100)
     outer = " && ".join(["true"] * 100)
-    assert "operators deep" in _refused(_policy(f"{outer} && ({outer} && ({inner}))"))
+    assert "levels deep" in _refused(_policy(f"{outer} && ({outer} && ({inner}))"))
     # Siblings do not add up: each list element, argument or record field is measured on its own.
     sibling = "[" + ", ".join(f"({inner})" for _ in range(20)) + "].contains(true)"
     assert policy_depth_problem(split_statements(_policy(sibling))[0]) is None
+
+
+def test_a_long_or_of_ordinary_clauses_counts_by_precedence_not_by_every_operator():
+    # Review finding: every operator of a level was summed, so 60 clauses of 5 operators each (a real tree
+    # about 63 levels high) were refused and a tenant policy valid before would stop the server from starting.
+    clauses = [f'resource has status && resource.status == "blocked-{k}"' for k in range(60)]
+    _compiles(_policy(" || ".join(clauses)))
+    # ... while the height of a run still counts in full: about 250 such clauses are the most
+    long = [f'resource has status && resource.status == "u{k}"' for k in range(260)]
+    assert "levels deep" in _refused(_policy(" || ".join(long)))
 
 
 def test_brackets_and_ifs_in_strings_and_comments_do_not_count():

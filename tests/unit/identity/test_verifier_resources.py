@@ -9,6 +9,7 @@ import dataclasses
 import gc
 import hashlib
 import json
+import re
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -267,7 +268,7 @@ def forged(es: TestIssuer, header: dict[str, Any] | None = None, **claims: Any) 
     return es.raw(head, {**es.default_claims(), **claims}, b"\x00" * 64)
 
 
-@pytest.mark.parametrize("bulk", [[{}] * 3900, [[]] * 3900, [0] * 5900, {f"{n:x}": 0 for n in range(1300)}],
+@pytest.mark.parametrize("bulk", [[{}] * 3900, [[]] * 3900, [0] * 5900, {f"{n:x}": [0] for n in range(1100)}],
                          ids=["objects", "arrays", "numbers", "members"])
 def test_forged_payload_with_too_many_json_values_never_reaches_the_parser(
     es: TestIssuer, clock: FixedClock, monkeypatch: pytest.MonkeyPatch, bulk: Any
@@ -294,8 +295,17 @@ def test_forged_header_with_too_many_json_values_never_reaches_the_parser(
 
 
 def structural_count(claims: dict[str, Any]) -> int:
-    text = json.dumps(claims, separators=(",", ":"))
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', "", json.dumps(claims, separators=(",", ":")))
     return text.count(",") + text.count("{") + text.count("[")
+
+
+def test_what_strings_hold_and_a_thousand_groups_do_not_count_against_the_value_limit(es: TestIssuer,
+                                                                                     clock: FixedClock) -> None:
+    # Review finding: 1,024 characters counted inside strings too, so a signed token with a 1,030-entry `groups`
+    # claim, or one string claim holding 1,100 commas, was refused.
+    verifier = verifier_of(es, clock)
+    assert verifier.verify(es.mint({**es.default_claims(), "groups": [f"g{n}" for n in range(1030)]})).subject
+    assert verifier.verify(es.mint({**es.default_claims(), "note": "," * 1100 + "{[" * 500})).subject
 
 
 def test_payload_at_the_value_limit_is_verified_and_one_more_is_refused(es: TestIssuer,
