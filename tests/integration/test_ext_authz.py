@@ -1,6 +1,8 @@
 """Envoy ext_authz against a real server on a loopback port, driven with xds-protos' AuthorizationStub the
 way Envoy calls it: tenant isolation, tokens, routes, forged headers, certificate-bound tokens, dry run."""
 
+import logging
+
 import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2 as ext_pb
@@ -149,6 +151,20 @@ def test_intent_header_binds_agent_requests(envoy, issuer):
     assert denied_body(wrong)["reason"] == "intent_not_bound"
     missing = envoy.Check(envoy_request("POST", path, token=agent))
     assert denied_body(missing)["reason"] == "intent_missing"
+
+
+def test_an_ignored_forwarded_certificate_is_logged_once_per_caller(tmp_path_factory, issuer, caplog):
+    # Review finding: after an upgrade, bound tokens through an Envoy not yet listed were denied with nothing
+    # in the server's log to say why.
+    client = TestCA().issue("client")
+    bound = issuer.mint(tenant="acme", roles=["viewer"], cnf={"x5t#S256": client.x5t_s256})
+    with _serve(tmp_path_factory, issuer) as (address, _app), grpc.insecure_channel(address) as channel:
+        stub = ext_grpc.AuthorizationStub(channel)
+        with caplog.at_level(logging.WARNING, logger="tenantgate.rpc"):
+            for _ in range(3):
+                stub.Check(envoy_request(token=bound, certificate=client.envoy_encoded))
+    lines = [r.getMessage() for r in caplog.records if "forwarded client certificate was ignored" in r.getMessage()]
+    assert len(lines) == 1 and "ext_authz.certificate_forwarders" in lines[0]
 
 
 def test_a_certificate_forwarded_over_plaintext_does_not_unlock_a_bound_token(server, envoy, issuer, viewer):

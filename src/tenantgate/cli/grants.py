@@ -89,8 +89,10 @@ def _list(args: argparse.Namespace) -> int:
     answer = _call(args, "ListGrants", bg.ListGrantsRequest(tenant=args.tenant, state=state))
     status = _show(args, list(answer.grants))
     if answer.truncated:
-        print(f"note: more grants matched than the newest {len(answer.grants):,} listed here: narrow the list "
-              "with --state and --tenant", file=sys.stderr)
+        narrow = ("narrow the list with --state and --tenant" if not (args.state and args.tenant) else
+                  "older ones cannot be listed (there is no paging); approve, revoke or let some expire")
+        print(f"note: more grants matched than the newest {len(answer.grants):,} listed here: {narrow}",
+              file=sys.stderr)
     return status
 
 

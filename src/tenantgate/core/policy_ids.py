@@ -48,7 +48,8 @@ def id_problem(policy_id: str, other: str | None = None) -> str | None:
     if is_reserved_id(policy_id):
         # INVARIANT: no policy file's id reads as the built-in guardrail's (or any reserved one) in decisions
         # and audit records: case, fullwidth colons, zero-width characters and look-alike letters included.
-        return other or f"policy ids starting with {RESERVED_PREFIX!r} are reserved"
+        return other or (f"policy ids starting with {RESERVED_PREFIX!r} are reserved (compared ignoring case, "
+                         "invisible characters and look-alike letters); rename it")
     hidden = first_unprintable(policy_id)
     if hidden:
         # Ids are printed to terminals (validate, test --coverage, explain) and logs: an ESC or CR in one could

@@ -54,9 +54,15 @@ MAX_TIME_VALUE = 1e11  # year ~5138: anything larger is garbage, and floats stay
 # duplicate-name hook, the shape walk: ~1 µs each on 2 cores), so a forged 16 KiB payload of '[{},{},...]'
 # took 4-14 ms of the event loop (review finding). Real headers hold a handful of values; real payloads a
 # few dozen, and identity providers that list groups or permissions a thousand or so (review finding: 1,024
-# refused a signed token with 1,030 groups): 2,048 keeps the worst forged payload near 1.5 ms.
+# refused a signed token with 1,030 groups): 2,048 keeps the worst forged payload near 1 ms. A deployment
+# that raises tokens.max_token_bytes for larger tokens gets one value per 8 bytes above that.
 MAX_HEADER_JSON_VALUES = 64
 MAX_PAYLOAD_JSON_VALUES = 2048
+
+
+def max_payload_values(max_token_bytes: int) -> int:
+    """The most JSON values a token payload may hold under ``tokens.max_token_bytes``."""
+    return max(MAX_PAYLOAD_JSON_VALUES, max_token_bytes // 8)
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
@@ -195,7 +201,7 @@ class JwtVerifier:
         header = _decode_json_object(header_segment, "header", MAX_HEADER_JSON_VALUES)
         alg, kid = _check_header(header, self._settings.require_typ)
         # 3. Payload.
-        payload = _decode_json_object(payload_segment, "payload", MAX_PAYLOAD_JSON_VALUES)
+        payload = _decode_json_object(payload_segment, "payload", max_payload_values(self._settings.max_token_bytes))
         _decode_segment(signature_segment, "signature")
         issuer = self._issuer_of(payload)
         if alg not in issuer.settings.algorithms:
@@ -300,7 +306,8 @@ def _decode_json_object(segment: str, name: str, max_values: int) -> dict[str, A
     # strings hold does not count (a claim holding commas is one value).
     outside = _JSON_STRING.sub("", text)
     if outside.count(",") + outside.count("{") + outside.count("[") > max_values:
-        raise TokenInvalid(f"token {name} is too complex: more than {max_values} JSON values")
+        raise TokenInvalid(f"token {name} is too complex: more than {max_values} JSON values (the payload may hold "
+                           f"{MAX_PAYLOAD_JSON_VALUES} or one per 8 bytes of tokens.max_token_bytes, if more)")
     try:
         value = parse_strict_json(text)
     except ValueError as err:

@@ -32,7 +32,8 @@ NOT_REGULAR_MESSAGE = ("not a regular file (a FIFO, device, socket or directory)
                        "must be regular files")
 OUTSIDE_SNAPSHOT_MESSAGE = ("not read: this policy directory has a ..data link (a Kubernetes ConfigMap layout), so "
                             "only what ..data holds is read, and this is not a link into ..data; put it into the "
-                            "ConfigMap, or remove it")
+                            "ConfigMap, or remove it (tenant files: mount them through the same volume, e.g. a "
+                            "projected volume with items paths tenants/<tenant>/<file>, as deploy/kubernetes does)")
 STRAY_MESSAGE = ("policy file in a directory TenantGate does not read: policies live in *.cedar directly in the "
                  "policy directory (global) or in tenants/<tenant>/*.cedar (that tenant's); move it there, or "
                  "give it another extension if it is not a policy")

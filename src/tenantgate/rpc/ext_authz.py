@@ -26,6 +26,7 @@ from tenantgate.rpc.tls import PeerIdentities
 
 log = logging.getLogger("tenantgate.rpc")
 
+MAX_WARNED_CALLERS = 64  # distinct callers whose ignored certificates are logged (once each)
 SERVICE_NAME = ext.DESCRIPTOR.services_by_name["Authorization"].full_name
 
 
@@ -39,19 +40,34 @@ class ExtAuthzService(ext_grpc.AuthorizationServicer):  # type: ignore[misc]  # 
         self._options = options
         self._observe = observe
         self._identities = PeerIdentities()
+        self._warned: set[tuple[str, ...]] = set()  # callers told about their ignored certificates
 
     async def Check(self, request: ext.CheckRequest | Undecodable,
                     context: grpc.aio.ServicerContext) -> ext.CheckResponse:
         if isinstance(request, Undecodable):  # registered by add_to_server
             return self._undecodable(request)
         try:
-            return self._decided(envoy_convert.check_input(request, self._options,
-                                                           lambda: self._identities.of(context)))
+            translated = envoy_convert.check_input(request, self._options, lambda: self._identities.of(context))
+            if translated.check.client_cert_ignored:
+                self._warn_ignored(self._identities.of(context))
+            return self._decided(translated)
         except Exception:  # decide() never raises; this guards the conversions
             # Fails closed even in dry-run mode: without a decision there is nothing to let through.
             decision_id = new_decision_id()
             log.exception("ext_authz: translation failed; denied as %s", decision_id)
             return envoy_convert.denied_response(Reason.INTERNAL_ERROR, decision_id)
+
+    def _warn_ignored(self, caller: tuple[str, ...]) -> None:
+        """Say once per caller (at most ``MAX_WARNED_CALLERS`` of them) that its forwarded certificates are
+        ignored: after an upgrade, bound tokens through an Envoy not yet listed are denied, and the audit
+        record alone would not tell the operator why."""
+        if caller in self._warned or len(self._warned) >= MAX_WARNED_CALLERS:
+            return
+        self._warned.add(caller)
+        log.warning("ext_authz: a forwarded client certificate was ignored: caller %s is not in "
+                    "ext_authz.certificate_forwarders (certificate-bound tokens through it are denied "
+                    "token_binding_mismatch); list the Envoys' identities there (needs mTLS)",
+                    list(caller) or "without a client certificate")
 
     def _undecodable(self, request: Undecodable) -> ext.CheckResponse:
         """A request protobuf cannot decode (in Envoy's ``headers`` map a value that is not UTF-8): nothing in

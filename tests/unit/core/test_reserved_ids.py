@@ -4,6 +4,7 @@ that read as the guardrail)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from tenantgate.errors import PolicyError
 
 BUNDLED = Path(__file__).resolve().parents[3] / "policies"
 SCHEMA = PolicySource("schema.cedarschema", (BUNDLED / "schema.cedarschema").read_text())
-RESERVED = "policy ids starting with 'tenantgate::' are reserved"
+RESERVED = ("policy ids starting with 'tenantgate::' are reserved (compared ignoring case, invisible characters "
+            "and look-alike letters); rename it")
 
 LOOK_ALIKES = {
     "upper case": "TENANTGATE::tenant-guardrail",
@@ -57,13 +59,13 @@ def test_a_tenant_policy_cannot_take_an_id_that_reads_as_the_guardrails(name):
 @pytest.mark.parametrize("name", ["upper case", "fullwidth colons", "zero-width space", "Cyrillic e and a"])
 def test_a_global_policy_cannot_take_one_either(name):
     text = f'@id("{_as_cedar_string(LOOK_ALIKES[name])}")\npermit(principal, action, resource);\n'
-    with pytest.raises(PolicyError, match=RESERVED):
+    with pytest.raises(PolicyError, match=re.escape(RESERVED)):
         compile_policies(SCHEMA, [PolicySource("spoof.cedar", text)])
 
 
 def test_cedar_escapes_in_the_id_are_resolved_before_the_comparison():
     text = '@id("\\u{54}ENANTGATE\\u{FF1A}\\u{FF1A}tenant-guardrail")\npermit(principal, action, resource);\n'
-    with pytest.raises(PolicyError, match=RESERVED):
+    with pytest.raises(PolicyError, match=re.escape(RESERVED)):
         compile_policies(SCHEMA, [PolicySource("spoof.cedar", text)])
 
 

@@ -299,6 +299,15 @@ def structural_count(claims: dict[str, Any]) -> int:
     return text.count(",") + text.count("{") + text.count("[")
 
 
+def test_a_larger_max_token_bytes_allows_more_payload_values(es: TestIssuer, clock: FixedClock) -> None:
+    # Review finding: raising tokens.max_token_bytes for an identity provider's large tokens did not help,
+    # the value count stayed fixed.
+    claims = {**es.default_claims(), "permissions": [0] * 2500}
+    with pytest.raises(TokenInvalid, match=r"tokens\.max_token_bytes"):
+        verifier_of(es, clock).verify(es.mint(claims))
+    assert verifier_of(es, clock, max_token_bytes=65536).verify(es.mint(claims)).subject
+
+
 def test_what_strings_hold_and_a_thousand_groups_do_not_count_against_the_value_limit(es: TestIssuer,
                                                                                      clock: FixedClock) -> None:
     # Review finding: 1,024 characters counted inside strings too, so a signed token with a 1,030-entry `groups`
