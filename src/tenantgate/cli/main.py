@@ -1,19 +1,19 @@
 """``tenantgate serve | token mint | check | validate | status | health``.
 
+The parser and dispatcher, and the request commands (``token mint``, ``check``, ``status``). ``serve``'s
+machinery (start-up, workers, the banner) moved to ``cli/serve.py``; the other commands register themselves
+from their own modules.
+
 Exit codes: 0 success / allow, 1 error (usage errors too), 2 deny, 3 invalid policies.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
 import os
-import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from tenantgate import __version__
@@ -32,9 +32,6 @@ from tenantgate.core.strictjson import parse_strict_json
 from tenantgate.errors import ConfigError, PolicyError, TenantGateError
 
 EXIT_OK, EXIT_ERROR, EXIT_DENY, EXIT_INVALID_POLICIES = 0, 1, 2, 3
-EMBEDDED_DEFAULTS = "embedded defaults"  # Settings.source without a config file
-# What the banner's hint asks for: a User reading an Invoice (the bundled example schema declares both).
-TOUR_PROBE = 'permit(principal is User, action == Action::"read", resource is Invoice);'
 
 Report = Callable[[str, Sequence[str]], None]  # (one-line message, located details) of a failed command
 
@@ -102,11 +99,9 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--config", default=os.environ.get("TENANTGATE_CONFIG"),
                          help="TOML config file (default: $TENANTGATE_CONFIG, else embedded defaults)")
 
-    serve = sub.add_parser("serve", help="run the PDP (gRPC)")
-    config_arg(serve)
-    serve.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="server processes sharing the ports (default: server.workers, 1)")
-    serve.set_defaults(handler=_serve)
+    from tenantgate.cli import serve
+
+    serve.add_command(sub, config_arg)
 
     token = sub.add_parser("token", help="development tokens")
     token_sub = token.add_subparsers(metavar="ACTION")
@@ -178,156 +173,6 @@ def in_process_settings(args: argparse.Namespace) -> Any:
 
     settings = _settings(args)
     return dataclasses.replace(settings, audit=dataclasses.replace(settings.audit, stdout=False))
-
-
-class _StopBeforeServing(BaseException):
-    """SIGTERM arrived while ``serve`` was still starting (before the server handles signals itself)."""
-
-
-def _stop_before_serving(_signum: int, _frame: Any) -> None:
-    raise _StopBeforeServing
-
-
-def _serve(args: argparse.Namespace) -> int:
-    """Run the server; a SIGTERM while it is still starting (loading policies, fetching JWKS) stops it at once
-    with exit 0. Review finding: as a container's PID 1, for which an unhandled SIGTERM does nothing, it was
-    ignored until the full grace period ended in SIGKILL."""
-    previous = signal.signal(signal.SIGTERM, _stop_before_serving)
-    try:
-        return _serve_until_stopped(args)
-    except _StopBeforeServing:
-        print("tenantgate: SIGTERM while starting: stopped before serving", file=sys.stderr)
-        return EXIT_OK
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _serve_until_stopped(args: argparse.Namespace) -> int:
-    from tenantgate.observability.logging import configure
-
-    settings = _settings(args)
-    if args.workers is not None:
-        import dataclasses
-
-        from tenantgate import config
-
-        settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, workers=args.workers))
-        try:
-            config.validate(settings)
-        except ConfigError as err:  # only the number of workers changed: the message is about it
-            raise ConfigError(f"--workers {args.workers}: {err}") from err
-    configure(settings.log.level)
-    if settings.server.workers > 1:
-        return _serve_workers(settings)
-    from tenantgate import app as application
-
-    built = application.build(settings)
-
-    def started(port: int) -> None:
-        _banner(settings, _served(built, port))
-
-    asyncio.run(application.serve(built, started))
-    return EXIT_OK
-
-
-def _serve_workers(settings: Any) -> int:
-    """``server.workers`` > 1: a supervisor forks the workers (see ``cli/supervisor.py``)."""
-    from tenantgate.cli import worker
-    from tenantgate.cli.children import Announce
-    from tenantgate.cli.supervisor import Supervisor
-
-    supervisor_pid = os.getpid()
-
-    def work(worker_settings: Any, index: int, announce: Announce) -> int:
-        # A worker's failure is a JSON log line, as the supervisor's own lines are (not the plain message).
-        return guarded(lambda: worker.run(worker_settings, index, supervisor_pid,
-                                          lambda built, port: announce(_served(built, port))),
-                       report=worker.log_failure)
-
-    def ready(report: Mapping[str, Any], metrics_port: int) -> None:
-        _banner(settings, report, metrics_port)
-
-    return Supervisor(settings, work, ready).run()
-
-
-def _served(built: Any, port: int) -> dict[str, Any]:
-    """What a started server reports for the banner (a worker sends it to the supervisor as JSON)."""
-    compiled = built.policies.current().compiled
-    return {"grpc": port, "health": built.health_port, "http": built.http_port, "metrics": built.metrics_port,
-            "policies": [compiled.total_policies, len(compiled.tenants), compiled.version],
-            "tour": tour_fits(built.settings)}
-
-
-def tour_fits(settings: Any) -> bool:
-    """Whether the banner's "Try" hint works as printed: it mints without ``--config`` (so only the embedded
-    defaults sign with the key this server trusts) and reads an Invoice (so the schema must declare it)."""
-    from tenantgate.core.compiler import PolicySource, compile_policies
-
-    if settings.source != EMBEDDED_DEFAULTS or not settings.dev_issuer.enabled:
-        return False
-    schema = settings.policies.schema_file
-    try:
-        compile_policies(PolicySource(schema, Path(schema).read_text(encoding="utf-8")),
-                         [PolicySource("tour.cedar", TOUR_PROBE)])
-    except (OSError, UnicodeDecodeError, PolicyError):
-        return False
-    return True
-
-
-def _banner(settings: Any, served: Mapping[str, Any], metrics_port: int = 0) -> None:
-    host = settings.server.listen.rpartition(":")[0]
-    address = f"{host}:{served['grpc']}"
-    total, tenants, version = served["policies"]
-    workers = settings.server.workers
-    audit = settings.audit.path
-    if workers > 1:
-        from tenantgate.audit.files import worker_path
-
-        others = [worker_path(audit, k).name for k in range(1, workers)]
-        audit += f", {others[0]}{' ... ' + others[-1] if len(others) > 1 else ''} (one chain per worker)"
-    lines = [
-        f"TenantGate {__version__} serving gRPC on {address} (health and reflection enabled)",
-        f"  config      {settings.source}",
-        f"  policies    {settings.policies.dir} ({total} policies incl. the built-in "
-        f"tenant guardrail, {tenants} tenant partition(s), version {version})",
-        f"  audit log   {audit}",
-        "  workers     1 process" if workers == 1 else
-        f"  workers     {workers} processes sharing the ports (SO_REUSEPORT), supervisor pid {os.getpid()}",
-    ]
-    if settings.server.metrics_listen and workers > 1:
-        lines.append(f"  metrics     http://{settings.server.metrics_listen.rpartition(':')[0]}:{metrics_port}"
-                     "/metrics (summed over the workers)")
-    elif settings.server.metrics_listen:  # the port bound (the setting may say 0)
-        lines.append(f"  metrics     http://{settings.server.metrics_listen.rpartition(':')[0]}:"
-                     f"{served.get('metrics') or settings.server.metrics_listen.rpartition(':')[2]}/metrics")
-    if served["http"]:
-        h = settings.http
-        scheme = "https" if h.cert_file else "http"
-        lines.append(f"  AuthZEN     {scheme}://{h.listen.rpartition(':')[0]}:{served['http']}/access/v1/evaluation "
-                     f"({h.mode})")
-    if settings.dev_issuer.enabled:
-        lines.append(f"  dev issuer  {settings.dev_issuer.issuer} (keys in {settings.dev_issuer.key_dir}) "
-                     "DEVELOPMENT ONLY")
-    if served.get("tour"):
-        lines += [
-            "",
-            "Try, in a second shell from this directory:",
-            "  TOKEN=$(.venv/bin/tenantgate token mint --tenant acme --sub alice --roles viewer)",
-            f"  .venv/bin/tenantgate check --server {address} --token \"$TOKEN\" --action read "
-            "--resource-type Invoice --resource-id inv-1 --resource-tenant acme",
-            "  (then --resource-tenant globex: denied, reason cross_tenant)",
-        ]
-    lines.append("Stop with Ctrl-C (SIGTERM drains in-flight calls).")
-    try:
-        print("\n".join(lines), flush=True)
-    except BrokenPipeError:
-        # Started with a closed pipe as stdout (review finding: `guarded` took this for a reader leaving
-        # early and the server exited 0, silently). The banner is a courtesy: say so on stderr and serve.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        logging.getLogger("tenantgate").warning("stdout has no reader: the start-up banner (and any audit.stdout "
-                                                "copy) is discarded; serving")
 
 
 def _mint(args: argparse.Namespace) -> int:

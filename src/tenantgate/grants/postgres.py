@@ -27,7 +27,8 @@ import psycopg.errors
 from psycopg import pq
 
 from tenantgate.errors import ConfigError, GrantConflict, GrantInvalid, GrantStoreUnavailable, TenantGateError
-from tenantgate.grants._rows import Dialect, Row, SqlGrantStore, migrate, short_reason, unavailable
+from tenantgate.grants._rows import SqlGrantStore, short_reason, unavailable
+from tenantgate.grants._sql import Dialect, Row, migrate
 from tenantgate.redact import redact_url
 
 POSTGRES = Dialect(param="%s", action_in_actions="actions::jsonb @> jsonb_build_array(?::text)",

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tenantgate.errors import GrantConflict, GrantStoreUnavailable
-from tenantgate.grants._rows import COMPONENT, SCHEMA_VERSION, Dialect, Row, SqlGrantStore, migrate, unavailable
+from tenantgate.grants._rows import SqlGrantStore, unavailable
+from tenantgate.grants._sql import COMPONENT, SCHEMA_VERSION, Dialect, Row, migrate
 from tenantgate.paths import make_private_dirs
 
 SQLITE = Dialect(param="?", action_in_actions="EXISTS (SELECT 1 FROM json_each(actions) WHERE json_each.value = ?)")

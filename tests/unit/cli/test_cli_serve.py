@@ -8,7 +8,7 @@ import pytest
 
 from support.server import BUNDLED_POLICIES, REPO
 from tenantgate import config
-from tenantgate.cli import main
+from tenantgate.cli import main, serve
 
 TODO_CONFIG = REPO / "examples" / "authzen-todo" / "tenantgate.toml"
 SERVED = {"grpc": 50051, "health": 0, "http": 0, "policies": [11, 1, "sha256:x"]}
@@ -24,7 +24,7 @@ def workdir(tmp_path, monkeypatch):
 
 
 def banner(settings, capsys):
-    main._banner(settings, {**SERVED, "tour": main.tour_fits(settings)})
+    serve._banner(settings, {**SERVED, "tour": serve.tour_fits(settings)})
     return capsys.readouterr().out
 
 
@@ -50,7 +50,7 @@ def test_embedded_defaults_on_a_schema_without_invoices_get_no_hint(workdir, cap
     settings = config.load(None, env={"TENANTGATE_POLICIES_DIR": str(todo_policies)})
     assert "token mint" not in banner(settings, capsys)
     shutil.rmtree(workdir / "policies")  # no schema at all (the server would not start; the hint says nothing)
-    assert not main.tour_fits(config.load(None, env={}))
+    assert not serve.tour_fits(config.load(None, env={}))
 
 
 def test_workers_out_of_range_names_the_option(workdir, capsys):
@@ -63,8 +63,8 @@ def test_workers_out_of_range_names_the_option(workdir, capsys):
 def test_the_banner_shows_the_metrics_port_bound_not_the_configured_0(workdir, capsys):
     # Review finding: `metrics_listen = "127.0.0.1:0"` was shown as http://127.0.0.1:0/metrics.
     settings = config.load(None, env={"TENANTGATE_SERVER_METRICS_LISTEN": "127.0.0.1:0"})
-    main._banner(settings, {**SERVED, "metrics": 40123})
+    serve._banner(settings, {**SERVED, "metrics": 40123})
     assert "metrics     http://127.0.0.1:40123/metrics" in capsys.readouterr().out
     fixed = config.load(None, env={"TENANTGATE_SERVER_METRICS_LISTEN": "127.0.0.1:9464"})
-    main._banner(fixed, SERVED)  # a report without the port (an older worker): the configured one
+    serve._banner(fixed, SERVED)  # a report without the port (an older worker): the configured one
     assert "metrics     http://127.0.0.1:9464/metrics" in capsys.readouterr().out

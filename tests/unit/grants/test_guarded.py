@@ -49,7 +49,7 @@ def test_bad_urls_fail_at_start_not_lazily():
 def test_a_version_1_store_is_migrated_and_old_grants_bind_to_no_issuer(tmp_path):
     import sqlite3
 
-    from tenantgate.grants._rows import COMPONENT, SCHEMA_V1, TABLE, VERSION_DDL, VERSION_TABLE
+    from tenantgate.grants._sql import COMPONENT, SCHEMA_V1, TABLE, VERSION_DDL, VERSION_TABLE
 
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)

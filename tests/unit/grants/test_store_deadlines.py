@@ -254,7 +254,7 @@ def test_sqlite_reads_after_a_failed_write_do_not_wait_for_the_write_lock(tmp_pa
 
 
 def test_sqlite_store_on_a_newer_schema_is_still_refused_when_reopened(tmp_path):
-    from tenantgate.grants._rows import COMPONENT, VERSION_TABLE
+    from tenantgate.grants._sql import COMPONENT, VERSION_TABLE
 
     path = tmp_path / "grants.db"
     SqliteGrantStore(path).close()
