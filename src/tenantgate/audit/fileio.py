@@ -13,7 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from tenantgate.audit.files import open_regular, rotated_numbers, rotated_path
+from tenantgate.audit.files import rotated_numbers, rotated_path
+from tenantgate.paths import open_regular
 
 
 def lock_exclusive(fd: int, timeout: float, what: Path) -> None:
@@ -145,7 +146,7 @@ def _claim_path(live: Path, lock_timeout: float) -> int:
             fd = os.open(live, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:
             try:
-                fd = open_regular(live, os.O_RDWR | os.O_APPEND)  # a FIFO or a symlink put there: RefusedFile
+                fd = open_regular(live, os.O_RDWR | os.O_APPEND)  # a FIFO or a symlink put there: NotRegularFile
             except FileNotFoundError:
                 continue  # rotated or removed meanwhile: look again
         try:

@@ -11,20 +11,17 @@ Naming (``audit.jsonl`` is the configured path):
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from tenantgate.audit.chain import GENESIS_HASH, ChainedRecord, MalformedRecord, parse, parse_plain
+from tenantgate.paths import open_regular
 
 HEAD_SIZE = 160  # bytes; the head file is rewritten in place with one pwrite of this fixed size
 TAIL_WINDOW = 1 << 20  # how far back from the end recovery looks for the last intact record
 _ROTATED = re.compile(r"^(?P<live>.+)\.(?P<n>[1-9][0-9]*)$")
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,38 +46,6 @@ class TailScan:
     size: int
     legacy: bool
     whole_file: bool
-
-
-class RefusedFile(OSError):
-    """A file of the chain (the live log, its head file, a rotated file) is a symbolic link, a FIFO, a device, a
-    socket or a directory: never written through or waited on. ``strerror`` says what was found."""
-
-
-def open_regular(path: Path, flags: int, mode: int = 0o600) -> int:
-    """``os.open(path, flags, mode)``, only for a regular file, returned as a blocking descriptor (close-on-exec).
-
-    A symbolic link at ``path`` itself is not followed (links among its parent directories are), and nothing is
-    waited on: a FIFO opens without a peer, so a FIFO, device or socket is refused at once. Raises ``RefusedFile``
-    for those and for a directory, ``OSError`` (e.g. ``FileNotFoundError``) when it cannot be opened.
-    """
-    try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
-    except OSError as err:
-        if err.errno == errno.ELOOP:  # O_NOFOLLOW's answer for a symlink (or a loop of them)
-            raise RefusedFile(errno.ELOOP, "a symbolic link (not followed), not a regular file", str(path)) from err
-        if err.errno == errno.EISDIR:
-            raise RefusedFile(errno.EISDIR, "a directory, not a regular file", str(path)) from err
-        raise
-    try:
-        kind = stat.S_IFMT(os.fstat(fd).st_mode)
-        if kind != stat.S_IFREG:
-            what = _KINDS.get(kind, f"of file type {kind:o}")
-            raise RefusedFile(errno.EINVAL, f"{what}, not a regular file", str(path))
-        os.set_blocking(fd, True)  # O_NONBLOCK was for the open only
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def worker_path(path: str | os.PathLike[str], worker: int) -> Path:
@@ -167,7 +132,7 @@ def encode_head(head: ChainHead) -> bytes:
 def read_head(path: Path) -> ChainHead | None:
     """The chain head recorded in a head file; None when the file does not exist.
 
-    Raises ``MalformedRecord`` when it exists but does not hold a head, ``RefusedFile`` when it is not a regular
+    Raises ``MalformedRecord`` when it exists but does not hold a head, ``NotRegularFile`` when it is not a regular
     file (a FIFO would block the read forever), ``OSError`` when unreadable.
     """
     try:

@@ -9,13 +9,13 @@ waited on.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from tenantgate import paths
 from tenantgate.audit.chain import MalformedRecord, parse_plain
 
 TENANT_FIELDS = ("principal_tenant", "resource_tenant", "target_tenant")
@@ -64,37 +64,13 @@ class RecordFilter:
         return True
 
 
-class NotRegularFile(OSError):
-    """A path of an audit log names something other than a regular file (a FIFO, a device, a directory)."""
-
-
 def open_regular(path: Path) -> BinaryIO:
     """``path`` opened for reading in binary mode, if it is a regular file (a symlink to one is followed).
 
     Raises ``NotRegularFile`` (an ``OSError``: ``strerror`` says what it is) for anything else, without
-    blocking: a FIFO with no writer would make a plain ``open`` wait forever (review finding: a FIFO named
-    ``audit.jsonl.7`` hung ``audit verify``, ``query`` and ``tail``). Raises ``OSError`` when it cannot be opened.
-    """
-    # O_NONBLOCK: opening a FIFO (or a terminal, a tape) for reading returns at once instead of waiting for a
-    # writer; it changes nothing for a regular file, and nothing else is ever read from.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFile(0, f"not a regular file ({_file_type(mode)})", str(path))
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _file_type(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return f"file type {stat.S_IFMT(mode):o}"
+    blocking (review finding: a FIFO named ``audit.jsonl.7`` hung ``audit verify``, ``query`` and ``tail``),
+    ``OSError`` when it cannot be opened (``paths.open_regular``)."""
+    return os.fdopen(paths.open_regular(path, follow_symlinks=True), "rb")
 
 
 def query(files: Iterable[Path], selection: RecordFilter,

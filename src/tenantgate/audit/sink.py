@@ -34,11 +34,9 @@ from tenantgate.audit.fileio import (
 )
 from tenantgate.audit.files import (
     ChainHead,
-    RefusedFile,
     encode_head,
     head_path,
     known_head,
-    open_regular,
     resume_point,
     rotated_path,
     same_file,
@@ -49,7 +47,7 @@ from tenantgate.audit.recovery import Recovery, check_end, move_unchained, set_a
 from tenantgate.core.model import rfc3339
 from tenantgate.core.ports import AuditRecord, Clock, SystemClock
 from tenantgate.errors import AuditUnavailable
-from tenantgate.paths import make_private_dirs
+from tenantgate.paths import NotRegularFile, make_private_dirs, open_regular
 
 log = logging.getLogger("tenantgate.audit")
 
@@ -504,7 +502,7 @@ class JsonlAuditSink:
                 # A regular file only: records written to a FIFO nobody reads, to /dev/null or through a symlink
                 # planted at the path would be acknowledged and kept nowhere (review finding).
                 self._fd = open_regular(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
-            except RefusedFile as err:
+            except NotRegularFile as err:
                 raise AuditUnavailable(f"audit log {self.path} is {err.strerror}: no record is written to it") \
                     from err
             except OSError as err:

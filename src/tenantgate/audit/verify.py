@@ -21,10 +21,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tenantgate.audit.chain import GENESIS_HASH, ChainedRecord, MalformedRecord, parse, parse_plain, record_id
 from tenantgate.audit.checkpoint import CHECKPOINT, check_checkpoint
-from tenantgate.audit.files import ChainHead, chain_files, head_path, split_rotated
-from tenantgate.audit.query import NotRegularFile, open_regular
+from tenantgate.audit.files import ChainHead, chain_files, head_path, read_head, split_rotated
+from tenantgate.audit.query import open_regular
 from tenantgate.audit.recovery import RECOVERED
 from tenantgate.core.cedar_text import escape_unprintable
+from tenantgate.paths import NotRegularFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,7 @@ def missing_chain(live: str | os.PathLike[str], message: str) -> VerifyReport:
 
 def _load_head(state: _State, path: Path) -> None:
     try:
-        state.head = _read_head(path)
+        state.head = read_head(path)
     except NotRegularFile as err:
         state.add("not_regular", (str(path), 0, ""), 0, f"head file is {err.strerror}: not read (replaced)")
         return
@@ -294,22 +295,6 @@ def _finish(state: _State, paths: list[Path], head_file: str | os.PathLike[str] 
     elif state.public_key is None and state.checkpoints:
         state.add("signatures_unchecked", last, 0, f"{state.checkpoints} checkpoint signature(s) not checked "
                   "(no public key given)", tampered=False)
-
-
-def _read_head(path: Path) -> ChainHead | None:
-    """As ``files.read_head``, but through ``open_regular``: a FIFO planted as the head file is refused, not
-    waited on. None when there is no head file; raises ``MalformedRecord``, ``NotRegularFile``, ``OSError``."""
-    try:
-        with open_regular(path) as stream:
-            data = stream.read()
-    except FileNotFoundError:
-        return None
-    obj = parse_plain(data.strip())
-    seq, value = obj.get("seq"), obj.get("hash")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or not isinstance(value, str) or \
-            len(value) != 64:
-        raise MalformedRecord("head file does not hold {seq, hash}")
-    return ChainHead(seq, value)
 
 
 def _loose_id(raw: bytes) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from tenantgate.core.compiler import (
     compile_policies,
 )
 from tenantgate.errors import PolicyDiagnostic, PolicyError
+from tenantgate.paths import NotRegularFile, open_regular
 
 MAX_POLICY_FILE_BYTES = 8 * 1024 * 1024
 
@@ -26,7 +26,6 @@ DEFAULT_SCHEMA = "schema.cedarschema"
 SNAPSHOT_LINK = "..data"
 # Non-blocking: opening a FIFO for reading would otherwise wait for a writer forever (review finding: the blocked
 # open held the reload lock and no later change was ever applied). No effect on reads of regular files.
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _READ_CHUNK = 1024 * 1024
 NOT_REGULAR_MESSAGE = ("not a regular file (a FIFO, device, socket or directory): policy, schema and entity files "
                        "must be regular files")
@@ -229,7 +228,9 @@ def read_text_file(path: Path, shown: str) -> str:
     """
     too_large = PolicyError("policy file too large", [PolicyDiagnostic(shown, 1, "larger than 8 MiB")])
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = open_regular(path, follow_symlinks=True)
+    except NotRegularFile as err:
+        raise PolicyError(f"not a regular file: {shown}", [PolicyDiagnostic(shown, 1, NOT_REGULAR_MESSAGE)]) from err
     except FileNotFoundError as err:
         if os.path.islink(path):
             raise PolicyError(f"dangling symlink: {shown}",
@@ -239,10 +240,7 @@ def read_text_file(path: Path, shown: str) -> str:
         raise PolicyError(f"cannot read {shown}: {err.strerror}",
                           [PolicyDiagnostic(shown, 1, f"cannot read: {err.strerror}")]) from err
     try:
-        opened = os.fstat(fd)
-        if not stat.S_ISREG(opened.st_mode):
-            raise PolicyError(f"not a regular file: {shown}", [PolicyDiagnostic(shown, 1, NOT_REGULAR_MESSAGE)])
-        if opened.st_size > MAX_POLICY_FILE_BYTES:
+        if os.fstat(fd).st_size > MAX_POLICY_FILE_BYTES:
             raise too_large
         chunks: list[bytes] = []
         remaining = MAX_POLICY_FILE_BYTES + 1
