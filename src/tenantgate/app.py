@@ -8,7 +8,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry
@@ -89,10 +89,8 @@ def build(settings: Settings, clock: Clock | None = None, worker: int | None = N
     decisions = decision_settings(settings)
     names = decisions.claim_names
     store = open_guarded_store(settings.grants.store, lookup_timeout=settings.grants.lookup_timeout_seconds)
-    # The pending cap limits requests, not decisions: it is not part of decision_settings (nor of `tenantgate test`).
-    rules = replace(decisions.rules, max_pending_per_operator=settings.grants.max_pending_per_operator)
     breakglass = BreakGlass(store=store, audit=audit, clock=clock,
-                            verifier=verifier, claim_names=names, rules=rules,
+                            verifier=verifier, claim_names=names, rules=decisions.rules,
                             undeclared_actions=lambda names: undeclared_actions(policies.current().compiled.schema,
                                                                                  names))
     pep_role = decisions.pep_role
@@ -232,7 +230,8 @@ def decision_settings(settings: Settings) -> DecisionSettings:
         rules=GrantRules(operator_tenant=g.operator_tenant, operator_role=g.operator_role,
                          approver_role=g.approver_role, require_approval=g.require_approval,
                          require_ticket=g.require_ticket, max_ttl_seconds=g.max_ttl_seconds,
-                         pending_ttl_seconds=g.pending_ttl_seconds),
+                         pending_ttl_seconds=g.pending_ttl_seconds,
+                         max_pending_per_operator=g.max_pending_per_operator),
         # Only a trusted-PEP AuthZEN setup lets a token with this role state subjects; otherwise nobody may.
         pep_role=settings.http.pep_role if settings.http.mode == "trusted_pep" else "",
     )
