@@ -53,22 +53,6 @@ def create_active(store, grant_id="g-1", approved_at=T0 + 10, **kw):
     return store.activate(grant_id, "bob", approved_at, ignore)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'state' / 'grants.db'}"
-    else:
-        with pg_database() as url:
-            yield url
-
-
-@pytest.fixture
-def store(store_url):
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
-
-
 # --- create / get -----------------------------------------------------------------------------------------------
 
 def test_created_grant_reads_back_field_for_field(store):

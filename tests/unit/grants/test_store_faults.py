@@ -54,15 +54,6 @@ def run_together(*calls):
     return results
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'grants.db'}"
-    else:
-        with pg_database() as url:
-            yield url
-
-
 @pytest.fixture
 def pg_url():
     with pg_database() as url:

@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from support.pg import pg_database
 from tenantgate.core.grants import Grant, GrantState
 from tenantgate.errors import GrantConflict
 from tenantgate.grants import open_store
@@ -25,22 +24,6 @@ def pending_grant(grant_id, *, operator="oscar", issuer="https://idp.example", r
 
 def ignore(grant):
     pass
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'grants.db'}"
-    else:
-        with pg_database() as url:
-            yield url
-
-
-@pytest.fixture
-def store(store_url):
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
 
 
 def pending_of(store, operator="oscar"):

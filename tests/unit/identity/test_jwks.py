@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from support.issuers import NOW, FixedClock, LoopbackServer, TestIssuer, public_jwk, verifier_for
+from support.issuers import FixedClock, LoopbackServer, TestIssuer, public_jwk, verifier_for
 from tenantgate.config import IssuerSettings
 from tenantgate.errors import ConfigError, KeySourceUnavailable, TokenInvalid
 from tenantgate.identity import IssuerKeys, JwksFile, JwksUrl
@@ -27,16 +27,6 @@ ISSUER = "https://issuer.test"
 def write_jwks(path: Path, *keys: dict[str, Any]) -> Path:
     path.write_text(json.dumps({"keys": list(keys)}), encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(NOW)
-
-
-@pytest.fixture
-def es(tmp_path: Path, clock: FixedClock) -> TestIssuer:
-    return TestIssuer(tmp_path, clock=clock)
 
 
 # ------------------------------------------------------------------------------------------ helpers

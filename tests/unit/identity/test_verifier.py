@@ -38,16 +38,6 @@ def rsa_issuer(tmp_path_factory: pytest.TempPathFactory) -> TestIssuer:
 
 
 @pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(NOW)
-
-
-@pytest.fixture
-def es(tmp_path: Path, clock: FixedClock) -> TestIssuer:
-    return TestIssuer(tmp_path, alg="ES256", clock=clock)
-
-
-@pytest.fixture
 def verifier(es: TestIssuer, clock: FixedClock) -> JwtVerifier:
     return verifier_for(es, clock=clock, leeway_seconds=30, max_lifetime_seconds=3600)
 

@@ -19,7 +19,7 @@ from typing import Any
 import jwt
 import pytest
 
-from support.issuers import NOW, FixedClock, TestIssuer, token_settings
+from support.issuers import FixedClock, TestIssuer, token_settings
 from tenantgate.audit import JsonlAuditSink
 from tenantgate.core.model import CheckInput, ClaimNames, DecisionResult, Resource, VerifiedClaims
 from tenantgate.core.pdp import DecisionPoint
@@ -35,16 +35,6 @@ CERT_SHA256 = hashlib.sha256(b"a certificate").hexdigest()
 THUMBPRINT = base64.urlsafe_b64encode(hashlib.sha256(b"a certificate").digest()).rstrip(b"=").decode()
 # Under MAX_PAYLOAD_JSON_VALUES together with the default claims: the reviewer's 3,900 would be refused unparsed.
 UNREAD_BULK = [{}] * 480
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(NOW)
-
-
-@pytest.fixture
-def es(tmp_path: Path, clock: FixedClock) -> TestIssuer:
-    return TestIssuer(tmp_path, alg="ES256", clock=clock)
 
 
 DEFAULT_NAMES = ClaimNames()
