@@ -28,7 +28,6 @@ otherwise everything stops with exit code 1. Children get SIGTERM when the super
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -36,19 +35,17 @@ import selectors
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tenantgate.cli.children import EXIT_ERROR, Announce, Report, announcer, describe, fork, send
+from tenantgate.cli.metricsdir import metrics_files
 from tenantgate.cli.shared_ports import check_free, pinned
 from tenantgate.cli.worker import die_with
 from tenantgate.config import Settings
-from tenantgate.errors import ConfigError
 
 if TYPE_CHECKING:
     from tenantgate.observability.multiprocess import MetricsEndpoint, SupervisorMetrics
@@ -104,7 +101,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Serve until stopped; return the exit code. Raises ``ConfigError`` for what fails before any fork."""
-        self._files = _metrics_files()
+        self._files = metrics_files()
         try:
             return self._run()
         finally:
@@ -411,52 +408,6 @@ class Supervisor:
         if self._endpoint is not None:
             self._endpoint.close()
         self._selector.close()
-
-
-def _metrics_files() -> str:
-    """A fresh private directory (0700) for prometheus-client's multiprocess files, named in the environment
-    before prometheus_client is imported: it picks its value store at import, and the workers inherit both."""
-    if "prometheus_client" in sys.modules:
-        raise ConfigError("serve --workers N must start in a fresh process (prometheus_client is already loaded)")
-    sweep_stale_metrics_files(Path(tempfile.gettempdir()))
-    path = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
-    hold_in_use(Path(path))
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    return path
-
-
-METRICS_DIR_PREFIX = "tenantgate-metrics-"
-IN_USE_FILE = "in-use.lock"  # not *.db: prometheus_client never reads it
-_held: list[int] = []  # the in-use lock fds of this process: kept open (and locked) until it exits
-
-
-def hold_in_use(directory: Path) -> None:
-    """Lock ``directory``'s in-use file for as long as this process (or a child it forks) lives: the kernel
-    drops the lock when the last holder exits, however it exits, and in any pid namespace."""
-    fd = os.open(directory / IN_USE_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    _held.append(fd)
-
-
-def sweep_stale_metrics_files(parent: Path) -> None:
-    """Remove metrics directories no live supervisor holds (killed with SIGKILL, one cannot remove its own;
-    review finding: one leaked per start). Only real directories of this user with an in-use file nobody has
-    locked; one being created (no in-use file yet) or held by a supervisor in another container sharing /tmp
-    (a pid check would not see it there) is left alone."""
-    for directory in parent.glob(METRICS_DIR_PREFIX + "*"):
-        try:
-            if directory.is_symlink() or not directory.is_dir() or directory.stat().st_uid != os.getuid():
-                continue
-            fd = os.open(directory / IN_USE_FILE, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            continue  # no in-use file (being created, or not ours): left alone
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # held: its supervisor (or one of its children) is alive
-        finally:
-            os.close(fd)
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _recent(deaths: deque[float], now: float) -> int:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml  # type: ignore[import-untyped,unused-ignore]
-
 from tenantgate.core.model import Decision, Reason, Resource
+from tenantgate.policy.suiteyaml import LocatedList, LocatedMap, compose
 from tenantgate.policy.testrun import (
     DEFAULT_GRANT_SECONDS,
     Expectation,
@@ -31,8 +29,6 @@ from tenantgate.policy.testrun import (
 )
 
 MAX_SUITE_FILE_BYTES = 4 * 1024 * 1024
-MAX_YAML_NODES = 200_000  # aliases can make a small file expand: bound what we build
-MAX_YAML_DEPTH = 64
 MAX_INSTANT = 1e11  # the verifier refuses token times beyond this (year ~5138)
 
 SUITE_KEYS = ("name", "description", "now", "policies", "principals", "cases")
@@ -88,7 +84,7 @@ def load_suite_file(path: Path) -> list[PolicySuite]:
     except OSError as err:
         raise SuiteError(f"cannot read {where}: {err.strerror or err}") from err
     check = _Checker(where)
-    documents = _compose(text, check)
+    documents = compose(text, check.problem)
     if not documents and not check.problems:
         check.problem(1, "no suite in this file (expected a mapping with name, now, principals and cases)")
     suites = [s for s in (_suite(doc, path, check) for doc in documents) if s is not None]
@@ -98,138 +94,11 @@ def load_suite_file(path: Path) -> list[PolicySuite]:
     return suites
 
 
-# ------------------------------------------------------------------------------------------------- YAML
-
-
-class _Map(dict[str, Any]):
-    """A YAML mapping that remembers its line and each key's line (1-based)."""
-
-    line: int
-    key_lines: dict[str, int]
-
-    def line_of(self, key: str) -> int:
-        return self.key_lines.get(key, self.line)
-
-
-class _Seq(list[Any]):
-    """A YAML sequence that remembers its line and each item's line (1-based)."""
-
-    line: int
-    item_lines: list[int]
-
-
-class _SuiteLoader(yaml.SafeLoader):  # type: ignore[misc,unused-ignore]
-    """YAML with JSON's plain scalars, not YAML 1.1's implicit typing: only ``true``/``false`` are booleans
-    (``off``, ``yes``, ``on`` stay strings), only plain decimal integers without leading zeros are ints
-    (``010``, ``1_000``, ``0x1F`` and sexagesimal ``1:20`` stay strings), floats are written as in JSON
-    (``1.5``, ``2e3``), ``null``/``~``/nothing is null, and dates and times stay strings. ``<<`` merge keys
-    work. Explicit tags (``!!int``) still apply. Composing stops past ``MAX_YAML_DEPTH`` levels: PyYAML's
-    composer recurses per level, so a file of 500 nested ``[`` ended in ``RecursionError`` before ``_convert``
-    could count the levels."""
-
-    _depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        self._depth += 1
-        try:
-            if self._depth > MAX_YAML_DEPTH + 1:  # _convert counts the same levels from 0
-                raise _TooBig(self.peek_event().start_mark.line + 1, _too_big())  # type: ignore[no-untyped-call]
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-def _resolve_like_json(loader: type[Any]) -> None:
-    loader.yaml_implicit_resolvers = {}  # its own table, not SafeLoader's YAML 1.1 one
-    for tag, pattern, first in (
-        ("tag:yaml.org,2002:bool", r"^(?:true|false)$", "tf"),
-        ("tag:yaml.org,2002:int", r"^[-+]?(?:0|[1-9][0-9]*)$", "-+0123456789"),
-        ("tag:yaml.org,2002:float", r"^[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)$",
-         "-+0123456789"),
-        ("tag:yaml.org,2002:null", r"^(?:null|~|)$", ("n", "~", "")),
-        ("tag:yaml.org,2002:merge", r"^<<$", "<"),
-    ):
-        loader.add_implicit_resolver(tag, re.compile(pattern), list(first))
-
-
-_resolve_like_json(_SuiteLoader)
-
-
-def _compose(text: str, check: _Checker) -> list[Any]:
-    """YAML documents as plain values, mappings and sequences carrying their lines (safe tags only)."""
-    documents: list[Any] = []
-    budget = [MAX_YAML_NODES]
-    loader = None
-    try:
-        loader = _SuiteLoader(text)  # rejects non-printable characters right here
-        while loader.check_node():
-            documents.append(_convert(loader.get_node(), loader, check, 0, budget))
-    except yaml.reader.ReaderError as err:
-        line = text.count("\n", 0, err.position) + 1
-        check.problem(line, f"invalid YAML: character #x{err.character:04x} is not allowed")
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(err, "problem", None) or str(err)
-        check.problem(line, f"invalid YAML: {problem}")
-    except _TooBig as err:
-        check.problem(err.line, str(err))
-    finally:
-        if loader is not None:
-            loader.dispose()
-    return documents
-
-
-class _TooBig(Exception):
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(message)
-        self.line = line
-
-
-def _too_big() -> str:
-    return f"document too large or too deep (limits: {MAX_YAML_NODES} values, {MAX_YAML_DEPTH} levels)"
-
-
-def _convert(node: Any, loader: Any, check: _Checker, depth: int, budget: list[int]) -> Any:
-    line = node.start_mark.line + 1
-    budget[0] -= 1
-    if budget[0] < 0 or depth > MAX_YAML_DEPTH:
-        raise _TooBig(line, _too_big())
-    if isinstance(node, yaml.MappingNode):
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                if key_node.value in seen:
-                    check.problem(key_node.start_mark.line + 1, f"duplicate key {key_node.value!r}")
-                seen.add(key_node.value)
-        loader.flatten_mapping(node)  # YAML merge keys (<<: *anchor); explicit keys win
-        mapping = _Map()
-        mapping.line, mapping.key_lines = line, {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                # Never constructed (nor shown): a list or mapping key built from aliases is outside the node
-                # budget, and a 700-byte one expands to gigabytes (review finding).
-                check.problem(key_node.start_mark.line + 1, "keys must be strings, not a list or mapping")
-                continue
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str):
-                check.problem(key_node.start_mark.line + 1, f"keys must be strings, not {key!r} (quote it)")
-                continue
-            mapping[key] = _convert(value_node, loader, check, depth + 1, budget)
-            mapping.key_lines[key] = key_node.start_mark.line + 1
-        return mapping
-    if isinstance(node, yaml.SequenceNode):
-        sequence = _Seq(_convert(item, loader, check, depth + 1, budget) for item in node.value)
-        sequence.line, sequence.item_lines = line, [item.start_mark.line + 1 for item in node.value]
-        return sequence
-    return loader.construct_object(node, deep=True)
-
-
 # ------------------------------------------------------------------------------------------- validation
 
 
 class _Checker:
-    """Collects located problems and reads typed values out of ``_Map``s."""
+    """Collects located problems and reads typed values out of ``LocatedMap``s."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -238,17 +107,17 @@ class _Checker:
     def problem(self, line: int, message: str) -> None:
         self.problems.append(SuiteDiagnostic(self.path, line, message))
 
-    def mapping(self, value: Any, line: int, what: str) -> _Map | None:
-        if isinstance(value, _Map):
+    def mapping(self, value: Any, line: int, what: str) -> LocatedMap | None:
+        if isinstance(value, LocatedMap):
             return value
         self.problem(line, f"{what} must be a mapping, not {_kind(value)}")
         return None
 
-    def section(self, m: _Map, key: str, what: str) -> _Map | None:
+    def section(self, m: LocatedMap, key: str, what: str) -> LocatedMap | None:
         """The mapping under ``key``; None (silently) when the key is missing: ``keys()`` reports that."""
         return self.mapping(m[key], m.line_of(key), f"{what}.{key}") if key in m else None
 
-    def keys(self, m: _Map, allowed: Sequence[str], required: Sequence[str], what: str) -> bool:
+    def keys(self, m: LocatedMap, allowed: Sequence[str], required: Sequence[str], what: str) -> bool:
         ok = True
         for key in m:
             if key not in allowed:
@@ -262,7 +131,7 @@ class _Checker:
                 ok = False
         return ok
 
-    def string(self, m: _Map, key: str, what: str, default: str | None = None, *, empty: bool = False) -> str:
+    def string(self, m: LocatedMap, key: str, what: str, default: str | None = None, *, empty: bool = False) -> str:
         value = m.get(key, default)
         if isinstance(value, str) and (empty or value):
             return value
@@ -271,14 +140,14 @@ class _Checker:
                                          f"not {_kind(value)}")
         return ""
 
-    def strings(self, m: _Map, key: str, what: str) -> tuple[str, ...]:
+    def strings(self, m: LocatedMap, key: str, what: str) -> tuple[str, ...]:
         value = m.get(key)
         if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
             return tuple(value)
         self.problem(m.line_of(key), f"{what}.{key} must be a list of non-empty strings, not {_kind(value)}")
         return ()
 
-    def record(self, m: _Map, key: str, what: str) -> dict[str, Any]:
+    def record(self, m: LocatedMap, key: str, what: str) -> dict[str, Any]:
         value = m.get(key, {})
         if not isinstance(value, dict):
             self.problem(m.line_of(key), f"{what}.{key} must be a mapping, not {_kind(value)}")
@@ -310,14 +179,14 @@ def _suite(doc: Any, path: Path, check: _Checker) -> PolicySuite | None:
             principals[pname] = principal
     cases: list[PolicyCase] = []
     raw_cases = m.get("cases")
-    if not isinstance(raw_cases, _Seq) or not raw_cases:
+    if not isinstance(raw_cases, LocatedList) or not raw_cases:
         if "cases" in m:
             check.problem(m.line_of("cases"), f"{what}.cases must be a non-empty list of cases")
     else:
         names: dict[str, int] = {}
         for item, line in zip(raw_cases, raw_cases.item_lines, strict=True):
             # Checked on the raw item, so a duplicate is reported in the same run as the case's other problems.
-            case_name = item.get("name") if isinstance(item, _Map) else None
+            case_name = item.get("name") if isinstance(item, LocatedMap) else None
             if isinstance(case_name, str) and case_name:
                 if case_name in names:
                     check.problem(line, f"duplicate case name {case_name!r} in {what} (first at line "
@@ -378,7 +247,7 @@ def _case(item: Any, line: int, principals: Mapping[str, PrincipalClaims], have_
                       context=check.record(m, "context", what), grant=grant)
 
 
-def _resource(case: _Map, what: str, check: _Checker) -> Resource | None:
+def _resource(case: LocatedMap, what: str, check: _Checker) -> Resource | None:
     where = f"{what}.resource"
     m = check.section(case, "resource", what)
     if m is None:
@@ -388,7 +257,7 @@ def _resource(case: _Map, what: str, check: _Checker) -> Resource | None:
                     tenant=check.string(m, "tenant", where), attributes=check.record(m, "attributes", where))
 
 
-def _expect(case: _Map, what: str, check: _Checker) -> Expectation | None:
+def _expect(case: LocatedMap, what: str, check: _Checker) -> Expectation | None:
     where = f"{what}.expect"
     m = check.section(case, "expect", what)
     if m is None:
@@ -416,7 +285,7 @@ def _expect(case: _Map, what: str, check: _Checker) -> Expectation | None:
     return Expectation(decision=Decision(decision), reason=reason, policy_ids=policy_ids)
 
 
-def _grant(case: _Map, what: str, check: _Checker) -> GrantSpec | None:
+def _grant(case: LocatedMap, what: str, check: _Checker) -> GrantSpec | None:
     where = f"{what}.grant"
     m = check.section(case, "grant", what)
     if m is None:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from tenantgate.cli.supervisor import IN_USE_FILE, METRICS_DIR_PREFIX, sweep_stale_metrics_files
+from tenantgate.cli.metricsdir import IN_USE_FILE, METRICS_DIR_PREFIX, sweep_stale_metrics_files
 
 
 def _metrics_dir(parent, name, in_use_file=True):
@@ -27,7 +27,7 @@ def test_directories_nobody_holds_are_removed_and_held_or_new_ones_kept(tmp_path
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from tenantgate.cli.supervisor import hold_in_use
+        from tenantgate.cli.metricsdir import hold_in_use
         hold_in_use(Path({str(held)!r}))
         print("held", flush=True)
         sys.stdin.read()
