@@ -372,6 +372,19 @@ def test_istio_extension_provider_has_an_explicit_timeout_and_fails_closed():
     assert grpc_provider["port"] == service["spec"]["ports"][0]["port"]
 
 
+def test_istio_networkpolicy_lets_the_central_pods_reach_istiod():
+    (extra,) = _documents(DEPLOY / "istio" / "networkpolicy.yaml")
+    _validator().validate(extra, K8S_VERSION, strict=True)
+    labels = _find("Deployment", "tenantgate")["spec"]["template"]["metadata"]["labels"]
+    assert extra["kind"] == "NetworkPolicy" and extra["spec"]["policyTypes"] == ["Egress"]
+    assert extra["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    (rule,) = extra["spec"]["egress"]
+    (peer,) = rule["to"]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "istio-system"}
+    assert peer["podSelector"]["matchLabels"] == {"app": "istiod"}
+    assert rule["ports"] == [{"port": 15012, "protocol": "TCP"}]
+
+
 def test_istio_authorization_policy_sends_requests_to_the_tenantgate_provider():
     policies = {d["metadata"]["name"]: d for d in _documents(DEPLOY / "istio" / "authorization-policy.yaml")}
     custom = policies["invoices-tenantgate"]
