@@ -6,27 +6,29 @@
     assert report.failed == 0, report.failures_text()
     assert all(c.percent == 100 for c in report.coverage())
 
-The YAML format is read by ``tenantgate.policy.testsuite`` (documented in ``docs/policy-tests.md``); the
-suite model, the runner, results and coverage are ``tenantgate.policy.testrun``. ``load_suites`` raises
-``SuiteError`` (a bad suite file, an unknown principal); ``run_suites`` raises ``PolicyError`` for an invalid
-policy set.
+The YAML format is read by ``tenantgate.policy.testsuite`` (documented in ``docs/policy-tests.md``) into
+the suite model of ``tenantgate.policy.suitemodel``; the runner, results and coverage are
+``tenantgate.policy.testrun``. ``load_suites`` raises ``SuiteError`` (a bad suite file, an unknown principal);
+``run_suites`` raises ``PolicyError`` for an invalid policy set.
 """
 
+from tenantgate.policy.suitemodel import (
+    Expectation,
+    GrantSpec,
+    PolicyCase,
+    PolicySuite,
+    PrincipalClaims,
+    SuiteDiagnostic,
+    SuiteError,
+)
 from tenantgate.policy.testrun import (
     TOKEN_TTL_SECONDS,
     CaseResult,
     Coverage,
-    Expectation,
-    GrantSpec,
     MemoryAuditSink,
-    PolicyCase,
     PolicyCoverage,
     PolicyDir,
-    PolicySuite,
-    PrincipalClaims,
     RunReport,
-    SuiteDiagnostic,
-    SuiteError,
     SuiteResult,
     run_suites,
 )

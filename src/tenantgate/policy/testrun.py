@@ -1,6 +1,6 @@
-"""The policy test model and runner: every case through ``DecisionPoint.decide()``, exactly the server's path.
+"""The policy test runner: every case through ``DecisionPoint.decide()``, exactly the server's path.
 
-The suite model (``PolicySuite``, ``PolicyCase``, ...) lives here; ``testsuite`` reads it from YAML.
+The suite model (``PolicySuite``, ``PolicyCase``, ...) is ``suitemodel``; ``testsuite`` reads it from YAML.
 
 Per run: a throwaway signing key (``DevIssuer`` in a temporary directory) that the verifier alone trusts, so
 suites state claims and the runner mints real tokens (exp = the suite's ``now`` + 300 s; tokens are never
@@ -17,14 +17,13 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tenantgate.config import DevIssuerSettings, TokenSettings
 from tenantgate.core.breakglass import BreakGlass
 from tenantgate.core.compiler import DEFAULT_TENANT_LIMITS, TenantLimits
 from tenantgate.core.engine import GUARDRAIL_ID, CompiledPolicies
 from tenantgate.core.grants import Grant, GrantState
-from tenantgate.core.model import CheckInput, ClaimNames, Decision, DecisionResult, Reason, Resource
+from tenantgate.core.model import CheckInput, ClaimNames, DecisionResult, Reason
 from tenantgate.core.pdp import DecisionPoint, DecisionSettings
 from tenantgate.core.ports import AuditRecord
 from tenantgate.errors import (
@@ -33,112 +32,22 @@ from tenantgate.errors import (
     GrantStoreUnavailable,
     PolicyDiagnostic,
     PolicyError,
-    TenantGateError,
 )
 from tenantgate.grants import SqliteGrantStore
 from tenantgate.identity import DevIssuer, IssuerKeys, JwksFile, JwtVerifier
 from tenantgate.policy import PolicyStore, load_policies
+from tenantgate.policy.suitemodel import (
+    GrantSpec,
+    PolicyCase,
+    PolicySuite,
+    PrincipalClaims,
+    SuiteError,
+)
 
 TOKEN_TTL_SECONDS = 300
 TEST_ISSUER = "https://policy-tests.tenantgate.invalid"
 TEST_AUDIENCE = "tenantgate"
 API = "test"
-DEFAULT_GRANT_SECONDS = 900
-
-
-# ------------------------------------------------------------------------------------- the suite model
-
-
-@dataclass(frozen=True, slots=True)
-class SuiteDiagnostic:
-    """One problem in a suite file: ``path:line: message``."""
-
-    path: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.message}"
-
-
-class SuiteError(TenantGateError):
-    """A suite file (or a path given to the runner) is unusable. ``diagnostics`` locate each problem."""
-
-    def __init__(self, message: str, diagnostics: Sequence[SuiteDiagnostic] = ()) -> None:
-        self.diagnostics = tuple(diagnostics)
-        super().__init__(message + "".join(f"\n  {d}" for d in self.diagnostics))
-
-
-@dataclass(frozen=True, slots=True)
-class PrincipalClaims:
-    """Token claims for a named principal. ``roles`` / ``intents`` None: no such claim (roles: entity data may
-    give them); ``act``: agent id (RFC 8693)."""
-
-    name: str
-    tenant: str
-    sub: str
-    roles: tuple[str, ...] | None = None
-    intents: tuple[str, ...] | None = None
-    act: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GrantSpec:
-    """An ACTIVE break-glass grant held by the case's principal (its operator) while the case runs.
-
-    ``expires_in_seconds`` is relative to the suite's ``now``; zero or less gives an already expired grant.
-    """
-
-    target_tenant: str
-    actions: tuple[str, ...]
-    reason: str = "policy test"
-    ticket: str = "TEST-1"
-    expires_in_seconds: int = DEFAULT_GRANT_SECONDS
-
-
-@dataclass(frozen=True, slots=True)
-class Expectation:
-    """What a case expects. ``reason`` / ``policy_ids`` None: not checked. ``policy_ids`` compare as sets."""
-
-    decision: Decision
-    reason: Reason | None = None
-    policy_ids: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyCase:
-    """One request and its expected answer. ``line`` is where the case starts in its file."""
-
-    name: str
-    line: int
-    principal: str
-    action: str
-    resource: Resource
-    expect: Expectation
-    intent: str = ""
-    context: Mapping[str, Any] = field(default_factory=dict)
-    grant: GrantSpec | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PolicySuite:
-    """A named set of cases sharing principals, a fixed clock (``now``, epoch seconds) and a policy set.
-
-    ``policies`` is the suite's own policy directory (resolved against the suite file), or None for the
-    runner's default.
-    """
-
-    path: Path
-    name: str
-    line: int
-    now: float
-    principals: Mapping[str, PrincipalClaims]
-    cases: tuple[PolicyCase, ...]
-    policies: Path | None = None
-
-    def case_id(self, case: PolicyCase) -> str:
-        """``file::suite::case``, as failures and JUnit name it."""
-        return f"{self.path}::{self.name}::{case.name}"
 
 
 # ------------------------------------------------------------------------------------------ the runner
@@ -446,6 +355,5 @@ def _mismatches(case: PolicyCase, result: DecisionResult) -> tuple[str, ...]:
     return tuple(wrong)
 
 
-__all__ = ["API", "DEFAULT_GRANT_SECONDS", "TOKEN_TTL_SECONDS", "CaseResult", "Coverage", "Expectation", "GrantSpec",
-           "MemoryAuditSink", "PolicyCase", "PolicyCoverage", "PolicyDir", "PolicySuite", "PrincipalClaims",
-           "RunReport", "SuiteDiagnostic", "SuiteError", "SuiteResult", "run_suites"]
+__all__ = ["API", "TOKEN_TTL_SECONDS", "CaseResult", "Coverage", "MemoryAuditSink", "PolicyCoverage", "PolicyDir",
+           "RunReport", "SuiteResult", "run_suites"]

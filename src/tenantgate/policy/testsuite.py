@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tenantgate.core.model import Decision, Reason, Resource
-from tenantgate.policy.suiteyaml import LocatedList, LocatedMap, compose
-from tenantgate.policy.testrun import (
+from tenantgate.policy.suitemodel import (
     DEFAULT_GRANT_SECONDS,
     Expectation,
     GrantSpec,
@@ -27,6 +26,7 @@ from tenantgate.policy.testrun import (
     SuiteDiagnostic,
     SuiteError,
 )
+from tenantgate.policy.suiteyaml import LocatedList, LocatedMap, compose
 
 MAX_SUITE_FILE_BYTES = 4 * 1024 * 1024
 MAX_INSTANT = 1e11  # the verifier refuses token times beyond this (year ~5138)
