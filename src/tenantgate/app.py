@@ -146,7 +146,7 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
     from tenantgate.rpc.authorizer import AuthorizerService
     from tenantgate.rpc.breakglass import BreakGlassService
     from tenantgate.rpc.ext_authz import ExtAuthzService
-    from tenantgate.rpc.server import GrpcServer, ServerOptions
+    from tenantgate.rpc.server import GrpcServer, ServerOptions, max_metadata_bytes
     from tenantgate.rpc.tls import TlsFiles
 
     raise_open_files_limit()
@@ -167,7 +167,8 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
         ServerOptions(s.listen, s.max_message_bytes, s.max_concurrent_rpcs, s.grace_seconds, tls=tls,
                       allowed_callers=s.tls.allowed_callers, health_listen=s.health_listen,
                       reuse_port=app.worker is not None,
-                      max_connection_age_seconds=s.max_connection_age_seconds),
+                      max_connection_age_seconds=s.max_connection_age_seconds,
+                      max_metadata_bytes=max_metadata_bytes(app.settings.tokens.max_token_bytes)),
         AuthorizerService(app.pdp, app.metrics.observe),
         app.ready,
         app.deciding,

@@ -36,6 +36,16 @@ HEALTH_INTERVAL_SECONDS = 1.0
 # 1,100 under a 1,024 descriptor limit: the AuthZEN port stopped answering). Five minutes: a client's
 # long-lived channel between two bursts pays one reconnect, not one per call.
 MAX_CONNECTION_IDLE_SECONDS = 300.0
+# A call's metadata (HTTP/2 headers) may hold this much beside the token: the bearer token in metadata must fit
+# whenever it fits the verifier's tokens.max_token_bytes (review finding: a 16,152-byte token, accepted in the
+# request, got RESOURCE_EXHAUSTED without a decision on about one call in ten when sent in metadata).
+METADATA_HEADROOM_BYTES = 8 * 1024
+DEFAULT_MAX_METADATA_BYTES = 16 * 1024
+
+
+def max_metadata_bytes(max_token_bytes: int) -> int:
+    """The serving port's metadata limit for tokens of up to ``max_token_bytes``."""
+    return max(DEFAULT_MAX_METADATA_BYTES, max_token_bytes + METADATA_HEADROOM_BYTES)
 
 def _as_is(_service: str, servicer: Any) -> Any:
     return servicer
@@ -55,23 +65,28 @@ class ServerOptions:
     reuse_port: bool = False
     max_connection_age_seconds: float = 0.0  # 0 = connections live as long as clients keep them
     max_connection_idle_seconds: float = MAX_CONNECTION_IDLE_SECONDS  # also on the health port; 0 = never
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES  # see max_metadata_bytes()
 
 
 def channel_options(max_message_bytes: int, *, reuse_port: bool = False, max_connection_age: float = 0.0,
                     grace: float = 0.0,
-                    max_connection_idle: float = MAX_CONNECTION_IDLE_SECONDS) -> list[tuple[str, int]]:
+                    max_connection_idle: float = MAX_CONNECTION_IDLE_SECONDS,
+                    max_metadata: int = DEFAULT_MAX_METADATA_BYTES) -> list[tuple[str, int]]:
     """The limits and socket options of the serving port (also used by the benchmark's sync server).
 
     ``max_connection_age`` > 0 (seconds): gRPC sends a connection GOAWAY after about that long (it adds
     ±10% jitter) and gives the calls in flight on it ``grace`` seconds (at least 1) to finish; clients then
     open a new connection, which SO_REUSEPORT places on a worker anew. ``max_connection_idle`` > 0 (seconds):
     a connection without a call in flight (a stream such as ``Health/Watch`` counts as one) for that long gets
-    GOAWAY and is closed; the age applies to busy and idle connections alike.
+    GOAWAY and is closed; the age applies to busy and idle connections alike. ``max_metadata`` is both gRPC's
+    soft and hard metadata limit: with the soft one alone, gRPC refuses calls between it and 1.25 times it at
+    random.
     """
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max(max_message_bytes, 16 * 1024 * 1024)),
-        ("grpc.max_metadata_size", 16 * 1024),
+        ("grpc.max_metadata_size", max_metadata),
+        ("grpc.absolute_max_metadata_size", max_metadata),
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 2),
@@ -126,7 +141,8 @@ class GrpcServer:
             options=channel_options(options.max_message_bytes, reuse_port=options.reuse_port,
                                     max_connection_age=options.max_connection_age_seconds,
                                     grace=options.grace_seconds,
-                                    max_connection_idle=options.max_connection_idle_seconds),
+                                    max_connection_idle=options.max_connection_idle_seconds,
+                                    max_metadata=options.max_metadata_bytes),
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
         self._authorizer = authorizer
