@@ -232,7 +232,8 @@ def decision_settings(settings: Settings) -> DecisionSettings:
                          approver_role=g.approver_role, require_approval=g.require_approval,
                          require_ticket=g.require_ticket, max_ttl_seconds=g.max_ttl_seconds,
                          pending_ttl_seconds=g.pending_ttl_seconds,
-                         max_pending_per_operator=g.max_pending_per_operator),
+                         max_pending_per_operator=g.max_pending_per_operator,
+                         max_requests_per_operator_per_hour=g.max_requests_per_operator_per_hour),
         # Only a trusted-PEP AuthZEN setup lets a token with this role state subjects; otherwise nobody may.
         pep_role=settings.http.pep_role if settings.http.mode == "trusted_pep" else "",
     )

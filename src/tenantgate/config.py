@@ -136,6 +136,8 @@ class GrantSettings:
     lookup_timeout_seconds: float = 0.25
     # PENDING requests one operator may have at once; more are refused (FAILED_PRECONDITION).
     max_pending_per_operator: int = 10
+    # Grant requests (any state) one operator may make in an hour; more are refused (FAILED_PRECONDITION).
+    max_requests_per_operator_per_hour: int = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,6 +540,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("grants.sweep_interval_seconds must be > 0")
     if g.max_pending_per_operator < 1:
         raise ConfigError("grants.max_pending_per_operator must be >= 1")
+    if g.max_requests_per_operator_per_hour < 1:
+        raise ConfigError("grants.max_requests_per_operator_per_hour must be >= 1")
     if not 0 < g.lookup_timeout_seconds <= MAX_LOOKUP_TIMEOUT:
         # The wait holds the event loop: every other call waits with it.
         raise ConfigError(f"grants.lookup_timeout_seconds must be > 0 and at most {MAX_LOOKUP_TIMEOUT:g}, "

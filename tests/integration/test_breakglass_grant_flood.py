@@ -1,7 +1,9 @@
 """A flood of grant requests over the real gRPC API (review finding: one operator created 11,328 PENDING grants in
 20 s; ListGrants returns the newest 1,000, so the flood hid earlier real requests from approvers). Now an operator
 has at most grants.max_pending_per_operator requests pending (more are FAILED_PRECONDITION, audited
-grant.refused), and `tenantgate grant list` says when the answer reached the server's limit. SQLite store."""
+grant.refused), and `tenantgate grant list` says when the answer reached the server's limit. A later finding: under
+that cap, requesting and revoking in a loop still stored a grant and audit records per cycle, without bound; now
+an operator makes at most grants.max_requests_per_operator_per_hour requests an hour, refused alike. SQLite store."""
 
 import json
 
@@ -24,8 +26,8 @@ LIMIT_NOTE = "note: more grants matched than the newest 1,000 listed here"
 def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("flood")
     issuer = TestIssuer(tmp)
-    settings = config.load(write_config(tmp, issuer.settings, extra="[grants]\nmax_pending_per_operator = 2\n"),
-                           env={})
+    extra = "[grants]\nmax_pending_per_operator = 2\nmax_requests_per_operator_per_hour = 4\n"
+    settings = config.load(write_config(tmp, issuer.settings, extra=extra), env={})
     with running_server(settings) as (address, app), grpc.insecure_channel(address) as channel:
         yield issuer, app, bg_grpc.BreakGlassStub(channel), address
 
@@ -49,6 +51,46 @@ def test_a_grant_request_beyond_the_operators_pending_limit_is_failed_preconditi
     olgas = [(r["event"], r["target_tenant"]) for r in records if r["actor"] == "olga"]
     assert olgas == [("grant.requested", "acme"), ("grant.requested", "globex"), ("grant.refused", "")]
     assert records[-1]["detail"].startswith("request: GrantConflict: the operator has 2 pending grant request(s)")
+
+
+def test_a_request_and_revoke_loop_is_failed_precondition_at_the_hourly_limit_and_audited(env):
+    issuer, app, stub, _address = env
+    rita = issuer.mint(tenant="platform", sub="rita", roles=["breakglass-operator"])
+    for _ in range(4):
+        grant = _request(stub, rita)
+        stub.RevokeGrant(bg.RevokeGrantRequest(grant_id=grant.id, reason="mistake"),
+                         metadata=[("authorization", f"Bearer {rita}")])
+    with pytest.raises(grpc.RpcError) as refused:
+        _request(stub, rita)  # nothing is pending
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "grants.max_requests_per_operator_per_hour (4) allows: try again after" in refused.value.details()
+    records = [json.loads(line) for line in open(app.settings.audit.path) if '"grant_event"' in line]
+    ritas = [r["event"] for r in records if r["actor"] == "rita"]
+    assert ritas == ["grant.requested", "grant.revoked"] * 4 + ["grant.refused"]
+    assert records[-1]["detail"].startswith("request: GrantConflict: the operator made 4 grant request(s) in the "
+                                            "last hour")
+    stored = app.breakglass.store.list(None, None, app.breakglass.now(), 10 * MAX_LISTED_GRANTS)
+    assert len([g for g in stored if g.operator == "rita"]) == 4
+
+
+def test_the_cli_exits_alike_for_the_pending_cap_and_the_hourly_limit(env, capsys):
+    issuer, _app, stub, address = env
+    pia = issuer.mint(tenant="platform", sub="pia", roles=["breakglass-operator"])
+    ruth = issuer.mint(tenant="platform", sub="ruth", roles=["breakglass-operator"])
+    for _ in range(2):
+        _request(stub, pia)
+    for _ in range(4):
+        stub.RevokeGrant(bg.RevokeGrantRequest(grant_id=_request(stub, ruth).id, reason="mistake"),
+                         metadata=[("authorization", f"Bearer {ruth}")])
+    command = ["grant", "request", "--server", address, "--target-tenant", "acme", "--actions", "read",
+               "--reason", "INC-1: wrong totals", "--ticket", "INC-1", "--duration", "900", "--token"]
+    capped = main.main([*command, pia])
+    capped_err = capsys.readouterr().err
+    limited = main.main([*command, ruth])
+    limited_err = capsys.readouterr().err
+    assert capped == limited != 0
+    assert "FAILED_PRECONDITION" in capped_err and "grants.max_pending_per_operator (2)" in capped_err
+    assert "FAILED_PRECONDITION" in limited_err and "grants.max_requests_per_operator_per_hour (4)" in limited_err
 
 
 def _grant(number):

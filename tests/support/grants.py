@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from support.issuers import FixedClock, TestIssuer, verifier_for
 from tenantgate.audit import JsonlAuditSink
 from tenantgate.core.breakglass import BreakGlass, GrantRequest, GrantRules
+from tenantgate.core.grants import Grant
 from tenantgate.core.pdp import DecisionPoint
+from tenantgate.errors import GrantConflict
 from tenantgate.grants import open_store
 from tenantgate.policy import PolicyStore, load_policies
 
@@ -49,6 +53,9 @@ class BreakGlassWorld:
     def records(self) -> list[dict]:
         return [json.loads(line) for line in Path(self.sink.path).read_text().splitlines()]
 
+    def events(self, name: str) -> list[dict]:
+        return [r for r in self.records() if r.get("event") == name]
+
 
 def make_world(tmp_path: Path, store_url: str | None = None, **rules) -> BreakGlassWorld:
     clock = FixedClock(NOW)
@@ -60,3 +67,35 @@ def make_world(tmp_path: Path, store_url: str | None = None, **rules) -> BreakGl
     pdp = DecisionPoint(verifier=verifier, engine=PolicyStore(load_policies(BUNDLED)).current, audit=sink,
                         clock=clock, grants=service)
     return BreakGlassWorld(clock, issuer, sink, service, pdp)
+
+
+def race_creates(store_url: str, grants: list[Grant], **limits: int) -> list[str]:
+    """Create ``grants`` at once, each on a connection of its own, every create holding its transaction open (its
+    audit write) for 0.1 s after counting: without a lock between the count and the insert, every racer counts the
+    same few and inserts (PostgreSQL, READ COMMITTED). ``limits``: ``create``'s. Returns the sorted outcomes
+    ("created" / "refused")."""
+    stores = [open_store(store_url) for _ in grants]
+    start = threading.Barrier(len(grants))
+    outcomes: list[str] = []
+
+    def slow_audit(_grant: Grant) -> None:
+        time.sleep(0.1)
+
+    def race(index: int) -> None:
+        start.wait()
+        try:
+            stores[index].create(grants[index], slow_audit, **limits)
+            outcomes.append("created")
+        except GrantConflict:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(len(grants))]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for opened in stores:
+            opened.close()
+    return sorted(outcomes)

@@ -9,7 +9,8 @@ happened when the step fails afterwards. The events (``event``), each naming the
   its change commits.
 - ``grant.refused``: the step was refused before any change: no permission, self-approval, an invalid or
   unknown grant, a state that does not allow it, an operator with ``max_pending_per_operator`` requests
-  pending already, or the grant store unavailable (including the fail-fast window after an outage).
+  pending already or ``max_requests_per_operator_per_hour`` requests in the last hour, or the grant store
+  unavailable (including the fail-fast window after an outage).
   ``detail``: ``<step>: <error>: <why>``.
 - ``grant.failed``: follows the step's event when the change then failed to commit. Either it did not take
   effect (``<step> not applied: ...``; ``state`` is the state that stands, "" when no such grant was stored),
@@ -81,6 +82,9 @@ class GrantRules:
     # PENDING requests one operator may have waiting at once: a flood of requests would bury real ones in
     # what approvers list, and each stays stored (the audit trail) after it expires.
     max_pending_per_operator: int = 10
+    # Requests one operator may make in an hour, in any state: each is stored for good (the audit trail) and
+    # audited, so request-and-revoke in a loop would otherwise grow both without bound and flood approvers.
+    max_requests_per_operator_per_hour: int = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +148,9 @@ class BreakGlass:
     # ---------------------------------------------------------------------------------- lifecycle
 
     def request(self, caller: Principal, req: GrantRequest) -> Grant:
-        """Create a grant (PENDING, or ACTIVE at once when approval is not required). A PENDING one is refused
-        (``GrantConflict``) while the caller has ``max_pending_per_operator`` requests pending already."""
+        """Create a grant (PENDING, or ACTIVE at once when approval is not required). Refused (``GrantConflict``)
+        when the caller made ``max_requests_per_operator_per_hour`` requests in the last hour, and a PENDING one
+        while the caller has ``max_pending_per_operator`` requests pending already."""
         return self._recorded("request", caller, "", lambda: self._request(caller, req))
 
     def _request(self, caller: Principal, req: GrantRequest) -> Grant:
@@ -174,9 +179,11 @@ class BreakGlass:
             expires_at=now + req.duration_seconds if active else 0.0,
         )
         detail = "active at once: grants.require_approval is false" if active else ""
-        # The store counts the caller's pending requests in the insert's own transaction (racing replicas too).
-        limit = 0 if active else self.rules.max_pending_per_operator
-        return self._change("request", caller, lambda record: self.store.create(grant, record, limit), detail)
+        # The store counts the caller's requests (pending ones for a PENDING grant) in the insert's own
+        # transaction, racing replicas too.
+        pending, hourly = self.rules.max_pending_per_operator, self.rules.max_requests_per_operator_per_hour
+        return self._change("request", caller, lambda record: self.store.create(grant, record, pending, hourly),
+                            detail)
 
     def approve(self, caller: Principal, grant_id: str) -> Grant:
         """PENDING -> ACTIVE by a second person holding the approver role. Self-approval is refused."""

@@ -142,12 +142,15 @@ class GrantStore(Protocol):
     caller can put the outcome on record after the event it already wrote.
     """
 
-    def create(self, grant: Grant, before_commit: BeforeCommit, pending_limit: int = 0) -> Grant:
+    def create(self, grant: Grant, before_commit: BeforeCommit, pending_limit: int = 0,
+               hourly_limit: int = 0) -> Grant:
         """Insert a new grant (its id is fresh). Returns it as stored.
 
         ``pending_limit`` > 0 and ``grant`` PENDING: raises ``GrantConflict`` instead when its operator (subject,
-        tenant, issuer) already has that many PENDING grants unexpired at ``grant.requested_at``, counted so that
-        concurrent creates, on any replica, cannot exceed it. 0: no limit."""
+        tenant, issuer) already has that many PENDING grants unexpired at ``grant.requested_at``.
+        ``hourly_limit`` > 0: raises ``GrantConflict`` instead when the operator requested that many grants, in
+        any state, in the hour before ``grant.requested_at``, saying when the next may be. Both are counted so
+        that concurrent creates, on any replica, cannot exceed them; a refused grant is not stored. 0: no limit."""
         ...
 
     def get(self, grant_id: str) -> Grant | None: ...

@@ -14,12 +14,14 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from tenantgate.core.grants import CLOCK_SKEW_SECONDS, BeforeCommit, CommitFailed, Grant, GrantState
+from tenantgate.core.model import rfc3339
 from tenantgate.errors import GrantConflict, GrantInvalid, GrantStoreUnavailable, TenantGateError
 from tenantgate.grants._sql import Dialect, Row, Statements, statements
 
@@ -30,6 +32,10 @@ _TEXT_FIELDS = ("id", "operator", "operator_tenant", "target_tenant", "reason", 
 # First half of the two-key advisory lock on one operator's creates ("tgop" in ASCII): the two-key space does
 # not overlap the one-key space of ``postgres.MIGRATION_LOCK_KEY``.
 OPERATOR_LOCK_CLASS = 0x7467_6F70
+
+
+# The window of ``create``'s hourly request limit: requests made less than this long before a new one count.
+REQUEST_WINDOW_SECONDS = 3600.0
 
 
 def operator_lock_key(grant: Grant) -> tuple[int, int]:
@@ -243,35 +249,50 @@ class SqlGrantStore(abc.ABC):
             self._rollback()
         return standing, ""
 
-    def create(self, grant: Grant, before_commit: BeforeCommit, pending_limit: int = 0) -> Grant:
+    def create(self, grant: Grant, before_commit: BeforeCommit, pending_limit: int = 0,
+               hourly_limit: int = 0) -> Grant:
         """Insert ``grant`` and return it as stored.
 
         ``pending_limit`` > 0 and ``grant`` PENDING: refused with ``GrantConflict`` when its operator (subject,
-        tenant and issuer) already has that many PENDING grants unexpired at ``grant.requested_at``. Counted in
-        the insert's own transaction, after the operator's creates are serialised (SQLite: the write lock;
-        PostgreSQL: an advisory lock on the operator), so concurrent requests on any replica cannot exceed it.
+        tenant and issuer) already has that many PENDING grants unexpired at ``grant.requested_at``.
+        ``hourly_limit`` > 0: refused with ``GrantConflict`` when the operator requested that many grants (in any
+        state) in the ``REQUEST_WINDOW_SECONDS`` before ``grant.requested_at``; the message says when the next
+        one may be. Counted in the insert's own transaction, after the operator's creates are serialised
+        (SQLite: the write lock; PostgreSQL: an advisory lock on the operator), so concurrent requests on any
+        replica cannot exceed either. A refused grant is not stored.
 
-        Raises ``GrantConflict`` when the id exists already or the cap is reached, ``GrantInvalid`` when a text
+        Raises ``GrantConflict`` when the id exists already or a limit is reached, ``GrantInvalid`` when a text
         field holds NUL or lone surrogates, ``GrantStoreUnavailable`` when the store cannot be reached; whatever
         ``before_commit`` raises is re-raised after rollback.
         """
         fields = {name: getattr(grant, name) for name in _TEXT_FIELDS}
         _require_storable(**fields, actions="".join(grant.actions))
+        operator = (grant.operator, grant.operator_tenant, grant.operator_issuer)
+        capped = pending_limit > 0 and grant.state is GrantState.PENDING
 
         def within_cap() -> None:
             if self._sql.lock_operator:
                 self._execute(self._sql.lock_operator, operator_lock_key(grant), write=True)
-            rows = self._execute(self._sql.count_pending, (grant.operator, grant.operator_tenant,
-                                                           grant.operator_issuer, float(grant.requested_at)),
-                                 write=True)
-            pending = int(rows[0][0])
-            if pending >= pending_limit:
-                raise GrantConflict(f"the operator has {pending} pending grant request(s), the most "
-                                    f"grants.max_pending_per_operator ({pending_limit}) allows: wait until one is "
-                                    "approved or expires, or revoke one")
+            if capped:
+                rows = self._execute(self._sql.count_pending, (*operator, float(grant.requested_at)), write=True)
+                pending = int(rows[0][0])
+                if pending >= pending_limit:
+                    raise GrantConflict(f"the operator has {pending} pending grant request(s), the most "
+                                        f"grants.max_pending_per_operator ({pending_limit}) allows: wait until one "
+                                        "is approved or expires, or revoke one")
+            if hourly_limit > 0:
+                since = float(grant.requested_at) - REQUEST_WINDOW_SECONDS
+                rows = self._execute(self._sql.recent_requests, (*operator, since, hourly_limit), write=True)
+                if len(rows) >= hourly_limit:
+                    # The count falls below the limit when the oldest of the newest ``hourly_limit`` leaves.
+                    retry_at = float(rows[-1][0]) + REQUEST_WINDOW_SECONDS
+                    wait = math.ceil(retry_at - grant.requested_at)
+                    raise GrantConflict(f"the operator made {len(rows)} grant request(s) in the last hour, the most "
+                                        f"grants.max_requests_per_operator_per_hour ({hourly_limit}) allows: try "
+                                        f"again after {rfc3339(retry_at)} (in {wait} s)")
 
-        capped = pending_limit > 0 and grant.state is GrantState.PENDING
-        rows = self._write(self._sql.insert, grant_params(grant), before_commit, within_cap if capped else None)
+        limited = capped or hourly_limit > 0
+        rows = self._write(self._sql.insert, grant_params(grant), before_commit, within_cap if limited else None)
         return rows[0]
 
     def get(self, grant_id: str) -> Grant | None:

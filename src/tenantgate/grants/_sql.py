@@ -1,5 +1,5 @@
 """The SQL both grant stores run: the table and its schema (with the migration between versions), the text of
-every statement, and the ``Dialect`` in which each database spells the two things that differ.
+every statement, and the ``Dialect`` in which each database spells the things that differ.
 
 Written once with ``?`` placeholders and translated per dialect by ``statements``; values are always bound,
 never formatted. Actions are a JSON array in a TEXT column in both databases. The row <-> ``Grant`` mapping
@@ -63,22 +63,33 @@ SCHEMA_V1: tuple[str, ...] = (
 SCHEMA_V2: tuple[str, ...] = (
     f"ALTER TABLE {TABLE} ADD COLUMN operator_issuer TEXT NOT NULL DEFAULT ''",
 )
+# Indexes a database gains wherever they are missing, whatever its version (``migrate`` checks each by name):
+# an index changes no meaning, so it needs no new version, which replicas of an earlier release (a rolling
+# upgrade, a rollback) would refuse.
+SCHEMA_INDEXES: tuple[tuple[str, str], ...] = (
+    # The hourly request limit: one operator's requests by time, newest first (a range scan).
+    (f"{TABLE}_by_operator", f"""CREATE INDEX IF NOT EXISTS {TABLE}_by_operator
+        ON {TABLE} (operator, operator_tenant, operator_issuer, requested_at)"""),
+)
 VERSION_DDL = f"""CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
     component TEXT PRIMARY KEY, version INTEGER NOT NULL)"""
 
 
 @dataclass(frozen=True, slots=True)
 class Dialect:
-    """How one database spells the two things that differ.
+    """How one database spells the things that differ.
 
     ``param`` is the placeholder (``?`` or ``%s``); ``action_in_actions`` is a boolean SQL expression, with one
     ``?`` for the action, that is true when the JSON array in column ``actions`` contains that exact string.
     ``lock_operator``: a statement, with two ``?`` for ``operator_lock_key``, that holds one operator's creates
     back until the write transaction ends; "" when the write transaction alone serialises writers (SQLite).
+    ``index_exists``: a query, with one ``?`` for an index name, that returns a row when the grant table's
+    schema holds that index (a catalog read: PostgreSQL's CREATE INDEX IF NOT EXISTS locks the table first).
     """
 
     param: str
     action_in_actions: str
+    index_exists: str
     lock_operator: str = ""
 
 
@@ -95,14 +106,17 @@ class Statements:
     list_by: dict[tuple[bool, bool], str]  # (filter by tenant, filter by state) -> SELECT
     schema_version: str
     set_schema_version: str
+    index_exists: str
     # Reading a grant back after a failed commit (``SqlGrantStore._read_back``), both inside a write transaction
     # that is rolled back: a no-op UPDATE that waits for any transaction still holding the row, and an INSERT
     # of the same id that does nothing when the id exists (and waits for an insert of it still in flight).
     lock_by_id: str
     claim_id: str
-    # The pending-request cap (``SqlGrantStore.create``): serialise one operator's creates, then count.
+    # The pending-request cap and the hourly request limit (``SqlGrantStore.create``): serialise one operator's
+    # creates, then count.
     lock_operator: str
     count_pending: str
+    recent_requests: str
 
 
 # The state a row has at ``now`` (two ``?`` for now), the SQL twin of ``Grant.effective_state``.
@@ -147,6 +161,7 @@ def statements(dialect: Dialect) -> Statements:
         schema_version=sql(f"SELECT version FROM {VERSION_TABLE} WHERE component = ?"),
         set_schema_version=sql(f"""INSERT INTO {VERSION_TABLE} (component, version) VALUES (?, ?)
             ON CONFLICT (component) DO UPDATE SET version = excluded.version"""),
+        index_exists=sql(dialect.index_exists),
         lock_by_id=sql(f"UPDATE {TABLE} SET state = state WHERE id = ? RETURNING {_COLS}"),
         claim_id=sql(f"""INSERT INTO {TABLE} ({_COLS}) VALUES ({', '.join('?' for _ in COLUMNS)})
             ON CONFLICT (id) DO NOTHING RETURNING id"""),
@@ -155,6 +170,11 @@ def statements(dialect: Dialect) -> Statements:
         count_pending=sql(f"""SELECT COUNT(*) FROM {TABLE}
             WHERE operator = ? AND operator_tenant = ? AND operator_issuer = ?
             AND state = 'PENDING' AND pending_until > ?"""),
+        # An operator's newest requests (any state) made after a time, at most a given number
+        # (``tenantgate_grants_by_operator``, read backwards): the oldest of them is the one to leave the window next.
+        recent_requests=sql(f"""SELECT requested_at FROM {TABLE}
+            WHERE operator = ? AND operator_tenant = ? AND operator_issuer = ? AND requested_at > ?
+            ORDER BY requested_at DESC LIMIT ?"""),
     )
 
 
@@ -163,8 +183,9 @@ Run = Callable[[str, Sequence[Any]], list[Row]]
 
 
 def migrate(run: Run, sql: Statements) -> None:
-    """Bring the schema to ``SCHEMA_VERSION`` with ``run`` (one statement, rows if any), inside the caller's
-    write transaction, which already excludes other migrators. Idempotent.
+    """Bring the schema to ``SCHEMA_VERSION`` and create the ``SCHEMA_INDEXES`` it lacks, with ``run`` (one
+    statement, rows if any), inside the caller's write transaction, which already excludes other migrators.
+    Idempotent.
 
     Raises ``GrantStoreUnavailable`` when the database holds a newer schema than this code knows.
     """
@@ -179,6 +200,9 @@ def migrate(run: Run, sql: Statements) -> None:
             run(ddl, ())
     if current < 2:
         for ddl in SCHEMA_V2:
+            run(ddl, ())
+    for name, ddl in SCHEMA_INDEXES:
+        if not run(sql.index_exists, (name,)):
             run(ddl, ())
     if current != SCHEMA_VERSION:
         run(sql.set_schema_version, (COMPONENT, SCHEMA_VERSION))

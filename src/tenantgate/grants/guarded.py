@@ -152,8 +152,9 @@ class GuardedStore:
                     self._running = None
                     lookup.done.set()
 
-    def create(self, grant: Grant, before_commit: BeforeCommit, pending_limit: int = 0) -> Grant:
-        return self._call(lambda s: s.create(grant, before_commit, pending_limit))
+    def create(self, grant: Grant, before_commit: BeforeCommit, pending_limit: int = 0,
+               hourly_limit: int = 0) -> Grant:
+        return self._call(lambda s: s.create(grant, before_commit, pending_limit, hourly_limit))
 
     def get(self, grant_id: str) -> Grant | None:
         return self._call(lambda s: s.get(grant_id))

@@ -32,6 +32,8 @@ from tenantgate.grants._sql import Dialect, Row, migrate
 from tenantgate.redact import redact_url
 
 POSTGRES = Dialect(param="%s", action_in_actions="actions::jsonb @> jsonb_build_array(?::text)",
+                   # Resolved through search_path, like the table's own name.
+                   index_exists="SELECT 1 WHERE to_regclass(?::text) IS NOT NULL",
                    # READ COMMITTED: the count after this lock sees every create that held it before.
                    lock_operator="SELECT pg_advisory_xact_lock(?::integer, ?::integer)")
 

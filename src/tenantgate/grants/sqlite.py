@@ -16,10 +16,11 @@ from typing import Any
 
 from tenantgate.errors import GrantConflict, GrantStoreUnavailable
 from tenantgate.grants._rows import SqlGrantStore, unavailable
-from tenantgate.grants._sql import COMPONENT, SCHEMA_VERSION, Dialect, Row, migrate
+from tenantgate.grants._sql import COMPONENT, SCHEMA_INDEXES, SCHEMA_VERSION, Dialect, Row, migrate
 from tenantgate.paths import make_private_dirs
 
-SQLITE = Dialect(param="?", action_in_actions="EXISTS (SELECT 1 FROM json_each(actions) WHERE json_each.value = ?)")
+SQLITE = Dialect(param="?", action_in_actions="EXISTS (SELECT 1 FROM json_each(actions) WHERE json_each.value = ?)",
+                 index_exists="SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?")
 
 _DUPLICATE_KEY = ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE")
 
@@ -106,15 +107,18 @@ class SqliteGrantStore(SqlGrantStore):
         return conn
 
     def _schema_is_current(self, conn: sqlite3.Connection) -> bool:
-        """True when the file holds exactly ``SCHEMA_VERSION`` (a read: it never waits for a writer in WAL mode).
-        Older, newer or missing: False, and ``migrate`` decides under the write lock."""
+        """True when the file holds exactly ``SCHEMA_VERSION`` and all ``SCHEMA_INDEXES`` (reads: they never wait
+        for a writer in WAL mode). Older, newer, missing or an index short: False, and ``migrate`` decides under
+        the write lock."""
         try:
             rows = conn.execute(self._sql.schema_version, (COMPONENT,)).fetchall()
         except sqlite3.OperationalError as err:
             if "no such table" in str(err):
                 return False  # a fresh file
             raise
-        return bool(rows) and rows[0][0] == SCHEMA_VERSION
+        if not rows or rows[0][0] != SCHEMA_VERSION:
+            return False
+        return all(conn.execute(self._sql.index_exists, (name,)).fetchall() for name, _ddl in SCHEMA_INDEXES)
 
     def _live(self) -> sqlite3.Connection:
         if self._conn is None:  # only inside _session, which connects

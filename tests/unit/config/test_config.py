@@ -1,6 +1,7 @@
 import pytest
 
 from tenantgate import config
+from tenantgate.app import decision_settings
 from tenantgate.errors import ConfigError
 
 ISSUER = """
@@ -204,3 +205,27 @@ def test_max_pending_grants_per_operator_must_be_at_least_one(tmp_path, value):
         config.load(_write(tmp_path, f"[grants]\nmax_pending_per_operator = {value}\n" + ISSUER), env={})
     with pytest.raises(ConfigError, match=r"grants\.max_pending_per_operator must be >= 1"):
         config.load(_write(tmp_path, ISSUER), env={"TENANTGATE_GRANTS_MAX_PENDING_PER_OPERATOR": value})
+
+
+# grants.max_requests_per_operator_per_hour (review finding: request-and-revoke in a loop grew the grant store
+# and the audit log without bound under the pending cap).
+RATE_KEY = "max_requests_per_operator_per_hour"
+RATE_ENV = "TENANTGATE_GRANTS_MAX_REQUESTS_PER_OPERATOR_PER_HOUR"
+
+
+def test_max_requests_per_operator_per_hour_defaults_to_thirty_and_can_be_set(tmp_path):
+    assert config.load(_write(tmp_path, ISSUER), env={}).grants.max_requests_per_operator_per_hour == 30
+    in_file = config.load(_write(tmp_path, f"[grants]\n{RATE_KEY} = 3\n" + ISSUER), env={})
+    assert in_file.grants.max_requests_per_operator_per_hour == 3
+    assert decision_settings(in_file).rules.max_requests_per_operator_per_hour == 3
+    assert config.load(_write(tmp_path, ISSUER), env={RATE_ENV: "100"}).grants.max_requests_per_operator_per_hour == 100
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_max_requests_per_operator_per_hour_must_be_at_least_one(tmp_path, value):
+    # 0 would refuse every request (or, read as "no limit", reopen the flood): neither is a setting.
+    with pytest.raises(ConfigError, match=rf"^grants\.{RATE_KEY} must be >= 1$"):
+        config.load(_write(tmp_path, f"[grants]\n{RATE_KEY} = {value}\n" + ISSUER), env={})
+    with pytest.raises(ConfigError, match=rf"^grants\.{RATE_KEY} must be >= 1$"):
+        config.load(_write(tmp_path, ISSUER), env={RATE_ENV: value})
+

@@ -6,23 +6,9 @@ TENANTGATE_TEST_PG_DSN is unset)."""
 import pytest
 
 from support.grants import make_world
-from support.pg import pg_database
 from tenantgate.core.breakglass import GrantRules
 from tenantgate.core.grants import GrantState
 from tenantgate.errors import GrantConflict, classify
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'grants.db'}"
-    else:
-        with pg_database() as url:
-            yield url
-
-
-def events(world, name):
-    return [r for r in world.records() if r.get("event") == name]
 
 
 def test_the_default_limit_is_ten_pending_grant_requests_per_operator(tmp_path, store_url):
@@ -42,7 +28,7 @@ def test_a_request_beyond_the_operators_pending_limit_is_refused_and_audited(tmp
     with pytest.raises(GrantConflict, match=r"grants.max_pending_per_operator \(2\)") as refused:
         world.request(target="globex")
     assert classify(refused.value) == ("invalid_request", "FAILED_PRECONDITION")
-    assert len(events(world, "grant.requested")) == 2  # nothing was stored for the third
+    assert len(world.events("grant.requested")) == 2  # nothing was stored for the third
     last = world.records()[-1]
     assert (last["event"], last["actor"], last["grant_id"]) == ("grant.refused", "oscar", "")
     assert last["detail"].startswith("request: GrantConflict: the operator has 2 pending grant request(s)")

@@ -3,11 +3,10 @@
 on separate connections (other replicas) cannot exceed it. Both stores: SQLite on a temp file, PostgreSQL on a
 throwaway database (skipped when TENANTGATE_TEST_PG_DSN is unset)."""
 
-import threading
-import time
 
 import pytest
 
+from support.grants import race_creates
 from tenantgate.core.grants import Grant, GrantState
 from tenantgate.errors import GrantConflict
 from tenantgate.grants import open_store
@@ -62,32 +61,11 @@ def test_the_pending_limit_counts_only_this_operators_live_pending_grants(store)
 
 
 def test_racing_creates_on_separate_connections_never_exceed_the_limit(store_url):
-    # Each create holds its transaction open (the audit write) for a while after counting: without a lock
-    # between the count and the insert, every racer counts the same few and inserts (PostgreSQL, READ COMMITTED).
     limit, racers = 3, 8
-    stores = [open_store(store_url) for _ in range(racers)]
-    start = threading.Barrier(racers)
-    outcomes: list[str] = []
-
-    def slow_audit(grant):
-        time.sleep(0.1)
-
-    def race(index):
-        start.wait()
-        try:
-            stores[index].create(pending_grant(f"race-{index}"), slow_audit, pending_limit=limit)
-            outcomes.append("created")
-        except GrantConflict:
-            outcomes.append("refused")
-
-    threads = [threading.Thread(target=race, args=(i,)) for i in range(racers)]
+    grants = [pending_grant(f"race-{index}") for index in range(racers)]
+    assert race_creates(store_url, grants, pending_limit=limit) == ["created"] * limit + ["refused"] * (racers - limit)
+    opened = open_store(store_url)
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert sorted(outcomes) == ["created"] * limit + ["refused"] * (racers - limit)
-        assert len(pending_of(stores[0])) == limit
+        assert len(pending_of(opened)) == limit
     finally:
-        for opened in stores:
-            opened.close()
+        opened.close()
