@@ -15,6 +15,7 @@ import pytest
 from support.audit import audit_lines
 from support.authzen import authzen_server, bearer, entity_policies, evaluation, self_signed
 from support.issuers import TestIssuer
+from support.server import swapping_engines
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +138,17 @@ def _batch(semantic=None, **top):
     if semantic:
         body["options"] = {"evaluations_semantic": semantic, "unknown_option": True}
     return body
+
+
+def test_every_evaluation_of_a_request_is_decided_on_one_policy_version_while_reloads_swap_the_set(
+        server, client, alice, tmp_path, monkeypatch):
+    # Review finding (gRPC's BatchCheck, the same here): each item read the current set anew.
+    _base, app = server
+    monkeypatch.setattr(app.pdp, "_engine", swapping_engines(app, tmp_path))
+    body = client.post("/access/v1/evaluations", json=_batch(), headers=bearer(alice)).json()
+    records = audit_lines(app)
+    versions = {records[item["context"]["decision_id"]]["policy_version"] for item in body["evaluations"]}
+    assert len(body["evaluations"]) == 3 and len(versions) == 1
 
 
 @pytest.mark.parametrize("semantic,decisions", [

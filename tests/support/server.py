@@ -74,3 +74,20 @@ def running_server(settings: config.Settings, clock=None) -> Iterator[tuple[str,
         loop.call_soon_threadsafe(stop[0].set)
         thread.join(30)
         loop.close()
+
+
+def swapping_engines(app: application.App, tmp_path: Path):
+    """An engine source for ``app.pdp._engine`` (set it with monkeypatch) that decides as if a reload swapped the
+    policy set before every read of it: it alternates between the set ``app`` serves and another version of it
+    (the same files plus a comment)."""
+    import itertools
+    import shutil
+
+    from tenantgate.policy import PolicyStore, load_policies
+
+    other = tmp_path / "other-version"
+    shutil.copytree(app.settings.policies.dir, other)
+    schema = other / "schema.cedarschema"
+    schema.write_text(schema.read_text() + "\n// another version\n")
+    engines = itertools.cycle([app.policies.current(), PolicyStore(load_policies(other)).current()])
+    return lambda: next(engines)

@@ -120,9 +120,20 @@ class DecisionPoint:
         self._principals[id(verified)] = (weakref.ref(verified), principal)
         return principal
 
-    def decide(self, check: CheckInput) -> DecisionResult:
-        """Decide one request and write its audit record. Never raises; never returns without a decision."""
-        staged = self._stage(check)
+    def current_engine(self) -> Engine | None:
+        """The policy set decisions use now; pass it to ``decide``/``decide_many`` as ``pinned`` so that the
+        items of one request (a BatchCheck's chunks, an AuthZEN boxcar) are all decided on one policy version
+        while a reload swaps the set. None when it cannot be read: then each decision reads it again and is
+        denied as usual. Never raises."""
+        try:
+            return self._engine()
+        except Exception:  # noqa: BLE001 - each decision meets the same failure, denied and audited
+            return None
+
+    def decide(self, check: CheckInput, pinned: Engine | None = None) -> DecisionResult:
+        """Decide one request and write its audit record, on ``pinned`` if given, else on the current policy
+        set. Never raises; never returns without a decision."""
+        staged = self._stage(check, pinned)
         try:
             self._audit.write(staged.event)
             error: Exception | None = None
@@ -130,13 +141,16 @@ class DecisionPoint:
             error = err
         return self._finish(staged, check, error)
 
-    def decide_many(self, checks: Sequence[CheckInput]) -> list[DecisionResult]:
+    def decide_many(self, checks: Sequence[CheckInput], pinned: Engine | None = None) -> list[DecisionResult]:
         """Decide independent requests; their audit records are written together (one append, one fsync).
 
-        Each request is decided exactly as ``decide`` would; one bad item is a denial for that item only,
-        and an item whose record is not written is denied ``audit_unavailable``. Never raises.
+        Each request is decided exactly as ``decide`` would, all on one policy set: ``pinned``, else the
+        current one read once for them all (review finding: a BatchCheck during reloads mixed two versions).
+        One bad item is a denial for that item only, and an item whose record is not written is denied
+        ``audit_unavailable``. Never raises.
         """
-        staged = [self._stage(check) for check in checks]
+        pinned = pinned if pinned is not None else self.current_engine()
+        staged = [self._stage(check, pinned) for check in checks]
         try:
             errors: Sequence[Exception | None] = self._audit.write_many([s.event for s in staged])
             if len(errors) != len(staged):
@@ -145,15 +159,15 @@ class DecisionPoint:
             errors = [err] * len(staged)
         return [self._finish(s, check, error) for s, check, error in zip(staged, checks, errors, strict=True)]
 
-    def _stage(self, check: CheckInput) -> _Staged:
-        """Everything of a decision but writing its record."""
+    def _stage(self, check: CheckInput, pinned: Engine | None) -> _Staged:
+        """Everything of a decision but writing its record, on ``pinned`` or the current policy set."""
         decision_id = self._new_id()
         engine: Engine | None = None
         verified: VerifiedClaims | None = None
         principal: Principal | None = None
         trace: list[TraceStep] | None = [] if check.explain else None
         try:
-            engine = self._engine()
+            engine = pinned if pinned is not None else self._engine()
             verified, principal, outcome = self._evaluate(check, engine, trace)
         except Exception as err:
             log.exception("decision %s failed unexpectedly", decision_id)

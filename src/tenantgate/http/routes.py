@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from tenantgate.core.engine import Engine
 from tenantgate.core.model import CheckInput, DecisionResult, SubjectBinding
 from tenantgate.core.pdp import DecisionPoint
 from tenantgate.core.ports import TokenVerifier
@@ -222,10 +223,11 @@ class _Handlers:
     def _decide_all(self, checks: list[CheckInput], parsed: convert.Evaluations,
                     gone: Callable[[], bool]) -> list[dict[str, Any]] | web.Response:
         answers: list[dict[str, Any]] = []
+        engine = self._pdp.current_engine()  # one policy version for every item, whatever reloads meanwhile
         for index, (check, item) in enumerate(zip(checks, parsed.items, strict=True)):
             if gone():
                 break
-            result = self._decide(check)
+            result = self._decide(check, engine)
             if index == 0 and convert.caller_refused(result.reason):
                 # The token alone decided this; it would for every item: one error for the whole request.
                 return _refusal(result)
@@ -243,9 +245,9 @@ class _Handlers:
         response.headers[_DECISION_ID] = result.decision_id
         return response
 
-    def _decide(self, check: CheckInput) -> DecisionResult:
+    def _decide(self, check: CheckInput, engine: Engine | None = None) -> DecisionResult:
         started = time.perf_counter()
-        result = self._pdp.decide(check)
+        result = self._pdp.decide(check, engine)
         self._observe(convert.API, result, time.perf_counter() - started)
         return result
 

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
+from tenantgate.core.engine import Engine
 from tenantgate.core.model import CheckInput, DecisionResult, Resource
 from tenantgate.core.pdp import DecisionPoint
 from tenantgate.errors import InvalidRequest
@@ -99,17 +100,19 @@ class AuthorizerService(pb_grpc.AuthorizerServicer):
         # take turns). Deciding stops once the caller has gone (deadline passed or cancelled).
         loop = asyncio.get_running_loop()
         items = list(request.items)
+        engine = self._pdp.current_engine()  # one policy version for every chunk, whatever reloads meanwhile
         results: list[pb.CheckResponse] = []
         for start in range(0, len(items), BATCH_CHUNK):
             if (deadline is not None and time.monotonic() >= deadline) or gone.is_set():
                 # nobody will read the answer: decide (and audit) no further items
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded or call cancelled")
             results += await loop.run_in_executor(self._batches, self._decide_chunk,
-                                                  items[start:start + BATCH_CHUNK], shared, shared_problem)
+                                                  items[start:start + BATCH_CHUNK], shared, shared_problem,
+                                                  engine)
         return pb.BatchCheckResponse(results=results)
 
-    def _decide_chunk(self, items: list[pb.CheckRequest], shared: str,
-                      shared_problem: str) -> list[pb.CheckResponse]:
+    def _decide_chunk(self, items: list[pb.CheckRequest], shared: str, shared_problem: str,
+                      engine: Engine | None) -> list[pb.CheckResponse]:
         """Decide items together (their audit records in one append); a bad item is a denial for it only."""
         checks: list[CheckInput] = []
         answers: list[pb.CheckResponse | None] = []
@@ -121,7 +124,7 @@ class AuthorizerService(pb_grpc.AuthorizerServicer):
             except Exception:  # noqa: BLE001 - one bad item is a denial for that item only
                 answers.append(_internal_denial("batch_check"))
         started = time.perf_counter()
-        decided = self._pdp.decide_many(checks)
+        decided = self._pdp.decide_many(checks, engine)
         each = (time.perf_counter() - started) / max(1, len(checks))
         decisions = iter(decided)
         for index, answer in enumerate(answers):

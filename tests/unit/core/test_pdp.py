@@ -1,6 +1,8 @@
 """decide(): the step order, fail-closed behaviour and the audit promise, with real parts on temp files."""
 
+import itertools
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -139,6 +141,26 @@ def test_decide_many_decides_each_item_as_decide_would_and_audits_them_in_one_ba
     assert [r["decision_id"] for r in written] == [r.decision_id for r in batch]
     assert written == [r.audit.to_dict() for r in batch]
     assert pdp.decide_many([]) == []
+
+
+def test_the_items_of_one_decide_many_share_one_policy_version_while_reloads_swap_the_set(tmp_path):
+    # Review finding: decide_many read the current set per item, so items of one BatchCheck were decided on two
+    # versions during reloads. Here every read of the set gets the other version.
+    clock = FixedClock(NOW)
+    issuer = TestIssuer(tmp_path, clock=clock)
+    other = tmp_path / "policies"
+    shutil.copytree(BUNDLED, other)
+    (other / "schema.cedarschema").write_text((other / "schema.cedarschema").read_text() + "\n// v2\n")
+    engines = itertools.cycle([PolicyStore(load_policies(BUNDLED)).current(),
+                               PolicyStore(load_policies(other)).current()])
+    pdp = DecisionPoint(verifier=verifier_for(issuer, clock=clock), engine=lambda: next(engines),
+                        audit=JsonlAuditSink(tmp_path / "audit.jsonl"), clock=clock)
+    token = issuer.mint(roles=["viewer"])
+    for _ in range(3):
+        assert len({r.audit.policy_version for r in pdp.decide_many([_check(token)] * 5)}) == 1
+    pinned = pdp.current_engine()
+    assert {pdp.decide(_check(token), pinned).audit.policy_version for _ in range(4)} == {pinned.version}
+    assert len({pdp.decide(_check(token)).audit.policy_version for _ in range(4)}) == 2
 
 
 def test_decide_many_denies_exactly_the_items_whose_record_was_not_written(tmp_path):
