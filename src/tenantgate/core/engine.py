@@ -139,9 +139,11 @@ class Engine:
     def _outcome(self, tenant: str, answer: dict[str, Any]) -> EngineOutcome:
         diagnostics = answer.get("diagnostics") or {}
         names = self._names(tenant)
-        return interpret(str(answer.get("decision")), tuple(names(r) for r in diagnostics.get("reason") or ()),
-                         tuple(_EVAL_ERROR.sub(lambda m: f"error while evaluating policy `{names(m.group(1))}`", e)
-                               for e in diagnostics.get("errors") or ()))
+        # Cedar lists reasons and errors in no fixed order (a set): sorted, equal decisions read alike in answers
+        # and audit records (review finding: the same request gave two orders of policy ids, 109 to 91).
+        return interpret(str(answer.get("decision")), tuple(sorted(names(r) for r in diagnostics.get("reason") or ())),
+                         tuple(sorted(_EVAL_ERROR.sub(lambda m: f"error while evaluating policy `{names(m.group(1))}`",
+                                                      e) for e in diagnostics.get("errors") or ())))
 
     def _principal_text(self, principal: Principal) -> str:
         text = self._principal_texts.get(principal)

@@ -227,3 +227,13 @@ def test_the_principal_cache_keeps_no_token_claims_alive(parts):
     del verified
     gc.collect()
     assert alive() is None  # only a weak reference was held
+
+
+def test_the_policy_ids_of_a_decision_come_in_one_sorted_order(parts):
+    # Review finding: Cedar lists the policies that decided in no fixed order, so the same request gave
+    # ('paid-invoices-are-immutable', 'delete-requires-mfa') 109 times and the reverse 91 times in 200.
+    pdp, issuer, _sink, _ = parts
+    token = issuer.mint(roles=["admin"])
+    check = CheckInput(token=token, action="delete", resource=Resource("Invoice", "inv-1", "acme", {"status": "paid"}))
+    answers = {(r.policy_ids, r.audit.policy_ids) for r in (pdp.decide(check) for _ in range(100))}
+    assert answers == {(("delete-requires-mfa", "paid-invoices-are-immutable"),) * 2}
