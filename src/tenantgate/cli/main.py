@@ -255,6 +255,10 @@ def check_request(args: argparse.Namespace) -> Any:
             target.update(data)
         except RecursionError as err:
             raise ConfigError(f"{name} is nested too deeply") from err
+        except (OverflowError, ValueError, TypeError) as err:
+            # A protobuf Struct carries numbers as doubles: an integer beyond them cannot be sent (review finding:
+            # a traceback, where deciding in-process gave an audited invalid_request).
+            raise ConfigError(f"{name} cannot be sent to a server: {err} (numbers travel as doubles)") from err
     return request
 
 
@@ -334,7 +338,8 @@ def _status(args: argparse.Namespace) -> int:
             answer = adm_grpc.AdminStub(channel).Status(adm.StatusRequest(), timeout=args.timeout)
         except grpc.RpcError as err:
             raise ConfigError(f"server {args.server}: {rpc_problem(err)}") from err
-    code = settle(EXIT_OK if answer.last_reload_ok and answer.audit_writable else EXIT_ERROR)
+    healthy = answer.last_reload_ok and answer.audit_writable and answer.grant_store_reachable
+    code = settle(EXIT_OK if healthy else EXIT_ERROR)
     print(json.dumps(message_dict(answer), indent=2))
     return code
 

@@ -95,3 +95,37 @@ def test_verify_of_a_log_whose_files_were_deleted_has_no_empty_file_list(tmp_pat
     *findings, summary = capsys.readouterr().out.splitlines()
     assert summary == "TAMPERED: 1 problem(s) in 0 records"
     assert any("audit.jsonl.head" in line and "no file of this log is left" in line for line in findings)
+
+
+@pytest.mark.parametrize(("reload_ok", "audit_ok", "store_ok", "code"), [
+    (True, True, True, 0), (False, True, True, 1), (True, False, True, 1), (True, True, False, 1)])
+def test_status_exits_1_when_any_part_is_unhealthy_the_grant_store_included(reload_ok, audit_ok, store_ok, code,
+                                                                            capsys):
+    # Review finding: with the grant store down, status printed "grant_store_reachable": false and exited 0.
+    from tenantgate.v1 import admin_pb2_grpc as adm_grpc
+
+    class Admin(adm_grpc.AdminServicer):
+        def Status(self, request, context):
+            return adm.StatusResponse(version="0.1.0", last_reload_ok=reload_ok, audit_writable=audit_ok,
+                                      grant_store_reachable=store_ok)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    adm_grpc.add_AdminServicer_to_server(Admin(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        assert main.main(["status", "--server", f"127.0.0.1:{port}"]) == code
+    finally:
+        server.stop(None)
+    assert json.loads(capsys.readouterr().out)["grant_store_reachable"] is store_ok
+
+
+def test_check_with_a_number_a_struct_cannot_carry_is_a_usage_error_not_a_traceback(capsys):
+    # Review finding: `check --server` with an integer beyond a double raised OverflowError (a traceback); deciding
+    # in-process gives an audited invalid_request. Nothing is sent: no server is needed.
+    huge = "1" + "0" * 400
+    code = main.main(["check", "--server", "127.0.0.1:9", "--token", "t", "--action", "read", "--resource-type",
+                      "Invoice", "--resource-id", "inv-1", "--resource-tenant", "acme",
+                      "--context", f'{{"n": {huge}}}'])
+    err = capsys.readouterr().err
+    assert code == 1 and "--context cannot be sent to a server" in err and "Traceback" not in err
