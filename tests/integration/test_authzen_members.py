@@ -77,6 +77,33 @@ def test_ill_typed_or_refused_item_members_are_per_item_audited_denials(client, 
         assert records[answer["context"]["decision_id"]]["reason"] == "invalid_request"
 
 
+def test_a_refused_item_is_audited_with_what_it_stated_its_tenant_included(client, alice, server):
+    # Review finding: every refused item was recorded as the caller's tenant's request about nothing (no action,
+    # type or id), so a cross-tenant probe in gRPC's shape read as same-tenant and `audit query --tenant globex`
+    # missed it.
+    _base, app = server
+    long_id = "i" * 1000
+    body = {"subject": ALICE, "action": READ,
+            "evaluations": [{"resource": {"type": "Invoice", "id": "inv-9", "tenant": "globex"}},
+                            {"resource": {"type": "Invoice", "id": long_id, "properties": {"tenant": "globex"},
+                                          "tenant": "initech"}},
+                            {"resource": {"type": "Invoice", "id": "", "properties": {"tenant": "globex"}}},
+                            {"resource": {"type": "Invoice", "id": "inv-2", "tenant": 7}},
+                            {"resource": {"type": 5, "id": "inv-3"}, "action": {"name": ["read"]}}]}
+    answers = client.post(EVALUATIONS, json=body, headers=bearer(alice)).json()["evaluations"]
+    records = audit_lines(app)
+    stated = [records[a["context"]["decision_id"]] for a in answers]
+    assert {r["reason"] for r in stated} == {"invalid_request"}
+    assert [(r["action"], r["resource_type"], r["resource_id"][:10], r["resource_tenant"]) for r in stated] == [
+        ("read", "Invoice", "inv-9", "globex"),
+        ("read", "Invoice", "i" * 10, "initech"),
+        ("read", "Invoice", "", "globex"),
+        ("read", "Invoice", "inv-2", ""),  # a tenant member that is not a string: not the caller's either
+        ("", "", "inv-3", "acme"),  # no tenant member at all: the caller's, as for a valid item
+    ]
+    assert len(stated[1]["resource_id"]) < 300  # clipped as every record's values are
+
+
 @pytest.mark.parametrize(("body", "named"), [
     (evaluation("alice", "read", amount_cents=1.5), "resource.properties.amount_cents: only whole numbers"),
     (evaluation("alice", "read", amount_cents=None), "resource.properties.amount_cents: null"),

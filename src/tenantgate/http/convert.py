@@ -132,7 +132,8 @@ def _evaluation(own: Mapping[str, Any], defaults: Mapping[str, Mapping[str, Any]
                or _entity_problem(resource, "resource", ("type", "id"), where)
                or ("" if isinstance(context, dict) else f"{where}context must be an object"))
     if problem:
-        return Evaluation({}, {}, {}, {}, problem)
+        # What the item stated is kept for its audit record (check_input), never evaluated.
+        return Evaluation(_object(subject), _object(action), _object(resource), {}, problem)
     assert isinstance(subject, dict) and isinstance(action, dict) and isinstance(resource, dict)
     return Evaluation(subject, action, resource, context)
 
@@ -171,9 +172,18 @@ def _optional_object(body: Mapping[str, Any], name: str, where: str) -> Mapping[
 def check_input(evaluation: Evaluation, *, token: str, token_problem: str, binding: SubjectBinding) -> CheckInput:
     """The ``CheckInput`` for one evaluation. The stated subject is bound to the token by ``decide()``."""
     if evaluation.problem:
-        return CheckInput(token=token, action="", resource=Resource("", "", ""), api=API,
-                          token_problem=token_problem, request_problem=evaluation.problem,
-                          resource_tenant_from_caller=True)
+        # Refused as invalid_request, audited with what it stated (strings only): the resource's tenant too, so a
+        # cross-tenant probe in gRPC's shape (resource.tenant) is not recorded as a same-tenant request about
+        # nothing (review finding). The caller's tenant only when the item stated no tenant member at all.
+        resource = evaluation.resource
+        properties = resource.get("properties")
+        tenants = (resource.get("tenant"), properties.get("tenant") if isinstance(properties, dict) else None)
+        stated = [t for t in tenants if t is not None]
+        return CheckInput(token=token, action=_text(evaluation.action.get("name")),
+                          resource=Resource(_text(resource.get("type")), _text(resource.get("id")),
+                                            next((t for t in stated if isinstance(t, str)), "")),
+                          api=API, token_problem=token_problem, request_problem=evaluation.problem,
+                          resource_tenant_from_caller=not stated)
     subject, resource = evaluation.subject, evaluation.resource
     properties = dict(resource.get("properties") or {})
     context = dict(evaluation.context)
@@ -273,3 +283,12 @@ def configuration(base_url: str) -> dict[str, str]:
         "access_evaluation_endpoint": f"{base_url}/access/v1/evaluation",
         "access_evaluations_endpoint": f"{base_url}/access/v1/evaluations",
     }
+
+
+def _text(value: Any) -> str:
+    """A stated member for an audit record: a string as it is (the record clips it), anything else ""."""
+    return value if isinstance(value, str) else ""
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
