@@ -328,10 +328,15 @@ def _uuid4() -> str:
 
 
 def token_fingerprint(token: str) -> str:
-    """``sha256:<16 hex>`` of a token: how an unverifiable token is named in records. Never the token."""
+    """``sha256:<16 hex>`` naming a token that was not verified (its ``jti`` is not to be trusted), never the token:
+    of its signed part ``header.payload`` when it has the three parts of a JWS, as the verifier names a verified
+    token without ``jti``, so every record of one token (expired, or its signature encoded otherwise) carries
+    the same id; of the whole text otherwise."""
     if not token:
         return ""
-    return "sha256:" + hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:16]
+    signed, dot, _signature = token.rpartition(".")
+    named = signed if dot and signed.count(".") == 1 else token
+    return "sha256:" + hashlib.sha256(named.encode("utf-8", "replace")).hexdigest()[:16]
 
 
 def break_glass_context(grant: Grant) -> dict[str, object]:

@@ -1,5 +1,6 @@
 """decide(): the step order, fail-closed behaviour and the audit promise, with real parts on temp files."""
 
+import hashlib
 import itertools
 import json
 import shutil
@@ -237,3 +238,23 @@ def test_the_policy_ids_of_a_decision_come_in_one_sorted_order(parts):
     check = CheckInput(token=token, action="delete", resource=Resource("Invoice", "inv-1", "acme", {"status": "paid"}))
     answers = {(r.policy_ids, r.audit.policy_ids) for r in (pdp.decide(check) for _ in range(100))}
     assert answers == {(("delete-requires-mfa", "paid-invoices-are-immutable"),) * 2}
+
+
+def test_a_token_is_named_by_its_signed_part_in_every_record_when_its_jti_is_not_trusted(parts):
+    # Review finding: the README names an unverified token by sha256 of header.payload; records used the whole
+    # token, so an expired token's records and a re-signed copy's could not be matched with a verified one's.
+    pdp, issuer, _sink, clock = parts
+    unnamed = issuer.mint(roles=["viewer"], jti=None)  # verified: named by its signed part
+    expiring = issuer.mint(roles=["viewer"], jti="the-jti")
+    signed_part = expiring.rpartition(".")[0]
+    expected = "sha256:" + hashlib.sha256(signed_part.encode()).hexdigest()[:16]
+    assert pdp.decide(_check(expiring)).audit.token_id == "the-jti"
+    forged = signed_part + ".AAAA"  # another signature: not verified
+    assert pdp.decide(_check(forged)).audit.token_id == expected
+    clock.advance(300 + 31)
+    expired = pdp.decide(_check(expiring))
+    assert expired.reason is Reason.TOKEN_EXPIRED and expired.audit.token_id == expected
+    named = pdp.decide(_check(unnamed)).audit.token_id
+    assert named == "sha256:" + hashlib.sha256(unnamed.rpartition(".")[0].encode()).hexdigest()[:16]
+    assert pdp.decide(_check("no-dots-at-all")).audit.token_id == (
+        "sha256:" + hashlib.sha256(b"no-dots-at-all").hexdigest()[:16])
