@@ -134,10 +134,24 @@ def _string_list(value: Any, claim: str, *, allow_space_separated: bool) -> tupl
         if not all(item.isprintable() for item in value):
             return Denial(Reason.TOKEN_INVALID, f"claim {claim!r}: a string of intents is separated by spaces "
                                                 "(U+0020) and holds no other whitespace or control characters")
-    if (not isinstance(value, list) or len(value) > MAX_ROLES
-            or not all(isinstance(v, str) and 0 < len(v) <= MAX_CLAIM_STRING for v in value)):
-        return Denial(Reason.TOKEN_INVALID, f"claim {claim!r} must be a list of non-empty strings")
+    problem = claim_list_problem(value)
+    if problem:
+        return Denial(Reason.TOKEN_INVALID, f"claim {claim!r} {problem}")
     return tuple(value)
+
+
+def claim_list_problem(value: Any) -> str:
+    """Why ``value`` cannot be a roles or intents claim ("" when it can): a list of at most ``MAX_ROLES``
+    non-empty strings of at most ``MAX_CLAIM_STRING`` characters each."""
+    if not isinstance(value, list):
+        return "must be a list of non-empty strings"
+    if len(value) > MAX_ROLES:
+        return f"holds {len(value)} items; at most {MAX_ROLES} are accepted"
+    if not all(isinstance(v, str) and v for v in value):
+        return "must be a list of non-empty strings"
+    if any(len(v) > MAX_CLAIM_STRING for v in value):
+        return f"holds an item longer than {MAX_CLAIM_STRING} characters"
+    return ""
 
 
 def _actor(act: Any) -> str | Denial:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from tenantgate.config import DevIssuerSettings, IssuerSettings
 from tenantgate.core.model import ClaimNames
 from tenantgate.core.ports import Clock, SystemClock
+from tenantgate.core.tenancy import claim_list_problem
 from tenantgate.errors import ConfigError
 from tenantgate.identity.keys import jwk_thumbprint
 from tenantgate.paths import make_private_dirs
@@ -225,6 +226,9 @@ def _string_list(values: Iterable[str], name: str) -> list[str]:
     items = list(values)
     if not all(isinstance(v, str) and v for v in items):
         raise ConfigError(f"{name} must be non-empty strings")
+    problem = claim_list_problem(items)  # a token every verifier would deny is not minted
+    if problem:
+        raise ConfigError(f"{name} {problem}")
     return items
 
 

@@ -36,6 +36,20 @@ def test_ill_typed_roles_claim_is_token_invalid(roles):
     assert isinstance(d, Denial) and d.reason is Reason.TOKEN_INVALID
 
 
+@pytest.mark.parametrize(("claim", "value", "says"), [
+    ("roles", [f"r{n}" for n in range(257)], "claim 'roles' holds 257 items; at most 256 are accepted"),
+    ("roles", ["viewer", "x" * 257], "claim 'roles' holds an item longer than 256 characters"),
+    ("intents", ["y" * 257], "claim 'intents' holds an item longer than 256 characters"),
+    ("roles", ["viewer", ""], "claim 'roles' must be a list of non-empty strings"),
+])
+def test_a_roles_or_intents_claim_over_its_limits_is_denied_naming_the_limit(claim, value, says):
+    # Review finding: 257 non-empty roles were denied "must be a list of non-empty strings".
+    d = principal_from_claims(_claims(**{claim: value}), ClaimNames())
+    assert isinstance(d, Denial) and d.reason is Reason.TOKEN_INVALID and d.message == says
+    assert isinstance(principal_from_claims(_claims(**{claim: value[:256] if len(value) > 256 else ["ok"]}),
+                                            ClaimNames()), Principal)
+
+
 @pytest.mark.parametrize("roles,claimed,expected", [
     (..., False, ()), ([], True, ()), (None, True, ()), (["viewer"], True, ("viewer",)),
 ])

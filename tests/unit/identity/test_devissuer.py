@@ -206,3 +206,16 @@ def test_build_verifier_with_only_the_dev_issuer_verifies_its_tokens(tmp_path: P
     verifier = build_verifier(settings, clock)
     token = DevIssuer(settings.dev_issuer, clock).mint(tenant="acme", subject="alice")
     assert verifier.verify(token).claims["tenant"] == "acme"
+
+
+@pytest.mark.parametrize(("field", "values", "says"), [
+    ("roles", [f"r{n}" for n in range(257)], "roles holds 257 items; at most 256 are accepted"),
+    ("intents", ["x" * 257], "intents holds an item longer than 256 characters"),
+])
+def test_mint_refuses_roles_or_intents_every_verifier_would_deny(tmp_path: Path, field: str, values: list[str],
+                                                                 says: str) -> None:
+    # Review finding: `token mint` printed a token with 257 roles, which every decision then denied.
+    dev = DevIssuer(dev_settings(tmp_path))
+    with pytest.raises(ConfigError, match=f"^{says}$"):
+        dev.mint(tenant="acme", subject="alice", **{field: values})
+    dev.mint(tenant="acme", subject="alice", **{field: values[:256] if len(values) > 1 else ["x" * 256]})
