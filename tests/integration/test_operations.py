@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import generate_latest
 
-from support.issuers import TestIssuer
+from support.issuers import OMIT, TestIssuer
 from support.server import running_server, write_config
 from support.waiting import eventually
 from tenantgate import config
@@ -46,6 +46,7 @@ def test_metrics_count_a_known_sequence_of_decisions(tmp_path):
         for _ in range(2):
             stub.Check(_req(viewer, tenant="globex"))     # cross_tenant
         stub.Check(_req("garbage"))                       # token_invalid
+        stub.Check(_req(issuer.mint(tenant=OMIT, sub="nora", roles=["viewer"])))  # tenant_claim_missing
         stub.Check(_req(viewer, action="update"))         # no_permit
         stub.BatchCheck(pb.BatchCheckRequest(token=viewer, items=[_req(""), _req("", tenant="globex")]))
         with pytest.raises(grpc.RpcError):
@@ -65,15 +66,16 @@ def test_metrics_count_a_known_sequence_of_decisions(tmp_path):
     assert _metric(text, d % ("batch_check", "deny", "cross_tenant")) == 1
     assert _metric(text, "tenantgate_cross_tenant_denials_total") == 3
     assert _metric(text, 'tenantgate_token_failures_total{reason="token_invalid"}') == 1
+    assert _metric(text, 'tenantgate_token_failures_total{reason="tenant_claim_missing"}') == 1  # a token problem
     assert _metric(text, "tenantgate_audit_records_total") >= 9
     check_ok = 'tenantgate_grpc_server_handled_total{code="OK",method="/tenantgate.v1.Authorizer/Check"}'
-    assert _metric(text, check_ok) == 7
+    assert _metric(text, check_ok) == 8
     handled = 'tenantgate_grpc_server_handled_total{code="%s",method="%s"}'
     assert _metric(text, handled % ("OK", "/tenantgate.v1.Authorizer/BatchCheck")) == 1
     assert _metric(text, handled % ("INVALID_ARGUMENT", "/tenantgate.v1.Authorizer/BatchCheck")) == 1
     assert _metric(text, handled % ("OK", "/grpc.health.v1.Health/Check")) == 1
     assert "Health/Watch" not in text  # streams are not measured
-    assert _metric(text, 'tenantgate_grpc_server_handling_seconds_count{method="/tenantgate.v1.Authorizer/Check"}') == 7
+    assert _metric(text, 'tenantgate_grpc_server_handling_seconds_count{method="/tenantgate.v1.Authorizer/Check"}') == 8
     assert _metric(text, "tenantgate_break_glass_grants_active") == 0
     assert "tenant=" not in text and "vera" not in text and "acme" not in text  # no ids as labels
 

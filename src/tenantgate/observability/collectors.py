@@ -19,11 +19,13 @@ log = logging.getLogger("tenantgate.metrics")
 # (metric name, AuditStats field, help): the audit sink's counters, exported with a _total suffix.
 AUDIT_COUNTERS = (
     ("tenantgate_audit_records", "records", "Audit records written (decisions, grant events, checkpoints)."),
-    ("tenantgate_audit_write_failures", "failures", "Audit writes that failed (the decision was denied)."),
+    ("tenantgate_audit_write_failures", "failures",
+     "Audit writes that failed (decisions, grant events, health probes; a decision not recorded is denied)."),
     ("tenantgate_audit_fsyncs", "fsyncs", "fsync calls (durability=fsync shares one per batch)."),
     ("tenantgate_audit_checkpoints", "checkpoints", "Signed audit checkpoints written."),
     ("tenantgate_audit_rotations", "rotations", "Audit log rotations."),
-    ("tenantgate_audit_recoveries", "recoveries", "Torn audit tails recovered at start."),
+    ("tenantgate_audit_recoveries", "recoveries",
+     "Torn or cut audit log ends recovered (at start, or found before a write)."),
 )
 GRANTS_ACTIVE = ("tenantgate_break_glass_grants_active", "Break-glass grants active now.")
 

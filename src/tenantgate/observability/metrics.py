@@ -10,7 +10,8 @@ from tenantgate.core.model import DecisionResult, Reason
 from tenantgate.policy import ReloadResult
 
 _TOKEN_REASONS = frozenset({Reason.TOKEN_MISSING, Reason.TOKEN_INVALID, Reason.TOKEN_EXPIRED,
-                            Reason.ISSUER_UNTRUSTED, Reason.AUDIENCE_MISMATCH, Reason.TOKEN_BINDING_MISMATCH})
+                            Reason.ISSUER_UNTRUSTED, Reason.AUDIENCE_MISMATCH, Reason.TOKEN_BINDING_MISMATCH,
+                            Reason.TENANT_CLAIM_MISSING})
 
 
 class DecisionMetrics:
