@@ -152,7 +152,8 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
     raise_open_files_limit()
     # On a daemon thread: a SIGTERM while a JWKS URL keeps start-up waiting stops the process at once.
     for problem in await asyncio.wrap_future(in_daemon_thread(app.verifier.prefetch_keys, "tenantgate-prefetch")):
-        log.warning("issuer keys not loaded yet (will retry on first use): %s", problem)
+        log.warning("issuer keys not loaded yet (fetched again in the background; not ready to decide until "
+                    "they load): %s", problem)
     s = app.settings.server
     tls = TlsFiles(s.tls.cert_file, s.tls.key_file, s.tls.client_ca_file) if s.tls.cert_file else None
     grpc_metrics = GrpcMetrics(app.registry)
@@ -193,7 +194,7 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
         await server.stop()
         accept_failures.close()
         raise
-    reloads = Reloads(app.policies)
+    reloads = Reloads(app.policies, keys=app.verifier.reread_keys)
     background = [asyncio.create_task(_sweep_grants(app)), asyncio.create_task(_poll_policies(app, reloads)),
                   asyncio.create_task(_checkpoint_audit(app)), asyncio.create_task(_mirror_metrics(app))]
     signalled = server.handle_signals(on_hangup=reloads.soon) if stop is None else None
@@ -322,15 +323,19 @@ class Reloads:
     network mount) must not take it over (review finding: seven SIGHUPs during a hung reload filled it, and
     health, status and SIGTERM stopped working). A SIGHUP while a forced reload is still waiting is folded
     into it, so at most one poll, one running and one waiting reload exist. Daemon threads: a hung reload
-    never keeps the process from exiting."""
+    never keeps the process from exiting.
 
-    def __init__(self, policies: PolicyStore) -> None:
+    ``keys(force=...)`` (``JwtVerifier.reread_keys``), when given, runs first in each reload: JWKS files are
+    re-read at the policies' cadence (when changed; every one on SIGHUP), never on the request path."""
+
+    def __init__(self, policies: PolicyStore, keys: Callable[..., object] | None = None) -> None:
         self._policies = policies
+        self._keys = keys
         self._one = threading.Lock()  # one reload at a time
         self._queued = threading.Event()  # a forced reload is waiting for its turn
 
     def soon(self) -> None:
-        """SIGHUP: reload the policies now, forced (decisions keep being answered meanwhile)."""
+        """SIGHUP: reload the policies (and JWKS files) now, forced (decisions keep being answered meanwhile)."""
         if self._queued.is_set():
             log.info("SIGHUP: a reload is already waiting; this one is folded into it")
             return
@@ -339,11 +344,18 @@ class Reloads:
         self._start(self._forced)
 
     async def poll(self) -> None:
-        """One unforced reload (only when the directory's fingerprint changed), waited for."""
-        await asyncio.wrap_future(self._start(self._policies.reload))
+        """One unforced reload (only when the directory's or a JWKS file's fingerprint changed), waited for."""
+        await asyncio.wrap_future(self._start(self._polled))
+
+    def _polled(self) -> object:
+        if self._keys is not None:
+            self._keys(force=False)
+        return self._policies.reload()
 
     def _forced(self) -> object:
         self._queued.clear()  # from here on, a new SIGHUP waits for a reload that reads what changed since
+        if self._keys is not None:
+            self._keys(force=True)
         return self._policies.reload(force=True)
 
     def _start(self, work: Callable[[], object]) -> concurrent.futures.Future[object]:

@@ -1,16 +1,16 @@
-"""Where verification keys come from: a JWKS file or URL (parsed into key objects by ``keys``).
+"""Where verification keys come from: a JWKS file (``jwksfile``) or URL, parsed into key objects by ``keys``.
 
 Security defaults:
 
-* A JWKS *file* is trusted configuration, so anything doubtful is a start-up ``ConfigError`` naming the file:
-  private key material (``d``, ``p``, ``q``, ...), HMAC secrets shorter than 32 bytes, RSA moduli shorter than
-  2048 bits, malformed keys, an empty set. Keys of an unsupported type or curve are skipped with a warning.
+* A JWKS *file* is trusted configuration: anything doubtful is a start-up ``ConfigError`` naming the file, and
+  a changed file is re-read off the request path (see ``tenantgate.identity.jwksfile``).
 * A JWKS *URL* is fetched lazily, without following redirects, capped at 1 MiB and at ``timeout_seconds`` in
   total, and re-fetched at most once per ``refresh_min_interval_seconds`` whatever the reason (expiry, unknown
   ``kid``, failure), so a flood of unknown ``kid`` values cannot become a flood of fetches. Once keys are held,
   re-fetches run on a background thread: verification never waits for the network. The last good key set
   keeps working while the URL is down or serves garbage; doubtful keys in a fetched set are skipped with a
-  warning.
+  warning. A well-formed key set without a usable key (``{"keys": []}``) is not garbage: it replaces the held
+  keys, so an issuer that withdrew every key is trusted with none.
 
 Keys are parsed by ``tenantgate.identity.keys``; strict JSON and base64url decoding live in
 ``tenantgate.identity.encoding`` (re-exported here).
@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import os
+import logging
 import socket
 import ssl
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from tenantgate.config import IssuerSettings, TokenSettings, check_algorithms
@@ -40,7 +39,10 @@ from tenantgate.identity.encoding import MAX_JSON_DEPTH as MAX_JSON_DEPTH
 from tenantgate.identity.encoding import b64url_decode as b64url_decode
 from tenantgate.identity.encoding import b64url_encode as b64url_encode
 from tenantgate.identity.encoding import parse_strict_json as parse_strict_json
-from tenantgate.identity.keys import MAX_JWKS_BYTES, KeySet, parse_jwks
+from tenantgate.identity.jwksfile import JwksFile as JwksFile
+from tenantgate.identity.keys import MAX_JWKS_BYTES, KeySet, no_usable_key_message, parse_jwks
+
+log = logging.getLogger("tenantgate.identity")
 
 
 class KeySource(Protocol):
@@ -50,10 +52,19 @@ class KeySource(Protocol):
     ``refresh()`` asks for a re-read after an unknown ``kid`` and returns the (possibly unchanged) key set;
     implementations rate-limit it. Once a source holds keys, neither call may wait for I/O: a re-read runs in
     the background and the held keys answer meanwhile. ``peek()`` returns the keys already held, without I/O.
-    ``fetch_soon()`` starts a read in the background when none holds keys yet (rate-limited), never waiting.
+    ``fetch_soon()`` starts a read in the background when it holds no usable key yet (rate-limited), never
+    waiting. ``reread(force=...)`` re-reads a source that changes only when asked (a file: when its fingerprint
+    changed, or always with ``force``), off the request path; True iff a different key set was installed;
+    never raises. ``last_error`` says why the held keys are stale or hold no usable key ('' otherwise).
+
+    A held key set may be empty: the issuer published a well-formed set without a usable key, which revokes
+    every key it held before. Its tokens are denied and it is not ready (``JwtVerifier.keys_ready``).
     """
 
     description: str
+
+    @property
+    def last_error(self) -> str: ...
 
     def current(self) -> KeySet: ...
 
@@ -63,48 +74,7 @@ class KeySource(Protocol):
 
     def fetch_soon(self) -> None: ...
 
-
-class JwksFile:
-    """A JWKS read once from a local file at construction.
-
-    Raises ``ConfigError`` naming the file if it is missing, unreadable, larger than 1 MiB, not a strict
-    JSON key set, holds private key material, a weak HMAC secret, a short RSA key or no usable key.
-    ``refresh()`` does not re-read: key files change with a restart (or a reload that builds a new verifier).
-    """
-
-    __slots__ = ("_keys", "description", "path")
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.description = f"JWKS file {self.path}"
-        try:
-            with self.path.open("rb") as handle:
-                data = handle.read(MAX_JWKS_BYTES + 1)
-        except OSError as err:
-            raise ConfigError(f"cannot read JWKS file {self.path}: {err.strerror or err}") from err
-        if len(data) > MAX_JWKS_BYTES:
-            raise ConfigError(f"JWKS file {self.path} is larger than {MAX_JWKS_BYTES} bytes")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise ConfigError(f"JWKS file {self.path} is not UTF-8") from err
-        self._keys = parse_jwks(text, origin=f"JWKS file {self.path}", strict=True)
-
-    @property
-    def warnings(self) -> tuple[str, ...]:
-        return self._keys.warnings
-
-    def current(self) -> KeySet:
-        return self._keys
-
-    def refresh(self) -> KeySet:
-        return self._keys
-
-    def peek(self) -> KeySet | None:
-        return self._keys
-
-    def fetch_soon(self) -> None:
-        return None  # read once, at construction
+    def reread(self, *, force: bool = False) -> bool: ...
 
 
 _READ_CHUNK_BYTES = 8192
@@ -131,8 +101,14 @@ class JwksUrl:
       line, headers or body is cut off when it passes. (Name resolution is not covered, and a host with
       several addresses may take one connect timeout per address.)
     * A failed fetch (network error, timeout, non-200 status including any 3xx, body over 1 MiB, non-UTF-8,
-      not a strict-JSON key set, no usable key) keeps the last good keys, which stay in use while the URL is
-      down. If no key set was ever obtained, ``current()`` raises ``KeySourceUnavailable`` (fail closed).
+      not a strict-JSON key set) keeps the last good keys, which stay in use while the URL is down. If no key
+      set was ever obtained, ``current()`` raises ``KeySourceUnavailable`` (fail closed).
+    * A 200 answer holding a well-formed key set without a usable key (``{"keys": []}``, or only unsupported or
+      doubtful keys) is an answer, not a failure: it replaces the held keys, so every token of the issuer is
+      denied and it is not ready; ``last_error`` says so and an error is logged once per change of the set.
+      While the held set is empty, use retries a fetch (rate-limited) as before the first one.
+    * A fetched set equal to the held one is not installed: the held ``KeySet`` object stays, so the
+      verified-token cache, which compares key sets by identity, keeps its entries across routine re-fetches.
     * Environment proxy settings are ignored (only ``config.py`` reads the environment); HTTPS verifies the
       certificate and host name against the system trust store.
     """
@@ -193,7 +169,8 @@ class JwksUrl:
 
     @property
     def last_error(self) -> str:
-        """Why the last fetch failed ('' after a success). Never holds response bodies or key material."""
+        """Why the last fetch failed, or that the held set holds no usable key ('' otherwise). Never holds
+        response bodies or key material."""
         return self._last_error
 
     @property
@@ -205,7 +182,7 @@ class JwksUrl:
         if keys is None:
             self._first_fetch()
             return self._held()
-        if self._clock.now() - self._fetched_at >= self._cache_seconds:
+        if not keys.keys or self._clock.now() - self._fetched_at >= self._cache_seconds:
             self._start_background_fetch()
         return keys
 
@@ -220,8 +197,11 @@ class JwksUrl:
         return self._keys
 
     def fetch_soon(self) -> None:
-        if self._keys is None:
+        if self._keys is None or not self._keys.keys:
             self._start_background_fetch()
+
+    def reread(self, *, force: bool = False) -> bool:
+        return False  # fetched on its own schedule (cache expiry, unknown kid), never by a reload
 
     def wait_for_fetch(self, timeout: float) -> bool:
         """Block until no fetch is in flight, for at most ``timeout`` seconds; True iff none is.
@@ -292,8 +272,19 @@ class JwksUrl:
             self._last_error = f"{type(err).__name__}: {_safe_reason(err)}"
             return
         self._fetched_at = now
+        self._install(keys)
+
+    def _install(self, keys: KeySet) -> None:
+        # The caller holds _fetch_lock.
+        previous = self._keys
+        self._last_error = no_usable_key_message(self.description) if not keys.keys else ""
+        if keys == previous:
+            return  # the held object stays: cached tokens are not re-checked after a routine re-fetch
         self._keys = keys
-        self._last_error = ""
+        if not keys.keys:
+            log.error("%s: every token of this issuer is denied until it publishes one", self._last_error)
+        elif previous is not None and not previous.keys:
+            log.info("%s: usable keys again (%d)", self.description, len(keys.keys))
 
     def _fetch(self) -> KeySet:
         deadline = time.monotonic() + self._timeout
@@ -327,7 +318,7 @@ class JwksUrl:
             connection.close()
         if expired.is_set():
             raise TimeoutError("JWKS fetch took too long")
-        return parse_jwks(body.decode("utf-8"), origin=self.description, strict=False)
+        return parse_jwks(body.decode("utf-8"), origin=self.description, strict=False, allow_empty=True)
 
 
 def _on_event_loop() -> bool:

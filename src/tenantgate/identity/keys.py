@@ -130,14 +130,22 @@ class KeySet:
         """Keys that fit ``alg``."""
         return tuple(key for key in self.keys if key.fits(alg))
 
+    def holds(self, key: VerificationKey) -> bool:
+        """True iff ``key`` (the very object, or an equal key: same ``kid``, metadata and key material) is in
+        this set. A re-parsed set that still publishes a key holds it; a set it was removed from does not."""
+        return key in self.keys
 
-def parse_jwks(text: str, *, origin: str, strict: bool) -> KeySet:
+
+def parse_jwks(text: str, *, origin: str, strict: bool, allow_empty: bool = False) -> KeySet:
     """Parse a JWKS document into a ``KeySet``.
 
     Raises ``ConfigError`` (message prefixed with ``origin``) when the document is not a strict-JSON object
-    with a ``keys`` list, or when no usable key remains. With ``strict`` (files), a doubtful key is a
-    ``ConfigError``; without it (URLs), the key is skipped with a warning. Unsupported key types and curves
-    are always skipped with a warning. Messages never contain key material.
+    with a ``keys`` list, or when no usable key remains (``no_usable_key_message``). With ``allow_empty``, a
+    well-formed set without a usable key is returned as an empty ``KeySet`` instead: an issuer that withdrew
+    every key (``{"keys": []}``) or publishes only keys TenantGate cannot use has withdrawn trust in the old
+    ones. With ``strict`` (files), a doubtful key is a ``ConfigError``; without it (URLs), the key is skipped
+    with a warning. Unsupported key types and curves are always skipped with a warning. Messages never
+    contain key material.
     """
     try:
         document = parse_strict_json(text)
@@ -160,9 +168,14 @@ def parse_jwks(text: str, *, origin: str, strict: bool) -> KeySet:
             warnings.append(str(err))
             continue
         keys.append(key)
-    if not keys:
-        raise ConfigError(f"{origin}: the key set holds no usable key")
+    if not keys and not allow_empty:
+        raise ConfigError(no_usable_key_message(origin))
     return KeySet(tuple(keys), tuple(warnings))
+
+
+def no_usable_key_message(origin: str) -> str:
+    """What is said (start-up error, log line, ``last_error``) of a key set from ``origin`` without a usable key."""
+    return f"{origin}: the key set holds no usable key"
 
 
 class _Unsupported(Exception):

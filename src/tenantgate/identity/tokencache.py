@@ -12,24 +12,39 @@ import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tenantgate.core.model import VerifiedClaims
+from tenantgate.identity.keys import KeySet, VerificationKey
+
+if TYPE_CHECKING:
+    from tenantgate.identity.jwks import KeySource
 
 CACHE_MAX_BYTES = 64 * 1024 * 1024
 """Approximate memory the verified-token cache may hold, claims and bookkeeping included."""
 
 # The entry record, its key's slot in the ordered map (dict entry, index and linked-list node, with the
-# table's spare room) and the float objects for the times: ~210 bytes measured (tracemalloc), rounded up.
+# table's spare room) and the float objects for the times: ~210 bytes measured (tracemalloc), plus 24 for
+# the references to what verified it, rounded up. The key source, key set and key they refer to are the
+# issuer's, shared by every entry: not counted.
 _ENTRY_OVERHEAD = 320
 
 
 @dataclass(frozen=True, slots=True)
 class CachedToken:
-    """A verified token as cached: its claims, its ``nbf`` (re-checked on each hit) and its counted size."""
+    """A verified token as cached: its claims, its ``nbf`` (re-checked on each hit), its counted size, and what
+    verified it: the issuer's key ``source``, the key set ``keys`` it held then, and the ``key`` used.
+
+    INVARIANT: a hit counts only while ``source.current() is keys``, or, once the source holds another set,
+    while that set still ``holds(key)``; a key removed from its issuer's set ends its tokens' cache entries.
+    """
 
     claims: VerifiedClaims
     not_before: float | None
     size: int
+    source: KeySource
+    keys: KeySet
+    key: VerificationKey
 
 
 def approximate_size(value: object) -> int:

@@ -9,9 +9,11 @@ and the issuer's tenant allow-list. See ``JwtVerifier.verify``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -33,8 +35,10 @@ from tenantgate.identity.devissuer import DevIssuer
 from tenantgate.identity.encoding import b64url_decode, parse_strict_json
 from tenantgate.identity.jwks import IssuerKeys
 from tenantgate.identity.keptclaims import kept_claims
-from tenantgate.identity.keys import VerificationKey
+from tenantgate.identity.keys import KeySet, VerificationKey
 from tenantgate.identity.tokencache import CACHE_MAX_BYTES, CachedToken, TokenCache, entry_size
+
+log = logging.getLogger("tenantgate.identity")
 
 # Three non-empty segments of the unpadded base64url alphabet, nothing else: no '+', '/', '=', whitespace
 # or a fourth segment. Explicit ASCII ranges (not \w) so no Unicode digit or letter slips through.
@@ -99,10 +103,14 @@ class JwtVerifier:
 
     Successful verifications are cached (LRU, ``settings.cache_size`` entries and ``cache_max_bytes`` bytes
     of kept claims and bookkeeping, see ``TokenCache``) under the SHA-256 of the whole token, signature
-    included, so a forged signature never reaches a good token's entry; a hit re-checks only ``exp`` and
-    ``nbf`` against the clock and returns the very object the first verification returned. Failures are
-    never cached. A key removed from a key set therefore keeps verifying its already-cached tokens until
-    they expire.
+    included, so a forged signature never reaches a good token's entry; a hit re-checks ``exp`` and ``nbf``
+    against the clock and that the key which verified the token is still in its issuer's key set, and returns
+    the very object the first verification returned. Failures are never cached. Revocation: once a key
+    source holds a new key set (a JWKS URL re-fetched, a JWKS file re-read by ``reread_keys``), the next hit
+    of each cached token compares the set by identity (one ``current()`` call, no lock or I/O, and one ``is``
+    while nothing changed); a token whose key the new set still holds is kept, any other is dropped and
+    verified afresh, which fails without its key. A hit also starts a JWKS URL's due re-fetch, so traffic of
+    cached tokens alone keeps the keys fresh.
 
     Key sources never make ``verify`` wait for the network once they hold keys: an unknown ``kid`` is
     ``TokenInvalid`` at once while a rate-limited background re-fetch looks for it (see ``JwksUrl``).
@@ -144,12 +152,14 @@ class JwtVerifier:
         return len(self._cache)
 
     def keys_ready(self) -> bool:
-        """True when every issuer's keys are held (a JWKS URL fetched at least once), so its tokens can be
-        verified; for readiness probes. Never waits: an issuer without keys gets a background fetch (as
-        rate-limited as any other), so a server no caller reaches yet still gets its keys and turns ready."""
+        """True when every issuer holds at least one usable key (a JWKS URL fetched at least once, and its
+        set not emptied since), so its tokens can be verified; for readiness probes. Never waits: an issuer
+        without keys gets a background fetch (as rate-limited as any other), so a server no caller reaches yet
+        still gets its keys and turns ready."""
         ready = True
         for issuer in self._issuers.values():
-            if issuer.source.peek() is None:
+            held = issuer.source.peek()
+            if held is None or not held.keys:
                 issuer.source.fetch_soon()
                 ready = False
         return ready
@@ -167,6 +177,20 @@ class JwtVerifier:
             except Exception as err:  # noqa: BLE001 - reported, and retried lazily on first use
                 problems.append(f"{issuer.settings.issuer}: {err}")
         return problems
+
+    def reread_keys(self, *, force: bool = False) -> bool:
+        """Re-read key sources that change only when asked (JWKS files whose fingerprint changed; every file
+        with ``force``). For SIGHUP and the policy poll, never the request path. True iff some issuer's keys
+        changed; a removed key's cached tokens are refused from the next decision on. Never raises: a source
+        that fails keeps its last good keys and logs why."""
+        changed = False
+        for issuer in self._issuers.values():
+            try:
+                changed = issuer.source.reread(force=force) or changed
+            except Exception:  # sources do not raise; if one did, the others are still read
+                log.exception("issuer %r: re-reading %s failed; its last good keys stay in use",
+                              issuer.settings.issuer, issuer.source.description)
+        return changed
 
     def verify(self, token: str) -> VerifiedClaims:
         """Verify ``token``; see the class docstring for the contract. Never raises anything but TokenError."""
@@ -210,7 +234,7 @@ class JwtVerifier:
         # 4. Times, against the injected clock.
         expires_at, not_before = self._check_times(payload)
         # 5. Key, only from this issuer's set.
-        key = _select_key(issuer, alg, kid)
+        key, keys = _select_key(issuer, alg, kid)
         # 6. Signature (and PyJWT's own issuer/audience checks).
         _decode_with_pyjwt(token, key, alg, issuer)
         _check_audience(payload.get("aud"), issuer.settings.audiences)
@@ -227,9 +251,10 @@ class JwtVerifier:
             token_id=_token_id(payload.get("jti"), signing_input),
             expires_at=expires_at,
         )
-        # 8. Cache (successes only).
+        # 8. Cache (successes only), with the key set the key came from: a hit checks the key is still trusted.
         if self._cache.enabled:
-            self._cache.put(digest, CachedToken(verified, not_before, entry_size(digest, verified, kept)))
+            self._cache.put(digest, CachedToken(verified, not_before, entry_size(digest, verified, kept),
+                                                issuer.source, keys, key))
         return verified
 
     def _issuer_of(self, payload: Mapping[str, Any]) -> IssuerKeys:
@@ -281,7 +306,21 @@ class JwtVerifier:
             raise TokenExpired("token has expired")
         if entry.not_before is not None and entry.not_before > now + leeway:
             raise TokenInvalid("token is not yet valid (nbf)")
+        # INVARIANT: a cached token counts only while the key that verified it is in its issuer's current key
+        # set (review finding: a token cached before its key was removed kept being accepted until exp).
+        # ``current()`` holds no lock and does no I/O (a due JWKS re-fetch starts in the background).
+        keys = entry.source.current()
+        if keys is not entry.keys:
+            return self._still_trusted(digest, entry, keys)
         return entry.claims
+
+    def _still_trusted(self, digest: bytes, entry: CachedToken, keys: KeySet) -> VerifiedClaims | None:
+        # The issuer's key set changed since the entry was made (once per entry and change, not per hit).
+        if keys.holds(entry.key):
+            self._cache.put(digest, replace(entry, keys=keys))  # later hits compare with the new set
+            return entry.claims
+        self._cache.discard(digest)
+        return None  # verified afresh: refused unless the new set holds a key that verifies it
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -354,24 +393,29 @@ def _time_claim(payload: Mapping[str, Any], name: str) -> float:
     return number
 
 
-def _select_key(issuer: IssuerKeys, alg: str, kid: str | None) -> VerificationKey:
+def _select_key(issuer: IssuerKeys, alg: str, kid: str | None) -> tuple[VerificationKey, KeySet]:
+    """The key to verify with, and the key set it was taken from (cached with the token)."""
     keys = issuer.source.current()
+    if not keys.keys:
+        # The issuer published a well-formed set without a usable key: it withdrew every key it had.
+        raise TokenInvalid("the token issuer publishes no usable signing key")
     if kid is None:
         usable = keys.usable_for(alg)
         if len(usable) != 1:
             raise TokenInvalid("token has no key id (kid) and the issuer has no single key for its algorithm")
-        return usable[0]
+        return usable[0], keys
     candidates = keys.with_kid(kid)
     if not candidates:
         # Unknown kid: maybe the issuer rotated keys. The source rate-limits this refresh and, once it holds
         # keys, runs it in the background: this token fails now, later ones find the new key.
-        candidates = issuer.source.refresh().with_kid(kid)
+        keys = issuer.source.refresh()
+        candidates = keys.with_kid(kid)
         if not candidates:
             raise TokenInvalid("token key id (kid) is not in the issuer's key set")
     fitting = [key for key in candidates if key.fits(alg)]
     if len(fitting) != 1:
         raise TokenInvalid("token key id (kid) names no single key usable for the token algorithm")
-    return fitting[0]
+    return fitting[0], keys
 
 
 def _decode_with_pyjwt(token: str, key: VerificationKey, alg: str, issuer: IssuerKeys) -> None:

@@ -1,7 +1,9 @@
-"""A fixed clock and an ES256 test issuer that mints on it, for the identity tests."""
+"""A fixed clock, an ES256 test issuer that mints on it, and a count of signature checks, for the identity tests."""
 
 from pathlib import Path
+from typing import Any
 
+import jwt
 import pytest
 
 from support.issuers import NOW, FixedClock, TestIssuer
@@ -15,3 +17,17 @@ def clock() -> FixedClock:
 @pytest.fixture
 def es(tmp_path: Path, clock: FixedClock) -> TestIssuer:
     return TestIssuer(tmp_path, alg="ES256", clock=clock)
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts signature checks (``jwt.decode`` calls): a cache hit makes none."""
+    calls: list[int] = []
+    real_decode = jwt.decode
+
+    def counting_decode(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    return calls
