@@ -8,7 +8,7 @@ silently falls back to a default.
 Environment overrides: ``TENANTGATE_<SECTION>_<KEY>`` (upper case), e.g. ``TENANTGATE_SERVER_LISTEN`` or
 ``TENANTGATE_TOKENS_LEEWAY_SECONDS``. Lists are comma-separated. Keys of a nested table take its name too
 (``TENANTGATE_SERVER_TLS_CERT_FILE``). Issuer and route tables cannot be set from the environment (they
-are structured); use the file.
+are structured); use the file. ``TENANTGATE_TEST_*`` variables belong to the test suite and are ignored.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
+from urllib.parse import SplitResult, urlsplit
 
 from tenantgate.errors import ConfigError
 from tenantgate.redact import redact_url
@@ -33,10 +34,33 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 SUPPORTED_ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
 MAX_WORKERS = 64  # server.workers
 GRPC_INT_MAX = 2**31 - 1  # gRPC channel arguments and the concurrent-call limit are C ints
-MIN_CONNECTION_AGE, MAX_CONNECTION_AGE = 1, 604_800  # server.max_connection_age_seconds when not 0 (a week)
+A_WEEK, A_YEAR = 604_800, 31_536_000
+MIN_CONNECTION_AGE, MAX_CONNECTION_AGE = 1, A_WEEK  # server.max_connection_age_seconds when not 0
 MAX_GRACE = 86_400  # server.grace_seconds: a drain longer than a day is a typo
-MAX_GRANT_SECONDS = 31_536_000  # grants.max_ttl_seconds, pending_ttl_seconds: a year (timestamps stay valid)
+MAX_GRANT_SECONDS = A_YEAR  # grants.max_ttl_seconds, pending_ttl_seconds (timestamps stay valid)
 MAX_LOOKUP_TIMEOUT = 5.0  # grants.lookup_timeout_seconds: the wait holds the event loop
+# Upper bounds no deployment needs to pass: beyond them a value is a typo, and some (tokens.max_token_bytes
+# sizes gRPC's metadata limit and aiohttp's header limit, both C integers) broke every request while the
+# server looked healthy. Lifetimes: a year; intervals and cache ages: a week.
+MAXIMA: dict[str, tuple[int, str]] = {
+    "tokens.max_token_bytes": (1_048_576, "1 MiB"),
+    "tokens.max_lifetime_seconds": (A_YEAR, "a year"),
+    "tokens.jwks_cache_seconds": (A_WEEK, "a week"),
+    "tokens.jwks_refresh_min_interval_seconds": (A_WEEK, "a week"),
+    # The cache also holds at most 64 MiB: more entries than this could never be filled with real tokens.
+    "tokens.cache_size": (1_000_000, "a million"),
+    "dev_issuer.max_ttl_seconds": (A_YEAR, "a year"),
+    "http.max_body_bytes": (67_108_864, "64 MiB"),
+    "http.max_concurrent_requests": (65_536, "64 Ki"),
+    "policies.poll_interval_seconds": (A_WEEK, "a week"),
+    "grants.sweep_interval_seconds": (A_WEEK, "a week"),
+    "audit.checkpoint_seconds": (A_WEEK, "a week"),
+}
+# Claims whose meaning is fixed: RFC 7519's registered claims, and those TenantGate reads itself (act: RFC 8693
+# actor; cnf: RFC 8705 certificate binding). A claim setting naming one would read, say, every token's subject
+# as its roles (review finding: roles_claim = "sub" denied every token).
+RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "act", "cnf"})
+CLAIM_KEYS = ("tenant_claim", "roles_claim", "intents_claim")
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +246,12 @@ _TABLE_LISTS: dict[type, str] = {IssuerSettings: "tokens.issuers", RouteSettings
 _EMBEDDED: dict[str, dict[str, Any]] = {"dev_issuer": {"enabled": True}}
 
 
-def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Load, override, resolve and validate settings. Raises ``ConfigError`` with the offending key."""
+def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None, *,
+         overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Settings:
+    """Load, override, resolve and validate settings. Raises ``ConfigError`` with the offending key.
+
+    ``overrides`` (``{section: {key: value}}``, from command-line options such as ``serve --workers``) win over
+    the file and the environment, and are validated with them, so the value they replace is never checked."""
     env = dict(os.environ) if env is None else dict(env)
     if path is None:
         raw: dict[str, Any] = {k: dict(v) for k, v in _EMBEDDED.items()}
@@ -242,6 +270,10 @@ def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | No
         base = file.resolve().parent
         source = str(file)
     _apply_env(raw, env)
+    for section, values in (overrides or {}).items():
+        table = raw.setdefault(section, {})
+        if isinstance(table, dict):  # otherwise _build says the section must be a table
+            table.update(values)
     settings = _build(raw, source)
     settings = _resolve_paths(settings, base)
     validate(settings)
@@ -273,7 +305,7 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
                     if not _is_service_link(name, value):
                         raise ConfigError(f"environment variable {name}: unknown key {section}.{key}")
                 else:
-                    table[key] = _from_env(name, value, hints[key])
+                    table[key] = _from_env(name, value, hints[key], f"{section}.{key}")
                 break
         else:
             if rest not in ("config",) and not _is_service_link(name, value):
@@ -307,7 +339,10 @@ def _is_service_link(name: str, value: str) -> bool:
     return _LINK_URL.fullmatch(value) is not None  # <SERVICE>_PORT, <SERVICE>_PORT_<n>_<PROTO>
 
 
-def _from_env(name: str, value: str, hint: Any) -> Any:
+_TYPE_WORDS = {bool: "true or false (or 1/0, yes/no, on/off)", int: "an integer", float: "a number"}
+
+
+def _from_env(name: str, value: str, hint: Any, key: str) -> Any:
     try:
         if hint is bool:
             low = value.strip().lower()
@@ -324,7 +359,7 @@ def _from_env(name: str, value: str, hint: Any) -> Any:
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
     except ValueError as err:
-        raise ConfigError(f"environment variable {name}: cannot read {value!r} as {hint}") from err
+        raise ConfigError(f"{name} ({key}) must be {_TYPE_WORDS[hint]}, got {_shown(value)}") from err
 
 
 def _build(raw: dict[str, Any], source: str) -> Settings:
@@ -345,13 +380,13 @@ def _section(cls: type, table: Mapping[str, Any], where: str) -> Any:
     unknown = set(table) - set(hints)
     if unknown:
         raise ConfigError(f"[{where}] unknown key(s): {', '.join(sorted(unknown))}")
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        values[key] = _coerce(value, hints[key], f"{where}.{key}")
-    try:
-        return cls(**values)
-    except TypeError as err:
-        raise ConfigError(f"[{where}] {err}") from err
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [key for key in required if key not in table]
+    if missing:  # [[tokens.issuers]] and [[ext_authz.routes]] entries have required keys
+        raise ConfigError(f"{where}: missing required key{'s' if len(missing) > 1 else ''} "
+                          + ", ".join(repr(key) for key in missing))
+    return cls(**{key: _coerce(value, hints[key], f"{where}.{key}") for key, value in table.items()})
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -445,6 +480,7 @@ def validate(s: Settings) -> None:
     if s.server.health_listen:
         _check_hostport(s.server.health_listen, "server.health_listen")
     _check_tls(s.server.tls)
+    _check_directories(s)
     for key in ("max_message_bytes", "max_concurrent_rpcs"):
         _positive(getattr(s.server, key), f"server.{key}")
         if getattr(s.server, key) > GRPC_INT_MAX:  # gRPC holds both in a C int: larger crashed the start
@@ -456,17 +492,9 @@ def validate(s: Settings) -> None:
         # Below a second, clients would spend their time reconnecting; gRPC holds the age in an int of ms.
         raise ConfigError(f"server.max_connection_age_seconds must be 0 (off) or between {MIN_CONNECTION_AGE} "
                           f"and {MAX_CONNECTION_AGE}, got {age!r}")
-    if not 1 <= s.server.workers <= MAX_WORKERS:
-        # More processes than that is a typo, not a deployment: each one holds every policy in memory.
-        raise ConfigError(f"server.workers must be between 1 and {MAX_WORKERS}, got {s.server.workers}")
+    check_workers(s.server.workers)
     t = s.tokens
-    for key in ("tenant_claim", "roles_claim", "intents_claim"):
-        if not getattr(t, key):
-            raise ConfigError(f"tokens.{key} must not be empty")
-    if len({t.tenant_claim, t.roles_claim, t.intents_claim}) != 3:
-        raise ConfigError("tokens.tenant_claim, roles_claim and intents_claim must be different claims")
-    if t.tenant_claim in {"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "act"}:
-        raise ConfigError(f"tokens.tenant_claim cannot be the registered claim {t.tenant_claim!r}")
+    _check_claims(t)
     if not 0 <= t.leeway_seconds <= 300:
         raise ConfigError("tokens.leeway_seconds must be between 0 and 300")
     for key in ("max_lifetime_seconds", "cache_size", "jwks_cache_seconds", "max_token_bytes"):
@@ -474,6 +502,7 @@ def validate(s: Settings) -> None:
     # A zero interval would let a flood of unknown kids become a flood of fetches.
     if t.jwks_refresh_min_interval_seconds < 1:
         raise ConfigError("tokens.jwks_refresh_min_interval_seconds must be >= 1")
+    _check_maxima(t, "tokens")
     if not 0 < t.jwks_fetch_timeout_seconds <= 30:
         raise ConfigError("tokens.jwks_fetch_timeout_seconds must be > 0 and <= 30")
     from tenantgate.core.request import is_tenant_id
@@ -488,21 +517,28 @@ def validate(s: Settings) -> None:
         seen.add(iss.issuer)
         if not iss.audiences:
             raise ConfigError(f"{where}.audiences must list at least one audience")
+        if not all(iss.audiences):  # accepted aud values: an empty one is no audience
+            raise ConfigError(f"{where}.audiences: an audience must not be empty")
         check_algorithms(iss.algorithms, where)
         for tenant in iss.tenants:
             if not is_tenant_id(tenant):
                 raise ConfigError(f"{where}.tenants: {tenant!r} is not a valid tenant id")
         if bool(iss.jwks_file) == bool(iss.jwks_url):
             raise ConfigError(f"{where}: set exactly one of jwks_file or jwks_url")
-        if iss.jwks_url and not (iss.jwks_url.startswith("https://") or _is_loopback_http(iss.jwks_url)):
-            # Plain http would let anyone on the path substitute the issuer's keys.
-            raise ConfigError(f"{where}.jwks_url must be https:// (http:// only for loopback addresses)")
+        # Plain http would let anyone on the path substitute the issuer's keys.
+        if iss.jwks_url and not (_is_https(iss.jwks_url) or _is_loopback_http(iss.jwks_url)):
+            raise ConfigError(f"{where}.jwks_url must be an https:// URL with a host (http:// only for loopback "
+                              f"addresses), got {_shown(iss.jwks_url)}")
     d = s.dev_issuer
     if d.enabled:
+        for key in ("issuer", "audience"):  # the iss and aud of every token it mints
+            if not getattr(d, key):
+                raise ConfigError(f"dev_issuer.{key} must not be empty")
         check_algorithms((d.algorithm,), "dev_issuer")
         if d.algorithm in HMAC_ALGORITHMS:
             raise ConfigError("dev_issuer.algorithm must be asymmetric (RS*, PS*, ES* or EdDSA)")
         _positive(d.max_ttl_seconds, "dev_issuer.max_ttl_seconds")
+        _check_maxima(d, "dev_issuer")
     if not t.issuers and not d.enabled:
         raise ConfigError("no trusted token issuer: add [[tokens.issuers]] or enable [dev_issuer]")
     a = s.audit
@@ -515,12 +551,14 @@ def validate(s: Settings) -> None:
     _positive(a.checkpoint_every, "audit.checkpoint_every")
     if a.checkpoint_seconds < 0:
         raise ConfigError("audit.checkpoint_seconds must be >= 0 (0 = by count only)")
+    _check_maxima(a, "audit")
     _check_audit_path(a.path)
     _positive(s.policies.partition_cache_size, "policies.partition_cache_size")
     _positive(s.policies.max_tenant_policies, "policies.max_tenant_policies")
     _positive(s.policies.max_tenant_policy_bytes, "policies.max_tenant_policy_bytes")
     if s.policies.poll_interval_seconds < 0:
         raise ConfigError("policies.poll_interval_seconds must be >= 0 (0 turns polling off)")
+    _check_maxima(s.policies, "policies")
     g = s.grants
     if not g.store.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError("grants.store must be sqlite:///PATH or postgresql://...")
@@ -538,6 +576,7 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"grants.{key} must be at most {MAX_GRANT_SECONDS} (a year)")
     if g.sweep_interval_seconds <= 0:
         raise ConfigError("grants.sweep_interval_seconds must be > 0")
+    _check_maxima(g, "grants")
     if g.max_pending_per_operator < 1:
         raise ConfigError("grants.max_pending_per_operator must be >= 1")
     if g.max_requests_per_operator_per_hour < 1:
@@ -604,14 +643,23 @@ def _check_http(h: HttpSettings) -> None:
         raise ConfigError("http.mode = \"trusted_pep\" needs http.pep_role")
     for key in ("max_body_bytes", "max_concurrent_requests", "max_evaluations"):
         _positive(getattr(h, key), f"http.{key}")
+    _check_maxima(h, "http")
     if bool(h.cert_file) != bool(h.key_file):
         raise ConfigError("http.cert_file and http.key_file must be set together")
     if h.public_url:
-        from urllib.parse import urlsplit
+        # Without it, discovery answers the scheme the request came in on: http on a plaintext port.
+        parts = _url_parts(h.public_url)
+        if (parts is None or parts.scheme not in ("https", "http") or not parts.hostname
+                or "?" in h.public_url or "#" in h.public_url):  # even an empty query or fragment
+            raise ConfigError("http.public_url must be an http:// or https:// URL with a host and without query or "
+                              f"fragment, got {_shown(h.public_url)}")
 
-        parts = urlsplit(h.public_url)
-        if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
-            raise ConfigError("http.public_url must be an https:// URL without query or fragment")
+
+def check_workers(workers: int) -> None:
+    """``server.workers`` (or ``serve --workers``): 1 to ``MAX_WORKERS`` processes."""
+    if not 1 <= workers <= MAX_WORKERS:
+        # More processes than that is a typo, not a deployment: each one holds every policy in memory.
+        raise ConfigError(f"server.workers must be between 1 and {MAX_WORKERS}, got {_shown(workers)}")
 
 
 def check_algorithms(algorithms: tuple[str, ...], where: str) -> None:
@@ -628,11 +676,65 @@ def check_algorithms(algorithms: tuple[str, ...], where: str) -> None:
         )
 
 
-def _is_loopback_http(url: str) -> bool:
-    from urllib.parse import urlsplit
+def _is_https(url: str) -> bool:
+    parts = _url_parts(url)
+    return parts is not None and parts.scheme == "https" and bool(parts.hostname)
 
-    parts = urlsplit(url)
-    return parts.scheme == "http" and (parts.hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+def _is_loopback_http(url: str) -> bool:
+    parts = _url_parts(url)
+    return parts is not None and parts.scheme == "http" and (parts.hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
+def _url_parts(url: str) -> SplitResult | None:
+    """The parts of a URL, or None when it cannot be one (an unclosed ``[``, a port that is no port)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- reading it checks it
+    except ValueError:
+        return None
+    return parts
+
+
+def _check_directories(s: Settings) -> None:
+    """Directories and files without a documented meaning for "": an empty path was resolved against the working
+    directory, not the config file's (review finding: the audit log, grants.db and the dev issuer's keys went
+    wherever the server was started). "" stays "not set" for optional files, and the default for derived paths."""
+    for key, value in (("server.state_dir", s.server.state_dir), ("policies.dir", s.policies.dir)):
+        if not value:
+            raise ConfigError(f"{key} must not be empty (use \".\" for the config file's own directory)")
+    if s.grants.store == "sqlite:///":
+        raise ConfigError("grants.store sqlite:/// names no file: use sqlite:///PATH (or leave it unset for "
+                          "<state_dir>/grants.db)")
+
+
+def _check_claims(t: TokenSettings) -> None:
+    for key in CLAIM_KEYS:
+        claim = getattr(t, key)
+        if not claim:
+            raise ConfigError(f"tokens.{key} must not be empty")
+        if claim in RESERVED_CLAIMS:
+            raise ConfigError(f"tokens.{key} cannot be {claim!r}: a registered claim, or one TenantGate reads "
+                              f"itself ({', '.join(sorted(RESERVED_CLAIMS))})")
+    for i, first in enumerate(CLAIM_KEYS):
+        for second in CLAIM_KEYS[i + 1:]:
+            if getattr(t, first) == getattr(t, second):
+                raise ConfigError(f"tokens.{first} and tokens.{second} name the same claim {getattr(t, first)!r}: "
+                                  "they must be different claims")
+
+
+def _check_maxima(section: Any, name: str) -> None:
+    """The upper bounds of ``MAXIMA`` that belong to the section called ``name``."""
+    for key, (maximum, words) in MAXIMA.items():
+        owner, _, field_name = key.partition(".")
+        if owner == name and getattr(section, field_name) > maximum:
+            raise ConfigError(f"{key} must be at most {maximum} ({words}), got {_shown(getattr(section, field_name))}")
+
+
+def _shown(value: object) -> str:
+    """A value for a one-line message: strings quoted, anything long cut short."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _positive(value: int, where: str) -> None:

@@ -59,17 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _serve_until_stopped(args: argparse.Namespace) -> int:
     from tenantgate.observability.logging import configure
 
-    settings = _settings(args)
-    if args.workers is not None:
-        import dataclasses
-
-        from tenantgate import config
-
-        settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, workers=args.workers))
-        try:
-            config.validate(settings)
-        except ConfigError as err:  # only the number of workers changed: the message is about it
-            raise ConfigError(f"--workers {args.workers}: {err}") from err
+    settings = _settings(args) if args.workers is None else _settings_with_workers(args)
     configure(settings.log.level)
     if settings.server.workers > 1:
         return _serve_workers(settings)
@@ -82,6 +72,18 @@ def _serve_until_stopped(args: argparse.Namespace) -> int:
 
     asyncio.run(application.serve(built, started))
     return EXIT_OK
+
+
+def _settings_with_workers(args: argparse.Namespace) -> Any:
+    """The settings with ``--workers N`` in place of ``server.workers`` before they are validated, so the flag
+    overrides the file and ``TENANTGATE_SERVER_WORKERS`` whatever they say (as the README promises)."""
+    from tenantgate import config
+
+    try:
+        config.check_workers(args.workers)
+    except ConfigError as err:
+        raise ConfigError(f"--workers {args.workers}: {err}") from err
+    return config.load(args.config, overrides={"server": {"workers": args.workers}})
 
 
 def _serve_workers(settings: Any) -> int:

@@ -13,12 +13,6 @@ jwks_file = "keys/jwks.json"
 """
 
 
-def _write(tmp_path, text):
-    path = tmp_path / "tenantgate.toml"
-    path.write_text(text)
-    return path
-
-
 def test_embedded_defaults_enable_the_dev_issuer_and_use_the_state_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     s = config.load(None, env={})
@@ -28,17 +22,17 @@ def test_embedded_defaults_enable_the_dev_issuer_and_use_the_state_dir(tmp_path,
     assert s.policies.schema_file == str(tmp_path / "policies" / "schema.cedarschema")
 
 
-def test_a_config_file_keeps_the_dev_issuer_off_and_resolves_paths_against_itself(tmp_path):
-    s = config.load(_write(tmp_path, ISSUER), env={})
+def test_a_config_file_keeps_the_dev_issuer_off_and_resolves_paths_against_itself(tmp_path, write_config):
+    s = config.load(write_config(ISSUER), env={})
     assert not s.dev_issuer.enabled
     assert s.tokens.issuers[0].jwks_file == str(tmp_path / "keys" / "jwks.json")
     assert s.tokens.issuers[0].audiences == ("tenantgate",)
 
 
-def test_environment_overrides_use_section_and_key(tmp_path):
+def test_environment_overrides_use_section_and_key(write_config):
     env = {"TENANTGATE_SERVER_LISTEN": "127.0.0.1:6000", "TENANTGATE_TOKENS_LEEWAY_SECONDS": "5",
            "TENANTGATE_DEV_ISSUER_ENABLED": "true", "TENANTGATE_TOKEN": "ignored", "TENANTGATE_CONFIG": "x"}
-    s = config.load(_write(tmp_path, ISSUER), env=env)
+    s = config.load(write_config(ISSUER), env=env)
     assert (s.server.listen, s.tokens.leeway_seconds, s.dev_issuer.enabled) == ("127.0.0.1:6000", 5, True)
 
 
@@ -70,19 +64,19 @@ def test_environment_overrides_use_section_and_key(tmp_path):
     ("[server]\nmax_message_bytes = 2147483648\n" + ISSUER, "server.max_message_bytes must be at most 2147483647"),
     ("[server]\nmax_concurrent_rpcs = 99999999999999999999\n" + ISSUER, "max_concurrent_rpcs must be at most"),
 ])
-def test_unsafe_or_wrong_settings_are_refused_with_the_key(tmp_path, text, message):
+def test_unsafe_or_wrong_settings_are_refused_with_the_key(write_config, text, message):
     with pytest.raises(ConfigError, match=message):
-        config.load(_write(tmp_path, text), env={})
+        config.load(write_config(text), env={})
 
 
-def test_http_jwks_url_is_allowed_only_on_loopback(tmp_path):
+def test_http_jwks_url_is_allowed_only_on_loopback(write_config):
     text = ISSUER.replace('jwks_file = "keys/jwks.json"', 'jwks_url = "http://127.0.0.1:8080/jwks"')
-    assert config.load(_write(tmp_path, text), env={}).tokens.issuers[0].jwks_url.startswith("http://127.")
+    assert config.load(write_config(text), env={}).tokens.issuers[0].jwks_url.startswith("http://127.")
 
 
-def test_unknown_environment_key_is_refused(tmp_path):
+def test_unknown_environment_key_is_refused(write_config):
     with pytest.raises(ConfigError, match="unknown key"):
-        config.load(_write(tmp_path, ISSUER), env={"TENANTGATE_SERVER_LISTENN": "x"})
+        config.load(write_config(ISSUER), env={"TENANTGATE_SERVER_LISTENN": "x"})
 
 
 # What Kubernetes sets in every pod for Services named `tenantgate` and `tenantgate-http` (service links).
@@ -96,11 +90,11 @@ SERVICE_LINKS = {
 }
 
 
-def test_kubernetes_service_link_variables_are_not_settings_and_do_not_stop_the_server(tmp_path):
+def test_kubernetes_service_link_variables_are_not_settings_and_do_not_stop_the_server(write_config):
     # Review finding: every central pod created after its Service existed crash-looped on
     # "environment variable TENANTGATE_SERVICE_HOST: unknown section".
-    settings = config.load(_write(tmp_path, ISSUER), env={**SERVICE_LINKS, "TENANTGATE_SERVER_WORKERS": "2"})
-    assert settings.server.workers == 2 and settings.server.listen == config.load(_write(tmp_path, ISSUER),
+    settings = config.load(write_config(ISSUER), env={**SERVICE_LINKS, "TENANTGATE_SERVER_WORKERS": "2"})
+    assert settings.server.workers == 2 and settings.server.listen == config.load(write_config(ISSUER),
                                                                                  env={}).server.listen
 
 
@@ -112,9 +106,9 @@ def test_kubernetes_service_link_variables_are_not_settings_and_do_not_stop_the_
     ("TENANTGATE_SERVICE_HOST", "tenantgate.example.com"), ("TENANTGATE_SERVICE_PORT", "grpc"),
     ("TENANTGATE_PORT_50051_TCP_PROTO", "http"),
 ])
-def test_names_close_to_service_links_are_still_refused(tmp_path, name, value):
+def test_names_close_to_service_links_are_still_refused(write_config, name, value):
     with pytest.raises(ConfigError, match="unknown"):
-        config.load(_write(tmp_path, ISSUER), env={name: value})
+        config.load(write_config(ISSUER), env={name: value})
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
@@ -165,13 +159,13 @@ def _float_settings() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("section,key", _float_settings())
 @pytest.mark.parametrize("literal", ["nan", "inf", "-inf"])
-def test_nan_and_infinite_numbers_are_refused_for_every_float_setting(tmp_path, section, key, literal):
+def test_nan_and_infinite_numbers_are_refused_for_every_float_setting(write_config, section, key, literal):
     # `x < 0` and `x <= 0` are both False for nan, and inf passes every lower bound: a grace period of inf
     # would let a drain wait forever. TOML and the environment can both spell them.
     with pytest.raises(ConfigError, match=f"{section}.{key} must be a finite number"):
-        config.load(_write(tmp_path, f"[{section}]\n{key} = {literal}\n" + ISSUER), env={})
+        config.load(write_config(f"[{section}]\n{key} = {literal}\n" + ISSUER), env={})
     with pytest.raises(ConfigError, match=f"{section}.{key} must be a finite number"):
-        config.load(_write(tmp_path, ISSUER), env={f"TENANTGATE_{section.upper()}_{key.upper()}": literal})
+        config.load(write_config(ISSUER), env={f"TENANTGATE_{section.upper()}_{key.upper()}": literal})
 
 
 def test_every_float_setting_is_covered_by_the_finite_check():
@@ -180,31 +174,31 @@ def test_every_float_setting_is_covered_by_the_finite_check():
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "5.5", "60"])
-def test_grant_lookup_timeout_is_positive_and_short(tmp_path, value):
+def test_grant_lookup_timeout_is_positive_and_short(write_config, value):
     # The wait holds the event loop: a long one would stall every other call while the grant store hangs.
     with pytest.raises(ConfigError, match=r"grants\.lookup_timeout_seconds must be > 0 and at most 5,"):
-        config.load(_write(tmp_path, ISSUER), env={"TENANTGATE_GRANTS_LOOKUP_TIMEOUT_SECONDS": value})
-    assert config.load(_write(tmp_path, ISSUER), env={}).grants.lookup_timeout_seconds == 0.25
-    assert config.load(_write(tmp_path, ISSUER),
+        config.load(write_config(ISSUER), env={"TENANTGATE_GRANTS_LOOKUP_TIMEOUT_SECONDS": value})
+    assert config.load(write_config(ISSUER), env={}).grants.lookup_timeout_seconds == 0.25
+    assert config.load(write_config(ISSUER),
                        env={"TENANTGATE_GRANTS_LOOKUP_TIMEOUT_SECONDS": "1.5"}).grants.lookup_timeout_seconds == 1.5
 
 
 # grants.max_pending_per_operator: default 10, at least 1, settable in the file and the environment.
-def test_max_pending_grants_per_operator_defaults_to_ten_and_can_be_set(tmp_path):
-    assert config.load(_write(tmp_path, ISSUER), env={}).grants.max_pending_per_operator == 10
-    assert config.load(_write(tmp_path, "[grants]\nmax_pending_per_operator = 3\n" + ISSUER),
+def test_max_pending_grants_per_operator_defaults_to_ten_and_can_be_set(write_config):
+    assert config.load(write_config(ISSUER), env={}).grants.max_pending_per_operator == 10
+    assert config.load(write_config("[grants]\nmax_pending_per_operator = 3\n" + ISSUER),
                        env={}).grants.max_pending_per_operator == 3
-    assert config.load(_write(tmp_path, ISSUER), env={"TENANTGATE_GRANTS_MAX_PENDING_PER_OPERATOR": "25"}
+    assert config.load(write_config(ISSUER), env={"TENANTGATE_GRANTS_MAX_PENDING_PER_OPERATOR": "25"}
                        ).grants.max_pending_per_operator == 25
 
 
 @pytest.mark.parametrize("value", ["0", "-1"])
-def test_max_pending_grants_per_operator_must_be_at_least_one(tmp_path, value):
+def test_max_pending_grants_per_operator_must_be_at_least_one(write_config, value):
     # 0 would refuse every request (or, read as "no limit", reopen the flood): neither is a setting.
     with pytest.raises(ConfigError, match=r"grants\.max_pending_per_operator must be >= 1"):
-        config.load(_write(tmp_path, f"[grants]\nmax_pending_per_operator = {value}\n" + ISSUER), env={})
+        config.load(write_config(f"[grants]\nmax_pending_per_operator = {value}\n" + ISSUER), env={})
     with pytest.raises(ConfigError, match=r"grants\.max_pending_per_operator must be >= 1"):
-        config.load(_write(tmp_path, ISSUER), env={"TENANTGATE_GRANTS_MAX_PENDING_PER_OPERATOR": value})
+        config.load(write_config(ISSUER), env={"TENANTGATE_GRANTS_MAX_PENDING_PER_OPERATOR": value})
 
 
 # grants.max_requests_per_operator_per_hour (review finding: request-and-revoke in a loop grew the grant store
@@ -213,19 +207,19 @@ RATE_KEY = "max_requests_per_operator_per_hour"
 RATE_ENV = "TENANTGATE_GRANTS_MAX_REQUESTS_PER_OPERATOR_PER_HOUR"
 
 
-def test_max_requests_per_operator_per_hour_defaults_to_thirty_and_can_be_set(tmp_path):
-    assert config.load(_write(tmp_path, ISSUER), env={}).grants.max_requests_per_operator_per_hour == 30
-    in_file = config.load(_write(tmp_path, f"[grants]\n{RATE_KEY} = 3\n" + ISSUER), env={})
+def test_max_requests_per_operator_per_hour_defaults_to_thirty_and_can_be_set(write_config):
+    assert config.load(write_config(ISSUER), env={}).grants.max_requests_per_operator_per_hour == 30
+    in_file = config.load(write_config(f"[grants]\n{RATE_KEY} = 3\n" + ISSUER), env={})
     assert in_file.grants.max_requests_per_operator_per_hour == 3
     assert decision_settings(in_file).rules.max_requests_per_operator_per_hour == 3
-    assert config.load(_write(tmp_path, ISSUER), env={RATE_ENV: "100"}).grants.max_requests_per_operator_per_hour == 100
+    assert config.load(write_config(ISSUER), env={RATE_ENV: "100"}).grants.max_requests_per_operator_per_hour == 100
 
 
 @pytest.mark.parametrize("value", ["0", "-1"])
-def test_max_requests_per_operator_per_hour_must_be_at_least_one(tmp_path, value):
+def test_max_requests_per_operator_per_hour_must_be_at_least_one(write_config, value):
     # 0 would refuse every request (or, read as "no limit", reopen the flood): neither is a setting.
     with pytest.raises(ConfigError, match=rf"^grants\.{RATE_KEY} must be >= 1$"):
-        config.load(_write(tmp_path, f"[grants]\n{RATE_KEY} = {value}\n" + ISSUER), env={})
+        config.load(write_config(f"[grants]\n{RATE_KEY} = {value}\n" + ISSUER), env={})
     with pytest.raises(ConfigError, match=rf"^grants\.{RATE_KEY} must be >= 1$"):
-        config.load(_write(tmp_path, ISSUER), env={RATE_ENV: value})
+        config.load(write_config(ISSUER), env={RATE_ENV: value})
 
