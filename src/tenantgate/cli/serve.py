@@ -78,9 +78,10 @@ def _settings_with_workers(args: argparse.Namespace) -> Any:
     """The settings with ``--workers N`` in place of ``server.workers`` before they are validated, so the flag
     overrides the file and ``TENANTGATE_SERVER_WORKERS`` whatever they say (as the README promises)."""
     from tenantgate import config
+    from tenantgate.configcheck import check_workers
 
     try:
-        config.check_workers(args.workers)
+        check_workers(args.workers)
     except ConfigError as err:
         raise ConfigError(f"--workers {args.workers}: {err}") from err
     return config.load(args.config, overrides={"server": {"workers": args.workers}})

@@ -29,7 +29,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Protocol
 
-from tenantgate.config import IssuerSettings, TokenSettings, check_algorithms
+from tenantgate.config import IssuerSettings, TokenSettings
+from tenantgate.configcheck import check_algorithms
 from tenantgate.core.ports import Clock
 from tenantgate.core.request import is_tenant_id
 from tenantgate.errors import ConfigError, KeySourceUnavailable
