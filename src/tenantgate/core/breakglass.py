@@ -6,7 +6,8 @@ happened when the step fails afterwards. The events (``event``), each naming the
 ``detail`` that starts with the step (``request``, ``approve``, ``revoke``, ``expire``):
 
 - ``grant.requested``, ``grant.approved``, ``grant.revoked``, ``grant.expired``: the step, written just before
-  its change commits.
+  its change commits. A sweep expires due grants in batches of at most ``EXPIRE_BATCH``, one store transaction
+  each, and writes a batch's ``grant.expired`` events together (one append, one fsync).
 - ``grant.refused``: the step was refused before any change: no permission, self-approval, an invalid or
   unknown grant, a state that does not allow it, an operator with ``max_pending_per_operator`` requests
   pending already or ``max_requests_per_operator_per_hour`` requests in the last hour, or the grant store
@@ -27,13 +28,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from tenantgate.core.grants import BeforeCommit, CommitFailed, Grant, GrantEvent, GrantState, GrantStore
+from tenantgate.core.grants import (
+    EXPIRE_BATCH,
+    BeforeCommit,
+    CommitFailed,
+    Grant,
+    GrantEvent,
+    GrantState,
+    GrantStore,
+)
 from tenantgate.core.model import ClaimNames, Denial, Principal, Reason, rfc3339
 from tenantgate.core.persons import same_person
 from tenantgate.core.ports import AuditSink, Clock, TokenVerifier
 from tenantgate.core.request import MAX_ACTION, is_tenant_id
 from tenantgate.core.tenancy import check_token_binding, principal_from_claims
 from tenantgate.errors import (
+    AuditUnavailable,
     GrantConflict,
     GrantError,
     GrantInvalid,
@@ -242,10 +252,21 @@ class BreakGlass:
         return GrantList(tuple(found[:MAX_LISTED_GRANTS]), truncated=len(found) > MAX_LISTED_GRANTS)
 
     def sweep(self) -> Sequence[Grant]:
-        """Mark due grants EXPIRED, with a ``grant.expired`` audit event each (and ``grant.failed`` after them
-        when the sweep then fails to commit, see ``_change``)."""
+        """Mark the grants due now EXPIRED, with a ``grant.expired`` audit event each (and ``grant.failed`` after
+        them when their batch then fails to commit, see ``_change``); return them.
+
+        In batches of at most ``EXPIRE_BATCH``, each its own store transaction with its events written together
+        before it commits, so the store is free between batches and one flood of expiring requests cannot hold
+        it (and the changes waiting for it) for the time of thousands of audit writes. A batch that fails raises;
+        the batches before it stand (their events are in the log) and a later sweep takes up the rest.
+        """
         now = self._clock.now()
-        return self._change("expire", None, lambda record: self.store.expire_due(now, record))
+        expired: list[Grant] = []
+        while True:
+            batch = self._expire_batch(now)
+            expired.extend(batch)
+            if len(batch) < EXPIRE_BATCH:
+                return expired
 
     # ------------------------------------------------------------------------------ decision path
 
@@ -292,7 +313,7 @@ class BreakGlass:
         - the commit failed (``CommitFailed``): for each grant, if the store shows the change, nothing more; if
           it does not, ``grant.failed`` "not applied" naming the state that stands; if the grant could not be
           read back, ``grant.failed`` "outcome unknown". Raised as ``CommitFailed`` saying which.
-        - the store rolled back after some events were written (the event of a later grant of one sweep could
+        - the store rolled back after some events were written (the event of a later grant of one change could
           not be written): ``grant.failed`` "not applied" for those. Raised unchanged.
         """
         event = STEP_EVENTS[step]
@@ -302,8 +323,33 @@ class BreakGlass:
             self._event(event, caller, grant, detail)
             written.append(grant)
 
+        return self._settled(step, caller, written, lambda: apply(record))
+
+    def _expire_batch(self, now: float) -> Sequence[Grant]:
+        """One ``expire_due`` batch, as ``_change`` does a change, its ``grant.expired`` events written together
+        with one ``write_many``. An event the sink could not write rolls the whole batch back (raised as the
+        sink's error): the events it did write are followed by ``grant.failed``."""
+        written: list[Grant] = []
+
+        def record_all(grants: Sequence[Grant]) -> None:
+            events = [self._grant_event(STEP_EVENTS["expire"], None, grant) for grant in grants]
+            errors = self._audit.write_many(events)
+            if len(errors) != len(events):
+                written.extend(grants)  # which are on record is unknown: each gets its grant.failed
+                raise AuditUnavailable(f"the audit sink answered for {len(errors)} of {len(events)} events")
+            written.extend(grant for grant, error in zip(grants, errors, strict=True) if error is None)
+            failure = next((error for error in errors if error is not None), None)
+            if failure is not None:
+                raise failure  # INVARIANT: nothing of the batch commits unless all its events are on record
+
+        return self._settled("expire", None, written, lambda: self.store.expire_due(now, record_all, EXPIRE_BATCH))
+
+    def _settled(self, step: str, caller: Principal | None, written: Sequence[Grant], change: Callable[[], T]) -> T:
+        """``change()``, whose before-commit hook appends to ``written`` each grant whose event it wrote; puts
+        the outcome on record when it fails after that (see ``_change``)."""
+        event = STEP_EVENTS[step]
         try:
-            return apply(record)
+            return change()
         except CommitFailed as failed:
             raise self._settle(step, caller, written, failed) from failed
         except BaseException as err:
@@ -421,13 +467,18 @@ class BreakGlass:
 
     def _event(self, event: str, caller: Principal | None, grant: Grant | None, detail: str = "",
                grant_id: str = "", nobody: str = "(tenantgate)", state: str | None = None) -> None:
-        """Write one grant event; without ``grant`` (a refusal before it was looked up) only ``grant_id``;
-        without ``caller`` the actor is ``nobody`` (TenantGate itself, or an unverified caller). ``state``
-        overrides the grant's state ("": none or unknown, and then no expiry either)."""
+        """Write one grant event (see ``_grant_event``); raises what the sink raises."""
+        self._audit.write(self._grant_event(event, caller, grant, detail, grant_id, nobody, state))
+
+    def _grant_event(self, event: str, caller: Principal | None, grant: Grant | None, detail: str = "",
+                     grant_id: str = "", nobody: str = "(tenantgate)", state: str | None = None) -> GrantEvent:
+        """One grant event; without ``grant`` (a refusal before it was looked up) only ``grant_id``; without
+        ``caller`` the actor is ``nobody`` (TenantGate itself, or an unverified caller). ``state`` overrides the
+        grant's state ("": none or unknown, and then no expiry either)."""
         if state is None:
             state = grant.state.value if grant else ""
         expires_at = rfc3339(grant.expires_at) if grant and grant.expires_at and state else ""
-        self._audit.write(GrantEvent(
+        return GrantEvent(
             event_id=str(uuid.uuid4()),
             time=rfc3339(self._clock.now()),
             event=event,
@@ -445,7 +496,7 @@ class BreakGlass:
             detail=detail,
             actor_issuer=caller.issuer if caller else "",
             actor_token_id=caller.token_id if caller else "",
-        ))
+        )
 
 
 def took_effect(step: str, intended: Grant, standing: Grant | None) -> bool:

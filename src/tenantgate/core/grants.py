@@ -109,6 +109,13 @@ class GrantEvent:
 # Called by a store inside its transaction with the grant as it will be committed. If it raises, the
 # store rolls back and re-raises: a grant change whose audit event cannot be written does not happen.
 BeforeCommit = Callable[[Grant], None]
+# The same for a change of several grants (a sweep's batch): called once with all of them, in order, so their
+# events can be written together (one append, one fsync) while the transaction is open.
+BeforeCommitAll = Callable[[Sequence[Grant]], None]
+
+# The most grants one ``expire_due`` transaction expires. A sweep holds the store's write transaction (and, in
+# process, the store's lock) while it writes their events: a bounded batch lets other changes in between.
+EXPIRE_BATCH = 100
 
 
 class CommitFailed(GrantStoreUnavailable):
@@ -168,7 +175,9 @@ class GrantStore(Protocol):
     def find_active(self, operator: str, operator_tenant: str, target_tenant: str, action: str,
                     now: float, operator_issuer: str = "") -> Grant | None:
         """The active grant covering this (operator, issuer, operator tenant, target tenant, action) at ``now``.
-        The hot path of cross-tenant decisions: one indexed query."""
+        The hot path of cross-tenant decisions: one indexed query, which sees what is committed and does not
+        wait for a change in progress (a sweep, an approval): a grant being revoked opens Checks until the
+        revocation commits, as it does on every other replica."""
         ...
 
     def list(self, tenant: str | None, state: GrantState | None, now: float, limit: int = 1000) -> Sequence[Grant]:
@@ -176,9 +185,12 @@ class GrantStore(Protocol):
         None), newest first."""
         ...
 
-    def expire_due(self, now: float, before_commit: BeforeCommit) -> Sequence[Grant]:
-        """Mark ACTIVE grants with ``expires_at <= now`` and PENDING ones with ``pending_until <= now`` as
-        EXPIRED; call ``before_commit`` for each; return them."""
+    def expire_due(self, now: float, before_commit: BeforeCommitAll, limit: int = EXPIRE_BATCH) -> Sequence[Grant]:
+        """Mark at most ``limit`` of the ACTIVE grants with ``expires_at <= now`` and PENDING ones with
+        ``pending_until <= now`` as EXPIRED (oldest requested first), in one transaction; call ``before_commit``
+        once with them (not at all when there are none); return them. Fewer than ``limit``: no other grant was
+        due and free (one another transaction is changing, e.g. a sweep on another replica, is left to it or to
+        a later sweep). Racing calls, on any replica, never return the same grant. ValueError for ``limit`` < 1."""
         ...
 
     def healthy(self) -> bool:

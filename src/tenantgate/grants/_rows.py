@@ -1,9 +1,10 @@
 """What both grant stores share besides the SQL: the row <-> ``Grant`` mapping and the method logic.
 
 Each store supplies a ``Dialect`` (its parameter marker and its way to test "this action is in the JSON array
-of actions") and four primitives (``_session``, ``_execute``, ``_commit``, ``_rollback``); ``SqlGrantStore``
-builds every ``GrantStore`` method on them, so the rules (conditions, ordering, effective state, the
-before-commit hook) are written once. Actions are a JSON array in a TEXT column in both databases.
+of actions"), four primitives (``_session``, ``_execute``, ``_commit``, ``_rollback``) and a way to open a second
+store on the same database (``_open_reader``); ``SqlGrantStore`` builds every ``GrantStore`` method on them, so
+the rules (conditions, ordering, effective state, the before-commit hook, which connection answers lookups) are
+written once. Actions are a JSON array in a TEXT column in both databases.
 
 The table, the schema and its migration (``migrate``), the statement texts (``COLUMNS``, ``statements``) and
 ``Dialect`` moved to ``_sql``.
@@ -20,7 +21,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from tenantgate.core.grants import CLOCK_SKEW_SECONDS, BeforeCommit, CommitFailed, Grant, GrantState
+from tenantgate.core.grants import (
+    CLOCK_SKEW_SECONDS,
+    EXPIRE_BATCH,
+    BeforeCommit,
+    BeforeCommitAll,
+    CommitFailed,
+    Grant,
+    GrantState,
+)
 from tenantgate.core.model import rfc3339
 from tenantgate.errors import GrantConflict, GrantInvalid, GrantStoreUnavailable, TenantGateError
 from tenantgate.grants._sql import Dialect, Row, Statements, statements
@@ -119,6 +128,14 @@ def sort_oldest_first(grants: Sequence[Grant]) -> list[Grant]:
     return sorted(grants, key=lambda g: (g.requested_at, g.id))
 
 
+def each(before_commit: BeforeCommit) -> BeforeCommitAll:
+    """``before_commit`` called for each grant of a change, in order."""
+    def for_each(grants: Sequence[Grant]) -> None:
+        for grant in grants:
+            before_commit(grant)
+    return for_each
+
+
 class SqlGrantStore(abc.ABC):
     """The ``GrantStore`` methods, written once over the primitives a concrete store provides.
 
@@ -131,12 +148,20 @@ class SqlGrantStore(abc.ABC):
     A commit that fails after ``before_commit`` ran (its audit events are written) raises ``CommitFailed``
     with the grants read back through a fresh connection (see ``_read_back``), so the caller can record
     whether the change took effect.
+
+    ``find_active``, the decision path's read, runs on a second store of the same class on the same database
+    (``_open_reader``, opened at the first lookup): its own connection, lock and deadlines, so a lookup never
+    waits behind a change holding the first one (a sweep writing its audit events, an approval), and sees what
+    is committed (SQLite in WAL mode and PostgreSQL at READ COMMITTED: readers do not wait for writers). Two
+    connections per store, never more.
     """
 
     _sql: Statements
     _lock: threading.Lock
     _lock_timeout: float
     _closed: bool
+    _reader: SqlGrantStore | None
+    _reader_guard: threading.Lock
 
     def _start(self, dialect: Dialect, lock_timeout: float) -> None:
         """The common end of a store's construction: its lock and statements, then connect (and migrate) now,
@@ -144,15 +169,35 @@ class SqlGrantStore(abc.ABC):
         self._lock_timeout = lock_timeout
         self._lock = threading.Lock()
         self._closed = False
+        self._reader = None
+        self._reader_guard = threading.Lock()
         self._sql = statements(dialect)
         with self._session():
             pass
 
     def close(self) -> None:
-        """Close the connection. Later calls raise ``GrantStoreUnavailable``; ``healthy()`` is False."""
+        """Close both connections. Later calls raise ``GrantStoreUnavailable``; ``healthy()`` is False."""
+        with self._reader_guard:
+            self._closed = True  # no reader opens from now on
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         with self._lock:
-            self._closed = True
             self._drop()
+
+    @abc.abstractmethod
+    def _open_reader(self) -> SqlGrantStore:
+        """A new store of the same class on the same database, with the same settings (its own connection and
+        lock), for lookups; raises ``GrantStoreUnavailable`` like the constructor."""
+
+    def _lookups(self) -> SqlGrantStore:
+        """The store that answers ``find_active``, opened at the first call."""
+        with self._reader_guard:
+            if self._closed:
+                raise GrantStoreUnavailable("grant store unavailable: store is closed")
+            if self._reader is None:
+                self._reader = self._open_reader()
+            return self._reader
 
     @contextmanager
     def _session(self) -> Iterator[None]:
@@ -195,18 +240,19 @@ class SqlGrantStore(abc.ABC):
             self._commit()
         return [grant_from_row(row) for row in rows]
 
-    def _write(self, sql: str, params: Sequence[Any], before_commit: BeforeCommit,
+    def _write(self, sql: str, params: Sequence[Any], before_commit: BeforeCommitAll,
                first: Callable[[], None] | None = None) -> list[Grant]:
-        """Run ``sql`` in a write transaction, ``before_commit`` for each grant it returns, then commit.
-        ``first()`` runs inside the same transaction before ``sql``; what it raises is raised after rollback."""
+        """Run ``sql`` in a write transaction, ``before_commit`` once with the grants it returns (oldest first;
+        not when there are none), then commit. ``first()`` runs inside the same transaction before ``sql``;
+        what it raises is raised after rollback."""
         with self._session():
             if first is not None:
                 first()
             rows = self._execute(sql, params, write=True)
             try:
                 grants = sort_oldest_first([grant_from_row(row) for row in rows])
-                for grant in grants:
-                    before_commit(grant)
+                if grants:
+                    before_commit(grants)
             except BaseException:
                 # The callback's own exception (or an unreadable row) goes back to the caller unchanged.
                 self._rollback()
@@ -292,7 +338,8 @@ class SqlGrantStore(abc.ABC):
                                         f"again after {rfc3339(retry_at)} (in {wait} s)")
 
         limited = capped or hourly_limit > 0
-        rows = self._write(self._sql.insert, grant_params(grant), before_commit, within_cap if limited else None)
+        rows = self._write(self._sql.insert, grant_params(grant), each(before_commit),
+                           within_cap if limited else None)
         return rows[0]
 
     def get(self, grant_id: str) -> Grant | None:
@@ -309,7 +356,7 @@ class SqlGrantStore(abc.ABC):
             return None
         _require_storable(approved_by=approved_by)
         rows = self._write(self._sql.activate, (approved_by, float(now), float(now), grant_id, float(now)),
-                           before_commit)
+                           each(before_commit))
         return rows[0] if rows else None
 
     def revoke(self, grant_id: str, revoked_by: str, reason: str, now: float,
@@ -319,18 +366,19 @@ class SqlGrantStore(abc.ABC):
             return None
         _require_storable(revoked_by=revoked_by, revoke_reason=reason)
         rows = self._write(self._sql.revoke, (revoked_by, float(now), reason, grant_id, float(now), float(now)),
-                           before_commit)
+                           each(before_commit))
         return rows[0] if rows else None
 
     def find_active(self, operator: str, operator_tenant: str, target_tenant: str, action: str,
                     now: float, operator_issuer: str = "") -> Grant | None:
         """The ACTIVE grant with ``expires_at > now`` and approved by ``now`` (plus ``CLOCK_SKEW_SECONDS``) for
         exactly this operator (subject and issuer), operator tenant and target tenant that names ``action``; the
-        latest-expiring one if several. One indexed query."""
+        latest-expiring one if several. One indexed query, on the lookup connection (see the class docstring)."""
         if not storable(operator, operator_tenant, target_tenant, action, operator_issuer):
             return None  # INVARIANT: a value no grant can hold matches no grant.
-        rows = self._read(self._sql.find_active, (operator, operator_tenant, target_tenant, operator_issuer,
-                                                  float(now), float(now) + CLOCK_SKEW_SECONDS, action))
+        rows = self._lookups()._read(self._sql.find_active, (operator, operator_tenant, target_tenant,
+                                                             operator_issuer, float(now),
+                                                             float(now) + CLOCK_SKEW_SECONDS, action))
         return rows[0] if rows else None
 
     def list(self, tenant: str | None, state: GrantState | None, now: float, limit: int = 1000) -> Sequence[Grant]:
@@ -349,17 +397,24 @@ class SqlGrantStore(abc.ABC):
         params.append(int(limit))
         return self._read(self._sql.list_by[(tenant is not None, state is not None)], params)
 
-    def expire_due(self, now: float, before_commit: BeforeCommit) -> Sequence[Grant]:
-        """Mark ACTIVE grants with ``expires_at <= now`` and PENDING ones with ``pending_until <= now`` EXPIRED in
-        one transaction, calling ``before_commit`` for each (oldest requested first); return them."""
-        return self._write(self._sql.expire_due, (float(now), float(now)), before_commit)
+    def expire_due(self, now: float, before_commit: BeforeCommitAll, limit: int = EXPIRE_BATCH) -> Sequence[Grant]:
+        """Mark at most ``limit`` due grants (ACTIVE with ``expires_at <= now``, PENDING with ``pending_until <=
+        now``; oldest requested first) EXPIRED in one transaction, calling ``before_commit`` once with them before
+        it commits; return them. PostgreSQL passes over due grants another transaction holds (a racing sweep's
+        batch). ValueError for ``limit`` < 1."""
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        at = float(now)
+        return self._write(self._sql.expire_due, (at, at, int(limit), at, at), before_commit)
 
     def healthy(self) -> bool:
-        """True when a trivial query succeeds now (reconnecting if needed). Never raises."""
+        """True when a trivial query succeeds now on each connection (reconnecting if needed; the lookup
+        connection only once a lookup opened it). Never raises."""
         try:
             with self._session():
                 self._execute("SELECT 1", (), write=False)
                 self._commit()
         except TenantGateError:
             return False
-        return True
+        reader = self._reader
+        return reader is None or reader.healthy()

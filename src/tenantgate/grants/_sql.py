@@ -85,12 +85,16 @@ class Dialect:
     back until the write transaction ends; "" when the write transaction alone serialises writers (SQLite).
     ``index_exists``: a query, with one ``?`` for an index name, that returns a row when the grant table's
     schema holds that index (a catalog read: PostgreSQL's CREATE INDEX IF NOT EXISTS locks the table first).
+    ``claim_due``: the clause ending the SELECT that picks a sweep's batch, locking the rows it picks and
+    passing over rows another transaction holds, so racing sweeps take disjoint batches instead of waiting for
+    each other; "" when the write transaction alone serialises writers (SQLite).
     """
 
     param: str
     action_in_actions: str
     index_exists: str
     lock_operator: str = ""
+    claim_due: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +128,11 @@ _EFFECTIVE_STATE = ("CASE WHEN state = 'ACTIVE' AND expires_at <= ? THEN 'EXPIRE
                     " WHEN state = 'PENDING' AND pending_until <= ? THEN 'EXPIRED' ELSE state END")
 
 
+# A grant the sweep expires at ``now`` (two ``?`` for now); ``state IN`` first, for the index of live grants.
+_DUE = ("state IN ('PENDING', 'ACTIVE')"
+        " AND ((state = 'ACTIVE' AND expires_at <= ?) OR (state = 'PENDING' AND pending_until <= ?))")
+
+
 def statements(dialect: Dialect) -> Statements:
     """The statements for ``dialect`` (written with ``?`` and translated once, here)."""
 
@@ -153,9 +162,16 @@ def statements(dialect: Dialect) -> Statements:
             WHERE operator = ? AND operator_tenant = ? AND target_tenant = ? AND operator_issuer = ?
             AND state = 'ACTIVE' AND expires_at > ? AND approved_at <= ? AND {dialect.action_in_actions}
             ORDER BY expires_at DESC, id DESC LIMIT 1"""),
-        expire_due=sql(f"""UPDATE {TABLE} SET state = 'EXPIRED'
-            WHERE state IN ('PENDING', 'ACTIVE')
-            AND ((state = 'ACTIVE' AND expires_at <= ?) OR (state = 'PENDING' AND pending_until <= ?))
+        # At most ? (the batch) of the due grants, oldest requested first; parameters: now, now, limit, now, now.
+        # MATERIALIZED: the batch is picked once. As a plain ``IN (SELECT ... LIMIT ? FOR UPDATE)`` PostgreSQL
+        # may run the subquery again for each row (a nested-loop plan); a run after this very UPDATE changed rows
+        # passes over them and picks further ones, so the LIMIT did not hold (250 of 250 due grants in one batch).
+        # INVARIANT: the outer condition is checked again on the row as it is when updated (PostgreSQL re-reads
+        # a row another transaction changed meanwhile), so racing sweeps never both expire, and record, a grant.
+        expire_due=sql(f"""WITH batch AS MATERIALIZED (
+                SELECT id FROM {TABLE} WHERE {_DUE} ORDER BY requested_at, id LIMIT ? {dialect.claim_due})
+            UPDATE {TABLE} SET state = 'EXPIRED'
+            WHERE id IN (SELECT id FROM batch) AND {_DUE}
             RETURNING {_COLS}"""),
         list_by=list_by,
         schema_version=sql(f"SELECT version FROM {VERSION_TABLE} WHERE component = ?"),

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar, cast
 
-from tenantgate.core.grants import BeforeCommit, Grant, GrantState, GrantStore
+from tenantgate.core.grants import EXPIRE_BATCH, BeforeCommit, BeforeCommitAll, Grant, GrantState, GrantStore
 from tenantgate.errors import GrantStoreUnavailable
 
 log = logging.getLogger("tenantgate.grants")
@@ -176,8 +176,8 @@ class GuardedStore:
     def list(self, tenant: str | None, state: GrantState | None, now: float, limit: int = 1000) -> Sequence[Grant]:
         return self._call(lambda s: s.list(tenant, state, now, limit))
 
-    def expire_due(self, now: float, before_commit: BeforeCommit) -> Sequence[Grant]:
-        return self._call(lambda s: s.expire_due(now, before_commit))
+    def expire_due(self, now: float, before_commit: BeforeCommitAll, limit: int = EXPIRE_BATCH) -> Sequence[Grant]:
+        return self._call(lambda s: s.expire_due(now, before_commit, limit))
 
     def healthy(self) -> bool:
         """Probes the store itself (bypassing the fast-fail window), and ends the window when it answers. False

@@ -1,8 +1,10 @@
 """The shared grant store: PostgreSQL through psycopg 3, for several replicas that must agree at once.
 
-One connection per store, used under a ``threading.Lock``, autocommit off: every method runs in its own short
-transaction, committed or rolled back before the lock is released. Of two racing approvers exactly one wins:
-the conditional UPDATE takes the row lock and the loser re-checks the condition after the winner commits.
+Two connections per store, each used under its own ``threading.Lock``, autocommit off: one for lookups
+(``find_active``, opened at the first), one for everything else. Every method runs in its own short transaction,
+committed or rolled back before the lock is released. Of two racing approvers exactly one wins: the conditional
+UPDATE takes the row lock and the loser re-checks the condition after the winner commits. Lookups read at READ
+COMMITTED on their own connection, so they never wait for a change in progress.
 
 Every round trip has a client-side deadline (``_Watchdog``): libpq has none, and a peer that acknowledges
 bytes but never answers (a stalled pgbouncer queue, a hung proxy) satisfies TCP keepalives and
@@ -35,7 +37,9 @@ POSTGRES = Dialect(param="%s", action_in_actions="actions::jsonb @> jsonb_build_
                    # Resolved through search_path, like the table's own name.
                    index_exists="SELECT 1 WHERE to_regclass(?::text) IS NOT NULL",
                    # READ COMMITTED: the count after this lock sees every create that held it before.
-                   lock_operator="SELECT pg_advisory_xact_lock(?::integer, ?::integer)")
+                   lock_operator="SELECT pg_advisory_xact_lock(?::integer, ?::integer)",
+                   # A sweep's batch: racing sweeps (replicas) take disjoint rows instead of queueing on them.
+                   claim_due="FOR UPDATE SKIP LOCKED")
 
 # pg_advisory_xact_lock key serialising schema migration across processes ("tggrants" in ASCII).
 MIGRATION_LOCK_KEY = 0x7467_6772_616E_7473
@@ -66,11 +70,14 @@ class PostgresGrantStore(SqlGrantStore):
     that opens its transaction on a connection found closed (an idle connection the server or a proxy dropped)
     is retried once on a new connection; a write never is. Messages never contain the password.
     ``before_commit`` runs inside the transaction and must not call back into the store.
+    Lookups (``find_active``) use a second connection with its own lock and watchdog, opened at the first lookup.
     """
 
     def __init__(self, url: str, *, connect_timeout: int = 2, statement_timeout_ms: int = 2000,
                  lock_timeout: float = 10.0, network_grace: float = NETWORK_GRACE_SECONDS) -> None:
         self.display_url = redact_url(url)
+        self._url = url  # for the lookup connection's store (``_open_reader``); never shown
+        self._options = (int(connect_timeout), int(statement_timeout_ms), float(lock_timeout), float(network_grace))
         try:
             given = psycopg.conninfo.conninfo_to_dict(url)
         except psycopg.Error as err:
@@ -98,6 +105,12 @@ class PostgresGrantStore(SqlGrantStore):
     def __repr__(self) -> str:
         return f"PostgresGrantStore({self.display_url!r})"
 
+    def _open_reader(self) -> PostgresGrantStore:
+        connect_timeout, statement_timeout_ms, lock_timeout, network_grace = self._options
+        return PostgresGrantStore(self._url, connect_timeout=connect_timeout,
+                                  statement_timeout_ms=statement_timeout_ms, lock_timeout=lock_timeout,
+                                  network_grace=network_grace)
+
     def _ensure_connection(self) -> None:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._drop()
@@ -107,7 +120,8 @@ class PostgresGrantStore(SqlGrantStore):
         return self._conn is not None and self._conn.info.transaction_status != pq.TransactionStatus.IDLE
 
     def close(self) -> None:
-        """Close the connection, first breaking a round trip in flight (a hung one would hold the store)."""
+        """Close both connections, first breaking a round trip in flight on each (a hung one would hold the
+        store)."""
         self._watchdog.stop()
         super().close()
 

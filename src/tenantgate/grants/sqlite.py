@@ -1,8 +1,10 @@
 """The embedded grant store: one SQLite file in WAL mode, shared safely by threads and processes.
 
-One connection per store, used under a ``threading.Lock``. Writes run in ``BEGIN IMMEDIATE`` transactions, so
-two stores (threads or processes) on one file serialise their state changes and the conditional UPDATE lets
-exactly one of two racing approvers win. A writer waits at most ``busy_timeout_ms`` for another writer.
+Two connections per store, each used under its own ``threading.Lock``: one for lookups (``find_active``, opened
+at the first), one for everything else. Writes run in ``BEGIN IMMEDIATE`` transactions, so two stores (threads or
+processes) on one file serialise their state changes and the conditional UPDATE lets exactly one of two racing
+approvers win. A writer waits at most ``busy_timeout_ms`` for another writer; in WAL mode a reader never waits
+for one, so a lookup answers while a sweep or an approval holds the write transaction.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ class SqliteGrantStore(SqlGrantStore):
 
     def __repr__(self) -> str:
         return f"SqliteGrantStore({str(self.path)!r})"
+
+    def _open_reader(self) -> SqliteGrantStore:
+        return SqliteGrantStore(self.path, busy_timeout_ms=self._busy_timeout_ms, lock_timeout=self._lock_timeout)
 
     def _ensure_connection(self) -> None:
         if self._conn is None:

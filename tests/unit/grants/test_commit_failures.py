@@ -265,20 +265,22 @@ def test_a_sweep_rolled_back_by_a_later_event_corrects_the_events_it_wrote(tmp_p
     world.clock.advance(1)
     second = world.active_grant(duration=60, target="globex")
     world.clock.advance(120)
-    write = world.sink.write
+    write_many = world.sink.write_many
 
-    def second_expiry_unwritable(event):
-        if event.event == "grant.expired" and event.grant_id == second.id:
-            raise AuditUnavailable("disk full")
-        write(event)
+    def second_expiry_unwritable(events):
+        """The sweep's batch, with the second grant's event refused (the others written)."""
+        refused = [e.event == "grant.expired" and e.grant_id == second.id for e in events]
+        written = iter(write_many([e for e, no in zip(events, refused, strict=True) if not no]))
+        return [AuditUnavailable("disk full") if no else next(written) for no in refused]
 
-    monkeypatch.setattr(world.sink, "write", second_expiry_unwritable)
+    monkeypatch.setattr(world.sink, "write_many", second_expiry_unwritable)
     with pytest.raises(AuditUnavailable):
         world.service.sweep()
     events = [(e["event"], e["grant_id"], e["state"]) for e in grant_events(world)][-2:]
     assert events == [("grant.expired", first.id, "EXPIRED"), ("grant.failed", first.id, "")]
     assert "expire not applied: rolled back (AuditUnavailable: disk full)" in grant_events(world)[-1]["detail"]
     assert world.service.store.get(first.id).state is GrantState.ACTIVE
+    assert world.service.store.get(second.id).state is GrantState.ACTIVE
 
 
 # --- refused for an outage: on record like any refusal --------------------------------------------------------

@@ -231,7 +231,7 @@ def test_list_filters_by_target_tenant_and_effective_state_newest_first(store):
 
 # --- expire_due ---------------------------------------------------------------------------------------------------
 
-def test_expire_due_marks_and_returns_only_due_grants_and_calls_the_hook_for_each(store):
+def test_expire_due_marks_and_returns_only_due_grants_and_calls_the_hook_once_with_all(store):
     create_active(store, "active-due", duration=30)        # expires T0 + 40
     create_active(store, "active-live", duration=600)      # expires T0 + 610
     store.create(make_grant("pending-due", requested_at=T0 + 1, pending_seconds=49), ignore)  # until T0 + 50
@@ -240,13 +240,23 @@ def test_expire_due_marks_and_returns_only_due_grants_and_calls_the_hook_for_eac
     store.revoke("revoked", "carol", "no", T0 + 5, ignore)
     hook = Recorder()
     expired = store.expire_due(T0 + 50, hook)
-    assert sorted(g.id for g in expired) == ["active-due", "pending-due"]
+    assert [g.id for g in expired] == ["active-due", "pending-due"]  # oldest requested first
     assert all(g.state is GrantState.EXPIRED for g in expired)
-    assert sorted(g.id for g in hook.seen) == ["active-due", "pending-due"]
+    assert hook.seen == [expired]  # one call, with every grant of the change
     assert {g.id: g.state for g in store.list(TARGET, None, T0)} == {
         "active-due": GrantState.EXPIRED, "pending-due": GrantState.EXPIRED, "active-live": GrantState.ACTIVE,
         "pending-live": GrantState.PENDING, "revoked": GrantState.REVOKED}
     assert store.expire_due(T0 + 50, hook) == []
+    assert hook.seen == [expired]  # nothing due: not called
+
+
+def test_expire_due_expires_at_most_limit_grants_oldest_requested_first(store):
+    for i in range(7):
+        store.create(make_grant(f"g-{i}", requested_at=T0 + 6 - i, pending_seconds=10), ignore)  # g-6 oldest
+    batches = [[g.id for g in store.expire_due(T0 + 100, ignore, limit=3)] for _ in range(4)]
+    assert batches == [["g-6", "g-5", "g-4"], ["g-3", "g-2", "g-1"], ["g-0"], []]
+    with pytest.raises(ValueError):
+        store.expire_due(T0 + 100, ignore, limit=0)
 
 
 # --- before_commit failures roll back -----------------------------------------------------------------------------

@@ -127,21 +127,30 @@ def test_threads_sharing_one_store_all_succeed(store_url):
         store.close()
 
 
-def test_a_caller_stuck_behind_a_held_store_gives_up_with_unavailable(tmp_path):
+def test_a_caller_stuck_behind_a_held_store_gives_up_with_unavailable_while_lookups_still_answer(tmp_path):
     store = SqliteGrantStore(tmp_path / "grants.db", lock_timeout=0.2)
     store.create(make_grant("g-1"), ignore)
-    release = threading.Event()
-    holder = threading.Thread(target=store.activate, args=("g-1", "bob", T0 + 10, lambda grant: release.wait(10)))
+    store.create(make_grant("g-2"), ignore)
+    store.activate("g-2", "bob", T0 + 5, ignore)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(grant):
+        entered.set()
+        release.wait(10)
+
+    holder = threading.Thread(target=store.activate, args=("g-1", "bob", T0 + 10, hold))
     holder.start()
     try:
-        time.sleep(0.05)  # let the holder enter its transaction
+        assert entered.wait(10)  # the holder is inside its transaction
         with pytest.raises(GrantStoreUnavailable, match="busy"):
-            find(store)
+            store.get("g-1")
         assert not store.healthy()
+        # Lookups have a connection of their own: they answer with what is committed, never "busy".
+        assert find(store).id == "g-2"
     finally:
         release.set()
         holder.join()
-    assert find(store).approved_by == "bob"
+    assert store.get("g-1").approved_by == "bob"
     store.close()
 
 
