@@ -51,3 +51,23 @@ def test_requests_within_the_core_limit_convert_as_before():
     assert check.request_problem == ""
     assert len(check.context) == MAX_NODES - 10
     assert check.resource.attributes == {"status": "draft", "n": [1.0, {"x": True}]}
+
+
+def test_the_check_response_carries_every_field_of_the_audit_record():
+    # check_response sets the record's fields one by one (cheaper than building and copying an AuditRecord): a
+    # field of the proto or of the record it forgets would go out empty.
+    import dataclasses
+
+    from tenantgate.core.model import AuditEvent, Decision, DecisionResult, Reason
+
+    values = {f.name: ("p-1", "p-2") if f.name == "policy_ids" else True if f.name == "dry_run" else f"v-{f.name}"
+              for f in dataclasses.fields(AuditEvent)}
+    event = AuditEvent(**values)
+    result = DecisionResult(Decision.DENY, Reason.POLICY_FORBID, "m", ("p-1", "p-2"), "d-1", event)
+    response = convert.check_response(result)
+    proto_fields = {f.name for f in pb.AuditRecord.DESCRIPTOR.fields}
+    assert proto_fields == set(values)
+    record = response.audit
+    assert {name: getattr(record, name) for name in proto_fields} == {**values, "policy_ids": ["p-1", "p-2"]}
+    assert (response.decision, response.reason, list(response.policy_ids), response.decision_id, response.message) == (
+        pb.DENY, "policy_forbid", ["p-1", "p-2"], "d-1", "m")
