@@ -229,6 +229,24 @@ def test_f4_admin_status_does_not_disclose_other_tenants_policy_diagnostics_to_a
     assert "globex-merger-target" not in leaked and "ceo@globex.example" not in leaked, leaked
 
 
+def test_admin_status_does_not_name_another_tenants_file_in_the_first_line_of_a_refusal(tmp_path):
+    # Review finding (a later round): only the first line was kept, but loader refusals name the file there
+    # ("not a regular file: tenants/globex-secret-merger/project-falcon.cedar").
+    root = _copy_bundled(tmp_path / "policies")
+    issuer = _issuer(tmp_path / "issuer")
+    path = write_config(tmp_path, issuer.settings, policies=root)
+    with running_server(config.load(path, env={})) as (address, app):
+        secret = root / "tenants" / "globex-secret-merger"
+        secret.mkdir(parents=True)
+        (secret / "project-falcon.cedar").symlink_to(tmp_path / "nowhere.cedar")  # dangling
+        assert app.policies.reload(force=True).ok is False  # forced: the poll may have seen it first
+        assert "project-falcon" in app.policies.last_result.message  # the log and validate still say which
+        with grpc.insecure_channel(address) as ch:  # no token, no certificate
+            status = admin_pb2_grpc.AdminStub(ch).Status(admin_pb2.StatusRequest(), timeout=5)
+    assert not status.last_reload_ok
+    assert "globex" not in status.last_reload_message and "falcon" not in status.last_reload_message
+
+
 # ------------------------------------------------------------------------------------------------------------
 # F5  Grant reason/ticket (and revoke reason) accept control characters: ESC/CR/BS go into the store, the audit
 #     log and `tenantgate grant list`'s table verbatim, so a requester can repaint what the approver sees

@@ -12,6 +12,8 @@ from tenantgate.policy import PolicyStore
 from tenantgate.v1 import admin_pb2 as adm
 from tenantgate.v1 import admin_pb2_grpc as adm_grpc
 
+REFUSED = "the last reload was refused: the server log and `tenantgate validate` name the problems"
+
 
 class AdminService(adm_grpc.AdminServicer):
     def __init__(self, policies: PolicyStore, audit_ok: Callable[[], bool], store_ok: Callable[[], bool]) -> None:
@@ -26,8 +28,9 @@ class AdminService(adm_grpc.AdminServicer):
         return adm.StatusResponse(
             version=__version__, policy_version=compiled.version, policy_count=compiled.total_policies,
             tenant_partitions=len(compiled.tenants), last_reload_ok=last.ok,
-            # Only the summary line: the file:line details can name other tenants and their entities, and
-            # this RPC needs no token. They are in the server log and from `tenantgate validate`.
-            last_reload_message=last.message.splitlines()[0] if last.message else "",
+            # A refusal in fixed words: its details, even its first line ("not a regular file: tenants/<name>/..."),
+            # can name other tenants, their files and entities, and this RPC needs no token (review findings).
+            # They are in the server log and from `tenantgate validate`. Success messages are fixed texts.
+            last_reload_message=last.message if last.ok else REFUSED,
             audit_writable=audit_ok, grant_store_reachable=store_ok,
         )
