@@ -242,6 +242,10 @@ def check_request(args: argparse.Namespace) -> Any:
 
     token = token_of(args)
     _check_text(args)
+    try:
+        token.encode("utf-8")
+    except UnicodeEncodeError as err:  # undecodable bytes in the argument: a protobuf string cannot carry them
+        raise ConfigError("the token is not UTF-8 text and cannot be sent to a server (a token is ASCII)") from err
     request = pb.CheckRequest(
         token=token,
         action=args.action,

@@ -129,3 +129,12 @@ def test_check_with_a_number_a_struct_cannot_carry_is_a_usage_error_not_a_traceb
                       "--context", f'{{"n": {huge}}}'])
     err = capsys.readouterr().err
     assert code == 1 and "--context cannot be sent to a server" in err and "Traceback" not in err
+
+
+def test_check_with_a_token_that_is_not_utf8_is_a_usage_error_not_a_traceback(capsys):
+    # Review finding: `check --server --token "$T"$'\xff'` ended in a UnicodeEncodeError traceback. The argument's
+    # undecodable byte arrives as a lone surrogate (Python's surrogateescape).
+    code = main.main(["check", "--server", "127.0.0.1:9", "--token", "eyJ.e30.sig\udcff", "--action", "read",
+                      "--resource-type", "Invoice", "--resource-id", "inv-1", "--resource-tenant", "acme"])
+    err = capsys.readouterr().err
+    assert code == 1 and "the token is not UTF-8 text" in err and "Traceback" not in err and "sig" not in err
