@@ -32,9 +32,11 @@ COPY deploy/tenantgate.example.toml /etc/tenantgate/tenantgate.toml
 # The health-only plaintext port lets the health check (and kubelet gRPC probes) work when the gRPC port
 # serves TLS or mTLS. State (audit log, SQLite grants, dev issuer keys) goes to the writable home directory,
 # not beside a config mounted read-only. Both are environment settings: they win over the config file.
+# GRPC_VERBOSITY=ERROR: gRPC's C core writes only errors (not a plain-text line per failed TLS handshake).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    GRPC_VERBOSITY=ERROR \
     TENANTGATE_SERVER_HEALTH_LISTEN=0.0.0.0:8081 \
     TENANTGATE_SERVER_STATE_DIR=/var/lib/tenantgate
 USER 10001:10001

@@ -94,6 +94,15 @@ def test_dockerfile_runs_tenantgate_as_non_root_from_a_pinned_slim_base_without_
     assert "TENANTGATE_SERVER_HEALTH_LISTEN=0.0.0.0:8081" in runtime
 
 
+def test_the_image_keeps_grpc_core_logging_to_errors():
+    # Review finding: with TLS on, gRPC's C core wrote a plain-text line per failed handshake (thousands a second
+    # from one client). `serve` sets the same default itself; the image says so where operators look.
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    runtime = text[text.rindex("\nFROM "):]
+    env = [item for line in runtime.splitlines() if line.startswith("ENV ") for item in line[len("ENV "):].split()]
+    assert "GRPC_VERBOSITY=ERROR" in env
+
+
 def test_dockerfile_install_steps_work_in_a_clean_virtualenv(tmp_path):
     # The build stage's context: COPY pyproject.toml README.md ./ and COPY src ./src.
     context = tmp_path / "src-context"

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from support.issuers import TestIssuer
-from support.server import write_config
+from support.server import stop_process, write_config
 from support.waiting import eventually
 from tenantgate import app as application
 from tenantgate import config
@@ -173,12 +172,7 @@ def _serving(tmp_path: Path, limits: tuple[int, int], extra: str = "") -> Iterat
         assert f"127.0.0.1:{port}" in banner, (tmp_path / "stderr").read_text()
         yield proc, port
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        finally:
-            proc.kill()
-            proc.stdout.close()
+        stop_process(proc)
 
 
 @linux_only

@@ -24,7 +24,7 @@ import pytest
 
 from support.issuers import TestIssuer
 from support.policies import FORBID_READ, single_policy_dir, with_poll, write_atomically
-from support.server import write_config
+from support.server import stop_process, write_config
 from support.waiting import eventually
 from tenantgate import config
 from tenantgate.errors import ConfigError
@@ -97,13 +97,7 @@ def serving(tmp_path, issuer, policy_dir, workers=2, extra="", launcher=TENANTGA
         yield Cluster(proc, address, metrics, audit, stderr)
     finally:
         watchdog.cancel()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            finally:
-                proc.kill()
-        proc.stdout.close()
+        stop_process(proc)
 
 
 def _banner(proc) -> list[str]:

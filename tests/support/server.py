@@ -91,3 +91,17 @@ def swapping_engines(app: application.App, tmp_path: Path):
     schema.write_text(schema.read_text() + "\n// another version\n")
     engines = itertools.cycle([app.policies.current(), PolicyStore(load_policies(other)).current()])
     return lambda: next(engines)
+
+
+def stop_process(proc, timeout: float = 30) -> None:
+    """SIGTERM a ``serve`` subprocess, SIGKILL it if it has not exited within ``timeout`` s, close its stdout."""
+    import signal
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        finally:
+            proc.kill()
+    if proc.stdout is not None:
+        proc.stdout.close()

@@ -46,6 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
     """Run the server; a SIGTERM while it is still starting (loading policies, fetching JWKS) stops it at once
     with exit 0. Review finding: as a container's PID 1, for which an unhandled SIGTERM does nothing, it was
     ignored until the full grace period ended in SIGKILL."""
+    quiet_grpc_core()
     previous = signal.signal(signal.SIGTERM, _stop_before_serving)
     try:
         return _serve_until_stopped(args)
@@ -54,6 +55,18 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def quiet_grpc_core() -> None:
+    """Keep gRPC's C core to errors (``GRPC_VERBOSITY=ERROR``) unless the environment says otherwise.
+
+    Review finding: with TLS on the gRPC port, the core wrote an ``I...`` line (not JSON, whatever
+    ``log.level``) for every failed handshake (garbage, no client certificate, a foreign CA, plaintext): about
+    10,000 lines a second from one client. The core reads the variable when gRPC is first imported, so this
+    runs before anything on the serve path imports it (``tenantgate.cli.main`` and the commands it
+    registers do not), and before ``--workers`` forks: the workers inherit it. The container image sets it
+    too. An operator's own ``GRPC_VERBOSITY`` is left as it is."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def _serve_until_stopped(args: argparse.Namespace) -> int:

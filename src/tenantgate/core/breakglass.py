@@ -40,6 +40,7 @@ from tenantgate.core.grants import (
 from tenantgate.core.model import ClaimNames, Denial, Principal, Reason, rfc3339
 from tenantgate.core.persons import same_person
 from tenantgate.core.ports import AuditSink, Clock, TokenVerifier
+from tenantgate.core.problemlog import ProblemLog
 from tenantgate.core.request import MAX_ACTION, is_tenant_id
 from tenantgate.core.tenancy import check_token_binding, principal_from_claims
 from tenantgate.errors import (
@@ -122,6 +123,11 @@ class BreakGlass:
         self._verifier = verifier
         self._names = claim_names or ClaimNames()
         self._undeclared_actions = undeclared_actions
+        # grant.refused and grant.failed events that cannot be written: an error line, then one a minute
+        # counting them, and the first grant event written after them says so. Review finding: a line per
+        # refused call (any client can make one) while the audit log could not be written.
+        self._unwritten = ProblemLog(log, now=clock.now, level=logging.ERROR, noun="grant events not written",
+                                     summary="%d more grant events not written since the last line (latest: %s)")
 
     def now(self) -> float:
         return self._clock.now()
@@ -392,7 +398,7 @@ class BreakGlass:
             self._event("grant.failed", caller, grant, f"{step} {detail}",
                         state=standing.state.value if standing else "")
         except Exception as err:  # noqa: BLE001 - the change failed either way; its caller is told
-            log.error("grant.failed event (%s %s) not written: %s", step, grant.id, err)
+            self._unwritten.occurred("grant.failed event (%s %s) not written: %s", step, grant.id, err)
 
     def _changed_meanwhile(self, grant_id: str, done: str, done_state: GrantState) -> str:
         """Why a conditional update of ``grant_id`` matched nothing: read again, since it changed after it was
@@ -416,7 +422,8 @@ class BreakGlass:
             self._event("grant.refused", caller, None, f"{step}: {_clip(why, MAX_REASON)}",
                         _clip(grant_id, MAX_GRANT_ID), nobody="(unauthenticated)")
         except Exception as err:  # noqa: BLE001 - the caller is refused either way
-            log.error("grant.refused event (%s %s) not written: %s", step, _clip(grant_id, MAX_GRANT_ID), err)
+            self._unwritten.occurred("grant.refused event (%s %s) not written: %s", step,
+                                     _clip(grant_id, MAX_GRANT_ID), err)
 
     def _get(self, grant_id: str) -> Grant:
         if not grant_id:
@@ -469,6 +476,7 @@ class BreakGlass:
                grant_id: str = "", nobody: str = "(tenantgate)", state: str | None = None) -> None:
         """Write one grant event (see ``_grant_event``); raises what the sink raises."""
         self._audit.write(self._grant_event(event, caller, grant, detail, grant_id, nobody, state))
+        self._unwritten.ended("grant events are written to the audit log again")
 
     def _grant_event(self, event: str, caller: Principal | None, grant: Grant | None, detail: str = "",
                      grant_id: str = "", nobody: str = "(tenantgate)", state: str | None = None) -> GrantEvent:

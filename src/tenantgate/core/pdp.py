@@ -34,6 +34,7 @@ from tenantgate.core.model import (
     rfc3339,
 )
 from tenantgate.core.ports import AuditSink, Clock, TokenVerifier
+from tenantgate.core.problemlog import ProblemLog
 from tenantgate.core.request import RequestProblem, check_shape, request_context, resource_attributes
 from tenantgate.core.subjects import bind_stated_subject, roles_from_entity_data
 from tenantgate.core.tenancy import check_intent, check_tenant, check_token_binding, principal_from_claims
@@ -43,6 +44,7 @@ log = logging.getLogger("tenantgate.decision")
 
 _AUDIT_LIMIT = 256  # characters kept of request-controlled strings in an audit record
 _PRINCIPALS = 4096  # verified tokens whose principal is kept
+AUDIT_WRITTEN_AGAIN = "audit records are written again"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,18 @@ class DecisionPoint:
         self._names = claim_names or ClaimNames()
         self._principals: dict[int, tuple[weakref.ref[VerifiedClaims], Principal | Denial]] = {}
         self._new_id = new_id or _uuid4
+        # While the audit log cannot be written every decision fails to write its record: the first failure is
+        # an error line, then one line a minute counts them, and the first write that succeeds says so.
+        # Review finding: a line per decision, 1,000 per 1,000 unauthenticated Checks, during a full disk
+        # (where stderr often goes). tenantgate_audit_failures_total counts every one.
+        self._audit_problems = ProblemLog(log, now=clock.now, level=logging.ERROR, noun="decisions denied for it",
+                                         summary="audit records not written for %d more decisions since the last "
+                                                 "line (latest: %s)")
+        # The same for cross-tenant checks while the grant store cannot be asked (a line each, from any tenant's
+        # cross-tenant requests, during the outage): tenantgate_decisions_total counts them by reason.
+        self._grant_problems = ProblemLog(log, now=clock.now, noun="cross-tenant checks denied for it",
+                                         summary="grant store unavailable for %d more cross-tenant checks since the "
+                                                 "last line (latest: %s)")
 
     def _principal_of(self, verified: VerifiedClaims) -> Principal | Denial:
         """``principal_from_claims``, kept per verified token: the verifier hands out the same immutable
@@ -136,10 +150,10 @@ class DecisionPoint:
         staged = self._stage(check, pinned)
         try:
             self._audit.write(staged.event)
-            error: Exception | None = None
         except Exception as err:  # noqa: BLE001 - no allow without a written record
-            error = err
-        return self._finish(staged, check, error)
+            return self._finish(staged, check, err)
+        self._audit_problems.ended(AUDIT_WRITTEN_AGAIN)
+        return self._finish(staged, check, None)
 
     def decide_many(self, checks: Sequence[CheckInput], pinned: Engine | None = None) -> list[DecisionResult]:
         """Decide independent requests; their audit records are written together (one append, one fsync).
@@ -157,6 +171,8 @@ class DecisionPoint:
                 raise RuntimeError("audit sink answered for a different number of records")
         except Exception as err:  # noqa: BLE001 - no allow without a written record
             errors = [err] * len(staged)
+        if self._audit_problems.ongoing and any(error is None for error in errors):
+            self._audit_problems.ended(AUDIT_WRITTEN_AGAIN)
         return [self._finish(s, check, error) for s, check, error in zip(staged, checks, errors, strict=True)]
 
     def _stage(self, check: CheckInput, pinned: Engine | None) -> _Staged:
@@ -180,7 +196,7 @@ class DecisionPoint:
     def _finish(self, staged: _Staged, check: CheckInput, error: Exception | None) -> DecisionResult:
         outcome, event = staged.outcome, staged.event
         if error is not None:
-            log.error("decision %s: audit record not written: %s", staged.decision_id, error)
+            self._audit_problems.occurred("decision %s: audit record not written: %s", staged.decision_id, error)
             outcome = _Outcome(Decision.DENY, Reason.AUDIT_UNAVAILABLE,
                                "the audit record could not be written; denied")
             event = self._event(staged.decision_id, check, outcome, staged.verified, staged.principal,
@@ -263,12 +279,13 @@ class DecisionPoint:
             try:
                 grant = self._grants.find(principal, check.resource.tenant, check.action)
             except GrantStoreUnavailable as err:
-                log.warning("grant store unavailable: %s", err)
+                self._grant_problems.occurred("grant store unavailable: %s", err)
                 if trace is not None:
                     _note(trace, "grant", "deny", "grant_store_unavailable: the grant store could not be asked")
                 return verified, principal, _Outcome(
                     Decision.DENY, Reason.GRANT_STORE_UNAVAILABLE,
                     "the break-glass grant store is unavailable; cross-tenant access is denied")
+            self._grant_problems.ended("the grant store answers again")
             if grant is not None:
                 denial = None
                 context["breakGlass"] = break_glass_context(grant)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
@@ -14,7 +15,17 @@ import grpc
 
 from tenantgate.core.breakglass import BreakGlass, GrantRequest
 from tenantgate.core.model import Principal
-from tenantgate.errors import GrantInvalid, TenantGateError, TokenError, TokenInvalid, TokenMissing, classify
+from tenantgate.core.problemlog import ProblemLog
+from tenantgate.errors import (
+    GrantError,
+    GrantInvalid,
+    InvalidRequest,
+    TenantGateError,
+    TokenError,
+    TokenInvalid,
+    TokenMissing,
+    classify,
+)
 from tenantgate.rpc import convert
 from tenantgate.rpc.decoding import Undecodable
 from tenantgate.rpc.metadata import bearer_from_metadata
@@ -25,6 +36,8 @@ from tenantgate.v1 import breakglass_pb2_grpc as bg_grpc
 
 log = logging.getLogger("tenantgate.rpc.breakglass")
 T = TypeVar("T")
+# Refusals for the caller's own doing: no token or a refused one, no permission, a bad request or grant state.
+CALLER_REFUSALS = (TokenError, GrantError, InvalidRequest)
 
 
 class BreakGlassService(bg_grpc.BreakGlassServicer):
@@ -33,6 +46,9 @@ class BreakGlassService(bg_grpc.BreakGlassServicer):
 
     def __init__(self, service: BreakGlass) -> None:
         self._service = service
+        self._unavailable = ProblemLog(log, now=time.monotonic, noun="refusals",
+                                       summary="break-glass calls refused %d more times on our side since the "
+                                               "last line (latest: %s)")
 
     async def RequestGrant(self, request: bg.RequestGrantRequest | Undecodable,
                            context: grpc.aio.ServicerContext) -> bg.Grant:
@@ -101,10 +117,22 @@ class BreakGlassService(bg_grpc.BreakGlassServicer):
                     raise
                 return operation(caller)
 
-            return await asyncio.to_thread(run)
+            answer = await asyncio.to_thread(run)
         except TenantGateError as err:
-            log.info("break-glass call refused: %s", err)
+            self._log_refusal(err)
             await abort_with(context, err)
         except Exception as err:
             log.exception("break-glass call failed")
             await abort_with(context, err)
+        self._unavailable.ended("break-glass calls are answered again")
+        return answer
+
+    def _log_refusal(self, err: TenantGateError) -> None:
+        """A refusal for the caller's own doing (token, permission, request, grant state) is a ``debug`` line:
+        any client can make one per call (review finding: 1,000 ``info`` lines per 1,000 calls without a
+        token). One on our side (grant store or audit log unavailable) is a ``warning``, then counted once a
+        minute while it goes on (``ProblemLog``); metrics count every call by status either way."""
+        if isinstance(err, CALLER_REFUSALS):
+            log.debug("break-glass call refused: %s", err)
+        else:
+            self._unavailable.occurred("break-glass call refused: %s", err)

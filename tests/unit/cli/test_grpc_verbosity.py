@@ -1,0 +1,35 @@
+"""``serve`` keeps gRPC's C core to errors, and does so before gRPC is imported (it reads the variable then)."""
+
+import os
+import subprocess
+import sys
+
+from tenantgate.cli.serve import quiet_grpc_core
+
+PROBE = """
+import os, sys
+from tenantgate.cli import main, serve
+main._parser()  # every command registered: what runs before serve's handler
+assert "grpc" not in sys.modules, "gRPC imported before serve could set GRPC_VERBOSITY"
+serve.quiet_grpc_core()
+print(os.environ["GRPC_VERBOSITY"])
+"""
+
+
+def _probe(**env: str) -> str:
+    kept = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "PYTHONPATH")}
+    clean = {**kept, **env}
+    result = subprocess.run([sys.executable, "-c", PROBE], env=clean, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_grpc_is_not_imported_before_serve_sets_its_verbosity_to_errors():
+    assert _probe() == "ERROR"
+
+
+def test_an_operators_own_grpc_verbosity_wins(monkeypatch):
+    assert _probe(GRPC_VERBOSITY="DEBUG") == "DEBUG"
+    monkeypatch.setenv("GRPC_VERBOSITY", "INFO")
+    quiet_grpc_core()
+    assert os.environ["GRPC_VERBOSITY"] == "INFO"
