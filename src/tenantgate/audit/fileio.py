@@ -1,4 +1,5 @@
-"""Low-level file operations of the sink: bounded locking, all-or-nothing appends, rotation.
+"""Low-level file operations on a chain's files: bounded locking, all-or-nothing appends and rotation (the
+sink's). The consistent snapshot of a rotating chain that its readers take is ``snapshot.py``.
 
 Everything here raises ``OSError`` (``TimeoutError`` for a lock held too long); the sink turns it into
 ``AuditUnavailable``.
@@ -38,6 +39,25 @@ def lock_exclusive(fd: int, timeout: float, what: Path) -> None:
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"audit log {what} stayed locked by another writer for {timeout:g}s") from None
+
+
+def lock_shared(fd: int, timeout: float) -> bool:
+    """Take a shared ``flock`` of ``fd``, polling for at most ``timeout`` seconds; False when it was not granted
+    (held by a writer all that time, or no locks on this filesystem). Never blocks longer: a reader must not hang
+    on a stuck writer, and readers do without the lock (``snapshot_chain``)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.0002
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+        except OSError:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.005)
 
 
 def unlock(fd: int) -> None:

@@ -101,6 +101,8 @@ def chain_files(live: Path) -> list[Path]:
 
     A ``.1`` that is a second name of ``live`` itself (a writer killed between linking the old file to ``.1``
     and renaming the new one into place; the next write removes it) is left out: that rotation did not happen.
+    The names are stale once a rotation runs (it renames every ``.N`` to ``.N+1``): to read a chain that a
+    writer may be rotating, take ``snapshot.snapshot_chain`` instead.
     """
     files = [rotated_path(live, n) for n in reversed(rotated_numbers(live))]
     try:

@@ -3,13 +3,14 @@
 Both yield the stored lines unchanged (JSON lines, chain fields included), so their output can be piped to
 ``jq`` or verified again. They read only; they never check the chain (that is ``verify``). They, and
 ``verify``, open log files with ``open_regular``: a FIFO or device planted in a log's place is refused, not
-waited on.
+waited on. Given a ``ChainSnapshot``'s files (``snapshot.snapshot_chain``) they read the chain as it was at one
+instant, however it rotates meanwhile (``open_chain_file``, ``chain_lines``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, BinaryIO
 
 from tenantgate import paths
 from tenantgate.audit.chain import MalformedRecord, parse_plain
+from tenantgate.audit.snapshot import ChainFile
 
 TENANT_FIELDS = ("principal_tenant", "resource_tenant", "target_tenant")
 _BLOCK = 64 * 1024
@@ -73,16 +75,52 @@ def open_regular(path: Path) -> BinaryIO:
     return os.fdopen(paths.open_regular(path, follow_symlinks=True), "rb")
 
 
-def query(files: Iterable[Path], selection: RecordFilter,
+def open_chain_file(file: ChainFile | Path) -> BinaryIO:
+    """A stream on ``file`` from its start: a name is opened (``open_regular``), a snapshot's descriptor is
+    duplicated (the snapshot keeps its own). Read it with ``chain_lines`` to stop at the snapshot's end. Raises
+    ``NotRegularFile`` for a file that is not a regular one, ``OSError``."""
+    if isinstance(file, Path):
+        return open_regular(file)
+    if file.refused is not None:
+        raise file.refused
+    if file.fd is None:
+        return open_regular(file.path)
+    stream = os.fdopen(os.dup(file.fd), "rb")
+    stream.seek(0)
+    return stream
+
+
+def chain_lines(stream: BinaryIO, end: int | None) -> Iterator[bytes]:
+    """The lines of ``stream`` (with their newline; a last one without) up to offset ``end`` (None: to its end).
+
+    A line that runs past ``end`` was being written when the snapshot was taken (the file has grown since): it
+    is not part of the snapshot and not yielded, unlike a last line that just lacks its newline (torn).
+    """
+    if end is None:
+        yield from stream
+        return
+    remaining = end
+    for raw in stream:
+        if len(raw) > remaining:
+            return
+        yield raw
+        remaining -= len(raw)
+        if not remaining:
+            return
+
+
+def query(files: Iterable[ChainFile | Path], selection: RecordFilter,
           on_malformed: Callable[[Path, int, str], None] | None = None) -> Iterator[bytes]:
-    """Lines (with their newline) of ``files``, in order, whose record matches ``selection``.
+    """Lines (with their newline) of ``files`` (names, or a snapshot's files), in order, whose record matches
+    ``selection``.
 
     Unparseable lines are skipped and reported to ``on_malformed(file, line, why)``. Raises ``OSError``
     (``NotRegularFile`` for a FIFO, a device or a directory).
     """
-    for path in files:
-        with open_regular(path) as stream:
-            for number, raw in enumerate(stream, 1):
+    for file in files:
+        path, end = (file, None) if isinstance(file, Path) else (file.path, file.end)
+        with open_chain_file(file) as stream:
+            for number, raw in enumerate(chain_lines(stream, end), 1):
                 if not raw.endswith(b"\n"):
                     continue  # a torn or in-flight last line
                 try:
@@ -95,20 +133,22 @@ def query(files: Iterable[Path], selection: RecordFilter,
                     yield raw
 
 
-def tail(files: list[Path], count: int) -> list[bytes]:
-    """The last ``count`` complete lines across ``files`` (oldest first), reading from the end. Raises
-    ``OSError`` (``NotRegularFile`` for a FIFO, a device or a directory)."""
+def tail(files: Sequence[ChainFile | Path], count: int) -> list[bytes]:
+    """The last ``count`` complete lines across ``files`` (names, or a snapshot's files; oldest first), reading
+    from the end. Raises ``OSError`` (``NotRegularFile`` for a FIFO, a device or a directory)."""
     collected: list[bytes] = []
-    for path in reversed(files):
+    for file in reversed(files):
         if len(collected) >= count:
             break
-        collected = _last_lines(path, count - len(collected)) + collected
+        collected = _last_lines(file, count - len(collected)) + collected
     return collected[-count:] if count else []
 
 
-def _last_lines(path: Path, count: int) -> list[bytes]:
-    with open_regular(path) as stream:
+def _last_lines(file: ChainFile | Path, count: int) -> list[bytes]:
+    with open_chain_file(file) as stream:
         end = stream.seek(0, os.SEEK_END)
+        if isinstance(file, ChainFile) and file.end is not None:
+            end = min(end, file.end)  # not what was appended after the snapshot
         data = b""
         position = end
         while position > 0 and data.count(b"\n") <= count:

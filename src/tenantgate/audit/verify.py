@@ -7,6 +7,10 @@ after records rotated away). See ``docs/audit.md`` for exactly what can and cann
 Files are opened with ``open_regular``: a FIFO, device or directory in the place of a log file or of the head
 file is a finding (``not_regular``), never waited on. A finding's fields hold what the log says (an id may
 hold any character); its ``str`` escapes what a terminal would interpret.
+
+A live log is read from a snapshot (``snapshot.snapshot_chain``): rotations while it is read rename its files
+but change nothing read, and records appended after the snapshot are not read. A log that rotated during
+every attempt at a snapshot raises ``RotatedWhileRead``: nothing judged, never a finding.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tenantgate.audit.chain import GENESIS_HASH, ChainedRecord, MalformedRecord, parse, parse_plain, record_id
 from tenantgate.audit.checkpoint import CHECKPOINT, check_checkpoint
-from tenantgate.audit.files import ChainHead, chain_files, head_path, read_head, split_rotated
-from tenantgate.audit.query import open_regular
+from tenantgate.audit.files import ChainHead, head_path, split_rotated
+from tenantgate.audit.query import chain_lines, open_chain_file
 from tenantgate.audit.recovery import RECOVERED
+from tenantgate.audit.snapshot import ChainFile, ChainSnapshot, read_head_file, snapshot_chain
 from tenantgate.core.cedar_text import escape_unprintable
 from tenantgate.paths import NotRegularFile
 
@@ -100,21 +105,30 @@ class _State:
 
 def verify_log(path: str | os.PathLike[str], *, public_key: Ed25519PublicKey | None = None,
                from_genesis: bool = False, max_unsigned: int | None = None) -> VerifyReport:
-    """Verify the chain of a live log (its rotated predecessors ``.N`` ... ``.1`` first) against its head file.
+    """Verify the chain of a live log (its rotated predecessors ``.N`` ... ``.1`` first) against its head file,
+    as it was at one instant (``snapshot_chain``), however it rotates or grows while it is read.
 
     Given a rotated file (``audit.jsonl.3``) only that file is checked. Raises ``OSError`` when a file
     cannot be read (``FileNotFoundError`` when there is no file at all, not even a head file; a head file
-    alone is reported as the records it names missing).
+    alone is reported as the records it names missing; ``RotatedWhileRead`` when it rotated during every
+    attempt at a snapshot: nothing was judged).
     """
     live, number = split_rotated(Path(path))
     if number:
         return verify_files([Path(path)], public_key=public_key, from_genesis=from_genesis,
                             max_unsigned=max_unsigned)
-    files = chain_files(live)
-    if not files and not head_path(live).exists():  # with a head file: every file of a chain was removed
-        raise FileNotFoundError(2, "No such file or directory", str(live))
-    return verify_files(files, head_file=head_path(live), public_key=public_key, from_genesis=from_genesis,
-                        max_unsigned=max_unsigned)
+    with snapshot_chain(live) as snapshot:
+        if snapshot.empty:  # with a head file: every file of a chain was removed
+            raise FileNotFoundError(2, "No such file or directory", str(live))
+        return verify_snapshot(snapshot, public_key=public_key, from_genesis=from_genesis, max_unsigned=max_unsigned)
+
+
+def verify_snapshot(snapshot: ChainSnapshot, *, public_key: Ed25519PublicKey | None = None,
+                    from_genesis: bool = False, max_unsigned: int | None = None) -> VerifyReport:
+    """Verify the files of ``snapshot`` as one chain against the head file read with them (see ``verify_files``).
+    Raises ``OSError`` when a file cannot be read."""
+    return _verify(snapshot.files, head_path(snapshot.live), (snapshot.head, snapshot.head_error), public_key,
+                   from_genesis, max_unsigned)
 
 
 def verify_files(files: Sequence[str | os.PathLike[str]], *, head_file: str | os.PathLike[str] | None = None,
@@ -129,20 +143,28 @@ def verify_files(files: Sequence[str | os.PathLike[str]], *, head_file: str | os
     start at seq 1 from the genesis hash. ``max_unsigned``: at most this many records may precede each
     checkpoint or follow the last one. Raises ``OSError`` when a file cannot be read.
     """
-    paths = [Path(f) for f in files]
+    head = None if head_file is None else Path(head_file)
+    return _verify([ChainFile(Path(f)) for f in files], head, None if head is None else read_head_file(head),
+                   public_key, from_genesis, max_unsigned)
+
+
+def _verify(files: Sequence[ChainFile], head_file: Path | None,
+            head: tuple[ChainHead | None, Exception | None] | None, public_key: Ed25519PublicKey | None,
+            from_genesis: bool, max_unsigned: int | None) -> VerifyReport:
     state = _State(None, public_key, from_genesis, max_unsigned)
-    if head_file is not None:
-        _load_head(state, Path(head_file))
-    for path in paths:
+    if head_file is not None and head is not None:
+        _load_head(state, head_file, *head)
+    for file in files:
         try:
-            stream = open_regular(path)
+            stream = open_chain_file(file)
         except NotRegularFile as err:
-            state.add("not_regular", (str(path), 0, ""), 0, f"{err.strerror}: not read, records in its place "
+            state.add("not_regular", (str(file.path), 0, ""), 0, f"{err.strerror}: not read, records in its place "
                       "cannot be checked (a log file was replaced)")
             continue
         with stream:
-            for number, raw in enumerate(stream, 1):
-                _check_line(state, str(path), number, raw)
+            for number, raw in enumerate(chain_lines(stream, file.end), 1):
+                _check_line(state, str(file.path), number, raw)
+    paths = [file.path for file in files]
     _finish(state, paths, head_file)
     return VerifyReport(tuple(str(p) for p in paths), state.records, state.first_seq, state.last_seq,
                         state.last_hash, state.checkpoints, state.verified, state.since_checkpoint,
@@ -156,15 +178,15 @@ def missing_chain(live: str | os.PathLike[str], message: str) -> VerifyReport:
     return VerifyReport((), 0, 0, 0, "", 0, 0, 0, (finding,))
 
 
-def _load_head(state: _State, path: Path) -> None:
-    try:
-        state.head = read_head(path)
-    except NotRegularFile as err:
-        state.add("not_regular", (str(path), 0, ""), 0, f"head file is {err.strerror}: not read (replaced)")
+def _load_head(state: _State, path: Path, head: ChainHead | None, error: Exception | None) -> None:
+    """Take the head read from ``path`` (``read_head_file``): ``error`` is what made it unreadable."""
+    if isinstance(error, NotRegularFile):
+        state.add("not_regular", (str(path), 0, ""), 0, f"head file is {error.strerror}: not read (replaced)")
         return
-    except MalformedRecord as err:
-        state.add("head_malformed", (str(path), 1, ""), 0, f"head file is not valid: {err}")
+    if error is not None:
+        state.add("head_malformed", (str(path), 1, ""), 0, f"head file is not valid: {error}")
         return
+    state.head = head
     if state.head is None:
         state.add("no_head", (str(path), 0, ""), 0, "no head file: records cut off the end cannot be detected "
                   "(only checkpoints bound them)", tampered=False)

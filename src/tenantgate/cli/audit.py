@@ -1,8 +1,10 @@
 """``tenantgate audit verify | tail | query``: check and search hash-chained audit logs (read only).
 
-Exit codes: 0 intact / done, 4 tampered (verify), 1 usage or I/O error. Everything printed for a human is
-escaped (``escape_unprintable``): a log is hostile input, and a record's id or a forged recovery record must
-not drive the terminal.
+Exit codes: 0 intact / done, 4 tampered (verify), 1 usage or I/O error, or a log that rotated while it was
+read every time it was tried (nothing judged). Everything printed for a human is escaped
+(``escape_unprintable``): a log is hostile input, and a record's id or a forged recovery record must not drive
+the terminal. A live PATH is read from a snapshot of its chain (``snapshot.snapshot_chain``), so rotations
+while it is read are never taken for tampering.
 """
 
 from __future__ import annotations
@@ -11,14 +13,22 @@ import argparse
 import json
 import os
 import re
+import resource
 import sys
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from tenantgate.cli.verdict import settle
 from tenantgate.core.cedar_text import escape_unprintable, first_unprintable
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from tenantgate.audit.snapshot import ChainFile
+    from tenantgate.audit.verify import VerifyReport
 
 EXIT_OK, EXIT_ERROR, EXIT_TAMPERED = 0, 1, 4
 _NOT_PRINTABLE_ASCII = re.compile(rb"[^\x20-\x7e]")
@@ -26,16 +36,18 @@ _NOT_PRINTABLE_ASCII = re.compile(rb"[^\x20-\x7e]")
 
 @dataclass(frozen=True, slots=True)
 class _Chain:
-    """One chain to read: its files, oldest first, and its head file (None when not known).
+    """One chain to read: its files, oldest first, and its head file (None when not known); or, ``whole``, the
+    chain of the live file ``live`` (files and head file found by a snapshot when it is read).
 
-    ``absent`` (verify ``--all-workers`` only): why the chain must have existed although no file of it is
+    ``expected`` (verify ``--all-workers`` only): why the chain must exist, reported when no file of it is
     left, not even its head file; "" otherwise.
     """
 
     files: list[Path]
     head: Path | None
     live: Path
-    absent: str = ""
+    expected: str = ""
+    whole: bool = False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,9 +104,8 @@ def add_commands(sub: Any) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from tenantgate.audit import verify_files
     from tenantgate.audit.checkpoint import load_public_key
-    from tenantgate.audit.verify import missing_chain
+    from tenantgate.audit.snapshot import RotatedWhileRead
 
     key = load_public_key(args.public_key) if args.public_key else None
     if args.max_unsigned is not None and args.max_unsigned < 0:
@@ -102,11 +113,12 @@ def _verify(args: argparse.Namespace) -> int:
     paths = _paths(args)
     if directory := next((path for path in paths if path.is_dir()), None):
         return _fail(f"{directory} is a directory: name the log file (e.g. {directory / 'audit.jsonl'})")
+    _allow_open_files()
     try:
-        chains = _chains(paths, in_order=args.in_order, all_workers=args.all_workers, head_only=True)
-        reports = [missing_chain(chain.live, chain.absent) if chain.absent else
-                   verify_files(chain.files, head_file=chain.head, public_key=key, from_genesis=args.from_genesis,
-                                max_unsigned=args.max_unsigned) for chain in chains]
+        chains = _chains(paths, in_order=args.in_order, all_workers=args.all_workers)
+        reports = [_verify_chain(chain, key, args) for chain in chains]
+    except RotatedWhileRead as err:
+        return _fail(f"audit log {err.filename}: {err.strerror}")
     except OSError as err:
         return _fail(f"cannot read audit log {err.filename or ''}: {err.strerror or err}")
     # Every chain verified before anything is printed: a reader that leaves early cannot hide a tampered one.
@@ -121,15 +133,35 @@ def _verify(args: argparse.Namespace) -> int:
     return code
 
 
+def _verify_chain(chain: _Chain, key: Ed25519PublicKey | None, args: argparse.Namespace) -> VerifyReport:
+    """The report on one chain: a live file's from a snapshot of its chain (``missing`` when none of it is left
+    but it must exist). Raises ``OSError`` (``FileNotFoundError`` when no file of an unexpected chain exists)."""
+    from tenantgate.audit.snapshot import snapshot_chain
+    from tenantgate.audit.verify import missing_chain, verify_files, verify_snapshot
+
+    genesis, unsigned = args.from_genesis, args.max_unsigned
+    if not chain.whole:
+        return verify_files(chain.files, head_file=chain.head, public_key=key, from_genesis=genesis,
+                            max_unsigned=unsigned)
+    with snapshot_chain(chain.live) as snapshot:
+        if not snapshot.empty:  # a head file alone is a chain of no files: verify says what it names is missing
+            return verify_snapshot(snapshot, public_key=key, from_genesis=genesis, max_unsigned=unsigned)
+    if chain.expected:
+        return missing_chain(chain.live, chain.expected)
+    raise FileNotFoundError(2, "No such file or directory", str(chain.live))
+
+
 def _tail(args: argparse.Namespace) -> int:
     from tenantgate.audit.query import tail
 
     if args.n < 0:
         return _fail("-n must be >= 0")
     path = args.paths if args.paths is not None else _configured_path(args)
+    _allow_open_files()
     try:
-        chain, = _chains([path], in_order=False, all_workers=False)
-        return _emit(tail(chain.files, args.n))
+        with ExitStack() as held:
+            chain, = _chains([path], in_order=False, all_workers=False)
+            return _emit(tail(_files(chain, held), args.n))
     except OSError as err:
         return _fail(f"cannot read audit log {err.filename or ''}: {err.strerror or err}")
 
@@ -149,11 +181,38 @@ def _query(args: argparse.Namespace) -> int:
     def malformed(path: Path, line: int, why: str) -> None:
         print(escape_unprintable(f"tenantgate: {path}:{line}: skipped, not a JSON record ({why})"), file=sys.stderr)
 
+    _allow_open_files()
     try:
-        files = [f for chain in _chains(_paths(args), in_order=False, all_workers=False) for f in chain.files]
-        return _emit(query(files, selection, malformed))
+        with ExitStack() as held:
+            chains = _chains(_paths(args), in_order=False, all_workers=False)
+            return _emit(query([f for chain in chains for f in _files(chain, held)], selection, malformed))
     except OSError as err:
         return _fail(f"cannot read audit log {err.filename or ''}: {err.strerror or err}")
+
+
+def _files(chain: _Chain, held: ExitStack) -> list[ChainFile]:
+    """The files of ``chain`` to read: a live file's chain from a snapshot, kept open until ``held`` closes.
+    Raises ``OSError`` (``FileNotFoundError`` when no file of it exists; a head file alone is not read)."""
+    from tenantgate.audit.snapshot import ChainFile, snapshot_chain
+
+    if not chain.whole:
+        return [ChainFile(path) for path in chain.files]
+    snapshot = held.enter_context(snapshot_chain(chain.live))
+    if not snapshot.files:
+        raise FileNotFoundError(2, "No such file or directory", str(chain.live))
+    return list(snapshot.files)
+
+
+def _allow_open_files() -> None:
+    """Raise this process's soft limit on open files to the hard one: a snapshot holds every file of a chain
+    open (``keep_files = 0`` keeps them all), and the soft limit is often 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError):
+            pass  # the soft limit stays: a very long chain fails with "Too many open files" (exit 1)
 
 
 def _paths(args: argparse.Namespace) -> list[Path]:
@@ -166,15 +225,15 @@ def _configured_path(args: argparse.Namespace) -> Path:
     return Path(config.load(args.config).audit.path)
 
 
-def _chains(paths: list[Path], *, in_order: bool, all_workers: bool, head_only: bool = False) -> list[_Chain]:
-    """Group PATHs into chains. Raises ``OSError`` (``FileNotFoundError`` for a PATH with no file at all).
+def _chains(paths: list[Path], *, in_order: bool, all_workers: bool) -> list[_Chain]:
+    """Group PATHs into chains: a live PATH alone is its whole chain (``whole``, listed when it is read), rotated
+    files named are that list. Raises ``OSError``.
 
-    ``head_only``: a live PATH with no file left but its head file is a chain of no files (for verify, which
-    reports the records the head names as missing: the head file is evidence they existed).
     ``all_workers``: the worker chains beside each live PATH too, every worker from 1 to the highest one
-    found; a chain of them (worker 0, the PATH, included) with no file left at all is ``absent``.
+    found; each of them (worker 0, the PATH, included) is ``expected``, reported missing when no file of it
+    is left at all.
     """
-    from tenantgate.audit.files import chain_files, head_path, split_rotated
+    from tenantgate.audit.files import head_path, split_rotated
 
     if in_order:
         last_live = split_rotated(paths[-1])[1] == 0
@@ -197,13 +256,7 @@ def _chains(paths: list[Path], *, in_order: bool, all_workers: bool, head_only: 
     chains: list[_Chain] = []
     for live, members in groups.items():
         if [number for number, _path in members] == [0]:
-            files = chain_files(live)
-            if not files and not (head_only and head_path(live).exists()):
-                if live not in expected:
-                    raise FileNotFoundError(2, "No such file or directory", str(live))
-                chains.append(_Chain([], None, live, expected[live]))
-                continue
-            chains.append(_Chain(files, head_path(live), live))
+            chains.append(_Chain([], head_path(live), live, expected.get(live, ""), whole=True))
         else:
             ordered = [path for _number, path in sorted(set(members), key=lambda m: (m[0] == 0, -m[0]))]
             chains.append(_Chain(ordered, head_path(live) if any(n == 0 for n, _p in members) else None, live))
