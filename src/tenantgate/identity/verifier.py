@@ -152,17 +152,21 @@ class JwtVerifier:
         return len(self._cache)
 
     def keys_ready(self) -> bool:
-        """True when every issuer holds at least one usable key (a JWKS URL fetched at least once, and its
-        set not emptied since), so its tokens can be verified; for readiness probes. Never waits: an issuer
-        without keys gets a background fetch (as rate-limited as any other), so a server no caller reaches yet
+        """For readiness probes: True when every issuer's key set is held (a JWKS URL fetched at least once) and
+        at least one of them holds a usable key. An issuer that withdrew every key (published a set without a
+        usable one) denies its own tokens but does not make the server unready while another issuer's tokens
+        can be verified (review finding: with one identity provider per customer, one customer's empty JWKS
+        took every replica out of service for all tenants). Never waits: an issuer without keys, or with an
+        empty set, gets a background fetch (as rate-limited as any other), so a server no caller reaches yet
         still gets its keys and turns ready."""
-        ready = True
+        held_all, usable = True, False
         for issuer in self._issuers.values():
             held = issuer.source.peek()
             if held is None or not held.keys:
                 issuer.source.fetch_soon()
-                ready = False
-        return ready
+            held_all = held_all and held is not None
+            usable = usable or (held is not None and bool(held.keys))
+        return held_all and usable
 
     def prefetch_keys(self) -> list[str]:
         """Load every issuer's keys now (JWKS URLs are otherwise fetched on first use).

@@ -306,3 +306,23 @@ def test_jwks_urls_are_not_fetched_by_a_reread(server: LoopbackServer, es: TestI
     verifier.verify(es.mint())
     assert verifier.reread_keys(force=True) is False
     assert server.count() == 1
+
+
+def test_one_issuer_withdrawing_every_key_leaves_the_server_ready_for_the_others(tmp_path: Path, clock: FixedClock,
+                                                                                  caplog: pytest.LogCaptureFixture
+                                                                                  ) -> None:
+    # Review finding: readiness needed every issuer to hold a usable key, so one customer's identity provider
+    # publishing an empty JWKS took every replica out of service for all tenants.
+    customer_a = TestIssuer(tmp_path, issuer="https://idp-a.test", clock=clock)
+    customer_b = TestIssuer(tmp_path, issuer="https://idp-b.test", clock=clock)
+    verifier = verifier_for(customer_a.issuer_keys(), customer_b.issuer_keys(), clock=clock)
+    assert verifier.keys_ready()
+    replace_file(customer_a.jwks_path, b'{"keys": []}')
+    assert verifier.reread_keys() is True
+    with pytest.raises(TokenInvalid, match="no usable signing key"):
+        verifier.verify(customer_a.mint())
+    assert verifier.verify(customer_b.mint()).issuer == "https://idp-b.test"
+    assert verifier.keys_ready()  # customer B's tokens are still decided
+    replace_file(customer_b.jwks_path, b'{"keys": []}')
+    assert verifier.reread_keys() is True
+    assert not verifier.keys_ready()  # no issuer can be verified any more: not ready
