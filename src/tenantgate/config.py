@@ -239,6 +239,9 @@ def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | No
             raise ConfigError(f"{file}: invalid TOML: {err}") from err
         base = file.resolve().parent
         source = str(file)
+    for section, values in (overrides or {}).items():  # what an override replaces is not even read
+        for key in values:
+            env.pop(f"TENANTGATE_{section.upper()}_{key.upper()}", None)
     _apply_env(raw, env)
     for section, values in (overrides or {}).items():
         table = raw.setdefault(section, {})

@@ -21,6 +21,7 @@ from tenantgate.config import (
     TokenSettings,
     shown,
 )
+from tenantgate.core.request import is_tenant_id
 from tenantgate.errors import ConfigError
 
 MAX_WORKERS = 64  # server.workers
@@ -45,6 +46,9 @@ MAXIMA: dict[str, tuple[int, str]] = {
     "http.max_concurrent_requests": (65_536, "64 Ki"),
     "policies.poll_interval_seconds": (A_WEEK, "a week"),
     "grants.sweep_interval_seconds": (A_WEEK, "a week"),
+    # Past these, a limit is no limit, and the hourly one overflowed the database's integer (review finding).
+    "grants.max_pending_per_operator": (10_000, "10,000"),
+    "grants.max_requests_per_operator_per_hour": (100_000, "100,000"),
     "audit.checkpoint_seconds": (A_WEEK, "a week"),
 }
 # Claims whose meaning is fixed: RFC 7519's registered claims, and those TenantGate reads itself (act: RFC 8693
@@ -87,8 +91,6 @@ def validate(s: Settings) -> None:
     _check_maxima(t, "tokens")
     if not 0 < t.jwks_fetch_timeout_seconds <= 30:
         raise ConfigError("tokens.jwks_fetch_timeout_seconds must be > 0 and <= 30")
-    from tenantgate.core.request import is_tenant_id
-
     seen: set[str] = set()
     for i, iss in enumerate(t.issuers):
         where = f"tokens.issuers[{i}]"
@@ -144,7 +146,6 @@ def validate(s: Settings) -> None:
     g = s.grants
     if not g.store.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError("grants.store must be sqlite:///PATH or postgresql://...")
-    from tenantgate.core.request import is_tenant_id
 
     if not is_tenant_id(g.operator_tenant):
         raise ConfigError("grants.operator_tenant must be a valid tenant id")
@@ -311,7 +312,6 @@ def _check_maxima(section: Any, name: str) -> None:
         owner, _, field_name = key.partition(".")
         if owner == name and getattr(section, field_name) > maximum:
             raise ConfigError(f"{key} must be at most {maximum} ({words}), got {shown(getattr(section, field_name))}")
-
 
 
 def _positive(value: int, where: str) -> None:

@@ -168,6 +168,20 @@ def test_overrides_win_over_the_environment_and_the_file_before_validation(write
     assert config.load(path, env=env, overrides={"server": {"workers": 2}}).server.workers == 2
     with pytest.raises(ConfigError, match=r"^server\.workers must be between 1 and 64, got 0$"):
         config.load(path, env=env)
+    # An environment value the override replaces is not even read (self-review finding: 'four' was refused).
+    assert config.load(path, env={"TENANTGATE_SERVER_WORKERS": "four"},
+                       overrides={"server": {"workers": 3}}).server.workers == 3
+
+
+@pytest.mark.parametrize(("key", "maximum"), [("max_pending_per_operator", 10_000),
+                                              ("max_requests_per_operator_per_hour", 100_000)])
+def test_grant_request_limits_have_upper_bounds(write_config, issuer_table, key, maximum):
+    # Self-review finding: max_requests_per_operator_per_hour = 2**63 loaded, then every request failed with an
+    # OverflowError from the database driver.
+    assert getattr(config.load(write_config(f"[grants]\n{key} = {maximum}\n" + issuer_table()), env={}).grants,
+                   key) == maximum
+    with pytest.raises(ConfigError, match=rf"^grants\.{key} must be at most {maximum} "):
+        config.load(write_config(f"[grants]\n{key} = {2**63}\n" + issuer_table()), env={})
 
 
 def test_serve_workers_flag_wins_over_a_zero_in_the_environment(write_config, issuer_table, monkeypatch):
