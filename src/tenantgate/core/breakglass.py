@@ -23,6 +23,7 @@ happened when the step fails afterwards. The events (``event``), each naming the
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -128,6 +129,12 @@ class BreakGlass:
         # refused call (any client can make one) while the audit log could not be written.
         self._unwritten = ProblemLog(log, now=clock.now, level=logging.ERROR, noun="grant events not written",
                                      summary="%d more grant events not written since the last line (latest: %s)")
+        # Grants whose revocation this process is committing (id -> revocations in flight): not honoured from
+        # the moment grant.revoked is written, since lookups read what is committed on a connection of their own
+        # (self-review finding: a Check between the record and the commit was allowed, and its ALLOW followed
+        # the revocation in the audit chain). A revocation that then fails to commit honours the grant again.
+        self._revoking: dict[str, int] = {}
+        self._revoking_lock = threading.Lock()
 
     def now(self) -> float:
         return self._clock.now()
@@ -242,8 +249,17 @@ class BreakGlass:
             raise GrantInvalid("reason must be printable text (no control characters)")
         self._get(grant_id)
         now = self._clock.now()
-        revoked = self._change("revoke", caller, lambda record: self.store.revoke(
-            grant_id, caller.subject, reason.strip(), now, record), reason.strip())
+        with self._revoking_lock:
+            self._revoking[grant_id] = self._revoking.get(grant_id, 0) + 1
+        try:
+            revoked = self._change("revoke", caller, lambda record: self.store.revoke(
+                grant_id, caller.subject, reason.strip(), now, record), reason.strip())
+        finally:
+            with self._revoking_lock:
+                if self._revoking[grant_id] == 1:
+                    del self._revoking[grant_id]
+                else:
+                    self._revoking[grant_id] -= 1
         if revoked is None:
             raise GrantConflict(self._changed_meanwhile(grant_id, "revoked", GrantState.REVOKED))
         return revoked
@@ -290,6 +306,8 @@ class BreakGlass:
                                        principal.issuer)
         if grant is None or not grant.covers(principal.subject, principal.tenant, target_tenant, action, now,
                                              principal.issuer):
+            return None
+        if grant.id in self._revoking:  # being revoked here: its grant.revoked may be on record already
             return None
         return grant
 

@@ -341,3 +341,33 @@ def test_default_ignorable_characters_and_spaces_do_not_make_another_person(worl
     grant = world.request(sub="oscar")
     with pytest.raises(GrantPermissionDenied, match="self-approval"):
         world.service.approve(world.approver(sub=variant), grant.id)
+
+
+def test_a_grant_being_revoked_is_not_honoured_once_its_revocation_is_on_record(world):
+    # Self-review finding: lookups read what is committed on a connection of their own, so a Check between the
+    # grant.revoked record and the revocation's commit was allowed, its ALLOW after the revocation in the chain.
+    import threading
+
+    grant = world.active_grant()
+    op = world.token("platform", "oscar", "breakglass-operator")
+    assert _check(world, op).reason is Reason.ALLOW_BREAK_GLASS
+    recorded, release = threading.Event(), threading.Event()
+    real_write = world.sink.write
+
+    def slow_after_revoked(event):
+        real_write(event)
+        if getattr(event, "event", "") == "grant.revoked":
+            recorded.set()
+            release.wait(10)  # the revocation's transaction stays open meanwhile
+
+    world.service._audit.write = slow_after_revoked
+    revoking = threading.Thread(target=world.service.revoke, args=(world.approver(), grant.id, "done"))
+    revoking.start()
+    try:
+        assert recorded.wait(10)
+        assert _check(world, op).reason is Reason.CROSS_TENANT  # not ALLOW while the revocation commits
+    finally:
+        release.set()
+        revoking.join(10)
+    assert _check(world, op).reason is Reason.CROSS_TENANT
+    assert world.service._revoking == {}
