@@ -63,16 +63,23 @@ SCHEMA_V1: tuple[str, ...] = (
 SCHEMA_V2: tuple[str, ...] = (
     f"ALTER TABLE {TABLE} ADD COLUMN operator_issuer TEXT NOT NULL DEFAULT ''",
 )
-# Indexes a database gains wherever they are missing, whatever its version (``migrate`` checks each by name):
-# an index changes no meaning, so it needs no new version, which replicas of an earlier release (a rolling
-# upgrade, a rollback) would refuse.
+# Indexes a database gains wherever they are missing, whatever its version, as (name, columns): an index
+# changes no meaning, so it needs no new version, which replicas of an earlier release (a rolling upgrade, a
+# rollback) would refuse. No statement needs one to be correct, only fast: SQLite creates them in ``migrate``,
+# PostgreSQL after the store opened, in the background (``postgres.build_missing_indexes``), because building one
+# on a large table outlasts a connect's statement_timeout and holds the table's writers back meanwhile.
 SCHEMA_INDEXES: tuple[tuple[str, str], ...] = (
     # The hourly request limit: one operator's requests by time, newest first (a range scan).
-    (f"{TABLE}_by_operator", f"""CREATE INDEX IF NOT EXISTS {TABLE}_by_operator
-        ON {TABLE} (operator, operator_tenant, operator_issuer, requested_at)"""),
+    (f"{TABLE}_by_operator", "operator, operator_tenant, operator_issuer, requested_at"),
 )
 VERSION_DDL = f"""CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
     component TEXT PRIMARY KEY, version INTEGER NOT NULL)"""
+
+
+def create_index(name: str, columns: str, *, concurrently: bool = False) -> str:
+    """``CREATE INDEX [CONCURRENTLY] IF NOT EXISTS name ON`` the grant table ``(columns)``: one of
+    ``SCHEMA_INDEXES``. ``CONCURRENTLY`` (PostgreSQL only) never blocks writers and cannot run in a transaction."""
+    return f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}IF NOT EXISTS {name} ON {TABLE} ({columns})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,10 +205,10 @@ Row = tuple[Any, ...]
 Run = Callable[[str, Sequence[Any]], list[Row]]
 
 
-def migrate(run: Run, sql: Statements) -> None:
-    """Bring the schema to ``SCHEMA_VERSION`` and create the ``SCHEMA_INDEXES`` it lacks, with ``run`` (one
-    statement, rows if any), inside the caller's write transaction, which already excludes other migrators.
-    Idempotent.
+def migrate(run: Run, sql: Statements, *, create_indexes: bool) -> None:
+    """Bring the schema to ``SCHEMA_VERSION``, and with ``create_indexes`` create the ``SCHEMA_INDEXES`` it lacks,
+    with ``run`` (one statement, rows if any), inside the caller's write transaction, which already excludes other
+    migrators. Idempotent. Without ``create_indexes`` (PostgreSQL) the caller builds them later, outside it.
 
     Raises ``GrantStoreUnavailable`` when the database holds a newer schema than this code knows.
     """
@@ -217,8 +224,8 @@ def migrate(run: Run, sql: Statements) -> None:
     if current < 2:
         for ddl in SCHEMA_V2:
             run(ddl, ())
-    for name, ddl in SCHEMA_INDEXES:
+    for name, columns in SCHEMA_INDEXES if create_indexes else ():
         if not run(sql.index_exists, (name,)):
-            run(ddl, ())
+            run(create_index(name, columns), ())
     if current != SCHEMA_VERSION:
         run(sql.set_schema_version, (COMPONENT, SCHEMA_VERSION))

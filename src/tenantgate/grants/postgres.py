@@ -9,6 +9,9 @@ COMMITTED on their own connection, so they never wait for a change in progress.
 Every round trip has a client-side deadline (``_Watchdog``): libpq has none, and a peer that acknowledges
 bytes but never answers (a stalled pgbouncer queue, a hung proxy) satisfies TCP keepalives and
 ``tcp_user_timeout``, so without it a call, and the store's lock, could wait forever.
+
+The ``SCHEMA_INDEXES`` a database lacks are not built while connecting (on a large table that outlasts the
+statement_timeout and holds writers back) but once per process, in the background (``_pg_indexes``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import psycopg.errors
 from psycopg import pq
 
 from tenantgate.errors import ConfigError, GrantConflict, GrantInvalid, GrantStoreUnavailable, TenantGateError
+from tenantgate.grants._pg_indexes import INDEX_BUILDS
 from tenantgate.grants._rows import SqlGrantStore, short_reason, unavailable
 from tenantgate.grants._sql import Dialect, Row, migrate
 from tenantgate.redact import redact_url
@@ -71,28 +75,43 @@ class PostgresGrantStore(SqlGrantStore):
     is retried once on a new connection; a write never is. Messages never contain the password.
     ``before_commit`` runs inside the transaction and must not call back into the store.
     Lookups (``find_active``) use a second connection with its own lock and watchdog, opened at the first lookup.
+
+    Once connected, the store starts the background build of the ``SCHEMA_INDEXES`` the database lacks (at most
+    one per process and database, see ``build_missing_indexes``); opening never waits for it or fails on it.
     """
 
     def __init__(self, url: str, *, connect_timeout: int = 2, statement_timeout_ms: int = 2000,
                  lock_timeout: float = 10.0, network_grace: float = NETWORK_GRACE_SECONDS) -> None:
-        self.display_url = redact_url(url)
-        self._url = url  # for the lookup connection's store (``_open_reader``); never shown
-        self._options = (int(connect_timeout), int(statement_timeout_ms), float(lock_timeout), float(network_grace))
+        display_url = redact_url(url)
         try:
             given = psycopg.conninfo.conninfo_to_dict(url)
         except psycopg.Error as err:
             # Not chained: libpq's parse errors can quote the URL, password included.
-            raise ConfigError(f"invalid PostgreSQL URL {self.display_url}: "
+            raise ConfigError(f"invalid PostgreSQL URL {display_url}: "
                               f"{short_reason(err, _passwords_in(url))}") from None
-        self._secrets = (*_passwords_in(url), str(given.get("password") or ""))
         options = " ".join(str(o) for o in (given.get("options"), f"-c statement_timeout={int(statement_timeout_ms)}")
                            if o)
         defaults: dict[str, Any] = {"application_name": "tenantgate", "keepalives": 1, "keepalives_idle": 5,
                                     "keepalives_interval": 2, "keepalives_count": 2, "tcp_user_timeout": 5000}
-        self._conninfo = psycopg.conninfo.make_conninfo(
-            url, **{**defaults, **given, "connect_timeout": int(connect_timeout), "options": options})
+        # The URL is not kept: the lookup store (``_open_reader``) is opened from these, so the password is held
+        # once, in the conninfo.
+        self._open(display_url=display_url,
+                   conninfo=psycopg.conninfo.make_conninfo(
+                       url, **{**defaults, **given, "connect_timeout": int(connect_timeout), "options": options}),
+                   secrets=(*_passwords_in(url), str(given.get("password") or "")),
+                   round_trip_limit=statement_timeout_ms / 1000 + network_grace, lock_timeout=float(lock_timeout),
+                   builds_indexes=True)
+
+    def _open(self, *, display_url: str, conninfo: str, secrets: tuple[str, ...], round_trip_limit: float,
+              lock_timeout: float, builds_indexes: bool) -> None:
+        """Set the store up from parsed settings and connect (the constructor's second half, shared with
+        ``_open_reader``). ``builds_indexes``: start the background index build after connecting."""
+        self.display_url = display_url
+        self._conninfo = conninfo  # never shown: it holds the password, if any
+        self._secrets = secrets
+        self._round_trip_limit = round_trip_limit
+        self._builds_indexes = builds_indexes
         self._conn: psycopg.Connection[Any] | None = None
-        self._round_trip_limit = statement_timeout_ms / 1000 + network_grace
         self._watchdog = _Watchdog()
         try:
             self._start(POSTGRES, lock_timeout)
@@ -106,10 +125,11 @@ class PostgresGrantStore(SqlGrantStore):
         return f"PostgresGrantStore({self.display_url!r})"
 
     def _open_reader(self) -> PostgresGrantStore:
-        connect_timeout, statement_timeout_ms, lock_timeout, network_grace = self._options
-        return PostgresGrantStore(self._url, connect_timeout=connect_timeout,
-                                  statement_timeout_ms=statement_timeout_ms, lock_timeout=lock_timeout,
-                                  network_grace=network_grace)
+        reader = PostgresGrantStore.__new__(PostgresGrantStore)
+        # Lookups never start an index build: the store they belong to has (a build holds a connection).
+        reader._open(display_url=self.display_url, conninfo=self._conninfo, secrets=self._secrets,
+                     round_trip_limit=self._round_trip_limit, lock_timeout=self._lock_timeout, builds_indexes=False)
+        return reader
 
     def _ensure_connection(self) -> None:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -144,7 +164,8 @@ class PostgresGrantStore(SqlGrantStore):
                     return cur.fetchall() if cur.description is not None else []
 
                 run("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-                migrate(run, self._sql)
+                # No index builds here: see ``build_missing_indexes``, started below.
+                migrate(run, self._sql, create_indexes=False)
             with self._round_trip(conn):
                 conn.commit()
         except BaseException as err:
@@ -152,6 +173,8 @@ class PostgresGrantStore(SqlGrantStore):
             if isinstance(err, (psycopg.Error, OSError)):
                 raise unavailable(err, self._secrets) from err
             raise
+        if self._builds_indexes:
+            INDEX_BUILDS.start(self.display_url, self._conninfo, self._secrets)
         return conn
 
     def _live(self) -> psycopg.Connection[Any]:

@@ -102,7 +102,7 @@ class SqliteGrantStore(SqlGrantStore):
                 def run(sql: str, params: Sequence[Any]) -> list[Row]:
                     return conn.execute(sql, params).fetchall()
 
-                migrate(run, self._sql)
+                migrate(run, self._sql, create_indexes=True)  # small tables; the write lock serialises
                 conn.execute("COMMIT")
         except BaseException as err:
             conn.close()
@@ -123,7 +123,7 @@ class SqliteGrantStore(SqlGrantStore):
             raise
         if not rows or rows[0][0] != SCHEMA_VERSION:
             return False
-        return all(conn.execute(self._sql.index_exists, (name,)).fetchall() for name, _ddl in SCHEMA_INDEXES)
+        return all(conn.execute(self._sql.index_exists, (name,)).fetchall() for name, _columns in SCHEMA_INDEXES)
 
     def _live(self) -> sqlite3.Connection:
         if self._conn is None:  # only inside _session, which connects

@@ -13,6 +13,7 @@ import pytest
 
 from support.grants import race_creates
 from support.pg import pg_database
+from support.waiting import eventually
 from tenantgate.core.grants import Grant, GrantState
 from tenantgate.core.model import rfc3339
 from tenantgate.errors import GrantConflict
@@ -152,8 +153,9 @@ def test_an_existing_postgres_store_gains_the_index_and_the_count_uses_it():
         with psycopg.connect(url, autocommit=True) as db:
             _previous_release_schema(db.execute)
         open_store(url).close()
+        # Built in the background after the store opened (test_store_index_build.py), so not waited for here.
+        eventually(lambda: _valid_postgres_index(url), "the index built", attempts=200)
         with psycopg.connect(url) as db:
-            assert db.execute("SELECT to_regclass(%s)", (INDEX,)).fetchone()[0] is not None
             assert db.execute(f"SELECT version FROM {VERSION_TABLE}").fetchall() == [(2,)]
             db.execute("SET enable_seqscan = off")
             plan = " ".join(row[0] for row in db.execute(
@@ -161,6 +163,12 @@ def test_an_existing_postgres_store_gains_the_index_and_the_count_uses_it():
                     AND operator_issuer = %s AND requested_at > %s ORDER BY requested_at DESC LIMIT %s""",
                 ("oscar", "platform", "https://idp.example", T0, 3)))
         assert f"Backward using {INDEX}" in plan and "Sort" not in plan
+
+
+def _valid_postgres_index(url):
+    with psycopg.connect(url, autocommit=True) as db:
+        row = db.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", (INDEX,)).fetchone()
+    return bool(row and row[0])
 
 
 @pytest.mark.postgres
