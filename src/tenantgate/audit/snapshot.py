@@ -52,6 +52,9 @@ class ChainSnapshot:
     files: tuple[ChainFile, ...]
     head: ChainHead | None
     head_error: NotRegularFile | MalformedRecord | None
+    # False: names kept changing through every attempt, the last under the live file's lock (when granted), where
+    # TenantGate's own rotation cannot run: the files the last attempt holds are judged as they are.
+    settled: bool = True
 
     @property
     def empty(self) -> bool:
@@ -59,8 +62,9 @@ class ChainSnapshot:
         return not self.files and self.head is None and self.head_error is None
 
     def close(self) -> None:
-        for file in self.files:
-            close_quietly(file.fd)
+        # Two names of one file (a hard link) share one descriptor: closed once, never a number reused since.
+        for fd in {file.fd for file in self.files}:
+            close_quietly(fd)
 
     def __enter__(self) -> ChainSnapshot:
         return self
@@ -108,21 +112,23 @@ def snapshot_chain(live: Path, *, attempts: int = SNAPSHOT_ATTEMPTS,
 
     The live file is read up to its size at that instant (``ChainFile.end``; rotated files to their end); with
     the lock, that is where the head file's last record ends or later. A ``.1`` that is a second name of the
-    live file (a half rotation) is left out. Raises ``RotatedWhileRead`` when every attempt was spoiled,
-    ``OSError`` when a file cannot be listed, opened or read.
+    live file (a half rotation) is left out. When every attempt was spoiled, the last one's files are returned with
+    ``settled`` False, to be judged as they are (review finding: a tamperer who kept replacing rotated files with
+    copies made verify judge nothing, "not tamper evidence"; the last attempt holds the lock, so TenantGate's
+    own rotation cannot be what changed them). Raises ``OSError`` when a file cannot be listed, opened or read.
     """
     opened = _Opened()
     try:
         for attempt in range(attempts):
-            snapshot = _snapshot_once(live, opened, lock_wait, hold=attempt >= 2)
+            snapshot = _snapshot_once(live, opened, lock_wait, hold=attempt >= 2, last=attempt == attempts - 1)
             if snapshot is not None:
                 opened.release(snapshot)
                 return snapshot
             time.sleep(0.001 * attempt)  # let a rotation in progress finish
     finally:
         opened.close()
-    raise RotatedWhileRead(errno.EAGAIN, f"the log rotated while it was read, {attempts} times in a row; nothing "
-                           "was judged (not tamper evidence): run it again", str(live))
+    raise RotatedWhileRead(errno.EAGAIN, f"the log's files kept changing while it was read, {attempts} times in "
+                           "a row; nothing was judged: run it again", str(live))
 
 
 class _Opened:
@@ -162,9 +168,11 @@ class _Opened:
         self._members = {}
 
 
-def _snapshot_once(live: Path, opened: _Opened, lock_wait: float, *, hold: bool) -> ChainSnapshot | None:
+def _snapshot_once(live: Path, opened: _Opened, lock_wait: float, *, hold: bool,
+                   last: bool = False) -> ChainSnapshot | None:
     """One attempt of ``snapshot_chain`` (``hold``: under the lock from the listing on): the snapshot, or None
-    when a rotation spoiled it. Its files stay in ``opened``."""
+    when a rotation spoiled it (``last``: the files it holds, ``settled`` False, instead). Its files stay in
+    ``opened``."""
     # The live file first: a rotation that renames the others replaces it too.
     current, locked = _locked_live(live, opened, lock_wait) if hold else (opened.member(live), False)
     live_fd = current.fd if current is not None else None
@@ -174,6 +182,8 @@ def _snapshot_once(live: Path, opened: _Opened, lock_wait: float, *, hold: bool)
         for number in reversed(numbers):
             member = opened.member(rotated_path(live, number))
             if member is None:
+                if last:
+                    continue  # gone under the lock in the last attempt: not a rotation; its records go missing
                 return None  # listed, then gone: renamed or deleted by a rotation
             members.append(member)
         if current is not None:
@@ -188,11 +198,12 @@ def _snapshot_once(live: Path, opened: _Opened, lock_wait: float, *, hold: bool)
     finally:
         if locked and live_fd is not None:
             unlock(live_fd)  # in an early attempt before the names are checked: writers wait for no more
-    if not stable or not (hold or _same_names(live, numbers, members)):
+    settled = stable and (hold or _same_names(live, numbers, members))
+    if not settled and not last:
         return None
     # A rotated file is read to its end: a writer appends only to the file at the live path (checked under the lock).
     files = tuple(ChainFile(m.path, m.fd, end if m is current else None, m.refused) for m in members)
-    return ChainSnapshot(live, files, head, head_error)
+    return ChainSnapshot(live, files, head, head_error, settled)
 
 
 def _locked_live(live: Path, opened: _Opened, lock_wait: float) -> tuple[_Member | None, bool]:

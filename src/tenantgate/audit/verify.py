@@ -9,12 +9,13 @@ file is a finding (``not_regular``), never waited on. A finding's fields hold wh
 hold any character); its ``str`` escapes what a terminal would interpret.
 
 A live log is read from a snapshot (``snapshot.snapshot_chain``): rotations while it is read rename its files
-but change nothing read, and records appended after the snapshot are not read. A log that rotated during
-every attempt at a snapshot raises ``RotatedWhileRead``: nothing judged, never a finding.
+but change nothing read, and records appended after the snapshot are not read. When names kept changing
+through every attempt, the files held open are judged with a ``replaced_while_read`` note.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -110,8 +111,8 @@ def verify_log(path: str | os.PathLike[str], *, public_key: Ed25519PublicKey | N
 
     Given a rotated file (``audit.jsonl.3``) only that file is checked. Raises ``OSError`` when a file
     cannot be read (``FileNotFoundError`` when there is no file at all, not even a head file; a head file
-    alone is reported as the records it names missing; ``RotatedWhileRead`` when it rotated during every
-    attempt at a snapshot: nothing was judged).
+    alone is reported as the records it names missing; ``RotatedWhileRead`` in the rare case that no
+    attempt at a snapshot held the live file).
     """
     live, number = split_rotated(Path(path))
     if number:
@@ -127,8 +128,14 @@ def verify_snapshot(snapshot: ChainSnapshot, *, public_key: Ed25519PublicKey | N
                     from_genesis: bool = False, max_unsigned: int | None = None) -> VerifyReport:
     """Verify the files of ``snapshot`` as one chain against the head file read with them (see ``verify_files``).
     Raises ``OSError`` when a file cannot be read."""
-    return _verify(snapshot.files, head_path(snapshot.live), (snapshot.head, snapshot.head_error), public_key,
-                   from_genesis, max_unsigned)
+    report = _verify(snapshot.files, head_path(snapshot.live), (snapshot.head, snapshot.head_error), public_key,
+                     from_genesis, max_unsigned)
+    if snapshot.settled:
+        return report
+    note = Finding("replaced_while_read", str(snapshot.live), 0, "", 0, "the log's files kept being renamed or "
+                   "replaced while they were read, also while writers were held back (not TenantGate's rotation): "
+                   "judged as they were held open", tampered=False)
+    return dataclasses.replace(report, findings=(*report.findings, note))
 
 
 def verify_files(files: Sequence[str | os.PathLike[str]], *, head_file: str | os.PathLike[str] | None = None,
