@@ -239,9 +239,9 @@ def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | No
             raise ConfigError(f"{file}: invalid TOML: {err}") from err
         base = file.resolve().parent
         source = str(file)
-    for section, values in (overrides or {}).items():  # what an override replaces is not even read
-        for key in values:
-            env.pop(f"TENANTGATE_{section.upper()}_{key.upper()}", None)
+    replaced = {f"{section}_{key}".lower() for section, values in (overrides or {}).items() for key in values}
+    env = {name: value for name, value in env.items()  # what an override replaces is not even read (any case)
+           if not (name.startswith("TENANTGATE_") and name[len("TENANTGATE_"):].lower() in replaced)}
     _apply_env(raw, env)
     for section, values in (overrides or {}).items():
         table = raw.setdefault(section, {})

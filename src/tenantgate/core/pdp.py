@@ -196,7 +196,8 @@ class DecisionPoint:
     def _finish(self, staged: _Staged, check: CheckInput, error: Exception | None) -> DecisionResult:
         outcome, event = staged.outcome, staged.event
         if error is not None:
-            self._audit_problems.occurred("decision %s: audit record not written: %s", staged.decision_id, error)
+            self._audit_problems.occurred("decision %s: audit record not written: %s", staged.decision_id, error,
+                                          cause=str(error))
             outcome = _Outcome(Decision.DENY, Reason.AUDIT_UNAVAILABLE,
                                "the audit record could not be written; denied")
             event = self._event(staged.decision_id, check, outcome, staged.verified, staged.principal,
@@ -279,7 +280,7 @@ class DecisionPoint:
             try:
                 grant = self._grants.find(principal, check.resource.tenant, check.action)
             except GrantStoreUnavailable as err:
-                self._grant_problems.occurred("grant store unavailable: %s", err)
+                self._grant_problems.occurred("grant store unavailable: %s", err, cause=str(err))
                 if trace is not None:
                     _note(trace, "grant", "deny", "grant_store_unavailable: the grant store could not be asked")
                 return verified, principal, _Outcome(

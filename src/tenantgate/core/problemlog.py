@@ -15,15 +15,20 @@ import threading
 from collections.abc import Callable
 
 SUMMARY_SECONDS = 60.0  # while a problem goes on: at most one line about it per this many seconds
+MAX_CAUSES = 8  # distinct causes written in full within one interval; further ones are counted
 
 
 class ProblemLog:
     """Lines about one recurring problem, at most one per ``interval`` seconds (``now()``, in seconds, is the
     clock), plus at most one per interval saying it has ended.
 
-    - ``occurred(message, *args)``: one occurrence. The first (and the first after ``interval`` quiet seconds)
-      is logged in full, saying that one line per interval will count the rest; later ones are counted, and
-      the first occurrence ``interval`` seconds after the last line writes the count, with the latest message.
+    - ``occurred(message, *args, cause=...)``: one occurrence. The first (and the first after ``interval``
+      quiet seconds) is logged in full, saying that one line per interval will count the rest; later ones are
+      counted, and the first occurrence ``interval`` seconds after the last line writes the count, with the
+      latest message. ``cause`` (default: ``message``, the template) tells problems apart: the first
+      occurrence of another cause within the interval is logged in full too (at most ``MAX_CAUSES`` per
+      interval), so a cause a client can repeat at will cannot hide a different, real one behind its count
+      (review finding).
     - ``summarize()``: writes the count not written yet, if any (for a timer, or at close).
     - ``ended(message)``: the problem is over (say, a write succeeded again): one line, with the count not
       written yet, when occurrences were logged since the last such line. Cheap when there were none, so a
@@ -48,19 +53,26 @@ class ProblemLog:
         self._ended_at: float | None = None  # when the last line saying it ended was written
         self._uncounted = 0  # occurrences since the last line
         self._latest = ""  # what the latest of them said
+        self._causes: set[str] = set()  # causes written in full since the last line that started an interval
         self.ongoing = False  # an occurrence was logged or counted since the last ended line
 
-    def occurred(self, message: str, *args: object) -> None:
+    def occurred(self, message: str, *args: object, cause: str | None = None) -> None:
         text = message % args if args else message
+        key = message if cause is None else cause
         with self._lock:
             now = self._now()
             self.ongoing = True
             if self._within_interval(self._logged_at, now):
-                self._uncounted += 1
-                self._latest = text
-                return
-            self._logged_at = now
-            count, self._uncounted = self._uncounted, 0
+                if key in self._causes or len(self._causes) >= MAX_CAUSES:
+                    self._uncounted += 1
+                    self._latest = text
+                    return
+                self._causes.add(key)  # another cause: its first occurrence in full, the interval unchanged
+                count = 0
+            else:
+                self._logged_at = now
+                self._causes = {key}
+                count, self._uncounted = self._uncounted, 0
         if count:
             self._log.log(self._level, self._summary, count + 1, text)
         else:
@@ -93,7 +105,8 @@ class ProblemLog:
             self.ongoing = False
             self._ended_at = now
             count, self._uncounted = self._uncounted, 0
-        suffix = f" ({count} more {self._noun} since the last line)" if count else ""
+            latest = self._latest
+        suffix = f" ({count} more {self._noun} since the last line; latest: {latest})" if count else ""
         self._log.log(min(self._level, logging.WARNING), "%s%s", message, suffix)
 
     def _within_interval(self, since: float | None, now: float) -> bool:

@@ -130,7 +130,8 @@ class _BoundedServer(ThreadingHTTPServer):
         counting them. Review finding: a line per reset, 1,000 per 1,000 connections."""
         error = sys.exc_info()[1]
         if isinstance(error, OSError):
-            self.broken.occurred("metrics request from %s failed: %r", _peer(client_address), error)
+            self.broken.occurred("metrics request from %s failed: %r", _peer(client_address), error,
+                                 cause=type(error).__name__)
         else:
             log.warning("metrics request from %s failed: %r", _peer(client_address), error)
 

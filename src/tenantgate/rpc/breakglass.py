@@ -135,4 +135,4 @@ class BreakGlassService(bg_grpc.BreakGlassServicer):
         if isinstance(err, CALLER_REFUSALS):
             log.debug("break-glass call refused: %s", err)
         else:
-            self._unavailable.occurred("break-glass call refused: %s", err)
+            self._unavailable.occurred("break-glass call refused: %s", err, cause=str(err))

@@ -40,8 +40,8 @@ def test_summarize_writes_the_count_not_written_yet_and_nothing_when_there_is_no
     log, clock, caplog = problems
     log.summarize()
     assert _lines(caplog) == []
-    log.occurred("first")
-    log.occurred("second")
+    log.occurred("first", cause="one")
+    log.occurred("second", cause="one")
     assert log.due() == clock.now() + 60
     log.summarize()
     assert _lines(caplog)[1:] == [("ERROR", "1 more failures since the last line (latest: second)")]
@@ -57,15 +57,15 @@ def test_the_end_of_a_problem_is_said_once_with_the_count(problems):
         log.occurred("failed")
     for _ in range(100):
         log.ended("written again")
-    assert _lines(caplog)[1:] == [("WARNING", "written again (4 more failures since the last line)")]
+    assert _lines(caplog)[1:] == [("WARNING", "written again (4 more failures since the last line; latest: failed)")]
     assert not log.ongoing
 
 
 def test_after_a_quiet_interval_the_next_occurrence_is_logged_in_full_again(problems):
     log, clock, caplog = problems
-    log.occurred("failed once")
+    log.occurred("failed once", cause="one")
     clock.advance(61)
-    log.occurred("failed again")
+    log.occurred("failed again", cause="one")
     assert [m for _l, m in _lines(caplog)] == [
         "failed once; while this goes on, one line every 60 s counts the failures",
         "failed again; while this goes on, one line every 60 s counts the failures"]
@@ -104,3 +104,23 @@ def test_concurrent_occurrences_are_all_counted(problems):
         t.join()
     log.summarize()
     assert [m for _l, m in _lines(caplog)][1:] == ["1999 more failures since the last line (latest: failed)"]
+
+
+def test_a_different_cause_within_the_interval_gets_its_own_first_line(problems):
+    # Review finding: one ProblemLog per subsystem let a cause a client repeats at will (load shedding) take the
+    # first line, so a different, real fault starting and ending within the minute was only ever a count.
+    log, clock, caplog = problems
+    for _ in range(100):
+        log.occurred("refused: %s", "too many waiting", cause="too many waiting")
+    log.occurred("refused: %s", "corrupt row g-7", cause="corrupt row g-7")
+    log.occurred("refused: %s", "corrupt row g-7", cause="corrupt row g-7")
+    lines = [text for _level, text in _lines(caplog)]
+    assert len(lines) == 2 and lines[1].startswith("refused: corrupt row g-7")
+    for n in range(20):  # at most MAX_CAUSES distinct causes in full per interval
+        log.occurred("refused: %s", n, cause=str(n))
+    assert len(_lines(caplog)) == 8
+    clock.advance(60)
+    log.occurred("refused: %s", "too many waiting", cause="too many waiting")
+    assert len(_lines(caplog)) == 9  # the count of all of them
+    log.ended("answers again")
+    assert _lines(caplog)[-1][1] == "answers again"
