@@ -66,6 +66,10 @@ def quiet_grpc_core() -> None:
     runs before anything on the serve path imports it (``tenantgate.cli.main`` and the commands it
     registers do not), and before ``--workers`` forks: the workers inherit it. The container image sets it
     too. An operator's own ``GRPC_VERBOSITY`` is left as it is."""
+    if "GRPC_VERBOSITY" not in os.environ and "grpc" in sys.modules:
+        # Embedded: gRPC was imported before serve ran and read its environment then (review finding).
+        print("tenantgate: warning: gRPC was imported before serve started; set GRPC_VERBOSITY=ERROR in the "
+              "environment, or its C core logs a plain-text line per failed TLS handshake", file=sys.stderr)
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 

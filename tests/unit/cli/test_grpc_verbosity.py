@@ -33,3 +33,15 @@ def test_an_operators_own_grpc_verbosity_wins(monkeypatch):
     monkeypatch.setenv("GRPC_VERBOSITY", "INFO")
     quiet_grpc_core()
     assert os.environ["GRPC_VERBOSITY"] == "INFO"
+
+
+def test_serve_called_after_grpc_was_imported_says_the_setting_came_too_late(monkeypatch, capsys):
+    # Review finding: embedded (gRPC already imported), setting the variable silently did nothing.
+    import grpc  # noqa: F401 - imported first, as an embedding program would
+
+    monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
+    quiet_grpc_core()
+    assert "gRPC was imported before serve started" in capsys.readouterr().err
+    monkeypatch.setenv("GRPC_VERBOSITY", "ERROR")  # set by the operator: nothing to say
+    quiet_grpc_core()
+    assert capsys.readouterr().err == ""
