@@ -78,7 +78,7 @@ class GrantEvent:
     event_id: str
     time: str
     # grant.requested | grant.approved | grant.revoked | grant.expired | grant.refused | grant.failed
-    # (see ``tenantgate.core.breakglass`` for what each one means)
+    # (see ``tenantgate.core.grantevents`` for what each one means)
     event: str
     grant_id: str
     actor: str

@@ -360,7 +360,7 @@ def test_a_grant_being_revoked_is_not_honoured_once_its_revocation_is_on_record(
             recorded.set()
             release.wait(10)  # the revocation's transaction stays open meanwhile
 
-    world.service._audit.write = slow_after_revoked
+    world.sink.write = slow_after_revoked
     revoking = threading.Thread(target=world.service.revoke, args=(world.approver(), grant.id, "done"))
     revoking.start()
     try:

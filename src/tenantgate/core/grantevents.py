@@ -1,0 +1,232 @@
+"""Grant events: what each break-glass step (``tenantgate.core.breakglass``) writes to the audit log, and how
+a change whose commit failed is put on record.
+
+Every lifecycle step writes a ``GrantEvent`` to the audit sink inside the store's transaction, so a step whose
+event cannot be written does not happen, and the log says what happened when the step fails afterwards. The
+events (``event``), each naming the grant, the actor and a ``detail`` that starts with the step (``request``,
+``approve``, ``revoke``, ``expire``):
+
+- ``grant.requested``, ``grant.approved``, ``grant.revoked``, ``grant.expired``: the step, written just before
+  its change commits. A sweep expires due grants in batches of at most ``EXPIRE_BATCH``, one store transaction
+  each, and writes a batch's ``grant.expired`` events together (one append, one fsync).
+- ``grant.refused``: the step was refused before any change: no permission, self-approval, an invalid or
+  unknown grant, a state that does not allow it, an operator with ``max_pending_per_operator`` requests
+  pending already or ``max_requests_per_operator_per_hour`` requests in the last hour, or the grant store
+  unavailable (including the fail-fast window after an outage).
+  ``detail``: ``<step>: <error>: <why>``.
+- ``grant.failed``: follows the step's event when the change then failed to commit. Either it did not take
+  effect (``<step> not applied: ...``; ``state`` is the state that stands, "" when no such grant was stored),
+  or its outcome is unknown because the store could not be read back (``<step> outcome unknown: ...``;
+  ``state`` ""; the grant store's state decides). A change whose commit failed but took effect gets no further
+  event. The caller gets ``GrantStoreUnavailable`` in every case.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from tenantgate.core.grants import BeforeCommit, BeforeCommitAll, CommitFailed, Grant, GrantEvent, GrantState
+from tenantgate.core.model import Principal, rfc3339
+from tenantgate.core.ports import AuditSink, Clock
+from tenantgate.core.problemlog import ProblemLog
+from tenantgate.errors import AuditUnavailable, GrantError, GrantStoreUnavailable
+
+log = logging.getLogger("tenantgate.grants")
+T = TypeVar("T")
+
+# The event each step writes just before its change commits.
+STEP_EVENTS = {"request": "grant.requested", "approve": "grant.approved", "revoke": "grant.revoked",
+               "expire": "grant.expired"}
+
+
+class GrantEvents:
+    """Writes the grant events of the break-glass steps to ``audit``: refusals, each change's events before it
+    commits, and ``grant.failed`` after a change that then failed."""
+
+    def __init__(self, audit: AuditSink, clock: Clock, *, max_grant_id: int, max_why: int) -> None:
+        """``max_grant_id``, ``max_why``: a refusal's grant id and reason (the caller's, unchecked) are clipped
+        to these many characters."""
+        self._audit = audit
+        self._clock = clock
+        self._max_grant_id = max_grant_id
+        self._max_why = max_why
+        # grant.refused and grant.failed events that cannot be written: an error line, then one a minute
+        # counting them, and the first grant event written after them says so. Review finding: a line per
+        # refused call (any client can make one) while the audit log could not be written.
+        self._unwritten = ProblemLog(log, now=clock.now, level=logging.ERROR, noun="grant events not written",
+                                     summary="%d more grant events not written since the last line (latest: %s)")
+
+    def recorded(self, step: str, caller: Principal | None, grant_id: str, change: Callable[[], Grant]) -> Grant:
+        """``change()``; a refusal (any ``GrantError``: no permission, self-approval, invalid, unknown grant,
+        not in a state that allows it; or ``GrantStoreUnavailable`` before any change, the fail-fast window
+        included) is first written as a ``grant.refused`` event, then raised. A change that failed to commit
+        (``CommitFailed``) is on record already (``change``)."""
+        try:
+            return change()
+        except GrantError as refusal:
+            self.refused(step, caller, grant_id, f"{type(refusal).__name__}: {refusal}")
+            raise
+        except CommitFailed:
+            raise
+        except GrantStoreUnavailable as outage:
+            self.refused(step, caller, grant_id, f"{type(outage).__name__}: {outage}")
+            raise
+
+    def change(self, step: str, caller: Principal | None, apply: Callable[[BeforeCommit], T],
+               detail: str = "") -> T:
+        """``apply(record)``: one store change, where ``record`` writes the step's event for each grant the change
+        makes, before it commits. When the change fails after that, the log is made to say what happened:
+
+        - the commit failed (``CommitFailed``): for each grant, if the store shows the change, nothing more; if
+          it does not, ``grant.failed`` "not applied" naming the state that stands; if the grant could not be
+          read back, ``grant.failed`` "outcome unknown". Raised as ``CommitFailed`` saying which.
+        - the store rolled back after some events were written (the event of a later grant of one change could
+          not be written): ``grant.failed`` "not applied" for those. Raised unchanged.
+        """
+        event = STEP_EVENTS[step]
+        written: list[Grant] = []
+
+        def record(grant: Grant) -> None:
+            self._event(event, caller, grant, detail)
+            written.append(grant)
+
+        return self._settled(step, caller, written, lambda: apply(record))
+
+    def expire_batch(self, apply: Callable[[BeforeCommitAll], T]) -> T:
+        """``apply(record_all)``: one ``expire_due`` batch, as ``change`` does a change, its ``grant.expired``
+        events written together with one ``write_many``. An event the sink could not write rolls the whole batch
+        back (raised as the sink's error): the events it did write are followed by ``grant.failed``."""
+        written: list[Grant] = []
+
+        def record_all(grants: Sequence[Grant]) -> None:
+            events = [self._grant_event(STEP_EVENTS["expire"], None, grant) for grant in grants]
+            errors = self._audit.write_many(events)
+            if len(errors) != len(events):
+                written.extend(grants)  # which are on record is unknown: each gets its grant.failed
+                raise AuditUnavailable(f"the audit sink answered for {len(errors)} of {len(events)} events")
+            written.extend(grant for grant, error in zip(grants, errors, strict=True) if error is None)
+            failure = next((error for error in errors if error is not None), None)
+            if failure is not None:
+                raise failure  # INVARIANT: nothing of the batch commits unless all its events are on record
+
+        return self._settled("expire", None, written, lambda: apply(record_all))
+
+    def refused(self, step: str, caller: Principal | None, grant_id: str, why: str) -> None:
+        """Write a ``grant.refused`` event: ``step`` (request, approve, revoke) of ``grant_id`` by ``caller``
+        (None: no verified caller, e.g. a refused or certificate-bound token) was refused for ``why``. The
+        refusal stands whether or not its event can be written. The grant id is the caller's: clipped."""
+        try:
+            self._event("grant.refused", caller, None, f"{step}: {_clip(why, self._max_why)}",
+                        _clip(grant_id, self._max_grant_id), nobody="(unauthenticated)")
+        except Exception as err:  # noqa: BLE001 - the caller is refused either way
+            self._unwritten.occurred("grant.refused event (%s %s) not written: %s", step,
+                                     _clip(grant_id, self._max_grant_id), err)
+
+    def _settled(self, step: str, caller: Principal | None, written: Sequence[Grant], change: Callable[[], T]) -> T:
+        """``change()``, whose before-commit hook appends to ``written`` each grant whose event it wrote; puts
+        the outcome on record when it fails after that (see ``change``)."""
+        event = STEP_EVENTS[step]
+        try:
+            return change()
+        except CommitFailed as failed:
+            raise self._settle(step, caller, written, failed) from failed
+        except BaseException as err:
+            for grant in written:
+                self._failed(step, caller, grant, None, f"not applied: rolled back ({type(err).__name__}: {err}); "
+                             f"the {event} event before this one did not take effect; the grant keeps its "
+                             "previous state")
+            raise
+
+    def _settle(self, step: str, caller: Principal | None, written: Sequence[Grant],
+                failed: CommitFailed) -> CommitFailed:
+        """Record the outcome of each change in ``written`` after ``failed``; the error to raise, saying it."""
+        event = STEP_EVENTS[step]
+        outcomes: list[str] = []
+        for intended in written:
+            if intended.id not in failed.standing:
+                self._failed(step, caller, intended, None,
+                             f"outcome unknown: the commit failed ({failed}) and the grant could not be read back "
+                             f"({failed.unread}); the grant store's state decides whether the {event} event "
+                             "before this one took effect")
+                outcomes.append(f"{intended.id}: outcome unknown, list the grant to see")
+                continue
+            standing = failed.standing[intended.id]
+            if took_effect(step, intended, standing):
+                outcomes.append(f"{intended.id}: it was applied")
+                continue
+            stands = f"the grant stands {standing.state.value}" if standing else "no such grant was stored"
+            self._failed(step, caller, standing or intended, standing,
+                         f"not applied: the commit failed ({failed}); the {event} event before this one did not "
+                         f"take effect; {stands}")
+            outcomes.append(f"{intended.id}: it was not applied")
+        return CommitFailed(f"{failed} (while committing the {step} of grant {'; '.join(outcomes)})",
+                            failed.written, failed.standing, failed.unread)
+
+    def _failed(self, step: str, caller: Principal | None, grant: Grant, standing: Grant | None,
+                detail: str) -> None:
+        """Write a ``grant.failed`` event for ``grant``: its ``state`` is ``standing``'s ("" when None: no such
+        grant, or unknown). Never raises: the caller is told UNAVAILABLE either way."""
+        try:
+            self._event("grant.failed", caller, grant, f"{step} {detail}",
+                        state=standing.state.value if standing else "")
+        except Exception as err:  # noqa: BLE001 - the change failed either way; its caller is told
+            self._unwritten.occurred("grant.failed event (%s %s) not written: %s", step, grant.id, err)
+
+    def _event(self, event: str, caller: Principal | None, grant: Grant | None, detail: str = "",
+               grant_id: str = "", nobody: str = "(tenantgate)", state: str | None = None) -> None:
+        """Write one grant event (see ``_grant_event``); raises what the sink raises."""
+        self._audit.write(self._grant_event(event, caller, grant, detail, grant_id, nobody, state))
+        self._unwritten.ended("grant events are written to the audit log again")
+
+    def _grant_event(self, event: str, caller: Principal | None, grant: Grant | None, detail: str = "",
+                     grant_id: str = "", nobody: str = "(tenantgate)", state: str | None = None) -> GrantEvent:
+        """One grant event; without ``grant`` (a refusal before it was looked up) only ``grant_id``; without
+        ``caller`` the actor is ``nobody`` (TenantGate itself, or an unverified caller). ``state`` overrides the
+        grant's state ("": none or unknown, and then no expiry either)."""
+        if state is None:
+            state = grant.state.value if grant else ""
+        expires_at = rfc3339(grant.expires_at) if grant and grant.expires_at and state else ""
+        return GrantEvent(
+            event_id=str(uuid.uuid4()),
+            time=rfc3339(self._clock.now()),
+            event=event,
+            grant_id=grant.id if grant else grant_id,
+            actor=caller.subject if caller else nobody,
+            actor_tenant=caller.tenant if caller else "",
+            operator=grant.operator if grant else "",
+            operator_tenant=grant.operator_tenant if grant else "",
+            target_tenant=grant.target_tenant if grant else "",
+            actions=grant.actions if grant else (),
+            reason=grant.reason if grant else "",
+            ticket=grant.ticket if grant else "",
+            state=state,
+            expires_at=expires_at,
+            detail=detail,
+            actor_issuer=caller.issuer if caller else "",
+            actor_token_id=caller.token_id if caller else "",
+        )
+
+
+def took_effect(step: str, intended: Grant, standing: Grant | None) -> bool:
+    """Whether ``standing`` (a grant as stored after its change failed to commit) shows that change, which
+    would have made ``intended``: the fields the step sets are there (another change may have come since)."""
+    if standing is None:
+        return False
+    match step:
+        case "request":
+            return True  # grant ids are fresh: a grant with this id is this request's
+        case "approve":
+            return (standing.approved_by, standing.approved_at) == (intended.approved_by, intended.approved_at)
+        case "revoke":
+            return (standing.revoked_by, standing.revoked_at) == (intended.revoked_by, intended.revoked_at)
+        case "expire":
+            return standing.state is GrantState.EXPIRED
+        case _:
+            return standing == intended
+
+
+def _clip(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[:limit] + "..."
