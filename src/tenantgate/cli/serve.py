@@ -46,10 +46,10 @@ def _serve(args: argparse.Namespace) -> int:
     """Run the server; a SIGTERM while it is still starting (loading policies, fetching JWKS) stops it at once
     with exit 0. Review finding: as a container's PID 1, for which an unhandled SIGTERM does nothing, it was
     ignored until the full grace period ended in SIGKILL."""
-    quiet_grpc_core()
+    late = quiet_grpc_core()
     previous = signal.signal(signal.SIGTERM, _stop_before_serving)
     try:
-        return _serve_until_stopped(args)
+        return _serve_until_stopped(args, late)
     except _StopBeforeServing:
         print("tenantgate: SIGTERM while starting: stopped before serving", file=sys.stderr)
         return EXIT_OK
@@ -57,7 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def quiet_grpc_core() -> None:
+def quiet_grpc_core() -> bool:
     """Keep gRPC's C core to errors (``GRPC_VERBOSITY=ERROR``) unless the environment says otherwise.
 
     Review finding: with TLS on the gRPC port, the core wrote an ``I...`` line (not JSON, whatever
@@ -65,19 +65,22 @@ def quiet_grpc_core() -> None:
     10,000 lines a second from one client. The core reads the variable when gRPC is first imported, so this
     runs before anything on the serve path imports it (``tenantgate.cli.main`` and the commands it
     registers do not), and before ``--workers`` forks: the workers inherit it. The container image sets it
-    too. An operator's own ``GRPC_VERBOSITY`` is left as it is."""
-    if "GRPC_VERBOSITY" not in os.environ and "grpc" in sys.modules:
-        # Embedded: gRPC was imported before serve ran and read its environment then (review finding).
-        print("tenantgate: warning: gRPC was imported before serve started; set GRPC_VERBOSITY=ERROR in the "
-              "environment, or its C core logs a plain-text line per failed TLS handshake", file=sys.stderr)
+    too. An operator's own ``GRPC_VERBOSITY`` is left as it is. Returns True when that came too late: gRPC was
+    imported before (embedded) and read its environment then (review finding), for ``serve`` to say so."""
+    late = "GRPC_VERBOSITY" not in os.environ and "grpc" in sys.modules
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    return late
 
 
-def _serve_until_stopped(args: argparse.Namespace) -> int:
+def _serve_until_stopped(args: argparse.Namespace, grpc_verbosity_late: bool = False) -> int:
     from tenantgate.observability.logging import configure
 
     settings = _settings(args) if args.workers is None else _settings_with_workers(args)
     configure(settings.log.level)
+    if grpc_verbosity_late:
+        logging.getLogger("tenantgate.serve").warning(
+            "gRPC was imported before serve started: set GRPC_VERBOSITY=ERROR in the environment, or its C core "
+            "logs a plain-text line per failed TLS handshake")
     if settings.server.workers > 1:
         return _serve_workers(settings)
     from tenantgate import app as application

@@ -35,13 +35,12 @@ def test_an_operators_own_grpc_verbosity_wins(monkeypatch):
     assert os.environ["GRPC_VERBOSITY"] == "INFO"
 
 
-def test_serve_called_after_grpc_was_imported_says_the_setting_came_too_late(monkeypatch, capsys):
-    # Review finding: embedded (gRPC already imported), setting the variable silently did nothing.
+def test_serve_called_after_grpc_was_imported_says_the_setting_came_too_late(monkeypatch):
+    # Review finding: embedded (gRPC already imported), setting the variable silently did nothing. serve logs a
+    # warning once its logging is set up (so a configuration error still comes first, and alone).
     import grpc  # noqa: F401 - imported first, as an embedding program would
 
     monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
-    quiet_grpc_core()
-    assert "gRPC was imported before serve started" in capsys.readouterr().err
+    assert quiet_grpc_core() is True
     monkeypatch.setenv("GRPC_VERBOSITY", "ERROR")  # set by the operator: nothing to say
-    quiet_grpc_core()
-    assert capsys.readouterr().err == ""
+    assert quiet_grpc_core() is False
