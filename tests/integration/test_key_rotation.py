@@ -3,6 +3,7 @@ issuer's JWKS is denied at the first decision after the new key set is held: a J
 or by the policy poll, a JWKS URL re-fetched (review findings: the file was read only at start; cached
 tokens outlived their key)."""
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -106,29 +107,11 @@ def test_a_key_removed_from_the_jwks_url_denies_its_cached_token(tmp_path):
     compromised, replacement = _issuers(tmp_path)
     with LoopbackServer() as web:
         web.serve("/jwks.json", compromised.jwks_document())
-        cfg = tmp_path / "tenantgate.toml"
-        cfg.write_text(f"""
-[server]
-listen = "127.0.0.1:0"
-metrics_listen = ""
-state_dir = "{tmp_path / 'state'}"
-grace_seconds = 2
-
-[policies]
-dir = "{single_policy_dir(tmp_path)}"
-poll_interval_seconds = 0
-
-[tokens]
-jwks_cache_seconds = 1
-jwks_refresh_min_interval_seconds = 1
-
-[[tokens.issuers]]
-issuer = "{compromised.issuer}"
-audiences = ["tenantgate"]
-algorithms = ["ES256"]
-jwks_url = "{web.url()}"
-""")
-        with running_server(config.load(cfg, env={})) as (address, app), grpc.insecure_channel(address) as channel:
+        settings = dataclasses.replace(compromised.settings, jwks_file="", jwks_url=web.url())
+        cfg = write_config(tmp_path, settings, policies=single_policy_dir(tmp_path))
+        env = {"TENANTGATE_POLICIES_POLL_INTERVAL_SECONDS": "0", "TENANTGATE_TOKENS_JWKS_CACHE_SECONDS": "1",
+               "TENANTGATE_TOKENS_JWKS_REFRESH_MIN_INTERVAL_SECONDS": "1"}
+        with running_server(config.load(cfg, env=env)) as (address, app), grpc.insecure_channel(address) as channel:
             stub = pb_grpc.AuthorizerStub(channel)
             stolen = compromised.mint(sub="mallory", exp=int(time.time()) + 3000)
             assert _check(stub, stolen).decision == pb.ALLOW

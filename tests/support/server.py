@@ -16,7 +16,10 @@ BUNDLED_POLICIES = REPO / "policies"
 
 
 def write_config(tmp_path: Path, issuer_settings, *, policies: Path = BUNDLED_POLICIES, extra: str = "") -> Path:
-    """A config file trusting one test issuer, with state under tmp_path and the bundled policies."""
+    """A config file trusting one test issuer (its JWKS file, or its ``jwks_url`` when set), with state under
+    tmp_path and the bundled policies."""
+    keys = (f'jwks_url = "{issuer_settings.jwks_url}"' if issuer_settings.jwks_url
+            else f'jwks_file = "{issuer_settings.jwks_file}"')
     text = f"""
 [server]
 listen = "127.0.0.1:0"
@@ -31,7 +34,7 @@ dir = "{policies}"
 issuer = "{issuer_settings.issuer}"
 audiences = {list(issuer_settings.audiences)!r}
 algorithms = {list(issuer_settings.algorithms)!r}
-jwks_file = "{issuer_settings.jwks_file}"
+{keys}
 """.replace("'", '"') + extra
     path = tmp_path / "tenantgate.toml"
     path.write_text(text)
