@@ -88,7 +88,7 @@ class EndedCallErrors(logging.Filter):
 class AcceptFailureLog:
     """An asyncio exception handler: ``socket.accept()`` failing for want of descriptors or memory (EMFILE,
     ENFILE, ENOBUFS, ENOMEM) is one ``error`` line, then, while it goes on, at most one line per ``interval``
-    seconds counting the failures since (a ``ProblemLog`` on the loop's clock, its count written by a timer);
+    seconds counting the failures since (a ``ProblemLog``, its count written by a timer on the loop);
     anything else goes to the handler that was there before (asyncio's default: an error with its traceback).
     Review finding: asyncio logs every failed accept with a traceback and retries up to the listen backlog on
     each wake-up; 1,100 idle connections under a 1,024 descriptor limit wrote 2,560 tracebacks (1.3 MB) in 7 s.
@@ -97,21 +97,17 @@ class AcceptFailureLog:
     handler back."""
 
     def __init__(self, interval: float = ACCEPT_FAILURE_SUMMARY_SECONDS, logger: logging.Logger | None = None) -> None:
-        self._interval = interval
-        self._logger = logger or logging.getLogger("tenantgate.accept")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None = None
-        self._problems = self._problem_log(time.monotonic)
+        self._problems = ProblemLog(logger or logging.getLogger("tenantgate.accept"), now=time.monotonic,
+                                    level=logging.ERROR, interval=interval, noun="failures",
+                                    summary="accepting connections failed %d more times since the last line "
+                                            "(latest: %s)")
         self._summary: asyncio.TimerHandle | None = None
-
-    def _problem_log(self, now: Callable[[], float]) -> ProblemLog:
-        return ProblemLog(self._logger, now=now, level=logging.ERROR, interval=self._interval, noun="failures",
-                          summary="accepting connections failed %d more times since the last line (latest: %s)")
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._previous = loop.get_exception_handler()
-        self._problems = self._problem_log(loop.time)
         loop.set_exception_handler(self)
 
     def close(self) -> None:
@@ -134,7 +130,7 @@ class AcceptFailureLog:
         self._problems.occurred("cannot accept a connection on %s: %s", _address(context.get("socket")), error)
         due = self._problems.due()
         if due is not None and self._summary is None:
-            self._summary = loop.call_later(max(due - loop.time(), 0.0), self._summarize)
+            self._summary = loop.call_later(max(due - time.monotonic(), 0.0), self._summarize)
 
     def _summarize(self) -> None:
         self._summary = None

@@ -17,9 +17,7 @@ from tenantgate.core.breakglass import BreakGlass, GrantRequest
 from tenantgate.core.model import Principal
 from tenantgate.core.problemlog import ProblemLog
 from tenantgate.errors import (
-    GrantError,
     GrantInvalid,
-    InvalidRequest,
     TenantGateError,
     TokenError,
     TokenInvalid,
@@ -29,15 +27,16 @@ from tenantgate.errors import (
 from tenantgate.rpc import convert
 from tenantgate.rpc.decoding import Undecodable
 from tenantgate.rpc.metadata import bearer_from_metadata
-from tenantgate.rpc.status import abort_with
+from tenantgate.rpc.status import abort_with, status_of
 from tenantgate.rpc.tls import peer_certificate_sha256
 from tenantgate.v1 import breakglass_pb2 as bg
 from tenantgate.v1 import breakglass_pb2_grpc as bg_grpc
 
 log = logging.getLogger("tenantgate.rpc.breakglass")
 T = TypeVar("T")
-# Refusals for the caller's own doing: no token or a refused one, no permission, a bad request or grant state.
-CALLER_REFUSALS = (TokenError, GrantError, InvalidRequest)
+# Refusals on our side, by the one error table's status; every other status is the caller's own doing (no token
+# or a refused one, no permission, a bad request or grant state).
+OUR_SIDE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL})
 
 
 class BreakGlassService(bg_grpc.BreakGlassServicer):
@@ -132,7 +131,7 @@ class BreakGlassService(bg_grpc.BreakGlassServicer):
         any client can make one per call (review finding: 1,000 ``info`` lines per 1,000 calls without a
         token). One on our side (grant store or audit log unavailable) is a ``warning``, then counted once a
         minute while it goes on (``ProblemLog``); metrics count every call by status either way."""
-        if isinstance(err, CALLER_REFUSALS):
+        if status_of(err) not in OUR_SIDE:
             log.debug("break-glass call refused: %s", err)
         else:
             self._unavailable.occurred("break-glass call refused: %s", err, cause=str(err))
