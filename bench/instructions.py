@@ -3,26 +3,29 @@
 
 Builds the app as scenario 2 does (same generated config, same realistic request), warms it up, then makes
 CALLS calls of MODE: ``setup`` (none: what building and warming cost, subtracted from the others), ``raw``
-(cedarpy.is_authorized with the pre-parsed PolicySet and Schema and the entity list, scenario 2's floor) or
-``decide`` (the full audited ``DecisionPoint.decide``). callgrind counts the instructions the process
-executes: the same for the same binary and inputs whatever else the machine does, so the ratio of two
-counts is the steady part of scenario 2's wall-clock ratio (it does not see cache misses or time spent in
-the kernel, e.g. the audit append's system calls).
+(cedarpy.is_authorized with the pre-parsed PolicySet and Schema and the entity list, scenario 2's floor),
+``native`` (the one Cedar call ``Engine.evaluate`` makes: cedarpy's native function with the pre-parsed
+PolicySet, Schema and Entities handles) or ``decide`` (the full audited ``DecisionPoint.decide``).
+callgrind counts the instructions the process executes: the same for the same binary and inputs whatever
+else the machine does, so the ratio of two counts is the steady part of scenario 2's wall-clock ratio (it
+does not see cache misses or time spent in the kernel, e.g. the audit append's system calls).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import cedarpy
 
 from tenantgate import app as application
+from tenantgate.core import engine as engine_module
 from tenantgate.core.model import Decision
 
 from .core import cedar_inputs, realistic
 
-MODES = ("setup", "raw", "decide")
+MODES = ("setup", "raw", "native", "decide")
 WARMUP = 50
 
 
@@ -40,13 +43,20 @@ def main(argv: list[str]) -> int:
         def raw() -> object:
             return cedarpy.is_authorized(request, policy_set, entities, schema=schema)
 
+        native_request = dict(request, context=engine_module.json_object(request["context"]))
+        handle = cedarpy.Entities.from_json_str(json.dumps(entities), schema)._inner
+
+        def native() -> object:
+            return engine_module.answer_text(native_request, policy_set, handle, schema)
+
         def decide() -> object:
             return built.pdp.decide(check)
 
         for _ in range(WARMUP):  # both warmed in every mode, so the setup run subtracts exactly this
             assert built.pdp.decide(check).decision is Decision.ALLOW
             raw()
-        call = {"raw": raw, "decide": decide}.get(mode)
+            native()
+        call = {"raw": raw, "native": native, "decide": decide}.get(mode)
         if call is not None:
             for _ in range(calls):
                 call()

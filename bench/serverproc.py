@@ -23,14 +23,15 @@ class ServerError(RuntimeError):
 
 class ServerProcess:
     """``python -m tenantgate.cli.main serve ARGS`` in ``cwd``; ``address`` is where it will listen.
+    ``wrapper`` prefixes the command (e.g. valgrind, which runs it in the same process: ``pid`` stays the server's).
 
     stdout/stderr go to files in ``log_dir`` (quoted in errors). ``stop()`` sends SIGTERM (the server drains)
     and kills only if it has not exited within ``timeout`` seconds.
     """
 
     def __init__(self, args: Sequence[str], *, cwd: Path, address: str, log_dir: Path,
-                 env: dict[str, str] | None = None) -> None:
-        self.args = [child_python(), "-m", "tenantgate.cli.main", "serve", *args]
+                 env: dict[str, str] | None = None, wrapper: Sequence[str] = ()) -> None:
+        self.args = [*wrapper, child_python(), "-m", "tenantgate.cli.main", "serve", *args]
         self.cwd, self.address, self.log_dir = cwd, address, log_dir
         self.env = env if env is not None else python_env()
         self._proc: subprocess.Popen[bytes] | None = None
