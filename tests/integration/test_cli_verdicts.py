@@ -1,6 +1,7 @@
 """The CLI's answers hold when its reader leaves early, its JSON input is hostile, or it is stopped while
 starting: real `tenantgate` processes, each bounded in time."""
 
+import json
 import os
 import signal
 import subprocess
@@ -172,3 +173,12 @@ def test_validate_escapes_what_tenants_wrote_before_it_reaches_the_terminal(work
     out = _run(["validate"], workdir)
     assert out.returncode == 3 and "\x1b" not in out.stdout + out.stderr and "\r" not in out.stdout
     assert 'User::"a\\x1b[2K\\rall fine"' in out.stdout
+
+
+def test_validate_names_the_version_a_tenants_decisions_carry(workdir):
+    out = _run(["validate", "--tenant", "acme", "--tenant", "globex"], workdir)
+    assert out.returncode == 0, out.stderr
+    shown = dict(line.split(": decisions carry version ") for line in out.stdout.splitlines()[1:])
+    assert set(shown) == {"tenant acme", "tenant globex"} and shown["tenant acme"] != shown["tenant globex"]
+    decided = _run(_check(_token(workdir)), workdir)
+    assert decided.returncode == 0 and json.loads(decided.stdout)["audit"]["policy_version"] == shown["tenant acme"]

@@ -27,6 +27,8 @@ def add_commands(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]
     config_arg(validate)
     validate.add_argument("--policies", default=None, metavar="DIR")
     validate.add_argument("--schema", default=None, metavar="FILE")
+    validate.add_argument("--tenant", action="append", default=[], metavar="TENANT",
+                          help="also print the policy version this tenant's decisions carry (repeatable)")
     validate.set_defaults(handler=_validate)
 
     fmt = sub.add_parser("fmt", help="format Cedar policy files (Cedar's own formatter)")
@@ -75,6 +77,8 @@ def _validate(args: argparse.Namespace) -> int:
         return EXIT_INVALID_POLICIES
     print(f"valid: {compiled.total_policies - 1} policies ({len(compiled.tenants)} tenant partitions) in "
           f"{policy_dir} (version {compiled.version})")
+    for tenant in args.tenant:
+        print(f"tenant {escape_unprintable(tenant)}: decisions carry version {compiled.version_for(tenant)}")
     return EXIT_OK
 
 

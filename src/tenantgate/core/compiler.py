@@ -33,6 +33,7 @@ from tenantgate.core.policy_ids import POSITIONAL, id_problem
 from tenantgate.core.request import is_tenant_id
 from tenantgate.core.schema import check_principal_shape, check_request_shape
 from tenantgate.core.scoping import global_problem, tenant_problem
+from tenantgate.core.versions import partition_versions, policy_version
 from tenantgate.errors import PolicyDiagnostic, PolicyError
 
 GUARDRAIL_ID = "tenantgate::tenant-guardrail"
@@ -100,13 +101,20 @@ class CompiledPolicies:
 
     policy_set: Any
     schema: Any
-    version: str
+    version: str  # the whole set's (core.versions): for operators, never in a decision's answer or record
     locations: Mapping[str, PolicyLocation]
     policy_count: int
     tenants: Mapping[str, TenantPolicies] = field(default_factory=dict)
     sources: tuple[str, ...] = ()
     # Tenant-scoped entity data (policies/entities.json, tenants/<t>/entities.json), see core.entities.
     entities: EntityDirectory = EMPTY_DIRECTORY
+    global_version: str = ""  # schema and global files only
+    tenant_versions: Mapping[str, str] = field(default_factory=dict)  # tenants with files of their own
+
+    def version_for(self, tenant: str) -> str:
+        """The version decisions about ``tenant``'s resources carry: schema, global files and that tenant's
+        own files (core.versions)."""
+        return self.tenant_versions.get(tenant, self.global_version)
 
     def locate(self, policy_id: str, tenant: str = "") -> PolicyLocation | None:
         partition = self.tenants.get(tenant)
@@ -197,26 +205,24 @@ def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource
         raise PolicyError(f"cannot assemble the policy set: {err}",
                           unassembled({"staticPolicies": static, "templates": templates}, locations)) from err
     all_sources = [*sources, *(f for files in tenant_sources.values() for f in files), *entity_sources.values()]
+    tenant_files = {tenant: list(files) for tenant, files in tenant_sources.items()}
+    for tenant, source in entity_sources.items():
+        if tenant:
+            tenant_files.setdefault(tenant, []).append(source)
+    global_entities = [entity_sources[""]] if "" in entity_sources else []
+    global_version, tenant_versions = partition_versions(schema_source, [*sources, *global_entities], tenant_files)
     return CompiledPolicies(
         policy_set=policy_set,
         schema=schema,
         version=policy_version(schema_source, all_sources),
+        global_version=global_version,
+        tenant_versions=tenant_versions,
         locations=locations,
         policy_count=len(static),
         tenants=tenants,
         sources=tuple(s.path for s in all_sources),
         entities=directory,
     )
-
-
-def policy_version(schema_source: PolicySource, sources: Sequence[PolicySource]) -> str:
-    """``sha256:<16 hex>`` over the schema and policy texts (and their paths), order-independent."""
-    digest = hashlib.sha256()
-    for src in [schema_source, *sorted(sources, key=lambda s: s.path)]:
-        for part in (src.path, src.text):
-            data = part.encode("utf-8")
-            digest.update(len(data).to_bytes(8, "big") + data)
-    return "sha256:" + digest.hexdigest()[:16]
 
 
 def format_policy_text(text: str) -> str:

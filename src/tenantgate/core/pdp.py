@@ -190,7 +190,7 @@ class DecisionPoint:
             reason, _status = classify(err)
             outcome = _Outcome(Decision.DENY, Reason(reason), "internal error while deciding")
         event = self._event(decision_id, check, outcome, verified, principal,
-                            engine.version if engine is not None else "")
+                            _version_shown(engine, check, principal, outcome))
         return _Staged(decision_id, outcome, event, verified, principal, trace)
 
     def _finish(self, staged: _Staged, check: CheckInput, error: Exception | None) -> DecisionResult:
@@ -361,6 +361,18 @@ def break_glass_context(grant: Grant) -> dict[str, object]:
     """What policies see as ``context.breakGlass`` (the key is reserved: requests cannot set it)."""
     return {"grantId": grant.id, "targetTenant": grant.target_tenant, "expiresAt": int(grant.expires_at),
             "reason": grant.reason, "ticket": grant.ticket}
+
+
+def _version_shown(engine: Engine | None, check: CheckInput, principal: Principal | None, outcome: _Outcome) -> str:
+    """The policy version a decision's answer and record carry: its tenant's (core.versions) for a caller of
+    that tenant or an operator with a grant for it; the global one for everyone else, so a cross-tenant probe
+    never sees another tenant's version change."""
+    if engine is None:
+        return ""
+    tenant = _owning_tenant(check, principal)
+    if principal is not None and (principal.tenant == tenant or outcome.grant_id):
+        return engine.compiled.version_for(tenant)
+    return engine.compiled.global_version
 
 
 def _owning_tenant(check: CheckInput, principal: Principal | None) -> str:

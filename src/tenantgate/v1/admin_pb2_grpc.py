@@ -45,8 +45,8 @@ class AdminServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Status(self, request, context):
-        """Policy version and the outcome of the last policy reload (with file:line when it was refused),
-        audit and grant store health.
+        """The whole policy set's version and the outcome of the last policy reload (in fixed words; file:line
+        details are in the server log), audit and grant store health. Needs no token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
