@@ -82,7 +82,7 @@ def running_server(settings: config.Settings, clock=None) -> Iterator[tuple[str,
 def swapping_engines(app: application.App, tmp_path: Path):
     """An engine source for ``app.pdp._engine`` (set it with monkeypatch) that decides as if a reload swapped the
     policy set before every read of it: it alternates between the set ``app`` serves and another version of it
-    (the same files plus a comment)."""
+    (the same files plus a comment). Its ``engines`` attribute holds the two."""
     import itertools
     import shutil
 
@@ -92,8 +92,14 @@ def swapping_engines(app: application.App, tmp_path: Path):
     shutil.copytree(app.settings.policies.dir, other)
     schema = other / "schema.cedarschema"
     schema.write_text(schema.read_text() + "\n// another version\n")
-    engines = itertools.cycle([app.policies.current(), PolicyStore(load_policies(other)).current()])
-    return lambda: next(engines)
+    both = [app.policies.current(), PolicyStore(load_policies(other)).current()]
+    engines = itertools.cycle(both)
+
+    def source():
+        return next(engines)
+
+    source.engines = both
+    return source
 
 
 def stop_process(proc, timeout: float = 30) -> None:
