@@ -61,8 +61,6 @@ def test_a_tenant_policy_cannot_grant_access_to_another_tenants_resources(policy
     ('permit (principal, action, resource) when { principal.tenant != "acme" };', "tenant attribute only"),
     ('permit (principal, action, resource) when { principal.tenant == resource.tenant };', "tenant attribute only"),
     ('permit (principal, action, resource) when { context has breakGlass };', "breakGlass"),
-    ('permit (principal, action, resource) when { principal.roles.contains("globex") };', "names another tenant"),
-    ('permit (principal == User::"globex", action, resource);', "names another tenant"),
     ('@id("viewer-can-read") permit (principal, action, resource);', "duplicate policy id"),
     ('@id("tenantgate::x") permit (principal, action, resource);', "reserved"),
     ('@id("policy3") permit (principal, action, resource);', "reserved"),
@@ -74,6 +72,24 @@ def test_tenant_policies_that_reach_outside_their_tenant_are_refused(policy_dir,
     with pytest.raises(PolicyError, match=message) as info:
         load_policies(policy_dir)
     assert info.value.diagnostics[0].path.startswith("tenants/acme/")
+
+
+def test_whether_a_tenant_policy_is_valid_does_not_depend_on_which_other_tenants_exist(policy_dir):
+    # Review finding: any string in a tenant policy equal to another tenant's id (a role, an action, a user
+    # id) refused the policy, so a policy author could enumerate tenant ids, and onboarding a tenant named
+    # like a common string ("comment") made every later reload, and the next start, refuse the whole set.
+    text = ('@id("acme-comments") permit (principal == User::"globex", action == Action::"read", resource) '
+            'when { principal.roles.contains("comment") && principal.roles.contains("initech") };\n')
+    _tenant_file(policy_dir, "acme", text)
+    for other in ("globex", "comment", "initech"):
+        (policy_dir / "tenants" / other).mkdir(parents=True, exist_ok=True)
+    _tenant_file(policy_dir, "globex", '@id("g") permit (principal, action == Action::"read", resource);\n')
+    engine = Engine(load_policies(policy_dir))
+    # Naming them reaches nothing: acme's policies decide only on acme's resources, for acme's callers.
+    roles = ("comment", "initech")
+    assert _eval(engine, "acme", "acme", "read", roles, sub="globex").policy_ids == ("acme-comments",)
+    out = _eval(engine, "globex", "acme", "read", roles, sub="globex")
+    assert (out.decision, out.policy_ids) == (Decision.DENY, ("tenantgate::tenant-guardrail",))
 
 
 def test_a_tenant_policy_may_pin_its_own_tenant(policy_dir):
