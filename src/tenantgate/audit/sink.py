@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -114,7 +115,8 @@ class JsonlAuditSink:
     ``rotate_bytes`` > 0 renames the live file to ``.1`` (shifting older ones, keeping ``keep_files`` of
     them; 0 keeps all) before a batch would make it larger; the chain continues in the new file.
     ``checkpoint_key`` (an Ed25519 PEM file or key) turns on signed checkpoints every ``checkpoint_every``
-    records and, when ``checkpoint_seconds`` > 0, at the first write after that many seconds; at close; and
+    records and, when ``checkpoint_seconds`` > 0, at the first write after that many seconds (measured on
+    ``monotonic``, so a step of the wall clock ``clock`` neither delays nor hastens it); at close; and
     before anything else it writes on a chain it did not write last (restart, another writer) that does not
     end in one, so every unsigned run is one keyed writer's, at most ``checkpoint_every`` records.
     ``worker`` > 0 writes worker N's own chain to ``<stem>-wN<suffix>``: separate processes should not share
@@ -132,7 +134,8 @@ class JsonlAuditSink:
     def __init__(self, path: str | os.PathLike[str], *, durability: Durability = "flush", rotate_bytes: int = 0,
                  keep_files: int = 10, checkpoint_key: str | os.PathLike[str] | Ed25519PrivateKey | None = None,
                  checkpoint_every: int = 1000, checkpoint_seconds: float = 0.0, worker: int = 0,
-                 clock: Clock | None = None, lock_timeout: float = 5.0) -> None:
+                 clock: Clock | None = None, lock_timeout: float = 5.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")
         if rotate_bytes < 0 or keep_files < 0 or checkpoint_every < 1 or checkpoint_seconds < 0:
@@ -145,7 +148,8 @@ class JsonlAuditSink:
         self._key = None if checkpoint_key is None else load_private_key(checkpoint_key)
         self._every = checkpoint_every
         self._seconds = checkpoint_seconds
-        self._clock = clock or SystemClock()
+        self._clock = clock or SystemClock()  # the checkpoint record's ``time``
+        self._monotonic = monotonic  # when a timed checkpoint is due
         self._lock_timeout = lock_timeout
         self._committer: GroupCommitter[_Item] = GroupCommitter(self._flush)
         self._ok = True
@@ -159,7 +163,9 @@ class JsonlAuditSink:
         self._preamble: list[dict[str, Any]] = []  # recovery records not yet written
         self._since_checkpoint = 0
         self._checkpoint_due = False
-        self._last_checkpoint = self._clock.now()
+        # On ``monotonic``, not the wall clock: after a step back by X seconds, ``now - last`` stayed below
+        # ``checkpoint_seconds`` for X seconds more and no timed checkpoint was written (review finding).
+        self._last_checkpoint = self._monotonic()
         self._head_failing = False
         self._counts = dict.fromkeys(AuditStats.__slots__, 0)
 
@@ -192,7 +198,7 @@ class JsonlAuditSink:
     def checkpoint_if_due(self) -> None:
         """For a timer: checkpoint when ``checkpoint_seconds`` have passed and the tail is unsigned."""
         if self._key is not None and self._seconds and self._since_checkpoint and \
-                self._clock.now() - self._last_checkpoint >= self._seconds:
+                self._monotonic() - self._last_checkpoint >= self._seconds:
             self.checkpoint()
 
     def healthy(self) -> bool:
@@ -277,6 +283,7 @@ class JsonlAuditSink:
         lines: list[bytes] = []
         key, since, checkpoints, records = self._key, self._since_checkpoint, 0, 0
         now = self._clock.now() if key is not None else 0.0
+        tick = self._monotonic() if key is not None else 0.0
         if key is not None and self._checkpoint_due and seq > 0:
             # The chain we found (restart, another writer, a rotation) does not end in a checkpoint: seal it
             # before anything of ours, so its unsigned records are not counted together with ours.
@@ -302,7 +309,7 @@ class JsonlAuditSink:
                 sealed = self._seal_checkpoint(key, ChainHead(seq, last_hash), now)
                 lines.append(sealed.line)
                 seq, last_hash, since, checkpoints = sealed.seq, sealed.hash, 0, checkpoints + 1
-        if key is not None and since and self._checkpoint_wanted(items, now):
+        if key is not None and since and self._checkpoint_wanted(items, tick):
             sealed = self._seal_checkpoint(key, ChainHead(seq, last_hash), now)
             lines.append(sealed.line)
             seq, last_hash, since, checkpoints = sealed.seq, sealed.hash, 0, checkpoints + 1
@@ -328,15 +335,16 @@ class JsonlAuditSink:
             self._preamble = []
         self._since_checkpoint, self._checkpoint_due = since, False
         if checkpoints:
-            self._last_checkpoint = now
+            self._last_checkpoint = tick
             counts["checkpoints"] += checkpoints
         if lines:
             self._write_head()
         return errors
 
-    def _checkpoint_wanted(self, items: list[_Item], now: float) -> bool:
-        """True when the unsigned tail (not empty) is to be signed now: its time has come, or it was asked for."""
-        timed = bool(self._seconds) and now - self._last_checkpoint >= self._seconds
+    def _checkpoint_wanted(self, items: list[_Item], tick: float) -> bool:
+        """True when the unsigned tail (not empty) is to be signed now: its time has come (``tick`` is the
+        ``monotonic`` time), or it was asked for."""
+        timed = bool(self._seconds) and tick - self._last_checkpoint >= self._seconds
         return timed or any(i.checkpoint for i in items)
 
     @staticmethod

@@ -208,7 +208,7 @@ def test_a_timed_checkpoint_follows_the_first_write_after_the_interval(tmp_path,
     clock = FakeClock()
     path = tmp_path / "audit.jsonl"
     sink = JsonlAuditSink(path, checkpoint_key=signing_key, checkpoint_every=1000, checkpoint_seconds=60,
-                          clock=clock)
+                          clock=clock, monotonic=clock.now)
     sink.write(event(1))
     clock.value += 61
     sink.write(event(2))

@@ -100,7 +100,7 @@ def test_the_checkpoint_timer_hook_reaches_the_chained_primary(tmp_path, event, 
 
     clock = Clock()
     primary = JsonlAuditSink(tmp_path / "audit.jsonl", checkpoint_key=signing_key, checkpoint_seconds=10,
-                             clock=clock)
+                             clock=clock, monotonic=clock.now)
     tee = TeeAuditSink(primary, StreamAuditSink(io.StringIO()))
     tee.write(event(1))
     clock.value += 11
