@@ -26,12 +26,12 @@ import ssl
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from tenantgate.config import IssuerSettings, TokenSettings
 from tenantgate.configcheck import check_algorithms
-from tenantgate.core.ports import Clock
 from tenantgate.core.request import is_tenant_id
 from tenantgate.errors import ConfigError, KeySourceUnavailable
 
@@ -96,8 +96,11 @@ class JwksUrl:
       a daemon thread and return the held keys at once. A ``kid`` that only the new set holds is unknown until
       that fetch has landed; later requests then find it.
     * At most one fetch is in flight, and no fetch *attempt* (successful or not) starts within
-      ``refresh_min_interval_seconds`` of the previous one, measured with the injected clock, so a flood of
-      unknown ``kid`` values cannot become a flood of fetches.
+      ``refresh_min_interval_seconds`` of the previous one, so a flood of unknown ``kid`` values cannot become
+      a flood of fetches.
+    * Ages (the cache's and the interval's) are durations on ``monotonic`` (default ``time.monotonic``), never
+      on the wall clock: a host clock stepped back by X seconds must not keep a key removed from the JWKS
+      trusted for ``cache_seconds + X`` (review finding). The wall clock is for token claims only.
     * ``timeout_seconds`` is a deadline for the whole fetch, not per read: a server that trickles its status
       line, headers or body is cut off when it passes. (Name resolution is not covered, and a host with
       several addresses may take one connect timeout per address.)
@@ -117,13 +120,13 @@ class JwksUrl:
     __slots__ = (
         "_attempted_at",
         "_cache_seconds",
-        "_clock",
         "_fetch_lock",
         "_fetched_at",
         "_host",
         "_keys",
         "_last_error",
         "_min_interval",
+        "_monotonic",
         "_port",
         "_target",
         "_timeout",
@@ -137,7 +140,8 @@ class JwksUrl:
         cache_seconds: float,
         refresh_min_interval_seconds: float,
         timeout_seconds: float,
-        clock: Clock,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         try:
             parts = urllib.parse.urlsplit(url)
@@ -160,11 +164,11 @@ class JwksUrl:
         self._cache_seconds = float(cache_seconds)
         self._min_interval = float(refresh_min_interval_seconds)
         self._timeout = float(timeout_seconds)
-        self._clock = clock
+        self._monotonic = monotonic
         # Held for the whole of every fetch, inline or background: at most one fetch is ever in flight.
         self._fetch_lock = threading.Lock()
         self._keys: KeySet | None = None
-        self._fetched_at = 0.0
+        self._fetched_at = 0.0  # on self._monotonic, like _attempted_at: read only once keys are held
         self._attempted_at: float | None = None
         self._last_error = ""
 
@@ -183,7 +187,7 @@ class JwksUrl:
         if keys is None:
             self._first_fetch()
             return self._held()
-        if not keys.keys or self._clock.now() - self._fetched_at >= self._cache_seconds:
+        if not keys.keys or self._monotonic() - self._fetched_at >= self._cache_seconds:
             self._start_background_fetch()
         return keys
 
@@ -222,11 +226,8 @@ class JwksUrl:
         return keys
 
     def _may_attempt(self, now: float) -> bool:
-        if self._attempted_at is None:
-            return True
-        elapsed = now - self._attempted_at
-        # A clock that went backwards must not freeze refreshes until it catches up.
-        return elapsed < 0 or elapsed >= self._min_interval
+        # ``now`` is monotonic: elapsed never goes negative, whatever the host clock does.
+        return self._attempted_at is None or now - self._attempted_at >= self._min_interval
 
     def _first_fetch(self) -> None:
         if _on_event_loop():
@@ -247,7 +248,7 @@ class JwksUrl:
     def _start_background_fetch(self) -> None:
         # Cheap checks only: this runs on the request path. The lock is taken here and handed to the fetch
         # thread, which releases it when done (a threading.Lock may be released by any thread).
-        if not self._may_attempt(self._clock.now()) or not self._fetch_lock.acquire(blocking=False):
+        if not self._may_attempt(self._monotonic()) or not self._fetch_lock.acquire(blocking=False):
             return
         try:
             threading.Thread(target=self._fetch_in_background, name="tenantgate-jwks-fetch", daemon=True).start()
@@ -263,7 +264,7 @@ class JwksUrl:
 
     def _attempt(self) -> None:
         # The caller holds _fetch_lock.
-        now = self._clock.now()
+        now = self._monotonic()
         if not self._may_attempt(now):
             return
         self._attempted_at = now
@@ -404,8 +405,9 @@ class IssuerKeys:
             )
 
     @classmethod
-    def from_settings(cls, issuer: IssuerSettings, tokens: TokenSettings, clock: Clock) -> IssuerKeys:
-        """Build the key source the settings name (exactly one of ``jwks_file`` / ``jwks_url``)."""
+    def from_settings(cls, issuer: IssuerSettings, tokens: TokenSettings) -> IssuerKeys:
+        """Build the key source the settings name (exactly one of ``jwks_file`` / ``jwks_url``). Key sources
+        measure their ages on the monotonic clock, so they take no wall clock (see ``JwksUrl``)."""
         if bool(issuer.jwks_file) == bool(issuer.jwks_url):
             raise ConfigError(f"issuer {issuer.issuer!r}: set exactly one of jwks_file or jwks_url")
         source: KeySource
@@ -417,6 +419,5 @@ class IssuerKeys:
                 tokens.jwks_cache_seconds,
                 tokens.jwks_refresh_min_interval_seconds,
                 tokens.jwks_fetch_timeout_seconds,
-                clock,
             )
         return cls(issuer, source)

@@ -24,16 +24,17 @@ CACHE_MAX_BYTES = 64 * 1024 * 1024
 """Approximate memory the verified-token cache may hold, claims and bookkeeping included."""
 
 # The entry record, its key's slot in the ordered map (dict entry, index and linked-list node, with the
-# table's spare room) and the float objects for the times: ~210 bytes measured (tracemalloc), plus 24 for
-# the references to what verified it, rounded up. The key source, key set and key they refer to are the
-# issuer's, shared by every entry: not counted.
+# table's spare room) and the float objects for the times (nbf, iat): ~240 bytes measured (tracemalloc),
+# plus 24 for the references to what verified it, rounded up. The key source, key set and key they refer to
+# are the issuer's, shared by every entry: not counted.
 _ENTRY_OVERHEAD = 320
 
 
 @dataclass(frozen=True, slots=True)
 class CachedToken:
-    """A verified token as cached: its claims, its ``nbf`` (re-checked on each hit), its counted size, and what
-    verified it: the issuer's key ``source``, the key set ``keys`` it held then, and the ``key`` used.
+    """A verified token as cached: its claims, its ``nbf`` and ``iat`` (with ``claims.expires_at``, each hit
+    re-applies the time checks of a fresh verification to them), its counted size, and what verified it: the
+    issuer's key ``source``, the key set ``keys`` it held then, and the ``key`` used.
 
     INVARIANT: a hit counts only while ``source.current() is keys``, or, once the source holds another set,
     while that set still ``holds(key)``; a key removed from its issuer's set ends its tokens' cache entries.
@@ -41,6 +42,7 @@ class CachedToken:
 
     claims: VerifiedClaims
     not_before: float | None
+    issued_at: float | None
     size: int
     source: KeySource
     keys: KeySet

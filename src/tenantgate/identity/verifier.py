@@ -103,14 +103,15 @@ class JwtVerifier:
 
     Successful verifications are cached (LRU, ``settings.cache_size`` entries and ``cache_max_bytes`` bytes
     of kept claims and bookkeeping, see ``TokenCache``) under the SHA-256 of the whole token, signature
-    included, so a forged signature never reaches a good token's entry; a hit re-checks ``exp`` and ``nbf``
-    against the clock and that the key which verified the token is still in its issuer's key set, and returns
-    the very object the first verification returned. Failures are never cached. Revocation: once a key
-    source holds a new key set (a JWKS URL re-fetched, a JWKS file re-read by ``reread_keys``), the next hit
-    of each cached token compares the set by identity (one ``current()`` call, no lock or I/O, and one ``is``
-    while nothing changed); a token whose key the new set still holds is kept, any other is dropped and
-    verified afresh, which fails without its key. A hit also starts a JWKS URL's due re-fetch, so traffic of
-    cached tokens alone keeps the keys fresh.
+    included, so a forged signature never reaches a good token's entry; a hit applies the time checks of a
+    fresh verification again (``exp``, ``nbf``, ``iat`` and the lifetime, by the same ``_check_window``, so a
+    clock stepped back refuses a cached token exactly as it would a fresh one), checks that the key which
+    verified the token is still in its issuer's key set, and returns the very object the first verification
+    returned. Failures are never cached. Revocation: once a key source holds a new key set (a JWKS URL
+    re-fetched, a JWKS file re-read by ``reread_keys``), the next hit of each cached token compares the set
+    by identity (one ``current()`` call, no lock or I/O, and one ``is`` while nothing changed); a token whose
+    key the new set still holds is kept, any other is dropped and verified afresh, which fails without its
+    key. A hit also starts a JWKS URL's due re-fetch, so traffic of cached tokens alone keeps the keys fresh.
 
     Key sources never make ``verify`` wait for the network once they hold keys: an unknown ``kid`` is
     ``TokenInvalid`` at once while a rate-limited background re-fetch looks for it (see ``JwksUrl``).
@@ -236,7 +237,7 @@ class JwtVerifier:
             raise TokenInvalid("token algorithm is not accepted for this issuer")
         subject = _subject_of(payload)
         # 4. Times, against the injected clock.
-        expires_at, not_before = self._check_times(payload)
+        expires_at, not_before, issued_at = self._check_times(payload)
         # 5. Key, only from this issuer's set.
         key, keys = _select_key(issuer, alg, kid)
         # 6. Signature (and PyJWT's own issuer/audience checks).
@@ -257,8 +258,8 @@ class JwtVerifier:
         )
         # 8. Cache (successes only), with the key set the key came from: a hit checks the key is still trusted.
         if self._cache.enabled:
-            self._cache.put(digest, CachedToken(verified, not_before, entry_size(digest, verified, kept),
-                                                issuer.source, keys, key))
+            self._cache.put(digest, CachedToken(verified, not_before, issued_at,
+                                                entry_size(digest, verified, kept), issuer.source, keys, key))
         return verified
 
     def _issuer_of(self, payload: Mapping[str, Any]) -> IssuerKeys:
@@ -271,7 +272,8 @@ class JwtVerifier:
             raise IssuerUntrusted("token issuer is not trusted")
         return issuer
 
-    def _check_times(self, payload: Mapping[str, Any]) -> tuple[float, float | None]:
+    def _check_times(self, payload: Mapping[str, Any]) -> tuple[float, float | None, float | None]:
+        """The token's ``(exp, nbf, iat)`` once they are well-formed and ``_check_window`` accepts them now."""
         if "exp" not in payload:
             raise TokenInvalid("token has no expiry (exp)")
         if self._settings.require_typ and ("iat" not in payload or not isinstance(payload.get("jti"), str)
@@ -282,18 +284,26 @@ class JwtVerifier:
         expires_at = _time_claim(payload, "exp")
         not_before = _time_claim(payload, "nbf") if "nbf" in payload else None
         issued_at = _time_claim(payload, "iat") if "iat" in payload else None
+        self._check_window(expires_at, not_before, issued_at)
+        return expires_at, not_before, issued_at
+
+    def _check_window(self, expires_at: float, not_before: float | None, issued_at: float | None) -> None:
+        """Raise ``TokenExpired`` or ``TokenInvalid`` unless the injected clock's now is within the token's
+        validity. The one time check, for a fresh verification and a cache hit alike (review finding: a hit
+        that skipped the ``iat`` and lifetime checks accepted, after a clock step back, what a fresh
+        verification refused, so the answer depended on each worker's cache)."""
         now = self._clock.now()
-        leeway = float(self._settings.leeway_seconds)
+        leeway = self._settings.leeway_seconds
         if not now < expires_at + leeway:
             raise TokenExpired("token has expired")
         if not_before is not None and not_before > now + leeway:
             raise TokenInvalid("token is not yet valid (nbf)")
         if issued_at is not None and issued_at > now + leeway:
             raise TokenInvalid("token is issued in the future (iat)")
+        # Without iat the lifetime counts from now: a clock stepped back lengthens it.
         lifetime = expires_at - (issued_at if issued_at is not None else now)
         if lifetime > self._settings.max_lifetime_seconds:
             raise TokenInvalid("token lifetime exceeds the configured maximum")
-        return expires_at, not_before
 
     # ----------------------------------------------------------------------------------------- cache
 
@@ -303,13 +313,11 @@ class JwtVerifier:
         entry = self._cache.get(digest)
         if entry is None:
             return None
-        now = self._clock.now()
-        leeway = float(self._settings.leeway_seconds)
-        if not now < entry.claims.expires_at + leeway:
-            self._cache.discard(digest)
-            raise TokenExpired("token has expired")
-        if entry.not_before is not None and entry.not_before > now + leeway:
-            raise TokenInvalid("token is not yet valid (nbf)")
+        try:
+            self._check_window(entry.claims.expires_at, entry.not_before, entry.issued_at)
+        except TokenExpired:
+            self._cache.discard(digest)  # verified afresh if presented again; other refusals keep the entry
+            raise
         # INVARIANT: a cached token counts only while the key that verified it is in its issuer's current key
         # set (review finding: a token cached before its key was removed kept being accepted until exp).
         # ``current()`` holds no lock and does no I/O (a due JWKS re-fetch starts in the background).
@@ -487,9 +495,9 @@ def build_verifier(settings: Settings, clock: Clock) -> JwtVerifier:
     are not fetched here (lazily on first use), so start-up does not depend on their availability.
     """
     tokens = settings.tokens
-    issuers = [IssuerKeys.from_settings(issuer, tokens, clock) for issuer in tokens.issuers]
+    issuers = [IssuerKeys.from_settings(issuer, tokens) for issuer in tokens.issuers]
     if settings.dev_issuer.enabled:
         dev = DevIssuer(settings.dev_issuer)
         dev.ensure_keys()
-        issuers.append(IssuerKeys.from_settings(dev.issuer_settings(), tokens, clock))
+        issuers.append(IssuerKeys.from_settings(dev.issuer_settings(), tokens))
     return JwtVerifier(issuers, tokens, clock)

@@ -31,7 +31,7 @@ def server() -> Iterator[LoopbackServer]:
 
 def url_verifier(server: LoopbackServer, clock: FixedClock) -> tuple[JwtVerifier, JwksUrl]:
     source = JwksUrl(server.url(), cache_seconds=300, refresh_min_interval_seconds=30, timeout_seconds=2,
-                     clock=clock)
+                     monotonic=clock.now)
     settings = IssuerSettings(ISSUER, ("tenantgate",), ("ES256",), jwks_url="http://x")
     return verifier_for(IssuerKeys(settings, source), clock=clock), source
 
