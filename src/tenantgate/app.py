@@ -36,6 +36,7 @@ from tenantgate.policy import PolicyStore
 if TYPE_CHECKING:
     from tenantgate.http.server import HttpServer
     from tenantgate.rpc.envoy_convert import ExtAuthzOptions
+    from tenantgate.rpc.server import GrpcServer
 
 log = logging.getLogger("tenantgate.app")
 T = TypeVar("T")
@@ -208,10 +209,8 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
     finally:
         for task in background:
             task.cancel()
-        if http is not None:
-            await http.stop()  # before gRPC, the reverse of the start order
-            app.http_port = 0
-        await server.stop()
+        await _drain(server, http, s.grace_seconds)
+        app.http_port = 0
         if metrics is not None:
             await _stop_metrics(app, metrics)
         accept_failures.close()
@@ -221,6 +220,24 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
         if app.mirror is not None:
             app.mirror.sync_audit()  # the closing checkpoint
         log.info("stopped")
+
+
+async def _drain(server: GrpcServer, http: HttpServer | None, grace: float) -> None:
+    """Stop serving within one grace period: gRPC health turns NOT_SERVING, then both ports stop taking new
+    calls and connections at once and drain together, each until the same deadline. Raises the first error a
+    stop raised, once both have ended.
+
+    Review finding: HTTP drained first and gRPC after it, so the drain took up to twice ``grace`` (the
+    supervisor of ``serve --workers N`` killed such a worker before its closing audit checkpoint), and while
+    HTTP drained the gRPC port kept taking new calls and reporting SERVING."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    await server.report_not_serving()
+    remaining = max(0.0, deadline - loop.time())
+    stops = [server.stop(remaining)] + ([http.stop(remaining)] if http is not None else [])
+    for outcome in await asyncio.gather(*stops, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def decision_settings(settings: Settings) -> DecisionSettings:

@@ -94,9 +94,10 @@ class HttpServer:
         log.info("AuthZEN API on %s://%s:%d", self.scheme, host, self.port)
         return self.port
 
-    async def stop(self) -> None:
-        """Stop accepting connections; in-flight requests get up to the grace period to finish."""
-        await self._runner.cleanup()
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting connections at once (idle keep-alive ones are closed); in-flight requests get up to
+        ``grace`` seconds (default: ``grace_seconds``) to finish, then are cancelled."""
+        await self._runner.drain(self._options.grace_seconds if grace is None else grace)
 
 
 def _tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
@@ -149,6 +150,12 @@ class _Runner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         return _Server.replacing(await super()._make_server())
+
+    async def drain(self, grace: float) -> None:
+        """``cleanup()``, giving in-flight requests ``grace`` seconds: what is left of a drain shared with the
+        gRPC server, not the ``shutdown_timeout`` fixed at construction."""
+        self._shutdown_timeout = grace
+        await self.cleanup()
 
 
 class _ClientFaultsQuiet(logging.LoggerAdapter[logging.Logger]):

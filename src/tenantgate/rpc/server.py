@@ -185,12 +185,19 @@ class GrpcServer:
         self._monitor = asyncio.create_task(self._watch_health())
         return self.port
 
-    async def stop(self) -> None:
-        """Report NOT_SERVING, stop accepting calls, let in-flight calls finish within the grace period."""
+    async def report_not_serving(self) -> None:
+        """Report NOT_SERVING for every service from now on (the probes stop updating it): the first step of a
+        drain, so a Health/Watch stream and the health port tell it at once. Idempotent."""
         if self._monitor is not None:
             self._monitor.cancel()
         await self._health.enter_graceful_shutdown()
-        await self._server.stop(self._options.grace_seconds)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Report NOT_SERVING, stop accepting calls and connections at once (a new call gets UNAVAILABLE), let
+        in-flight calls finish within ``grace`` seconds (default: ``grace_seconds``), then cancel them. The
+        health port answers NOT_SERVING until the serving port has drained."""
+        await self.report_not_serving()
+        await self._server.stop(self._options.grace_seconds if grace is None else grace)
         if self._health_server is not None:
             await self._health_server.stop(0)
         # Batch chunks still running finish (their records written) before the app closes its audit sink.
