@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from tenantgate.cli.children import EXIT_ERROR, Announce, Report, announcer, describe, fork, send
 from tenantgate.cli.metricsdir import metrics_files
-from tenantgate.cli.shared_ports import check_free, pinned
+from tenantgate.cli.shared_ports import check_free, pinned, release_claims
 from tenantgate.cli.worker import die_with
 from tenantgate.config import Settings
 
@@ -106,6 +106,7 @@ class Supervisor:
             return self._run()
         finally:
             self._release()
+            release_claims()
             shutil.rmtree(self._files, ignore_errors=True)
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
