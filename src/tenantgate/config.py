@@ -101,6 +101,7 @@ class PolicySettings:
     poll_interval_seconds: float = 2.0  # 0 = no polling (SIGHUP still reloads)
     max_tenant_policies: int = 1000  # policies in one tenant's own files
     max_tenant_policy_bytes: int = 262_144  # bytes of one tenant's own policy files together
+    max_tenant_entity_bytes: int = 1_048_576  # bytes of one tenant's entities.json
 
 
 @dataclass(frozen=True, slots=True)

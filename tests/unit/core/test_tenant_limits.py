@@ -4,6 +4,7 @@ because Cedar parses and builds a partition holding the GIL)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -67,9 +68,28 @@ def test_the_server_loads_with_the_configured_limits(tmp_path):
         application.build(config.load(path, env={}))
 
 
-@pytest.mark.parametrize("key", ["max_tenant_policies", "max_tenant_policy_bytes"])
+@pytest.mark.parametrize("key", ["max_tenant_policies", "max_tenant_policy_bytes", "max_tenant_entity_bytes"])
 def test_limits_must_be_positive(tmp_path, key):
     path = tmp_path / "c.toml"
     path.write_text(f"[dev_issuer]\nenabled = true\n[policies]\n{key} = 0\n")
     with pytest.raises(ConfigError, match=f"policies.{key} must be > 0"):
         config.load(path, env={})
+
+
+def _invoices(count: int, tenant: str = "acme") -> str:
+    return json.dumps([{"uid": {"type": "Invoice", "id": f"inv-{n}"}, "attrs": {"tenant": tenant, "status": "paid"}}
+                       for n in range(count)])
+
+
+def test_a_tenants_entity_file_over_the_byte_limit_is_refused_before_it_is_parsed():
+    # Review finding: a tenant's 8 MB entities.json stalled every tenant's Checks at reload (Python's JSON
+    # parser and writer, and Cedar, holding the GIL). Not even valid JSON here: the size is checked first.
+    text = _invoices(50)[:-1]
+    size = len(text.encode())
+    entities = {"acme": PolicySource("tenants/acme/entities.json", text), "": PolicySource("entities.json", "[]")}
+    with pytest.raises(PolicyError) as caught:
+        compile_policies(SCHEMA, GLOBAL, {}, entity_sources=entities, limits=TenantLimits(max_entity_bytes=size - 1))
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.path == "tenants/acme/entities.json"
+    assert f"{size:,} bytes, more than policies.max_tenant_entity_bytes ({size - 1:,})" in diagnostic.message
+    assert DEFAULT_TENANT_LIMITS.max_entity_bytes == 1_048_576  # about 8,000 entities of 128 bytes
