@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from support.grants import make_world
 from tenantgate import app as application
 from tenantgate.config import GrantSettings, Settings
-from tenantgate.core.grants import GrantState
+from tenantgate.core.grants import SWEEP_MARGIN_SECONDS, GrantState
 
 
 async def _sweep_until(app, done):
@@ -26,7 +26,7 @@ async def _sweep_until(app, done):
 def test_a_grant_sweep_logs_one_line_with_the_count_and_a_few_ids(tmp_path, caplog):
     world = make_world(tmp_path, max_pending_per_operator=25, pending_ttl_seconds=60)
     grants = [world.request() for _ in range(25)]
-    world.clock.advance(60)
+    world.clock.advance(60 + SWEEP_MARGIN_SECONDS)
     app = SimpleNamespace(settings=Settings(grants=GrantSettings(sweep_interval_seconds=0.01)),
                           breakglass=world.service)
 

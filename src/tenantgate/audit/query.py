@@ -20,7 +20,10 @@ from tenantgate import paths
 from tenantgate.audit.chain import MalformedRecord, parse_plain
 from tenantgate.audit.snapshot import ChainFile
 
-TENANT_FIELDS = ("principal_tenant", "resource_tenant", "target_tenant")
+# Decisions: principal_tenant, resource_tenant. Grant events: the tenant a grant opens (target_tenant), the tenant of
+# whoever acted (actor_tenant) and of the operator it is for (operator_tenant), so a tenant's query finds the
+# grant steps its people took, the refused ones included.
+TENANT_FIELDS = ("principal_tenant", "resource_tenant", "target_tenant", "actor_tenant", "operator_tenant")
 _BLOCK = 64 * 1024
 
 
@@ -34,7 +37,8 @@ def parse_time(text: str) -> datetime:
 class RecordFilter:
     """Which records a query keeps; empty fields match everything.
 
-    ``tenant`` matches ``principal_tenant``, ``resource_tenant`` or (grant events) ``target_tenant``.
+    ``tenant`` matches ``principal_tenant``, ``resource_tenant`` or (grant events) ``target_tenant``,
+    ``actor_tenant`` or ``operator_tenant``.
     ``decision``/``reason`` only match decision records. ``since`` is inclusive, ``until`` exclusive;
     a record without a readable ``time`` never matches a time bound.
     """

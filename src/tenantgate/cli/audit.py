@@ -93,7 +93,8 @@ def add_commands(sub: Any) -> None:
 
     query = audit_sub.add_parser("query", help="print matching records (JSON lines), oldest first")
     common(query, "*")
-    query.add_argument("--tenant", default="", help="principal_tenant, resource_tenant or target_tenant")
+    query.add_argument("--tenant", default="", help="principal_tenant, resource_tenant, target_tenant, "
+                       "actor_tenant or operator_tenant")
     query.add_argument("--decision", default="", type=str.upper, choices=("", "ALLOW", "DENY"))
     query.add_argument("--reason", default="")
     query.add_argument("--since", default=None, metavar="RFC3339", help="inclusive")

@@ -9,16 +9,18 @@ happened when the step fails afterwards: ``tenantgate.core.grantevents`` writes 
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tenantgate.core.grantevents import GrantEvents
-from tenantgate.core.grants import EXPIRE_BATCH, Grant, GrantState, GrantStore
-from tenantgate.core.model import ClaimNames, Denial, Principal, Reason
+from tenantgate.core.grantevents import Attempt, GrantEvents
+from tenantgate.core.grants import EXPIRE_BATCH, SWEEP_MARGIN_SECONDS, Grant, GrantState, GrantStore
+from tenantgate.core.model import ClaimNames, Denial, Principal, Reason, rfc3339
 from tenantgate.core.persons import same_person
 from tenantgate.core.ports import AuditSink, Clock, TokenVerifier
+from tenantgate.core.problemlog import ProblemLog
 from tenantgate.core.request import MAX_ACTION, is_tenant_id
 from tenantgate.core.tenancy import check_token_binding, principal_from_claims
 from tenantgate.errors import (
@@ -30,6 +32,8 @@ from tenantgate.errors import (
     TokenBindingMismatch,
     TokenInvalid,
 )
+
+log = logging.getLogger("tenantgate.grants")
 
 MAX_ACTIONS = 32
 MAX_REASON = 1024
@@ -99,6 +103,9 @@ class BreakGlass:
         # the revocation in the audit chain). A revocation that then fails to commit honours the grant again.
         self._revoking: dict[str, int] = {}
         self._revoking_lock = threading.Lock()
+        # Sweeps skipped because this replica's clock is ahead of the store's: a line, then one a minute.
+        self._ahead = ProblemLog(log, now=clock.now, noun="skipped sweeps",
+                                 summary="%d more grant sweeps skipped since the last line (latest: %s)")
 
     def now(self) -> float:
         return self._clock.now()
@@ -138,7 +145,9 @@ class BreakGlass:
         """Create a grant (PENDING, or ACTIVE at once when approval is not required). Refused (``GrantConflict``)
         when the caller made ``max_requests_per_operator_per_hour`` requests in the last hour, and a PENDING one
         while the caller has ``max_pending_per_operator`` requests pending already."""
-        return self._events.recorded("request", caller, "", lambda: self._request(caller, req))
+        # INVARIANT: a refusal names the caller's target only when it is a tenant id (it may be anything else).
+        attempt = Attempt(req.target_tenant if is_tenant_id(req.target_tenant) else "")
+        return self._events.recorded("request", caller, "", lambda: self._request(caller, req), attempt)
 
     def _request(self, caller: Principal, req: GrantRequest) -> Grant:
         self._require(caller, self.rules.operator_role)
@@ -174,11 +183,13 @@ class BreakGlass:
 
     def approve(self, caller: Principal, grant_id: str) -> Grant:
         """PENDING -> ACTIVE by a second person holding the approver role. Self-approval is refused."""
-        return self._events.recorded("approve", caller, grant_id, lambda: self._approve(caller, grant_id))
+        attempt = Attempt()
+        return self._events.recorded("approve", caller, grant_id, lambda: self._approve(caller, grant_id, attempt),
+                                     attempt)
 
-    def _approve(self, caller: Principal, grant_id: str) -> Grant:
+    def _approve(self, caller: Principal, grant_id: str, attempt: Attempt) -> Grant:
         self._require(caller, self.rules.approver_role)
-        grant = self._get(grant_id)
+        grant = self._get(grant_id, attempt)
         if same_person(grant.operator, caller.subject) and grant.operator_tenant == caller.tenant:
             # Same subject, whatever the issuer: one person with two identities is still one person.
             raise GrantPermissionDenied("self-approval is not allowed: a second person must approve")
@@ -201,9 +212,11 @@ class BreakGlass:
     def revoke(self, caller: Principal, grant_id: str, reason: str) -> Grant:
         """PENDING/ACTIVE -> REVOKED, by anyone with the operator or approver role. Takes effect at the next
         decision on every replica sharing the store."""
-        return self._events.recorded("revoke", caller, grant_id, lambda: self._revoke(caller, grant_id, reason))
+        attempt = Attempt()
+        return self._events.recorded("revoke", caller, grant_id,
+                                     lambda: self._revoke(caller, grant_id, reason, attempt), attempt)
 
-    def _revoke(self, caller: Principal, grant_id: str, reason: str) -> Grant:
+    def _revoke(self, caller: Principal, grant_id: str, reason: str, attempt: Attempt) -> Grant:
         self._require(caller, self.rules.operator_role, self.rules.approver_role)
         if not reason.strip():
             raise GrantInvalid("a reason is required to revoke a grant")
@@ -211,7 +224,7 @@ class BreakGlass:
             raise GrantInvalid(f"reason longer than {MAX_REASON} characters")
         if not reason.isprintable():
             raise GrantInvalid("reason must be printable text (no control characters)")
-        self._get(grant_id)
+        self._get(grant_id, attempt)
         now = self._clock.now()
         with self._revoking_lock:
             self._revoking[grant_id] = self._revoking.get(grant_id, 0) + 1
@@ -238,8 +251,14 @@ class BreakGlass:
         return GrantList(tuple(found[:MAX_LISTED_GRANTS]), truncated=len(found) > MAX_LISTED_GRANTS)
 
     def sweep(self) -> Sequence[Grant]:
-        """Mark the grants due now EXPIRED, with a ``grant.expired`` audit event each (and ``grant.failed`` after
-        them when their batch then fails to commit, see ``GrantEvents.expire_batch``); return them.
+        """Mark the grants due ``SWEEP_MARGIN_SECONDS`` ago or longer EXPIRED, with a ``grant.expired`` audit
+        event each (and ``grant.failed`` after them when their batch then fails to commit, see
+        ``GrantEvents.expire_batch``); return them. Nothing (an empty list, and a rate-limited warning) when the
+        store's own clock says this replica's is ahead of it by more than the margin.
+
+        The sweep only keeps the books: every decision, approval and revocation judges expiry exactly, by the
+        clock of the replica that makes it, whether or not the grant has been swept. The margin keeps a replica
+        whose clock runs ahead from expiring, for every replica sharing the store, a grant still live by theirs.
 
         In batches of at most ``EXPIRE_BATCH``, each its own store transaction with its events written together
         before it commits, so the store is free between batches and one flood of expiring requests cannot hold
@@ -247,13 +266,32 @@ class BreakGlass:
         the batches before it stand (their events are in the log) and a later sweep takes up the rest.
         """
         now = self._clock.now()
+        if self._ahead_of_store(now):
+            return []
+        due_by = now - SWEEP_MARGIN_SECONDS
         expired: list[Grant] = []
         while True:
             batch = self._events.expire_batch(
-                lambda record_all: self.store.expire_due(now, record_all, EXPIRE_BATCH))
+                lambda record_all: self.store.expire_due(due_by, record_all, EXPIRE_BATCH))
             expired.extend(batch)
             if len(batch) < EXPIRE_BATCH:
                 return expired
+
+    def _ahead_of_store(self, now: float) -> bool:
+        """True (and a rate-limited warning) when the store's clock is behind ``now`` by more than
+        ``SWEEP_MARGIN_SECONDS``: a sweep would expire grants not yet due by it. Only ahead counts: a replica
+        behind sweeps late, never early. Raises ``GrantStoreUnavailable``."""
+        # INVARIANT: with ``now - SWEEP_MARGIN_SECONDS <= store_now``, what the sweep expires is due by both clocks.
+        store_now = self.store.database_time()
+        if store_now is None or now - SWEEP_MARGIN_SECONDS <= store_now:
+            self._ahead.ended("grant sweeps run again: this replica's clock agrees with the grant store's")
+            return False
+        self._ahead.occurred("grant sweep skipped: this replica's clock (%s) is %.0f s ahead of the grant store's "
+                             "(%s), more than the sweep's margin (%.0f s); no grant is marked EXPIRED here until "
+                             "the clocks agree (decisions still judge expiry by this replica's clock): check its "
+                             "time synchronisation", rfc3339(now), now - store_now, rfc3339(store_now),
+                             SWEEP_MARGIN_SECONDS, cause="replica clock ahead of the grant store")
+        return True
 
     # ------------------------------------------------------------------------------ decision path
 
@@ -298,7 +336,9 @@ class BreakGlass:
         refusal stands whether or not its event can be written."""
         self._events.refused(step, caller, grant_id, why)
 
-    def _get(self, grant_id: str) -> Grant:
+    def _get(self, grant_id: str, attempt: Attempt) -> Grant:
+        """The stored grant ``grant_id``, its target tenant noted in ``attempt``; raises GrantInvalid, GrantNotFound,
+        GrantStoreUnavailable."""
         if not grant_id:
             raise GrantInvalid("grant_id is required")
         if len(grant_id) > MAX_GRANT_ID:
@@ -306,6 +346,7 @@ class BreakGlass:
         grant = self.store.get(grant_id)
         if grant is None:
             raise GrantNotFound(f"no grant {grant_id}")
+        attempt.target_tenant = grant.target_tenant
         return grant
 
     def _validate(self, req: GrantRequest) -> tuple[str, ...]:

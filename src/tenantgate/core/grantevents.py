@@ -13,7 +13,8 @@ events (``event``), each naming the grant, the actor and a ``detail`` that start
   unknown grant, a state that does not allow it, an operator with ``max_pending_per_operator`` requests
   pending already or ``max_requests_per_operator_per_hour`` requests in the last hour, or the grant store
   unavailable (including the fail-fast window after an outage).
-  ``detail``: ``<step>: <error>: <why>``.
+  ``detail``: ``<step>: <error>: <why>``. ``target_tenant``: the tenant the step was for when it is known (a
+  request's, when it is a tenant id; the grant's, once an approval or revocation looked it up), else "".
 - ``grant.failed``: follows the step's event when the change then failed to commit. Either it did not take
   effect (``<step> not applied: ...``; ``state`` is the state that stands, "" when no such grant was stored),
   or its outcome is unknown because the store could not be read back (``<step> outcome unknown: ...``;
@@ -26,6 +27,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from tenantgate.core.grants import BeforeCommit, BeforeCommitAll, CommitFailed, Grant, GrantEvent, GrantState
@@ -40,6 +42,14 @@ T = TypeVar("T")
 # The event each step writes just before its change commits.
 STEP_EVENTS = {"request": "grant.requested", "approve": "grant.approved", "revoke": "grant.revoked",
                "expire": "grant.expired"}
+
+
+@dataclass(slots=True)
+class Attempt:
+    """What a step has learnt of its target so far, for its ``grant.refused`` event should it be refused. Mutable
+    on purpose: one per call, filled in as the step learns it (the grant it looked up)."""
+
+    target_tenant: str = ""
 
 
 class GrantEvents:
@@ -59,20 +69,23 @@ class GrantEvents:
         self._unwritten = ProblemLog(log, now=clock.now, level=logging.ERROR, noun="grant events not written",
                                      summary="%d more grant events not written since the last line (latest: %s)")
 
-    def recorded(self, step: str, caller: Principal | None, grant_id: str, change: Callable[[], Grant]) -> Grant:
+    def recorded(self, step: str, caller: Principal | None, grant_id: str, change: Callable[[], Grant],
+                 attempt: Attempt | None = None) -> Grant:
         """``change()``; a refusal (any ``GrantError``: no permission, self-approval, invalid, unknown grant,
         not in a state that allows it; or ``GrantStoreUnavailable`` before any change, the fail-fast window
-        included) is first written as a ``grant.refused`` event, then raised. A change that failed to commit
-        (``CommitFailed``) is on record already (``change``)."""
+        included) is first written as a ``grant.refused`` event naming ``attempt``'s target tenant as it stands
+        then, and raised. A change that failed to commit (``CommitFailed``) is on record already (``change``)."""
         try:
             return change()
         except GrantError as refusal:
-            self.refused(step, caller, grant_id, f"{type(refusal).__name__}: {refusal}")
+            self.refused(step, caller, grant_id, f"{type(refusal).__name__}: {refusal}",
+                         attempt.target_tenant if attempt else "")
             raise
         except CommitFailed:
             raise
         except GrantStoreUnavailable as outage:
-            self.refused(step, caller, grant_id, f"{type(outage).__name__}: {outage}")
+            self.refused(step, caller, grant_id, f"{type(outage).__name__}: {outage}",
+                         attempt.target_tenant if attempt else "")
             raise
 
     def change(self, step: str, caller: Principal | None, apply: Callable[[BeforeCommit], T],
@@ -114,13 +127,14 @@ class GrantEvents:
 
         return self._settled("expire", None, written, lambda: apply(record_all))
 
-    def refused(self, step: str, caller: Principal | None, grant_id: str, why: str) -> None:
+    def refused(self, step: str, caller: Principal | None, grant_id: str, why: str, target_tenant: str = "") -> None:
         """Write a ``grant.refused`` event: ``step`` (request, approve, revoke) of ``grant_id`` by ``caller``
-        (None: no verified caller, e.g. a refused or certificate-bound token) was refused for ``why``. The
-        refusal stands whether or not its event can be written. The grant id is the caller's: clipped."""
+        (None: no verified caller, e.g. a refused or certificate-bound token), for ``target_tenant`` ("":
+        unknown), was refused for ``why``. The refusal stands whether or not its event can be written. The grant
+        id is the caller's: clipped; ``target_tenant`` must be a tenant id (the caller checks)."""
         try:
             self._event("grant.refused", caller, None, f"{step}: {_clip(why, self._max_why)}",
-                        _clip(grant_id, self._max_grant_id), nobody="(unauthenticated)")
+                        _clip(grant_id, self._max_grant_id), nobody="(unauthenticated)", target_tenant=target_tenant)
         except Exception as err:  # noqa: BLE001 - the caller is refused either way
             self._unwritten.occurred("grant.refused event (%s %s) not written: %s", step,
                                      _clip(grant_id, self._max_grant_id), err)
@@ -176,16 +190,18 @@ class GrantEvents:
             self._unwritten.occurred("grant.failed event (%s %s) not written: %s", step, grant.id, err)
 
     def _event(self, event: str, caller: Principal | None, grant: Grant | None, detail: str = "",
-               grant_id: str = "", nobody: str = "(tenantgate)", state: str | None = None) -> None:
+               grant_id: str = "", nobody: str = "(tenantgate)", state: str | None = None,
+               target_tenant: str = "") -> None:
         """Write one grant event (see ``_grant_event``); raises what the sink raises."""
-        self._audit.write(self._grant_event(event, caller, grant, detail, grant_id, nobody, state))
+        self._audit.write(self._grant_event(event, caller, grant, detail, grant_id, nobody, state, target_tenant))
         self._unwritten.ended("grant events are written to the audit log again")
 
     def _grant_event(self, event: str, caller: Principal | None, grant: Grant | None, detail: str = "",
-                     grant_id: str = "", nobody: str = "(tenantgate)", state: str | None = None) -> GrantEvent:
-        """One grant event; without ``grant`` (a refusal before it was looked up) only ``grant_id``; without
-        ``caller`` the actor is ``nobody`` (TenantGate itself, or an unverified caller). ``state`` overrides the
-        grant's state ("": none or unknown, and then no expiry either)."""
+                     grant_id: str = "", nobody: str = "(tenantgate)", state: str | None = None,
+                     target_tenant: str = "") -> GrantEvent:
+        """One grant event; without ``grant`` (a refusal before it was looked up) only ``grant_id`` and
+        ``target_tenant``; without ``caller`` the actor is ``nobody`` (TenantGate itself, or an unverified
+        caller). ``state`` overrides the grant's state ("": none or unknown, and then no expiry either)."""
         if state is None:
             state = grant.state.value if grant else ""
         expires_at = rfc3339(grant.expires_at) if grant and grant.expires_at and state else ""
@@ -198,7 +214,7 @@ class GrantEvents:
             actor_tenant=caller.tenant if caller else "",
             operator=grant.operator if grant else "",
             operator_tenant=grant.operator_tenant if grant else "",
-            target_tenant=grant.target_tenant if grant else "",
+            target_tenant=grant.target_tenant if grant else target_tenant,
             actions=grant.actions if grant else (),
             reason=grant.reason if grant else "",
             ticket=grant.ticket if grant else "",

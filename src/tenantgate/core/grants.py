@@ -17,6 +17,15 @@ from tenantgate.errors import GrantStoreUnavailable
 # How far a replica's clock may lag the approver's and still honour a fresh grant. Beyond it, a grant whose
 # approval lies in that replica's future covers nothing: a clock stepped back must not stretch a grant.
 CLOCK_SKEW_SECONDS = 5.0
+# How long a grant has been due, by the sweeping replica's clock, before the sweep marks it EXPIRED for good.
+# Decisions judge expiry exactly, each by its own clock (``Grant.covers``, ``find_active``), so the sweep only
+# keeps the books, and a replica whose clock runs ahead must not close a grant for every replica sharing the
+# store (review finding: one 600 s ahead expired a 900 s grant 300 s after its approval; one stepped 2 days
+# ahead expired every grant and pending request). 300 s is the clock skew Kerberos tolerates between hosts by
+# default: well beyond NTP-synchronised hosts (milliseconds) and ``CLOCK_SKEW_SECONDS``, and what it costs
+# is a ``grant.expired`` record up to 300 s (plus a sweep interval) after the expiry it records. A store with
+# a clock of its own (PostgreSQL) also stops a replica ahead of it by more than this from sweeping at all.
+SWEEP_MARGIN_SECONDS = 300.0
 
 
 class GrantState(enum.Enum):
@@ -191,6 +200,11 @@ class GrantStore(Protocol):
         once with them (not at all when there are none); return them. Fewer than ``limit``: no other grant was
         due and free (one another transaction is changing, e.g. a sweep on another replica, is left to it or to
         a later sweep). Racing calls, on any replica, never return the same grant. ValueError for ``limit`` < 1."""
+        ...
+
+    def database_time(self) -> float | None:
+        """The database server's clock now (epoch seconds), or None when the store keeps no clock apart from
+        this host's (SQLite: a file on this host)."""
         ...
 
     def healthy(self) -> bool:

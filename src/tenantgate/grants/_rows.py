@@ -407,6 +407,16 @@ class SqlGrantStore(abc.ABC):
         at = float(now)
         return self._write(self._sql.expire_due, (at, at, int(limit), at, at), before_commit)
 
+    def database_time(self) -> float | None:
+        """The database server's clock now (epoch seconds), or None when the dialect has none apart from this
+        host's (SQLite). Raises ``GrantStoreUnavailable``."""
+        if not self._sql.database_time:
+            return None
+        with self._session():
+            rows = self._execute(self._sql.database_time, (), write=False)
+            self._commit()
+        return float(rows[0][0])
+
     def healthy(self) -> bool:
         """True when a trivial query succeeds now on each connection (reconnecting if needed; the lookup
         connection only once a lookup opened it). Never raises."""

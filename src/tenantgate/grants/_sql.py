@@ -95,6 +95,8 @@ class Dialect:
     ``claim_due``: the clause ending the SELECT that picks a sweep's batch, locking the rows it picks and
     passing over rows another transaction holds, so racing sweeps take disjoint batches instead of waiting for
     each other; "" when the write transaction alone serialises writers (SQLite).
+    ``clock``: a query returning the database server's clock now, in epoch seconds; "" when the database keeps
+    no clock apart from this host's (SQLite: a file on this host).
     """
 
     param: str
@@ -102,6 +104,7 @@ class Dialect:
     index_exists: str
     lock_operator: str = ""
     claim_due: str = ""
+    clock: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,8 @@ class Statements:
     lock_operator: str
     count_pending: str
     recent_requests: str
+    # The database server's clock (``Dialect.clock``): "" when it has none apart from this host's.
+    database_time: str
 
 
 # The state a row has at ``now`` (two ``?`` for now), the SQL twin of ``Grant.effective_state``.
@@ -198,6 +203,7 @@ def statements(dialect: Dialect) -> Statements:
         recent_requests=sql(f"""SELECT requested_at FROM {TABLE}
             WHERE operator = ? AND operator_tenant = ? AND operator_issuer = ? AND requested_at > ?
             ORDER BY requested_at DESC LIMIT ?"""),
+        database_time=sql(dialect.clock),
     )
 
 

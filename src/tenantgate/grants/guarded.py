@@ -179,6 +179,9 @@ class GuardedStore:
     def expire_due(self, now: float, before_commit: BeforeCommitAll, limit: int = EXPIRE_BATCH) -> Sequence[Grant]:
         return self._call(lambda s: s.expire_due(now, before_commit, limit))
 
+    def database_time(self) -> float | None:
+        return self._call(lambda s: s.database_time())
+
     def healthy(self) -> bool:
         """Probes the store itself (bypassing the fast-fail window), and ends the window when it answers. False
         without asking while a lookup the store has not answered is outstanding."""

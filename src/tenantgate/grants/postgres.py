@@ -43,7 +43,9 @@ POSTGRES = Dialect(param="%s", action_in_actions="actions::jsonb @> jsonb_build_
                    # READ COMMITTED: the count after this lock sees every create that held it before.
                    lock_operator="SELECT pg_advisory_xact_lock(?::integer, ?::integer)",
                    # A sweep's batch: racing sweeps (replicas) take disjoint rows instead of queueing on them.
-                   claim_due="FOR UPDATE SKIP LOCKED")
+                   claim_due="FOR UPDATE SKIP LOCKED",
+                   # clock_timestamp(), not now(): the time of the statement, not of its transaction's start.
+                   clock="SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8")
 
 # pg_advisory_xact_lock key serialising schema migration across processes ("tggrants" in ASCII).
 MIGRATION_LOCK_KEY = 0x7467_6772_616E_7473

@@ -8,7 +8,7 @@ import pytest
 from support.grants import make_world
 from tenantgate import errors
 from tenantgate.core.breakglass import GrantRequest
-from tenantgate.core.grants import GrantState
+from tenantgate.core.grants import SWEEP_MARGIN_SECONDS, GrantState
 from tenantgate.core.model import CheckInput, Decision, Reason, Resource
 from tenantgate.errors import AuditUnavailable, GrantConflict, GrantInvalid, GrantNotFound, GrantPermissionDenied
 
@@ -169,7 +169,7 @@ def test_every_lifecycle_step_is_an_audit_event(world):
     grant = world.active_grant(duration=60)
     other = world.active_grant(target="globex")
     world.service.revoke(world.approver(), other.id, "done")
-    world.clock.advance(61)
+    world.clock.advance(61 + SWEEP_MARGIN_SECONDS)
     expired = world.service.sweep()
     assert [g.id for g in expired] == [grant.id]
     events = [(r["event"], r["grant_id"]) for r in world.records() if r.get("record_type") == "grant_event"]

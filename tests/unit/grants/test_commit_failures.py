@@ -15,7 +15,7 @@ from support.grants import make_world
 from support.pg import admin_dsn, pg_database, url_with
 from support.tcpproxy import TcpProxy
 from tenantgate.core.breakglass import BreakGlass, GrantRules
-from tenantgate.core.grants import CommitFailed, Grant, GrantState
+from tenantgate.core.grants import SWEEP_MARGIN_SECONDS, CommitFailed, Grant, GrantState
 from tenantgate.core.model import CheckInput, Reason, Resource
 from tenantgate.errors import AuditUnavailable, GrantStoreUnavailable
 from tenantgate.grants import GuardedStore, PostgresGrantStore, SqliteGrantStore, open_store
@@ -264,7 +264,7 @@ def test_a_sweep_rolled_back_by_a_later_event_corrects_the_events_it_wrote(tmp_p
     first = world.active_grant(duration=60)
     world.clock.advance(1)
     second = world.active_grant(duration=60, target="globex")
-    world.clock.advance(120)
+    world.clock.advance(120 + SWEEP_MARGIN_SECONDS)
     write_many = world.sink.write_many
 
     def second_expiry_unwritable(events):

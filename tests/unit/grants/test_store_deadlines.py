@@ -128,17 +128,18 @@ def test_guarded_lookup_on_a_silent_server_is_denied_within_the_lookup_timeout(p
         active_grant(store)
         proxy.stall()
         took, result = timed(lambda: find(store))
+        # The message says the guard answered at its deadline; the bound only catches a hang (load-proof).
         assert isinstance(result, GrantStoreUnavailable) and "no answer within 0.25s" in str(result), result
-        assert took < 1.0, took
+        assert took < 5.0, took
         # The lookup is still waiting in the lookup thread: later ones fail at once, even past the retry
         # window, instead of queueing behind it; health says so without asking the store.
         time.sleep(0.2)
         for _ in range(3):
             took, result = timed(lambda: find(store))
             assert isinstance(result, GrantStoreUnavailable) and "still waiting" in str(result), result
-            assert took < 0.1, took
+            assert took < 1.0, took
         took, result = timed(store.healthy)
-        assert result is False and took < 0.1, (took, result)
+        assert result is False and took < 1.0, (took, result)
         proxy.resume()
         # The store's deadline (2 s + 1 s) breaks the stuck connection; the next lookup gets a new one.
         eventually(lambda: timed(lambda: isinstance(find(store), Grant))[1] is True, "lookups answered again")
@@ -167,7 +168,7 @@ def test_guarded_lookup_behind_a_locked_table_is_denied_quickly_and_recovers_whe
                 caller.join(HANG)
             for took, result in results:
                 assert isinstance(result, GrantStoreUnavailable), result
-                assert took < 1.0, took
+                assert took < 5.0, took  # not queued behind the lock (that waits until HANG): load-proof bound
             locker.rollback()
         eventually(lambda: timed(lambda: isinstance(find(store), Grant))[1] is True, "lookups answered again")
     finally:

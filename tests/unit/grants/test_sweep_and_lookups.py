@@ -14,11 +14,13 @@ import uuid
 
 from support.grants import NOW, make_world
 from tenantgate.core.breakglass import BreakGlass, GrantRules
-from tenantgate.core.grants import EXPIRE_BATCH, Grant, GrantState
+from tenantgate.core.grants import EXPIRE_BATCH, SWEEP_MARGIN_SECONDS, Grant, GrantState
 from tenantgate.core.model import CheckInput, Reason, Resource
 from tenantgate.grants import GuardedStore, open_store
 
 PENDING_SECONDS = 60
+# When the flood has been due long enough for a sweep to expire it (the sweep's margin).
+SWEPT = PENDING_SECONDS + SWEEP_MARGIN_SECONDS
 HANG = 30.0  # seconds after which a blocked call counts as hung (the test fails instead of waiting on)
 
 
@@ -113,7 +115,7 @@ def test_a_check_under_a_valid_grant_is_answered_while_a_sweep_holds_the_store_w
     world = make_world(tmp_path, store_url=store_url)
     world.active_grant(duration=3600)
     flooded = flood(world.service.store, 250)
-    world.clock.advance(PENDING_SECONDS)
+    world.clock.advance(SWEPT)
     gated = GatedSink(world.sink)
     sweeper, swept = in_thread(replica(world, audit=gated).sweep)
     try:
@@ -162,7 +164,7 @@ def test_a_sweep_writes_each_batch_of_events_with_one_call_before_that_batch_com
     world = make_world(tmp_path, store_url=store_url)
     count = 2 * EXPIRE_BATCH + 50
     flooded = flood(world.service.store, count)
-    world.clock.advance(PENDING_SECONDS)
+    world.clock.advance(SWEPT)
     watcher = BatchWatcher(world.sink, store_url, flooded)
     try:
         swept = replica(world, audit=watcher).sweep()
@@ -187,7 +189,7 @@ def test_a_sweep_writes_each_batch_of_events_with_one_call_before_that_batch_com
 def test_racing_sweeps_on_two_replicas_record_each_expiry_exactly_once(tmp_path, store_url):
     world = make_world(tmp_path, store_url=store_url)
     flooded = flood(world.service.store, 3 * EXPIRE_BATCH + 50)
-    world.clock.advance(PENDING_SECONDS)
+    world.clock.advance(SWEPT)
     stores = [open_store(store_url), open_store(store_url)]
     replicas = [replica(world, audit=SlowSink(world.sink, 0.02), store=store) for store in stores]
     start = threading.Barrier(len(replicas))
@@ -215,7 +217,7 @@ def test_guarded_lookups_during_a_long_sweep_are_all_answered_without_waiting_fo
     world = make_world(tmp_path, store_url=store_url)
     world.active_grant(duration=3600)
     flood(world.service.store, 2 * EXPIRE_BATCH)
-    world.clock.advance(PENDING_SECONDS)
+    world.clock.advance(SWEPT)
     # A generous deadline (the server's is 0.25 s): only waiting behind the sweep's writes can exceed it.
     guarded = GuardedStore(lambda: open_store(store_url), lookup_timeout=1.0)
     service = replica(world, audit=SlowSink(world.sink, 0.2), store=guarded)
