@@ -8,6 +8,7 @@ import), so this module imports nothing of prometheus_client.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 import sys
@@ -15,6 +16,8 @@ import tempfile
 from pathlib import Path
 
 from tenantgate.errors import ConfigError
+
+log = logging.getLogger("tenantgate.metrics")
 
 
 def metrics_files() -> str:
@@ -25,11 +28,28 @@ def metrics_files() -> str:
     sweep_stale_metrics_files(Path(tempfile.gettempdir()))
     path = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
     hold_in_use(Path(path))
+    warn_when_low(path)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     return path
 
 
+def warn_when_low(path: str) -> None:
+    """A warning when the filesystem of ``path`` has less than ``LOW_SPACE_BYTES`` free. Each metric file takes
+    64 KiB or more, each worker start makes two to five, and a process whose files cannot grow keeps its
+    metrics in memory from then on: /metrics shows them as they were (``observability/valuefiles.py``)."""
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return
+    free = stats.f_bavail * stats.f_frsize
+    if free < LOW_SPACE_BYTES:
+        log.warning("only %d KiB free for the metrics files in %s (under TMPDIR): once it is full, a worker's "
+                    "metrics stop moving on /metrics (decisions go on); point TMPDIR at a larger filesystem",
+                    free // 1024, path)
+
+
 METRICS_DIR_PREFIX = "tenantgate-metrics-"
+LOW_SPACE_BYTES = 32 << 20  # less free at start: a warning (a worker start takes 128-320 KiB, until folded)
 IN_USE_FILE = "in-use.lock"  # not *.db: prometheus_client never reads it
 _held: list[int] = []  # the in-use lock fds of this process: kept open (and locked) until it exits
 

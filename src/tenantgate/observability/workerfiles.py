@@ -8,8 +8,9 @@ worker that keeps dying adds two files per restart forever, and every scrape rea
   make a new worker continue, or lose, an exited one's file.
 * The supervisor marks an exited worker (``forget``): its live gauges go, and a ``<id>.dead`` file says its
   counter and histogram files are final.
-* The /metrics process (``ExactCollector``), at its next scrape, adds the marked files' values into one archive
-  (``archive.json``, replaced atomically, naming the ids it took) and only then removes the files and markers.
+* The /metrics process (``ExactCollector``), at its next scrape or fold timer (``FOLD_SECONDS``, so that they
+  do not pile up while nothing scrapes), adds the marked files' values into one archive (``archive.json``,
+  replaced atomically, naming the ids it took) and only then removes the files and markers.
   Folding and reading happen under one lock in that one process, so no scrape sees a value twice or misses one;
   after a crash between the two steps the archive's ids say which files it already holds.
 * Sums are exact (``fractions.Fraction``), rounded to a float once: the total is the same whichever files hold
@@ -25,6 +26,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
@@ -36,11 +38,15 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from tenantgate.core.problemlog import ProblemLog
+from tenantgate.observability import valuefiles
+
 log = logging.getLogger("tenantgate.metrics")
 
 ARCHIVE = "archive.json"  # not *.db: prometheus-client never reads it
 DEAD_SUFFIX = ".dead"
 FOLDED_KINDS = ("counter", "histogram")
+FOLD_SECONDS = 5.0  # how often the /metrics process folds exited workers' files when nothing scrapes
 
 _identity: list[str] = []  # this process's id once it is a worker (``become_worker``); its pid until then
 
@@ -51,8 +57,10 @@ def worker_identity(start: int) -> str:
 
 
 def install() -> None:
-    """Make prometheus-client name this process's files by ``become_worker``'s id (its pid until then). Call
-    before the first metric is created, after ``PROMETHEUS_MULTIPROC_DIR`` is set."""
+    """Make prometheus-client name this process's files by ``become_worker``'s id (its pid until then), and
+    allocate their space ahead (``valuefiles``). Call before the first metric is created, after
+    ``PROMETHEUS_MULTIPROC_DIR`` is set."""
+    valuefiles.install()
     values.ValueClass = values.MultiProcessValue(process_identifier=_current_identity)  # type: ignore[no-untyped-call]
 
 
@@ -96,16 +104,33 @@ class ExactCollector:
         # /metrics process, and one restarted after a crash must start from the archive on disk, not from the
         # supervisor's empty copy (review finding: its first fold overwrote the archive, counters dropped).
         self._loaded = False
+        self._unfolded = ProblemLog(log, now=time.monotonic, noun="failed folds",
+                                    summary="exited workers' metrics not folded %d more times since the last "
+                                            "line (latest: %s)")
 
     def collect(self) -> Iterable[Metric]:
         with self._lock:
-            if not self._loaded:
-                self._load()
-                self._loaded = True
+            self._load_once()
             self._fold()
             return self._merge()
 
+    def fold(self) -> None:
+        """Fold the files of exited workers now, as a scrape does first (for a timer: a worker that keeps dying
+        adds three files per start, and nothing else removes them). Cheap when none exited: one directory
+        listing. Never raises: a failure is logged, at most one line a minute while it goes on."""
+        with self._lock:
+            try:
+                self._load_once()
+                self._fold()
+            except Exception as err:  # noqa: BLE001 - a timer thread has nobody to raise to
+                self._unfolded.occurred("exited workers' metrics not folded: %r", err, cause=type(err).__name__)
+
     # -- folding ------------------------------------------------------------------------------------------
+
+    def _load_once(self) -> None:
+        if not self._loaded:
+            self._load()
+            self._loaded = True
 
     def _load(self) -> None:
         try:
@@ -138,8 +163,11 @@ class ExactCollector:
         try:
             self._write(archive, taken)
         except OSError as err:
-            log.warning("exited workers' metrics not folded (their files stay counted): %s", err.strerror)
+            # A full disk fails every fold until space is freed: one line a minute, not one per timer tick.
+            self._unfolded.occurred("exited workers' metrics not folded (their files stay counted): %s",
+                                    err.strerror or err, cause="write")
             return
+        self._unfolded.ended("exited workers' metrics folded again")
         self._archive, self._taken = archive, taken
         self._remove_taken()
 
@@ -148,11 +176,15 @@ class ExactCollector:
                     "series": [[kind, key, str(value)] for (kind, key), value in sorted(archive.items())]}
         path = os.path.join(self._dir, ARCHIVE)
         temporary = path + ".new"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(document, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        try:
+            with open(temporary, "w", encoding="utf-8") as handle:
+                json.dump(document, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except OSError:
+            _unlink_quietly(temporary)  # a half-written copy would hold on to space a full disk lacks
+            raise
 
     def _remove_taken(self) -> None:
         """Remove the files and markers of the ids the archive holds; forget the ids whose files are gone."""
