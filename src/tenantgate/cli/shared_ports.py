@@ -39,7 +39,7 @@ def check_free(listen: str, key: str) -> None:
 
 
 def _claim(address: tuple[Any, ...], listen: str, key: str) -> None:
-    """Bind a name for ``address`` in Linux's abstract socket namespace, which belongs to the network
+    """Bind a name for ``address``'s port in Linux's abstract socket namespace, which belongs to the network
     namespace as ports do and is released when the last process holding it exits.
 
     The bind probe alone left a window (review finding): worker 0 binds its port a few tenths of a second
@@ -48,7 +48,8 @@ def _claim(address: tuple[Any, ...], listen: str, key: str) -> None:
     remains."""
     claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        claim.bind(f"\0tenantgate-listen:{address[0]}:{address[1]}")
+        # By port alone: 0.0.0.0:P, [::]:P and 127.0.0.1:P overlap, and SO_REUSEPORT would let them share.
+        claim.bind(f"\0tenantgate-listen:{address[1]}")
     except OSError as err:
         claim.close()
         if err.errno == errno.EADDRINUSE:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -104,7 +105,7 @@ class BreakGlass:
         self._revoking: dict[str, int] = {}
         self._revoking_lock = threading.Lock()
         # Sweeps skipped because this replica's clock is ahead of the store's: a line, then one a minute.
-        self._ahead = ProblemLog(log, now=clock.now, noun="skipped sweeps",
+        self._ahead = ProblemLog(log, now=time.monotonic, noun="skipped sweeps",
                                  summary="%d more grant sweeps skipped since the last line (latest: %s)")
 
     def now(self) -> float:

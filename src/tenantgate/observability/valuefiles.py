@@ -41,7 +41,8 @@ log = logging.getLogger("tenantgate.metrics")
 
 INITIAL_BYTES = 1 << 16  # a new file's size, as prometheus-client's own; it doubles from there
 _ZEROS = bytes(INITIAL_BYTES)
-_NO_FALLOCATE = (errno.EOPNOTSUPP, errno.ENOSYS)  # a libc that does not emulate it (musl) on such a filesystem
+_NO_FALLOCATE = (errno.EOPNOTSUPP, errno.ENOSYS)
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a libc that does not emulate it (musl) on such a filesystem
 
 
 def install() -> None:
@@ -149,10 +150,12 @@ class _Off:
         self.pid = os.getpid()
         for values_file in list(self.files):
             values_file._to_memory()
+        remedy = ("Free space there, or point TMPDIR at a larger filesystem, and restart" if err.errno in _NO_SPACE
+                  else "Fix the cause above and restart")
         log.error("metrics files in %s cannot be allocated (%s: %s): this process (pid %d) keeps its metrics in "
-                  "memory from now on and /metrics shows them as they were until it exits; decisions go on. "
-                  "Free space there, or point TMPDIR at a larger filesystem, and restart",
-                  os.path.dirname(filename), os.path.basename(filename), err.strerror or err, self.pid)
+                  "memory from now on, and what it counts from now on is not in /metrics (its series stay as they "
+                  "were); decisions go on. %s",
+                  os.path.dirname(filename), os.path.basename(filename), err.strerror or err, self.pid, remedy)
 
 
 # Module state, as prometheus-client's own files registry is: it constructs this class with a file name only.

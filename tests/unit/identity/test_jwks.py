@@ -277,8 +277,12 @@ def test_unknown_kid_refresh_picks_up_a_rotated_key(server: LoopbackServer, tmp_
     server.serve("/jwks.json", es.jwks_document(rotated.jwk))
     clock.advance(31)
     token = rotated.mint()
-    with pytest.raises(TokenInvalid, match="kid"):
-        verifier.verify(token)  # answered from the held keys; the refresh runs in the background
+    # Answered from the held keys while the refresh runs in the background (that it never waits: the slow-server
+    # test below), unless the refresh thread, started just before, has already finished (seen under load).
+    try:
+        verifier.verify(token)
+    except TokenInvalid as err:
+        assert "kid" in str(err)
     assert source.wait_for_fetch(timeout=10)
     assert verifier.verify(token).subject == "alice"
     assert server.count() == 2
