@@ -36,7 +36,7 @@ def metrics_files() -> str:
 def warn_when_low(path: str) -> None:
     """A warning when the filesystem of ``path`` has less than ``LOW_SPACE_BYTES`` free. Each metric file takes
     64 KiB or more, each worker start makes two to five, and a process whose files cannot grow keeps its
-    metrics in memory from then on: /metrics shows them as they were (``observability/valuefiles.py``)."""
+    metrics in memory from then on: what it counts after that is lost to /metrics (``observability/valuefiles.py``)."""
     try:
         stats = os.statvfs(path)
     except OSError:

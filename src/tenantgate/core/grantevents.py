@@ -77,14 +77,10 @@ class GrantEvents:
         then, and raised. A change that failed to commit (``CommitFailed``) is on record already (``change``)."""
         try:
             return change()
-        except GrantError as refusal:
-            self.refused(step, caller, grant_id, f"{type(refusal).__name__}: {refusal}",
-                         attempt.target_tenant if attempt else "")
-            raise
         except CommitFailed:
             raise
-        except GrantStoreUnavailable as outage:
-            self.refused(step, caller, grant_id, f"{type(outage).__name__}: {outage}",
+        except (GrantError, GrantStoreUnavailable) as refusal:
+            self.refused(step, caller, grant_id, f"{type(refusal).__name__}: {refusal}",
                          attempt.target_tenant if attempt else "")
             raise
 
