@@ -14,6 +14,7 @@ The decision id of every answered call (warm-up included) is written to ``ids_fi
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 import time
@@ -42,7 +43,8 @@ def check_request(spec: dict[str, Any], resource_id: str | None = None, with_tok
 
 def make_call(channel: grpc.aio.Channel, spec: dict[str, Any], rpc: str, items: int = 1,
               record_ids: bool = False) -> Call:
-    """The call a run repeats: health Check, Authorizer Check, or a BatchCheck of ``items`` items."""
+    """The call a run repeats: health Check, Authorizer Check (the same request, or ``check_new``: a new resource
+    each call), or a BatchCheck of ``items`` items."""
     if rpc == "health":
         health = health_pb2_grpc.HealthStub(channel)
         ping = health_pb2.HealthCheckRequest(service="")
@@ -61,6 +63,14 @@ def make_call(channel: grpc.aio.Channel, spec: dict[str, Any], rpc: str, items: 
             return answer.decision == pb.ALLOW, 1, [answer.decision_id] if record_ids else []
 
         return call_check
+    if rpc == "check_new":  # a resource never asked for before on every call: nothing cached but the token
+        numbers = itertools.count()
+
+        async def call_check_new() -> tuple[bool, int, list[str]]:
+            answer = await stub.Check(check_request(spec, f"new-{next(numbers)}"), timeout=spec.get("deadline_s", 10.0))
+            return answer.decision == pb.ALLOW, 1, [answer.decision_id] if record_ids else []
+
+        return call_check_new
     if rpc == "batch":
         batch = pb.BatchCheckRequest(token=spec["token"], items=[
             check_request(spec, f"inv-{i}", with_token=False) for i in range(items)])

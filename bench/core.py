@@ -4,7 +4,9 @@ The app is built exactly as the server builds it (``tenantgate.app.build`` from 
 issuer, bundled policies, audit log and grant store in a temp dir). The raw call gets the same request and
 the same two entities, built by the same functions ``decide`` uses, with the pre-parsed PolicySet (acme's
 partition) and Schema of the loaded CompiledPolicies. The parts of ``decide`` are timed too, so the
-table shows where its time goes.
+table shows where its time goes. ``decide`` answers the repeated request from its decision memo; the same
+call on an engine with the memo off (passed as ``pinned``, as BatchCheck passes its engine) asks Cedar each
+time.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import cedarpy
 from tenantgate import app as application
 from tenantgate import config
 from tenantgate.core.compiler import GUARDRAIL_TEXT
+from tenantgate.core.engine import Engine
 from tenantgate.core.model import CheckInput, ClaimNames, Decision, DecisionResult, Principal, Resource
 from tenantgate.core.request import request_context, resource_attributes
 from tenantgate.core.schema import principal_entity
@@ -39,7 +42,8 @@ from .timing import interleaved
 GOALS = [("in-process decide() vs raw cedarpy (p50)", "≤ 1.3x")]
 CORE_GOAL = 1.3
 RAW = "raw cedarpy.is_authorized (pre-parsed PolicySet + Schema, entity list)"
-DECIDE = "DecisionPoint.decide (full: cached token, tenancy, intent, Cedar, audit)"
+DECIDE = "DecisionPoint.decide (full: cached token, tenancy, intent, Cedar's outcome from the memo, audit)"
+DECIDE_NO_MEMO = "DecisionPoint.decide, decision memo off (Cedar on every call)"
 
 TEXT = "raw cedarpy.is_authorized with the policy text parsed per call (no pre-parsed PolicySet)"
 RAW_COLD = "raw cedarpy.is_authorized, CPU caches flushed before each call"
@@ -48,6 +52,7 @@ INSTR_RAW = "raw cedarpy.is_authorized, instructions per call (callgrind)"
 INSTR_NATIVE = ("the one Cedar call Engine.evaluate makes (pre-parsed PolicySet, Schema and Entities), instructions "
                 "per call (callgrind)")
 INSTR_DECIDE = "DecisionPoint.decide, instructions per call (callgrind)"
+INSTR_DECIDE_NO_MEMO = "DecisionPoint.decide, decision memo off, instructions per call (callgrind)"
 INSTRUCTION_CALLS = 2000
 _COLLECTED = re.compile(r"Collected : (\d+)")
 FLUSH_BYTES = 8 << 20  # twice the L2 of the 2-core machines we run on
@@ -127,16 +132,21 @@ def run(ctx: RunContext) -> Section:
         def series_decide() -> object:
             return built.pdp.decide(check)
 
+        no_memo = Engine(engine.compiled, decision_cache_size=0)
+
         series: dict[str, Callable[[], object]] = {
             RAW: series_raw,
             TEXT: lambda: cedarpy.is_authorized(request, policy_text, entities, schema=schema),
             "raw cedarpy.is_authorized with a pre-parsed Entities handle": (
                 lambda: cedarpy.is_authorized(request, policy_set, handle, schema=schema)),
-            "Engine.evaluate (request + entities, partition, Cedar, reasons)": (
+            "Engine.evaluate, memo off (request + entities, partition, Cedar, reasons)": (
+                lambda: no_memo.evaluate(principal, "read", check.resource, dict(attrs), dict(context))),
+            "Engine.evaluate, answered from the decision memo": (
                 lambda: engine.evaluate(principal, "read", check.resource, dict(attrs), dict(context))),
             "JwtVerifier.verify (cache hit)": lambda: built.verifier.verify(token),
             "audit sink write (one record, flushed)": lambda: audit.write(event),
             DECIDE: series_decide,
+            DECIDE_NO_MEMO: lambda: built.pdp.decide(check, no_memo),
             "Check handler body without gRPC (parse, convert, decide, convert, serialize)": handler_body,
             RAW_COLD: series_raw,
             DECIDE_COLD: series_decide,
@@ -156,7 +166,8 @@ def run(ctx: RunContext) -> Section:
     value = ratio(summaries[DECIDE].p50, base)
     section.data["goal_ratio"] = value
     section.goals.append(Goal(GOALS[0][0], GOALS[0][1],
-                              f"{times(value)} ({us(summaries[DECIDE].p50)} vs {us(base)})",
+                              f"{times(value)} ({us(summaries[DECIDE].p50)} vs {us(base)}); memo off: "
+                              f"{times(ratio(summaries[DECIDE_NO_MEMO].p50, base))}",
                               None if not math.isfinite(value) else value <= CORE_GOAL, "core"))
     cold_ratio = ratio(summaries[DECIDE_COLD].p50, summaries[RAW_COLD].p50)
     section.data["cold_ratio"] = cold_ratio
@@ -185,7 +196,7 @@ def _add_instructions(section: Section, ctx: RunContext) -> None:
         [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", child_python(), "-m",
          "bench.instructions", mode, str(calls), str(ctx.tmp / f"instructions-{mode}")],
         cwd=REPO, env=python_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for mode in ("setup", "raw", "native", "decide")}
+        for mode in ("setup", "raw", "native", "decide", "decide_no_memo")}
     counts: dict[str, int] = {}
     for mode, proc in procs.items():
         try:
@@ -200,9 +211,12 @@ def _add_instructions(section: Section, ctx: RunContext) -> None:
     if len(counts) < len(procs):
         section.notes.append("Instruction counts: a callgrind run failed, so none are shown.")
         return
-    raw, native, decide = ((counts[mode] - counts["setup"]) / calls for mode in ("raw", "native", "decide"))
-    section.data["instructions"] = {"raw": raw, "native": native, "decide": decide, "calls": calls}
-    for name, value in ((INSTR_RAW, raw), (INSTR_NATIVE, native), (INSTR_DECIDE, decide)):
+    raw, native, decide, no_memo = ((counts[mode] - counts["setup"]) / calls
+                                    for mode in ("raw", "native", "decide", "decide_no_memo"))
+    section.data["instructions"] = {"raw": raw, "native": native, "decide": decide, "decide_no_memo": no_memo,
+                                    "calls": calls}
+    for name, value in ((INSTR_RAW, raw), (INSTR_NATIVE, native), (INSTR_DECIDE, decide),
+                        (INSTR_DECIDE_NO_MEMO, no_memo)):
         section.add(name, f"{value / 1000:,.0f}k instr.", "", "", times(ratio(value, raw)))
     section.notes.append(f"Instruction rows: callgrind counts of {calls:,} calls each in a child process (its "
                          "setup subtracted); repeatable whatever else the machine does, but blind to cache misses "

@@ -1,6 +1,6 @@
 """Scenario 1's instruction rows: the server's instructions per call, empty RPC vs ``Authorizer.Check``.
 
-CPU seconds per call move with the machine's load; instruction counts do not. Three servers, configured
+CPU seconds per call move with the machine's load; instruction counts do not. Four servers, configured
 as the shared one, run one after the other under ``valgrind --tool=callgrind``: each starts, is warmed up
 with both RPCs, then makes ``CALLS`` calls of one RPC at ``IN_FLIGHT`` in flight (none for ``setup``), and
 stops. A run's total minus the setup run's, over ``CALLS``, is the server's instructions per call, every
@@ -30,18 +30,19 @@ _COLLECTED = re.compile(r"Collected : ([\d,]+)")
 
 
 def measure(directory: Path, calls: int = CALLS) -> dict[str, Any]:
-    """``{"health": server instructions per call, "check": ..., "calls": calls, "errors": n}``. Raises
+    """``{"health": server instructions per call, "check": ..., "check_new": ..., "calls": calls, "errors": n}``
+    (``check_new``: a resource never asked for before on every call; one server per RPC). Raises
     RuntimeError when valgrind is missing or a step fails."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise RuntimeError("valgrind is not installed (Debian: apt-get install valgrind)")
     totals, errors = {}, 0
-    for run, rpc_calls in (("setup", 0), ("health", calls), ("check", calls)):
+    for run, rpc_calls in (("setup", 0), ("health", calls), ("check", calls), ("check_new", calls)):
         total, failed = _server_run(valgrind, directory / run, run, rpc_calls)
         totals[run] = total
         errors += failed
-    return {"health": (totals["health"] - totals["setup"]) / calls,
-            "check": (totals["check"] - totals["setup"]) / calls, "calls": calls, "errors": errors}
+    return {**{rpc: (totals[rpc] - totals["setup"]) / calls for rpc in ("health", "check", "check_new")},
+            "calls": calls, "errors": errors}
 
 
 def _server_run(valgrind: str, directory: Path, rpc: str, calls: int) -> tuple[int, int]:

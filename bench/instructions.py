@@ -5,7 +5,8 @@ Builds the app as scenario 2 does (same generated config, same realistic request
 CALLS calls of MODE: ``setup`` (none: what building and warming cost, subtracted from the others), ``raw``
 (cedarpy.is_authorized with the pre-parsed PolicySet and Schema and the entity list, scenario 2's floor),
 ``native`` (the one Cedar call ``Engine.evaluate`` makes: cedarpy's native function with the pre-parsed
-PolicySet, Schema and Entities handles) or ``decide`` (the full audited ``DecisionPoint.decide``).
+PolicySet, Schema and Entities handles), ``decide`` (the full audited ``DecisionPoint.decide``, Cedar's outcome
+from its memo) or ``decide_no_memo`` (the same on an engine with the memo off: Cedar on every call).
 callgrind counts the instructions the process executes: the same for the same binary and inputs whatever
 else the machine does, so the ratio of two counts is the steady part of scenario 2's wall-clock ratio (it
 does not see cache misses or time spent in the kernel, e.g. the audit append's system calls).
@@ -25,7 +26,7 @@ from tenantgate.core.model import Decision
 
 from .core import cedar_inputs, realistic
 
-MODES = ("setup", "raw", "native", "decide")
+MODES = ("setup", "raw", "native", "decide", "decide_no_memo")
 WARMUP = 50
 
 
@@ -52,11 +53,15 @@ def main(argv: list[str]) -> int:
         def decide() -> object:
             return built.pdp.decide(check)
 
+        no_memo = engine_module.Engine(engine.compiled, decision_cache_size=0)
+
         for _ in range(WARMUP):  # both warmed in every mode, so the setup run subtracts exactly this
             assert built.pdp.decide(check).decision is Decision.ALLOW
+            assert built.pdp.decide(check, no_memo).decision is Decision.ALLOW
             raw()
             native()
-        call = {"raw": raw, "native": native, "decide": decide}.get(mode)
+        call = {"raw": raw, "native": native, "decide": decide,
+                "decide_no_memo": lambda: built.pdp.decide(check, no_memo)}.get(mode)
         if call is not None:
             for _ in range(calls):
                 call()

@@ -3,7 +3,9 @@
 Loads the tree with ``PolicyStore.load``, times decisions (``Engine.evaluate``, the tenant-dependent part of a
 decision) cold (a fresh Engine per measurement, so the tenant's partition is built) and warm (partitions
 cached), then reloads after touching one tenant file, after editing it, and forced. Peak RSS (ru_maxrss)
-is this process's (with a baseline, its few MiB included).
+is this process's (with a baseline, its few MiB included). The decision memo is off: every timed decision asks
+Cedar with its tenant's partition, which is what the number of tenants can change (with the memo, a repeated
+request skips Cedar whatever the number of tenants).
 
 With ``BASELINE_DIR`` (the 1-tenant tree) the baseline's warm decisions are timed in this same process, in
 rounds interleaved with this tree's warm rounds, so both see the same machine at the same moments: the
@@ -42,7 +44,7 @@ def _asks(tenants: int, sample_size: int) -> list[tuple[Principal, Resource, dic
 def main(argv: list[str]) -> int:
     root, tenants, sample_size = Path(argv[0]), int(argv[1]), int(argv[2])
     started = time.perf_counter()
-    store = PolicyStore.load(root)
+    store = PolicyStore.load(root, decision_cache_size=0)
     load_s = time.perf_counter() - started
     rss_loaded = rss_mib()
     compiled = store.current().compiled
@@ -60,12 +62,12 @@ def main(argv: list[str]) -> int:
         return elapsed
 
     cold_n = max(sample_size, 20)
-    cold = [timed(Engine(compiled), k) for k in range(cold_n)]
+    cold = [timed(Engine(compiled, decision_cache_size=0), k) for k in range(cold_n)]
     engine = store.current()
     for k in range(len(asks)):
         timed(engine, k)  # warm-up: every sampled tenant's partition is now cached
     warm_n = max(5 * len(asks), 2000)
-    baseline = PolicyStore.load(Path(argv[3])).current() if len(argv) > 3 else None
+    baseline = PolicyStore.load(Path(argv[3]), decision_cache_size=0).current() if len(argv) > 3 else None
     base_asks = _asks(1, 1)
     if baseline is not None:
         timed(baseline, 0, base_asks)  # its partition built: warm from here on

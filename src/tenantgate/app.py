@@ -83,6 +83,7 @@ def build(settings: Settings, clock: Clock | None = None, worker: int | None = N
     metrics = DecisionMetrics(registry, multiprocess=worker is not None)
     p = settings.policies
     policies = PolicyStore.load(p.dir, p.schema_file, partition_cache_size=p.partition_cache_size,
+                                decision_cache_size=p.decision_cache_size,
                                 on_reload=metrics.observe_reload, limits=tenant_limits(settings))
     metrics.policy_loaded(policies.current().version)
     audit = build_audit_sink(settings.audit, worker=worker or 0)

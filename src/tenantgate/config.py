@@ -98,6 +98,7 @@ class PolicySettings:
     dir: str = "policies"
     schema_file: str = ""  # default: <dir>/schema.cedarschema
     partition_cache_size: int = 1024
+    decision_cache_size: int = 4096  # requests whose Cedar outcome is kept per policy version; 0 = off
     poll_interval_seconds: float = 2.0  # 0 = no polling (SIGHUP still reloads)
     max_tenant_policies: int = 1000  # policies in one tenant's own files
     max_tenant_policy_bytes: int = 262_144  # bytes of one tenant's own policy files together

@@ -153,6 +153,8 @@ def validate(s: Settings) -> None:
     _check_maxima(a, "audit")
     _check_audit_path(a.path)
     _positive(s.policies.partition_cache_size, "policies.partition_cache_size")
+    if s.policies.decision_cache_size < 0:
+        raise ConfigError("policies.decision_cache_size must be 0 (off) or more")
     _positive(s.policies.max_tenant_policies, "policies.max_tenant_policies")
     _positive(s.policies.max_tenant_policy_bytes, "policies.max_tenant_policy_bytes")
     _positive(s.policies.max_tenant_entity_bytes, "policies.max_tenant_entity_bytes")

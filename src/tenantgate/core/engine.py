@@ -7,6 +7,11 @@ resource's tenant: the global policies, the guardrail and that tenant's own poli
 on first use from pre-validated text (``PolicySet.with_added_str`` clones the pre-parsed global set and
 parses only the tenant's few policies) and kept in a bounded LRU cache.
 
+Cedar's answer depends on nothing but its inputs (no clock, no randomness, no I/O), so an engine keeps the
+outcome of recent requests keyed by exactly what it passes to Cedar: the tenant whose partition answers, the
+request's uids, action and context text, and the entity list's JSON text. A repeated request is answered
+from that memo without calling Cedar; a policy reload builds a new engine, and so a new memo.
+
 Only a clean Allow from Cedar is an allow. Deny, NoDecision and any evaluation error are denials:
 Cedar skips a policy whose condition errors, so an erroring ``forbid`` would otherwise let a ``permit`` win.
 """
@@ -35,9 +40,8 @@ from tenantgate.core.entitycache import MAX_TEXT, EntityHandles
 from tenantgate.core.model import Decision, Principal, Reason, Resource
 from tenantgate.core.schema import principal_entity
 
-__all__ = ["DEFAULT_PARTITION_CACHE", "GUARDRAIL_ID", "GUARDRAIL_TEXT", "CompiledPolicies", "Engine",
-           "EngineOutcome", "PolicyLocation",
-           "PolicySource", "compile_policies", "interpret"]
+__all__ = ["DEFAULT_DECISION_CACHE", "DEFAULT_PARTITION_CACHE", "GUARDRAIL_ID", "GUARDRAIL_TEXT", "CompiledPolicies",
+           "Engine", "EngineOutcome", "PolicyLocation", "PolicySource", "compile_policies", "interpret"]
 
 _EVAL_ERROR = re.compile(r"error while evaluating policy `([^`]+)`")
 _POSITIONAL = re.compile(r"policy(\d+)")
@@ -48,6 +52,7 @@ _NATIVE_CHECKED: bool | None = None  # whether _NATIVE_BATCH answers as the publ
 PRINCIPAL_TEXTS = 4096  # principals whose entity JSON is kept (one per distinct token, as a rule)
 OUTCOMES = 1024  # (tenant, Cedar answer text) -> outcome kept per engine
 MAX_OUTCOME_TEXT = 1024  # longer answers (long error messages) are interpreted each time, never kept
+DEFAULT_DECISION_CACHE = 4096  # requests whose outcome is kept per engine (policies.decision_cache_size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +70,17 @@ class Engine:
     Thread-safe: the partition cache is guarded by a lock; Cedar handles are immutable.
     """
 
-    __slots__ = ("_cache", "_capacity", "_entities", "_lock", "_outcomes", "_principal_texts", "compiled")
+    __slots__ = ("_cache", "_capacity", "_decisions", "_entities", "_lock", "_memo_size", "_outcomes",
+                 "_principal_texts", "compiled")
 
-    def __init__(self, compiled: CompiledPolicies, partition_cache_size: int = DEFAULT_PARTITION_CACHE) -> None:
+    def __init__(self, compiled: CompiledPolicies, partition_cache_size: int = DEFAULT_PARTITION_CACHE,
+                 decision_cache_size: int = DEFAULT_DECISION_CACHE) -> None:
         self.compiled = compiled
         self._capacity = max(1, partition_cache_size)
+        # Cedar's inputs -> its outcome (0 = off). Keys hold the entity text, so only texts up to MAX_TEXT are
+        # kept: at most decision_cache_size * ~8 KiB, about 32 MiB at the default, a few MiB as a rule.
+        self._memo_size = max(0, decision_cache_size)
+        self._decisions: dict[tuple[str, ...], EngineOutcome] = {}
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
         self._entities = EntityHandles(compiled.schema)
@@ -105,24 +116,42 @@ class Engine:
 
     def evaluate(self, principal: Principal, action: str, resource: Resource,
                  resource_attrs: dict[str, Any], context: dict[str, Any]) -> EngineOutcome:
-        request = {
-            "principal": {"type": principal.entity_type, "id": principal.entity_id},
-            "action": {"type": "Action", "id": action},
-            "resource": {"type": resource.type, "id": resource.id},
-            "context": json_object(context),
-        }
+        context_text = json_object(context)
         # INVARIANT: only the resource tenant's entity data (plus global data) is ever in the slice, and it
         # only adds to TenantGate's own principal and resource entities (core.entities).
         view = self.compiled.entities.view(resource.tenant)
         if view.empty:
             text = (f'[{self._principal_text(principal)}, {{"uid": {{"type": {_quote(resource.type)}, "id": '
                     f'{_quote(resource.id)}}}, "attrs": {json_object(resource_attrs)}, "parents": []}}]')
-            entities = self._entities.for_text(text, 2)
+            count = 2
         else:
             resource_entity = {"uid": {"type": resource.type, "id": resource.id}, "attrs": resource_attrs,
                                "parents": []}
-            entities = self._entities.entities_for(view.request_slice(
-                principal_entity(principal), resource_entity, enrich_principal=principal.tenant == resource.tenant))
+            entities = view.request_slice(principal_entity(principal), resource_entity,
+                                          enrich_principal=principal.tenant == resource.tenant)
+            text, count = json.dumps(entities), len(entities)
+        # Everything Cedar is given but the policy set, which the tenant names within this engine (its
+        # partition); the uids again although the entity text holds them, so no key depends on how it is built.
+        memo = (resource.tenant, principal.entity_type, principal.entity_id, action, resource.type, resource.id,
+                context_text, text)
+        known = self._decisions.get(memo)
+        if known is not None:
+            return known
+        outcome = self._ask_cedar(principal, action, resource, context_text, self._entities.for_text(text, count))
+        if self._memo_size and len(text) + len(context_text) <= MAX_TEXT:
+            if len(self._decisions) >= self._memo_size:
+                self._decisions.clear()  # bounded; refilled by the requests that come again
+            self._decisions[memo] = outcome
+        return outcome
+
+    def _ask_cedar(self, principal: Principal, action: str, resource: Resource, context_text: str,
+                   entities: Any) -> EngineOutcome:
+        request = {
+            "principal": {"type": principal.entity_type, "id": principal.entity_id},
+            "action": {"type": "Action", "id": action},
+            "resource": {"type": resource.type, "id": resource.id},
+            "context": context_text,
+        }
         text = answer_text(request, self.policy_set_for(resource.tenant), entities, self.compiled.schema)
         # Cedar's answer (as text, without its timing metrics) with the tenant (whose partition numbers its
         # policies) decides the outcome, so equal answers share one immutable outcome.

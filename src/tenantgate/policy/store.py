@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tenantgate.core.compiler import DEFAULT_TENANT_LIMITS, FileCache, TenantLimits
-from tenantgate.core.engine import DEFAULT_PARTITION_CACHE, CompiledPolicies, Engine
+from tenantgate.core.engine import DEFAULT_DECISION_CACHE, DEFAULT_PARTITION_CACHE, CompiledPolicies, Engine
 from tenantgate.errors import PolicyError
 from tenantgate.policy.loader import load_policies, policy_tree
 
@@ -42,13 +42,14 @@ class PolicyStore:
 
     def __init__(self, compiled: CompiledPolicies, *, policy_dir: str | Path | None = None,
                  schema_file: str | Path | None = None, partition_cache_size: int = DEFAULT_PARTITION_CACHE,
-                 cache: FileCache | None = None, on_reload: Callable[[ReloadResult], None] | None = None,
+                 decision_cache_size: int = DEFAULT_DECISION_CACHE, cache: FileCache | None = None,
+                 on_reload: Callable[[ReloadResult], None] | None = None,
                  limits: TenantLimits = DEFAULT_TENANT_LIMITS) -> None:
-        self._engine = Engine(compiled, partition_cache_size)
+        self._sizes = (partition_cache_size, decision_cache_size)  # of every engine this store builds
+        self._engine = Engine(compiled, *self._sizes)
         self._limits = limits
         self._dir = Path(policy_dir) if policy_dir is not None else None
         self._schema = schema_file
-        self._partition_cache_size = partition_cache_size
         self._cache: FileCache = cache if cache is not None else {}
         self._reload_lock = threading.Lock()
         self._on_reload = on_reload
@@ -57,7 +58,7 @@ class PolicyStore:
 
     @classmethod
     def load(cls, policy_dir: str | Path, schema_file: str | Path | None = None, *,
-             partition_cache_size: int = DEFAULT_PARTITION_CACHE,
+             partition_cache_size: int = DEFAULT_PARTITION_CACHE, decision_cache_size: int = DEFAULT_DECISION_CACHE,
              on_reload: Callable[[ReloadResult], None] | None = None,
              limits: TenantLimits = DEFAULT_TENANT_LIMITS) -> PolicyStore:
         """Load the directory (raising ``PolicyError`` when invalid) and keep it reloadable; ``limits`` bound
@@ -65,13 +66,14 @@ class PolicyStore:
         cache: FileCache = {}
         compiled = load_policies(policy_dir, schema_file, cache, limits)
         return cls(compiled, policy_dir=policy_dir, schema_file=schema_file,
-                   partition_cache_size=partition_cache_size, cache=cache, on_reload=on_reload, limits=limits)
+                   partition_cache_size=partition_cache_size, decision_cache_size=decision_cache_size, cache=cache,
+                   on_reload=on_reload, limits=limits)
 
     def current(self) -> Engine:
         return self._engine
 
     def replace(self, compiled: CompiledPolicies) -> None:
-        self._engine = Engine(compiled, self._partition_cache_size)
+        self._engine = Engine(compiled, *self._sizes)
 
     def reload(self, *, force: bool = False) -> ReloadResult:
         """Re-read the directory; swap in the new set only when it is entirely valid. Never raises.
@@ -120,7 +122,7 @@ class PolicyStore:
                 self._fingerprint = fingerprint
                 changed = compiled.version != self._engine.version
                 if changed:
-                    self._engine = Engine(compiled, self._partition_cache_size)
+                    self._engine = Engine(compiled, *self._sizes)
                     log.info("policies reloaded: now %s (%d policies)", compiled.version, compiled.total_policies)
                 result = ReloadResult(True, changed, compiled.version, "reloaded" if changed else "unchanged")
             self.last_result = result

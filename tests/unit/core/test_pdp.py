@@ -258,3 +258,17 @@ def test_a_token_is_named_by_its_signed_part_in_every_record_when_its_jti_is_not
     assert named == "sha256:" + hashlib.sha256(unnamed.rpartition(".")[0].encode()).hexdigest()[:16]
     assert pdp.decide(_check("no-dots-at-all")).audit.token_id == (
         "sha256:" + hashlib.sha256(b"no-dots-at-all").hexdigest()[:16])
+
+
+def test_a_request_answered_from_the_decision_memo_is_still_checked_and_audited(parts):
+    pdp, issuer, sink, clock = parts
+    token = issuer.mint(roles=["viewer"])
+    results = [pdp.decide(_check(token)) for _ in range(3)]
+    assert [r.decision for r in results] == [Decision.ALLOW] * 3
+    assert len({r.decision_id for r in results}) == 3 and len(_records(sink)) == 3  # one record per decision
+    # The memo holds Cedar's outcome only: the steps before Cedar run for every request.
+    assert pdp.decide(_check(token, tenant="globex")).reason is Reason.CROSS_TENANT
+    assert pdp.decide(_check(issuer.mint(roles=["viewer"], intents=["x"]))).reason is Reason.INTENT_MISSING
+    clock.advance(300 + 30)
+    assert pdp.decide(_check(token)).reason is Reason.TOKEN_EXPIRED
+    assert len(_records(sink)) == 6

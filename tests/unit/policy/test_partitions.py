@@ -131,7 +131,7 @@ def test_kept_outcomes_are_per_tenant_and_bounded(policy_dir, monkeypatch):
     for i in range(4):
         _tenant_file(policy_dir, f"t{i}", f'@id("t{i}-approve")\npermit (principal, action == Action::"approve", '
                      f'resource) when {{ principal.roles.contains("r{i}") }};\n')
-    engine = Engine(load_policies(policy_dir))
+    engine = Engine(load_policies(policy_dir), decision_cache_size=0)  # every request reaches Cedar
     for _round in range(3):
         for i in range(4):
             assert _eval(engine, f"t{i}", f"t{i}", roles=(f"r{i}",)).policy_ids == (f"t{i}-approve",)
@@ -167,3 +167,81 @@ def test_a_reload_with_an_empty_tenant_policy_id_is_refused_and_the_old_set_keep
     result = store.reload(force=True)
     assert not result.ok and "must not be empty" in result.message
     assert _eval(store.current(), "acme", "acme").policy_ids == ("ok",)
+
+
+def _counting_cedar(monkeypatch):
+    """Counts the calls that reach Cedar."""
+    from tenantgate.core import engine as engine_module
+
+    calls = []
+    real = engine_module.answer_text
+    monkeypatch.setattr(engine_module, "answer_text", lambda *args: calls.append(args) or real(*args))
+    return calls
+
+
+def test_a_repeated_request_is_answered_from_the_memo_with_the_same_outcome(policy_dir, monkeypatch):
+    _tenant_file(policy_dir, "acme", '@id("acme-approve")\npermit (principal, action == Action::"approve", '
+                 'resource) when { principal.roles.contains("approver") };\n')
+    calls = _counting_cedar(monkeypatch)
+    engine = Engine(load_policies(policy_dir))
+    first = _eval(engine, "acme", "acme", roles=("approver",))
+    assert [_eval(engine, "acme", "acme", roles=("approver",)) for _ in range(5)] == [first] * 5
+    assert (first.decision, first.policy_ids, len(calls)) == (Decision.ALLOW, ("acme-approve",), 1)
+
+
+@pytest.mark.parametrize("change", ["tenant", "roles", "subject", "action", "resource id", "context",
+                                    "attributes"])
+def test_any_difference_in_what_cedar_is_given_asks_cedar_again(policy_dir, monkeypatch, change):
+    # Each change turns the first request's Allow into a denial: a memo hit on a near-miss key would show.
+    _tenant_file(policy_dir, "acme", '@id("acme-approve")\npermit (principal == User::"alice", action == '
+                 'Action::"approve", resource == Invoice::"inv-1") when { principal.roles.contains("approver") '
+                 '&& context.intent == "" && resource.tenant == "acme" && !(resource has owner) };\n')
+    _tenant_file(policy_dir, "globex", '@id("globex-nothing")\nforbid (principal, action, resource);\n')
+    calls = _counting_cedar(monkeypatch)
+    engine = Engine(load_policies(policy_dir))
+    alice = Principal("User", "alice", "alice", "acme", ("approver",), None, "iss", "t")
+    request = {"principal": alice, "action": "approve", "resource": Resource("Invoice", "inv-1", "acme"),
+               "attrs": {"tenant": "acme"}, "context": {"intent": ""}}
+    assert engine.evaluate(*request.values()).decision is Decision.ALLOW
+    changed = {
+        "tenant": {"principal": Principal("User", "alice", "alice", "globex", ("approver",), None, "iss", "t"),
+                   "resource": Resource("Invoice", "inv-1", "globex"), "attrs": {"tenant": "globex"}},
+        "roles": {"principal": Principal("User", "alice", "alice", "acme", ("viewer",), None, "iss", "t")},
+        "subject": {"principal": Principal("User", "bob", "bob", "acme", ("approver",), None, "iss", "t")},
+        "action": {"action": "read"},
+        "resource id": {"resource": Resource("Invoice", "inv-2", "acme")},
+        "context": {"context": {"intent": "export"}},
+        "attributes": {"attrs": {"tenant": "acme", "owner": "bob"}},
+    }[change]
+    other = dict(request, **changed)
+    for _ in range(2):
+        assert engine.evaluate(*other.values()).decision is Decision.DENY
+        assert engine.evaluate(*request.values()).decision is Decision.ALLOW
+    assert len(calls) == 2  # once each; then both from the memo
+
+
+def test_the_memo_is_bounded_and_can_be_turned_off(policy_dir, monkeypatch):
+    calls = _counting_cedar(monkeypatch)
+    small = Engine(load_policies(policy_dir), decision_cache_size=3)
+    for _round in range(2):
+        for n in range(5):
+            assert _eval(small, "acme", "acme", action="read", roles=("viewer",), sub=f"u{n}").decision \
+                is Decision.ALLOW
+            assert len(small._decisions) <= 3
+    off = Engine(load_policies(policy_dir), decision_cache_size=0)
+    calls.clear()
+    for _ in range(3):
+        assert _eval(off, "acme", "acme", action="read", roles=("viewer",)).decision is Decision.ALLOW
+    assert len(calls) == 3 and not off._decisions
+
+
+def test_a_reload_answers_a_repeated_request_by_the_new_policies(policy_dir):
+    from tenantgate.policy import PolicyStore
+
+    store = PolicyStore.load(policy_dir)
+    assert [_eval(store.current(), "acme", "acme", action="read", roles=("viewer",)).decision
+            for _ in range(2)] == [Decision.ALLOW] * 2
+    _tenant_file(policy_dir, "acme", '@id("acme-no-reads")\nforbid (principal, action == Action::"read", resource);\n')
+    assert store.reload().changed
+    out = _eval(store.current(), "acme", "acme", action="read", roles=("viewer",))
+    assert (out.decision, out.policy_ids) == (Decision.DENY, ("acme-no-reads",))
