@@ -120,10 +120,11 @@ class Engine:
         # INVARIANT: only the resource tenant's entity data (plus global data) is ever in the slice, and it
         # only adds to TenantGate's own principal and resource entities (core.entities).
         view = self.compiled.entities.view(resource.tenant)
+        pair: tuple[str, str] | None = None
         if view.empty:
-            text = (f'[{self._principal_text(principal)}, {{"uid": {{"type": {_quote(resource.type)}, "id": '
-                    f'{_quote(resource.id)}}}, "attrs": {json_object(resource_attrs)}, "parents": []}}]')
-            count = 2
+            pair = (self._principal_text(principal), f'{{"uid": {{"type": {_quote(resource.type)}, "id": '
+                    f'{_quote(resource.id)}}}, "attrs": {json_object(resource_attrs)}, "parents": []}}')
+            text, count = f"[{pair[0]}, {pair[1]}]", 2
         else:
             resource_entity = {"uid": {"type": resource.type, "id": resource.id}, "attrs": resource_attrs,
                                "parents": []}
@@ -137,7 +138,8 @@ class Engine:
         known = self._decisions.get(memo)
         if known is not None:
             return known
-        outcome = self._ask_cedar(principal, action, resource, context_text, self._entities.for_text(text, count))
+        entities = self._entities.for_text(text, count) if pair is None else self._entities.for_pair(text, *pair)
+        outcome = self._ask_cedar(principal, action, resource, context_text, entities)
         if self._memo_size and len(text) + len(context_text) <= MAX_TEXT:
             if len(self._decisions) >= self._memo_size:
                 self._decisions.clear()  # bounded; refilled by the requests that come again

@@ -4,6 +4,10 @@ Parsing the (small) entity list of a request against the schema is about half of
 holds ``cedarpy.Entities`` handles keyed by the exact JSON text they were parsed from, so a hit is the very
 same entity set and the decision cannot differ from parsing it afresh.
 
+A request's two entities (its principal and its resource) not held together are built from the principal's
+held handle when it has one (``for_pair``), so a caller asking about resource after resource pays for
+parsing the resource only.
+
 Only entity sets seen before are parsed into a handle (a doorkeeper remembers the hashes of recent texts):
 a request seen once costs what it cost without the cache (its text goes to ``is_authorized``), so a stream
 of distinct requests neither fills the cache nor pays for handles it never reuses. The cache is bounded by
@@ -72,6 +76,22 @@ class EntityHandles:
             return text  # not valid for the schema: Cedar's own result says why
         self._put(text, handle, len(handle))
         return handle
+
+    def for_pair(self, text: str, first: str, second: str) -> Any:
+        """The same for ``text``, the list of the two entities ``first`` and ``second`` (each an entity object's
+        JSON). When ``text`` itself gets no handle and ``first`` has been seen before (one caller asking about
+        many resources), ``first``'s held handle with ``second`` added: Cedar clones it and parses and validates
+        only ``second`` (against the schema, with the whole set), instead of parsing both from text."""
+        entities = self.for_text(text, 2)
+        if not isinstance(entities, str) or len(text) > MAX_TEXT:
+            return entities
+        base = self.for_text(f"[{first}]", 1)
+        if isinstance(base, str):
+            return text
+        try:
+            return base.with_added_json_str(f"[{second}]", self._schema)
+        except ValueError:
+            return text  # not valid with the schema: Cedar's own result for the text says why
 
     def _seen_before(self, key: int) -> bool:
         """Called with the lock held. True the second time ``key`` comes within the doorkeeper's memory."""

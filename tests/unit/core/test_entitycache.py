@@ -220,3 +220,37 @@ def test_a_very_large_principal_entity_is_not_held(compiled):
     resource = Resource("Invoice", "inv-1", "acme")
     assert engine.evaluate(crowded, "read", resource, {"tenant": "acme"}, {"intent": ""}).decision.value == "ALLOW"
     assert crowded not in engine._principal_texts and len(engine._principal_texts) == 0
+
+
+def _pair(principal, rtype="Invoice", rid="inv-1", attrs=None):
+    first, second = (json.dumps(e) for e in _entities(principal, rtype, rid, attrs))
+    return f"[{first}, {second}]", first, second
+
+
+@pytest.mark.parametrize(("roles", "action", "rtype", "rid", "attrs"), CASES)
+def test_a_principal_handle_with_the_resource_added_gives_the_answer_of_the_plain_entity_list(
+        compiled, roles, action, rtype, rid, attrs):
+    handles = EntityHandles(compiled.schema)
+    principal = _principal(roles=roles)
+    for n in range(2):  # the principal's own set seen twice: held from then on
+        handles.for_pair(*_pair(principal, rid=f"warm-{n}"))
+    request = _request(principal, action, rtype, rid)
+    text, first, second = _pair(principal, rtype, rid, attrs)
+    expected = _answer(compiled, request, json.loads(text))
+    for _ in range(4):  # a new pair (from the principal's handle), parsed, then hits
+        assert _answer(compiled, request, handles.for_pair(text, first, second)) == expected
+
+
+def test_a_caller_asking_about_new_resources_pays_for_the_resource_only(compiled, monkeypatch):
+    handles = EntityHandles(compiled.schema)
+    principal = _principal()
+    assert isinstance(handles.for_pair(*_pair(principal, rid="inv-0")), str)  # nothing seen before: the text
+    parsed = []
+    real = cedarpy.Entities.from_json_str
+    monkeypatch.setattr(cedarpy.Entities, "from_json_str",
+                        staticmethod(lambda text, **kw: parsed.append(text) or real(text, **kw)))
+    for n in range(1, 20):
+        assert isinstance(handles.for_pair(*_pair(principal, rid=f"inv-{n}")), cedarpy.Entities)
+    assert len(parsed) == 1 and "inv" not in parsed[0]  # the principal's set alone, parsed once
+    bad = _pair(principal, rid="inv-x", attrs={"tenant": 5})  # refused by the schema: Cedar gets the text
+    assert all(handles.for_pair(*bad) == bad[0] for _ in range(3))
