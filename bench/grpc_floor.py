@@ -17,7 +17,8 @@ from .stats import rate, ratio, times, us
 
 GOAL_CONCURRENCY = 16
 CPU_GOAL = 1.5
-GOALS = [("server CPU per Check vs per empty RPC", f"≤ {CPU_GOAL}x")]
+GOALS = [("server CPU per Check vs per empty RPC", f"≤ {CPU_GOAL}x"),
+         ("the same, a new resource every call (Cedar asked)", f"≤ {CPU_GOAL}x")]
 
 
 LABEL = {"health": "floor: Health/Check", "check": "Authorizer.Check",
@@ -65,16 +66,16 @@ def run(ctx: RunContext) -> Section:
                         times(ratio(check["latency"]["p99"], floor["latency"]["p99"])),
                         times(cpu_ratio),
                         times(ratio(_per_call(check, "client_cpu_s"), _per_call(floor, "client_cpu_s"))), "")
-    goal_ratio = section.data.get(f"cpu_ratio@{GOAL_CONCURRENCY}", math.nan)
-    check = by.get(("check", GOAL_CONCURRENCY))
     floor = by.get(("health", GOAL_CONCURRENCY))
-    measured = "–"
-    if check and floor:
-        measured = (f"{times(goal_ratio)} ({us(_per_call(check, 'server_cpu_s'))} vs "
-                    f"{us(_per_call(floor, 'server_cpu_s'))}, {GOAL_CONCURRENCY} in flight); a new request every "
-                    f"call: {times(section.data.get(f'cpu_ratio@{GOAL_CONCURRENCY}_new', math.nan))}")
-    section.goals.append(Goal(GOALS[0][0], GOALS[0][1], measured,
-                              None if not math.isfinite(goal_ratio) else goal_ratio <= CPU_GOAL, "grpc"))
+    for (name, target), rpc, suffix in zip(GOALS, ("check", "check_new"), ("", "_new"), strict=True):
+        goal_ratio = section.data.get(f"cpu_ratio@{GOAL_CONCURRENCY}{suffix}", math.nan)
+        check = by.get((rpc, GOAL_CONCURRENCY))
+        measured = "–"
+        if check and floor:
+            measured = (f"{times(goal_ratio)} ({us(_per_call(check, 'server_cpu_s'))} vs "
+                        f"{us(_per_call(floor, 'server_cpu_s'))}, {GOAL_CONCURRENCY} in flight)")
+        section.goals.append(Goal(name, target, measured,
+                                  None if not math.isfinite(goal_ratio) else goal_ratio <= CPU_GOAL, "grpc"))
     section.notes.append("Server and client are separate processes on the same 2-core machine, so throughput "
                          "is bounded by both; CPU per call is the server's own (all its threads).")
     section.notes.append("Authorizer.Check repeats one realistic request, as an enforcement point asking again "
@@ -82,7 +83,8 @@ def run(ctx: RunContext) -> Section:
                          "the decision memo (policies.decision_cache_size); the token is verified from its cache, "
                          "and every call is still checked and audited. The 'new resource every call' row asks "
                          f"about a resource never asked for before ({GOAL_CONCURRENCY} in flight): Cedar on every "
-                         "call, with the entity list parsed too; the goal is judged on the repeated request.")
+                         "call, with the caller's parsed entity reused and the resource's parsed and validated. "
+                         "Each has its own verdict.")
     _add_instructions(section, ctx)
     section.charts.append(Chart("Server CPU per call", "µs",
                                 [f"{LABEL[r['rpc']]} @{r['concurrency']}" for r in results],

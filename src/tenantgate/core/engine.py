@@ -77,8 +77,10 @@ class Engine:
                  decision_cache_size: int = DEFAULT_DECISION_CACHE) -> None:
         self.compiled = compiled
         self._capacity = max(1, partition_cache_size)
-        # Cedar's inputs -> its outcome (0 = off). Keys hold the entity text, so only texts up to MAX_TEXT are
-        # kept: at most decision_cache_size * ~8 KiB, about 32 MiB at the default, a few MiB as a rule.
+        # Cedar's inputs -> its outcome (0 = off). Kept only for ASCII keys of up to MAX_TEXT characters in all
+        # and answers short enough to share (MAX_OUTCOME_TEXT): about 5.5 KiB an entry at most, so about 22 MiB
+        # at the default size (review finding: counting the entity text alone let one entry hold ~30 KB of
+        # astral characters and a quoted entity list in its error message, 123 MiB in all).
         self._memo_size = max(0, decision_cache_size)
         self._decisions: dict[tuple[str, ...], EngineOutcome] = {}
         self._cache: OrderedDict[str, Any] = OrderedDict()
@@ -139,15 +141,19 @@ class Engine:
         if known is not None:
             return known
         entities = self._entities.for_text(text, count) if pair is None else self._entities.for_pair(text, *pair)
-        outcome = self._ask_cedar(principal, action, resource, context_text, entities)
-        if self._memo_size and len(text) + len(context_text) <= MAX_TEXT:
+        outcome, shared = self._ask_cedar(principal, action, resource, context_text, entities)
+        # The texts are JSON with every non-ASCII character escaped, and type and tenant are ASCII names.
+        if self._memo_size and shared and len(text) + len(context_text) + len(action) + len(resource.id) + len(
+                principal.entity_id) <= MAX_TEXT and action.isascii() and resource.id.isascii() and \
+                principal.entity_id.isascii():
             if len(self._decisions) >= self._memo_size:
                 self._decisions.clear()  # bounded; refilled by the requests that come again
             self._decisions[memo] = outcome
         return outcome
 
     def _ask_cedar(self, principal: Principal, action: str, resource: Resource, context_text: str,
-                   entities: Any) -> EngineOutcome:
+                   entities: Any) -> tuple[EngineOutcome, bool]:
+        """Cedar's outcome, and whether its answer was short enough to be shared (kept in ``_outcomes``)."""
         request = {
             "principal": {"type": principal.entity_type, "id": principal.entity_id},
             "action": {"type": "Action", "id": action},
@@ -158,14 +164,15 @@ class Engine:
         # Cedar's answer (as text, without its timing metrics) with the tenant (whose partition numbers its
         # policies) decides the outcome, so equal answers share one immutable outcome.
         key = (resource.tenant, answer_key(text))
+        shared = len(key[1]) <= MAX_OUTCOME_TEXT
         outcome = self._outcomes.get(key)
         if outcome is None:
             outcome = self._outcome(resource.tenant, json.loads(text))
-            if len(key[1]) <= MAX_OUTCOME_TEXT:
+            if shared:
                 if len(self._outcomes) >= OUTCOMES:
                     self._outcomes.clear()  # bounded; refilled by the answers that come again
                 self._outcomes[key] = outcome
-        return outcome
+        return outcome, shared
 
     def _outcome(self, tenant: str, answer: dict[str, Any]) -> EngineOutcome:
         diagnostics = answer.get("diagnostics") or {}

@@ -245,3 +245,23 @@ def test_a_reload_answers_a_repeated_request_by_the_new_policies(policy_dir):
     assert store.reload().changed
     out = _eval(store.current(), "acme", "acme", action="read", roles=("viewer",))
     assert (out.decision, out.policy_ids) == (Decision.DENY, ("acme-no-reads",))
+
+
+def test_the_memo_keeps_only_entries_whose_size_it_counts(policy_dir, monkeypatch):
+    # Review finding: only the entity text was counted, so 4,096 entries with an astral-character resource id
+    # (4 bytes a character in Python) and Cedar's error quoting the whole entity list held 123 MiB.
+    calls = _counting_cedar(monkeypatch)
+    engine = Engine(load_policies(policy_dir))
+    alice = Principal("User", "alice", "alice", "acme", ("viewer",), None, "iss", "t")
+    asks = {
+        "astral resource id": (Resource("Invoice", "\U0001F600" * 200, "acme"), {"tenant": "acme"}),
+        "error quoting the entities": (Resource("Invoice", "inv-1", "acme"), {"tenant": "acme", "x": "o" * 900}),
+        "ids and texts over the limit": (Resource("Invoice", "i" * 1000, "acme"),
+                                         {"tenant": "acme", "owner": "o" * 3000}),
+    }
+    for resource, attrs in asks.values():
+        outcomes = {engine.evaluate(alice, "read", resource, attrs, {"intent": ""}) for _ in range(2)}
+        assert len(outcomes) == 1
+    assert len(calls) == 2 * len(asks) and not engine._decisions
+    engine.evaluate(alice, "read", Resource("Invoice", "inv-1", "acme"), {"tenant": "acme"}, {"intent": ""})
+    assert len(engine._decisions) == 1  # an ordinary request is kept
