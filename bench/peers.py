@@ -6,7 +6,8 @@ the resource is in the principal's tenant and the role grants the action (viewer
 admin: + delete). Each engine's answers are checked against that before it is timed.
 
 - TenantGate: the full ``DecisionPoint.decide`` (cached token, tenancy, Cedar on the bundled policies,
-  audit record written) and raw ``cedarpy.is_authorized`` with pre-parsed handles.
+  audit record written; the workload's requests repeat, so Cedar's outcomes come from the decision memo), the
+  same with the memo off, and raw ``cedarpy.is_authorized`` with pre-parsed handles.
 - pycasbin (PyPI ``pycasbin``, imported as ``casbin``): RBAC with domains, one domain per tenant.
 - Rego via regorus (PyPI ``celine-regorus``): a tenant check plus a role -> actions table in data.
 Peers are optional (the ``bench`` extra); a missing one gets a row saying so.
@@ -25,6 +26,7 @@ import cedarpy
 
 from tenantgate import app as application
 from tenantgate import config
+from tenantgate.core.engine import Engine as PolicyEngine
 from tenantgate.core.model import CheckInput, ClaimNames, Decision, Principal, Resource
 from tenantgate.core.tenancy import principal_from_claims
 
@@ -126,11 +128,17 @@ def tenantgate_engines(ctx: RunContext, names: list[str], asks: list[Ask]
     def decide(i: int) -> bool:
         return built.pdp.decide(checks[i]).decision is Decision.ALLOW
 
+    no_memo = PolicyEngine(engine.compiled, decision_cache_size=0)
+
+    def decide_no_memo(i: int) -> bool:
+        return built.pdp.decide(checks[i], no_memo).decision is Decision.ALLOW
+
     def raw(i: int) -> bool:
         request, policy_set, entities = raw_inputs[i]
         return cedarpy.is_authorized(request, policy_set, entities, schema=schema).decision.value == "Allow"
 
     return ({"TenantGate decide() (full, audited)": decide,
+             "TenantGate decide(), decision memo off": decide_no_memo,
              "raw cedarpy (pre-parsed policies)": raw}, lambda: application.close(built))
 
 
