@@ -67,7 +67,8 @@ class EngineOutcome:
 class Engine:
     """Evaluates requests against one compiled policy set. Never raises for bad input: it returns a denial.
 
-    Thread-safe: the partition cache is guarded by a lock; Cedar handles are immutable.
+    Thread-safe: the partition cache is guarded by a lock; Cedar handles are immutable; the other caches (the
+    decision memo among them) are used by single dict operations, which the GIL makes atomic.
     """
 
     __slots__ = ("_cache", "_capacity", "_decisions", "_entities", "_lock", "_memo_size", "_outcomes",
@@ -142,10 +143,7 @@ class Engine:
             return known
         entities = self._entities.for_text(text, count) if pair is None else self._entities.for_pair(text, *pair)
         outcome, shared = self._ask_cedar(principal, action, resource, context_text, entities)
-        # The texts are JSON with every non-ASCII character escaped, and type and tenant are ASCII names.
-        if self._memo_size and shared and len(text) + len(context_text) + len(action) + len(resource.id) + len(
-                principal.entity_id) <= MAX_TEXT and action.isascii() and resource.id.isascii() and \
-                principal.entity_id.isascii():
+        if self._memo_size and shared and _small_ascii(memo):
             if len(self._decisions) >= self._memo_size:
                 self._decisions.clear()  # bounded; refilled by the requests that come again
             self._decisions[memo] = outcome
@@ -212,6 +210,13 @@ class Engine:
 # Cedar's answer ends in timing metrics that differ on every call, in a different key order each time:
 # ``,"metrics":{"authz_duration_micros":12,...}}``. They say nothing about the decision.
 _METRICS = re.compile(r',"metrics":\{(?:"[a-z_]+":\d+(?:,"[a-z_]+":\d+)*)?\}\}\Z')
+
+
+def _small_ascii(memo: tuple[str, ...]) -> bool:
+    """True when the memo key's strings are ASCII (one byte a character) and MAX_TEXT characters together. The
+    texts are JSON with every non-ASCII character escaped; types and tenants are ASCII names by the request's
+    shape checks; ids and the action are whatever the request said."""
+    return sum(map(len, memo)) <= MAX_TEXT and all(part.isascii() for part in memo)
 
 
 def answer_key(text: str) -> str:
