@@ -79,6 +79,7 @@ class TokenSettings:
     jwks_cache_seconds: int = 300
     jwks_refresh_min_interval_seconds: int = 30
     jwks_fetch_timeout_seconds: float = 2.0
+    jwks_saved_max_age_seconds: float = 86_400.0  # a saved JWKS response older than this is not used; 0 = none saved
     max_token_bytes: int = 16_384
     issuers: tuple[IssuerSettings, ...] = ()
 

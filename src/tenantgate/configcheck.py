@@ -56,6 +56,7 @@ MAXIMA: dict[str, tuple[int, str]] = {
 # idle server spent 21% of a core sweeping grants every 0.0001 s, 27% polling policies (review finding).
 MINIMA: dict[str, tuple[float, str]] = {
     "tokens.jwks_fetch_timeout_seconds": (0.1, "100 ms"),  # a whole HTTPS fetch, off the decision path
+    "tokens.jwks_saved_max_age_seconds": (60, "a minute"),
     "policies.poll_interval_seconds": (0.01, "10 ms"),
     "audit.checkpoint_seconds": (1, "a second"),
     "grants.sweep_interval_seconds": (1, "a second"),
@@ -63,6 +64,7 @@ MINIMA: dict[str, tuple[float, str]] = {
 }
 # Keys of ``MINIMA`` where exactly 0 has a meaning (README): it stays allowed, -0.0 does not.
 OFF_AT_ZERO: dict[str, str] = {
+    "tokens.jwks_saved_max_age_seconds": "nothing saved",
     "policies.poll_interval_seconds": "no polling",
     "audit.checkpoint_seconds": "by count only",
 }

@@ -28,6 +28,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from tenantgate.config import IssuerSettings, TokenSettings
@@ -41,6 +42,7 @@ from tenantgate.identity.encoding import b64url_decode as b64url_decode
 from tenantgate.identity.encoding import b64url_encode as b64url_encode
 from tenantgate.identity.encoding import parse_strict_json as parse_strict_json
 from tenantgate.identity.jwksfile import JwksFile as JwksFile
+from tenantgate.identity.jwkssaved import SavedKeySet
 from tenantgate.identity.keys import MAX_JWKS_BYTES, KeySet, no_usable_key_message, parse_jwks
 
 log = logging.getLogger("tenantgate.identity")
@@ -113,6 +115,9 @@ class JwksUrl:
       While the held set is empty, use retries a fetch (rate-limited) as before the first one.
     * A fetched set equal to the held one is not installed: the held ``KeySet`` object stays, so the
       verified-token cache, which compares key sets by identity, keeps its entries across routine re-fetches.
+    * With ``saved`` (``identity.jwkssaved``), a fetch that changes the held set also writes the response to
+      disk, and a first fetch that fails uses the response saved there (if young enough) until a fetch
+      succeeds, as a running process keeps its last good keys (``last_error`` then says so).
     * Environment proxy settings are ignored (only ``config.py`` reads the environment); HTTPS verifies the
       certificate and host name against the system trust store.
     """
@@ -128,6 +133,7 @@ class JwksUrl:
         "_min_interval",
         "_monotonic",
         "_port",
+        "_saved",
         "_target",
         "_timeout",
         "_tls",
@@ -142,6 +148,7 @@ class JwksUrl:
         timeout_seconds: float,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        saved: SavedKeySet | None = None,
     ) -> None:
         try:
             parts = urllib.parse.urlsplit(url)
@@ -171,6 +178,7 @@ class JwksUrl:
         self._fetched_at = 0.0  # on self._monotonic, like _attempted_at: read only once keys are held
         self._attempted_at: float | None = None
         self._last_error = ""
+        self._saved = saved
 
     @property
     def last_error(self) -> str:
@@ -269,26 +277,49 @@ class JwksUrl:
             return
         self._attempted_at = now
         try:
-            keys = self._fetch()
+            text = self._fetch()
+            keys = parse_jwks(text, origin=self.description, strict=False, allow_empty=True)
         except Exception as err:  # noqa: BLE001 - any fetch failure keeps the last good keys
             self._last_error = f"{type(err).__name__}: {_safe_reason(err)}"
+            if self._keys is None and self._saved is not None:
+                self._use_saved(now)
             return
         self._fetched_at = now
-        self._install(keys)
+        if self._install(keys) and keys.keys and self._saved is not None:
+            self._saved.save(text)
 
-    def _install(self, keys: KeySet) -> None:
-        # The caller holds _fetch_lock.
+    def _use_saved(self, now: float) -> None:
+        # The caller holds _fetch_lock; no key set was ever obtained in this process.
+        assert self._saved is not None
+        loaded = self._saved.load()
+        if loaded is None:
+            return
+        text, age = loaded
+        try:
+            keys = parse_jwks(text, origin=f"{self.description} (saved)", strict=False, allow_empty=False)
+        except Exception as err:  # noqa: BLE001 - a doubtful file is not used; the URL stays the source
+            log.warning("saved JWKS response %s not used: %s", self._saved.path, _safe_reason(err))
+            return
+        self._keys = keys
+        self._fetched_at = now - self._cache_seconds  # stale at once: fetched again (rate-limited) on use
+        self._last_error += f"; using the key set saved {age:.0f} s ago"
+        log.warning("%s could not be fetched (%s): using the key set it served %.0f s ago, saved in %s",
+                    self.description, self._last_error.partition(";")[0], age, self._saved.path)
+
+    def _install(self, keys: KeySet) -> bool:
+        """The caller holds _fetch_lock. True when ``keys`` replaced the held set."""
         previous = self._keys
         self._last_error = no_usable_key_message(self.description) if not keys.keys else ""
         if keys == previous:
-            return  # the held object stays: cached tokens are not re-checked after a routine re-fetch
+            return False  # the held object stays: cached tokens are not re-checked after a routine re-fetch
         self._keys = keys
         if not keys.keys:
             log.error("%s: every token of this issuer is denied until it publishes one", self._last_error)
         elif previous is not None and not previous.keys:
             log.info("%s: usable keys again (%d)", self.description, len(keys.keys))
+        return True
 
-    def _fetch(self) -> KeySet:
+    def _fetch(self) -> str:
         deadline = time.monotonic() + self._timeout
         connection: http.client.HTTPConnection
         if self._tls is not None:
@@ -320,7 +351,7 @@ class JwksUrl:
             connection.close()
         if expired.is_set():
             raise TimeoutError("JWKS fetch took too long")
-        return parse_jwks(body.decode("utf-8"), origin=self.description, strict=False, allow_empty=True)
+        return body.decode("utf-8")
 
 
 def _on_event_loop() -> bool:
@@ -405,9 +436,12 @@ class IssuerKeys:
             )
 
     @classmethod
-    def from_settings(cls, issuer: IssuerSettings, tokens: TokenSettings) -> IssuerKeys:
+    def from_settings(cls, issuer: IssuerSettings, tokens: TokenSettings,
+                      saved_dir: Path | None = None) -> IssuerKeys:
         """Build the key source the settings name (exactly one of ``jwks_file`` / ``jwks_url``). Key sources
-        measure their ages on the monotonic clock, so they take no wall clock (see ``JwksUrl``)."""
+        measure their ages on the monotonic clock, so they take no wall clock (see ``JwksUrl``). A URL's
+        responses are saved in ``saved_dir`` (``identity.jwkssaved``) unless it is None or
+        ``tokens.jwks_saved_max_age_seconds`` is 0."""
         if bool(issuer.jwks_file) == bool(issuer.jwks_url):
             raise ConfigError(f"issuer {issuer.issuer!r}: set exactly one of jwks_file or jwks_url")
         source: KeySource
@@ -419,5 +453,7 @@ class IssuerKeys:
                 tokens.jwks_cache_seconds,
                 tokens.jwks_refresh_min_interval_seconds,
                 tokens.jwks_fetch_timeout_seconds,
+                saved=None if saved_dir is None or not tokens.jwks_saved_max_age_seconds else SavedKeySet(
+                    saved_dir, issuer.jwks_url, tokens.jwks_saved_max_age_seconds),
             )
         return cls(issuer, source)

@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -495,7 +496,8 @@ def build_verifier(settings: Settings, clock: Clock) -> JwtVerifier:
     are not fetched here (lazily on first use), so start-up does not depend on their availability.
     """
     tokens = settings.tokens
-    issuers = [IssuerKeys.from_settings(issuer, tokens) for issuer in tokens.issuers]
+    saved = Path(settings.server.state_dir) / "jwks"  # last good JWKS responses (identity.jwkssaved)
+    issuers = [IssuerKeys.from_settings(issuer, tokens, saved) for issuer in tokens.issuers]
     if settings.dev_issuer.enabled:
         dev = DevIssuer(settings.dev_issuer)
         dev.ensure_keys()

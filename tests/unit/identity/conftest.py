@@ -1,17 +1,26 @@
-"""A fixed clock, an ES256 test issuer that mints on it, and a count of signature checks, for the identity tests."""
+"""A fixed clock, an ES256 test issuer that mints on it, a loopback HTTP server and a count of signature checks,
+for the identity tests."""
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 
-from support.issuers import NOW, FixedClock, TestIssuer
+from support.issuers import NOW, FixedClock, LoopbackServer, TestIssuer
 
 
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(NOW)
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackServer]:
+    """A loopback HTTP server (JWKS URLs), stopped after the test."""
+    with LoopbackServer() as running:
+        yield running
 
 
 @pytest.fixture

@@ -5,25 +5,18 @@ lifetime checks, so a token a fresh verification refused was accepted by a worke
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from support.issuers import NOW, OMIT, FixedClock, LoopbackServer, TestIssuer, verifier_for
 from support.waiting import eventually
-from tenantgate.config import IssuerSettings, Settings, TokenSettings
+from tenantgate.config import IssuerSettings, ServerSettings, Settings, TokenSettings
 from tenantgate.errors import TokenError, TokenInvalid
 from tenantgate.identity import IssuerKeys, JwksUrl, JwtVerifier, build_verifier
 
 ISSUER = "https://issuer.test"
 HOUR = 3600.0
-
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    with LoopbackServer() as running:
-        yield running
 
 
 def url_settings(server: LoopbackServer) -> IssuerSettings:
@@ -79,7 +72,7 @@ def test_built_verifier_measures_jwks_ages_on_the_monotonic_clock_not_the_wall_c
     # back must not hold back the re-fetch due after jwks_cache_seconds (1 s here, real time).
     tokens = TokenSettings(jwks_cache_seconds=1, jwks_refresh_min_interval_seconds=0,
                            issuers=(url_settings(server),))
-    verifier = build_verifier(Settings(tokens=tokens), clock)
+    verifier = build_verifier(Settings(server=ServerSettings(state_dir=str(tmp_path / "state")), tokens=tokens), clock)
     server.serve("/jwks.json", es.jwks_document())
     assert verifier.verify(es.mint()).subject == "alice"
     clock.advance(-HOUR)
@@ -96,11 +89,11 @@ def test_built_verifier_measures_jwks_ages_on_the_monotonic_clock_not_the_wall_c
 
 
 def test_refetch_interval_holds_while_the_wall_clock_is_behind(server: LoopbackServer, es: TestIssuer,
-                                                               clock: FixedClock) -> None:
+                                                               clock: FixedClock, tmp_path: Path) -> None:
     # The same mistake in the cool-down: with wall-clock ages, a step back made the age negative, which let a
     # fetch through inside refresh_min_interval_seconds of the last one (once per step back).
     tokens = TokenSettings(issuers=(url_settings(server),))  # cache 300 s, at most one re-fetch per 30 s
-    verifier = build_verifier(Settings(tokens=tokens), clock)
+    verifier = build_verifier(Settings(server=ServerSettings(state_dir=str(tmp_path / "state")), tokens=tokens), clock)
     server.serve("/jwks.json", es.jwks_document())
     assert verifier.verify(es.mint()).subject == "alice"
     source = source_of(verifier)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -178,12 +177,6 @@ def test_file_of_only_unsupported_keys_is_refused(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ JwksUrl
-
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    with LoopbackServer() as running:
-        yield running
 
 
 def url_source(server: LoopbackServer, clock: FixedClock, path: str = "/jwks.json") -> JwksUrl:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,6 @@ from tenantgate.identity import IssuerKeys, JwksFile, JwksUrl, JwtVerifier
 from tenantgate.identity.encoding import b64url_encode
 
 ISSUER = "https://issuer.test"
-
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    with LoopbackServer() as running:
-        yield running
 
 
 def url_verifier(server: LoopbackServer, clock: FixedClock) -> tuple[JwtVerifier, JwksUrl]:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed448
 
 from support.issuers import NOW, OMIT, FixedClock, TestIssuer, json_with_literals, verifier_for
 from tenantgate import config
-from tenantgate.config import DevIssuerSettings, IssuerSettings, Settings, TokenSettings
+from tenantgate.config import DevIssuerSettings, IssuerSettings, ServerSettings, Settings, TokenSettings
 from tenantgate.errors import (
     AudienceMismatch,
     ConfigError,
@@ -455,10 +455,11 @@ def test_build_verifier_without_dev_issuer_does_not_create_dev_keys(
     assert not (tmp_path / "dev").exists()
 
 
-def test_build_verifier_does_not_fetch_jwks_urls_at_start(clock: FixedClock) -> None:
+def test_build_verifier_does_not_fetch_jwks_urls_at_start(clock: FixedClock, tmp_path: Path) -> None:
     # Port 9 on loopback: nothing listens; a fetch here would fail, and must not even be tried.
     remote = IssuerSettings(ISSUER, ("tenantgate",), ("ES256",), jwks_url="http://127.0.0.1:9/jwks.json")
-    verifier = build_verifier(Settings(tokens=TokenSettings(issuers=(remote,))), clock)
+    state = ServerSettings(state_dir=str(tmp_path / "state"))
+    verifier = build_verifier(Settings(server=state, tokens=TokenSettings(issuers=(remote,))), clock)
     assert verifier.issuers[0].source.peek() is None
 
 

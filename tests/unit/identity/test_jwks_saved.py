@@ -1,0 +1,124 @@
+"""A JWKS URL's last good response, saved on disk: a process started while the URL is down verifies with it.
+
+Review finding: a worker restarted during an IdP outage had no keys and denied about half of valid tokens
+(the kernel gave it its share of connections) while the other worker kept health SERVING.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from support.issuers import FixedClock, LoopbackServer, TestIssuer, verifier_for
+from tenantgate.config import IssuerSettings, ServerSettings, Settings, TokenSettings
+from tenantgate.errors import TokenInvalid
+from tenantgate.identity import IssuerKeys, JwksUrl, build_verifier
+from tenantgate.identity.jwkssaved import SavedKeySet
+
+ISSUER = "https://issuer.test"
+DAY = 86_400.0
+
+
+def _process(server: LoopbackServer, clock: FixedClock, directory: Path, max_age: float = DAY,
+             wall: float | None = None) -> tuple[JwksUrl, object]:
+    """One process's key source and verifier for the loopback URL, saving in ``directory``."""
+    saved = SavedKeySet(directory, server.url(), max_age, **({"wall": lambda: wall} if wall is not None else {}))
+    source = JwksUrl(server.url(), cache_seconds=300, refresh_min_interval_seconds=30, timeout_seconds=2,
+                     monotonic=clock.now, saved=saved)
+    issuer = IssuerKeys(IssuerSettings(ISSUER, ("tenantgate",), ("ES256",), jwks_url="http://x"), source)
+    return source, verifier_for(issuer, clock=clock)
+
+
+def test_a_process_started_while_the_url_is_down_verifies_with_the_saved_keys(
+        server: LoopbackServer, es: TestIssuer, clock: FixedClock, tmp_path: Path) -> None:
+    server.serve("/jwks.json", es.jwks_document())
+    _first, running = _process(server, clock, tmp_path / "jwks")
+    assert running.verify(es.mint()).subject == "alice"  # type: ignore[attr-defined]
+    (saved,) = (tmp_path / "jwks").iterdir()
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600 and b'"keys"' in saved.read_bytes()
+    server.serve("/jwks.json", b"", status=503)  # the IdP goes down; a new process starts
+    source, restarted = _process(server, clock, tmp_path / "jwks")
+    assert restarted.verify(es.mint()).subject == "alice"  # type: ignore[attr-defined]
+    assert "using the key set saved" in source.last_error
+    # Without the saved file, the new process would have denied the same token.
+    _none, without = _process(server, clock, tmp_path / "elsewhere")
+    with pytest.raises(TokenInvalid):
+        without.verify(es.mint())  # type: ignore[attr-defined]
+
+
+def test_the_url_replaces_the_saved_keys_as_soon_as_it_answers(
+        server: LoopbackServer, es: TestIssuer, clock: FixedClock, tmp_path: Path) -> None:
+    server.serve("/jwks.json", es.jwks_document())
+    _process(server, clock, tmp_path / "jwks")[1].verify(es.mint())  # type: ignore[attr-defined]
+    server.serve("/jwks.json", b"", status=503)
+    source, verifier = _process(server, clock, tmp_path / "jwks")
+    verifier.verify(es.mint())  # type: ignore[attr-defined]
+    server.serve("/jwks.json", b'{"keys": []}')  # back, and the issuer withdrew every key
+    clock.advance(31)
+    source.refresh()
+    assert source.wait_for_fetch(timeout=10)
+    with pytest.raises(TokenInvalid, match="no usable signing key"):
+        verifier.verify(es.mint())  # type: ignore[attr-defined]
+    assert b'"kid"' in next((tmp_path / "jwks").iterdir()).read_bytes()  # an empty set is never saved
+
+
+@pytest.mark.parametrize("age", [DAY + 1, -120.0])
+def test_a_saved_response_too_old_or_from_the_future_is_not_used(
+        server: LoopbackServer, es: TestIssuer, clock: FixedClock, tmp_path: Path, age: float) -> None:
+    server.serve("/jwks.json", es.jwks_document())
+    _process(server, clock, tmp_path / "jwks")[1].verify(es.mint())  # type: ignore[attr-defined]
+    server.serve("/jwks.json", b"", status=503)
+    (saved,) = (tmp_path / "jwks").iterdir()
+    _source, verifier = _process(server, clock, tmp_path / "jwks", wall=saved.stat().st_mtime + age)
+    with pytest.raises(TokenInvalid):
+        verifier.verify(es.mint())  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "private key", "symlink", "directory"])
+def test_a_doubtful_saved_file_is_not_used_and_nothing_breaks(
+        server: LoopbackServer, es: TestIssuer, clock: FixedClock, tmp_path: Path, damage: str) -> None:
+    server.serve("/jwks.json", b"", status=503)
+    directory = tmp_path / "jwks"
+    directory.mkdir()
+    path = SavedKeySet(directory, server.url(), DAY).path
+    target = tmp_path / "elsewhere.json"
+    target.write_bytes(es.jwks_document())
+    if damage == "garbage":
+        path.write_bytes(b"{not json")
+    elif damage == "private key":
+        path.write_text('{"keys": [{"kty": "oct", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}')
+    elif damage == "symlink":
+        os.symlink(target, path)  # never followed: the file could be anything the server may read
+    else:
+        path.mkdir()
+    _source, verifier = _process(server, clock, directory)
+    with pytest.raises(TokenInvalid):
+        verifier.verify(es.mint())  # type: ignore[attr-defined]
+
+
+def test_saving_never_writes_through_a_symlink(server: LoopbackServer, es: TestIssuer, clock: FixedClock,
+                                               tmp_path: Path) -> None:
+    server.serve("/jwks.json", es.jwks_document())
+    saved = SavedKeySet(tmp_path, server.url(), DAY)
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    os.symlink(victim, saved.path.with_name(f".{saved.path.name}.{os.getpid()}.new"))
+    saved.save('{"keys": []}')  # the temporary name is a symlink: refused, logged, nothing written through it
+    assert victim.read_text() == "keep" and not saved.path.exists()
+
+
+def test_the_server_saves_in_its_state_directory(server: LoopbackServer, es: TestIssuer, clock: FixedClock,
+                                                 tmp_path: Path) -> None:
+    url = IssuerSettings(ISSUER, ("tenantgate",), ("ES256",), jwks_url=server.url())
+    server.serve("/jwks.json", es.jwks_document())
+    settings = Settings(server=ServerSettings(state_dir=str(tmp_path / "state")), tokens=TokenSettings(issuers=(url,)))
+    assert build_verifier(settings, clock).verify(es.mint()).subject == "alice"
+    assert [p.suffix for p in (tmp_path / "state" / "jwks").iterdir()] == [".json"]
+    off = dataclasses.replace(settings, tokens=dataclasses.replace(settings.tokens, jwks_saved_max_age_seconds=0),
+                              server=ServerSettings(state_dir=str(tmp_path / "off")))
+    assert build_verifier(off, clock).verify(es.mint()).subject == "alice"
+    assert not (tmp_path / "off").exists()  # 0: nothing saved
