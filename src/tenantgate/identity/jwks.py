@@ -115,7 +115,7 @@ class JwksUrl:
       While the held set is empty, use retries a fetch (rate-limited) as before the first one.
     * A fetched set equal to the held one is not installed: the held ``KeySet`` object stays, so the
       verified-token cache, which compares key sets by identity, keeps its entries across routine re-fetches.
-    * With ``saved`` (``identity.jwkssaved``), a fetch that changes the held set also writes the response to
+    * With ``saved`` (``identity.jwkssaved``), every fetch that gives a usable key also writes the response to
       disk, and a first fetch that fails uses the response saved there (if young enough) until a fetch
       succeeds, as a running process keeps its last good keys (``last_error`` then says so).
     * Environment proxy settings are ignored (only ``config.py`` reads the environment); HTTPS verifies the
@@ -285,8 +285,9 @@ class JwksUrl:
                 self._use_saved(now)
             return
         self._fetched_at = now
-        if self._install(keys) and keys.keys and self._saved is not None:
-            self._saved.save(text)
+        self._install(keys)
+        if keys.keys and self._saved is not None:
+            self._saved.save(text)  # every answer, changed or not: the file's age is the time since the URL answered
 
     def _use_saved(self, now: float) -> None:
         # The caller holds _fetch_lock; no key set was ever obtained in this process.

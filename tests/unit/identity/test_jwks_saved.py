@@ -122,3 +122,18 @@ def test_the_server_saves_in_its_state_directory(server: LoopbackServer, es: Tes
                               server=ServerSettings(state_dir=str(tmp_path / "off")))
     assert build_verifier(off, clock).verify(es.mint()).subject == "alice"
     assert not (tmp_path / "off").exists()  # 0: nothing saved
+
+
+def test_every_answer_renews_the_saved_file_so_its_age_is_the_time_since_the_url_answered(
+        server: LoopbackServer, es: TestIssuer, clock: FixedClock, tmp_path: Path) -> None:
+    # Keys rarely change: saving only changed sets would leave a file older than the limit after a day of
+    # routine re-fetches, and a restart during an outage then would find nothing to use.
+    server.serve("/jwks.json", es.jwks_document())
+    source, verifier = _process(server, clock, tmp_path / "jwks")
+    verifier.verify(es.mint())  # type: ignore[attr-defined]
+    (saved,) = (tmp_path / "jwks").iterdir()
+    os.utime(saved, (1, 1))  # as if saved long ago
+    clock.advance(301)  # the cache is due: the next use re-fetches the same keys
+    verifier.verify(es.mint())  # type: ignore[attr-defined]
+    assert source.wait_for_fetch(timeout=10)
+    assert saved.stat().st_mtime > 1_000_000_000
