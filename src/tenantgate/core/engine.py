@@ -83,7 +83,7 @@ class Engine:
         # at the default size (review finding: counting the entity text alone let one entry hold ~30 KB of
         # astral characters and a quoted entity list in its error message, 123 MiB in all).
         self._memo_size = max(0, decision_cache_size)
-        self._decisions: dict[tuple[str, ...], EngineOutcome] = {}
+        self._decisions: OrderedDict[tuple[str, ...], EngineOutcome] = OrderedDict()
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
         self._entities = EntityHandles(compiled.schema)
@@ -144,8 +144,13 @@ class Engine:
         entities = self._entities.for_text(text, count) if pair is None else self._entities.for_pair(text, *pair)
         outcome, shared = self._ask_cedar(principal, action, resource, context_text, entities)
         if self._memo_size and shared and _small_ascii(memo):
-            if len(self._decisions) >= self._memo_size:
-                self._decisions.clear()  # bounded; refilled by the requests that come again
+            # The oldest entry goes first (review finding: emptying a full memo at once held one request for
+            # about 4 ms while 4,096 entries were freed).
+            while len(self._decisions) >= self._memo_size:
+                try:
+                    self._decisions.popitem(last=False)
+                except KeyError:  # another thread took the last one meanwhile
+                    break
             self._decisions[memo] = outcome
         return outcome
 

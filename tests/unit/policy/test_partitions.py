@@ -228,6 +228,10 @@ def test_the_memo_is_bounded_and_can_be_turned_off(policy_dir, monkeypatch):
             assert _eval(small, "acme", "acme", action="read", roles=("viewer",), sub=f"u{n}").decision \
                 is Decision.ALLOW
             assert len(small._decisions) <= 3
+    calls.clear()  # the oldest entries went first: the last three callers are still answered from the memo
+    for n in (2, 3, 4):
+        _eval(small, "acme", "acme", action="read", roles=("viewer",), sub=f"u{n}")
+    assert not calls
     off = Engine(load_policies(policy_dir), decision_cache_size=0)
     calls.clear()
     for _ in range(3):
