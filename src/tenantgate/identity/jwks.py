@@ -115,8 +115,8 @@ class JwksUrl:
       While the held set is empty, use retries a fetch (rate-limited) as before the first one.
     * A fetched set equal to the held one is not installed: the held ``KeySet`` object stays, so the
       verified-token cache, which compares key sets by identity, keeps its entries across routine re-fetches.
-    * With ``saved`` (``identity.jwkssaved``), every fetch that gives a usable key also writes the response to
-      disk, and a first fetch that fails uses the response saved there (if young enough) until a fetch
+    * With ``saved`` (``identity.jwkssaved``), every key set fetched is also written to disk, and a first fetch
+      that fails uses the response saved there (if young enough and holding a usable key) until a fetch
       succeeds, as a running process keeps its last good keys (``last_error`` then says so).
     * Environment proxy settings are ignored (only ``config.py`` reads the environment); HTTPS verifies the
       certificate and host name against the system trust store.
@@ -286,8 +286,10 @@ class JwksUrl:
             return
         self._fetched_at = now
         self._install(keys)
-        if keys.keys and self._saved is not None:
-            self._saved.save(text)  # every answer, changed or not: the file's age is the time since the URL answered
+        if self._saved is not None:
+            # Every answer, changed or not, so the file's age is the time since the URL answered; a set without a
+            # usable key too, so a process started later does not trust keys the issuer has withdrawn since.
+            self._saved.save(text)
 
     def _use_saved(self, now: float) -> None:
         # The caller holds _fetch_lock; no key set was ever obtained in this process.

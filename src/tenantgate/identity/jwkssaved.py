@@ -3,10 +3,11 @@
 A running process keeps its last good keys while the URL is down (``JwksUrl``); a process started meanwhile
 had none, so it denied every token of that issuer. With ``serve --workers`` that was a worker restarted during
 an IdP outage: the kernel gave it its share of connections, and about half of valid tokens were denied while
-the other worker answered health checks (review finding). Each fetch that gives a usable key now writes the
-response to ``<state_dir>/jwks/<hash of the URL>.json`` (changed or not, so the file's age is the time since
-the URL last answered); a process whose first fetch fails uses that file, if it is younger than
-``tokens.jwks_saved_max_age_seconds``, until a fetch succeeds.
+the other worker answered health checks (review finding). Each key set fetched is now written to
+``<state_dir>/jwks/<hash of the URL>.json`` (changed or not, so the file's age is the time since the URL last
+answered; a set without a usable key too, so a withdrawal is remembered); a process whose first fetch fails
+uses that file, if it is younger than ``tokens.jwks_saved_max_age_seconds`` and holds a usable key, until a
+fetch succeeds.
 
 The file holds public keys only, and lives in the state directory (0700), which holds the audit log and the
 grant store too: whoever can write there is trusted already. It is written atomically (a new file, then a

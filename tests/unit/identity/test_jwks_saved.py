@@ -63,7 +63,11 @@ def test_the_url_replaces_the_saved_keys_as_soon_as_it_answers(
     assert source.wait_for_fetch(timeout=10)
     with pytest.raises(TokenInvalid, match="no usable signing key"):
         verifier.verify(es.mint())  # type: ignore[attr-defined]
-    assert b'"kid"' in next((tmp_path / "jwks").iterdir()).read_bytes()  # an empty set is never saved
+    # The withdrawal is saved too: a process started during a later outage must not trust the withdrawn keys.
+    server.serve("/jwks.json", b"", status=503)
+    _later, restarted = _process(server, clock, tmp_path / "jwks")
+    with pytest.raises(TokenInvalid):
+        restarted.verify(es.mint())  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("age", [DAY + 1, -120.0])
