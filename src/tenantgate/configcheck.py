@@ -40,6 +40,7 @@ MAXIMA: dict[str, tuple[int, str]] = {
     "tokens.max_lifetime_seconds": (A_YEAR, "a year"),
     "tokens.jwks_cache_seconds": (A_WEEK, "a week"),
     "tokens.jwks_refresh_min_interval_seconds": (A_WEEK, "a week"),
+    "tokens.jwks_saved_max_age_seconds": (A_WEEK, "a week"),  # how long withdrawn keys may outlive an outage
     # The cache also holds at most 64 MiB: more entries than this could never be filled with real tokens.
     "tokens.cache_size": (1_000_000, "a million"),
     "dev_issuer.max_ttl_seconds": (A_YEAR, "a year"),

@@ -134,6 +134,8 @@ class JwksUrl:
         "_monotonic",
         "_port",
         "_saved",
+        "_saved_keys",
+        "_saved_until",
         "_target",
         "_timeout",
         "_tls",
@@ -179,6 +181,9 @@ class JwksUrl:
         self._attempted_at: float | None = None
         self._last_error = ""
         self._saved = saved
+        # While the held keys are the saved ones: they and the wall-clock time after which they are dropped.
+        self._saved_keys: KeySet | None = None
+        self._saved_until = 0.0
 
     @property
     def last_error(self) -> str:
@@ -191,7 +196,7 @@ class JwksUrl:
         return self._keys.warnings if self._keys is not None else ()
 
     def current(self) -> KeySet:
-        keys = self._keys
+        keys = self._keys if self._saved_keys is None else self._unexpired()
         if keys is None:
             self._first_fetch()
             return self._held()
@@ -207,6 +212,19 @@ class JwksUrl:
         return self._held()
 
     def peek(self) -> KeySet | None:
+        return self._keys if self._saved_keys is None else self._unexpired()
+
+    def _unexpired(self) -> KeySet | None:
+        """The held keys, dropped first when they are saved ones past their age limit (review finding: checked
+        only when the file was read, saved keys stayed trusted for as long as the URL was down)."""
+        assert self._saved is not None
+        saved = self._saved_keys
+        if saved is not None and self._saved.now() > self._saved_until:
+            self._saved_keys = None
+            if self._keys is saved:  # not replaced by a fetch meanwhile
+                self._keys = None
+                log.error("%s: the saved key set passed tokens.jwks_saved_max_age_seconds; this issuer's tokens are "
+                          "denied until the URL answers", self.description)
         return self._keys
 
     def fetch_soon(self) -> None:
@@ -303,7 +321,8 @@ class JwksUrl:
         except Exception as err:  # noqa: BLE001 - a doubtful file is not used; the URL stays the source
             log.warning("saved JWKS response %s not used: %s", self._saved.path, _safe_reason(err))
             return
-        self._keys = keys
+        self._keys = self._saved_keys = keys
+        self._saved_until = self._saved.now() + self._saved.max_age - age
         self._fetched_at = now - self._cache_seconds  # stale at once: fetched again (rate-limited) on use
         self._last_error += f"; using the key set saved {age:.0f} s ago"
         log.warning("%s could not be fetched (%s): using the key set it served %.0f s ago, saved in %s",
@@ -312,6 +331,7 @@ class JwksUrl:
     def _install(self, keys: KeySet) -> bool:
         """The caller holds _fetch_lock. True when ``keys`` replaced the held set."""
         previous = self._keys
+        self._saved_keys = None  # the URL answered: its keys, from now on
         self._last_error = no_usable_key_message(self.description) if not keys.keys else ""
         if keys == previous:
             return False  # the held object stays: cached tokens are not re-checked after a routine re-fetch

@@ -59,6 +59,7 @@ def test_environment_overrides_use_section_and_key(write_config):
     ("[server]\ngrace_seconds = 1" + "0" * 400 + "\n" + ISSUER, "server.grace_seconds must be a finite number"),
     ("[server]\nmax_connection_age_seconds = 604800.0001\n" + ISSUER, "got 604800.0001"),
     ("[policies]\ndecision_cache_size = -1\n" + ISSUER, r"policies\.decision_cache_size must be 0 \(off\) or more"),
+    ("[tokens]\njwks_saved_max_age_seconds = 1e9\n" + ISSUER, r"tokens\.jwks_saved_max_age_seconds must be at most"),
     ("[server]\nmax_message_bytes = 1" + "0" * 5000 + "\n" + ISSUER, "invalid TOML"),
     ("[grants]\npending_ttl_seconds = 100000000000000000000\n" + ISSUER, "grants.pending_ttl_seconds must be at most"),
     ("[grants]\nmax_ttl_seconds = 31536001\n" + ISSUER, "grants.max_ttl_seconds must be at most 31536000"),

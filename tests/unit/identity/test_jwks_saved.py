@@ -7,6 +7,7 @@ Review finding: a worker restarted during an IdP outage had no keys and denied a
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import stat
 from pathlib import Path
@@ -82,7 +83,8 @@ def test_a_saved_response_too_old_or_from_the_future_is_not_used(
         verifier.verify(es.mint())  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("damage", ["garbage", "private key", "symlink", "directory"])
+@pytest.mark.parametrize("damage", ["garbage", "private key", "symlink", "directory", "fifo", "others may write it",
+                                    "others may write the directory"])
 def test_a_doubtful_saved_file_is_not_used_and_nothing_breaks(
         server: LoopbackServer, es: TestIssuer, clock: FixedClock, tmp_path: Path, damage: str) -> None:
     server.serve("/jwks.json", b"", status=503)
@@ -97,22 +99,40 @@ def test_a_doubtful_saved_file_is_not_used_and_nothing_breaks(
         path.write_text('{"keys": [{"kty": "oct", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}')
     elif damage == "symlink":
         os.symlink(target, path)  # never followed: the file could be anything the server may read
+    elif damage == "fifo":
+        os.mkfifo(path, 0o600)  # opened without waiting for a writer, then refused (review finding: start-up hung)
+    elif damage == "others may write it":
+        path.write_bytes(es.jwks_document())
+        path.chmod(0o666)  # review finding: a key planted by another local user was trusted
+    elif damage == "others may write the directory":
+        path.write_bytes(es.jwks_document())
+        directory.chmod(0o777)
     else:
         path.mkdir()
+    if path.is_file() and damage not in ("others may write it",):
+        path.chmod(0o600)
     _source, verifier = _process(server, clock, directory)
     with pytest.raises(TokenInvalid):
         verifier.verify(es.mint())  # type: ignore[attr-defined]
 
 
-def test_saving_never_writes_through_a_symlink(server: LoopbackServer, es: TestIssuer, clock: FixedClock,
-                                               tmp_path: Path) -> None:
-    server.serve("/jwks.json", es.jwks_document())
-    saved = SavedKeySet(tmp_path, server.url(), DAY)
-    victim = tmp_path / "victim"
-    victim.write_text("keep")
-    os.symlink(victim, saved.path.with_name(f".{saved.path.name}.{os.getpid()}.new"))
-    saved.save('{"keys": []}')  # the temporary name is a symlink: refused, logged, nothing written through it
-    assert victim.read_text() == "keep" and not saved.path.exists()
+def test_saving_never_writes_through_a_link(server: LoopbackServer, es: TestIssuer, clock: FixedClock,
+                                            tmp_path: Path) -> None:
+    # Review finding: a fixed temporary name opened without O_EXCL was written through a hard link planted there
+    # (the audit log, in the reproduction). Now a new file with a random name is renamed over the saved path.
+    directory = tmp_path / "jwks"
+    directory.mkdir(mode=0o700)
+    saved = SavedKeySet(directory, server.url(), DAY)
+    guessed = saved.path.with_name(f".{saved.path.name}.{os.getpid()}.new")  # the old, predictable name
+    for link, victim, at in ((os.symlink, tmp_path / "symlinked", saved.path),
+                             (os.link, tmp_path / "hardlinked", saved.path), (os.link, tmp_path / "guessed", guessed)):
+        victim.write_text("keep")
+        saved.path.unlink(missing_ok=True)
+        link(victim, at)
+        saved.save('{"keys": []}')
+        assert victim.read_text() == "keep" and saved.path.is_file() and not saved.path.is_symlink()
+        at.unlink(missing_ok=True)
+    assert sorted(p.name for p in directory.iterdir()) == [saved.path.name]
 
 
 def test_the_server_saves_in_its_state_directory(server: LoopbackServer, es: TestIssuer, clock: FixedClock,
@@ -141,3 +161,53 @@ def test_every_answer_renews_the_saved_file_so_its_age_is_the_time_since_the_url
     verifier.verify(es.mint())  # type: ignore[attr-defined]
     assert source.wait_for_fetch(timeout=10)
     assert saved.stat().st_mtime > 1_000_000_000
+
+
+def test_saved_keys_are_dropped_once_they_pass_the_age_limit_while_the_url_stays_down(
+        server: LoopbackServer, es: TestIssuer, clock: FixedClock, tmp_path: Path) -> None:
+    # Review finding: the limit was checked only when the file was read, so a process that started on saved
+    # keys trusted them for as long as the URL stayed down (30 days in the reproduction).
+    server.serve("/jwks.json", es.jwks_document())
+    _process(server, clock, tmp_path / "jwks")[1].verify(es.mint())  # type: ignore[attr-defined]
+    server.serve("/jwks.json", b"", status=503)
+    (saved,) = (tmp_path / "jwks").iterdir()
+    wall = [saved.stat().st_mtime + DAY - 60]  # a minute left
+    saved_keys = SavedKeySet(tmp_path / "jwks", server.url(), DAY, wall=lambda: wall[0])
+    source = JwksUrl(server.url(), cache_seconds=300, refresh_min_interval_seconds=30, timeout_seconds=2,
+                     monotonic=clock.now, saved=saved_keys)
+    verifier = verifier_for(IssuerKeys(IssuerSettings(ISSUER, ("tenantgate",), ("ES256",), jwks_url="http://x"),
+                                       source), clock=clock)
+    assert verifier.verify(es.mint()).subject == "alice"
+    wall[0] += 120
+    with pytest.raises(TokenInvalid):
+        verifier.verify(es.mint())
+    assert source.peek() is None
+
+
+def test_only_public_keys_reach_the_disk(server: LoopbackServer, es: TestIssuer, clock: FixedClock,
+                                         tmp_path: Path) -> None:
+    # Review finding: the raw body was saved, with an HMAC issuer's secret and any private member in it.
+    document = json.loads(es.jwks_document())
+    secret = {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}
+    private = dict(document["keys"][0], kid="leaked", d="cHJpdmF0ZQ")
+    server.serve("/jwks.json", json.dumps({"keys": [*document["keys"], secret, private]}).encode())
+    _process(server, clock, tmp_path / "jwks")[1].verify(es.mint())  # type: ignore[attr-defined]
+    (saved,) = (tmp_path / "jwks").iterdir()
+    assert json.loads(saved.read_text()) == {"keys": document["keys"]}
+    assert stat.S_IMODE((tmp_path / "jwks").stat().st_mode) == 0o700
+
+
+def test_issuers_sharing_a_url_save_whole_files(tmp_path: Path) -> None:
+    # Review finding: one temporary name per process; concurrent saves of one URL wrote into the same file.
+    import threading
+
+    saved = SavedKeySet(tmp_path / "jwks", "https://idp.example/jwks", DAY)
+    answers = [json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "x": str(n) * 40, "y": "y"}]}) for n in range(8)]
+    for _round in range(60):
+        threads = [threading.Thread(target=saved.save, args=(text,)) for text in answers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert saved.path.read_text() in answers
+    assert [p.name for p in (tmp_path / "jwks").iterdir()] == [saved.path.name]  # no temporary left
