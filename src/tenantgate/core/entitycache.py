@@ -18,7 +18,6 @@ with many actions makes handles large). Anything Cedar refuses to parse is never
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -54,10 +53,6 @@ class EntityHandles:
     @property
     def entities_held(self) -> int:
         return self._weight
-
-    def entities_for(self, entities: list[dict[str, Any]]) -> Any:
-        """What to pass to Cedar for ``entities``: a parsed handle, or their JSON text."""
-        return self.for_text(json.dumps(entities), len(entities))
 
     def for_text(self, text: str, count: int) -> Any:
         """The same for an entity list already encoded as JSON ``text`` holding ``count`` entities."""

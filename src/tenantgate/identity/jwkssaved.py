@@ -31,12 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from tenantgate.identity.encoding import parse_strict_json
-from tenantgate.identity.keys import MAX_JWKS_BYTES
+from tenantgate.identity.keys import MAX_JWKS_BYTES, PRIVATE_MEMBERS
 from tenantgate.paths import make_private_dirs
 
 log = logging.getLogger("tenantgate.identity")
-
-_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 
 class SavedKeySet:
@@ -132,7 +130,7 @@ def public_document(text: str) -> str:
     if not isinstance(keys, list):
         raise ValueError("not a JWKS document")
     public: list[Any] = [jwk for jwk in keys if isinstance(jwk, dict) and jwk.get("kty") != "oct"
-                         and not _PRIVATE_MEMBERS & jwk.keys()]
+                         and not PRIVATE_MEMBERS & jwk.keys()]
     return json.dumps({"keys": public})
 
 

@@ -33,7 +33,7 @@ MIN_HMAC_SECRET_BYTES = 32
 MIN_RSA_BITS = 2048
 
 # Members that only a private (or symmetric) JWK carries. Their presence in a public key set is a leak.
-_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth"})
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth"})
 
 # What each supported algorithm needs from a key: the key family (kty, or kty:crv).
 _ALG_FAMILIES: Mapping[str, frozenset[str]] = MappingProxyType(
@@ -200,7 +200,7 @@ def _parse_jwk(jwk: Any, where: str) -> VerificationKey:
         return VerificationKey(kid, "oct", alg, use, ops, secret, len(secret))
     if kty not in ("RSA", "EC", "OKP"):
         raise _Unsupported(f"{where}: skipped, unsupported kty {kty!r}")
-    if _PRIVATE_MEMBERS & jwk.keys():
+    if PRIVATE_MEMBERS & jwk.keys():
         raise ConfigError(f"{where}: holds private key material; publish only public keys")
     crv = jwk.get("crv")
     if kty == "EC" and crv not in _EC_CURVES:
