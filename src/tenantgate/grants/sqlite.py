@@ -47,6 +47,23 @@ def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
         delay = min(delay * 2, 0.05)
 
 
+def _create_private(path: Path) -> None:
+    """Create the database file (0600) when it does not exist; never open an existing one.
+
+    Closing any descriptor of a file drops every POSIX (fcntl) lock this process holds on it, SQLite's
+    included (review finding: opening and closing the file for the lookup connection, or for a reconnect,
+    dropped the main connection's shared lock; the next process to close its last connection then
+    checkpointed and deleted the WAL under the server, which went on committing into an unlinked file: a
+    restart brought revoked grants back and lost later ones). A file this process just created has no
+    connection of ours yet.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 class SqliteGrantStore(SqlGrantStore):
     """Grants in the SQLite file at ``path``.
 
@@ -84,7 +101,7 @@ class SqliteGrantStore(SqlGrantStore):
     def _connect(self) -> sqlite3.Connection:
         try:
             make_private_dirs(self.path.parent)  # every directory we create is private, not only the last
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            _create_private(self.path)
             conn = sqlite3.connect(self.path, timeout=self._busy_timeout_ms / 1000, isolation_level=None,
                                    check_same_thread=False)
         except (sqlite3.Error, OSError) as err:
