@@ -68,7 +68,10 @@ MAX_PAYLOAD_JSON_VALUES = 2048
 def max_payload_values(max_token_bytes: int) -> int:
     """The most JSON values a token payload may hold under ``tokens.max_token_bytes``."""
     return max(MAX_PAYLOAD_JSON_VALUES, max_token_bytes // 8)
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+# A JSON string, or an unterminated one with the rest of the text: one pass from left to right. Review finding:
+# without the end alternative, a string that never closes was scanned to the end again from each quote inside it
+# (``"\\"\\"\\"...``), quadratic: 0.43 s of the event loop for a 16 KB forged token, before any signature check.
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 
 
 class JwtVerifier:
