@@ -33,6 +33,11 @@ OUTSIDE_SNAPSHOT_MESSAGE = ("not read: this policy directory has a ..data link (
                             "only what ..data holds is read, and this is not a link into ..data; put it into the "
                             "ConfigMap, or remove it (tenant files: mount them through the same volume, e.g. a "
                             "projected volume with items paths tenants/<tenant>/<file>, as deploy/kubernetes does)")
+OUTSIDE_TENANT_MESSAGE = ("not read: resolves outside its tenant's directory; a tenant's policy and entity files "
+                          "must be inside tenants/<tenant>/ (a link to another tenant's files would give this "
+                          "tenant their policies or entity data)")
+SHARED_TENANT_MESSAGE = ("this tenant directory is the same directory as {others}, or inside or around it: each "
+                         "tenant's files must be its own")
 STRAY_MESSAGE = ("policy file in a directory TenantGate does not read: policies live in *.cedar directly in the "
                  "policy directory (global) or in tenants/<tenant>/*.cedar (that tenant's); move it there, or "
                  "give it another extension if it is not a policy")
@@ -68,12 +73,18 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     entities: dict[str, PolicySource] = {}
     if os.path.lexists(root / ENTITIES_FILE):
         entities[""] = _read(root / ENTITIES_FILE, root)
+    escaped: list[PolicyDiagnostic] = []
     if tenant_root.is_dir():
-        for tenant_dir in sorted(d for d in tenant_root.iterdir() if d.is_dir() and not d.name.startswith(".")):
-            tenants[tenant_dir.name] = [_read(p, root) for p in _policy_files(tenant_dir)]
-            if os.path.lexists(tenant_dir / ENTITIES_FILE):
-                entities[tenant_dir.name] = _read(tenant_dir / ENTITIES_FILE, root)
-    strays = [*outside_snapshot(given, root), *stray_policy_files(root)]
+        tenant_dirs = sorted(d for d in tenant_root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        escaped += shared_tenant_dirs(tenant_dirs, root)
+        for tenant_dir in tenant_dirs:
+            own, outside = _tenant_files(tenant_dir, root)
+            escaped += outside
+            tenants[tenant_dir.name] = [_read(p, root) for p in own if p.name != ENTITIES_FILE]
+            entity_files = [p for p in own if p.name == ENTITIES_FILE]
+            if entity_files:
+                entities[tenant_dir.name] = _read(entity_files[0], root)
+    strays = [*escaped, *outside_snapshot(given, root), *stray_policy_files(root)]
     if root != given:  # files beside the snapshot that nothing links to (review finding: silently ignored)
         shown = {d.path for d in strays}
         strays += [d for d in stray_policy_files(given) if d.path not in shown]
@@ -101,8 +112,40 @@ def _is_default_schema(policy_dir: Path, schema_file: str | Path | None) -> bool
 def _policy_files(directory: Path) -> list[Path]:
     """The ``*.cedar`` entries of ``directory`` that are not directories, sorted by name. A FIFO, a device or a
     dangling or looping symlink is included, so that reading it refuses it by name (review finding: they
-    were skipped silently)."""
-    return sorted(p for p in directory.glob("*.cedar") if not p.is_dir())
+    were skipped silently). Hidden names are not policies (review finding: an editor's lock link
+    ``.#roles.cedar``, dangling, made the whole set invalid)."""
+    return sorted(p for p in directory.glob("*.cedar") if not p.name.startswith(".") and not p.is_dir())
+
+
+def _tenant_files(tenant_dir: Path, root: Path) -> tuple[list[Path], list[PolicyDiagnostic]]:
+    """A tenant directory's policy files and entity file (last), and a diagnostic for each of them that resolves
+    outside the directory (after symlinks): those are not read.
+
+    Review finding: ``tenants/evil/entities.json -> ../acme/entities.json`` gave evil's decisions acme's users,
+    roles and groups (and a linked ``*.cedar`` ran acme's policies in evil's partition), wherever tenant
+    directories come from sources their tenants control. The directory itself may be a link (``tenants/acme
+    -> ../src/acme``), and files may link within it (a per-tenant ConfigMap's ``own.cedar -> ..data/own.cedar``).
+    """
+    files = _policy_files(tenant_dir)
+    if os.path.lexists(tenant_dir / ENTITIES_FILE):
+        files.append(tenant_dir / ENTITIES_FILE)
+    base = os.path.realpath(tenant_dir) + os.sep
+    own = [p for p in files if os.path.realpath(p).startswith(base)]
+    outside = [PolicyDiagnostic(_display(p, root), 1, OUTSIDE_TENANT_MESSAGE) for p in files if p not in own]
+    return own, outside
+
+
+def shared_tenant_dirs(tenant_dirs: list[Path], root: Path) -> list[PolicyDiagnostic]:
+    """A diagnostic for each tenant directory that resolves to another's, or into or around it (review finding:
+    ``tenants/evil -> acme`` would read acme's policies and entity data as evil's)."""
+    resolved = [(d, os.path.realpath(d) + os.sep) for d in tenant_dirs]
+    problems: list[PolicyDiagnostic] = []
+    for d, path in resolved:
+        others = [o.name for o, other in resolved if o != d and (path.startswith(other) or other.startswith(path))]
+        if others:
+            problems.append(PolicyDiagnostic(_display(d, root), 1, SHARED_TENANT_MESSAGE.format(
+                others=", ".join(f"{TENANTS_DIR}/{name}" for name in others))))
+    return problems
 
 
 def outside_snapshot(root: Path, snapshot: Path) -> list[PolicyDiagnostic]:

@@ -93,3 +93,51 @@ def test_a_tenant_directory_linked_from_elsewhere_in_the_tree_is_read_not_refuse
     shutil.move(policy_dir / "tenants" / "acme", policy_dir / source / "acme")
     (policy_dir / "tenants" / "acme").symlink_to(Path("..") / source / "acme")
     assert load_policies(policy_dir).total_policies == load_policies(BUNDLED).total_policies
+
+
+@pytest.mark.parametrize("name", ["entities.json", "linked.cedar"])
+def test_a_tenant_file_linked_to_another_tenants_file_is_refused_not_read(policy_dir, name):
+    # Review finding: `tenants/evil/entities.json -> ../acme/entities.json` gave evil's decisions acme's users,
+    # roles and groups; a linked *.cedar ran acme's policies in evil's partition.
+    _write(policy_dir, "tenants/acme/entities.json", "[]")
+    _write(policy_dir, "tenants/acme/linked.cedar", '@id("acme-secret")\npermit (principal, action, resource);\n')
+    _write(policy_dir, "tenants/evil/own.cedar", '@id("evil-own")\npermit (principal, action, resource);\n')
+    (policy_dir / "tenants" / "evil" / name).symlink_to(Path("..") / "acme" / name)
+    with pytest.raises(PolicyError) as err:
+        load_policies(policy_dir)
+    (diagnostic,) = err.value.diagnostics
+    assert diagnostic.path == f"tenants/evil/{name}"
+    assert "outside its tenant's directory" in diagnostic.message
+
+
+def test_a_tenant_file_linked_outside_the_tree_is_refused(policy_dir, tmp_path):
+    elsewhere = tmp_path / "elsewhere.cedar"
+    elsewhere.write_text(PERMIT)
+    (policy_dir / "tenants" / "acme" / "x.cedar").symlink_to(elsewhere)
+    with pytest.raises(PolicyError) as err:
+        load_policies(policy_dir)
+    assert [d.path for d in err.value.diagnostics] == ["tenants/acme/x.cedar"]
+
+
+@pytest.mark.parametrize("target", ["acme", "acme/sub"])
+def test_a_tenant_directory_that_is_another_tenants_is_refused(policy_dir, target):
+    (policy_dir / "tenants" / "acme" / "sub").mkdir()
+    (policy_dir / "tenants" / "evil").symlink_to(target)
+    with pytest.raises(PolicyError) as err:
+        load_policies(policy_dir)
+    paths = sorted(d.path for d in err.value.diagnostics)
+    assert paths == ["tenants/acme", "tenants/evil"]
+    assert all("tenants/" in d.message and "its own" in d.message for d in err.value.diagnostics)
+
+
+def test_a_link_within_the_tenants_own_directory_is_read(policy_dir):
+    _write(policy_dir, "tenants/acme/v2/current.txt", '@id("acme-v2")\npermit (principal, action, resource);\n')
+    (policy_dir / "tenants" / "acme" / "current.cedar").symlink_to("v2/current.txt")
+    assert "acme-v2" in load_policies(policy_dir).tenants["acme"].ids
+
+
+def test_hidden_cedar_files_such_as_an_editors_lock_link_are_not_policies(policy_dir):
+    # Review finding: emacs' dangling lock link `.#roles.cedar` made the whole set invalid.
+    (policy_dir / "tenants" / "acme" / ".#support.cedar").symlink_to("root@host.1234:1700000000")
+    _write(policy_dir, ".draft.cedar", "not cedar at all")
+    assert load_policies(policy_dir).total_policies == load_policies(BUNDLED).total_policies
