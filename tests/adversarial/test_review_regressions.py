@@ -310,10 +310,20 @@ def test_f6_underscore_spelling_of_reserved_headers_is_removed_too():
 #     to a viewer) while override-aware backends (Express method-override, Laravel, Symfony, Rails) delete.
 
 
-def test_f7_method_override_headers_are_refused():
-    for header in ("x-http-method-override", "x-http-method", "x-method-override"):
-        request = envoy_request("GET", headers={header: "DELETE"}, token="t")
-        assert check_input(request, _options()).check.request_problem, header
+@pytest.mark.parametrize("header", ["x-http-method-override", "x-http-method", "x-method-override",
+                                    # review finding: CGI-style backends fold `_` into `-` (HTTP_X_HTTP_METHOD_...)
+                                    "x_http_method_override", "x_http_method", "x_method_override"])
+def test_f7_method_override_headers_are_refused_in_every_spelling(header):
+    request = envoy_request("GET", headers={header: "DELETE"}, token="t")
+    assert check_input(request, _options()).check.request_problem == f"method override header {header} is not allowed"
+
+
+@pytest.mark.parametrize("header", ["x-original-url", "x-rewrite-url", "x_original_url", "x_rewrite_url"])
+def test_path_override_headers_are_refused(header):
+    # Review finding: GET /tenants/acme/... with X-Original-URL: /tenants/globex/... was allowed and reached
+    # backends that serve that header's path instead (legacy Symfony and Zend, IIS URL Rewrite).
+    request = envoy_request("GET", headers={header: "/tenants/globex/invoices/inv-9"}, token="t")
+    assert check_input(request, _options()).check.request_problem == f"path override header {header} is not allowed"
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ DECISION_ID_HEADER = "x-tenantgate-decision-id"
 TENANT_HEADER = "x-tenantgate-tenant"
 RESERVED_PREFIX = "x-tenantgate-"
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+# Headers some backends (legacy Symfony and Zend, IIS URL Rewrite) serve instead of the request's own path.
+PATH_OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url")
 MAX_HEADER_VALUE = 65_536
 MAX_CERTIFICATE = 65_536
 # Reasons about the token itself: HTTP 401 / UNAUTHENTICATED. Every other denial is 403 / PERMISSION_DENIED.
@@ -119,10 +121,12 @@ def check_input(request: ext.CheckRequest, options: ExtAuthzOptions,
     # x_tenantgate_tenant is folded onto X-TenantGate-Tenant by CGI-style servers: strip both spellings.
     reserved = tuple(sorted(name for name in headers
                             if _fold(name).startswith(RESERVED_PREFIX) and name != options.intent_header))
-    overrides = [name for name in METHOD_OVERRIDE_HEADERS if name in headers]
+    # The backend might act on another method or path than the one decided: refuse rather than guess. In any
+    # spelling CGI-style servers fold onto the header (review finding: x_http_method_override was let through).
+    overrides = sorted(name for name in headers if _fold(name) in METHOD_OVERRIDE_HEADERS + PATH_OVERRIDE_HEADERS)
     if overrides and not check.request_problem:
-        # The backend might act on another method than the one decided: refuse rather than guess.
-        check = dataclasses.replace(check, request_problem=f"method override header {overrides[0]} is not allowed")
+        kind = "method" if _fold(overrides[0]) in METHOD_OVERRIDE_HEADERS else "path"
+        check = dataclasses.replace(check, request_problem=f"{kind} override header {overrides[0]} is not allowed")
     return Translated(check, reserved)
 
 
