@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,6 +22,7 @@ from tenantgate.core.grants import GrantState
 from tenantgate.core.model import ClaimNames
 from tenantgate.core.pdp import DecisionPoint, DecisionSettings
 from tenantgate.core.ports import Clock, SystemClock
+from tenantgate.core.problemlog import ProblemLog
 from tenantgate.core.schema import undeclared_actions
 from tenantgate.errors import AuditUnavailable
 from tenantgate.grants import open_guarded_store
@@ -443,13 +445,17 @@ async def _sweep_grants(app: App) -> None:
     # One line per sweep, not per grant: a sweep can expire thousands at once, and it logs from the event loop
     # (review finding: 11,328 lines when a flood of requests expired).
     shown = 3
+    # An outage fails every sweep (every 5 s by default): a line, then one a minute (review finding: a line a sweep).
+    failures = ProblemLog(log, now=time.monotonic, noun="failed sweeps",
+                          summary="grant sweep failed %d more times since the last line (latest: %s)")
     while True:
         await asyncio.sleep(app.settings.grants.sweep_interval_seconds)
         try:
             expired = await asyncio.to_thread(app.breakglass.sweep)
         except Exception as err:  # noqa: BLE001 - retried next interval; the store may be down
-            log.warning("grant sweep failed: %s", err)
+            failures.occurred("grant sweep failed (retried every sweep interval): %s", err, cause=str(err))
             continue
+        failures.ended("grant sweeps succeed again")
         if expired:
             ids = ", ".join(grant.id for grant in expired[:shown])
             more = f" and {len(expired) - shown} more (grant.expired in the audit log)" if len(expired) > shown else ""

@@ -42,3 +42,29 @@ def test_a_grant_sweep_logs_one_line_with_the_count_and_a_few_ids(tmp_path, capl
     assert lines[0].endswith(" and 22 more (grant.expired in the audit log)")
     assert sum(g.id in lines[0] for g in grants) == 3
     assert len([r for r in world.records() if r.get("event") == "grant.expired"]) == 25
+
+
+def test_an_outage_that_fails_every_sweep_is_logged_once_then_counted(caplog):
+    # Review finding (MEDIUM): with the store down, every sweep (5 s by default) logged a warning, about 720
+    # lines an hour, where the README promises one line, then one a minute.
+    outcomes = {"sweeps": 0}
+
+    def sweep():
+        outcomes["sweeps"] += 1
+        if outcomes["sweeps"] <= 20:  # down for 20 sweeps, then back
+            raise RuntimeError("grant store unavailable: connection refused")
+        return []
+
+    app = SimpleNamespace(settings=Settings(grants=GrantSettings(sweep_interval_seconds=0.01)),
+                          breakglass=SimpleNamespace(sweep=sweep))
+
+    def failed_a_while():
+        return outcomes["sweeps"] >= 25
+
+    with caplog.at_level(logging.INFO, logger="tenantgate.app"):
+        asyncio.run(_sweep_until(app, failed_a_while))
+    lines = [r.getMessage() for r in caplog.records if r.name == "tenantgate.app"]
+    assert outcomes["sweeps"] >= 25
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("grant sweep failed (retried every sweep interval): grant store unavailable")
+    assert "grant sweeps succeed again" in lines[1] and "19 more" in lines[1], lines
