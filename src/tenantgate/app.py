@@ -264,7 +264,8 @@ def tenant_limits(settings: Settings) -> TenantLimits:
     """How much one tenant's own policy files may hold, for the server, `validate` and `tenantgate test`."""
     p = settings.policies
     return TenantLimits(max_bytes=p.max_tenant_policy_bytes, max_policies=p.max_tenant_policies,
-                        max_entity_bytes=p.max_tenant_entity_bytes)
+                        max_entity_bytes=p.max_tenant_entity_bytes,
+                        max_entity_ancestry=p.max_tenant_entity_ancestry)
 
 
 def ext_authz_options(settings: Settings) -> ExtAuthzOptions:

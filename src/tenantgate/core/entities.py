@@ -286,10 +286,11 @@ class EntityDirectory:
 EMPTY_DIRECTORY = EntityDirectory()
 
 
-def build_directory(shared: EntityFile | None, tenants: Mapping[str, EntityFile]
+def build_directory(shared: EntityFile | None, tenants: Mapping[str, EntityFile], max_ancestry: int = 0
                     ) -> tuple[EntityDirectory, list[PolicyDiagnostic]]:
-    """Views with ancestor closures for checked files; diagnostics for uid clashes with the global file and
-    for cycles. The directory is only meaningful when no diagnostics are returned."""
+    """Views with ancestor closures for checked files; diagnostics for uid clashes with the global file, for
+    cycles, and for an entity of a tenant's file whose ``ancestry`` exceeds ``max_ancestry`` (0: no limit;
+    the global file is the operator's). The directory is only meaningful when no diagnostics are returned."""
     problems: list[PolicyDiagnostic] = []
     shared_records = {r.uid: r for r in shared.records} if shared is not None else {}
     shared_view = EntityView(MappingProxyType(shared_records),
@@ -303,9 +304,25 @@ def build_directory(shared: EntityFile | None, tenants: Mapping[str, EntityFile]
                                                  "(entities.json); a tenant may not redefine it"))
                 continue
             own[record.uid] = record
-        views[tenant] = EntityView(MappingProxyType(own), MappingProxyType(_closure(own, shared_view.ancestors,
-                                                                                    file, problems)), shared_view)
+        view = EntityView(MappingProxyType(own), MappingProxyType(_closure(own, shared_view.ancestors, file, problems)),
+                          shared_view)
+        # The first such entity in the file (the closures are computed already: this adds at most as much work).
+        over = next(((uid, n) for uid in own if (n := ancestry(view, uid)) > max_ancestry), None) \
+            if max_ancestry else None
+        if over is not None:
+            problems.append(PolicyDiagnostic(file.path, 1, f"{_name(over[0])} brings {over[1]:,} ancestor links into "
+                                             f"each decision about it, more than policies.max_tenant_entity_ancestry "
+                                             f"({max_ancestry:,}); flatten the group hierarchy or raise the limit"))
+        views[tenant] = view
     return EntityDirectory(shared_view, MappingProxyType(views)), problems
+
+
+def ancestry(view: EntityView, uid: Uid) -> int:
+    """The ancestor links a decision about ``uid`` carries (``request_slice``): its ancestors, as its parents,
+    and each ancestor's own ancestors, as theirs. What a decision costs to encode and for Cedar to read grows
+    with it, holding the GIL."""
+    ancestors = view.ancestors_of(uid)
+    return len(ancestors) + sum(len(view.ancestors_of(a)) for a in ancestors)
 
 
 def _closure(records: Mapping[Uid, EntityRecord], shared_ancestors: Mapping[Uid, tuple[Uid, ...]],

@@ -27,7 +27,7 @@ from tenantgate.core.cedar_depth import (
     schema_depth_problem,
 )
 from tenantgate.core.cedar_text import split_statements
-from tenantgate.core.compiler import PolicySource, compile_policies, format_policy_text
+from tenantgate.core.compiler import PolicySource, TenantLimits, compile_policies, format_policy_text
 from tenantgate.core.engine import Engine
 from tenantgate.core.model import Decision, Principal, Resource
 from tenantgate.errors import PolicyError
@@ -148,11 +148,13 @@ def test_a_tenants_entity_file_with_a_long_chain_of_parents_is_refused_not_a_cra
 
 def test_entity_chains_up_to_the_bound_load_and_longer_ones_are_refused():
     schema = PolicySource("schema.cedarschema", GROUPS_SCHEMA)
+    deep = TenantLimits(max_entity_ancestry=10**6)  # a chain of 256 brings 32,896 ancestor links
     compile_policies(schema, GLOBAL, {}, None,
-                     {"acme": PolicySource("tenants/acme/entities.json", _group_chain(MAX_ENTITY_DEPTH))})
+                     {"acme": PolicySource("tenants/acme/entities.json", _group_chain(MAX_ENTITY_DEPTH))}, deep)
     with pytest.raises(PolicyError, match='Group::"g0" and its ancestors form a chain of more than 256'):
         compile_policies(schema, GLOBAL, {}, None,
-                         {"acme": PolicySource("tenants/acme/entities.json", _group_chain(MAX_ENTITY_DEPTH + 1))})
+                         {"acme": PolicySource("tenants/acme/entities.json", _group_chain(MAX_ENTITY_DEPTH + 1))},
+                         deep)
 
 
 def test_the_chain_measure_counts_the_longest_path_and_stops_at_cycles():
@@ -314,3 +316,38 @@ def test_a_global_policy_cedar_cannot_read_back_from_json_is_located():
         compile_policies(SCHEMA, [PolicySource("chain.cedar", text)])
     (diagnostic,) = caught.value.diagnostics
     assert str(diagnostic).startswith("chain.cedar:2: [long-chain] Cedar cannot read this policy back")
+
+
+def _layers(layers: int, width: int) -> str:
+    """A user in every group of the first layer; each group a member of every group of the next layer."""
+    records = [{"uid": {"type": "User", "id": "mallory"}, "attrs": {},
+                "parents": [{"type": "Group", "id": f"L0-{g}"} for g in range(width)]}]
+    for layer in range(layers):
+        nxt = [{"type": "Group", "id": f"L{layer + 1}-{g}"} for g in range(width)] if layer + 1 < layers else []
+        records += [{"uid": {"type": "Group", "id": f"L{layer}-{g}"}, "attrs": {}, "parents": nxt}
+                    for g in range(width)]
+    return json.dumps(records)
+
+
+def test_a_tenants_group_hierarchy_that_would_flood_every_decision_with_ancestor_links_is_refused():
+    # Review finding (MEDIUM): 120 layers of 16 groups, each in all 16 of the next, fit in 1 MiB and put 1.8M
+    # ancestor links into each decision about the user: 5.4 s each, with every other tenant waiting.
+    schema = PolicySource("schema.cedarschema", GROUPS_SCHEMA)
+    entities = {"acme": PolicySource("tenants/acme/entities.json", _layers(12, 8))}
+    with pytest.raises(PolicyError) as err:
+        compile_policies(schema, GLOBAL, {}, None, entities)
+    (diagnostic,) = err.value.diagnostics
+    assert diagnostic.path == "tenants/acme/entities.json"
+    assert diagnostic.message.startswith('User::"mallory" brings 4,320 ancestor links into each decision about it')
+    assert "policies.max_tenant_entity_ancestry (4,096)" in diagnostic.message
+    compile_policies(schema, GLOBAL, {}, None, entities, TenantLimits(max_entity_ancestry=4_320))
+
+
+def test_the_ancestry_limit_counts_ancestors_and_theirs_and_leaves_the_global_file_alone():
+    schema = PolicySource("schema.cedarschema", GROUPS_SCHEMA)
+    chain = PolicySource("tenants/acme/entities.json", _group_chain(91))  # g0: 90 + 89 + ... + 0 = 4,095
+    compile_policies(schema, GLOBAL, {}, None, {"acme": chain})
+    longer = PolicySource("tenants/acme/entities.json", _group_chain(92))
+    with pytest.raises(PolicyError, match='Group::"g0" brings 4,186 ancestor links'):
+        compile_policies(schema, GLOBAL, {}, None, {"acme": longer})
+    compile_policies(schema, GLOBAL, {}, None, {"": PolicySource("entities.json", _group_chain(200))})
