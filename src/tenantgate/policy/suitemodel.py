@@ -39,7 +39,8 @@ class SuiteError(TenantGateError):
 @dataclass(frozen=True, slots=True)
 class PrincipalClaims:
     """Token claims for a named principal. ``roles`` / ``intents`` None: no such claim (roles: entity data may
-    give them); ``act``: agent id (RFC 8693)."""
+    give them); ``act``: agent id (RFC 8693); ``issuer``: the token's ``iss`` (None: the runner's own), what
+    policies read as ``principal.issuer``."""
 
     name: str
     tenant: str
@@ -47,6 +48,7 @@ class PrincipalClaims:
     roles: tuple[str, ...] | None = None
     intents: tuple[str, ...] | None = None
     act: str | None = None
+    issuer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -243,15 +243,17 @@ def run_suites(suites: Sequence[PolicySuite], default: PolicyDir | None = None,
             by_key[policies.key()] = policies
             compiled[policies] = _load(policies, limits)
     with tempfile.TemporaryDirectory(prefix="tenantgate-test-") as tmp:
-        issuer = DevIssuer(DevIssuerSettings(enabled=True, issuer=TEST_ISSUER, audience=TEST_AUDIENCE,
-                                             key_dir=str(Path(tmp) / "issuer"), max_ttl_seconds=TOKEN_TTL_SECONDS))
-        issuer.ensure_keys()
-        keys = IssuerKeys(issuer.issuer_settings(), JwksFile(issuer.jwks_path))
+        # One throwaway signing key per issuer the suites' principals name (review finding: a policy reading
+        # `principal.issuer` could not be tested, and a suite passed while the server answered the opposite).
+        named = sorted({p.issuer for s in suites for p in s.principals.values() if p.issuer is not None})
+        issuers = {name: _throwaway_issuer(name, Path(tmp) / f"issuer-{n}")
+                   for n, name in enumerate([TEST_ISSUER, *(i for i in named if i != TEST_ISSUER)])}
+        keys = [IssuerKeys(issuer.issuer_settings(), JwksFile(issuer.jwks_path)) for issuer in issuers.values()]
         results = []
         for index, (suite, policies) in enumerate(zip(suites, chosen, strict=True)):
             assert policies is not None
             canonical = by_key[policies.key()]
-            results.append(_run_suite(suite, canonical, PolicyStore(compiled[canonical]), issuer, keys,
+            results.append(_run_suite(suite, canonical, PolicyStore(compiled[canonical]), issuers, keys,
                                       Path(tmp) / f"grants-{index}.db", settings))
     return RunReport(tuple(results), compiled, time.perf_counter() - started)
 
@@ -266,13 +268,23 @@ def _load(policies: PolicyDir, limits: TenantLimits) -> CompiledPolicies:
         raise PolicyError(f"{policies.path}: {head}", located) from err
 
 
-def _run_suite(suite: PolicySuite, policies: PolicyDir, store: PolicyStore, issuer: DevIssuer, keys: IssuerKeys,
-               grants_db: Path, settings: DecisionSettings) -> SuiteResult:
+def _throwaway_issuer(name: str, key_dir: Path) -> DevIssuer:
+    try:
+        issuer = DevIssuer(DevIssuerSettings(enabled=True, issuer=name, audience=TEST_AUDIENCE, key_dir=str(key_dir),
+                                             max_ttl_seconds=TOKEN_TTL_SECONDS))
+        issuer.ensure_keys()
+    except ConfigError as err:
+        raise SuiteError(f"cannot set up a token issuer {name!r} for the suites: {err}") from err
+    return issuer
+
+
+def _run_suite(suite: PolicySuite, policies: PolicyDir, store: PolicyStore, issuers: dict[str, DevIssuer],
+               keys: list[IssuerKeys], grants_db: Path, settings: DecisionSettings) -> SuiteResult:
     started = time.perf_counter()
     clock = _FixedClock(suite.now)
     names = settings.claim_names
-    # A verifier per suite: its clock is the suite's `now`, and it trusts only this run's throwaway issuer.
-    verifier = JwtVerifier([keys], TokenSettings(tenant_claim=names.tenant, roles_claim=names.roles,
+    # A verifier per suite: its clock is the suite's `now`, and it trusts only this run's throwaway issuers.
+    verifier = JwtVerifier(keys, TokenSettings(tenant_claim=names.tenant, roles_claim=names.roles,
                                                  intents_claim=names.intents), clock)
     sink = MemoryAuditSink()
     grants = SqliteGrantStore(grants_db)
@@ -288,7 +300,7 @@ def _run_suite(suite: PolicySuite, policies: PolicyDir, store: PolicyStore, issu
             if claims is None:
                 raise SuiteError(f"{suite.case_id(case)}: unknown principal {case.principal!r}")
             if case.principal not in tokens:
-                tokens[case.principal] = _mint(issuer, claims, suite, case, names)
+                tokens[case.principal] = _mint(issuers[claims.issuer or TEST_ISSUER], claims, suite, case, names)
             results.append(_run_case(suite, case, claims, tokens[case.principal], pdp, grants))
     finally:
         grants.close()
@@ -328,7 +340,7 @@ def _store_grant(grants: SqliteGrantStore, spec: GrantSpec, claims: PrincipalCla
         actions=spec.actions, reason=spec.reason, ticket=spec.ticket,
         duration_seconds=max(spec.expires_in_seconds, 0), state=GrantState.ACTIVE, requested_at=now,
         pending_until=now, approved_by="tenantgate-test", approved_at=now, expires_at=now + spec.expires_in_seconds,
-        operator_issuer=TEST_ISSUER)
+        operator_issuer=claims.issuer or TEST_ISSUER)
     try:
         return grants.create(grant, before_commit=_no_event)
     except (GrantError, GrantStoreUnavailable) as err:

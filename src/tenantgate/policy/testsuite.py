@@ -32,7 +32,7 @@ MAX_SUITE_FILE_BYTES = 4 * 1024 * 1024
 MAX_INSTANT = 1e11  # the verifier refuses token times beyond this (year ~5138)
 
 SUITE_KEYS = ("name", "description", "now", "policies", "principals", "cases")
-PRINCIPAL_KEYS = ("tenant", "sub", "roles", "intents", "act")
+PRINCIPAL_KEYS = ("tenant", "sub", "roles", "intents", "act", "issuer")
 CASE_KEYS = ("name", "description", "principal", "action", "resource", "intent", "context", "grant", "expect")
 RESOURCE_KEYS = ("type", "id", "tenant", "attributes")
 GRANT_KEYS = ("target_tenant", "actions", "reason", "ticket", "expires_in_seconds")
@@ -221,6 +221,7 @@ def _principal(name: str, value: Any, line: int, check: _Checker) -> PrincipalCl
         roles=check.strings(m, "roles", what) if "roles" in m else None,
         intents=check.strings(m, "intents", what) if "intents" in m else None,
         act=act,
+        issuer=check.string(m, "issuer", what) if "issuer" in m else None,
     )
 
 
