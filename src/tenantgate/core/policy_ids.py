@@ -36,7 +36,9 @@ _LOOKALIKES = {
     "n": "\u03bd\u0578\u057c\u2c9b\ua4e0\U00010513",
     "t": "\u03c4\u0442\u13a2\u22a4\u27d9\u2ca7\ua4d4\U00010297\U000102b1\U00010315\U000118dc\U00016f0a"
          "\U0001f768",
-    ":": "\u02d0\u02f8\u0589\u05c3\u0703\u0704\u0903\u0a83\u16ec\u1803\u1809\u205a\u2236\ua4fd\ua789",
+    # Review finding: the Ethiopic wordspace U+1361 and the Mongolian colon U+1804 were missing.
+    ":": "\u02d0\u02f8\u0589\u05c3\u0703\u0704\u0903\u0a83\u1361\u16ec\u1803\u1804\u1809\u205a\u2236"
+         "\ua4fd\ua789\ufe30",
 }
 _LEADING_BLANKS = re.compile(r"^[\s\u2800]+")  # whitespace, and the blank braille pattern
 _TO_PROTOTYPE = str.maketrans({ch: proto for proto, chars in _LOOKALIKES.items() for ch in chars})

@@ -37,6 +37,8 @@ LOOK_ALIKES = {
     "Greek alpha and tau": "ten\u03b1n\u03c4gate::tenant-guardrail",
     "ratio colons": "tenantgate\u2236\u2236tenant-guardrail",
     "modifier letter colons": "tenantgate\ua789\ua789tenant-guardrail",
+    "Ethiopic wordspaces (review finding)": "tenantgate\u1361\u1361tenant-guardrail",
+    "Mongolian colons (review finding)": "tenantgate\u1804\u1804tenant-guardrail",
     "Latin script g": "tenant\u0261ate::tenant-guardrail",
     "leading spaces": " \u00a0\u3000tenantgate::tenant-guardrail",
 }
