@@ -1,7 +1,7 @@
 """grants.max_pending_per_operator in the break-glass rules (review finding: one operator flooded RequestGrant with
 11,328 PENDING grants in 20 s, and ListGrants' newest 1,000 hid earlier real requests from approvers). A refused
 request is audited ``grant.refused`` like every other refusal. SQLite and PostgreSQL (skipped when
-TENANTGATE_TEST_PG_DSN is unset)."""
+no PostgreSQL is reachable)."""
 
 import pytest
 

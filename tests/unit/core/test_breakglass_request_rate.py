@@ -2,7 +2,7 @@
 operator could request and revoke their own grants in a loop; each cycle stored a grant row, which is never purged,
 and wrote audit records, so one token grew the store and the audit log without bound and flooded approvers). A
 refused request stores nothing and is audited ``grant.refused`` like every other refusal. SQLite and PostgreSQL
-(skipped when TENANTGATE_TEST_PG_DSN is unset)."""
+(skipped when no PostgreSQL is reachable)."""
 
 import pytest
 

@@ -1,5 +1,5 @@
 """The GrantStore contract, one suite run against both stores (SQLite on a temp file, PostgreSQL on a throwaway
-database). The PostgreSQL half skips when TENANTGATE_TEST_PG_DSN is unset or the server is unreachable."""
+database). The PostgreSQL half skips when no server is reachable (support.pg)."""
 
 import os
 import stat

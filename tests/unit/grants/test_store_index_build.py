@@ -2,7 +2,7 @@
 (review finding: on a table of 2.2M rows the connect's plain CREATE INDEX outlasted the 2 s statement_timeout, so
 the new release never opened its store, and every attempt held the old replicas' writes back). The build is
 ``CREATE INDEX CONCURRENTLY`` on its own connection, one session at a time (an advisory lock), and replaces an
-invalid index an interrupted build left. Throwaway databases; skipped when TENANTGATE_TEST_PG_DSN is unset."""
+invalid index an interrupted build left. Throwaway databases; skipped when no PostgreSQL is reachable."""
 
 import logging
 import threading

@@ -1,7 +1,7 @@
 """The pending-request cap in ``GrantStore.create`` (review finding: one operator created 11,328 PENDING grants in
 20 s, burying real requests in what approvers list). Counted in the insert's own transaction, so racing creates
 on separate connections (other replicas) cannot exceed it. Both stores: SQLite on a temp file, PostgreSQL on a
-throwaway database (skipped when TENANTGATE_TEST_PG_DSN is unset)."""
+throwaway database (skipped when no PostgreSQL is reachable)."""
 
 
 import pytest

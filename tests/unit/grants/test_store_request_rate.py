@@ -3,7 +3,7 @@ and revoke in a loop, and every cycle stored a grant row, which is never purged,
 request of the operator made in the last hour counts, whatever became of it; counted in the insert's own
 transaction under the operator's lock, so racing creates on separate connections (other replicas) cannot exceed
 it. The index that makes the count a range scan is added to databases created before it. Both stores: SQLite on a
-temp file, PostgreSQL on a throwaway database (skipped when TENANTGATE_TEST_PG_DSN is unset)."""
+temp file, PostgreSQL on a throwaway database (skipped when no PostgreSQL is reachable)."""
 
 import sqlite3
 import time
