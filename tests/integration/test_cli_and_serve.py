@@ -122,6 +122,10 @@ def test_serve_refuses_a_busy_port(workdir):
         out = _run(["serve"], workdir, _env(TENANTGATE_SERVER_LISTEN=f"127.0.0.1:{port}",
                                             TENANTGATE_SERVER_METRICS_LISTEN=""))
     assert out.returncode == 1 and "cannot listen" in out.stderr
+    # Review finding: gRPC's C core printed its own error line first ("E1204 ... add_port.cc ... Address already
+    # in use"), where the README promises one plain `tenantgate: ...` message.
+    expected = f"tenantgate: cannot listen on 127.0.0.1:{port} (server.listen): Address already in use"
+    assert out.stderr.strip() == expected
 
 
 def _lines_until_stop(proc):

@@ -33,6 +33,15 @@ def test_fmt_check_reports_and_fmt_rewrites(workdir):
     assert _run(["validate"], workdir).returncode == 0  # formatting kept it valid
 
 
+def test_fmt_on_a_file_that_does_not_parse_says_where(workdir):
+    # Review finding: fmt said only "cannot format: cannot parse input policies"; validate gave line and column.
+    bad = workdir / "policies" / "bad.cedar"
+    bad.write_text('@id("a")\npermit(principal, action, resource);\n@id("b")\npermit(principal, action resource);\n')
+    out = _run(["fmt", str(bad)], workdir)
+    assert out.returncode == 3
+    assert "bad.cedar: cannot format: line 4, column 26: [b] parse error: unexpected token `resource`" in out.stderr
+
+
 def test_explain_shows_each_step_and_the_determining_policy_location(workdir):
     token = _run(["token", "mint", "--tenant", "acme", "--sub", "erin", "--roles", "editor"], workdir).stdout.strip()
     out = _run(["explain", "--token", token, "--action", "update", "--resource-type", "Invoice", "--resource-id",

@@ -84,7 +84,11 @@ def _serve_until_stopped(args: argparse.Namespace, grpc_verbosity_late: bool = F
     if settings.server.workers > 1:
         return _serve_workers(settings)
     from tenantgate import app as application
+    from tenantgate.cli.shared_ports import check_free
 
+    for listen, key in ((settings.server.listen, "server.listen"),
+                        (settings.server.health_listen, "server.health_listen")):
+        check_free(listen, key, claim=False)
     built = application.build(settings)
 
     def started(port: int) -> None:

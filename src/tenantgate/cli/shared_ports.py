@@ -15,10 +15,11 @@ from tenantgate.errors import ConfigError
 _CLAIMS: list[socket.socket] = []
 
 
-def check_free(listen: str, key: str) -> None:
+def check_free(listen: str, key: str, *, claim: bool = True) -> None:
     """Refuse a port another process listens on, or another supervisor is about to: with SO_REUSEPORT, a
     server of the same user (say, a second TenantGate) would otherwise share it silently and take part of
-    its traffic."""
+    its traffic. ``claim`` False (one process, no SO_REUSEPORT): only the probe, so a busy port is a plain
+    message before gRPC's C core prints its own error line (review finding)."""
     if not listen:
         return
     host, _, port = listen.rpartition(":")
@@ -29,7 +30,8 @@ def check_free(listen: str, key: str) -> None:
             host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as err:
         raise ConfigError(f"cannot listen on {listen} ({key}): {err}") from err
-    _claim(address, listen, key)
+    if claim:
+        _claim(address, listen, key)
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT do not count
         try:

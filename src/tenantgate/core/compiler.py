@@ -234,15 +234,21 @@ def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource
 def format_policy_text(text: str) -> str:
     """Cedar's own formatter (comments kept). Raises ``PolicyError`` when the text does not parse, or nests
     too deeply for Cedar to read it safely (``core.cedar_depth``; checked first)."""
-    too_deep = depth_diagnostics("", split_statements(text))
+    statements = split_statements(text)
+    too_deep = depth_diagnostics("", statements)
     if too_deep:
-        first = too_deep[0]
-        ident = f" [{first.policy_id}]" if first.policy_id else ""
-        raise PolicyError(f"cannot format: line {first.line}, column {first.column}:{ident} {first.message}")
+        raise PolicyError(_cannot_format(too_deep[0]))
     try:
         return str(cedarpy.format_policies(text, 100, 2))
     except ValueError as err:
-        raise PolicyError(f"cannot format: {err}") from err
+        # Located as `validate` locates it (review finding: only "cannot parse input policies" was said).
+        raise PolicyError(_cannot_format(locate_parse_error("", statements, err))) from err
+
+
+def _cannot_format(problem: PolicyDiagnostic) -> str:
+    ident = f" [{problem.policy_id}]" if problem.policy_id else ""
+    column = f", column {problem.column}" if problem.column else ""
+    return f"cannot format: line {problem.line}{column}:{ident} {problem.message}"
 
 
 @dataclass(frozen=True, slots=True)

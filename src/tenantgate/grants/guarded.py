@@ -96,7 +96,9 @@ class GuardedStore:
 
     def _fail_fast(self) -> None:
         if self._monotonic() < self._down_until:
-            raise GrantStoreUnavailable(f"grant store unavailable (retrying shortly): {self._last_error}")
+            # The last error already says "grant store unavailable: <reason>" (review finding: said twice).
+            reason = self._last_error.removeprefix("grant store unavailable: ")
+            raise GrantStoreUnavailable(f"grant store unavailable (retrying shortly): {reason}")
         if self._stuck():
             raise GrantStoreUnavailable("grant store unavailable: an earlier lookup is still waiting for it")
 
