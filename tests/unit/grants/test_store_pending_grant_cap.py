@@ -3,10 +3,12 @@
 on separate connections (other replicas) cannot exceed it. Both stores: SQLite on a temp file, PostgreSQL on a
 throwaway database (skipped when no PostgreSQL is reachable)."""
 
-
+import psycopg
 import pytest
+from psycopg import sql
 
 from support.grants import race_creates
+from support.pg import pg_database
 from tenantgate.core.grants import Grant, GrantState
 from tenantgate.errors import GrantConflict
 from tenantgate.grants import open_store
@@ -69,3 +71,18 @@ def test_racing_creates_on_separate_connections_never_exceed_the_limit(store_url
         assert len(pending_of(opened)) == limit
     finally:
         opened.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("isolation", ["repeatable read", "serializable"])
+def test_the_cap_holds_on_a_database_whose_default_isolation_is_stricter(isolation):
+    # Review finding (MEDIUM): the store relied on READ COMMITTED without setting it; on a database defaulting to
+    # REPEATABLE READ the count after the advisory lock saw a snapshot from before the lock, and 6 racing
+    # requests all passed a cap of 2.
+    with pg_database() as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_isolation = {}").format(
+                sql.Identifier(url.rsplit("/", 1)[1]), sql.Literal(isolation)))
+        limit, racers = 2, 6
+        grants = [pending_grant(f"race-{index}") for index in range(racers)]
+        assert race_creates(url, grants, pending_limit=limit) == ["created"] * limit + ["refused"] * (racers - limit)
