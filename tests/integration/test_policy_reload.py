@@ -16,7 +16,7 @@ from support.policies import ALLOW_READ, FORBID_READ, single_policy_dir, with_po
 from support.server import BUNDLED_POLICIES, running_server, write_config
 from support.waiting import eventually
 from tenantgate import config
-from tenantgate.rpc.admin import REFUSED
+from tenantgate.rpc.admin import HELD_BACK, REFUSED
 from tenantgate.v1 import admin_pb2 as adm
 from tenantgate.v1 import admin_pb2_grpc as adm_grpc
 from tenantgate.v1 import authorizer_pb2 as pb
@@ -65,6 +65,36 @@ def test_valid_change_takes_effect_and_invalid_change_is_refused(tmp_path, polic
         assert 'tenantgate_policy_reloads_total{result="refused"} 1.0' in metrics
         assert "tenantgate_policy_last_reload_ok 0.0" in metrics
         assert f'tenantgate_policy_info{{version="{v2}"}} 1.0' in metrics
+
+
+def test_one_tenants_broken_file_holds_back_only_that_tenant_on_a_running_server(tmp_path, policy_dir):
+    # Review finding: evil's broken file kept acme's emergency forbid from applying, on every worker.
+    (policy_dir / "tenants" / "evil").mkdir(parents=True)
+    (policy_dir / "tenants" / "acme").mkdir()
+    write_atomically(policy_dir / "tenants" / "evil" / "own.cedar", '@id("evil-own")\nforbid (principal, '
+                     'action == Action::"read", resource);\n')
+    issuer, settings = _serve(tmp_path, policy_dir)
+    alice, eve = issuer.mint(tenant="acme", sub="alice"), issuer.mint(tenant="evil", sub="eve")
+    with running_server(settings) as (address, app), grpc.insecure_channel(address) as channel:
+        stub, admin = pb_grpc.AuthorizerStub(channel), adm_grpc.AdminStub(channel)
+        assert _check(stub, alice).decision == pb.ALLOW
+        evil_read = stub.Check(pb.CheckRequest(token=eve, action="read",
+                                               resource=pb.Resource(type="Invoice", id="e", tenant="evil")))
+        assert evil_read.reason == "policy_forbid"
+        write_atomically(policy_dir / "tenants" / "evil" / "oops.cedar", "permit (principal, action, resource)\n")
+        write_atomically(policy_dir / "tenants" / "acme" / "lockdown.cedar",
+                         '@id("acme-lockdown")\nforbid (principal, action, resource is Invoice);\n')
+        eventually(lambda: _check(stub, alice).reason == "policy_forbid", "acme's lockdown applying")
+        status = admin.Status(adm.StatusRequest())
+        assert (status.last_reload_ok, status.last_reload_message) == (False, HELD_BACK)
+        again = stub.Check(pb.CheckRequest(token=eve, action="read",
+                                           resource=pb.Resource(type="Invoice", id="e", tenant="evil")))
+        assert (again.reason, list(again.policy_ids)) == ("policy_forbid", ["evil-own"])  # its last valid files
+        from prometheus_client import generate_latest
+
+        metrics = generate_latest(app.registry).decode()
+        assert 'tenantgate_policy_reloads_total{result="held_back"} 1.0' in metrics
+        assert "tenantgate_policy_last_reload_ok 0.0" in metrics
 
 
 def test_reload_during_a_stream_of_checks_loses_nothing_and_mixes_no_versions(tmp_path, policy_dir):

@@ -41,7 +41,8 @@ class DecisionMetrics:
                                        registry=registry)
 
         self.policy_reloads = Counter("tenantgate_policy_reloads", "Policy reload attempts that found changes, by "
-                                      "result (ok or refused).", ["result"], registry=registry)
+                                      "result (ok; held_back: some tenants kept their last valid files; refused).",
+                                      ["result"], registry=registry)
         # Across workers: a version is 1 while any live worker uses it; a reload is ok only when every one's was.
         self.policy_info = Gauge("tenantgate_policy_info", "The policy version decisions use now (value 1).",
                                  ["version"], registry=registry, multiprocess_mode="livemax")
@@ -68,7 +69,7 @@ class DecisionMetrics:
 
     def observe_reload(self, result: ReloadResult) -> None:
         if result.changed or not result.ok:
-            self.policy_reloads.labels("ok" if result.ok else "refused").inc()
+            self.policy_reloads.labels("ok" if result.ok else "held_back" if result.held_back else "refused").inc()
         self.policy_last_reload_ok.set(1 if result.ok else 0)
         self.policy_loaded(result.version)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from tenantgate.core.compiler import (
@@ -43,9 +44,19 @@ STRAY_MESSAGE = ("policy file in a directory TenantGate does not read: policies 
                  "give it another extension if it is not a policy")
 
 
+@dataclass(frozen=True, slots=True)
+class TenantFiles:
+    """What a tenant's directory held when its set was loaded: its policy files and its entity file."""
+
+    policies: tuple[PolicySource, ...]
+    entities: PolicySource | None
+
+
 def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
                   cache: FileCache | None = None,
-                  limits: TenantLimits = DEFAULT_TENANT_LIMITS) -> CompiledPolicies:
+                  limits: TenantLimits = DEFAULT_TENANT_LIMITS, *,
+                  held: Mapping[str, TenantFiles | None] | None = None,
+                  used: dict[str, TenantFiles] | None = None) -> CompiledPolicies:
     """Load and validate the policy directory with the schema.
 
     Layout: ``*.cedar`` directly in ``policy_dir`` are global (sorted by name); ``tenants/<tenant>/*.cedar``
@@ -57,7 +68,12 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     (``stray_policy_files``), and so is a policy, schema or entity file that is not a regular file (a FIFO, a
     device, a dangling or looping symlink): every file is read by ``read_text_file``. Raises ``PolicyError``
     with file:line diagnostics; an invalid set is never partially returned.
+
+    ``held`` (``load_holding_back``): tenants whose directories are not read; each is compiled from the files
+    given instead (None: as having no directory). ``used``, when given, receives every tenant's files as
+    compiled.
     """
+    held = held or {}
     given = Path(policy_dir)
     root = snapshot_dir(given)
     # The directory's own schema is read from the snapshot and shown (and hashed into policy_version) by its
@@ -76,15 +92,23 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     escaped: list[PolicyDiagnostic] = []
     if tenant_root.is_dir():
         tenant_dirs = sorted(d for d in tenant_root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        escaped += shared_tenant_dirs(tenant_dirs, root)
+        escaped += [d for d in shared_tenant_dirs(tenant_dirs, root) if held_tenant(d.path) not in held]
         for tenant_dir in tenant_dirs:
+            if tenant_dir.name in held:
+                continue
             own, outside = _tenant_files(tenant_dir, root)
             escaped += outside
             tenants[tenant_dir.name] = [_read(p, root) for p in own if p.name != ENTITIES_FILE]
             entity_files = [p for p in own if p.name == ENTITIES_FILE]
             if entity_files:
                 entities[tenant_dir.name] = _read(entity_files[0], root)
-    strays = [*escaped, *outside_snapshot(given, root), *stray_policy_files(root)]
+    for name, kept in held.items():
+        if kept is not None:
+            tenants[name] = list(kept.policies)
+            if kept.entities is not None:
+                entities[name] = kept.entities
+    strays = [*escaped, *outside_snapshot(given, root),
+              *(d for d in stray_policy_files(root) if held_tenant(d.path) not in held)]
     if root != given:  # files beside the snapshot that nothing links to (review finding: silently ignored)
         shown = {d.path for d in strays}
         strays += [d for d in stray_policy_files(given) if d.path not in shown]
@@ -100,7 +124,74 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
         raise PolicyError(f"{len(problems)} problem(s) in the policy set", problems) from err
     if strays:
         raise PolicyError(f"{len(strays)} problem(s) in the policy set", strays)
+    if used is not None:
+        used.update({name: TenantFiles(tuple(files), entities.get(name)) for name, files in tenants.items()})
     return compiled
+
+
+# At most this many tenants' directories are held back in one reload (one more pass over the directory each).
+MAX_HELD_BACK = 16
+
+
+@dataclass(frozen=True, slots=True)
+class HeldBack:
+    """A set loaded with some tenants' directories held back on their last valid files (``load_holding_back``).
+
+    ``problems`` is the refusal of what those directories hold now (every tenant named in it is in ``tenants``).
+    """
+
+    compiled: CompiledPolicies
+    tenants: tuple[str, ...]
+    problems: PolicyError | None
+    used: dict[str, TenantFiles]
+
+
+def load_holding_back(policy_dir: str | Path, schema_file: str | Path | None, cache: FileCache | None,
+                      limits: TenantLimits, last_good: Mapping[str, TenantFiles], present: Collection[str]
+                      ) -> HeldBack:
+    """Load the directory as ``load_policies`` does; when every problem lies in some tenants' own directories,
+    load it again with those tenants held back on their files of ``last_good`` (a tenant not in it: as without
+    its directory, which is what it had), so one tenant's broken file does not hold back every other tenant's
+    changes (review finding: a tenant's typo kept another's emergency forbid from applying). ``present``: the
+    tenants with files of their own in the set now served; one of them missing from ``last_good`` is never
+    held back (it would lose its policies, its forbids included): the load is refused instead.
+
+    Each held tenant is compiled anew on the new schema and global files: a global change reaches it too. Raises
+    ``PolicyError`` as ``load_policies`` does when a problem lies elsewhere (the schema, global files, the
+    layout), when a held tenant's last valid files do not compile on the new set, or past ``MAX_HELD_BACK``.
+    """
+    held: dict[str, TenantFiles | None] = {}
+    problems: list[PolicyDiagnostic] = []
+    while True:
+        used: dict[str, TenantFiles] = {}
+        try:
+            compiled = load_policies(policy_dir, schema_file, cache, limits, held=held, used=used)
+        except PolicyError as err:
+            tenants = {held_tenant(d.path) for d in err.diagnostics}
+            unknown = {name for name in tenants if name in present and name not in last_good}
+            confined = bool(err.diagnostics) and "" not in tenants and not tenants & held.keys() and not unknown
+            if not confined or len(held) + len(tenants) > MAX_HELD_BACK:
+                if not problems:
+                    raise
+                everything = [*problems, *err.diagnostics]  # what held tenants hold now, then what else failed
+                raise PolicyError(f"{len(everything)} problem(s) in the policy set", everything) from err
+            problems += err.diagnostics
+            held.update({name: last_good.get(name) for name in tenants})
+            continue
+        refusal = PolicyError(f"{len(problems)} problem(s) in the files of tenant(s) held back", problems) \
+            if held else None
+        return HeldBack(compiled, tuple(sorted(held)), refusal, used)
+
+
+def held_tenant(path: str) -> str:
+    """The tenant whose own directory a diagnostic's path lies in (``tenants/<tenant>``, or a file below it), or
+    "" when it lies elsewhere (the schema, global files, ``tenants/x.cedar``)."""
+    parts = Path(path).parts
+    if len(parts) < 2 or parts[0] != TENANTS_DIR or parts[1].startswith("."):
+        return ""
+    if len(parts) == 2 and parts[1].endswith(".cedar"):
+        return ""  # a policy file directly in tenants/: nobody's
+    return parts[1]
 
 
 def _is_default_schema(policy_dir: Path, schema_file: str | Path | None) -> bool:
@@ -136,13 +227,14 @@ def _tenant_files(tenant_dir: Path, root: Path) -> tuple[list[Path], list[Policy
 
 
 def shared_tenant_dirs(tenant_dirs: list[Path], root: Path) -> list[PolicyDiagnostic]:
-    """A diagnostic for each tenant directory that resolves to another's, or into or around it (review finding:
-    ``tenants/evil -> acme`` would read acme's policies and entity data as evil's)."""
+    """A diagnostic for each tenant directory that is a link resolving to another's, or into or around it (review
+    finding: ``tenants/evil -> acme`` would read acme's policies and entity data as evil's). Only the link is
+    refused: the directory it points at is not at fault (and is not held back for it)."""
     resolved = [(d, os.path.realpath(d) + os.sep) for d in tenant_dirs]
     problems: list[PolicyDiagnostic] = []
     for d, path in resolved:
         others = [o.name for o, other in resolved if o != d and (path.startswith(other) or other.startswith(path))]
-        if others:
+        if others and d.is_symlink():
             problems.append(PolicyDiagnostic(_display(d, root), 1, SHARED_TENANT_MESSAGE.format(
                 others=", ".join(f"{TENANTS_DIR}/{name}" for name in others))))
     return problems

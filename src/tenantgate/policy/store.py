@@ -2,7 +2,8 @@
 
 ``PolicyStore.current()`` is what every decision reads once; ``reload()`` parses and validates the whole new
 set before swapping it in with one reference assignment, so an invalid set never takes effect, the last
-good set keeps answering, and decisions already running finish on the set they started with.
+good set keeps answering, and decisions already running finish on the set they started with. Invalid files
+confined to some tenants' own directories hold back only those tenants, on their last valid files.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from tenantgate.core.compiler import DEFAULT_TENANT_LIMITS, FileCache, TenantLimits
 from tenantgate.core.engine import DEFAULT_DECISION_CACHE, DEFAULT_PARTITION_CACHE, CompiledPolicies, Engine
 from tenantgate.errors import PolicyError
-from tenantgate.policy.loader import load_policies, policy_tree
+from tenantgate.policy.loader import TenantFiles, load_holding_back, load_policies, policy_tree
 
 log = logging.getLogger("tenantgate.policy")
 
@@ -32,6 +33,8 @@ class ReloadResult:
     changed: bool
     version: str
     message: str
+    # Tenants whose directories were held back on their last valid files (``ok`` is False, the rest applied).
+    held_back: tuple[str, ...] = ()
 
 
 class PolicyStore:
@@ -44,13 +47,16 @@ class PolicyStore:
                  schema_file: str | Path | None = None, partition_cache_size: int = DEFAULT_PARTITION_CACHE,
                  decision_cache_size: int = DEFAULT_DECISION_CACHE, cache: FileCache | None = None,
                  on_reload: Callable[[ReloadResult], None] | None = None,
-                 limits: TenantLimits = DEFAULT_TENANT_LIMITS) -> None:
+                 limits: TenantLimits = DEFAULT_TENANT_LIMITS,
+                 tenant_files: Mapping[str, TenantFiles] | None = None) -> None:
         self._sizes = (partition_cache_size, decision_cache_size)  # of every engine this store builds
         self._engine = Engine(compiled, *self._sizes)
         self._limits = limits
         self._dir = Path(policy_dir) if policy_dir is not None else None
         self._schema = schema_file
         self._cache: FileCache = cache if cache is not None else {}
+        # Each tenant's files in the set served: what a reload holds a tenant back on when its files turn invalid.
+        self._tenant_files = dict(tenant_files or {})
         self._reload_lock = threading.Lock()
         self._on_reload = on_reload
         self.last_result = ReloadResult(True, True, compiled.version, "loaded")
@@ -64,10 +70,11 @@ class PolicyStore:
         """Load the directory (raising ``PolicyError`` when invalid) and keep it reloadable; ``limits`` bound
         each tenant's own files, at load and at every reload."""
         cache: FileCache = {}
-        compiled = load_policies(policy_dir, schema_file, cache, limits)
+        used: dict[str, TenantFiles] = {}
+        compiled = load_policies(policy_dir, schema_file, cache, limits, used=used)
         return cls(compiled, policy_dir=policy_dir, schema_file=schema_file,
                    partition_cache_size=partition_cache_size, decision_cache_size=decision_cache_size, cache=cache,
-                   on_reload=on_reload, limits=limits)
+                   on_reload=on_reload, limits=limits, tenant_files=used)
 
     def current(self) -> Engine:
         return self._engine
@@ -76,7 +83,9 @@ class PolicyStore:
         self._engine = Engine(compiled, *self._sizes)
 
     def reload(self, *, force: bool = False) -> ReloadResult:
-        """Re-read the directory; swap in the new set only when it is entirely valid. Never raises.
+        """Re-read the directory; swap in the new set when it is valid, or when what is not lies only in some
+        tenants' own directories: those tenants are held back on their last valid files (``load_holding_back``)
+        and the result says so (``ok`` False, ``held_back``). Never raises.
 
         Without ``force`` nothing is parsed when the directory's fingerprint (names, sizes, mtimes, inodes,
         followed through symlinks) has not changed.
@@ -90,7 +99,8 @@ class PolicyStore:
             try:
                 candidate = dict(self._cache)
                 try:
-                    compiled = load_policies(self._dir, self._schema, candidate, self._limits)
+                    loaded = load_holding_back(self._dir, self._schema, candidate, self._limits, self._tenant_files,
+                                               self._engine.compiled.tenant_versions.keys())
                 except PolicyError:
                     # A ConfigMap update can remove the directory we were reading from (kubelet deletes the old
                     # ..<timestamp> after the swap): not a broken set, just one that moved (review finding). Only
@@ -118,13 +128,21 @@ class PolicyStore:
                 result = ReloadResult(False, True, self._engine.version, f"unexpected error: {err}")
                 log.exception("policy reload failed; still serving %s", self._engine.version)
             else:
+                compiled = loaded.compiled
                 self._cache = candidate
                 self._fingerprint = fingerprint
+                self._tenant_files = loaded.used
                 changed = compiled.version != self._engine.version
                 if changed:
                     self._engine = Engine(compiled, *self._sizes)
                     log.info("policies reloaded: now %s (%d policies)", compiled.version, compiled.total_policies)
-                result = ReloadResult(True, changed, compiled.version, "reloaded" if changed else "unchanged")
+                if loaded.problems is not None:
+                    result = ReloadResult(False, changed, compiled.version, str(loaded.problems), loaded.tenants)
+                    log.error("policy reload: tenant(s) %s held back on their last valid files, their files being "
+                              "invalid now; every other change applied (serving %s): %s", ", ".join(loaded.tenants),
+                              compiled.version, loaded.problems)
+                else:
+                    result = ReloadResult(True, changed, compiled.version, "reloaded" if changed else "unchanged")
             self.last_result = result
         if self._on_reload is not None:
             self._on_reload(result)

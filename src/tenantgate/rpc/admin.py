@@ -13,6 +13,8 @@ from tenantgate.v1 import admin_pb2 as adm
 from tenantgate.v1 import admin_pb2_grpc as adm_grpc
 
 REFUSED = "the last reload was refused: the server log and `tenantgate validate` name the problems"
+HELD_BACK = ("the last reload applied every change except those of tenants whose files are invalid, held back on "
+             "their last valid files: the server log and `tenantgate validate` name the problems")
 
 
 class AdminService(adm_grpc.AdminServicer):
@@ -31,6 +33,6 @@ class AdminService(adm_grpc.AdminServicer):
             # A refusal in fixed words: its details, even its first line ("not a regular file: tenants/<name>/..."),
             # can name other tenants, their files and entities, and this RPC needs no token (review findings).
             # They are in the server log and from `tenantgate validate`. Success messages are fixed texts.
-            last_reload_message=last.message if last.ok else REFUSED,
+            last_reload_message=last.message if last.ok else HELD_BACK if last.held_back else REFUSED,
             audit_writable=audit_ok, grant_store_reachable=store_ok,
         )
