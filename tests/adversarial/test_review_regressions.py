@@ -318,6 +318,22 @@ def test_f7_method_override_headers_are_refused_in_every_spelling(header):
     assert check_input(request, _options()).check.request_problem == f"method override header {header} is not allowed"
 
 
+@pytest.mark.parametrize("query", ["_method=DELETE", "a=1&_METHOD=delete", "%5Fmethod=DELETE", ".method=DELETE",
+                                   "+method=DELETE", "_method[]=DELETE", "a=1;_method=PUT", "_method"])
+def test_a_method_override_query_parameter_is_refused(query):
+    # Review finding: POST /tenants/acme/invoices/inv-1?_method=DELETE was decided as the POST route's action;
+    # Laravel, Symfony (httpMethodParameterOverride) and Rails run a DELETE.
+    request = envoy_request("GET", f"/tenants/acme/invoices/inv-1?{query}", token="t")
+    assert check_input(request, _options()).check.request_problem == \
+        "method override query parameter _method is not allowed"
+
+
+@pytest.mark.parametrize("query", ["method=DELETE", "x_method=1", "_methods=1", "q=_method", "_method_=1"])
+def test_other_query_parameters_are_not_taken_for_an_override(query):
+    request = envoy_request("GET", f"/tenants/acme/invoices/inv-1?{query}", token="t")
+    assert check_input(request, _options()).check.request_problem == ""
+
+
 @pytest.mark.parametrize("header", ["x-original-url", "x-rewrite-url", "x_original_url", "x_rewrite_url"])
 def test_path_override_headers_are_refused(header):
     # Review finding: GET /tenants/acme/... with X-Original-URL: /tenants/globex/... was allowed and reached
