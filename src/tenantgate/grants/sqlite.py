@@ -57,6 +57,8 @@ def _create_private(path: Path) -> None:
     restart brought revoked grants back and lost later ones). A file this process just created has no
     connection of ours yet.
     """
+    if os.path.islink(path) and not os.path.exists(path):
+        path = Path(os.path.realpath(path))  # a dangling link: O_EXCL fails on it; create its target 0600 (review)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:

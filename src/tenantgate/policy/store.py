@@ -18,7 +18,7 @@ from pathlib import Path
 from tenantgate.core.compiler import DEFAULT_TENANT_LIMITS, FileCache, TenantLimits
 from tenantgate.core.engine import DEFAULT_DECISION_CACHE, DEFAULT_PARTITION_CACHE, CompiledPolicies, Engine
 from tenantgate.errors import PolicyError
-from tenantgate.policy.loader import TenantFiles, load_holding_back, load_policies, policy_tree
+from tenantgate.policy.loader import TENANTS_DIR, TenantFiles, load_holding_back, load_policies, policy_tree
 
 log = logging.getLogger("tenantgate.policy")
 
@@ -168,6 +168,19 @@ class PolicyStore:
                 except OSError:
                     continue
                 entries.append((path, st.st_size, st.st_mtime_ns, st.st_ino))
+        # Each tenant directory by its own name too (lstat): the walk visits a directory once, so a new link to
+        # another tenant's directory added no entry and went unnoticed until some other change (review finding).
+        tenants = self._dir / TENANTS_DIR
+        try:
+            names = sorted(os.listdir(tenants))
+        except OSError:
+            names = []
+        for name in names:
+            try:
+                st = os.lstat(tenants / name)
+            except OSError:
+                continue
+            entries.append((str(tenants / name), -2, 0, st.st_ino))  # not its mtime: files inside count already
         if self._schema:
             try:
                 st = os.stat(self._schema)

@@ -60,3 +60,12 @@ def test_the_database_file_is_created_private(tmp_path):
     path = tmp_path / "new" / "grants.db"
     SqliteGrantStore(path).close()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_a_dangling_link_at_the_path_gets_a_private_database_file(tmp_path):
+    # Review finding (LOW): O_EXCL fails on a dangling link, and SQLite then created its target 0644 (umask).
+    (tmp_path / "data").mkdir()
+    link = tmp_path / "grants.db"
+    link.symlink_to(tmp_path / "data" / "grants.db")
+    SqliteGrantStore(link).close()
+    assert stat.S_IMODE(os.stat(tmp_path / "data" / "grants.db").st_mode) == 0o600
