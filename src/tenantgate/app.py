@@ -265,7 +265,8 @@ def tenant_limits(settings: Settings) -> TenantLimits:
     p = settings.policies
     return TenantLimits(max_bytes=p.max_tenant_policy_bytes, max_policies=p.max_tenant_policies,
                         max_entity_bytes=p.max_tenant_entity_bytes,
-                        max_entity_ancestry=p.max_tenant_entity_ancestry)
+                        max_entity_ancestry=p.max_tenant_entity_ancestry,
+                        max_entity_decision_bytes=p.max_tenant_entity_decision_bytes)
 
 
 def ext_authz_options(settings: Settings) -> ExtAuthzOptions:

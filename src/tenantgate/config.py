@@ -105,6 +105,7 @@ class PolicySettings:
     max_tenant_policy_bytes: int = 262_144  # bytes of one tenant's own policy files together
     max_tenant_entity_bytes: int = 1_048_576  # bytes of one tenant's entities.json
     max_tenant_entity_ancestry: int = 4096  # ancestor links one entity of a tenant's file brings into a decision
+    max_tenant_entity_decision_bytes: int = 32_768  # attribute bytes it and its ancestors bring into a decision
 
 
 @dataclass(frozen=True, slots=True)

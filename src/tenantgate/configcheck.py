@@ -162,6 +162,7 @@ def validate(s: Settings) -> None:
     _positive(s.policies.max_tenant_policy_bytes, "policies.max_tenant_policy_bytes")
     _positive(s.policies.max_tenant_entity_bytes, "policies.max_tenant_entity_bytes")
     _positive(s.policies.max_tenant_entity_ancestry, "policies.max_tenant_entity_ancestry")
+    _positive(s.policies.max_tenant_entity_decision_bytes, "policies.max_tenant_entity_decision_bytes")
     _check_minima(s.policies, "policies")
     _check_maxima(s.policies, "policies")
     g = s.grants

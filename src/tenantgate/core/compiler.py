@@ -73,6 +73,9 @@ class TenantLimits:
     # decision (``entities.ancestry``). Review finding: a 1 MB file of 120 layers of 16 groups, each a member of
     # all 16 of the next, put 1.8M links into each of one user's decisions: 5.4 s each, every tenant waiting.
     max_entity_ancestry: int = 4_096
+    # ``policies.max_tenant_entity_decision_bytes``: the attribute bytes an entity of a tenant's file and its
+    # ancestors bring into a decision (``entities.decision_bytes``; review finding: a 939 KB set, 267 ms each).
+    max_entity_decision_bytes: int = 32_768
 
 
 DEFAULT_TENANT_LIMITS = TenantLimits()
@@ -348,7 +351,8 @@ def _compile_entities(entity_sources: Mapping[str, PolicySource], schema: Any, s
         used[key] = checked
         diagnostics.extend(checked.diagnostics)
         files[tenant] = checked
-    directory, problems = build_directory(files.pop("", None), files, limits.max_entity_ancestry)
+    directory, problems = build_directory(files.pop("", None), files, limits.max_entity_ancestry,
+                                          limits.max_entity_decision_bytes)
     diagnostics.extend(problems)
     return directory
 

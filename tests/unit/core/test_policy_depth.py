@@ -351,3 +351,32 @@ def test_the_ancestry_limit_counts_ancestors_and_theirs_and_leaves_the_global_fi
     with pytest.raises(PolicyError, match='Group::"g0" brings 4,186 ancestor links'):
         compile_policies(schema, GLOBAL, {}, None, {"acme": longer})
     compile_policies(schema, GLOBAL, {}, None, {"": PolicySource("entities.json", _group_chain(200))})
+
+
+NOTES_SCHEMA = SCHEMA_TEXT.replace("entity User = {", "entity Group in [Group] = { notes?: String };\n"
+                                   "entity User in [Group] = {", 1)
+
+
+def _member_of_noted_groups(groups: int, note_bytes: int) -> str:
+    records = [{"uid": {"type": "User", "id": "mallory"}, "attrs": {},
+                "parents": [{"type": "Group", "id": f"g{k}"} for k in range(groups)]}]
+    records += [{"uid": {"type": "Group", "id": f"g{k}"}, "attrs": {"notes": "n" * note_bytes}, "parents": []}
+                for k in range(groups)]
+    return json.dumps(records)
+
+
+def test_entity_data_that_would_flood_every_decision_with_attribute_bytes_is_refused():
+    # Review finding (MEDIUM): under the ancestry limit, one invoice holding a set of 150,000 numbers (939 KB)
+    # cost 267 ms a decision, and a user in 40 groups each holding 3,000 strings 221 ms, every tenant waiting.
+    schema = PolicySource("schema.cedarschema", NOTES_SCHEMA)
+    fits = PolicySource("tenants/acme/entities.json", _member_of_noted_groups(2, 12_000))
+    compile_policies(schema, GLOBAL, {}, None, {"acme": fits})
+    heavy = PolicySource("tenants/acme/entities.json", _member_of_noted_groups(3, 12_000))
+    with pytest.raises(PolicyError) as err:
+        compile_policies(schema, GLOBAL, {}, None, {"acme": heavy})
+    (diagnostic,) = err.value.diagnostics
+    assert diagnostic.message.startswith('User::"mallory" and its ancestors bring 36,0')
+    assert "policies.max_tenant_entity_decision_bytes (32,768)" in diagnostic.message
+    compile_policies(schema, GLOBAL, {}, None, {"acme": heavy}, TenantLimits(max_entity_decision_bytes=40_000))
+    big_global = json.dumps([{"uid": {"type": "Group", "id": "all"}, "attrs": {"notes": "n" * 100_000}, "parents": []}])
+    compile_policies(schema, GLOBAL, {}, None, {"": PolicySource("entities.json", big_global)})  # the operator's
