@@ -99,7 +99,9 @@ def parse_evaluations(body: Any, max_items: int) -> Evaluations:
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     options = _optional_object(body, "options", "")
-    semantic_name = options.get("evaluations_semantic", Semantic.EXECUTE_ALL.value)
+    # null is absent, as for every other optional member (review finding: it was a 400).
+    semantic_name = options.get("evaluations_semantic")
+    semantic_name = Semantic.EXECUTE_ALL.value if semantic_name is None else semantic_name
     try:
         semantic = Semantic(semantic_name)
     except (ValueError, TypeError) as err:

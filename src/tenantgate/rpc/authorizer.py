@@ -158,6 +158,10 @@ def _undecodable(request: Undecodable, context: grpc.aio.ServicerContext) -> Che
     """A CheckRequest protobuf cannot decode: an audited ``invalid_request`` denial, for the metadata's token
     when there is one (the request's own cannot be read), like any other request that cannot be understood."""
     token, problem = bearer_from_metadata(context.invocation_metadata())
+    if not token and not problem:
+        # Not "no token presented": the body may well hold one (review finding: a misleading answer). As ext_authz
+        # answers an undecodable request: token_invalid, saying why.
+        problem = f"the request could not be decoded ({request.problem}), so its token could not be read"
     return CheckInput(token=token, action="", resource=Resource("", "", ""), token_problem=problem,
                       request_problem=request.problem, api="check")
 

@@ -97,6 +97,7 @@ def test_a_tenant_member_directly_on_resource_or_subject_is_refused_not_ignored(
     ({"evaluations": [1]}, r"evaluations\[0\] must be an object"),
     ({"subject": "x", "evaluations": [FULL]}, "subject must be an object"),
     ({"options": {"evaluations_semantic": "first"}, "evaluations": [FULL]}, "evaluations_semantic must be"),
+    ({"options": {"evaluations_semantic": ""}, "evaluations": [FULL]}, "evaluations_semantic must be"),
     ({"options": [], "evaluations": [FULL]}, "options must be an object"),
     ({"evaluations": [FULL] * 3}, "at most 2"),
     ({"evaluations": []}, "subject is required"),  # empty: a single evaluation, which needs its members
@@ -104,6 +105,12 @@ def test_a_tenant_member_directly_on_resource_or_subject_is_refused_not_ignored(
 def test_payload_level_problems_of_evaluations_are_bad_requests(body, message):
     with pytest.raises(BadRequest, match=message):
         convert.parse_evaluations(body, 2)
+
+
+def test_a_null_semantic_is_the_default_like_any_absent_member():
+    # Review finding (LOW): `"evaluations_semantic": null` was a 400 where every other null counts as absent.
+    parsed = convert.parse_evaluations({"options": {"evaluations_semantic": None}, "evaluations": [FULL]}, 2)
+    assert parsed.semantic is convert.Semantic.EXECUTE_ALL
 
 
 def test_absent_or_empty_evaluations_behave_as_one_evaluation():
