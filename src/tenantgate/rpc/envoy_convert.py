@@ -38,6 +38,7 @@ RESERVED_PREFIX = "x-tenantgate-"
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 # Headers some backends (legacy Symfony and Zend, IIS URL Rewrite) serve instead of the request's own path.
 PATH_OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url")
+_OVERRIDE_HEADERS = frozenset(METHOD_OVERRIDE_HEADERS + PATH_OVERRIDE_HEADERS)
 METHOD_PARAMETER = "_method"
 _PHP_NAME = str.maketrans(" .", "__")  # PHP turns these into '_' in request variable names
 MAX_HEADER_VALUE = 65_536
@@ -125,7 +126,7 @@ def check_input(request: ext.CheckRequest, options: ExtAuthzOptions,
                             if _fold(name).startswith(RESERVED_PREFIX) and name != options.intent_header))
     # The backend might act on another method or path than the one decided: refuse rather than guess. In any
     # spelling CGI-style servers fold onto the header (review finding: x_http_method_override was let through).
-    overrides = sorted(name for name in headers if _fold(name) in METHOD_OVERRIDE_HEADERS + PATH_OVERRIDE_HEADERS)
+    overrides = sorted(name for name in headers if _fold(name) in _OVERRIDE_HEADERS)
     if overrides and not check.request_problem:
         kind = "method" if _fold(overrides[0]) in METHOD_OVERRIDE_HEADERS else "path"
         check = dataclasses.replace(check, request_problem=f"{kind} override header {overrides[0]} is not allowed")
