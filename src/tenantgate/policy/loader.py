@@ -39,6 +39,7 @@ OUTSIDE_TENANT_MESSAGE = ("not read: resolves outside its tenant's directory; a 
                           "tenant their policies or entity data)")
 SHARED_TENANT_MESSAGE = ("this tenant directory is the same directory as {others}, or inside or around it: each "
                          "tenant's files must be its own")
+_SHARED_PREFIX = SHARED_TENANT_MESSAGE.partition("{")[0]
 STRAY_MESSAGE = ("policy file in a directory TenantGate does not read: policies live in *.cedar directly in the "
                  "policy directory (global) or in tenants/<tenant>/*.cedar (that tenant's); move it there, or "
                  "give it another extension if it is not a policy")
@@ -46,10 +47,12 @@ STRAY_MESSAGE = ("policy file in a directory TenantGate does not read: policies 
 
 @dataclass(frozen=True, slots=True)
 class TenantFiles:
-    """What a tenant's directory held when its set was loaded: its policy files and its entity file."""
+    """What a tenant's directory held when its set was loaded: its policy files and its entity file, and where
+    the directory resolved to then (``directory``, "" when not known)."""
 
     policies: tuple[PolicySource, ...]
     entities: PolicySource | None
+    directory: str = ""
 
 
 def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
@@ -92,7 +95,9 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     escaped: list[PolicyDiagnostic] = []
     if tenant_root.is_dir():
         tenant_dirs = sorted(d for d in tenant_root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        escaped += [d for d in shared_tenant_dirs(tenant_dirs, root) if held_tenant(d.path) not in held]
+        # Held directories are not read: they neither overlap another nor count as overlapped (review finding:
+        # evil re-linked to acme's directory got acme held back too, and acme's changes never applied).
+        escaped += shared_tenant_dirs([d for d in tenant_dirs if d.name not in held], root)
         for tenant_dir in tenant_dirs:
             if tenant_dir.name in held:
                 continue
@@ -107,11 +112,10 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
             tenants[name] = list(kept.policies)
             if kept.entities is not None:
                 entities[name] = kept.entities
-    strays = [*escaped, *outside_snapshot(given, root),
-              *(d for d in stray_policy_files(root) if held_tenant(d.path) not in held)]
+    strays = [*escaped, *outside_snapshot(given, root), *stray_policy_files(root, held.keys())]
     if root != given:  # files beside the snapshot that nothing links to (review finding: silently ignored)
         shown = {d.path for d in strays}
-        strays += [d for d in stray_policy_files(given) if d.path not in shown]
+        strays += [d for d in stray_policy_files(given, held.keys()) if d.path not in shown]
     if not files and not tenants and not strays:
         raise PolicyError(f"no *.cedar policy files in {root}")
     try:
@@ -125,7 +129,9 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     if strays:
         raise PolicyError(f"{len(strays)} problem(s) in the policy set", strays)
     if used is not None:
-        used.update({name: TenantFiles(tuple(files), entities.get(name)) for name, files in tenants.items()})
+        used.update({name: TenantFiles(tuple(files), entities.get(name), os.path.realpath(tenant_root / name))
+                     for name, files in tenants.items() if name not in held})
+        used.update({name: kept for name, kept in held.items() if kept is not None})
     return compiled
 
 
@@ -162,36 +168,48 @@ def load_holding_back(policy_dir: str | Path, schema_file: str | Path | None, ca
     """
     held: dict[str, TenantFiles | None] = {}
     problems: list[PolicyDiagnostic] = []
+    tenant_root = snapshot_dir(Path(policy_dir)) / TENANTS_DIR
     while True:
         used: dict[str, TenantFiles] = {}
         try:
             compiled = load_policies(policy_dir, schema_file, cache, limits, held=held, used=used)
         except PolicyError as err:
-            tenants = {held_tenant(d.path) for d in err.diagnostics}
-            unknown = {name for name in tenants if name in present and name not in last_good}
-            confined = bool(err.diagnostics) and "" not in tenants and not tenants & held.keys() and not unknown
-            if not confined or len(held) + len(tenants) > MAX_HELD_BACK:
+            names = _tenant_names(tenant_root)
+            # Two linked tenant directories that overlap are both named; the one that moved since it was last
+            # served is at fault (review finding: evil re-linked onto acme's directory got acme held back).
+            shared = {held_tenant(d.path, names) for d in err.diagnostics if d.message.startswith(_SHARED_PREFIX)}
+            moved = {name for name in shared if name not in last_good
+                     or last_good[name].directory != os.path.realpath(tenant_root / name)}
+            blamed = {held_tenant(d.path, names) for d in err.diagnostics if not d.message.startswith(_SHARED_PREFIX)}
+            blamed |= moved or shared
+            unknown = {name for name in blamed if name in present and name not in last_good}
+            confined = bool(err.diagnostics) and "" not in blamed and not blamed & held.keys() and not unknown
+            if not confined or len(held) + len(blamed) > MAX_HELD_BACK:
                 if not problems:
                     raise
                 everything = [*problems, *err.diagnostics]  # what held tenants hold now, then what else failed
                 raise PolicyError(f"{len(everything)} problem(s) in the policy set", everything) from err
-            problems += err.diagnostics
-            held.update({name: last_good.get(name) for name in tenants})
+            problems += [d for d in err.diagnostics if held_tenant(d.path, names) in blamed]
+            held.update({name: last_good.get(name) for name in blamed})
             continue
         refusal = PolicyError(f"{len(problems)} problem(s) in the files of tenant(s) held back", problems) \
             if held else None
         return HeldBack(compiled, tuple(sorted(held)), refusal, used)
 
 
-def held_tenant(path: str) -> str:
-    """The tenant whose own directory a diagnostic's path lies in (``tenants/<tenant>``, or a file below it), or
-    "" when it lies elsewhere (the schema, global files, ``tenants/x.cedar``)."""
+def _tenant_names(tenant_root: Path) -> set[str]:
+    try:
+        return {entry.name for entry in tenant_root.iterdir() if entry.is_dir() and not entry.name.startswith(".")}
+    except OSError:
+        return set()
+
+
+def held_tenant(path: str, tenants: Collection[str]) -> str:
+    """The tenant (one of ``tenants``, the names of the tenant directories) whose own directory a diagnostic's
+    path lies in (``tenants/<tenant>``, or a file below it), or "" when it lies elsewhere (the schema, global
+    files, a file directly in ``tenants/`` such as ``tenants/x.cedar``)."""
     parts = Path(path).parts
-    if len(parts) < 2 or parts[0] != TENANTS_DIR or parts[1].startswith("."):
-        return ""
-    if len(parts) == 2 and parts[1].endswith(".cedar"):
-        return ""  # a policy file directly in tenants/: nobody's
-    return parts[1]
+    return parts[1] if len(parts) >= 2 and parts[0] == TENANTS_DIR and parts[1] in tenants else ""
 
 
 def _is_default_schema(policy_dir: Path, schema_file: str | Path | None) -> bool:
@@ -271,7 +289,7 @@ def outside_snapshot(root: Path, snapshot: Path) -> list[PolicyDiagnostic]:
     return problems
 
 
-def stray_policy_files(root: Path) -> list[PolicyDiagnostic]:
+def stray_policy_files(root: Path, skip: Collection[str] = ()) -> list[PolicyDiagnostic]:
     """A diagnostic for every ``*.cedar`` file under ``root`` that ``load_policies`` would not read.
 
     Read are ``root/*.cedar`` and ``root/tenants/<tenant>/*.cedar``; a policy anywhere else (``sub/x.cedar``,
@@ -279,7 +297,10 @@ def stray_policy_files(root: Path) -> list[PolicyDiagnostic]:
     formats it, so it is refused. Not searched: ``root/tests/`` (policy test suites and their fixtures) and
     ``..``-prefixed directories (Kubernetes' ConfigMap internals, ``..data`` and ``..<timestamp>``, whose
     files are what the top-level names link to). Other files (``*.json``, ``README.md``, ...) are ignored.
-    Symlinks are followed, each directory visited once (a link back up the tree cannot loop).
+    Symlinks are followed, each directory visited once (a link back up the tree cannot loop). The directories of
+    the tenants in ``skip`` (held back) are not walked: a directory another tenant links to is then reached,
+    and its strays named, by its own tenant's path (review finding: evil's link to zzz's subdirectory took
+    the blame for zzz's misplaced forbid, and zzz went on without it).
     """
     strays: list[PolicyDiagnostic] = []
     top = os.fspath(root)
@@ -291,7 +312,8 @@ def stray_policy_files(root: Path) -> list[PolicyDiagnostic]:
     if os.path.isdir(tenant_root):
         read |= {_identity(os.path.join(tenant_root, name)) for name in os.listdir(tenant_root)
                  if not name.startswith(".") and os.path.isdir(os.path.join(tenant_root, name))}
-    for dirpath, filenames in policy_tree(root):
+    skipped = {os.path.join(tenant_root, name) for name in skip}
+    for dirpath, filenames in policy_tree(root, skipped):
         if _identity(dirpath) in read:
             continue
         for name in sorted(filenames):
@@ -310,12 +332,13 @@ def _identity(path: str) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
 
-def policy_tree(root: Path) -> Iterator[tuple[str, list[str]]]:
+def policy_tree(root: Path, skip: Collection[str] = ()) -> Iterator[tuple[str, list[str]]]:
     """``(directory, sorted file names)`` for every directory under ``root`` that may hold policy files,
     following symlinks. Each directory is visited once, by (device, inode): a symlink back up the tree
     (``tenants/acme/up -> ..``) would otherwise make the walk exponential and never end (review finding: the
     server hung). Left out: the top-level ``tests/`` (suites; a tenant named ``tests`` is walked) and
-    ``..``-prefixed directories (Kubernetes' ConfigMap internals, whose files the top-level names link to)."""
+    ``..``-prefixed directories (Kubernetes' ConfigMap internals, whose files the top-level names link to), and
+    the directories named in ``skip`` (as walked: ``root`` joined with the names on the way)."""
     seen: set[tuple[int, int]] = set()
     top = os.fspath(root)
     for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
@@ -328,7 +351,8 @@ def policy_tree(root: Path) -> Iterator[tuple[str, list[str]]]:
             dirnames[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("..") and (d != "tests" or dirpath != top))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("..") and (d != "tests" or dirpath != top)
+                             and os.path.join(dirpath, d) not in skip)
         yield dirpath, sorted(filenames)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tenantgate.core.compiler import DEFAULT_TENANT_LIMITS
+from tenantgate.core.compiler import DEFAULT_TENANT_LIMITS, TenantLimits
 from tenantgate.errors import PolicyError
 from tenantgate.policy import PolicyStore, load_policies
 from tenantgate.policy.loader import TenantFiles, load_holding_back
@@ -129,3 +129,72 @@ def test_held_back_entity_data_is_the_last_valid_file(policy_dir):
 
 def test_status_words_for_a_held_back_reload_name_no_tenant():
     assert "tenant" in HELD_BACK and "evil" not in HELD_BACK
+
+
+def test_a_tenant_that_relinks_onto_another_tenants_directory_holds_back_only_itself(tmp_path):
+    # Review finding (HIGH): with linked tenant directories (tenants/acme -> ../src/acme), evil re-linking its
+    # directory onto acme's got both held back: acme's lockdown never applied while evil kept the link.
+    root = tmp_path / "policies"
+    shutil.copytree(BUNDLED, root)
+    repos = tmp_path / "repos"
+    shutil.move(root / "tenants" / "acme", repos / "acme")
+    (repos / "evil").mkdir()
+    (repos / "evil" / "own.cedar").write_text(EVIL_OWN)
+    for name in ("acme", "evil"):
+        (root / "tenants" / name).symlink_to(repos / name)
+    store = PolicyStore.load(root)
+    (repos / "acme" / "lockdown.cedar").write_text(LOCKDOWN)
+    (root / "tenants" / "evil").unlink()
+    (root / "tenants" / "evil").symlink_to(repos / "acme")
+    result = store.reload()
+    assert result.held_back == ("evil",)
+    assert "acme-emergency-lockdown" in _ids(store, "acme") and _ids(store, "evil") == {"evil-own"}
+
+
+def test_another_tenants_link_into_a_tenants_subdirectory_does_not_take_the_blame_for_its_stray(policy_dir):
+    # Review finding (MEDIUM): zzz moved its forbid into tenants/zzz/guards/ by mistake; evil's link to that
+    # directory was walked first and blamed, so zzz went on without its forbid.
+    zzz = policy_dir / "tenants" / "zzz"
+    zzz.mkdir()
+    (zzz / "own.cedar").write_text('@id("zzz-no-delete")\nforbid (principal, action == Action::"delete", resource);\n'
+                                   '@id("zzz-all")\npermit (principal, action, resource);\n')
+    store = PolicyStore.load(policy_dir)
+    (zzz / "guards").mkdir()
+    (zzz / "guards" / "g.cedar").write_text('@id("zzz-no-delete")\nforbid (principal, action == Action::"delete", '
+                                            'resource);\n')
+    (zzz / "own.cedar").write_text('@id("zzz-all")\npermit (principal, action, resource);\n')
+    (policy_dir / "tenants" / "evil" / "l").symlink_to("../zzz/guards")
+    result = store.reload(force=True)
+    assert set(result.held_back) == {"evil", "zzz"}
+    assert _ids(store, "zzz") == {"zzz-no-delete", "zzz-all"}  # its last valid files, forbid included
+
+
+def test_a_tenant_named_like_a_policy_file_is_held_back_like_any_other(policy_dir):
+    # Review finding (LOW): held_tenant took tenants/big.cedar for a stray file directly in tenants/.
+    big = policy_dir / "tenants" / "big.cedar"
+    big.mkdir()
+    (big / "own.cedar").write_text(EVIL_OWN.replace("evil-own", "big-own"))
+    store = PolicyStore.load(policy_dir, limits=TenantLimits(max_policies=2))
+    (big / "more.cedar").write_text("".join(f'@id("b{n}")\npermit (principal, action, resource);\n' for n in range(3)))
+    (policy_dir / "tenants" / "acme" / "lockdown.cedar").write_text(LOCKDOWN)
+    result = store.reload(force=True)
+    assert result.held_back == ("big.cedar",) and "acme-emergency-lockdown" in _ids(store, "acme")
+
+
+def test_a_stray_in_a_tenant_subdirectory_of_a_configmap_snapshot_holds_back_that_tenant(tmp_path):
+    # Review finding (MEDIUM): with a ..data layout the walk beside the snapshot found evil's stray again after
+    # evil was held, and the whole reload was refused.
+    mount = tmp_path / "mount"
+    version = mount / "..2026_01"
+    shutil.copytree(BUNDLED, version)
+    (version / "tenants" / "evil").mkdir()
+    (version / "tenants" / "evil" / "own.cedar").write_text(EVIL_OWN)
+    (mount / "..data").symlink_to(version.name)
+    for entry in sorted(version.iterdir()):
+        (mount / entry.name).symlink_to(f"..data/{entry.name}")
+    store = PolicyStore.load(mount)
+    (version / "tenants" / "acme" / "lockdown.cedar").write_text(LOCKDOWN)
+    (version / "tenants" / "evil" / "sub").mkdir()
+    (version / "tenants" / "evil" / "sub" / "x.cedar").write_text(EVIL_OWN)
+    result = store.reload(force=True)
+    assert result.held_back == ("evil",) and "acme-emergency-lockdown" in _ids(store, "acme")
