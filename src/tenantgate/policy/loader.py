@@ -39,7 +39,7 @@ OUTSIDE_TENANT_MESSAGE = ("not read: resolves outside its tenant's directory; a 
                           "tenant their policies or entity data)")
 SHARED_TENANT_MESSAGE = ("this tenant directory is the same directory as {others}, or inside or around it: each "
                          "tenant's files must be its own")
-_SHARED_PREFIX = SHARED_TENANT_MESSAGE.partition("{")[0]
+SHARED_PREFIX = SHARED_TENANT_MESSAGE.partition("{")[0]
 STRAY_MESSAGE = ("policy file in a directory TenantGate does not read: policies live in *.cedar directly in the "
                  "policy directory (global) or in tenants/<tenant>/*.cedar (that tenant's); move it there, or "
                  "give it another extension if it is not a policy")
@@ -72,7 +72,7 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     device, a dangling or looping symlink): every file is read by ``read_text_file``. Raises ``PolicyError``
     with file:line diagnostics; an invalid set is never partially returned.
 
-    ``held`` (``load_holding_back``): tenants whose directories are not read; each is compiled from the files
+    ``held`` (``holdback.load_holding_back``): tenants whose directories are not read; each is compiled from the files
     given instead (None: as having no directory). ``used``, when given, receives every tenant's files as
     compiled.
     """
@@ -133,83 +133,6 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
                      for name, files in tenants.items() if name not in held})
         used.update({name: kept for name, kept in held.items() if kept is not None})
     return compiled
-
-
-# At most this many tenants' directories are held back in one reload (one more pass over the directory each).
-MAX_HELD_BACK = 16
-
-
-@dataclass(frozen=True, slots=True)
-class HeldBack:
-    """A set loaded with some tenants' directories held back on their last valid files (``load_holding_back``).
-
-    ``problems`` is the refusal of what those directories hold now (every tenant named in it is in ``tenants``).
-    """
-
-    compiled: CompiledPolicies
-    tenants: tuple[str, ...]
-    problems: PolicyError | None
-    used: dict[str, TenantFiles]
-
-
-def load_holding_back(policy_dir: str | Path, schema_file: str | Path | None, cache: FileCache | None,
-                      limits: TenantLimits, last_good: Mapping[str, TenantFiles], present: Collection[str]
-                      ) -> HeldBack:
-    """Load the directory as ``load_policies`` does; when every problem lies in some tenants' own directories,
-    load it again with those tenants held back on their files of ``last_good`` (a tenant not in it: as without
-    its directory, which is what it had), so one tenant's broken file does not hold back every other tenant's
-    changes (review finding: a tenant's typo kept another's emergency forbid from applying). ``present``: the
-    tenants with files of their own in the set now served; one of them missing from ``last_good`` is never
-    held back (it would lose its policies, its forbids included): the load is refused instead.
-
-    Each held tenant is compiled anew on the new schema and global files: a global change reaches it too. Raises
-    ``PolicyError`` as ``load_policies`` does when a problem lies elsewhere (the schema, global files, the
-    layout), when a held tenant's last valid files do not compile on the new set, or past ``MAX_HELD_BACK``.
-    """
-    held: dict[str, TenantFiles | None] = {}
-    problems: list[PolicyDiagnostic] = []
-    tenant_root = snapshot_dir(Path(policy_dir)) / TENANTS_DIR
-    while True:
-        used: dict[str, TenantFiles] = {}
-        try:
-            compiled = load_policies(policy_dir, schema_file, cache, limits, held=held, used=used)
-        except PolicyError as err:
-            names = _tenant_names(tenant_root)
-            # Two linked tenant directories that overlap are both named; the one that moved since it was last
-            # served is at fault (review finding: evil re-linked onto acme's directory got acme held back).
-            shared = {held_tenant(d.path, names) for d in err.diagnostics if d.message.startswith(_SHARED_PREFIX)}
-            moved = {name for name in shared if name not in last_good
-                     or last_good[name].directory != os.path.realpath(tenant_root / name)}
-            blamed = {held_tenant(d.path, names) for d in err.diagnostics if not d.message.startswith(_SHARED_PREFIX)}
-            blamed |= moved or shared
-            unknown = {name for name in blamed if name in present and name not in last_good}
-            confined = bool(err.diagnostics) and "" not in blamed and not blamed & held.keys() and not unknown
-            if not confined or len(held) + len(blamed) > MAX_HELD_BACK:
-                if not problems:
-                    raise
-                everything = [*problems, *err.diagnostics]  # what held tenants hold now, then what else failed
-                raise PolicyError(f"{len(everything)} problem(s) in the policy set", everything) from err
-            problems += [d for d in err.diagnostics if held_tenant(d.path, names) in blamed]
-            held.update({name: last_good.get(name) for name in blamed})
-            continue
-        refusal = PolicyError(f"{len(problems)} problem(s) in the files of tenant(s) held back", problems) \
-            if held else None
-        return HeldBack(compiled, tuple(sorted(held)), refusal, used)
-
-
-def _tenant_names(tenant_root: Path) -> set[str]:
-    try:
-        return {entry.name for entry in tenant_root.iterdir() if entry.is_dir() and not entry.name.startswith(".")}
-    except OSError:
-        return set()
-
-
-def held_tenant(path: str, tenants: Collection[str]) -> str:
-    """The tenant (one of ``tenants``, the names of the tenant directories) whose own directory a diagnostic's
-    path lies in (``tenants/<tenant>``, or a file below it), or "" when it lies elsewhere (the schema, global
-    files, a file directly in ``tenants/`` such as ``tenants/x.cedar``)."""
-    parts = Path(path).parts
-    return parts[1] if len(parts) >= 2 and parts[0] == TENANTS_DIR and parts[1] in tenants else ""
 
 
 def _is_default_schema(policy_dir: Path, schema_file: str | Path | None) -> bool:

@@ -18,7 +18,8 @@ from pathlib import Path
 from tenantgate.core.compiler import DEFAULT_TENANT_LIMITS, FileCache, TenantLimits
 from tenantgate.core.engine import DEFAULT_DECISION_CACHE, DEFAULT_PARTITION_CACHE, CompiledPolicies, Engine
 from tenantgate.errors import PolicyError
-from tenantgate.policy.loader import TENANTS_DIR, TenantFiles, load_holding_back, load_policies, policy_tree
+from tenantgate.policy.holdback import load_holding_back
+from tenantgate.policy.loader import TENANTS_DIR, TenantFiles, load_policies, policy_tree
 
 log = logging.getLogger("tenantgate.policy")
 

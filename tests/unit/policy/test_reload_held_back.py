@@ -13,7 +13,8 @@ import pytest
 from tenantgate.core.compiler import DEFAULT_TENANT_LIMITS, TenantLimits
 from tenantgate.errors import PolicyError
 from tenantgate.policy import PolicyStore, load_policies
-from tenantgate.policy.loader import TenantFiles, load_holding_back
+from tenantgate.policy.holdback import load_holding_back
+from tenantgate.policy.loader import TenantFiles
 from tenantgate.rpc.admin import HELD_BACK
 
 BUNDLED = Path(__file__).resolve().parents[3] / "policies"
