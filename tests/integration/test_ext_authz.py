@@ -2,6 +2,7 @@
 way Envoy calls it: tenant isolation, tokens, routes, forged headers, certificate-bound tokens, dry run."""
 
 import logging
+import threading
 
 import grpc
 import pytest
@@ -17,6 +18,7 @@ from support.envoy import EXT_AUTHZ_ROUTES, denied_body, envoy_request, http_sta
 from support.issuers import TestIssuer
 from support.server import running_server, write_config
 from tenantgate import config
+from tenantgate.rpc import envoy_convert
 from tenantgate.v1 import authorizer_pb2 as pb
 from tenantgate.v1 import authorizer_pb2_grpc as pb_grpc
 
@@ -252,3 +254,23 @@ def test_a_request_protobuf_cannot_decode_is_an_audited_denial_not_a_grpc_error(
     assert "cannot be decoded" in record["message"]
     assert http_status(raw(b"\xff\xff\xff", timeout=5)) == 401  # not protobuf at all
     assert http_status(ext_grpc.AuthorizationStub(channel).Check(envoy_request("GET", INVOICE, token=viewer))) == 200
+
+
+def test_a_request_crammed_with_headers_is_translated_off_the_event_loop(server, envoy, viewer, monkeypatch):
+    # Review finding (LOW): a client calling the port directly with ~83k empty headers (under max_message_bytes)
+    # held the event loop about 100 ms while the request was translated. Large ones are translated on a thread.
+    translate, threads = envoy_convert.check_input, []
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return translate(*args, **kwargs)
+
+    monkeypatch.setattr(envoy_convert, "check_input", recording)
+    small = envoy.Check(envoy_request("GET", INVOICE, token=viewer))
+    crammed = envoy_request("GET", INVOICE, token=viewer, headers={f"x-h{n}": "" for n in range(20_000)})
+    assert crammed.ByteSize() > 65_536
+    large = envoy.Check(crammed)
+    assert http_status(small) == http_status(large) == 200
+    assert not threads[0].startswith("tenantgate-large")
+    assert threads[1].startswith("tenantgate-large-ext-authz")
+    assert audit_lines(server[1])[set_headers(large)["x-tenantgate-decision-id"]]["decision"] == "ALLOW"

@@ -146,6 +146,7 @@ class GrpcServer:
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
         self._authorizer = authorizer
+        self._ext_authz = ext_authz
         # Registered so that a request protobuf cannot decode still gets a clear answer (see rpc.decoding).
         add_service(self._server, AUTHORIZER, authorizer, handles_undecodable={"Check"}, instrument=wrap)
         names = [AUTHORIZER, health.SERVICE_NAME, reflection.SERVICE_NAME]
@@ -200,8 +201,11 @@ class GrpcServer:
         await self._server.stop(self._options.grace_seconds if grace is None else grace)
         if self._health_server is not None:
             await self._health_server.stop(0)
-        # Batch chunks still running finish (their records written) before the app closes its audit sink.
+        # Batch chunks and large requests still running finish (their records written) before the app closes its
+        # audit sink.
         await asyncio.to_thread(self._authorizer.close)
+        if self._ext_authz is not None:
+            await asyncio.to_thread(self._ext_authz.close)
 
     @staticmethod
     def _bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None) -> int:
