@@ -29,11 +29,12 @@ class HeldBack:
     tenants: tuple[str, ...]
     problems: PolicyError | None
     used: dict[str, TenantFiles]
+    overlapping: tuple[str, ...] = ()  # held back for an overlapping linked directory (the next reload's hint)
 
 
 def load_holding_back(policy_dir: str | Path, schema_file: str | Path | None, cache: FileCache | None,
-                      limits: TenantLimits, last_good: Mapping[str, TenantFiles], present: Collection[str]
-                      ) -> HeldBack:
+                      limits: TenantLimits, last_good: Mapping[str, TenantFiles], present: Collection[str],
+                      overlapping: Collection[str] = ()) -> HeldBack:
     """Load the directory as ``load_policies`` does; when every problem lies in some tenants' own directories,
     load it again with those tenants held back on their files of ``last_good`` (a tenant not in it: as without
     its directory, which is what it had), so one tenant's broken file does not hold back every other tenant's
@@ -41,12 +42,17 @@ def load_holding_back(policy_dir: str | Path, schema_file: str | Path | None, ca
     tenants with files of their own in the set now served; one of them missing from ``last_good`` is never
     held back (it would lose its policies, its forbids included): the load is refused instead.
 
+    Of linked tenant directories that overlap, the ones held back for an overlap by the last reload
+    (``overlapping``, from ``HeldBack.overlapping``) are held back again while they still overlap; otherwise
+    the ones whose directory moved since they were last served; all of them when that tells none apart.
+
     Each held tenant is compiled anew on the new schema and global files: a global change reaches it too. Raises
     ``PolicyError`` as ``load_policies`` does when a problem lies elsewhere (the schema, global files, the
     layout), when a held tenant's last valid files do not compile on the new set, or past ``MAX_HELD_BACK``.
     """
     held: dict[str, TenantFiles | None] = {}
     problems: list[PolicyDiagnostic] = []
+    overlaps: set[str] = set()
     tenant_root = snapshot_dir(Path(policy_dir)) / TENANTS_DIR
     while True:
         used: dict[str, TenantFiles] = {}
@@ -54,13 +60,16 @@ def load_holding_back(policy_dir: str | Path, schema_file: str | Path | None, ca
             compiled = load_policies(policy_dir, schema_file, cache, limits, held=held, used=used)
         except PolicyError as err:
             names = _tenant_names(tenant_root)
-            # Two linked tenant directories that overlap are both named; the one that moved since it was last
-            # served is at fault (review finding: evil re-linked onto acme's directory got acme held back).
+            # Two linked tenant directories that overlap are both named. Review findings: blaming both let evil,
+            # re-linked onto acme's directory, hold acme back; blaming the one that moved did too once acme
+            # moved itself (a release swaps its link) while evil, already held for the overlap, kept its link.
             shared = {held_tenant(d.path, names) for d in err.diagnostics if d.message.startswith(SHARED_PREFIX)}
             moved = {name for name in shared if name not in last_good
                      or last_good[name].directory != os.path.realpath(tenant_root / name)}
+            culprits = (shared & set(overlapping)) or moved or shared
+            overlaps |= culprits
             blamed = {held_tenant(d.path, names) for d in err.diagnostics if not d.message.startswith(SHARED_PREFIX)}
-            blamed |= moved or shared
+            blamed |= culprits
             unknown = {name for name in blamed if name in present and name not in last_good}
             confined = bool(err.diagnostics) and "" not in blamed and not blamed & held.keys() and not unknown
             if not confined or len(held) + len(blamed) > MAX_HELD_BACK:
@@ -73,7 +82,7 @@ def load_holding_back(policy_dir: str | Path, schema_file: str | Path | None, ca
             continue
         refusal = PolicyError(f"{len(problems)} problem(s) in the files of tenant(s) held back", problems) \
             if held else None
-        return HeldBack(compiled, tuple(sorted(held)), refusal, used)
+        return HeldBack(compiled, tuple(sorted(held)), refusal, used, tuple(sorted(overlaps)))
 
 
 def _tenant_names(tenant_root: Path) -> set[str]:

@@ -58,6 +58,7 @@ class PolicyStore:
         self._cache: FileCache = cache if cache is not None else {}
         # Each tenant's files in the set served: what a reload holds a tenant back on when its files turn invalid.
         self._tenant_files = dict(tenant_files or {})
+        self._overlapping: tuple[str, ...] = ()  # held back by the last reload for an overlapping linked directory
         self._reload_lock = threading.Lock()
         self._on_reload = on_reload
         self.last_result = ReloadResult(True, True, compiled.version, "loaded")
@@ -101,7 +102,7 @@ class PolicyStore:
                 candidate = dict(self._cache)
                 try:
                     loaded = load_holding_back(self._dir, self._schema, candidate, self._limits, self._tenant_files,
-                                               self._engine.compiled.tenant_versions.keys())
+                                               self._engine.compiled.tenant_versions.keys(), self._overlapping)
                 except PolicyError:
                     # A ConfigMap update can remove the directory we were reading from (kubelet deletes the old
                     # ..<timestamp> after the swap): not a broken set, just one that moved (review finding). Only
@@ -133,6 +134,7 @@ class PolicyStore:
                 self._cache = candidate
                 self._fingerprint = fingerprint
                 self._tenant_files = loaded.used
+                self._overlapping = loaded.overlapping
                 changed = compiled.version != self._engine.version
                 if changed:
                     self._engine = Engine(compiled, *self._sizes)

@@ -132,17 +132,23 @@ def test_status_words_for_a_held_back_reload_name_no_tenant():
     assert "tenant" in HELD_BACK and "evil" not in HELD_BACK
 
 
+def _linked_tenants(tmp_path, acme_dir, evil_dir):
+    """The bundled set with ``tenants/acme`` and ``tenants/evil`` linked to ``<tmp>/repos/<acme_dir>`` and
+    ``<evil_dir>``; returns the policy directory and the repos directory."""
+    root, repos = tmp_path / "policies", tmp_path / "repos"
+    shutil.copytree(BUNDLED, root)
+    shutil.move(root / "tenants" / "acme", repos / acme_dir)
+    (repos / evil_dir).mkdir()
+    (repos / evil_dir / "own.cedar").write_text(EVIL_OWN)
+    (root / "tenants" / "acme").symlink_to(repos / acme_dir)
+    (root / "tenants" / "evil").symlink_to(repos / evil_dir)
+    return root, repos
+
+
 def test_a_tenant_that_relinks_onto_another_tenants_directory_holds_back_only_itself(tmp_path):
     # Review finding (HIGH): with linked tenant directories (tenants/acme -> ../src/acme), evil re-linking its
     # directory onto acme's got both held back: acme's lockdown never applied while evil kept the link.
-    root = tmp_path / "policies"
-    shutil.copytree(BUNDLED, root)
-    repos = tmp_path / "repos"
-    shutil.move(root / "tenants" / "acme", repos / "acme")
-    (repos / "evil").mkdir()
-    (repos / "evil" / "own.cedar").write_text(EVIL_OWN)
-    for name in ("acme", "evil"):
-        (root / "tenants" / name).symlink_to(repos / name)
+    root, repos = _linked_tenants(tmp_path, "acme", "evil")
     store = PolicyStore.load(root)
     (repos / "acme" / "lockdown.cedar").write_text(LOCKDOWN)
     (root / "tenants" / "evil").unlink()
@@ -199,3 +205,20 @@ def test_a_stray_in_a_tenant_subdirectory_of_a_configmap_snapshot_holds_back_tha
     (version / "tenants" / "evil" / "sub" / "x.cedar").write_text(EVIL_OWN)
     result = store.reload(force=True)
     assert result.held_back == ("evil",) and "acme-emergency-lockdown" in _ids(store, "acme")
+
+
+def test_a_tenant_that_links_over_another_tenants_releases_stays_the_one_held_back(tmp_path):
+    # Review finding (HIGH): acme deploys by swapping its link to a new release directory, so it "moved" at each
+    # release; evil, linked to the directory of all releases, got acme held back with it and the lockdown in
+    # acme's new release never applied.
+    root, releases = _linked_tenants(tmp_path, "acme-1", "evil-1")
+    store = PolicyStore.load(root)
+    (root / "tenants" / "evil").unlink()
+    (root / "tenants" / "evil").symlink_to(releases)
+    assert store.reload().held_back == ("evil",)
+    shutil.copytree(releases / "acme-1", releases / "acme-2")
+    (releases / "acme-2" / "lockdown.cedar").write_text(LOCKDOWN)
+    (root / "tenants" / "acme").unlink()
+    (root / "tenants" / "acme").symlink_to(releases / "acme-2")
+    assert store.reload().held_back == ("evil",)
+    assert "acme-emergency-lockdown" in _ids(store, "acme") and _ids(store, "evil") == {"evil-own"}
