@@ -319,7 +319,9 @@ def test_f7_method_override_headers_are_refused_in_every_spelling(header):
 
 
 @pytest.mark.parametrize("query", ["_method=DELETE", "a=1&_METHOD=delete", "%5Fmethod=DELETE", ".method=DELETE",
-                                   "+method=DELETE", "_method[]=DELETE", "a=1;_method=PUT", "_method"])
+                                   "_method[]=DELETE", "a=1;_method=PUT", "_method",
+                                   # review finding: PHP drops leading spaces and cuts names at a NUL
+                                   "+_method=DELETE", "%20%20_method=DELETE", "_method%00x=DELETE"])
 def test_a_method_override_query_parameter_is_refused(query):
     # Review finding: POST /tenants/acme/invoices/inv-1?_method=DELETE was decided as the POST route's action;
     # Laravel, Symfony (httpMethodParameterOverride) and Rails run a DELETE.
@@ -328,7 +330,8 @@ def test_a_method_override_query_parameter_is_refused(query):
         "method override query parameter _method is not allowed"
 
 
-@pytest.mark.parametrize("query", ["method=DELETE", "x_method=1", "_methods=1", "q=_method", "_method_=1"])
+@pytest.mark.parametrize("query", ["method=DELETE", "x_method=1", "_methods=1", "q=_method", "_method_=1",
+                                   "+method=DELETE"])  # PHP drops the leading space: `method`
 def test_other_query_parameters_are_not_taken_for_an_override(query):
     request = envoy_request("GET", f"/tenants/acme/invoices/inv-1?{query}", token="t")
     assert check_input(request, _options()).check.request_problem == ""

@@ -139,12 +139,13 @@ def check_input(request: ext.CheckRequest, options: ExtAuthzOptions,
 
 
 def _method_parameter(path: str) -> bool:
-    """True when the query string names ``_method``, as servers read it: percent-decoded, any case, and with PHP's
-    renaming of ' ', '.' and '[' in parameter names to '_' (``.method``, ``_method[]``)."""
+    """True when the query string names ``_method``, as servers read it: percent-decoded, any case, and as PHP
+    reads names: cut at a NUL, leading spaces dropped, then ' ' and '.' made '_' (``.method``, ``_method[]``;
+    review finding: `+_method` and `_method%00x` were let through)."""
     query = path.partition("?")[2].partition("#")[0]
     for part in query.replace(";", "&").split("&"):
-        name = urllib.parse.unquote_plus(part.partition("=")[0]).lower().translate(_PHP_NAME)
-        if name.partition("[")[0] == METHOD_PARAMETER:
+        name = urllib.parse.unquote_plus(part.partition("=")[0]).partition("\0")[0].lstrip(" ")
+        if name.lower().translate(_PHP_NAME).partition("[")[0] == METHOD_PARAMETER:
             return True
     return False
 
