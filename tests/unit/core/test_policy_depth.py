@@ -380,3 +380,25 @@ def test_entity_data_that_would_flood_every_decision_with_attribute_bytes_is_ref
     compile_policies(schema, GLOBAL, {}, None, {"acme": heavy}, TenantLimits(max_entity_decision_bytes=40_000))
     big_global = json.dumps([{"uid": {"type": "Group", "id": "all"}, "attrs": {"notes": "n" * 100_000}, "parents": []}])
     compile_policies(schema, GLOBAL, {}, None, {"": PolicySource("entities.json", big_global)})  # the operator's
+
+
+def _wide_group_members(users: int) -> str:
+    """2,000 groups, a group ``h`` in all of them, and ``users`` users in ``h``: each user has 4,001 ancestor links
+    (under the default limit), and closing them copies about 2,000 entries a user."""
+    records = [{"uid": {"type": "Group", "id": f"g{k}"}, "attrs": {}, "parents": []} for k in range(2_000)]
+    records.append({"uid": {"type": "Group", "id": "h"}, "attrs": {},
+                    "parents": [{"type": "Group", "id": f"g{k}"} for k in range(2_000)]})
+    records += [{"uid": {"type": "User", "id": f"u{n}"}, "attrs": {}, "parents": [{"type": "Group", "id": "h"}]}
+                for n in range(users)]
+    return json.dumps(records)
+
+
+def test_entity_data_whose_ancestors_would_take_seconds_to_close_is_refused():
+    # Review finding: 10,000 users in such a group (1 MiB, within every other limit) took 18 s and about 300 MiB
+    # to close at load. The closures of one tenant's file may copy at most 1,000,000 ancestor entries.
+    schema = PolicySource("schema.cedarschema", GROUPS_SCHEMA)
+    compile_policies(schema, GLOBAL, {}, None, {"acme": PolicySource("tenants/acme/entities.json",
+                                                                     _wide_group_members(400))})
+    with pytest.raises(PolicyError, match="ancestors come to more than 1,000,000 entries together"):
+        compile_policies(schema, GLOBAL, {}, None, {"acme": PolicySource("tenants/acme/entities.json",
+                                                                         _wide_group_members(600))})
