@@ -12,7 +12,14 @@ from pathlib import Path
 from tenantgate.core.compiler import FileCache, TenantLimits
 from tenantgate.core.engine import CompiledPolicies
 from tenantgate.errors import PolicyDiagnostic, PolicyError
-from tenantgate.policy.loader import SHARED_PREFIX, TENANTS_DIR, TenantFiles, load_policies, snapshot_dir
+from tenantgate.policy.loader import (
+    SHARED_PREFIX,
+    TENANTS_DIR,
+    TenantFiles,
+    load_policies,
+    snapshot_dir,
+    tenant_directories,
+)
 
 # At most this many tenants' directories are held back in one reload (one more pass over the directory each).
 MAX_HELD_BACK = 16
@@ -59,7 +66,7 @@ def load_holding_back(policy_dir: str | Path, schema_file: str | Path | None, ca
         try:
             compiled = load_policies(policy_dir, schema_file, cache, limits, held=held, used=used)
         except PolicyError as err:
-            names = _tenant_names(tenant_root)
+            names = {d.name for d in tenant_directories(tenant_root)}
             # Two linked tenant directories that overlap are both named. Review findings: blaming both let evil,
             # re-linked onto acme's directory, hold acme back; blaming the one that moved did too once acme
             # moved itself (a release swaps its link) while evil, already held for the overlap, kept its link.
@@ -83,13 +90,6 @@ def load_holding_back(policy_dir: str | Path, schema_file: str | Path | None, ca
         refusal = PolicyError(f"{len(problems)} problem(s) in the files of tenant(s) held back", problems) \
             if held else None
         return HeldBack(compiled, tuple(sorted(held)), refusal, used, tuple(sorted(overlaps)))
-
-
-def _tenant_names(tenant_root: Path) -> set[str]:
-    try:
-        return {entry.name for entry in tenant_root.iterdir() if entry.is_dir() and not entry.name.startswith(".")}
-    except OSError:
-        return set()
 
 
 def held_tenant(path: str, tenants: Collection[str]) -> str:

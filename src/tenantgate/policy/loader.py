@@ -94,7 +94,7 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
         entities[""] = _read(root / ENTITIES_FILE, root)
     escaped: list[PolicyDiagnostic] = []
     if tenant_root.is_dir():
-        tenant_dirs = sorted(d for d in tenant_root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        tenant_dirs = tenant_directories(tenant_root)
         # Held directories are not read: they neither overlap another nor count as overlapped (review finding:
         # evil re-linked to acme's directory got acme held back too, and acme's changes never applied).
         escaped += shared_tenant_dirs([d for d in tenant_dirs if d.name not in held], root)
@@ -128,10 +128,10 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
         raise PolicyError(f"{len(problems)} problem(s) in the policy set", problems) from err
     if strays:
         raise PolicyError(f"{len(strays)} problem(s) in the policy set", strays)
-    if used is not None:
-        used.update({name: TenantFiles(tuple(files), entities.get(name), os.path.realpath(tenant_root / name))
-                     for name, files in tenants.items() if name not in held})
-        used.update({name: kept for name, kept in held.items() if kept is not None})
+    if used is not None:  # a held tenant's are the files it was given
+        used.update({name: held.get(name) or TenantFiles(tuple(files), entities.get(name),
+                                                         os.path.realpath(tenant_root / name))
+                     for name, files in tenants.items()})
     return compiled
 
 
@@ -162,9 +162,22 @@ def _tenant_files(tenant_dir: Path, root: Path) -> tuple[list[Path], list[Policy
     if os.path.lexists(tenant_dir / ENTITIES_FILE):
         files.append(tenant_dir / ENTITIES_FILE)
     base = os.path.realpath(tenant_dir) + os.sep
-    own = [p for p in files if os.path.realpath(p).startswith(base)]
-    outside = [PolicyDiagnostic(_display(p, root), 1, OUTSIDE_TENANT_MESSAGE) for p in files if p not in own]
+    own: list[Path] = []
+    outside: list[PolicyDiagnostic] = []
+    for p in files:
+        if os.path.realpath(p).startswith(base):
+            own.append(p)
+        else:
+            outside.append(PolicyDiagnostic(_display(p, root), 1, OUTSIDE_TENANT_MESSAGE))
     return own, outside
+
+
+def tenant_directories(tenant_root: Path) -> list[Path]:
+    """The tenant directories under ``tenants/``, by name: every directory (or link to one) not hidden."""
+    try:
+        return sorted(d for d in tenant_root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    except OSError:
+        return []
 
 
 def shared_tenant_dirs(tenant_dirs: list[Path], root: Path) -> list[PolicyDiagnostic]:
@@ -231,10 +244,7 @@ def stray_policy_files(root: Path, skip: Collection[str] = ()) -> list[PolicyDia
     # The directories read, by identity: a tenant directory may be a symlink to one elsewhere in the tree,
     # which the walk (each directory once) may reach first by its own name (review finding: `src/acme` with
     # `tenants/acme -> ../src/acme` was refused, `zsrc/acme` was not).
-    read = {_identity(top)}
-    if os.path.isdir(tenant_root):
-        read |= {_identity(os.path.join(tenant_root, name)) for name in os.listdir(tenant_root)
-                 if not name.startswith(".") and os.path.isdir(os.path.join(tenant_root, name))}
+    read = {_identity(top)} | {_identity(os.fspath(d)) for d in tenant_directories(Path(tenant_root))}
     skipped = {os.path.join(tenant_root, name) for name in skip}
     for dirpath, filenames in policy_tree(root, skipped):
         if _identity(dirpath) in read:

@@ -247,7 +247,7 @@ def run_suites(suites: Sequence[PolicySuite], default: PolicyDir | None = None,
         # `principal.issuer` could not be tested, and a suite passed while the server answered the opposite).
         named = sorted({p.issuer for s in suites for p in s.principals.values() if p.issuer is not None})
         issuers = {name: _throwaway_issuer(name, Path(tmp) / f"issuer-{n}")
-                   for n, name in enumerate([TEST_ISSUER, *(i for i in named if i != TEST_ISSUER)])}
+                   for n, name in enumerate(dict.fromkeys([TEST_ISSUER, *named]))}
         keys = [IssuerKeys(issuer.issuer_settings(), JwksFile(issuer.jwks_path)) for issuer in issuers.values()]
         results = []
         for index, (suite, policies) in enumerate(zip(suites, chosen, strict=True)):
