@@ -86,8 +86,9 @@ def build(settings: Settings, clock: Clock | None = None, worker: int | None = N
     p = settings.policies
     policies = PolicyStore.load(p.dir, p.schema_file, partition_cache_size=p.partition_cache_size,
                                 decision_cache_size=p.decision_cache_size,
-                                on_reload=metrics.observe_reload, limits=tenant_limits(settings))
-    metrics.policy_loaded(policies.current().version)
+                                on_reload=metrics.observe_reload, limits=tenant_limits(settings),
+                                quarantine=p.invalid_tenants_at_start == "quarantine")
+    metrics.policies_started(policies.last_result)
     audit = build_audit_sink(settings.audit, worker=worker or 0)
     audit.open()
     decisions = decision_settings(settings)

@@ -163,6 +163,8 @@ def validate(s: Settings) -> None:
     _positive(s.policies.max_tenant_entity_bytes, "policies.max_tenant_entity_bytes")
     _positive(s.policies.max_tenant_entity_ancestry, "policies.max_tenant_entity_ancestry")
     _positive(s.policies.max_tenant_entity_decision_bytes, "policies.max_tenant_entity_decision_bytes")
+    if s.policies.invalid_tenants_at_start not in ("refuse", "quarantine"):
+        raise ConfigError('policies.invalid_tenants_at_start must be "refuse" or "quarantine"')
     _check_minima(s.policies, "policies")
     _check_maxima(s.policies, "policies")
     g = s.grants

@@ -1,12 +1,15 @@
 """Hot reload against a running server: valid changes take effect, invalid ones never do, and a reload in
 the middle of a stream of Checks loses no request and mixes no versions within one decision."""
 
+import dataclasses
+import json
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -16,7 +19,7 @@ from support.policies import ALLOW_READ, FORBID_READ, single_policy_dir, with_po
 from support.server import BUNDLED_POLICIES, running_server, write_config
 from support.waiting import eventually
 from tenantgate import config
-from tenantgate.rpc.admin import HELD_BACK, REFUSED
+from tenantgate.rpc.admin import HELD_BACK, QUARANTINED, REFUSED
 from tenantgate.v1 import admin_pb2 as adm
 from tenantgate.v1 import admin_pb2_grpc as adm_grpc
 from tenantgate.v1 import authorizer_pb2 as pb
@@ -34,9 +37,9 @@ def _serve(tmp_path, policy_dir, poll="0.05"):
     return issuer, config.load(path, env={})
 
 
-def _check(stub, token):
+def _check(stub, token, tenant="acme"):
     return stub.Check(pb.CheckRequest(token=token, action="read",
-                                      resource=pb.Resource(type="Invoice", id="i", tenant="acme")))
+                                      resource=pb.Resource(type="Invoice", id="i", tenant=tenant)))
 
 
 def test_valid_change_takes_effect_and_invalid_change_is_refused(tmp_path, policy_dir):
@@ -78,8 +81,7 @@ def test_one_tenants_broken_file_holds_back_only_that_tenant_on_a_running_server
     with running_server(settings) as (address, app), grpc.insecure_channel(address) as channel:
         stub, admin = pb_grpc.AuthorizerStub(channel), adm_grpc.AdminStub(channel)
         assert _check(stub, alice).decision == pb.ALLOW
-        evil_read = stub.Check(pb.CheckRequest(token=eve, action="read",
-                                               resource=pb.Resource(type="Invoice", id="e", tenant="evil")))
+        evil_read = _check(stub, eve, "evil")
         assert evil_read.reason == "policy_forbid"
         write_atomically(policy_dir / "tenants" / "evil" / "oops.cedar", "permit (principal, action, resource)\n")
         write_atomically(policy_dir / "tenants" / "acme" / "lockdown.cedar",
@@ -87,8 +89,7 @@ def test_one_tenants_broken_file_holds_back_only_that_tenant_on_a_running_server
         eventually(lambda: _check(stub, alice).reason == "policy_forbid", "acme's lockdown applying")
         status = admin.Status(adm.StatusRequest())
         assert (status.last_reload_ok, status.last_reload_message) == (False, HELD_BACK)
-        again = stub.Check(pb.CheckRequest(token=eve, action="read",
-                                           resource=pb.Resource(type="Invoice", id="e", tenant="evil")))
+        again = _check(stub, eve, "evil")
         assert (again.reason, list(again.policy_ids)) == ("policy_forbid", ["evil-own"])  # its last valid files
         from prometheus_client import generate_latest
 
@@ -179,3 +180,32 @@ def test_a_configmap_style_symlink_swap_is_picked_up(tmp_path):
     tmp_link.replace(mount / "..data")  # atomic swap, as kubelet does
     result = store.reload()
     assert result.ok and result.changed and store.current().version != before
+
+
+def test_a_server_started_with_a_tenant_quarantined_denies_it_and_serves_the_others(tmp_path, policy_dir):
+    # Review finding (session 16): start-up was strict, so one tenant's invalid file kept the server down.
+    (policy_dir / "tenants" / "evil").mkdir(parents=True)
+    write_atomically(policy_dir / "tenants" / "evil" / "oops.cedar", "permit (principal, action, resource)\n")
+    issuer, settings = _serve(tmp_path, policy_dir)
+    settings = dataclasses.replace(settings, policies=dataclasses.replace(
+        settings.policies, invalid_tenants_at_start="quarantine"))
+    alice, eve = issuer.mint(tenant="acme", sub="alice"), issuer.mint(tenant="evil", sub="eve")
+    with running_server(settings) as (address, app), grpc.insecure_channel(address) as channel:
+        stub, admin = pb_grpc.AuthorizerStub(channel), adm_grpc.AdminStub(channel)
+        assert _check(stub, alice).decision == pb.ALLOW
+        evil_read = _check(stub, eve, "evil")
+        assert (evil_read.decision, evil_read.reason) == (pb.DENY, "tenant_policies_unavailable")
+        assert evil_read.audit.decision_id and evil_read.audit.reason == "tenant_policies_unavailable"
+        status = admin.Status(adm.StatusRequest())
+        assert (status.last_reload_ok, status.last_reload_message) == (False, QUARANTINED.format(count=1))
+        from prometheus_client import generate_latest
+
+        metrics = generate_latest(app.registry).decode()
+        assert "tenantgate_policy_quarantined_tenants 1.0" in metrics
+        assert "tenantgate_policy_last_reload_ok 0.0" in metrics
+        (policy_dir / "tenants" / "evil" / "oops.cedar").unlink()
+        eventually(lambda: _check(stub, eve, "evil").decision == pb.ALLOW, "evil served once its files are fixed")
+        assert admin.Status(adm.StatusRequest()).last_reload_ok
+        assert "tenantgate_policy_quarantined_tenants 0.0" in generate_latest(app.registry).decode()
+    records = [json.loads(line) for line in Path(settings.audit.path).read_text().splitlines()]
+    assert any(r.get("reason") == "tenant_policies_unavailable" for r in records)

@@ -386,6 +386,32 @@ def test_a_worker_that_cannot_restart_is_retried_while_another_serves_until_the_
     assert "exited with code 3 before serving (see its own error above), 2 times within 60 s" in logged
 
 
+def test_a_worker_restarted_while_a_tenant_is_held_back_comes_back_with_that_tenant_quarantined(
+        tmp_path, issuer, policy_dir):
+    # Review finding (session 16, F): start-up was strict for restarted workers too, so while a tenant was held
+    # back a crashed worker never came back (and the supervisor stopped once every worker had crashed).
+    evil = policy_dir / "tenants" / "evil"
+    evil.mkdir(parents=True)
+    (evil / "own.cedar").write_text('@id("evil-no-read")\nforbid (principal, action == Action::"read", resource);\n')
+    alice, eve = issuer.mint(roles=["viewer"]), issuer.mint(tenant="evil", roles=["viewer"])
+    with serving(tmp_path, issuer, policy_dir) as cluster:
+        (evil / "oops.cedar").write_text(BROKEN)
+        cluster.proc.send_signal(signal.SIGHUP)
+        eventually(lambda: _metric_sum(cluster.metrics_url, "tenantgate_policy_reloads_total") >= 2,
+                   "both workers holding evil back")
+        os.kill(min(cluster.workers()), signal.SIGKILL)
+        eventually(lambda: _metric_sum(cluster.metrics_url, "tenantgate_worker_restarts_total") == 1
+                   and _metric_sum(cluster.metrics_url, "tenantgate_workers") == 2, "the killed worker serving again")
+        assert _metric_sum(cluster.metrics_url, "tenantgate_policy_quarantined_tenants") == 1
+        assert all(_check(cluster.address, alice).decision == pb.ALLOW for _ in range(CHANNELS))
+        # One worker answers from evil's last valid files, the restarted one denies it all: never an allow.
+        reasons = {_check(cluster.address, eve, tenant="evil").reason for _ in range(CHANNELS)}
+        assert reasons <= {"policy_forbid", "tenant_policies_unavailable"}, reasons
+        assert cluster.stop() == 0
+    logged = cluster.stderr.read_text()
+    assert "tenant(s) evil quarantined" in logged and "oops.cedar" in logged
+
+
 def test_health_and_authzen_ports_picked_by_worker_0_are_shared_by_every_worker(tmp_path, issuer, policy_dir):
     with serving(tmp_path, issuer, policy_dir, workers=3, extra='[http]\nlisten = "127.0.0.1:0"\n',
                  TENANTGATE_SERVER_HEALTH_LISTEN="127.0.0.1:0") as cluster:

@@ -1,6 +1,7 @@
 """A policy directory of one file beside the bundled schema, for tests that change policies under a running
 server, and the two versions of that file they switch between."""
 
+import shutil
 from pathlib import Path
 
 from support.server import BUNDLED_POLICIES
@@ -31,3 +32,14 @@ def with_poll(config_path: Path, policy_dir: Path, poll: object) -> Path:
     config_path.write_text(config_path.read_text().replace(
         f'dir = "{policy_dir}"', f'dir = "{policy_dir}"\npoll_interval_seconds = {poll}'))
     return config_path
+
+
+def bundled_with_tenant(tmp_path: Path, tenant: str, files: dict[str, str]) -> Path:
+    """``tmp_path/policies``: a copy of the bundled policies with ``tenants/<tenant>/<name>`` = text for each
+    of ``files``."""
+    root = tmp_path / "policies"
+    shutil.copytree(BUNDLED_POLICIES, root)
+    (root / "tenants" / tenant).mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (root / "tenants" / tenant / name).write_text(text)
+    return root

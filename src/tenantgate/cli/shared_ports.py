@@ -76,3 +76,10 @@ def pinned(settings: Settings, grpc_port: int, health_port: int, http_port: int)
                                  health_listen=at(settings.server.health_listen, health_port))
     http = dataclasses.replace(settings.http, listen=at(settings.http.listen, http_port))
     return dataclasses.replace(settings, server=server, http=http)
+
+
+def joining(settings: Settings) -> Settings:
+    """``settings`` for a worker started while others serve: tenants whose own files are invalid are quarantined
+    (``policies.invalid_tenants_at_start``), as worker 0's first start alone decides whether to start at all."""
+    policies = dataclasses.replace(settings.policies, invalid_tenants_at_start="quarantine")
+    return dataclasses.replace(settings, policies=policies)

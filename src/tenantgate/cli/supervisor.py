@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from tenantgate.cli.children import EXIT_ERROR, Announce, Report, announcer, describe, fork, send
 from tenantgate.cli.metricsdir import metrics_files
-from tenantgate.cli.shared_ports import check_free, pinned, release_claims
+from tenantgate.cli.shared_ports import check_free, joining, pinned, release_claims
 from tenantgate.cli.worker import die_with
 from tenantgate.config import Settings
 
@@ -283,7 +283,10 @@ class Supervisor:
             return
         if self._first_report is None:
             self._first_report = report
-            self._settings = pinned(self._settings, *ports)
+            # Every later start joins a serving set: a tenant whose files broke meanwhile is quarantined rather
+            # than keeping the worker down (review finding: while a tenant was held back, a crashed worker never
+            # came back, and the supervisor stopped once every worker had crashed).
+            self._settings = joining(pinned(self._settings, *ports))
             for other in self._workers[1:]:
                 self._spawn(other)
         if w.hangup_pending:

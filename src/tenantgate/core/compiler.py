@@ -120,6 +120,9 @@ class CompiledPolicies:
     entities: EntityDirectory = EMPTY_DIRECTORY
     global_version: str = ""  # schema and global files only
     tenant_versions: Mapping[str, str] = field(default_factory=dict)  # tenants with files of their own
+    # Tenants whose files could not be loaded and who have no valid files to fall back on (started so, see
+    # ``policy.holdback``): every decision about their resources is denied, never answered by the global set.
+    quarantined: frozenset[str] = frozenset()
 
     def version_for(self, tenant: str) -> str:
         """The version decisions about ``tenant``'s resources carry: schema, global files and that tenant's

@@ -64,6 +64,12 @@ class EngineOutcome:
     errors: tuple[str, ...] = ()
 
 
+# A tenant whose own files could not be loaded: the global set alone would miss its forbids (fail closed).
+QUARANTINED = EngineOutcome(Decision.DENY, Reason.TENANT_POLICIES_UNAVAILABLE, (),
+                            "the resource's tenant has invalid policy files and no valid ones to fall back on: "
+                            "every decision about its resources is denied until they are fixed")
+
+
 class Engine:
     """Evaluates requests against one compiled policy set. Never raises for bad input: it returns a denial.
 
@@ -119,6 +125,8 @@ class Engine:
 
     def evaluate(self, principal: Principal, action: str, resource: Resource,
                  resource_attrs: dict[str, Any], context: dict[str, Any]) -> EngineOutcome:
+        if resource.tenant in self.compiled.quarantined:
+            return QUARANTINED
         context_text = json_object(context)
         # INVARIANT: only the resource tenant's entity data (plus global data) is ever in the slice, and it
         # only adds to TenantGate's own principal and resource entities (core.entities).

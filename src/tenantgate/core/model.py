@@ -40,6 +40,7 @@ class Reason(enum.StrEnum):
     INVALID_REQUEST = "invalid_request"
     AUDIT_UNAVAILABLE = "audit_unavailable"
     GRANT_STORE_UNAVAILABLE = "grant_store_unavailable"
+    TENANT_POLICIES_UNAVAILABLE = "tenant_policies_unavailable"
     INTERNAL_ERROR = "internal_error"
 
 

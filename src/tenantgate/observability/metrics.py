@@ -51,7 +51,11 @@ class DecisionMetrics:
                                            multiprocess_mode="livemin")
         # The set loaded at start is valid (nothing serves otherwise): 1 until a reload is refused, not 0 until
         # the first reload (which left TenantGatePolicyReloadFailed firing on every server that never had one).
+        # A start with tenants quarantined sets it to 0 (``policies_started``).
         self.policy_last_reload_ok.set(1)
+        self.policy_quarantined = Gauge("tenantgate_policy_quarantined_tenants", "Tenants whose policy files are "
+                                        "invalid with no valid ones to fall back on: every decision about their "
+                                        "resources is denied.", registry=registry, multiprocess_mode="livemax")
         self._version = ""
         self._children: dict[tuple[str, object, object], tuple[Any, Any]] = {}
 
@@ -70,7 +74,12 @@ class DecisionMetrics:
     def observe_reload(self, result: ReloadResult) -> None:
         if result.changed or not result.ok:
             self.policy_reloads.labels("ok" if result.ok else "held_back" if result.held_back else "refused").inc()
+        self.policies_started(result)
+
+    def policies_started(self, result: ReloadResult) -> None:
+        """The policy gauges for the set loaded at start, or after a reload (``observe_reload``)."""
         self.policy_last_reload_ok.set(1 if result.ok else 0)
+        self.policy_quarantined.set(len(result.quarantined))
         self.policy_loaded(result.version)
 
     def caller_refused(self, _method: str, _identities: tuple[str, ...]) -> None:

@@ -1,12 +1,14 @@
 """Reloading with some tenants held back: when every problem of a new policy set lies in some tenants' own
 directories, those tenants keep the files they were last served with and every other change applies (README,
-Hot reload). Start-up and ``tenantgate validate`` load strictly (``loader.load_policies``)."""
+Hot reload). ``tenantgate validate`` loads strictly (``loader.load_policies``), and so does start-up unless
+``policies.invalid_tenants_at_start`` is ``quarantine`` (or for a worker restarted by ``serve --workers``): then
+a tenant whose files are invalid is quarantined, every decision about its resources denied."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tenantgate.core.compiler import FileCache, TenantLimits
@@ -41,13 +43,18 @@ class HeldBack:
 
 def load_holding_back(policy_dir: str | Path, schema_file: str | Path | None, cache: FileCache | None,
                       limits: TenantLimits, last_good: Mapping[str, TenantFiles], present: Collection[str],
-                      overlapping: Collection[str] = ()) -> HeldBack:
+                      overlapping: Collection[str] = (), quarantined: Collection[str] = (),
+                      starting: bool = False) -> HeldBack:
     """Load the directory as ``load_policies`` does; when every problem lies in some tenants' own directories,
     load it again with those tenants held back on their files of ``last_good`` (a tenant not in it: as without
     its directory, which is what it had), so one tenant's broken file does not hold back every other tenant's
     changes (review finding: a tenant's typo kept another's emergency forbid from applying). ``present``: the
     tenants with files of their own in the set now served; one of them missing from ``last_good`` is never
     held back (it would lose its policies, its forbids included): the load is refused instead.
+
+    A held tenant with no files in ``last_good`` that was ``quarantined`` in the set now served, or any such
+    tenant when ``starting`` (nothing is served yet, so what it had is unknown), is quarantined instead
+    (``CompiledPolicies.quarantined``): the global set alone would lack its own forbids.
 
     Of linked tenant directories that overlap, the ones held back for an overlap by the last reload
     (``overlapping``, from ``HeldBack.overlapping``) are held back again while they still overlap; otherwise
@@ -89,6 +96,10 @@ def load_holding_back(policy_dir: str | Path, schema_file: str | Path | None, ca
             continue
         refusal = PolicyError(f"{len(problems)} problem(s) in the files of tenant(s) held back", problems) \
             if held else None
+        fenced = frozenset(name for name, files in held.items()
+                           if files is None and (starting or name in quarantined))
+        if fenced:
+            compiled = replace(compiled, quarantined=fenced)
         return HeldBack(compiled, tuple(sorted(held)), refusal, used, tuple(sorted(overlaps)))
 
 

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tenantgate.core.compiler import DEFAULT_TENANT_LIMITS, FileCache, TenantLimits
@@ -36,6 +36,8 @@ class ReloadResult:
     message: str
     # Tenants whose directories were held back on their last valid files (``ok`` is False, the rest applied).
     held_back: tuple[str, ...] = ()
+    # Tenants quarantined in the set served after this attempt (``CompiledPolicies.quarantined``).
+    quarantined: tuple[str, ...] = ()
 
 
 class PolicyStore:
@@ -68,15 +70,33 @@ class PolicyStore:
     def load(cls, policy_dir: str | Path, schema_file: str | Path | None = None, *,
              partition_cache_size: int = DEFAULT_PARTITION_CACHE, decision_cache_size: int = DEFAULT_DECISION_CACHE,
              on_reload: Callable[[ReloadResult], None] | None = None,
-             limits: TenantLimits = DEFAULT_TENANT_LIMITS) -> PolicyStore:
+             limits: TenantLimits = DEFAULT_TENANT_LIMITS, quarantine: bool = False) -> PolicyStore:
         """Load the directory (raising ``PolicyError`` when invalid) and keep it reloadable; ``limits`` bound
-        each tenant's own files, at load and at every reload."""
+        each tenant's own files, at load and at every reload.
+
+        ``quarantine``: when every problem lies in some tenants' own directories (at most ``MAX_HELD_BACK``),
+        start anyway with those tenants quarantined (every decision about their resources denied) and
+        ``last_result`` saying so (not ``ok``, ``held_back`` naming them); a later reload that finds their files
+        valid serves them. Problems elsewhere still raise ``PolicyError``."""
         cache: FileCache = {}
-        used: dict[str, TenantFiles] = {}
-        compiled = load_policies(policy_dir, schema_file, cache, limits, used=used)
-        return cls(compiled, policy_dir=policy_dir, schema_file=schema_file,
-                   partition_cache_size=partition_cache_size, decision_cache_size=decision_cache_size, cache=cache,
-                   on_reload=on_reload, limits=limits, tenant_files=used)
+        if not quarantine:
+            used: dict[str, TenantFiles] = {}
+            compiled = load_policies(policy_dir, schema_file, cache, limits, used=used)
+            return cls(compiled, policy_dir=policy_dir, schema_file=schema_file,
+                       partition_cache_size=partition_cache_size, decision_cache_size=decision_cache_size,
+                       cache=cache, on_reload=on_reload, limits=limits, tenant_files=used)
+        loaded = load_holding_back(policy_dir, schema_file, cache, limits, {}, (), starting=True)
+        store = cls(loaded.compiled, policy_dir=policy_dir, schema_file=schema_file,
+                    partition_cache_size=partition_cache_size, decision_cache_size=decision_cache_size, cache=cache,
+                    on_reload=on_reload, limits=limits, tenant_files=loaded.used)
+        store._overlapping = loaded.overlapping
+        if loaded.problems is not None:
+            store.last_result = ReloadResult(False, True, loaded.compiled.version, str(loaded.problems),
+                                             loaded.tenants, tuple(sorted(loaded.compiled.quarantined)))
+            log.error("policies loaded with tenant(s) %s quarantined: their files are invalid, and every decision "
+                      "about their resources is denied (tenant_policies_unavailable) until they are fixed: %s",
+                      ", ".join(loaded.tenants), loaded.problems)
+        return store
 
     def current(self) -> Engine:
         return self._engine
@@ -101,8 +121,9 @@ class PolicyStore:
             try:
                 candidate = dict(self._cache)
                 try:
+                    served = self._engine.compiled
                     loaded = load_holding_back(self._dir, self._schema, candidate, self._limits, self._tenant_files,
-                                               self._engine.compiled.tenant_versions.keys(), self._overlapping)
+                                               served.tenant_versions.keys(), self._overlapping, served.quarantined)
                 except PolicyError:
                     # A ConfigMap update can remove the directory we were reading from (kubelet deletes the old
                     # ..<timestamp> after the swap): not a broken set, just one that moved (review finding). Only
@@ -116,9 +137,10 @@ class PolicyStore:
                 if self.fingerprint() != fingerprint:
                     raise _ChangedWhileReading
             except _ChangedWhileReading:
-                result = ReloadResult(True, False, self._engine.version,
+                # Nothing was decided: a held-back or quarantined set stays reported as such.
+                result = ReloadResult(self.last_result.ok, False, self._engine.version,
                                       "policy files changed while being read; not used: the next poll (or SIGHUP) "
-                                      "reads them again")
+                                      "reads them again", self.last_result.held_back)
                 log.warning("policy files changed during reload; still serving %s", self._engine.version)
             except PolicyError as err:
                 # The files stay as they are until someone fixes them: remember the fingerprint so an
@@ -135,18 +157,24 @@ class PolicyStore:
                 self._fingerprint = fingerprint
                 self._tenant_files = loaded.used
                 self._overlapping = loaded.overlapping
-                changed = compiled.version != self._engine.version
+                # A tenant leaving quarantine without files of its own (its directory removed) leaves the version
+                # as it was: the quarantine is compared too, or the old engine would go on denying it.
+                changed = compiled.version != self._engine.version or \
+                    compiled.quarantined != self._engine.compiled.quarantined
                 if changed:
                     self._engine = Engine(compiled, *self._sizes)
                     log.info("policies reloaded: now %s (%d policies)", compiled.version, compiled.total_policies)
                 if loaded.problems is not None:
                     result = ReloadResult(False, changed, compiled.version, str(loaded.problems), loaded.tenants)
+                    kept = [t for t in loaded.tenants if t not in compiled.quarantined]
+                    fenced = f"; tenant(s) {', '.join(sorted(compiled.quarantined))} still quarantined, every " \
+                        "decision about their resources denied" if compiled.quarantined else ""
                     log.error("policy reload: tenant(s) %s held back on their last valid files, their files being "
-                              "invalid now; every other change applied (serving %s): %s", ", ".join(loaded.tenants),
-                              compiled.version, loaded.problems)
+                              "invalid now%s; every other change applied (serving %s): %s", ", ".join(kept) or "none",
+                              fenced, compiled.version, loaded.problems)
                 else:
                     result = ReloadResult(True, changed, compiled.version, "reloaded" if changed else "unchanged")
-            self.last_result = result
+            self.last_result = result = replace(result, quarantined=tuple(sorted(self._engine.compiled.quarantined)))
         if self._on_reload is not None:
             self._on_reload(result)
         return result

@@ -15,6 +15,9 @@ from tenantgate.v1 import admin_pb2_grpc as adm_grpc
 REFUSED = "the last reload was refused: the server log and `tenantgate validate` name the problems"
 HELD_BACK = ("the last reload applied every change except those of tenants whose files are invalid, held back on "
              "their last valid files: the server log and `tenantgate validate` name the problems")
+QUARANTINED = ("{count} tenant(s) quarantined: their files are invalid with no valid ones to fall back on, and every "
+               "decision about their resources is denied (tenant_policies_unavailable); the server log and "
+               "`tenantgate validate` name the problems")
 
 
 class AdminService(adm_grpc.AdminServicer):
@@ -33,6 +36,15 @@ class AdminService(adm_grpc.AdminServicer):
             # A refusal in fixed words: its details, even its first line ("not a regular file: tenants/<name>/..."),
             # can name other tenants, their files and entities, and this RPC needs no token (review findings).
             # They are in the server log and from `tenantgate validate`. Success messages are fixed texts.
-            last_reload_message=last.message if last.ok else HELD_BACK if last.held_back else REFUSED,
+            last_reload_message=_last_reload(last.ok, last.message, last.held_back, compiled.quarantined),
             audit_writable=audit_ok, grant_store_reachable=store_ok,
         )
+
+
+def _last_reload(ok: bool, message: str, held_back: tuple[str, ...], quarantined: frozenset[str]) -> str:
+    """What Status says of the last load or reload, in fixed words naming no tenant (or ``message``, a fixed
+    text, when it was ok and nothing is quarantined)."""
+    parts = [message if ok else REFUSED if not held_back else "" if quarantined.issuperset(held_back) else HELD_BACK]
+    if quarantined:
+        parts.append(QUARANTINED.format(count=len(quarantined)))
+    return "; ".join(part for part in parts if part)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from support.policies import bundled_with_tenant
 from tenantgate.core.compiler import DEFAULT_TENANT_LIMITS, TenantLimits
 from tenantgate.errors import PolicyError
 from tenantgate.policy import PolicyStore, load_policies
@@ -25,11 +26,7 @@ BROKEN = '@id("oops")\npermit (principal, action, resource)\n'  # no `;`
 
 @pytest.fixture()
 def policy_dir(tmp_path):
-    root = tmp_path / "policies"
-    shutil.copytree(BUNDLED, root)
-    (root / "tenants" / "evil").mkdir()
-    (root / "tenants" / "evil" / "own.cedar").write_text(EVIL_OWN)
-    return root
+    return bundled_with_tenant(tmp_path, "evil", {"own.cedar": EVIL_OWN})
 
 
 def _ids(store, tenant):

@@ -1,0 +1,124 @@
+"""``policies.invalid_tenants_at_start = "quarantine"``: a tenant whose own files are invalid at start is
+quarantined (every decision about its resources denied), every other tenant is served, and a reload that finds
+its files valid serves it.
+
+Review finding (session 16, F): start-up was strict, so while a tenant was held back a restarted worker never
+came back, and a server restarted for any reason did not start until that tenant's files were fixed.
+"""
+
+import logging
+import shutil
+
+import pytest
+
+from support.policies import bundled_with_tenant
+from tenantgate.core.model import Decision, Principal, Reason, Resource
+from tenantgate.errors import PolicyError
+from tenantgate.observability.metrics import DecisionMetrics
+from tenantgate.policy import PolicyStore
+from tenantgate.rpc.admin import HELD_BACK, QUARANTINED, REFUSED, _last_reload
+
+EVIL_FORBID = '@id("evil-no-delete")\nforbid (principal, action == Action::"delete", resource);\n'
+BROKEN = '@id("oops")\npermit (principal, action, resource)\n'  # no `;`
+
+
+@pytest.fixture()
+def policy_dir(tmp_path):
+    return bundled_with_tenant(tmp_path, "evil", {"own.cedar": EVIL_FORBID, "oops.cedar": BROKEN})
+
+
+def _read(engine, tenant):
+    """A viewer of ``tenant`` reading its invoice: the bundled global policies allow it."""
+    viewer = Principal("User", "v", "v", tenant, ("viewer",), None, "https://issuer.test", "jti")
+    return engine.evaluate(viewer, "read", Resource(type="Invoice", id="i", tenant=tenant), {"tenant": tenant},
+                           {"intent": ""})
+
+
+def test_by_default_start_up_is_strict(policy_dir):
+    with pytest.raises(PolicyError, match=r"tenants/evil/oops\.cedar"):
+        PolicyStore.load(policy_dir)
+
+
+def test_a_tenant_with_invalid_files_is_quarantined_and_every_other_tenant_served(policy_dir, caplog):
+    with caplog.at_level(logging.ERROR, logger="tenantgate.policy"):
+        store = PolicyStore.load(policy_dir, quarantine=True)
+    engine = store.current()
+    assert engine.compiled.quarantined == {"evil"}
+    last = store.last_result
+    assert (last.ok, last.held_back, last.quarantined) == (False, ("evil",), ("evil",))
+    assert "tenants/evil/oops.cedar" in last.message
+    assert any("quarantined" in r.getMessage() and "evil" in r.getMessage() for r in caplog.records)
+    # The global set alone would allow this read (and would lack evil's own forbid on delete): denied instead.
+    denied = _read(engine, "evil")
+    assert (denied.decision, denied.reason) == (Decision.DENY, Reason.TENANT_POLICIES_UNAVAILABLE)
+    assert _read(engine, "acme").decision is Decision.ALLOW
+
+
+def test_fixed_files_take_the_tenant_out_of_quarantine(policy_dir):
+    store = PolicyStore.load(policy_dir, quarantine=True)
+    again = store.reload(force=True)  # still broken: still quarantined
+    assert (again.ok, again.held_back, again.quarantined) == (False, ("evil",), ("evil",))
+    assert _read(store.current(), "evil").reason is Reason.TENANT_POLICIES_UNAVAILABLE
+    (policy_dir / "tenants" / "evil" / "oops.cedar").unlink()
+    fixed = store.reload(force=True)
+    assert (fixed.ok, fixed.held_back, fixed.quarantined) == (True, (), ())
+    engine = store.current()
+    assert not engine.compiled.quarantined and engine.compiled.tenants["evil"].ids == ("evil-no-delete",)
+    assert _read(engine, "evil").decision is Decision.ALLOW
+
+
+def test_a_quarantined_tenant_whose_directory_is_removed_leaves_quarantine(policy_dir):
+    # Its version is the same with or without the quarantine (no files of its own either way): the engine must
+    # still be replaced, or it would go on denying.
+    store = PolicyStore.load(policy_dir, quarantine=True)
+    before = store.current().version
+    shutil.rmtree(policy_dir / "tenants" / "evil")
+    result = store.reload(force=True)
+    assert (result.ok, result.changed, result.quarantined) == (True, True, ())
+    assert store.current().version == before
+    assert _read(store.current(), "evil").decision is Decision.ALLOW
+
+
+def test_a_tenant_that_breaks_later_is_held_back_not_quarantined(policy_dir):
+    (policy_dir / "tenants" / "evil" / "oops.cedar").unlink()
+    store = PolicyStore.load(policy_dir, quarantine=True)
+    assert store.last_result.ok and not store.current().compiled.quarantined
+    (policy_dir / "tenants" / "evil" / "oops.cedar").write_text(BROKEN)
+    result = store.reload(force=True)
+    assert (result.held_back, result.quarantined) == (("evil",), ())
+    assert store.current().compiled.tenants["evil"].ids == ("evil-no-delete",)  # its last valid files
+
+
+@pytest.mark.parametrize("where", ["zz-broken.cedar", "tenants/stray.cedar"])
+def test_a_problem_outside_tenant_directories_still_refuses_to_start(policy_dir, where):
+    (policy_dir / where).write_text(BROKEN)
+    with pytest.raises(PolicyError, match=where.replace(".", r"\.")):
+        PolicyStore.load(policy_dir, quarantine=True)
+
+
+def test_a_quarantined_tenant_is_denied_whatever_the_memo_holds(policy_dir):
+    store = PolicyStore.load(policy_dir, quarantine=True)
+    engine = store.current()
+    for _ in range(3):
+        assert _read(engine, "evil").reason is Reason.TENANT_POLICIES_UNAVAILABLE
+
+
+def test_status_and_metrics_report_a_quarantine_without_naming_the_tenant(policy_dir):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    store = PolicyStore.load(policy_dir, quarantine=True)
+    last = store.last_result
+    words = _last_reload(last.ok, last.message, last.held_back, store.current().compiled.quarantined)
+    assert words == QUARANTINED.format(count=1) and "evil" not in words
+    assert _last_reload(False, "x", ("acme", "evil"), frozenset({"evil"})) == \
+        f"{HELD_BACK}; {QUARANTINED.format(count=1)}"
+    assert _last_reload(False, "x", (), frozenset({"evil"})) == f"{REFUSED}; {QUARANTINED.format(count=1)}"
+    assert _last_reload(True, "loaded", (), frozenset()) == "loaded"
+    registry = CollectorRegistry()
+    metrics = DecisionMetrics(registry)
+    metrics.policies_started(last)
+    text = generate_latest(registry).decode()
+    assert "tenantgate_policy_quarantined_tenants 1.0" in text
+    assert "tenantgate_policy_last_reload_ok 0.0" in text
+    assert "tenantgate_policy_reloads_total" not in text.replace("# HELP tenantgate_policy_reloads_total", "") \
+        .replace("# TYPE tenantgate_policy_reloads_total", "")  # a start is not counted as a reload
