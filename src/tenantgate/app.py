@@ -33,6 +33,7 @@ from tenantgate.observability.endpoint import MetricsEndpoint
 from tenantgate.observability.grpc_metrics import GrpcMetrics
 from tenantgate.observability.logging import AcceptFailureLog
 from tenantgate.observability.metrics import DecisionMetrics
+from tenantgate.observability.slow_policies import slow_policy_reporter
 from tenantgate.policy import PolicyStore
 
 if TYPE_CHECKING:
@@ -87,7 +88,9 @@ def build(settings: Settings, clock: Clock | None = None, worker: int | None = N
     policies = PolicyStore.load(p.dir, p.schema_file, partition_cache_size=p.partition_cache_size,
                                 decision_cache_size=p.decision_cache_size,
                                 on_reload=metrics.observe_reload, limits=tenant_limits(settings),
-                                quarantine=p.invalid_tenants_at_start == "quarantine")
+                                quarantine=p.invalid_tenants_at_start == "quarantine",
+                                evaluation_budget=p.tenant_evaluation_budget_ms / 1000,
+                                on_slow=slow_policy_reporter(metrics))
     metrics.policies_started(policies.last_result)
     audit = build_audit_sink(settings.audit, worker=worker or 0)
     audit.open()
@@ -267,7 +270,8 @@ def tenant_limits(settings: Settings) -> TenantLimits:
     return TenantLimits(max_bytes=p.max_tenant_policy_bytes, max_policies=p.max_tenant_policies,
                         max_entity_bytes=p.max_tenant_entity_bytes,
                         max_entity_ancestry=p.max_tenant_entity_ancestry,
-                        max_entity_decision_bytes=p.max_tenant_entity_decision_bytes)
+                        max_entity_decision_bytes=p.max_tenant_entity_decision_bytes,
+                        max_like_chars=p.max_tenant_like_pattern_chars)
 
 
 def ext_authz_options(settings: Settings) -> ExtAuthzOptions:

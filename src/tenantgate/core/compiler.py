@@ -29,9 +29,9 @@ from tenantgate.core.cedar_text import (
 from tenantgate.core.entities import EMPTY_DIRECTORY, EntityDirectory, EntityFile, build_directory, read_entity_file
 from tenantgate.core.policy_errors import depth_diagnostics, locate_parse_error, unassembled
 from tenantgate.core.policy_ids import POSITIONAL, id_problem
-from tenantgate.core.request import is_tenant_id
+from tenantgate.core.request import MAX_STRING, is_tenant_id
 from tenantgate.core.schema import check_principal_shape, check_request_shape
-from tenantgate.core.scoping import global_problem, tenant_problem
+from tenantgate.core.scoping import global_problem, like_pattern_chars, tenant_problem
 from tenantgate.core.versions import partition_versions, policy_version
 from tenantgate.errors import PolicyDiagnostic, PolicyError
 
@@ -76,6 +76,10 @@ class TenantLimits:
     # ``policies.max_tenant_entity_decision_bytes``: the attribute bytes an entity of a tenant's file and its
     # ancestors bring into a decision (``entities.decision_bytes``; review finding: a 939 KB set, 267 ms each).
     max_entity_decision_bytes: int = 32_768
+    # ``policies.max_tenant_like_pattern_chars``: characters of all ``like`` patterns in a tenant's policies
+    # (``scoping.like_pattern_chars``). Review finding: 1,147 patterns of 200 characters within the byte limit
+    # took Cedar 13 s per decision against a 64 KiB string, every tenant waiting.
+    max_like_chars: int = 1_024
 
 
 DEFAULT_TENANT_LIMITS = TenantLimits()
@@ -263,6 +267,7 @@ class _TenantEntry:
     text: str  # the statement, with an @id annotation added when it had none
     line: int
     column: int
+    like_chars: int  # characters of its ``like`` patterns (``scoping.like_pattern_chars``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +288,7 @@ def _compile_tenant(tenant: str, files: Sequence[PolicySource], schema: Any, sch
     locations: dict[str, PolicyLocation] = {}
     texts: list[str] = []
     ids: list[str] = []
+    like_chars = 0
     encoded = [source.text.encode("utf-8") for source in files]
     size = sum(map(len, encoded))
     if size > limits.max_bytes:  # refused unparsed: parsing it is what would stall every tenant
@@ -306,6 +312,15 @@ def _compile_tenant(tenant: str, files: Sequence[PolicySource], schema: Any, sch
                 diagnostics.append(PolicyDiagnostic(source.path, entry.line, problem, column=entry.column,
                                                     policy_id=entry.policy_id))
                 continue
+            like_chars += entry.like_chars
+            if like_chars > limits.max_like_chars >= like_chars - entry.like_chars:  # the policy crossing it
+                diagnostics.append(PolicyDiagnostic(
+                    source.path, entry.line, f"the tenant's `like` patterns hold more than "
+                    f"policies.max_tenant_like_pattern_chars ({limits.max_like_chars:,}) characters from this policy "
+                    "on: Cedar matches a pattern in time proportional to the string's length times the pattern's "
+                    "(about 50 ms for 1,024 characters against a 64 KiB string), holding every tenant's decisions; "
+                    "use fewer or shorter patterns, or raise the limit", column=entry.column,
+                    policy_id=entry.policy_id))
             locations[entry.policy_id] = PolicyLocation(source.path, entry.line)
             texts.append(entry.text)
             ids.append(entry.policy_id)
@@ -322,13 +337,16 @@ def _compile_tenant_file(tenant: str, source: PolicySource, schema: Any) -> _Ten
     seen: dict[str, PolicyLocation] = {}
     for p in _parse_file(source, schema, diagnostics):
         dumped = json.dumps(p.est)
+        like_chars, like_subject = like_pattern_chars(p.est)
         problem = tenant_problem(p.est, dumped, tenant) or (
-            "templates are not supported in tenant policy files" if p.template else None)
+            "templates are not supported in tenant policy files" if p.template else None) or (
+            f"`like` applied to a string literal of {like_subject:,} characters (at most {MAX_STRING:,}, as a request "
+            "string): matching takes time proportional to its length" if like_subject > MAX_STRING else None)
         if not _admit(p, source, problem, seen, diagnostics):
             continue
         # Every tenant policy carries its id in the text, so results can name it after with_added_str.
         text = p.statement.text if p.annotated else f'@id("{p.policy_id}")\n{p.statement.text}'
-        entries.append(_TenantEntry(p.policy_id, text, p.statement.line, p.statement.column))
+        entries.append(_TenantEntry(p.policy_id, text, p.statement.line, p.statement.column, like_chars))
     return _TenantFile(tuple(entries), tuple(diagnostics))
 
 

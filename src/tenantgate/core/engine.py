@@ -24,6 +24,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _quote  # what json.dumps quotes strings with
+from time import perf_counter
 from typing import Any
 
 import cedarpy
@@ -39,6 +40,7 @@ from tenantgate.core.compiler import (  # re-exported: the rest of the code impo
 from tenantgate.core.entitycache import MAX_TEXT, EntityHandles
 from tenantgate.core.model import Decision, Principal, Reason, Resource
 from tenantgate.core.schema import principal_entity
+from tenantgate.core.slowtenants import SlowTenants
 
 __all__ = ["DEFAULT_DECISION_CACHE", "DEFAULT_PARTITION_CACHE", "GUARDRAIL_ID", "GUARDRAIL_TEXT", "CompiledPolicies",
            "Engine", "EngineOutcome", "PolicyLocation", "PolicySource", "compile_policies", "interpret"]
@@ -68,6 +70,10 @@ class EngineOutcome:
 QUARANTINED = EngineOutcome(Decision.DENY, Reason.TENANT_POLICIES_UNAVAILABLE, (),
                             "the resource's tenant has invalid policy files and no valid ones to fall back on: "
                             "every decision about its resources is denied until they are fixed")
+# A tenant whose own policies took Cedar too long, repeatedly (``core.slowtenants``).
+TOO_SLOW = EngineOutcome(Decision.DENY, Reason.TENANT_POLICIES_UNAVAILABLE, (),
+                         "the resource's tenant's own policies took longer than policies.tenant_evaluation_budget_ms "
+                         "to evaluate, repeatedly: every decision about its resources is denied until they change")
 
 
 class Engine:
@@ -77,12 +83,16 @@ class Engine:
     decision memo among them) are used by single dict operations, which the GIL makes atomic.
     """
 
-    __slots__ = ("_cache", "_capacity", "_decisions", "_entities", "_lock", "_memo_size", "_outcomes",
-                 "_principal_texts", "compiled")
+    __slots__ = ("_cache", "_capacity", "_closed", "_decisions", "_entities", "_lock", "_memo_size", "_outcomes",
+                 "_principal_texts", "_slow", "compiled")
 
     def __init__(self, compiled: CompiledPolicies, partition_cache_size: int = DEFAULT_PARTITION_CACHE,
-                 decision_cache_size: int = DEFAULT_DECISION_CACHE) -> None:
+                 decision_cache_size: int = DEFAULT_DECISION_CACHE, slow: SlowTenants | None = None) -> None:
         self.compiled = compiled
+        self._slow = slow if slow is not None else SlowTenants(0.0)
+        # Tenants every decision about whose resources is denied before anything else, with the outcome.
+        self._closed: dict[str, EngineOutcome] = {**dict.fromkeys(self._slow.closed, TOO_SLOW),
+                                                  **dict.fromkeys(compiled.quarantined, QUARANTINED)}
         self._capacity = max(1, partition_cache_size)
         # Cedar's inputs -> its outcome (0 = off). Kept only for ASCII keys of up to MAX_TEXT characters in all
         # and answers short enough to share (MAX_OUTCOME_TEXT): about 5.5 KiB an entry at most, so about 22 MiB
@@ -101,6 +111,15 @@ class Engine:
     @property
     def version(self) -> str:
         return self.compiled.version
+
+    @property
+    def closed_tenants(self) -> frozenset[str]:
+        """Tenants quarantined in this engine: for invalid files (``compiled.quarantined``) or slow policies."""
+        return frozenset(self._closed)
+
+    def slow_carried_over(self, compiled: CompiledPolicies) -> dict[str, str]:
+        """The slow-policy quarantines an engine for ``compiled`` keeps: tenants whose own text is unchanged."""
+        return self._slow.carried_over({tenant: p.text for tenant, p in compiled.tenants.items()})
 
     def policy_set_for(self, tenant: str) -> Any:
         """The pre-parsed set evaluated for ``tenant``'s resources (the global set if it has no policies)."""
@@ -125,8 +144,8 @@ class Engine:
 
     def evaluate(self, principal: Principal, action: str, resource: Resource,
                  resource_attrs: dict[str, Any], context: dict[str, Any]) -> EngineOutcome:
-        if resource.tenant in self.compiled.quarantined:
-            return QUARANTINED
+        if self._closed and resource.tenant in self._closed:
+            return self._closed[resource.tenant]
         context_text = json_object(context)
         # INVARIANT: only the resource tenant's entity data (plus global data) is ever in the slice, and it
         # only adds to TenantGate's own principal and resource entities (core.entities).
@@ -171,7 +190,12 @@ class Engine:
             "resource": {"type": resource.type, "id": resource.id},
             "context": context_text,
         }
-        text = answer_text(request, self.policy_set_for(resource.tenant), entities, self.compiled.schema)
+        policy_set = self.policy_set_for(resource.tenant)
+        budget = self._slow.budget
+        started = perf_counter() if budget else 0.0
+        text = answer_text(request, policy_set, entities, self.compiled.schema)
+        if budget and perf_counter() - started > budget:
+            self._too_slow(resource.tenant, perf_counter() - started, request, entities, policy_set)
         # Cedar's answer (as text, without its timing metrics) with the tenant (whose partition numbers its
         # policies) decides the outcome, so equal answers share one immutable outcome.
         key = (resource.tenant, answer_key(text))
@@ -184,6 +208,21 @@ class Engine:
                     self._outcomes.clear()  # bounded; refilled by the answers that come again
                 self._outcomes[key] = outcome
         return outcome, shared
+
+    def _too_slow(self, tenant: str, seconds: float, request: dict[str, Any], entities: Any, policy_set: Any) -> None:
+        """A decision about ``tenant`` took longer than the budget on ``policy_set``: time the global set alone on
+        it, to tell whose policies are slow (``core.slowtenants``), and quarantine the tenant at its last strike."""
+        partition = self.compiled.tenants.get(tenant)
+        if policy_set is self.compiled.policy_set or partition is None or self._slow.global_was_slow():
+            self._slow.slow(tenant, seconds, seconds, "")  # the global set alone was what was slow
+            return
+        started = perf_counter()
+        try:
+            answer_text(request, self.compiled.policy_set, entities, self.compiled.schema)
+        except Exception:  # noqa: BLE001 - only the time matters; the decision itself was made already
+            pass
+        if self._slow.slow(tenant, seconds, perf_counter() - started, partition.text):
+            self._closed[tenant] = TOO_SLOW
 
     def _outcome(self, tenant: str, answer: dict[str, Any]) -> EngineOutcome:
         diagnostics = answer.get("diagnostics") or {}

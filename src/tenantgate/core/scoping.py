@@ -128,3 +128,41 @@ def _tenant_comparison(node: Any) -> tuple[str, str] | None:
                                       {"left": {"Var": "resource"}, "attr": "tenant"})):
             return str(attr["."]["left"]["Var"]), str(value["Value"])
     return None
+
+
+def like_pattern_chars(est: dict[str, Any]) -> tuple[int, int]:
+    """(characters of every ``like`` pattern in a policy's EST, wildcards included; the longest string literal
+    within a ``like``'s left operand, 0 without one).
+
+    Cedar matches a pattern against a string in time proportional to the string's length times the pattern's
+    literal runs (about 50 µs per pattern character against a 64 KiB string), holding the GIL; every ``like`` is
+    evaluated at most once per decision (Cedar has no loops), and a string reaching one comes from a request or
+    entity attribute (at most 64 KiB) or from a literal of its left operand (Cedar has no concatenation). So the
+    two bound that work."""
+    total = longest = 0
+    stack: list[Any] = [est.get("conditions")]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            like = node.get("like")
+            if isinstance(like, dict) and isinstance(like.get("pattern"), list):
+                total += len(like["pattern"])
+                longest = max(longest, _longest_string(like.get("left")))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return total, longest
+
+
+def _longest_string(node: Any) -> int:
+    longest = 0
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str):
+            longest = max(longest, len(node))  # names (attributes, variables) too: never longer than a literal
+    return longest

@@ -53,6 +53,9 @@ class DecisionMetrics:
         # the first reload (which left TenantGatePolicyReloadFailed firing on every server that never had one).
         # A start with tenants quarantined sets it to 0 (``policies_started``).
         self.policy_last_reload_ok.set(1)
+        self.slow_evaluations = Counter("tenantgate_policy_slow_evaluations", "Decisions on which Cedar took "
+                                        "longer than policies.tenant_evaluation_budget_ms, by whose policies were "
+                                        "slow (tenant: a tenant's own; global).", ["policies"], registry=registry)
         self.policy_quarantined = Gauge("tenantgate_policy_quarantined_tenants", "Tenants whose policy files are "
                                         "invalid with no valid ones to fall back on: every decision about their "
                                         "resources is denied.", registry=registry, multiprocess_mode="livemax")
@@ -81,6 +84,11 @@ class DecisionMetrics:
         self.policy_last_reload_ok.set(1 if result.ok else 0)
         self.policy_quarantined.set(len(result.quarantined))
         self.policy_loaded(result.version)
+
+    def slow_evaluation(self, tenants_own: bool, quarantined: bool) -> None:
+        self.slow_evaluations.labels("tenant" if tenants_own else "global").inc()
+        if quarantined:
+            self.policy_quarantined.inc()
 
     def caller_refused(self, _method: str, _identities: tuple[str, ...]) -> None:
         """Count a call refused by the caller allow-list (identities stay in the log line, not in labels)."""

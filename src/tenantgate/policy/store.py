@@ -14,9 +14,11 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from tenantgate.core.compiler import DEFAULT_TENANT_LIMITS, FileCache, TenantLimits
 from tenantgate.core.engine import DEFAULT_DECISION_CACHE, DEFAULT_PARTITION_CACHE, CompiledPolicies, Engine
+from tenantgate.core.slowtenants import SlowHook, SlowTenants
 from tenantgate.errors import PolicyError
 from tenantgate.policy.holdback import load_holding_back
 from tenantgate.policy.loader import TENANTS_DIR, TenantFiles, load_policies, policy_tree
@@ -51,9 +53,11 @@ class PolicyStore:
                  decision_cache_size: int = DEFAULT_DECISION_CACHE, cache: FileCache | None = None,
                  on_reload: Callable[[ReloadResult], None] | None = None,
                  limits: TenantLimits = DEFAULT_TENANT_LIMITS,
-                 tenant_files: Mapping[str, TenantFiles] | None = None) -> None:
+                 tenant_files: Mapping[str, TenantFiles] | None = None,
+                 evaluation_budget: float = 0.0, on_slow: SlowHook | None = None) -> None:
         self._sizes = (partition_cache_size, decision_cache_size)  # of every engine this store builds
-        self._engine = Engine(compiled, *self._sizes)
+        self._slow = (evaluation_budget, on_slow)  # ``core.slowtenants``: 0 = off
+        self._engine = self._new_engine(compiled, None)
         self._limits = limits
         self._dir = Path(policy_dir) if policy_dir is not None else None
         self._schema = schema_file
@@ -70,25 +74,28 @@ class PolicyStore:
     def load(cls, policy_dir: str | Path, schema_file: str | Path | None = None, *,
              partition_cache_size: int = DEFAULT_PARTITION_CACHE, decision_cache_size: int = DEFAULT_DECISION_CACHE,
              on_reload: Callable[[ReloadResult], None] | None = None,
-             limits: TenantLimits = DEFAULT_TENANT_LIMITS, quarantine: bool = False) -> PolicyStore:
+             limits: TenantLimits = DEFAULT_TENANT_LIMITS, quarantine: bool = False,
+             evaluation_budget: float = 0.0, on_slow: SlowHook | None = None) -> PolicyStore:
         """Load the directory (raising ``PolicyError`` when invalid) and keep it reloadable; ``limits`` bound
         each tenant's own files, at load and at every reload.
 
         ``quarantine``: when every problem lies in some tenants' own directories (at most ``MAX_HELD_BACK``),
         start anyway with those tenants quarantined (every decision about their resources denied) and
         ``last_result`` saying so (not ``ok``, ``held_back`` naming them); a later reload that finds their files
-        valid serves them. Problems elsewhere still raise ``PolicyError``."""
+        valid serves them. Problems elsewhere still raise ``PolicyError``.
+
+        ``evaluation_budget`` (seconds, 0 = off) and ``on_slow``: see ``core.slowtenants``."""
         cache: FileCache = {}
+        options: dict[str, Any] = dict(policy_dir=policy_dir, schema_file=schema_file,
+                                       partition_cache_size=partition_cache_size,
+                                       decision_cache_size=decision_cache_size, cache=cache, on_reload=on_reload,
+                                       limits=limits, evaluation_budget=evaluation_budget, on_slow=on_slow)
         if not quarantine:
             used: dict[str, TenantFiles] = {}
             compiled = load_policies(policy_dir, schema_file, cache, limits, used=used)
-            return cls(compiled, policy_dir=policy_dir, schema_file=schema_file,
-                       partition_cache_size=partition_cache_size, decision_cache_size=decision_cache_size,
-                       cache=cache, on_reload=on_reload, limits=limits, tenant_files=used)
+            return cls(compiled, tenant_files=used, **options)
         loaded = load_holding_back(policy_dir, schema_file, cache, limits, {}, (), starting=True)
-        store = cls(loaded.compiled, policy_dir=policy_dir, schema_file=schema_file,
-                    partition_cache_size=partition_cache_size, decision_cache_size=decision_cache_size, cache=cache,
-                    on_reload=on_reload, limits=limits, tenant_files=loaded.used)
+        store = cls(loaded.compiled, tenant_files=loaded.used, **options)
         store._overlapping = loaded.overlapping
         if loaded.problems is not None:
             store.last_result = ReloadResult(False, True, loaded.compiled.version, str(loaded.problems),
@@ -102,7 +109,13 @@ class PolicyStore:
         return self._engine
 
     def replace(self, compiled: CompiledPolicies) -> None:
-        self._engine = Engine(compiled, *self._sizes)
+        self._engine = self._new_engine(compiled, self._engine)
+
+    def _new_engine(self, compiled: CompiledPolicies, previous: Engine | None) -> Engine:
+        """An engine for ``compiled``, keeping ``previous``'s slow-policy quarantines of unchanged tenants."""
+        budget, hook = self._slow
+        inherited = previous.slow_carried_over(compiled) if previous is not None else {}
+        return Engine(compiled, *self._sizes, slow=SlowTenants(budget, hook, inherited))
 
     def reload(self, *, force: bool = False) -> ReloadResult:
         """Re-read the directory; swap in the new set when it is valid, or when what is not lies only in some
@@ -162,7 +175,7 @@ class PolicyStore:
                 changed = compiled.version != self._engine.version or \
                     compiled.quarantined != self._engine.compiled.quarantined
                 if changed:
-                    self._engine = Engine(compiled, *self._sizes)
+                    self._engine = self._new_engine(compiled, self._engine)
                     log.info("policies reloaded: now %s (%d policies)", compiled.version, compiled.total_policies)
                 if loaded.problems is not None:
                     result = ReloadResult(False, changed, compiled.version, str(loaded.problems), loaded.tenants)
@@ -174,7 +187,7 @@ class PolicyStore:
                               fenced, compiled.version, loaded.problems)
                 else:
                     result = ReloadResult(True, changed, compiled.version, "reloaded" if changed else "unchanged")
-            self.last_result = result = replace(result, quarantined=tuple(sorted(self._engine.compiled.quarantined)))
+            self.last_result = result = replace(result, quarantined=tuple(sorted(self._engine.closed_tenants)))
         if self._on_reload is not None:
             self._on_reload(result)
         return result

@@ -15,9 +15,9 @@ from tenantgate.v1 import admin_pb2_grpc as adm_grpc
 REFUSED = "the last reload was refused: the server log and `tenantgate validate` name the problems"
 HELD_BACK = ("the last reload applied every change except those of tenants whose files are invalid, held back on "
              "their last valid files: the server log and `tenantgate validate` name the problems")
-QUARANTINED = ("{count} tenant(s) quarantined: their files are invalid with no valid ones to fall back on, and every "
-               "decision about their resources is denied (tenant_policies_unavailable); the server log and "
-               "`tenantgate validate` name the problems")
+QUARANTINED = ("{count} tenant(s) quarantined: their files are invalid with no valid ones to fall back on, or their "
+               "policies took too long to evaluate, and every decision about their resources is denied "
+               "(tenant_policies_unavailable); the server log names them and the problems")
 
 
 class AdminService(adm_grpc.AdminServicer):
@@ -27,7 +27,8 @@ class AdminService(adm_grpc.AdminServicer):
         self._store_ok = store_ok
 
     async def Status(self, request: adm.StatusRequest, context: grpc.aio.ServicerContext) -> adm.StatusResponse:
-        compiled = self._policies.current().compiled
+        engine = self._policies.current()
+        compiled = engine.compiled
         last = self._policies.last_result
         audit_ok, store_ok = await asyncio.gather(asyncio.to_thread(self._audit_ok), asyncio.to_thread(self._store_ok))
         return adm.StatusResponse(
@@ -36,7 +37,7 @@ class AdminService(adm_grpc.AdminServicer):
             # A refusal in fixed words: its details, even its first line ("not a regular file: tenants/<name>/..."),
             # can name other tenants, their files and entities, and this RPC needs no token (review findings).
             # They are in the server log and from `tenantgate validate`. Success messages are fixed texts.
-            last_reload_message=_last_reload(last.ok, last.message, last.held_back, compiled.quarantined),
+            last_reload_message=_last_reload(last.ok, last.message, last.held_back, engine.closed_tenants),
             audit_writable=audit_ok, grant_store_reachable=store_ok,
         )
 
