@@ -79,7 +79,7 @@ class TenantLimits:
     # ``policies.max_tenant_like_pattern_chars``: characters of all ``like`` patterns in a tenant's policies
     # (``scoping.like_pattern_chars``). Review finding: 1,147 patterns of 200 characters within the byte limit
     # took Cedar 13 s per decision against a 64 KiB string, every tenant waiting.
-    max_like_chars: int = 1_024
+    max_like_chars: int = 512
 
 
 DEFAULT_TENANT_LIMITS = TenantLimits()

@@ -3,13 +3,13 @@
 Cedar evaluates holding Python's GIL, so one slow decision holds every tenant's. The compiler's limits bound
 what a tenant's files may hold (bytes, policies, ``like`` patterns), not every slow construct within them
 (comparing sets of 5,000 values in each of 3,500 policies took 320 ms a decision; review finding). So each
-Cedar call is timed: when one takes longer than the budget and the global set alone answers the same request
-in less than half that time (the tenant's own policies are what is slow), the tenant gets a strike; at
-``STRIKES`` strikes within ``WINDOW_SECONDS`` it is quarantined: every later decision about its resources is
-denied without asking Cedar, until its own policy text changes (a reload carries the quarantine over while
-the text is the same). A slow call that the global set alone is slow on too is the operator's, and only
-logged. Timing is wall time around a call that holds the GIL, so only preemption by other processes stretches
-it, and a strike needs two slow readings.
+Cedar call is timed (wall time: two cheap clock reads). One over the budget is run again, timed by the thread's
+CPU time, so that preemption by other processes does not count, and so is the global set alone on the same
+request: when the first takes longer than the budget and the second less than half of it (the tenant's own
+policies are what is slow), the tenant gets a strike; at ``STRIKES`` strikes within ``WINDOW_SECONDS`` it is
+quarantined: every later decision about its resources is denied without asking Cedar, until its own policy
+text changes (a reload carries the quarantine over while the text is the same). A decision the global set
+alone is slow on too is the operator's, and only reported.
 """
 
 from __future__ import annotations
