@@ -7,7 +7,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from support.issuers import TestIssuer
-from support.policies import bundled_with_tenant
+from support.policies import SLOW_FORBID, bundled_with_tenant
 from support.server import running_server, write_config
 from tenantgate import config
 from tenantgate.core.slowtenants import STRIKES
@@ -16,9 +16,6 @@ from tenantgate.v1 import admin_pb2 as adm
 from tenantgate.v1 import admin_pb2_grpc as adm_grpc
 from tenantgate.v1 import authorizer_pb2 as pb
 from tenantgate.v1 import authorizer_pb2_grpc as pb_grpc
-
-SLOW_FORBID = ('@id("slow")\nforbid (principal, action, resource is Invoice) when '
-               f'{{ resource has status && resource.status like "*{"a" * 1000}b" }};\n')  # ~50 ms on 64 KiB
 
 
 def _check(stub, token, tenant, rid, status):

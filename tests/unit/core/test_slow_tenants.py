@@ -11,15 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from support.policies import bundled_with_tenant
+from support.policies import SLOW_FORBID, bundled_with_tenant
 from tenantgate.core.engine import TOO_SLOW, Engine
 from tenantgate.core.model import Decision, Principal, Reason, Resource
 from tenantgate.core.slowtenants import GLOBAL_SLOW_SECONDS, STRIKES, WINDOW_SECONDS, SlowTenants
 from tenantgate.policy import PolicyStore, load_policies
 
 LONG = "a" * 65_536
-SLOW_FORBID = ('@id("slow")\nforbid (principal, action, resource is Invoice) when '
-               f'{{ resource has status && resource.status like "*{"a" * 1000}b" }};\n')  # ~50 ms on 64 KiB
 BUDGET = 0.005
 
 
