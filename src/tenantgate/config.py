@@ -106,7 +106,7 @@ class PolicySettings:
     max_tenant_entity_bytes: int = 1_048_576  # bytes of one tenant's entities.json
     max_tenant_entity_ancestry: int = 4096  # ancestor links one entity of a tenant's file brings into a decision
     max_tenant_entity_decision_bytes: int = 32_768  # attribute bytes it and its ancestors bring into a decision
-    max_tenant_like_pattern_chars: int = 512  # characters of all `like` patterns in one tenant's policies
+    max_tenant_like_pattern_chars: int = 256  # characters of all `like` patterns in one tenant's policies
     # A tenant whose own policies take Cedar longer than this, repeatedly, is quarantined (core.slowtenants); 0 = off
     tenant_evaluation_budget_ms: float = 50.0
     # "refuse": start only with every file valid (as `tenantgate validate`); "quarantine": start with the tenants

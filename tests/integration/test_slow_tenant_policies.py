@@ -10,6 +10,7 @@ from support.issuers import TestIssuer
 from support.policies import SLOW_FORBID, bundled_with_tenant
 from support.server import running_server, write_config
 from tenantgate import config
+from tenantgate.core import slowtenants
 from tenantgate.core.slowtenants import STRIKES
 from tenantgate.rpc.admin import QUARANTINED
 from tenantgate.v1 import admin_pb2 as adm
@@ -25,7 +26,8 @@ def _check(stub, token, tenant, rid, status):
         type="Invoice", id=rid, tenant=tenant, attributes=attributes)), timeout=30)
 
 
-def test_a_tenant_slow_on_repeated_checks_is_quarantined_on_a_running_server(tmp_path):
+def test_a_tenant_slow_on_repeated_checks_is_quarantined_on_a_running_server(tmp_path, monkeypatch):
+    monkeypatch.setattr(slowtenants, "LOOK_SECONDS", 0.0)  # every slow decision looked at (the server is in-process)
     policy_dir = bundled_with_tenant(tmp_path, "evil", {"slow.cedar": SLOW_FORBID})
     issuer = TestIssuer(tmp_path)
     settings = config.load(write_config(tmp_path, issuer.settings, policies=policy_dir), env={})

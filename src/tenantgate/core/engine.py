@@ -24,7 +24,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _quote  # what json.dumps quotes strings with
-from time import perf_counter, thread_time
+from time import thread_time
 from typing import Any
 
 import cedarpy
@@ -90,8 +90,9 @@ class Engine:
                  decision_cache_size: int = DEFAULT_DECISION_CACHE, slow: SlowTenants | None = None) -> None:
         self.compiled = compiled
         self._slow = slow if slow is not None else SlowTenants(0.0)
+        slow_ones = self._slow.quarantined({t: p.text for t, p in compiled.tenants.items()}) if slow else set()
         # Tenants every decision about whose resources is denied before anything else, with the outcome.
-        self._closed: dict[str, EngineOutcome] = {**dict.fromkeys(self._slow.closed, TOO_SLOW),
+        self._closed: dict[str, EngineOutcome] = {**dict.fromkeys(slow_ones, TOO_SLOW),
                                                   **dict.fromkeys(compiled.quarantined, QUARANTINED)}
         self._capacity = max(1, partition_cache_size)
         # Cedar's inputs -> its outcome (0 = off). Kept only for ASCII keys of up to MAX_TEXT characters in all
@@ -116,10 +117,6 @@ class Engine:
     def closed_tenants(self) -> frozenset[str]:
         """Tenants quarantined in this engine: for invalid files (``compiled.quarantined``) or slow policies."""
         return frozenset(self._closed)
-
-    def slow_carried_over(self, compiled: CompiledPolicies) -> dict[str, str]:
-        """The slow-policy quarantines an engine for ``compiled`` keeps: tenants whose own text is unchanged."""
-        return self._slow.carried_over({tenant: p.text for tenant, p in compiled.tenants.items()})
 
     def policy_set_for(self, tenant: str) -> Any:
         """The pre-parsed set evaluated for ``tenant``'s resources (the global set if it has no policies)."""
@@ -192,10 +189,10 @@ class Engine:
         }
         policy_set = self.policy_set_for(resource.tenant)
         budget = self._slow.budget
-        started = perf_counter() if budget else 0.0
+        started = thread_time() if budget else 0.0
         text = answer_text(request, policy_set, entities, self.compiled.schema)
-        if budget and perf_counter() - started > budget:
-            self._too_slow(resource.tenant, request, entities, policy_set)
+        if budget and (seconds := thread_time() - started) > budget:
+            self._too_slow(resource.tenant, seconds, request, entities, policy_set)
         # Cedar's answer (as text, without its timing metrics) with the tenant (whose partition numbers its
         # policies) decides the outcome, so equal answers share one immutable outcome.
         key = (resource.tenant, answer_key(text))
@@ -209,20 +206,20 @@ class Engine:
                 self._outcomes[key] = outcome
         return outcome, shared
 
-    def _too_slow(self, tenant: str, request: dict[str, Any], entities: Any, policy_set: Any) -> None:
-        """A decision about ``tenant`` took longer than the budget by wall time: run it again timed by this thread's
-        CPU time (preemption by other processes does not count), and the global set alone likewise, to tell
-        whose policies are slow (``core.slowtenants``); quarantine the tenant at its last strike."""
-        if self._slow.global_was_slow():
-            return  # the global set was slow within the last second: callers cannot double every decision's cost
-        seconds = _cpu_seconds(request, policy_set, entities, self.compiled.schema)
-        if seconds <= self._slow.budget:
-            return  # preempted, not slow
+    def _too_slow(self, tenant: str, seconds: float, request: dict[str, Any], entities: Any, policy_set: Any) -> None:
+        """A decision about ``tenant`` took ``seconds`` of this thread's CPU time, over the budget: at most once a
+        second per tenant, run it again and the global set alone, to tell whose policies are slow
+        (``core.slowtenants``); the tenant is quarantined at its last strike."""
+        if not self._slow.look(tenant):
+            return
         partition = self.compiled.tenants.get(tenant)
-        own = policy_set is not self.compiled.policy_set and partition is not None
-        global_seconds = _cpu_seconds(request, self.compiled.policy_set, entities, self.compiled.schema) if own \
-            else seconds
-        if self._slow.slow(tenant, seconds, global_seconds, partition.text if own and partition else ""):
+        schema = self.compiled.schema
+        if policy_set is self.compiled.policy_set or partition is None:
+            self._slow.slow(tenant, 0.0, seconds, "")  # the global set alone was what was slow
+            return
+        again = _cpu_seconds(request, policy_set, entities, schema)  # a second reading: one may be inflated
+        global_seconds = _cpu_seconds(request, self.compiled.policy_set, entities, schema)
+        if self._slow.slow(tenant, min(seconds, again) - global_seconds, global_seconds, partition.text):
             self._closed[tenant] = TOO_SLOW
 
     def _outcome(self, tenant: str, answer: dict[str, Any]) -> EngineOutcome:

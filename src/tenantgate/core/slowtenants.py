@@ -3,13 +3,16 @@
 Cedar evaluates holding Python's GIL, so one slow decision holds every tenant's. The compiler's limits bound
 what a tenant's files may hold (bytes, policies, ``like`` patterns), not every slow construct within them
 (comparing sets of 5,000 values in each of 3,500 policies took 320 ms a decision; review finding). So each
-Cedar call is timed (wall time: two cheap clock reads). One over the budget is run again, timed by the thread's
-CPU time, so that preemption by other processes does not count, and so is the global set alone on the same
-request: when the first takes longer than the budget and the second less than half of it (the tenant's own
-policies are what is slow), the tenant gets a strike; at ``STRIKES`` strikes within ``WINDOW_SECONDS`` it is
-quarantined: every later decision about its resources is denied without asking Cedar, until its own policy
-text changes (a reload carries the quarantine over while the text is the same). A decision the global set
-alone is slow on too is the operator's, and only reported.
+Cedar call is timed by the calling thread's CPU time (waiting for the GIL or being preempted does not count).
+One over the budget is looked at, at most once a second per tenant: it is run again, and so is the global set
+alone on the same request. When the tenant's own share, the smaller of the two runs minus the global one
+(which also holds what parsing the request costs), is over the budget, the tenant gets a strike; at
+``STRIKES`` strikes within ``WINDOW_SECONDS`` it is quarantined: every later decision about its resources is
+denied without asking Cedar, until its own policy text changes. A decision the global set alone is slow on
+is the operator's, and only reported.
+
+One ``SlowTenants`` serves every engine of a policy store, so strikes and quarantines outlive reloads that
+leave the tenant's own text unchanged (review finding: any reload reset the strikes).
 """
 
 from __future__ import annotations
@@ -20,57 +23,71 @@ from collections.abc import Callable, Mapping
 
 STRIKES = 3  # slow decisions within the window that quarantine a tenant
 WINDOW_SECONDS = 60.0
-# After the global set alone was found slow, slow decisions are taken as its for this long without timing it
-# again: a caller whose requests make a global policy slow cannot have every decision evaluated twice.
-GLOBAL_SLOW_SECONDS = 1.0
+LOOK_SECONDS = 1.0  # at most one slow decision per tenant looked at (run again) per this many seconds
 
-# (tenant, seconds its decision took, whether it is now quarantined) -> nothing; must not raise.
+# (tenant, or "" for the global policies; seconds of its own; whether it is now quarantined) -> nothing.
 SlowHook = Callable[[str, float, bool], None]
 
 
 class SlowTenants:
-    """Strikes and quarantines for one engine. Thread-safe."""
+    """Strikes and quarantines of the tenants of one policy store. Thread-safe."""
 
-    __slots__ = ("_clock", "_global_slow_at", "_hook", "_lock", "_strikes", "budget", "closed")
+    __slots__ = ("_clock", "_closed", "_hook", "_lock", "_looked_at", "_strikes", "budget")
 
-    def __init__(self, budget_seconds: float, hook: SlowHook | None = None, inherited: Mapping[str, str] = (
-            {}), clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, budget_seconds: float, hook: SlowHook | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.budget = budget_seconds  # 0: off
         self._hook = hook
         self._clock = clock
         self._lock = threading.Lock()
-        self._strikes: dict[str, list[float]] = {}
-        self._global_slow_at = -GLOBAL_SLOW_SECONDS
-        # tenant -> its own policy text when quarantined (what a reload compares to carry it over)
-        self.closed: dict[str, str] = dict(inherited)
+        self._strikes: dict[str, tuple[str, list[float]]] = {}  # tenant -> (its own text, strike times)
+        self._closed: dict[str, str] = {}  # quarantined tenant -> its own text then
+        self._looked_at: dict[str, float] = {}  # tenant -> when a slow decision of its was last looked at
 
-    def global_was_slow(self) -> bool:
-        """True within ``GLOBAL_SLOW_SECONDS`` of finding the global set alone slow."""
-        return 0 <= self._clock() - self._global_slow_at < GLOBAL_SLOW_SECONDS
-
-    def carried_over(self, texts: Mapping[str, str]) -> dict[str, str]:
-        """The quarantines to keep in an engine whose tenants have ``texts`` (tenant -> own policy text): those
-        whose text is unchanged."""
-        return {tenant: text for tenant, text in self.closed.items() if texts.get(tenant) == text}
-
-    def slow(self, tenant: str, seconds: float, global_seconds: float, text: str) -> bool:
-        """Note a decision about ``tenant`` that took ``seconds`` (over the budget), the global set alone
-        ``global_seconds`` on the same request; True when this quarantines the tenant (``text``: its own
-        policy text)."""
-        now = self._clock()
-        if global_seconds * 2 >= seconds:
-            self._global_slow_at = now
-            if self._hook is not None:
-                self._hook("", seconds, False)  # the global policies are slow: the operator's to fix
-            return False
+    def quarantined(self, texts: Mapping[str, str]) -> set[str]:
+        """The quarantined tenants among ``texts`` (tenant -> its own policy text now); a tenant whose text
+        changed is released, and its strikes forgotten."""
         with self._lock:
-            recent = [at for at in self._strikes.get(tenant, ()) if now - at < WINDOW_SECONDS]
-            recent.append(now)
-            self._strikes[tenant] = recent
-            closing = len(recent) >= STRIKES and tenant not in self.closed
-            if closing:
-                self.closed[tenant] = text
+            for tenant in [t for t, text in self._closed.items() if texts.get(t) != text]:
+                del self._closed[tenant]
+            for tenant in [t for t, (text, _) in self._strikes.items() if texts.get(t) != text]:
                 del self._strikes[tenant]
+            return set(self._closed)
+
+    def look(self, tenant: str) -> bool:
+        """Whether to look at a slow decision about ``tenant`` now (at most once per ``LOOK_SECONDS``): looking
+        runs it twice more, so a caller cannot have every decision's cost tripled."""
+        now = self._clock()
+        with self._lock:
+            last = self._looked_at.get(tenant)
+            if last is not None and 0 <= now - last < LOOK_SECONDS:
+                return False
+            if len(self._looked_at) > 10_000:
+                self._looked_at.clear()  # bounded; a tenant looked at again is at most looked at once more
+            self._looked_at[tenant] = now
+            return True
+
+    def slow(self, tenant: str, own_seconds: float, global_seconds: float, text: str) -> bool:
+        """Note a decision about ``tenant`` over the budget: ``own_seconds`` its own policies' share (``text``
+        their text), ``global_seconds`` the global set's alone. True when the tenant is quarantined (by this
+        strike, or already: an engine built before that quarantine learns of it here)."""
+        if own_seconds <= self.budget:
+            if global_seconds > self.budget and self._hook is not None:
+                self._hook("", global_seconds, False)  # the global policies are slow: the operator's to fix
+            return False
+        now = self._clock()
+        with self._lock:
+            known, times = self._strikes.get(tenant, (text, []))
+            recent = [at for at in times if now - at < WINDOW_SECONDS] if known == text else []
+            recent.append(now)
+            if self._closed.get(tenant) == text:
+                return True
+            closing = len(recent) >= STRIKES
+            if closing:
+                self._closed[tenant] = text
+                self._strikes.pop(tenant, None)
+            else:
+                self._strikes[tenant] = (text, recent)
         if self._hook is not None:
-            self._hook(tenant, seconds, closing)
+            self._hook(tenant, own_seconds, closing)
         return closing

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tenantgate.core.compiler import FileCache, TenantLimits
@@ -21,6 +21,7 @@ from tenantgate.policy.loader import (
     load_policies,
     snapshot_dir,
     tenant_directories,
+    unreadable_tenant_links,
 )
 
 # At most this many tenants' directories are held back in one reload (one more pass over the directory each).
@@ -39,26 +40,28 @@ class HeldBack:
     problems: PolicyError | None
     used: dict[str, TenantFiles]
     overlapping: tuple[str, ...] = ()  # held back for an overlapping linked directory (the next reload's hint)
+    # Each quarantined tenant's directory (resolved) when it was quarantined: the next reload's ``known_dirs``.
+    quarantined_dirs: Mapping[str, str] = field(default_factory=dict)
 
 
 def load_holding_back(policy_dir: str | Path, schema_file: str | Path | None, cache: FileCache | None,
                       limits: TenantLimits, last_good: Mapping[str, TenantFiles], present: Collection[str],
-                      overlapping: Collection[str] = (), quarantined: Collection[str] = (),
-                      starting: bool = False) -> HeldBack:
+                      overlapping: Collection[str] = (), known_dirs: Mapping[str, str] = {}) -> HeldBack:
     """Load the directory as ``load_policies`` does; when every problem lies in some tenants' own directories,
-    load it again with those tenants held back on their files of ``last_good`` (a tenant not in it: as without
-    its directory, which is what it had), so one tenant's broken file does not hold back every other tenant's
-    changes (review finding: a tenant's typo kept another's emergency forbid from applying). ``present``: the
-    tenants with files of their own in the set now served; one of them missing from ``last_good`` is never
-    held back (it would lose its policies, its forbids included): the load is refused instead.
+    load it again with those tenants held back on their files of ``last_good``, so one tenant's broken file does
+    not hold back every other tenant's changes (review finding: a tenant's typo kept another's emergency forbid
+    from applying). ``present``: the tenants with files of their own in the set now served; one of them
+    missing from ``last_good`` is never held back (it would lose its policies, its forbids included): the load
+    is refused instead.
 
-    A held tenant with no files in ``last_good`` that was ``quarantined`` in the set now served, or any such
-    tenant when ``starting`` (nothing is served yet, so what it had is unknown), is quarantined instead
-    (``CompiledPolicies.quarantined``): the global set alone would lack its own forbids.
+    A held tenant with no files in ``last_good`` (new, gone and back, quarantined before, or any at start) is
+    quarantined (``CompiledPolicies.quarantined``): the global set alone would lack its own forbids (review
+    finding: a directory moved away and back with a broken file was served by the global set alone).
 
     Of linked tenant directories that overlap, the ones held back for an overlap by the last reload
     (``overlapping``, from ``HeldBack.overlapping``) are held back again while they still overlap; otherwise
-    the ones whose directory moved since they were last served; all of them when that tells none apart.
+    the ones whose directory moved since they were last served (``last_good``) or quarantined
+    (``known_dirs``, from ``HeldBack.quarantined_dirs``); all of them when that tells none apart (at start).
 
     Each held tenant is compiled anew on the new schema and global files: a global change reaches it too. Raises
     ``PolicyError`` as ``load_policies`` does when a problem lies elsewhere (the schema, global files, the
@@ -73,13 +76,14 @@ def load_holding_back(policy_dir: str | Path, schema_file: str | Path | None, ca
         try:
             compiled = load_policies(policy_dir, schema_file, cache, limits, held=held, used=used)
         except PolicyError as err:
-            names = {d.name for d in tenant_directories(tenant_root)}
+            names = {d.name for d in tenant_directories(tenant_root)} | \
+                {Path(d.path).name for d in unreadable_tenant_links(tenant_root, tenant_root.parent)}
             # Two linked tenant directories that overlap are both named. Review findings: blaming both let evil,
             # re-linked onto acme's directory, hold acme back; blaming the one that moved did too once acme
             # moved itself (a release swaps its link) while evil, already held for the overlap, kept its link.
             shared = {held_tenant(d.path, names) for d in err.diagnostics if d.message.startswith(SHARED_PREFIX)}
-            moved = {name for name in shared if name not in last_good
-                     or last_good[name].directory != os.path.realpath(tenant_root / name)}
+            moved = {name for name in shared if _known_dir(name, last_good, known_dirs)
+                     != os.path.realpath(tenant_root / name)}
             culprits = (shared & set(overlapping)) or moved or shared
             overlaps |= culprits
             blamed = {held_tenant(d.path, names) for d in err.diagnostics if not d.message.startswith(SHARED_PREFIX)}
@@ -96,11 +100,16 @@ def load_holding_back(policy_dir: str | Path, schema_file: str | Path | None, ca
             continue
         refusal = PolicyError(f"{len(problems)} problem(s) in the files of tenant(s) held back", problems) \
             if held else None
-        fenced = frozenset(name for name, files in held.items()
-                           if files is None and (starting or name in quarantined))
+        fenced = {name: _known_dir(name, last_good, known_dirs) or os.path.realpath(tenant_root / name)
+                  for name, files in held.items() if files is None}
         if fenced:
-            compiled = replace(compiled, quarantined=fenced)
-        return HeldBack(compiled, tuple(sorted(held)), refusal, used, tuple(sorted(overlaps)))
+            compiled = replace(compiled, quarantined=frozenset(fenced))
+        return HeldBack(compiled, tuple(sorted(held)), refusal, used, tuple(sorted(overlaps)), fenced)
+
+
+def _known_dir(name: str, last_good: Mapping[str, TenantFiles], known_dirs: Mapping[str, str]) -> str | None:
+    """Where ``name``'s directory was when it was last served or quarantined (resolved), or None."""
+    return last_good[name].directory if name in last_good else known_dirs.get(name)
 
 
 def held_tenant(path: str, tenants: Collection[str]) -> str:

@@ -40,6 +40,8 @@ OUTSIDE_TENANT_MESSAGE = ("not read: resolves outside its tenant's directory; a 
 SHARED_TENANT_MESSAGE = ("this tenant directory is the same directory as {others}, or inside or around it: each "
                          "tenant's files must be its own")
 SHARED_PREFIX = SHARED_TENANT_MESSAGE.partition("{")[0]
+UNREADABLE_MESSAGE = ("cannot be read (a link to no directory, or a directory that cannot be listed): {what} files "
+                      "are unknown, so this is not taken as having none")
 STRAY_MESSAGE = ("policy file in a directory TenantGate does not read: policies live in *.cedar directly in the "
                  "policy directory (global) or in tenants/<tenant>/*.cedar (that tenant's); move it there, or "
                  "give it another extension if it is not a policy")
@@ -86,22 +88,35 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     if not root.is_dir():
         raise PolicyError(f"policy directory not found: {root}")
     schema = _read(schema_path, root)
-    files = _policy_files(root)
+    try:
+        files = _policy_files(root)
+    except OSError as err:
+        raise PolicyError(f"cannot list policy directory {root}: {err.strerror or err}") from err
     tenant_root = root / TENANTS_DIR
     tenants: dict[str, list[PolicySource]] = {}
     entities: dict[str, PolicySource] = {}
     if os.path.lexists(root / ENTITIES_FILE):
         entities[""] = _read(root / ENTITIES_FILE, root)
     escaped: list[PolicyDiagnostic] = []
-    if tenant_root.is_dir():
+    if os.path.lexists(tenant_root) and not _listable(tenant_root):
+        # Review finding: a dangling or unreadable tenants/ (a volume not mounted) read as "no tenant has files of
+        # its own", so every tenant lost its own forbids and the reload was OK.
+        escaped.append(PolicyDiagnostic(TENANTS_DIR, 1, UNREADABLE_MESSAGE.format(what="tenants/ (every tenant's)")))
+    elif tenant_root.is_dir():
         tenant_dirs = tenant_directories(tenant_root)
+        escaped += [d for d in unreadable_tenant_links(tenant_root, root) if Path(d.path).name not in held]
         # Held directories are not read: they neither overlap another nor count as overlapped (review finding:
         # evil re-linked to acme's directory got acme held back too, and acme's changes never applied).
         escaped += shared_tenant_dirs([d for d in tenant_dirs if d.name not in held], root)
         for tenant_dir in tenant_dirs:
             if tenant_dir.name in held:
                 continue
-            own, outside = _tenant_files(tenant_dir, root)
+            try:
+                own, outside = _tenant_files(tenant_dir, root)
+            except OSError:  # listing it failed: its files are unknown, which is not "it has none"
+                escaped.append(PolicyDiagnostic(_display(tenant_dir, root), 1,
+                                                UNREADABLE_MESSAGE.format(what="this tenant's")))
+                continue
             escaped += outside
             tenants[tenant_dir.name] = [_read(p, root) for p in own if p.name != ENTITIES_FILE]
             entity_files = [p for p in own if p.name == ENTITIES_FILE]
@@ -145,8 +160,31 @@ def _policy_files(directory: Path) -> list[Path]:
     """The ``*.cedar`` entries of ``directory`` that are not directories, sorted by name. A FIFO, a device or a
     dangling or looping symlink is included, so that reading it refuses it by name (review finding: they
     were skipped silently). Hidden names are not policies (review finding: an editor's lock link
-    ``.#roles.cedar``, dangling, made the whole set invalid)."""
-    return sorted(p for p in directory.glob("*.cedar") if not p.name.startswith(".") and not p.is_dir())
+    ``.#roles.cedar``, dangling, made the whole set invalid). Raises ``OSError`` when it cannot be listed
+    (``Path.glob`` gave no files for a directory it could not read: review finding)."""
+    return sorted(directory / name for name in os.listdir(directory)
+                  if name.endswith(".cedar") and not name.startswith(".") and not (directory / name).is_dir())
+
+
+def _listable(directory: Path) -> bool:
+    try:
+        os.listdir(directory)
+    except OSError:
+        return False
+    return True
+
+
+def unreadable_tenant_links(tenant_root: Path, root: Path) -> list[PolicyDiagnostic]:
+    """A diagnostic for each entry of ``tenants/`` named like a tenant that is a link leading to no directory
+    (dangling, looping, or to a file): that tenant's files cannot be read, which is not "it has none" (review
+    finding: a dangling ``tenants/acme`` link served acme by the global policies alone, with the reload OK)."""
+    try:
+        entries = sorted(os.listdir(tenant_root))
+    except OSError:
+        return []
+    return [PolicyDiagnostic(_display(tenant_root / name, root), 1, UNREADABLE_MESSAGE.format(what="this tenant's"))
+            for name in entries if not name.startswith(".") and os.path.islink(tenant_root / name)
+            and not (tenant_root / name).is_dir()]
 
 
 def _tenant_files(tenant_dir: Path, root: Path) -> tuple[list[Path], list[PolicyDiagnostic]]:

@@ -56,8 +56,8 @@ class PolicyStore:
                  tenant_files: Mapping[str, TenantFiles] | None = None,
                  evaluation_budget: float = 0.0, on_slow: SlowHook | None = None) -> None:
         self._sizes = (partition_cache_size, decision_cache_size)  # of every engine this store builds
-        self._slow = (evaluation_budget, on_slow)  # ``core.slowtenants``: 0 = off
-        self._engine = self._new_engine(compiled, None)
+        self._slow = SlowTenants(evaluation_budget, on_slow) if evaluation_budget else None  # every engine's
+        self._engine = self._new_engine(compiled)
         self._limits = limits
         self._dir = Path(policy_dir) if policy_dir is not None else None
         self._schema = schema_file
@@ -65,6 +65,7 @@ class PolicyStore:
         # Each tenant's files in the set served: what a reload holds a tenant back on when its files turn invalid.
         self._tenant_files = dict(tenant_files or {})
         self._overlapping: tuple[str, ...] = ()  # held back by the last reload for an overlapping linked directory
+        self._quarantined_dirs: dict[str, str] = {}  # each quarantined tenant's directory then (``HeldBack``)
         self._reload_lock = threading.Lock()
         self._on_reload = on_reload
         self.last_result = ReloadResult(True, True, compiled.version, "loaded")
@@ -94,9 +95,9 @@ class PolicyStore:
             used: dict[str, TenantFiles] = {}
             compiled = load_policies(policy_dir, schema_file, cache, limits, used=used)
             return cls(compiled, tenant_files=used, **options)
-        loaded = load_holding_back(policy_dir, schema_file, cache, limits, {}, (), starting=True)
+        loaded = load_holding_back(policy_dir, schema_file, cache, limits, {}, ())
         store = cls(loaded.compiled, tenant_files=loaded.used, **options)
-        store._overlapping = loaded.overlapping
+        store._overlapping, store._quarantined_dirs = loaded.overlapping, dict(loaded.quarantined_dirs)
         if loaded.problems is not None:
             store.last_result = ReloadResult(False, True, loaded.compiled.version, str(loaded.problems),
                                              loaded.tenants, tuple(sorted(loaded.compiled.quarantined)))
@@ -109,13 +110,11 @@ class PolicyStore:
         return self._engine
 
     def replace(self, compiled: CompiledPolicies) -> None:
-        self._engine = self._new_engine(compiled, self._engine)
+        self._engine = self._new_engine(compiled)
 
-    def _new_engine(self, compiled: CompiledPolicies, previous: Engine | None) -> Engine:
-        """An engine for ``compiled``, keeping ``previous``'s slow-policy quarantines of unchanged tenants."""
-        budget, hook = self._slow
-        inherited = previous.slow_carried_over(compiled) if previous is not None else {}
-        return Engine(compiled, *self._sizes, slow=SlowTenants(budget, hook, inherited))
+    def _new_engine(self, compiled: CompiledPolicies) -> Engine:
+        """An engine for ``compiled``, sharing the store's slow-policy strikes and quarantines."""
+        return Engine(compiled, *self._sizes, slow=self._slow)
 
     def reload(self, *, force: bool = False) -> ReloadResult:
         """Re-read the directory; swap in the new set when it is valid, or when what is not lies only in some
@@ -134,9 +133,9 @@ class PolicyStore:
             try:
                 candidate = dict(self._cache)
                 try:
-                    served = self._engine.compiled
                     loaded = load_holding_back(self._dir, self._schema, candidate, self._limits, self._tenant_files,
-                                               served.tenant_versions.keys(), self._overlapping, served.quarantined)
+                                               self._engine.compiled.tenant_versions.keys(), self._overlapping,
+                                               self._quarantined_dirs)
                 except PolicyError:
                     # A ConfigMap update can remove the directory we were reading from (kubelet deletes the old
                     # ..<timestamp> after the swap): not a broken set, just one that moved (review finding). Only
@@ -169,22 +168,23 @@ class PolicyStore:
                 self._cache = candidate
                 self._fingerprint = fingerprint
                 self._tenant_files = loaded.used
-                self._overlapping = loaded.overlapping
+                self._overlapping, self._quarantined_dirs = loaded.overlapping, dict(loaded.quarantined_dirs)
                 # A tenant leaving quarantine without files of its own (its directory removed) leaves the version
                 # as it was: the quarantine is compared too, or the old engine would go on denying it.
                 changed = compiled.version != self._engine.version or \
                     compiled.quarantined != self._engine.compiled.quarantined
                 if changed:
-                    self._engine = self._new_engine(compiled, self._engine)
+                    self._engine = self._new_engine(compiled)
                     log.info("policies reloaded: now %s (%d policies)", compiled.version, compiled.total_policies)
                 if loaded.problems is not None:
                     result = ReloadResult(False, changed, compiled.version, str(loaded.problems), loaded.tenants)
                     kept = [t for t in loaded.tenants if t not in compiled.quarantined]
-                    fenced = f"; tenant(s) {', '.join(sorted(compiled.quarantined))} still quarantined, every " \
-                        "decision about their resources denied" if compiled.quarantined else ""
-                    log.error("policy reload: tenant(s) %s held back on their last valid files, their files being "
-                              "invalid now%s; every other change applied (serving %s): %s", ", ".join(kept) or "none",
-                              fenced, compiled.version, loaded.problems)
+                    what = [f"tenant(s) {', '.join(kept)} held back on their last valid files"] if kept else []
+                    if compiled.quarantined:
+                        what.append(f"tenant(s) {', '.join(sorted(compiled.quarantined))} quarantined (no valid "
+                                    "files to fall back on: every decision about their resources denied)")
+                    log.error("policy reload: %s, their files being invalid; every other change applied (serving "
+                              "%s): %s", "; ".join(what), compiled.version, loaded.problems)
                 else:
                     result = ReloadResult(True, changed, compiled.version, "reloaded" if changed else "unchanged")
             self.last_result = result = replace(result, quarantined=tuple(sorted(self._engine.closed_tenants)))

@@ -7,14 +7,19 @@ decision within the byte limit) or set comparisons (320 ms) held every other ten
 
 from __future__ import annotations
 
+import itertools
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from support.policies import SLOW_FORBID, bundled_with_tenant
+from tenantgate.core import engine as engine_module
+from tenantgate.core import slowtenants
 from tenantgate.core.engine import TOO_SLOW, Engine
 from tenantgate.core.model import Decision, Principal, Reason, Resource
-from tenantgate.core.slowtenants import GLOBAL_SLOW_SECONDS, STRIKES, WINDOW_SECONDS, SlowTenants
+from tenantgate.core.slowtenants import STRIKES, WINDOW_SECONDS, SlowTenants
 from tenantgate.policy import PolicyStore, load_policies
 
 LONG = "a" * 65_536
@@ -32,8 +37,15 @@ def policy_dir(tmp_path: Path) -> Path:
     return bundled_with_tenant(tmp_path, "evil", {"slow.cedar": SLOW_FORBID})
 
 
+@pytest.fixture()
+def no_look_limit(monkeypatch):
+    monkeypatch.setattr(slowtenants, "LOOK_SECONDS", 0.0)
+
+
 def _engine(policy_dir: Path, calls: list, budget: float = BUDGET) -> Engine:
-    return Engine(load_policies(policy_dir), slow=SlowTenants(budget, lambda *a: calls.append(a)))
+    ticks = itertools.count(step=1.5)  # each look 1.5 s after the last: never held back by LOOK_SECONDS
+    return Engine(load_policies(policy_dir), slow=SlowTenants(budget, lambda *a: calls.append(a),
+                                                              clock=lambda: next(ticks)))
 
 
 def test_a_tenant_slow_on_repeated_decisions_is_quarantined_and_others_are_not(policy_dir):
@@ -70,6 +82,50 @@ def test_slowness_of_the_global_policies_is_reported_but_quarantines_no_tenant(t
     assert engine.closed_tenants == frozenset()
 
 
+def test_a_slow_tenant_cannot_hide_behind_another_tenants_slow_global_decisions(tmp_path, no_look_limit):
+    # Review finding (fence review, F1): one engine-wide "the global set was slow" window, renewed by a request
+    # about another tenant once a second, kept a tenant with 100+ ms decisions from ever being quarantined.
+    root = bundled_with_tenant(tmp_path, "evil", {"slow.cedar": SLOW_FORBID})
+    (root / "zz-slow.cedar").write_text(  # the operator's, slow on acme's invoices only
+        '@id("global-slow")\nforbid (principal, action, resource is Invoice) when { resource.tenant == "acme" '
+        f'&& resource has status && resource.status like "*{"a" * 500}b" }};\n')
+    calls: list = []
+    engine = Engine(load_policies(root), slow=SlowTenants(BUDGET, lambda *a: calls.append(a)))
+    for n in range(STRIKES):
+        _read(engine, "acme", rid=f"a{n}")  # slow on the global set alone
+        _read(engine, "evil", rid=f"e{n}")
+    assert engine.closed_tenants == {"evil"}
+
+
+def test_decisions_under_the_budget_in_cpu_time_are_never_run_again(policy_dir, monkeypatch):
+    # Review finding (fence review, F2): timed by wall clock, decisions waiting for the GIL behind other threads
+    # were run again, about halving throughput under concurrency. Waiting is not CPU time.
+    engine = _engine(policy_dir, [], budget=0.05)
+    real = engine_module.answer_text
+    runs = []
+
+    def waiting(*args):
+        runs.append(1)
+        time.sleep(0.1)  # wall time over the budget, no CPU time
+        return real(*args)
+
+    monkeypatch.setattr(engine_module, "answer_text", waiting)
+    threads = [threading.Thread(target=_read, args=(engine, "evil", "short", f"t{n}")) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(runs) == 4 and engine.closed_tenants == frozenset()
+
+
+def test_slow_decisions_are_looked_at_once_a_second_per_tenant():
+    now = [0.0]
+    slow = SlowTenants(BUDGET, clock=lambda: now[0])
+    assert slow.look("evil") and not slow.look("evil") and slow.look("acme")
+    now[0] += slowtenants.LOOK_SECONDS
+    assert slow.look("evil")
+
+
 def test_no_budget_no_timing(policy_dir):
     calls: list = []
     engine = _engine(policy_dir, calls, budget=0.0)
@@ -78,7 +134,7 @@ def test_no_budget_no_timing(policy_dir):
     assert calls == []
 
 
-def test_strikes_older_than_the_window_do_not_count():
+def test_strikes_older_than_the_window_or_of_another_text_do_not_count():
     now = [0.0]
     calls: list = []
     slow = SlowTenants(BUDGET, lambda *a: calls.append(a), clock=lambda: now[0])
@@ -86,23 +142,27 @@ def test_strikes_older_than_the_window_do_not_count():
         assert not slow.slow("evil", 1.0, 0.0, "text")
     now[0] = WINDOW_SECONDS + 1
     assert not slow.slow("evil", 1.0, 0.0, "text")
-    assert not slow.slow("evil", 1.0, 0.4, "text") and slow.slow("evil", 1.0, 0.4, "text")
-    assert slow.closed == {"evil": "text"}
-    assert not slow.global_was_slow()
-    assert not slow.slow("evil", 1.0, 0.6, "text")  # the global set took over half the time: not a strike
-    assert slow.global_was_slow()
-    now[0] += GLOBAL_SLOW_SECONDS
-    assert not slow.global_was_slow()
+    assert not slow.slow("evil", 1.0, 0.0, "new text")  # its text changed: its strikes start again
+    assert not slow.slow("evil", 1.0, 0.0, "new text") and slow.slow("evil", 1.0, 0.0, "new text")
+    assert slow.quarantined({"evil": "new text"}) == {"evil"}
+    assert not slow.slow("acme", BUDGET, 1.0, "t")  # its own share within the budget: the global set's
+    assert calls[-1] == ("", 1.0, False)
+    assert slow.quarantined({"evil": "fixed"}) == set()
 
 
-def test_a_reload_keeps_the_quarantine_while_the_tenants_text_is_unchanged(policy_dir):
+def test_strikes_and_the_quarantine_outlive_reloads_that_keep_the_tenants_text(policy_dir, no_look_limit):
+    # Review finding (fence review, F4): any reload (another tenant's edit, a comment) reset the strikes.
     calls: list = []
     store = PolicyStore.load(policy_dir, evaluation_budget=BUDGET, on_slow=lambda *a: calls.append(a))
-    for n in range(STRIKES):
+    for n in range(STRIKES - 1):
         _read(store.current(), "evil", rid=f"r{n}")
-    assert store.current().closed_tenants == {"evil"}
     (policy_dir / "zz-new.cedar").write_text('@id("new-global")\nforbid (principal, action == Action::"delete", '
                                              'resource);\n')
+    assert store.reload(force=True).changed
+    _read(store.current(), "evil", rid="last")
+    assert store.current().closed_tenants == {"evil"}
+    (policy_dir / "zz-other.cedar").write_text('@id("other-global")\nforbid (principal, action == '
+                                               'Action::"delete", resource);\n')
     result = store.reload(force=True)
     assert result.changed and result.quarantined == ("evil",)  # a new engine, the quarantine carried over
     assert _read(store.current(), "evil", status="short") is TOO_SLOW

@@ -119,16 +119,16 @@ def test_like_patterns_over_the_limit_are_refused_at_the_policy_that_crosses_it(
     assert compile_policies(SCHEMA, many, {}, limits=TenantLimits(max_like_chars=0)).policy_count >= 30
 
 
-def test_like_patterns_are_counted_wherever_they_nest_and_the_default_is_512():
+def test_like_patterns_are_counted_wherever_they_nest_and_the_default_is_256():
     from tenantgate.core.scoping import like_pattern_chars
 
-    assert DEFAULT_TENANT_LIMITS.max_like_chars == 512
+    assert DEFAULT_TENANT_LIMITS.max_like_chars == 256
     est = {"conditions": [{"kind": "when", "body": {"&&": {
         "left": {"like": {"left": {"Var": "context"}, "pattern": ["Wildcard", {"Literal": "a"}]}},
         "right": {"!": {"arg": {"like": {"left": {"Var": "context"}, "pattern": [{"Literal": "b"}] * 5}}}}}}}]}
     assert like_pattern_chars(est) == (7, len("context"))
     over = [PolicySource("tenants/acme/a.cedar", _likes(6, 200))]
-    with pytest.raises(PolicyError, match=r"policies\.max_tenant_like_pattern_chars \(512\)"):
+    with pytest.raises(PolicyError, match=r"policies\.max_tenant_like_pattern_chars \(256\)"):
         compile_policies(SCHEMA, GLOBAL, {"acme": over})
 
 

@@ -7,7 +7,9 @@ came back, and a server restarted for any reason did not start until that tenant
 """
 
 import logging
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +124,104 @@ def test_status_and_metrics_report_a_quarantine_without_naming_the_tenant(policy
     assert "tenantgate_policy_last_reload_ok 0.0" in text
     assert "tenantgate_policy_reloads_total" not in text.replace("# HELP tenantgate_policy_reloads_total", "") \
         .replace("# TYPE tenantgate_policy_reloads_total", "")  # a start is not counted as a reload
+
+
+# Review findings (quarantine review, F1): a tenant whose directory could not be read, or was gone for a while,
+# was taken as having no files of its own, and served by the global policies alone (its own forbids lost).
+
+ACME_FORBID = '@id("acme-no-read")\nforbid (principal, action == Action::"read", resource);\n'
+
+
+def _acme_read(store):
+    return _read(store.current(), "acme")
+
+
+def test_a_quarantined_directory_moved_away_and_back_still_broken_stays_quarantined(policy_dir, tmp_path):
+    (policy_dir / "tenants" / "evil" / "oops.cedar").unlink()
+    acme = policy_dir / "tenants" / "acme"
+    shutil.rmtree(acme)
+    acme.mkdir()
+    (acme / "own.cedar").write_text(ACME_FORBID)
+    (acme / "oops.cedar").write_text(BROKEN)
+    store = PolicyStore.load(policy_dir, quarantine=True)
+    assert _acme_read(store).reason is Reason.TENANT_POLICIES_UNAVAILABLE
+    shutil.move(acme, tmp_path / "away")
+    assert store.reload().ok and _acme_read(store).decision is Decision.ALLOW  # no directory: the global set
+    shutil.move(tmp_path / "away", acme)
+    result = store.reload()
+    assert "acme" in result.quarantined and _acme_read(store).reason is Reason.TENANT_POLICIES_UNAVAILABLE
+
+
+def test_a_held_back_directory_moved_away_and_back_broken_is_quarantined_not_left_out(policy_dir, tmp_path):
+    (policy_dir / "tenants" / "evil" / "oops.cedar").unlink()
+    acme = policy_dir / "tenants" / "acme"
+    (acme / "no-read.cedar").write_text(ACME_FORBID)
+    store = PolicyStore.load(policy_dir)
+    (acme / "oops.cedar").write_text(BROKEN)
+    assert store.reload().held_back == ("acme",) and _acme_read(store).reason is Reason.POLICY_FORBID
+    shutil.move(acme, tmp_path / "away")
+    store.reload()
+    shutil.move(tmp_path / "away", acme)
+    store.reload()
+    assert _acme_read(store).reason is Reason.TENANT_POLICIES_UNAVAILABLE
+
+
+def _acme_linked(policy_dir: Path, src: Path, extra: str, text: str) -> None:
+    """``tenants/acme`` made a link to ``src`` (acme's files moved there), with ``extra`` = ``text`` added."""
+    shutil.move(policy_dir / "tenants" / "acme", src)
+    (src / extra).write_text(text)
+    os.symlink(src, policy_dir / "tenants" / "acme")
+
+
+def test_a_dangling_tenant_link_holds_that_tenant_back_not_the_reload_ok(policy_dir, tmp_path):
+    src = tmp_path / "src"
+    _acme_linked(policy_dir, src, "no-read.cedar", ACME_FORBID)
+    store = PolicyStore.load(policy_dir, quarantine=True)
+    assert _acme_read(store).reason is Reason.POLICY_FORBID
+    os.rename(src, tmp_path / "elsewhere")  # the link dangles
+    result = store.reload()
+    assert not result.ok and "acme" in result.held_back and "tenants/acme:1" in result.message
+    assert _acme_read(store).reason is Reason.POLICY_FORBID  # its last valid files
+    store2 = PolicyStore.load(policy_dir, quarantine=True)  # a worker started now
+    assert _acme_read(store2).reason is Reason.TENANT_POLICIES_UNAVAILABLE
+    with pytest.raises(PolicyError, match=r"tenants/acme:1: cannot be read"):
+        PolicyStore.load(policy_dir)
+
+
+def test_a_dangling_tenants_directory_refuses_the_reload(policy_dir, tmp_path):
+    store = PolicyStore.load(policy_dir, quarantine=True)
+    shutil.move(policy_dir / "tenants", tmp_path / "tenants")
+    os.symlink(tmp_path / "not-mounted", policy_dir / "tenants")
+    result = store.reload()
+    assert not result.ok and not result.held_back and "tenants:1: cannot be read" in result.message
+
+
+def test_a_tenant_directory_that_cannot_be_listed_is_not_taken_as_empty(policy_dir, monkeypatch):
+    acme = policy_dir / "tenants" / "acme"
+    (acme / "no-read.cedar").write_text(ACME_FORBID)
+    store = PolicyStore.load(policy_dir, quarantine=True)
+    real = os.listdir
+
+    def listdir(path="."):
+        if os.fspath(path) == os.fspath(acme):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    result = store.reload(force=True)
+    assert "acme" in result.held_back and _acme_read(store).reason is Reason.POLICY_FORBID
+
+
+def test_a_link_onto_a_quarantined_tenants_directory_blames_the_link(policy_dir, tmp_path):
+    # Review finding (F2b): acme, quarantined at start, stayed quarantined after fixing its files, because a
+    # quarantined tenant counted as "moved" when evil linked onto its directory.
+    src = tmp_path / "src"
+    _acme_linked(policy_dir, src, "oops.cedar", BROKEN)
+    store = PolicyStore.load(policy_dir, quarantine=True)
+    assert store.last_result.quarantined == ("acme", "evil")
+    shutil.rmtree(policy_dir / "tenants" / "evil")
+    os.symlink(src, policy_dir / "tenants" / "evil")
+    (src / "oops.cedar").unlink()
+    result = store.reload()
+    assert result.held_back == ("evil",) and result.quarantined == ("evil",)
+    assert _acme_read(store).decision is Decision.ALLOW

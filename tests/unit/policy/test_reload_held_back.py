@@ -65,13 +65,15 @@ def test_a_held_back_tenant_gets_the_new_global_policies(policy_dir):
     assert engine.compiled.version_for("evil") != engine.compiled.global_version  # its own files still count
 
 
-def test_a_new_tenant_whose_files_are_invalid_is_left_out_as_before_it_existed(policy_dir):
+def test_a_new_tenant_whose_files_are_invalid_is_quarantined(policy_dir):
+    # It had no files before, but its first files say it means to have rules of its own, which the global set
+    # alone would lack (and a worker started now would quarantine it: both agree).
     store = PolicyStore.load(policy_dir)
     (policy_dir / "tenants" / "newco").mkdir()
     (policy_dir / "tenants" / "newco" / "x.cedar").write_text(BROKEN)
     (policy_dir / "tenants" / "acme" / "lockdown.cedar").write_text(LOCKDOWN)
     result = store.reload(force=True)
-    assert result.held_back == ("newco",)
+    assert (result.held_back, result.quarantined) == (("newco",), ("newco",))
     assert "newco" not in store.current().compiled.tenants and "acme-emergency-lockdown" in _ids(store, "acme")
 
 
