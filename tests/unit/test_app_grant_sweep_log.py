@@ -6,13 +6,13 @@ import logging
 from types import SimpleNamespace
 
 from support.grants import make_world
-from tenantgate import app as application
+from tenantgate import background
 from tenantgate.config import GrantSettings, Settings
 from tenantgate.core.grants import SWEEP_MARGIN_SECONDS, GrantState
 
 
 async def _sweep_until(app, done):
-    sweeper = asyncio.create_task(application._sweep_grants(app))
+    sweeper = asyncio.create_task(background.sweep_grants(app))
     try:
         for _ in range(500):
             await asyncio.sleep(0.01)

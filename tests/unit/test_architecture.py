@@ -7,7 +7,8 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "tenantgate"
 FORBIDDEN_IN_CORE = ("grpc", "grpc_health", "grpc_reflection", "jwt", "prometheus_client", "psycopg", "sqlite3",
                      "google", "envoy", "socket", "urllib", "http", "os", "tenantgate.identity", "tenantgate.audit",
                      "tenantgate.grants", "tenantgate.policy", "tenantgate.rpc", "tenantgate.http",
-                     "tenantgate.observability", "tenantgate.app", "tenantgate.cli", "tenantgate.config",
+                     "tenantgate.observability", "tenantgate.app", "tenantgate.background", "tenantgate.cli",
+                     "tenantgate.config",
                      "tenantgate.v1")
 
 
@@ -36,12 +37,12 @@ def test_only_the_engine_its_entity_cache_the_compiler_its_error_locator_and_the
     users = {str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if any(
         n == "cedarpy" or n.startswith("cedarpy.") for n in _imports(p))}
     assert users == {"core/engine.py", "core/entitycache.py", "core/compiler.py", "core/policy_errors.py",
-                     "core/schema.py"}
+                     "core/schema.py", "core/policy_files.py", "core/tenant_compile.py"}
 
 
 def test_adapters_do_not_import_the_cli_or_the_composition_root():
     for package in ("identity", "audit", "policy", "rpc", "http", "observability"):
-        assert list(_violations(package, ("tenantgate.cli", "tenantgate.app"))) == []
+        assert list(_violations(package, ("tenantgate.cli", "tenantgate.app", "tenantgate.background"))) == []
 
 
 def test_only_config_reads_the_environment():

@@ -5,7 +5,7 @@ a hung reload filled that executor, and health, status and SIGTERM stopped worki
 import asyncio
 import threading
 
-from tenantgate.app import Reloads
+from tenantgate.background import Reloads
 
 
 class _HangingStore:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tenantgate.core import compiler
+from tenantgate.core import policy_files
 from tenantgate.core.engine import Engine, PolicySource, compile_policies
 from tenantgate.core.model import Decision, Principal, Resource
 from tenantgate.errors import PolicyError
@@ -35,7 +35,7 @@ def test_a_policy_after_a_cr_ended_comment_is_in_its_tenants_partition_as_cedar_
 
 def test_a_file_whose_statements_disagree_with_cedars_parse_is_refused(monkeypatch):
     # Backstop for any other way the statement split could drift from Cedar's lexer: fail closed at load.
-    monkeypatch.setattr(compiler, "split_statements", lambda text: [])
+    monkeypatch.setattr(policy_files, "split_statements", lambda text: [])
     text = 'permit (principal, action == Action::"approve", resource);'
     with pytest.raises(PolicyError, match="Cedar parses 1 policies here but TenantGate finds 0 statements"):
         compile_policies(SCHEMA, [], {"acme": [PolicySource("tenants/acme/own.cedar", text)]})

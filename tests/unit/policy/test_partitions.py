@@ -142,15 +142,16 @@ def test_kept_outcomes_are_per_tenant_and_bounded(policy_dir, monkeypatch):
 
 
 def test_a_reload_reparses_only_changed_tenant_files(policy_dir, monkeypatch):
-    from tenantgate.core import compiler
+    from tenantgate.core import tenant_compile
     from tenantgate.policy import PolicyStore
 
     for i in range(3):
         _tenant_file(policy_dir, f"t{i}", f'@id("t{i}-p") permit (principal, action, resource);\n')
     store = PolicyStore.load(policy_dir)
     parsed = []
-    real = compiler._compile_tenant_file
-    monkeypatch.setattr(compiler, "_compile_tenant_file", lambda t, s, sch: parsed.append(s.path) or real(t, s, sch))
+    real = tenant_compile._compile_tenant_file
+    monkeypatch.setattr(tenant_compile, "_compile_tenant_file",
+                        lambda t, s, sch: parsed.append(s.path) or real(t, s, sch))
     _tenant_file(policy_dir, "t1", '@id("t1-p2") permit (principal, action == Action::"read", resource);\n')
     result = store.reload()
     assert result.ok and result.changed
