@@ -21,7 +21,7 @@ from tenantgate.policy.loader import (
     load_policies,
     snapshot_dir,
     tenant_directories,
-    unreadable_tenant_links,
+    unreadable_tenant_entries,
 )
 
 # At most this many tenants' directories are held back in one reload (one more pass over the directory each).
@@ -68,16 +68,16 @@ def load_holding_back(policy_dir: str | Path, schema_file: str | Path | None, ca
     layout), when a held tenant's last valid files do not compile on the new set, or past ``MAX_HELD_BACK``.
     """
     held: dict[str, TenantFiles | None] = {}
+    known = {*last_good, *known_dirs, *present}
     problems: list[PolicyDiagnostic] = []
     overlaps: set[str] = set()
     tenant_root = snapshot_dir(Path(policy_dir)) / TENANTS_DIR
     while True:
         used: dict[str, TenantFiles] = {}
         try:
-            compiled = load_policies(policy_dir, schema_file, cache, limits, held=held, used=used)
+            compiled = load_policies(policy_dir, schema_file, cache, limits, held=held, used=used, known=known)
         except PolicyError as err:
-            names = {d.name for d in tenant_directories(tenant_root)} | \
-                {Path(d.path).name for d in unreadable_tenant_links(tenant_root, tenant_root.parent)}
+            names = _tenant_names(tenant_root, known)
             # Two linked tenant directories that overlap are both named. Review findings: blaming both let evil,
             # re-linked onto acme's directory, hold acme back; blaming the one that moved did too once acme
             # moved itself (a release swaps its link) while evil, already held for the overlap, kept its link.
@@ -105,6 +105,16 @@ def load_holding_back(policy_dir: str | Path, schema_file: str | Path | None, ca
         if fenced:
             compiled = replace(compiled, quarantined=frozenset(fenced))
         return HeldBack(compiled, tuple(sorted(held)), refusal, used, tuple(sorted(overlaps)), fenced)
+
+
+def _tenant_names(tenant_root: Path, known: Collection[str]) -> set[str]:
+    """The tenants named by the entries of ``tenants/`` (their directories, and what stands for one that cannot be
+    read); none when it cannot be listed (the loader refuses the whole set then)."""
+    try:
+        return {d.name for d in tenant_directories(tenant_root)} | \
+            {Path(d.path).name for d in unreadable_tenant_entries(tenant_root, tenant_root.parent, known)}
+    except OSError:
+        return set()
 
 
 def _known_dir(name: str, last_good: Mapping[str, TenantFiles], known_dirs: Mapping[str, str]) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,8 @@ OUTSIDE_TENANT_MESSAGE = ("not read: resolves outside its tenant's directory; a 
 SHARED_TENANT_MESSAGE = ("this tenant directory is the same directory as {others}, or inside or around it: each "
                          "tenant's files must be its own")
 SHARED_PREFIX = SHARED_TENANT_MESSAGE.partition("{")[0]
-UNREADABLE_MESSAGE = ("cannot be read (a link to no directory, or a directory that cannot be listed): {what} files "
-                      "are unknown, so this is not taken as having none")
+UNREADABLE_MESSAGE = ("cannot be read (not a directory, a link that cannot be followed, or a directory that cannot "
+                      "be listed): {what} files are unknown, so this is not taken as having none")
 STRAY_MESSAGE = ("policy file in a directory TenantGate does not read: policies live in *.cedar directly in the "
                  "policy directory (global) or in tenants/<tenant>/*.cedar (that tenant's); move it there, or "
                  "give it another extension if it is not a policy")
@@ -61,7 +62,7 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
                   cache: FileCache | None = None,
                   limits: TenantLimits = DEFAULT_TENANT_LIMITS, *,
                   held: Mapping[str, TenantFiles | None] | None = None,
-                  used: dict[str, TenantFiles] | None = None) -> CompiledPolicies:
+                  used: dict[str, TenantFiles] | None = None, known: Collection[str] = ()) -> CompiledPolicies:
     """Load and validate the policy directory with the schema.
 
     Layout: ``*.cedar`` directly in ``policy_dir`` are global (sorted by name); ``tenants/<tenant>/*.cedar``
@@ -76,7 +77,8 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
 
     ``held`` (``holdback.load_holding_back``): tenants whose directories are not read; each is compiled from the files
     given instead (None: as having no directory). ``used``, when given, receives every tenant's files as
-    compiled.
+    compiled. ``known``: tenants served, held back or quarantined so far, whose name on anything but a directory
+    is their problem, not their removal (``unreadable_tenant_entries``).
     """
     held = held or {}
     given = Path(policy_dir)
@@ -95,16 +97,20 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     tenant_root = root / TENANTS_DIR
     tenants: dict[str, list[PolicySource]] = {}
     entities: dict[str, PolicySource] = {}
-    if os.path.lexists(root / ENTITIES_FILE):
+    if _present(root / ENTITIES_FILE):
         entities[""] = _read(root / ENTITIES_FILE, root)
     escaped: list[PolicyDiagnostic] = []
-    if os.path.lexists(tenant_root) and not _listable(tenant_root):
-        # Review finding: a dangling or unreadable tenants/ (a volume not mounted) read as "no tenant has files of
-        # its own", so every tenant lost its own forbids and the reload was OK.
-        escaped.append(PolicyDiagnostic(TENANTS_DIR, 1, UNREADABLE_MESSAGE.format(what="tenants/ (every tenant's)")))
-    elif tenant_root.is_dir():
-        tenant_dirs = tenant_directories(tenant_root)
-        escaped += [d for d in unreadable_tenant_links(tenant_root, root) if Path(d.path).name not in held]
+    tenant_dirs: list[Path] = []
+    if _present(tenant_root):
+        try:
+            tenant_dirs = tenant_directories(tenant_root)
+            escaped += [d for d in unreadable_tenant_entries(tenant_root, root, known)
+                        if Path(d.path).name not in held]
+        except OSError:
+            # Review findings: a dangling, unreadable or unsearchable tenants/ (a volume not mounted, mode 0444)
+            # read as "no tenant has files of its own", so every tenant lost its own forbids and the reload was OK.
+            escaped.append(PolicyDiagnostic(TENANTS_DIR, 1, UNREADABLE_MESSAGE.format(what="every tenant's")))
+    if tenant_dirs:
         # Held directories are not read: they neither overlap another nor count as overlapped (review finding:
         # evil re-linked to acme's directory got acme held back too, and acme's changes never applied).
         escaped += shared_tenant_dirs([d for d in tenant_dirs if d.name not in held], root)
@@ -166,25 +172,31 @@ def _policy_files(directory: Path) -> list[Path]:
                   if name.endswith(".cedar") and not name.startswith(".") and not (directory / name).is_dir())
 
 
-def _listable(directory: Path) -> bool:
+def _present(path: Path) -> bool:
+    """True when something is at ``path`` (a dangling link included), False when nothing is; raises ``OSError``
+    when that cannot be told (``os.path.lexists`` said False for a file in a directory that cannot be searched,
+    and a tenant's entities.json went missing unreported: review finding)."""
     try:
-        os.listdir(directory)
-    except OSError:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
         return False
     return True
 
 
-def unreadable_tenant_links(tenant_root: Path, root: Path) -> list[PolicyDiagnostic]:
-    """A diagnostic for each entry of ``tenants/`` named like a tenant that is a link leading to no directory
-    (dangling, looping, or to a file): that tenant's files cannot be read, which is not "it has none" (review
-    finding: a dangling ``tenants/acme`` link served acme by the global policies alone, with the reload OK)."""
-    try:
-        entries = sorted(os.listdir(tenant_root))
-    except OSError:
-        return []
-    return [PolicyDiagnostic(_display(tenant_root / name, root), 1, UNREADABLE_MESSAGE.format(what="this tenant's"))
-            for name in entries if not name.startswith(".") and os.path.islink(tenant_root / name)
-            and not (tenant_root / name).is_dir()]
+def unreadable_tenant_entries(tenant_root: Path, root: Path, known: Collection[str] = ()) -> list[PolicyDiagnostic]:
+    """A diagnostic for each entry of ``tenants/`` that stands for a tenant whose files cannot be read, which is
+    not "it has none": a link that cannot be followed (dangling, looping, not permitted), or anything but a
+    directory under the name of a ``known`` tenant (one served, held back or quarantined). Review findings: a
+    dangling ``tenants/acme`` link, or a file put in place of acme's directory, served acme by the global
+    policies alone with the reload OK. A link to a file under another name is not a tenant (``README.md``)."""
+    problems = []
+    for name in sorted(os.listdir(tenant_root)):
+        path = tenant_root / name
+        if name.startswith(".") or path.is_dir():
+            continue
+        if (os.path.islink(path) and not os.path.exists(path)) or name in known:
+            problems.append(PolicyDiagnostic(_display(path, root), 1, UNREADABLE_MESSAGE.format(what="this tenant's")))
+    return problems
 
 
 def _tenant_files(tenant_dir: Path, root: Path) -> tuple[list[Path], list[PolicyDiagnostic]]:
@@ -197,7 +209,7 @@ def _tenant_files(tenant_dir: Path, root: Path) -> tuple[list[Path], list[Policy
     -> ../src/acme``), and files may link within it (a per-tenant ConfigMap's ``own.cedar -> ..data/own.cedar``).
     """
     files = _policy_files(tenant_dir)
-    if os.path.lexists(tenant_dir / ENTITIES_FILE):
+    if _present(tenant_dir / ENTITIES_FILE):
         files.append(tenant_dir / ENTITIES_FILE)
     base = os.path.realpath(tenant_dir) + os.sep
     own: list[Path] = []
@@ -211,11 +223,23 @@ def _tenant_files(tenant_dir: Path, root: Path) -> tuple[list[Path], list[Policy
 
 
 def tenant_directories(tenant_root: Path) -> list[Path]:
-    """The tenant directories under ``tenants/``, by name: every directory (or link to one) not hidden."""
-    try:
-        return sorted(d for d in tenant_root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    except OSError:
-        return []
+    """The tenant directories under ``tenants/``, by name: every directory (or link to one) not hidden. Raises
+    ``OSError`` when ``tenants/`` cannot be listed or an entry of it cannot be examined (a link that cannot be
+    followed is skipped: ``unreadable_tenant_entries`` reports it)."""
+    found = []
+    for name in sorted(os.listdir(tenant_root)):
+        path = tenant_root / name
+        if name.startswith("."):
+            continue
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            if os.path.islink(path):
+                continue
+            raise
+        if stat.S_ISDIR(mode):
+            found.append(path)
+    return found
 
 
 def shared_tenant_dirs(tenant_dirs: list[Path], root: Path) -> list[PolicyDiagnostic]:
@@ -282,7 +306,11 @@ def stray_policy_files(root: Path, skip: Collection[str] = ()) -> list[PolicyDia
     # The directories read, by identity: a tenant directory may be a symlink to one elsewhere in the tree,
     # which the walk (each directory once) may reach first by its own name (review finding: `src/acme` with
     # `tenants/acme -> ../src/acme` was refused, `zsrc/acme` was not).
-    read = {_identity(top)} | {_identity(os.fspath(d)) for d in tenant_directories(Path(tenant_root))}
+    try:
+        tenant_dirs = tenant_directories(Path(tenant_root)) if os.path.isdir(tenant_root) else []
+    except OSError:
+        tenant_dirs = []  # reported by the loader as tenants/ that cannot be read
+    read = {_identity(top)} | {_identity(os.fspath(d)) for d in tenant_dirs}
     skipped = {os.path.join(tenant_root, name) for name in skip}
     for dirpath, filenames in policy_tree(root, skipped):
         if _identity(dirpath) in read:

@@ -225,3 +225,74 @@ def test_a_link_onto_a_quarantined_tenants_directory_blames_the_link(policy_dir,
     result = store.reload()
     assert result.held_back == ("evil",) and result.quarantined == ("evil",)
     assert _acme_read(store).decision is Decision.ALLOW
+
+
+# Second review of the fixes above.
+
+def test_a_tenants_directory_that_cannot_be_searched_refuses_the_reload(policy_dir, monkeypatch):
+    # Review finding (HIGH): tenants/ at mode 0444 could be listed but not entered; every entry's is_dir() failed
+    # and was taken as "not a directory", so every tenant lost its own forbids with the reload OK.
+    (policy_dir / "tenants" / "evil" / "oops.cedar").unlink()
+    (policy_dir / "tenants" / "acme" / "no-read.cedar").write_text(ACME_FORBID)
+    store = PolicyStore.load(policy_dir)
+    real = os.stat
+    tenants = os.fspath(policy_dir / "tenants") + os.sep
+
+    def stat(path, *args, **kwargs):
+        if os.fspath(path).startswith(tenants):
+            raise PermissionError(13, "Permission denied")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    result = store.reload(force=True)
+    assert not result.ok and not result.held_back and "tenants:1: cannot be read" in result.message
+    assert _acme_read(store).reason is Reason.POLICY_FORBID  # the last good set: acme's guards still apply
+    with pytest.raises(PolicyError, match="tenants:1: cannot be read"):
+        PolicyStore.load(policy_dir, quarantine=True)
+
+
+def test_an_entity_file_that_cannot_be_examined_holds_its_tenant_back(policy_dir, monkeypatch):
+    # Review finding: os.path.lexists said False for an entities.json in a directory that could not be searched,
+    # and the tenant silently lost its entity data.
+    (policy_dir / "tenants" / "evil" / "oops.cedar").unlink()
+    entities = policy_dir / "tenants" / "evil" / "entities.json"
+    entities.write_text("[]")
+    store = PolicyStore.load(policy_dir)
+    real = os.lstat
+
+    def lstat(path, *args, **kwargs):
+        if os.fspath(path) == os.fspath(entities):
+            raise PermissionError(13, "Permission denied")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    assert store.reload(force=True).held_back == ("evil",)
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo"])
+def test_a_file_put_in_place_of_a_served_tenants_directory_holds_it_back(policy_dir, kind):
+    # Review finding: a regular file, FIFO or socket named like a served tenant counted as its removal.
+    acme = policy_dir / "tenants" / "acme"
+    (acme / "no-read.cedar").write_text(ACME_FORBID)
+    (policy_dir / "tenants" / "evil" / "oops.cedar").unlink()
+    store = PolicyStore.load(policy_dir)
+    shutil.rmtree(acme)
+    if kind == "file":
+        acme.write_text("not a directory")
+    else:
+        os.mkfifo(acme)
+    result = store.reload()
+    assert result.held_back == ("acme",) and "tenants/acme:1: cannot be read" in result.message
+    assert _acme_read(store).reason is Reason.POLICY_FORBID
+
+
+def test_a_link_to_a_file_in_the_tenants_directory_is_not_a_tenant(policy_dir, tmp_path):
+    # Review finding (regression of the first fix): tenants/README.md -> ../README.md blocked a default start and
+    # held back a tenant "README.md" on every reload.
+    (policy_dir / "tenants" / "evil" / "oops.cedar").unlink()
+    (tmp_path / "README.md").write_text("notes\n")
+    os.symlink(tmp_path / "README.md", policy_dir / "tenants" / "README.md")
+    store = PolicyStore.load(policy_dir)
+    (policy_dir / "tenants" / "acme" / "new.cedar").write_text(ACME_FORBID)
+    result = store.reload()
+    assert (result.ok, result.held_back, result.quarantined) == (True, (), ())
