@@ -28,6 +28,7 @@ def _check(stub, token, tenant, rid, status):
 
 def test_a_tenant_slow_on_repeated_checks_is_quarantined_on_a_running_server(tmp_path, monkeypatch):
     monkeypatch.setattr(slowtenants, "LOOK_SECONDS", 0.0)  # every slow decision looked at (the server is in-process)
+    monkeypatch.setattr(slowtenants, "LOOK_CHANCE", 1)
     policy_dir = bundled_with_tenant(tmp_path, "evil", {"slow.cedar": SLOW_FORBID})
     issuer = TestIssuer(tmp_path)
     settings = config.load(write_config(tmp_path, issuer.settings, policies=policy_dir), env={})
@@ -48,6 +49,6 @@ def test_a_tenant_slow_on_repeated_checks_is_quarantined_on_a_running_server(tmp
         from prometheus_client import generate_latest
 
         metrics = generate_latest(app.registry).decode()
-        assert f'tenantgate_policy_slow_evaluations_total{{policies="tenant"}} {float(STRIKES)}' in metrics
+        assert f'tenantgate_policy_slow_evaluations_total{{cause="tenant"}} {float(STRIKES)}' in metrics
         assert "tenantgate_policy_quarantined_tenants 1.0" in metrics
         assert not any("evil" in line for line in metrics.splitlines())  # no tenant id as a label

@@ -207,19 +207,23 @@ class Engine:
         return outcome, shared
 
     def _too_slow(self, tenant: str, seconds: float, request: dict[str, Any], entities: Any, policy_set: Any) -> None:
-        """A decision about ``tenant`` took ``seconds`` of this thread's CPU time, over the budget: at most once a
-        second per tenant, run it again and the global set alone, to tell whose policies are slow
-        (``core.slowtenants``); the tenant is quarantined at its last strike."""
+        """A decision about ``tenant`` took ``seconds`` of this thread's CPU time, over the budget: when
+        ``SlowTenants.look`` says so, run it again, the global set alone and an empty set, to tell whose policies
+        (or the request itself) are slow; the tenant is quarantined at its last strike (``core.slowtenants``)."""
+        partition = self.compiled.tenants.get(tenant)
+        own = policy_set is not self.compiled.policy_set and partition is not None
+        text = partition.text if own and partition is not None else ""
+        if own and self._slow.closed(tenant, text):
+            self._closed[tenant] = TOO_SLOW  # quarantined on an engine built after this one was
+            return
         if not self._slow.look(tenant):
             return
-        partition = self.compiled.tenants.get(tenant)
         schema = self.compiled.schema
-        if policy_set is self.compiled.policy_set or partition is None:
-            self._slow.slow(tenant, 0.0, seconds, "")  # the global set alone was what was slow
-            return
-        again = _cpu_seconds(request, policy_set, entities, schema)  # a second reading: one may be inflated
-        global_seconds = _cpu_seconds(request, self.compiled.policy_set, entities, schema)
-        if self._slow.slow(tenant, min(seconds, again) - global_seconds, global_seconds, partition.text):
+        again = _cpu_seconds(request, policy_set, entities, schema) if own else seconds
+        global_seconds = _cpu_seconds(request, self.compiled.policy_set, entities, schema) if own else seconds
+        reading = _cpu_seconds(request, _empty_policy_set(), entities, schema)
+        if self._slow.slow(tenant, min(seconds, again) - global_seconds if own else 0.0,
+                           global_seconds - reading, reading, text):
             self._closed[tenant] = TOO_SLOW
 
     def _outcome(self, tenant: str, answer: dict[str, Any]) -> EngineOutcome:
@@ -313,6 +317,16 @@ def answer_text(request: dict[str, Any], policy_set: Any, entities: Any, schema:
     handle = entities._inner if isinstance(entities, cedarpy.Entities) else entities
     text: str = native([request], policy_set, handle, schema, False)[0]
     return text
+
+
+_EMPTY: list[Any] = []
+
+
+def _empty_policy_set() -> Any:
+    """A policy set without policies: asking it costs what reading the request costs."""
+    if not _EMPTY:
+        _EMPTY.append(cedarpy.PolicySet.from_str(""))
+    return _EMPTY[0]
 
 
 def _cpu_seconds(request: dict[str, Any], policy_set: Any, entities: Any, schema: Any) -> float:

@@ -4,12 +4,13 @@ Cedar evaluates holding Python's GIL, so one slow decision holds every tenant's.
 what a tenant's files may hold (bytes, policies, ``like`` patterns), not every slow construct within them
 (comparing sets of 5,000 values in each of 3,500 policies took 320 ms a decision; review finding). So each
 Cedar call is timed by the calling thread's CPU time (waiting for the GIL or being preempted does not count).
-One over the budget is looked at, at most once a second per tenant: it is run again, and so is the global set
-alone on the same request. When the tenant's own share, the smaller of the two runs minus the global one
-(which also holds what parsing the request costs), is over the budget, the tenant gets a strike; at
-``STRIKES`` strikes within ``WINDOW_SECONDS`` it is quarantined: every later decision about its resources is
-denied without asking Cedar, until its own policy text changes. A decision the global set alone is slow on
-is the operator's, and only reported.
+A decision over the budget may be looked at: at most once a second per tenant, and then only by a random draw
+(``LOOK_CHANCE``), so a caller cannot choose which one (review finding: a cheap decoy sent as each second
+began took every look, and 56 ms decisions went on unseen). Looking runs it again, the global set alone and an
+empty set (what reading the request costs). The tenant's own share is the faster of its two runs minus the
+global run; over the budget, it is a strike; at ``STRIKES`` strikes within ``WINDOW_SECONDS`` the tenant is
+quarantined: every later decision about its resources is denied without asking Cedar, until its own policy
+text changes. A decision slow for the global policies, or for the request itself, is only reported, as such.
 
 One ``SlowTenants`` serves every engine of a policy store, so strikes and quarantines outlive reloads that
 leave the tenant's own text unchanged (review finding: any reload reset the strikes).
@@ -17,6 +18,7 @@ leave the tenant's own text unchanged (review finding: any reload reset the stri
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,9 +26,11 @@ from collections.abc import Callable, Mapping
 STRIKES = 3  # slow decisions within the window that quarantine a tenant
 WINDOW_SECONDS = 60.0
 LOOK_SECONDS = 1.0  # at most one slow decision per tenant looked at (run again) per this many seconds
+LOOK_CHANCE = 4  # once that long has passed, each slow decision is looked at with a chance of 1 in this
 
-# (tenant, or "" for the global policies; seconds of its own; whether it is now quarantined) -> nothing.
-SlowHook = Callable[[str, float, bool], None]
+# (cause: "tenant", "global" or "request"; the tenant; seconds of that cause; whether the tenant is now
+# quarantined) -> nothing. Must not raise.
+SlowHook = Callable[[str, str, float, bool], None]
 
 
 class SlowTenants:
@@ -54,9 +58,18 @@ class SlowTenants:
                 del self._strikes[tenant]
             return set(self._closed)
 
+    def closed(self, tenant: str, text: str) -> bool:
+        """Whether ``tenant`` (its own policy text ``text``) is quarantined: an engine built before that
+        quarantine learns of it here."""
+        with self._lock:
+            return self._closed.get(tenant) == text
+
     def look(self, tenant: str) -> bool:
-        """Whether to look at a slow decision about ``tenant`` now (at most once per ``LOOK_SECONDS``): looking
-        runs it twice more, so a caller cannot have every decision's cost tripled."""
+        """Whether to look at a slow decision about ``tenant`` now: at most once per ``LOOK_SECONDS`` (looking
+        runs it three times more, so a caller cannot have every decision's cost multiplied), and then by a draw
+        of 1 in ``LOOK_CHANCE``, so a caller cannot choose the decision looked at."""
+        if secrets.randbelow(LOOK_CHANCE):
+            return False
         now = self._clock()
         with self._lock:
             last = self._looked_at.get(tenant)
@@ -67,27 +80,27 @@ class SlowTenants:
             self._looked_at[tenant] = now
             return True
 
-    def slow(self, tenant: str, own_seconds: float, global_seconds: float, text: str) -> bool:
+    def slow(self, tenant: str, own_seconds: float, global_seconds: float, request_seconds: float,
+             text: str) -> bool:
         """Note a decision about ``tenant`` over the budget: ``own_seconds`` its own policies' share (``text``
-        their text), ``global_seconds`` the global set's alone. True when the tenant is quarantined (by this
-        strike, or already: an engine built before that quarantine learns of it here)."""
+        their text), ``global_seconds`` the global set's, ``request_seconds`` what reading the request took.
+        True when this quarantines the tenant."""
         if own_seconds <= self.budget:
-            if global_seconds > self.budget and self._hook is not None:
-                self._hook("", global_seconds, False)  # the global policies are slow: the operator's to fix
+            if self._hook is not None and max(global_seconds, request_seconds) > self.budget:
+                cause = "global" if global_seconds >= request_seconds else "request"
+                self._hook(cause, tenant, max(global_seconds, request_seconds), False)  # the operator's to see
             return False
         now = self._clock()
         with self._lock:
             known, times = self._strikes.get(tenant, (text, []))
             recent = [at for at in times if now - at < WINDOW_SECONDS] if known == text else []
             recent.append(now)
-            if self._closed.get(tenant) == text:
-                return True
-            closing = len(recent) >= STRIKES
+            closing = len(recent) >= STRIKES and self._closed.get(tenant) != text
             if closing:
                 self._closed[tenant] = text
                 self._strikes.pop(tenant, None)
             else:
                 self._strikes[tenant] = (text, recent)
         if self._hook is not None:
-            self._hook(tenant, own_seconds, closing)
+            self._hook("tenant", tenant, own_seconds, closing)
         return closing

@@ -53,9 +53,10 @@ class DecisionMetrics:
         # the first reload (which left TenantGatePolicyReloadFailed firing on every server that never had one).
         # A start with tenants quarantined sets it to 0 (``policies_started``).
         self.policy_last_reload_ok.set(1)
-        self.slow_evaluations = Counter("tenantgate_policy_slow_evaluations", "Decisions on which Cedar took "
-                                        "longer than policies.tenant_evaluation_budget_ms, by whose policies were "
-                                        "slow (tenant: a tenant's own; global).", ["policies"], registry=registry)
+        self.slow_evaluations = Counter("tenantgate_policy_slow_evaluations", "Decisions looked at because Cedar "
+                                        "took longer than policies.tenant_evaluation_budget_ms on them, by cause "
+                                        "(tenant: a tenant's own policies; global: the global policies; request: "
+                                        "reading the request).", ["cause"], registry=registry)
         self.policy_quarantined = Gauge("tenantgate_policy_quarantined_tenants", "Tenants whose policy files are "
                                         "invalid with no valid ones to fall back on: every decision about their "
                                         "resources is denied.", registry=registry, multiprocess_mode="livemax")
@@ -85,8 +86,8 @@ class DecisionMetrics:
         self.policy_quarantined.set(len(result.quarantined))
         self.policy_loaded(result.version)
 
-    def slow_evaluation(self, tenants_own: bool, quarantined: bool) -> None:
-        self.slow_evaluations.labels("tenant" if tenants_own else "global").inc()
+    def slow_evaluation(self, cause: str, quarantined: bool) -> None:
+        self.slow_evaluations.labels(cause).inc()
         if quarantined:
             self.policy_quarantined.inc()
 

@@ -18,18 +18,20 @@ def slow_policy_reporter(metrics: DecisionMetrics) -> SlowHook:
     slow = ProblemLog(log, now=time.monotonic, noun="slow decisions",
                       summary="%d decisions took longer than policies.tenant_evaluation_budget_ms; latest: %s")
 
-    def report(tenant: str, seconds: float, closed: bool) -> None:
-        metrics.slow_evaluation(tenant != "", closed)
+    def report(cause: str, tenant: str, seconds: float, closed: bool) -> None:
+        metrics.slow_evaluation(cause, closed)
         if closed:
             log.error(
                 "tenant %s quarantined: its own policies took Cedar %.0f ms on a decision, over "
                 "policies.tenant_evaluation_budget_ms, repeatedly; every decision about its resources is denied "
                 "(tenant_policies_unavailable) until its policy files change", tenant, seconds * 1000)
-        elif tenant:
-            slow.occurred("a decision about tenant %s took Cedar %.0f ms, its own policies being slow",
-                          tenant, seconds * 1000, cause=tenant)
+        elif cause == "tenant":
+            slow.occurred("a decision about tenant %s took Cedar %.0f ms of its own policies", tenant,
+                          seconds * 1000, cause=tenant)
+        elif cause == "global":
+            slow.occurred("a decision took Cedar %.0f ms of the global policies", seconds * 1000, cause=cause)
         else:
-            slow.occurred("a decision took Cedar %.0f ms, the global policies being slow on it", seconds * 1000,
-                          cause="global")
+            slow.occurred("a request about tenant %s took Cedar %.0f ms to read (long or non-ASCII strings; "
+                          "server.max_message_bytes bounds it)", tenant, seconds * 1000, cause=cause)
 
     return report

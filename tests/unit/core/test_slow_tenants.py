@@ -37,6 +37,11 @@ def policy_dir(tmp_path: Path) -> Path:
     return bundled_with_tenant(tmp_path, "evil", {"slow.cedar": SLOW_FORBID})
 
 
+@pytest.fixture(autouse=True)
+def every_draw_looks(monkeypatch):
+    monkeypatch.setattr(slowtenants, "LOOK_CHANCE", 1)  # the random draw always says yes
+
+
 @pytest.fixture()
 def no_look_limit(monkeypatch):
     monkeypatch.setattr(slowtenants, "LOOK_SECONDS", 0.0)
@@ -53,8 +58,9 @@ def test_a_tenant_slow_on_repeated_decisions_is_quarantined_and_others_are_not(p
     engine = _engine(policy_dir, calls)
     for n in range(STRIKES):
         assert _read(engine, "evil", rid=f"r{n}").decision is Decision.ALLOW  # decided; each one a strike
-    assert [(t, closed) for t, _s, closed in calls] == [("evil", False)] * (STRIKES - 1) + [("evil", True)]
-    assert all(seconds > BUDGET for _t, seconds, _c in calls)
+    assert [(c, t, closed) for c, t, _s, closed in calls] == \
+        [("tenant", "evil", False)] * (STRIKES - 1) + [("tenant", "evil", True)]
+    assert all(seconds > BUDGET for _c, _t, seconds, _closed in calls)
     denied = _read(engine, "evil", status="short")  # fast or not, memo or not: denied without Cedar
     assert denied is TOO_SLOW and denied.reason is Reason.TENANT_POLICIES_UNAVAILABLE
     assert _read(engine, "acme").decision is Decision.ALLOW  # the same long string, the global set only
@@ -78,7 +84,7 @@ def test_slowness_of_the_global_policies_is_reported_but_quarantines_no_tenant(t
     for n in range(STRIKES + 1):
         _read(engine, "evil", rid=f"r{n}")
         _read(engine, "acme", rid=f"r{n}")
-    assert calls and {(t, closed) for t, _s, closed in calls} == {("", False)}
+    assert calls and {(c, closed) for c, _t, _s, closed in calls} == {("global", False)}
     assert engine.closed_tenants == frozenset()
 
 
@@ -126,6 +132,30 @@ def test_slow_decisions_are_looked_at_once_a_second_per_tenant():
     assert slow.look("evil")
 
 
+def test_which_slow_decision_is_looked_at_is_drawn_at_random(monkeypatch):
+    # Review finding (second fence review, HIGH): the first slow decision of each second was the one looked at,
+    # so a cheap-to-judge decoy sent as each second began took every look, and 56 ms decisions went on unseen
+    # (310 in 30 s, never quarantined). Now each slow decision is looked at by a draw of 1 in LOOK_CHANCE.
+    monkeypatch.setattr(slowtenants, "LOOK_CHANCE", 4)
+    monkeypatch.setattr(slowtenants, "LOOK_SECONDS", 0.0)
+    slow = SlowTenants(BUDGET)
+    looked = sum(slow.look("evil") for _ in range(4000))
+    assert 700 < looked < 1300  # about a quarter: which decision is looked at cannot be chosen by its sender
+
+
+def test_a_quarantine_made_on_one_engine_reaches_an_engine_built_before_it(policy_dir, no_look_limit):
+    # Review finding (second fence review): an engine built during a reload learned of a quarantine only from a
+    # look that found the tenant's own share over the budget.
+    slow = SlowTenants(BUDGET)
+    compiled = load_policies(policy_dir)
+    old, new = Engine(compiled, slow=slow), Engine(compiled, slow=slow)
+    for n in range(STRIKES):
+        _read(old, "evil", rid=f"r{n}")
+    assert old.closed_tenants == {"evil"} and new.closed_tenants == frozenset()
+    _read(new, "evil", rid="slow again")  # over the budget: it asks before looking
+    assert new.closed_tenants == {"evil"}
+
+
 def test_no_budget_no_timing(policy_dir):
     calls: list = []
     engine = _engine(policy_dir, calls, budget=0.0)
@@ -139,14 +169,16 @@ def test_strikes_older_than_the_window_or_of_another_text_do_not_count():
     calls: list = []
     slow = SlowTenants(BUDGET, lambda *a: calls.append(a), clock=lambda: now[0])
     for _ in range(STRIKES - 1):
-        assert not slow.slow("evil", 1.0, 0.0, "text")
+        assert not slow.slow("evil", 1.0, 0.0, 0.0, "text")
     now[0] = WINDOW_SECONDS + 1
-    assert not slow.slow("evil", 1.0, 0.0, "text")
-    assert not slow.slow("evil", 1.0, 0.0, "new text")  # its text changed: its strikes start again
-    assert not slow.slow("evil", 1.0, 0.0, "new text") and slow.slow("evil", 1.0, 0.0, "new text")
-    assert slow.quarantined({"evil": "new text"}) == {"evil"}
-    assert not slow.slow("acme", BUDGET, 1.0, "t")  # its own share within the budget: the global set's
-    assert calls[-1] == ("", 1.0, False)
+    assert not slow.slow("evil", 1.0, 0.0, 0.0, "text")
+    assert not slow.slow("evil", 1.0, 0.0, 0.0, "new text")  # its text changed: its strikes start again
+    assert not slow.slow("evil", 1.0, 0.0, 0.0, "new text") and slow.slow("evil", 1.0, 0.0, 0.0, "new text")
+    assert slow.quarantined({"evil": "new text"}) == {"evil"} and slow.closed("evil", "new text")
+    assert not slow.slow("acme", BUDGET, 1.0, 0.1, "t")  # its own share within the budget: the global set's
+    assert calls[-1] == ("global", "acme", 1.0, False)
+    assert not slow.slow("acme", BUDGET, 0.1, 1.0, "t")  # or reading the request
+    assert calls[-1] == ("request", "acme", 1.0, False)
     assert slow.quarantined({"evil": "fixed"}) == set()
 
 
