@@ -215,7 +215,8 @@ def _tenant_files(tenant_dir: Path, root: Path) -> tuple[list[Path], list[Policy
     own: list[Path] = []
     outside: list[PolicyDiagnostic] = []
     for p in files:
-        if os.path.realpath(p).startswith(base):
+        # An entry of the directory that is not a link is in it; only a link is followed to see where it leads.
+        if not os.path.islink(p) or os.path.realpath(p).startswith(base):
             own.append(p)
         else:
             outside.append(PolicyDiagnostic(_display(p, root), 1, OUTSIDE_TENANT_MESSAGE))
@@ -246,14 +247,20 @@ def shared_tenant_dirs(tenant_dirs: list[Path], root: Path) -> list[PolicyDiagno
     """A diagnostic for each tenant directory that is a link resolving to another's, or into or around it (review
     finding: ``tenants/evil -> acme`` would read acme's policies and entity data as evil's). Only the link is
     refused: the directory it points at is not at fault (and is not held back for it)."""
-    resolved = [(d, os.path.realpath(d) + os.sep) for d in tenant_dirs]
-    problems: list[PolicyDiagnostic] = []
-    for d, path in resolved:
-        others = [o.name for o, other in resolved if o != d and (path.startswith(other) or other.startswith(path))]
-        if others and d.is_symlink():
-            problems.append(PolicyDiagnostic(_display(d, root), 1, SHARED_TENANT_MESSAGE.format(
-                others=", ".join(f"{TENANTS_DIR}/{name}" for name in others))))
-    return problems
+    # Sorted by resolved path, the directories inside one (its path a prefix of theirs) follow it in one run, so
+    # each overlap is found by scanning forward (review finding: comparing every pair took 13 s a reload at 3,000
+    # tenants, and most of a 10,000-tenant reload).
+    resolved = sorted((os.path.realpath(d) + os.sep, d.name, d) for d in tenant_dirs)
+    overlapping: dict[str, set[str]] = {}
+    for i, (path, name, _d) in enumerate(resolved):
+        for other_path, other, _o in resolved[i + 1:]:
+            if not other_path.startswith(path):
+                break
+            overlapping.setdefault(name, set()).add(other)
+            overlapping.setdefault(other, set()).add(name)
+    return [PolicyDiagnostic(_display(d, root), 1, SHARED_TENANT_MESSAGE.format(
+                others=", ".join(f"{TENANTS_DIR}/{other}" for other in sorted(overlapping[d.name]))))
+            for d in tenant_dirs if d.name in overlapping and d.is_symlink()]
 
 
 def outside_snapshot(root: Path, snapshot: Path) -> list[PolicyDiagnostic]:
