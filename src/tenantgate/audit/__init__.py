@@ -7,9 +7,9 @@ The on-disk format is documented in ``docs/audit.md`` and ``chain.py``.
 
 from tenantgate.audit.chain import GENESIS_HASH
 from tenantgate.audit.jsonl import JsonlAuditSink, encode_event
-from tenantgate.audit.sink import AuditStats
 from tenantgate.audit.tee import StreamAuditSink, TeeAuditSink
 from tenantgate.audit.verify import Finding, VerifyReport, verify_files, verify_log
+from tenantgate.audit.writer import AuditStats
 
 __all__ = ["GENESIS_HASH", "AuditStats", "Finding", "JsonlAuditSink", "StreamAuditSink", "TeeAuditSink",
            "VerifyReport", "encode_event", "verify_files", "verify_log"]

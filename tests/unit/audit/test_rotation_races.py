@@ -12,8 +12,7 @@ import threading
 
 import pytest
 
-from tenantgate.audit import JsonlAuditSink, fileio, verify_log
-from tenantgate.audit import sink as sink_module
+from tenantgate.audit import JsonlAuditSink, fileio, livechain, verify_log
 from tenantgate.audit.files import chain_files, rotated_path
 from tenantgate.audit.query import RecordFilter, query
 
@@ -210,8 +209,8 @@ def test_a_lasting_extra_hard_link_is_checked_once_and_a_half_rotation_on_top_of
     backup.parent.mkdir()
     os.link(path, backup)
     checks = []
-    real_forget = sink_module.forget_half_rotation
-    monkeypatch.setattr(sink_module, "forget_half_rotation", lambda live: checks.append(live) or real_forget(live))
+    real_forget = livechain.forget_half_rotation
+    monkeypatch.setattr(livechain, "forget_half_rotation", lambda live: checks.append(live) or real_forget(live))
     for i in range(1, 6):
         server.write(event(i))
     assert len(checks) == 1  # the first batch after the link looked, the others took the fast path

@@ -392,13 +392,13 @@ def test_batches_and_single_writes_from_many_threads_keep_one_chain_in_submissio
 def test_an_interrupt_between_the_append_and_the_head_update_never_forks_the_chain(tmp_path, event, monkeypatch):
     """Found in review: interrupted after the append but before the new chain head was kept, the sink still
     believed the file unchanged and sealed the next record on the old head (two records with one seq)."""
-    from tenantgate.audit import sink as sink_module
+    from tenantgate.audit import writer as writer_module
 
     path = tmp_path / "audit.jsonl"
     sink = JsonlAuditSink(path)
     sink.write(event(1))
     appended = {"now": False}
-    real_append, real_head = sink_module.append_all, sink_module.ChainHead
+    real_append, real_head = writer_module.append_all, writer_module.ChainHead
 
     def append(*args, **kwargs):
         end = real_append(*args, **kwargs)
@@ -411,12 +411,12 @@ def test_an_interrupt_between_the_append_and_the_head_update_never_forks_the_cha
             raise KeyboardInterrupt  # ...and a signal lands before the sink keeps its new head
         return real_head(*args, **kwargs)
 
-    monkeypatch.setattr(sink_module, "append_all", append)
-    monkeypatch.setattr(sink_module, "ChainHead", head)
+    monkeypatch.setattr(writer_module, "append_all", append)
+    monkeypatch.setattr(writer_module, "ChainHead", head)
     with pytest.raises(KeyboardInterrupt):
         sink.write(event(2))
-    monkeypatch.setattr(sink_module, "append_all", real_append)
-    monkeypatch.setattr(sink_module, "ChainHead", real_head)
+    monkeypatch.setattr(writer_module, "append_all", real_append)
+    monkeypatch.setattr(writer_module, "ChainHead", real_head)
     sink.write(event(3))
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(r["seq"], r["decision_id"]) for r in records] == [(1, "id-1"), (2, "id-2"), (3, "id-3")]

@@ -113,4 +113,4 @@ def test_close_of_an_idle_tee_still_closes_both_sinks(tmp_path, event):
     tee = TeeAuditSink(primary, Recording())
     tee.write(event(1))
     tee.close()
-    assert closed == ["secondary"] and primary._fd is None
+    assert closed == ["secondary"] and primary._writer._fd is None
