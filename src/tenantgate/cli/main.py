@@ -204,7 +204,7 @@ def _check_mintable(args: argparse.Namespace, settings: Any) -> None:
     tenant id grammar (``tenant_claim_missing``), or a ``--ttl`` the issuer may not sign or verifiers refuse
     (``tokens.max_lifetime_seconds``)."""
     from tenantgate.core.request import TENANT_ID, is_tenant_id
-    from tenantgate.identity.verifier import MAX_SUBJECT_CHARS
+    from tenantgate.identity.claimchecks import MAX_SUBJECT_CHARS
 
     if not is_tenant_id(args.tenant):
         raise ConfigError(f"--tenant {args.tenant!r} is not a tenant id ({TENANT_ID.pattern}): every decision "

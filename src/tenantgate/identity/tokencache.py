@@ -4,6 +4,9 @@ Entries alone do not bound memory: an issuer may mint tokens of up to ``tokens.m
 parsed claims take many times their text (``[{}, {}, ...]`` costs ~70 bytes of Python objects per three
 characters). ``JwtVerifier`` keeps only the claims decisions read, and this cache counts what it keeps
 (``approximate_size``), so whatever an issuer puts into those claims, the cache stays within ``max_bytes``.
+
+A hit counts only while it would still verify: ``TokenCache.trusted_claims`` applies the time checks of a
+fresh verification again and checks that the key which verified the token is still in its issuer's key set.
 """
 
 from __future__ import annotations
@@ -11,10 +14,14 @@ from __future__ import annotations
 import sys
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from tenantgate.config import TokenSettings
 from tenantgate.core.model import VerifiedClaims
+from tenantgate.core.ports import Clock
+from tenantgate.errors import TokenExpired
+from tenantgate.identity.claimchecks import check_window
 from tenantgate.identity.keys import KeySet, VerificationKey
 
 if TYPE_CHECKING:
@@ -111,6 +118,38 @@ class TokenCache:
             if entry is not None:
                 self._entries.move_to_end(key)
             return entry
+
+    def trusted_claims(self, digest: bytes, settings: TokenSettings, clock: Clock) -> VerifiedClaims | None:
+        """The claims cached under ``digest`` when they still hold now, else None (verify afresh).
+
+        Raises what ``check_window`` raises for the entry's times (a ``TokenExpired`` entry is dropped first);
+        drops an entry whose key its issuer's current key set no longer holds. Disabled: always None.
+        """
+        if not self.enabled:
+            return None
+        entry = self.get(digest)
+        if entry is None:
+            return None
+        try:
+            check_window(entry.claims.expires_at, entry.not_before, entry.issued_at, settings, clock)
+        except TokenExpired:
+            self.discard(digest)  # verified afresh if presented again; other refusals keep the entry
+            raise
+        # INVARIANT: a cached token counts only while the key that verified it is in its issuer's current key
+        # set (review finding: a token cached before its key was removed kept being accepted until exp).
+        # ``current()`` holds no lock and does no I/O (a due JWKS re-fetch starts in the background).
+        keys = entry.source.current()
+        if keys is not entry.keys:
+            return self._still_trusted(digest, entry, keys)
+        return entry.claims
+
+    def _still_trusted(self, digest: bytes, entry: CachedToken, keys: KeySet) -> VerifiedClaims | None:
+        # The issuer's key set changed since the entry was made (once per entry and change, not per hit).
+        if keys.holds(entry.key):
+            self.put(digest, replace(entry, keys=keys))  # later hits compare with the new set
+            return entry.claims
+        self.discard(digest)
+        return None  # verified afresh: refused unless the new set holds a key that verifies it
 
     def put(self, key: bytes, entry: CachedToken) -> None:
         """Hold ``entry`` under ``key``, evicting the least recently used entries until both bounds hold."""

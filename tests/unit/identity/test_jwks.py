@@ -64,6 +64,13 @@ def test_encoding_helpers_are_still_importable_from_jwks() -> None:
     assert jwks_module.b64url_encode is b64url_encode
 
 
+def test_jwks_url_is_still_importable_from_jwks() -> None:
+    # Split out of jwks.py into jwksurl.py (with one request in jwkshttp.py).
+    from tenantgate.identity.jwksurl import JwksUrl as moved
+
+    assert jwks_module.JwksUrl is moved is JwksUrl
+
+
 def test_strict_json_accepts_nesting_up_to_the_limit() -> None:
     assert parse_strict_json("[" * 32 + "]" * 32) is not None
     assert parse_strict_json('{"a":"caf\\u00e9","b":[1,2.5,null,true]}') == {"a": "café", "b": [1, 2.5, None, True]}

@@ -623,3 +623,13 @@ def test_dev_issuer_has_no_tenant_list(tmp_path: Path, clock: FixedClock) -> Non
     verifier = build_verifier(Settings(dev_issuer=dev_settings), clock)
     for tenant in ("acme", "initech"):
         assert verifier.verify(dev.mint(tenant=tenant, subject="bob", now=NOW)).claims["tenant"] == tenant
+
+
+def test_limits_split_out_of_the_verifier_are_still_importable_from_it() -> None:
+    # The pre-signature checks moved to tokenshape and the claim checks to claimchecks; code written against
+    # the old location must keep working.
+    from tenantgate.identity import claimchecks, tokenshape, verifier
+
+    for module in (tokenshape, claimchecks):
+        for name in [n for n in vars(module) if n.startswith("MAX_") or n == "max_payload_values"]:
+            assert getattr(verifier, name) is getattr(module, name)

@@ -26,8 +26,8 @@ from tenantgate.core.pdp import DecisionPoint
 from tenantgate.core.tenancy import check_token_binding, principal_from_claims
 from tenantgate.errors import IssuerUntrusted, TokenExpired, TokenInvalid
 from tenantgate.identity import JwtVerifier
-from tenantgate.identity import verifier as verifier_module
-from tenantgate.identity.verifier import MAX_HEADER_JSON_VALUES, MAX_PAYLOAD_JSON_VALUES
+from tenantgate.identity import tokenshape as tokenshape_module
+from tenantgate.identity.tokenshape import MAX_HEADER_JSON_VALUES, MAX_PAYLOAD_JSON_VALUES
 from tenantgate.policy import PolicyStore, load_policies
 
 BUNDLED = Path(__file__).resolve().parents[3] / "policies"
@@ -65,13 +65,13 @@ def retained_bytes(action: Callable[[], object]) -> int:
 def count_of_parsed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The texts handed to the strict JSON parser from now on (the parser still runs)."""
     seen: list[str] = []
-    real = verifier_module.parse_strict_json
+    real = tokenshape_module.parse_strict_json
 
     def recording(text: str, **kwargs: Any) -> Any:
         seen.append(text)
         return real(text, **kwargs)
 
-    monkeypatch.setattr(verifier_module, "parse_strict_json", recording)
+    monkeypatch.setattr(tokenshape_module, "parse_strict_json", recording)
     return seen
 
 
@@ -292,10 +292,10 @@ def test_a_string_that_never_closes_is_scanned_once_not_again_from_every_quote_i
     # of its quotes in turn (quadratic: 0.43 s of the event loop for a 16 KB forged token, before any signature
     # check). Now one match takes the unterminated rest, so the pattern is tried once, not once per quote.
     bomb = '"' + '\\"' * 6000
-    match = verifier_module._JSON_STRING.match(bomb)
+    match = tokenshape_module._JSON_STRING.match(bomb)
     assert match is not None and match.end() == len(bomb)
     for tail in ('"a\\', '"a\\\n\\"', '"\\u00e9'):
-        assert verifier_module._JSON_STRING.fullmatch(tail)
+        assert tokenshape_module._JSON_STRING.fullmatch(tail)
     text = base64.urlsafe_b64encode(bomb.encode()).rstrip(b"=").decode()
     head, payload, _signature = forged(es).split(".")
     token = ".".join([text, payload, "AAAA"] if segment == "header" else [head, text, "AAAA"])
