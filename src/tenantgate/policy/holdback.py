@@ -14,15 +14,8 @@ from pathlib import Path
 from tenantgate.core.compiler import FileCache, TenantLimits
 from tenantgate.core.engine import CompiledPolicies
 from tenantgate.errors import PolicyDiagnostic, PolicyError
-from tenantgate.policy.loader import (
-    SHARED_PREFIX,
-    TENANTS_DIR,
-    TenantFiles,
-    load_policies,
-    snapshot_dir,
-    tenant_directories,
-    unreadable_tenant_entries,
-)
+from tenantgate.policy.loader import TenantFiles, load_policies, snapshot_dir
+from tenantgate.policy.tenantdirs import SHARED_PREFIX, TENANTS_DIR, tenant_directories, unreadable_tenant_entries
 
 # At most this many tenants' directories are held back in one reload (one more pass over the directory each).
 MAX_HELD_BACK = 16

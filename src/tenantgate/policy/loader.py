@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +17,22 @@ from tenantgate.core.compiler import (
 )
 from tenantgate.errors import PolicyDiagnostic, PolicyError
 from tenantgate.paths import NotRegularFile, open_regular
+from tenantgate.policy.tenantdirs import (
+    ENTITIES_FILE,
+    TENANTS_DIR,
+    UNREADABLE_MESSAGE,
+    display,
+    policy_files,
+    present,
+    shared_tenant_dirs,
+    tenant_directories,
+    tenant_files,
+    unreadable_tenant_entries,
+)
 
 MAX_POLICY_FILE_BYTES = 8 * 1024 * 1024
 
 
-TENANTS_DIR = "tenants"
-ENTITIES_FILE = "entities.json"
 DEFAULT_SCHEMA = "schema.cedarschema"
 SNAPSHOT_LINK = "..data"
 # Non-blocking: opening a FIFO for reading would otherwise wait for a writer forever (review finding: the blocked
@@ -35,14 +44,6 @@ OUTSIDE_SNAPSHOT_MESSAGE = ("not read: this policy directory has a ..data link (
                             "only what ..data holds is read, and this is not a link into ..data; put it into the "
                             "ConfigMap, or remove it (tenant files: mount them through the same volume, e.g. a "
                             "projected volume with items paths tenants/<tenant>/<file>, as deploy/kubernetes does)")
-OUTSIDE_TENANT_MESSAGE = ("not read: resolves outside its tenant's directory; a tenant's policy and entity files "
-                          "must be inside tenants/<tenant>/ (a link to another tenant's files would give this "
-                          "tenant their policies or entity data)")
-SHARED_TENANT_MESSAGE = ("this tenant directory is the same directory as {others}, or inside or around it: each "
-                         "tenant's files must be its own")
-SHARED_PREFIX = SHARED_TENANT_MESSAGE.partition("{")[0]
-UNREADABLE_MESSAGE = ("cannot be read (not a directory, a link that cannot be followed, or a directory that cannot "
-                      "be listed): {what} files are unknown, so this is not taken as having none")
 STRAY_MESSAGE = ("policy file in a directory TenantGate does not read: policies live in *.cedar directly in the "
                  "policy directory (global) or in tenants/<tenant>/*.cedar (that tenant's); move it there, or "
                  "give it another extension if it is not a policy")
@@ -91,17 +92,17 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
         raise PolicyError(f"policy directory not found: {root}")
     schema = _read(schema_path, root)
     try:
-        files = _policy_files(root)
+        files = policy_files(root)
     except OSError as err:
         raise PolicyError(f"cannot list policy directory {root}: {err.strerror or err}") from err
     tenant_root = root / TENANTS_DIR
     tenants: dict[str, list[PolicySource]] = {}
     entities: dict[str, PolicySource] = {}
-    if _present(root / ENTITIES_FILE):
+    if present(root / ENTITIES_FILE):
         entities[""] = _read(root / ENTITIES_FILE, root)
     escaped: list[PolicyDiagnostic] = []
     tenant_dirs: list[Path] = []
-    if _present(tenant_root):
+    if present(tenant_root):
         try:
             tenant_dirs = tenant_directories(tenant_root)
             escaped += [d for d in unreadable_tenant_entries(tenant_root, root, known)
@@ -118,9 +119,9 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
             if tenant_dir.name in held:
                 continue
             try:
-                own, outside = _tenant_files(tenant_dir, root)
+                own, outside = tenant_files(tenant_dir, root)
             except OSError:  # listing it failed: its files are unknown, which is not "it has none"
-                escaped.append(PolicyDiagnostic(_display(tenant_dir, root), 1,
+                escaped.append(PolicyDiagnostic(display(tenant_dir, root), 1,
                                                 UNREADABLE_MESSAGE.format(what="this tenant's")))
                 continue
             escaped += outside
@@ -133,10 +134,10 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
             tenants[name] = list(kept.policies)
             if kept.entities is not None:
                 entities[name] = kept.entities
-    strays = [*escaped, *outside_snapshot(given, root), *stray_policy_files(root, held.keys())]
+    strays = [*escaped, *outside_snapshot(given, root), *straypolicy_files(root, held.keys())]
     if root != given:  # files beside the snapshot that nothing links to (review finding: silently ignored)
         shown = {d.path for d in strays}
-        strays += [d for d in stray_policy_files(given, held.keys()) if d.path not in shown]
+        strays += [d for d in straypolicy_files(given, held.keys()) if d.path not in shown]
     if not files and not tenants and not strays:
         raise PolicyError(f"no *.cedar policy files in {root}")
     try:
@@ -160,107 +161,6 @@ def _is_default_schema(policy_dir: Path, schema_file: str | Path | None) -> bool
     if not schema_file:
         return True
     return os.path.abspath(schema_file) == os.path.abspath(policy_dir / DEFAULT_SCHEMA)
-
-
-def _policy_files(directory: Path) -> list[Path]:
-    """The ``*.cedar`` entries of ``directory`` that are not directories, sorted by name. A FIFO, a device or a
-    dangling or looping symlink is included, so that reading it refuses it by name (review finding: they
-    were skipped silently). Hidden names are not policies (review finding: an editor's lock link
-    ``.#roles.cedar``, dangling, made the whole set invalid). Raises ``OSError`` when it cannot be listed
-    (``Path.glob`` gave no files for a directory it could not read: review finding)."""
-    return sorted(directory / name for name in os.listdir(directory)
-                  if name.endswith(".cedar") and not name.startswith(".") and not (directory / name).is_dir())
-
-
-def _present(path: Path) -> bool:
-    """True when something is at ``path`` (a dangling link included), False when nothing is; raises ``OSError``
-    when that cannot be told (``os.path.lexists`` said False for a file in a directory that cannot be searched,
-    and a tenant's entities.json went missing unreported: review finding)."""
-    try:
-        os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    return True
-
-
-def unreadable_tenant_entries(tenant_root: Path, root: Path, known: Collection[str] = ()) -> list[PolicyDiagnostic]:
-    """A diagnostic for each entry of ``tenants/`` that stands for a tenant whose files cannot be read, which is
-    not "it has none": a link that cannot be followed (dangling, looping, not permitted), or anything but a
-    directory under the name of a ``known`` tenant (one served, held back or quarantined). Review findings: a
-    dangling ``tenants/acme`` link, or a file put in place of acme's directory, served acme by the global
-    policies alone with the reload OK. A link to a file under another name is not a tenant (``README.md``)."""
-    problems = []
-    for name in sorted(os.listdir(tenant_root)):
-        path = tenant_root / name
-        if name.startswith(".") or path.is_dir():
-            continue
-        if (os.path.islink(path) and not os.path.exists(path)) or name in known:
-            problems.append(PolicyDiagnostic(_display(path, root), 1, UNREADABLE_MESSAGE.format(what="this tenant's")))
-    return problems
-
-
-def _tenant_files(tenant_dir: Path, root: Path) -> tuple[list[Path], list[PolicyDiagnostic]]:
-    """A tenant directory's policy files and entity file (last), and a diagnostic for each of them that resolves
-    outside the directory (after symlinks): those are not read.
-
-    Review finding: ``tenants/evil/entities.json -> ../acme/entities.json`` gave evil's decisions acme's users,
-    roles and groups (and a linked ``*.cedar`` ran acme's policies in evil's partition), wherever tenant
-    directories come from sources their tenants control. The directory itself may be a link (``tenants/acme
-    -> ../src/acme``), and files may link within it (a per-tenant ConfigMap's ``own.cedar -> ..data/own.cedar``).
-    """
-    files = _policy_files(tenant_dir)
-    if _present(tenant_dir / ENTITIES_FILE):
-        files.append(tenant_dir / ENTITIES_FILE)
-    base = os.path.realpath(tenant_dir) + os.sep
-    own: list[Path] = []
-    outside: list[PolicyDiagnostic] = []
-    for p in files:
-        # An entry of the directory that is not a link is in it; only a link is followed to see where it leads.
-        if not os.path.islink(p) or os.path.realpath(p).startswith(base):
-            own.append(p)
-        else:
-            outside.append(PolicyDiagnostic(_display(p, root), 1, OUTSIDE_TENANT_MESSAGE))
-    return own, outside
-
-
-def tenant_directories(tenant_root: Path) -> list[Path]:
-    """The tenant directories under ``tenants/``, by name: every directory (or link to one) not hidden. Raises
-    ``OSError`` when ``tenants/`` cannot be listed or an entry of it cannot be examined (a link that cannot be
-    followed is skipped: ``unreadable_tenant_entries`` reports it)."""
-    found = []
-    for name in sorted(os.listdir(tenant_root)):
-        path = tenant_root / name
-        if name.startswith("."):
-            continue
-        try:
-            mode = os.stat(path).st_mode
-        except OSError:
-            if os.path.islink(path):
-                continue
-            raise
-        if stat.S_ISDIR(mode):
-            found.append(path)
-    return found
-
-
-def shared_tenant_dirs(tenant_dirs: list[Path], root: Path) -> list[PolicyDiagnostic]:
-    """A diagnostic for each tenant directory that is a link resolving to another's, or into or around it (review
-    finding: ``tenants/evil -> acme`` would read acme's policies and entity data as evil's). Only the link is
-    refused: the directory it points at is not at fault (and is not held back for it)."""
-    # Sorted by resolved path, the directories inside one (its path a prefix of theirs) follow it in one run, so
-    # each overlap is found by scanning forward (review finding: comparing every pair took 13 s a reload at 3,000
-    # tenants, and most of a 10,000-tenant reload).
-    resolved = sorted((os.path.realpath(d) + os.sep, d.name, d) for d in tenant_dirs)
-    overlapping: dict[str, set[str]] = {}
-    for i, (path, name, _d) in enumerate(resolved):
-        for other_path, other, _o in resolved[i + 1:]:
-            if not other_path.startswith(path):
-                break
-            overlapping.setdefault(name, set()).add(other)
-            overlapping.setdefault(other, set()).add(name)
-    return [PolicyDiagnostic(_display(d, root), 1, SHARED_TENANT_MESSAGE.format(
-                others=", ".join(f"{TENANTS_DIR}/{other}" for other in sorted(overlapping[d.name]))))
-            for d in tenant_dirs if d.name in overlapping and d.is_symlink()]
 
 
 def outside_snapshot(root: Path, snapshot: Path) -> list[PolicyDiagnostic]:
@@ -294,7 +194,7 @@ def outside_snapshot(root: Path, snapshot: Path) -> list[PolicyDiagnostic]:
     return problems
 
 
-def stray_policy_files(root: Path, skip: Collection[str] = ()) -> list[PolicyDiagnostic]:
+def straypolicy_files(root: Path, skip: Collection[str] = ()) -> list[PolicyDiagnostic]:
     """A diagnostic for every ``*.cedar`` file under ``root`` that ``load_policies`` would not read.
 
     Read are ``root/*.cedar`` and ``root/tenants/<tenant>/*.cedar``; a policy anywhere else (``sub/x.cedar``,
@@ -326,7 +226,7 @@ def stray_policy_files(root: Path, skip: Collection[str] = ()) -> list[PolicyDia
             path = Path(dirpath, name)
             # Not only regular files: a dangling link or a FIFO named *.cedar is as misplaced.
             if name.endswith(".cedar") and not path.is_dir():
-                strays.append(PolicyDiagnostic(_display(path, root), 1, STRAY_MESSAGE))
+                strays.append(PolicyDiagnostic(display(path, root), 1, STRAY_MESSAGE))
     return strays
 
 
@@ -376,7 +276,7 @@ def snapshot_dir(root: Path) -> Path:
 
 
 def _read(path: Path, root: Path) -> PolicySource:
-    shown = _display(path, root)
+    shown = display(path, root)
     return PolicySource(shown, read_text_file(path, shown))
 
 
@@ -430,8 +330,3 @@ def read_text_file(path: Path, shown: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _display(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)

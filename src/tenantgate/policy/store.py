@@ -21,7 +21,8 @@ from tenantgate.core.engine import DEFAULT_DECISION_CACHE, DEFAULT_PARTITION_CAC
 from tenantgate.core.slowtenants import SlowHook, SlowTenants
 from tenantgate.errors import PolicyError
 from tenantgate.policy.holdback import load_holding_back
-from tenantgate.policy.loader import TENANTS_DIR, TenantFiles, load_policies, policy_tree
+from tenantgate.policy.loader import TenantFiles, load_policies, policy_tree
+from tenantgate.policy.tenantdirs import TENANTS_DIR
 
 log = logging.getLogger("tenantgate.policy")
 
