@@ -63,7 +63,6 @@ unless {
 """
 
 
-
 @dataclass(frozen=True, slots=True)
 class CompiledPolicies:
     """Pre-parsed, validated global set (with the guardrail), schema, and tenant partitions' sources."""

@@ -134,10 +134,10 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
             tenants[name] = list(kept.policies)
             if kept.entities is not None:
                 entities[name] = kept.entities
-    strays = [*escaped, *outside_snapshot(given, root), *straypolicy_files(root, held.keys())]
+    strays = [*escaped, *outside_snapshot(given, root), *stray_policy_files(root, held.keys())]
     if root != given:  # files beside the snapshot that nothing links to (review finding: silently ignored)
         shown = {d.path for d in strays}
-        strays += [d for d in straypolicy_files(given, held.keys()) if d.path not in shown]
+        strays += [d for d in stray_policy_files(given, held.keys()) if d.path not in shown]
     if not files and not tenants and not strays:
         raise PolicyError(f"no *.cedar policy files in {root}")
     try:
@@ -194,7 +194,7 @@ def outside_snapshot(root: Path, snapshot: Path) -> list[PolicyDiagnostic]:
     return problems
 
 
-def straypolicy_files(root: Path, skip: Collection[str] = ()) -> list[PolicyDiagnostic]:
+def stray_policy_files(root: Path, skip: Collection[str] = ()) -> list[PolicyDiagnostic]:
     """A diagnostic for every ``*.cedar`` file under ``root`` that ``load_policies`` would not read.
 
     Read are ``root/*.cedar`` and ``root/tenants/<tenant>/*.cedar``; a policy anywhere else (``sub/x.cedar``,
