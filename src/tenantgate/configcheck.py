@@ -20,8 +20,8 @@ from tenantgate.config import (
     Settings,
     TlsSettings,
     TokenSettings,
-    shown,
 )
+from tenantgate.config_env import shown
 from tenantgate.core.request import is_tenant_id
 from tenantgate.errors import ConfigError
 
