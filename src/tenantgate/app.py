@@ -91,7 +91,7 @@ def build(settings: Settings, clock: Clock | None = None, worker: int | None = N
                                 on_reload=metrics.observe_reload, limits=tenant_limits(settings),
                                 quarantine=p.invalid_tenants_at_start == "quarantine",
                                 evaluation_budget=p.tenant_evaluation_budget_ms / 1000,
-                                on_slow=slow_policy_reporter(metrics))
+                                on_slow=slow_policy_reporter(metrics, p.tenant_evaluation_budget_ms))
     metrics.policies_started(policies.last_result)
     audit = build_audit_sink(settings.audit, worker=worker or 0)
     audit.open()

@@ -163,12 +163,15 @@ def validate(s: Settings) -> None:
     _positive(s.policies.max_tenant_entity_bytes, "policies.max_tenant_entity_bytes")
     _positive(s.policies.max_tenant_entity_ancestry, "policies.max_tenant_entity_ancestry")
     _positive(s.policies.max_tenant_entity_decision_bytes, "policies.max_tenant_entity_decision_bytes")
-    if s.policies.max_tenant_like_pattern_chars < 0:
-        raise ConfigError("policies.max_tenant_like_pattern_chars must be 0 (no `like` in tenant policies) or more")
+    if not 0 <= s.policies.max_tenant_like_pattern_chars <= 65_536:
+        raise ConfigError("policies.max_tenant_like_pattern_chars must be 0 (no `like` in tenant policies) to 65536, "
+                          f"got {shown(s.policies.max_tenant_like_pattern_chars)}")
     if not 0 <= s.policies.tenant_evaluation_budget_ms <= 60_000:
-        raise ConfigError("policies.tenant_evaluation_budget_ms must be 0 (off) to 60000")
+        raise ConfigError("policies.tenant_evaluation_budget_ms must be 0 (off) to 60000, "
+                          f"got {shown(s.policies.tenant_evaluation_budget_ms)}")
     if s.policies.invalid_tenants_at_start not in ("refuse", "quarantine"):
-        raise ConfigError('policies.invalid_tenants_at_start must be "refuse" or "quarantine"')
+        raise ConfigError('policies.invalid_tenants_at_start must be "refuse" or "quarantine", '
+                          f"got {shown(s.policies.invalid_tenants_at_start)}")
     _check_minima(s.policies, "policies")
     _check_maxima(s.policies, "policies")
     g = s.grants

@@ -198,6 +198,7 @@ def test_a_server_started_with_a_tenant_quarantined_denies_it_and_serves_the_oth
         assert evil_read.audit.decision_id and evil_read.audit.reason == "tenant_policies_unavailable"
         status = admin.Status(adm.StatusRequest())
         assert (status.last_reload_ok, status.last_reload_message) == (False, QUARANTINED.format(count=1))
+        assert status.quarantined_tenants == 1
         from prometheus_client import generate_latest
 
         metrics = generate_latest(app.registry).decode()

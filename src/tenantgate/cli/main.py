@@ -342,7 +342,8 @@ def _status(args: argparse.Namespace) -> int:
             answer = adm_grpc.AdminStub(channel).Status(adm.StatusRequest(), timeout=args.timeout)
         except grpc.RpcError as err:
             raise ConfigError(f"server {args.server}: {rpc_problem(err)}") from err
-    healthy = answer.last_reload_ok and answer.audit_writable and answer.grant_store_reachable
+    healthy = answer.last_reload_ok and answer.audit_writable and answer.grant_store_reachable and \
+        not answer.quarantined_tenants
     code = settle(EXIT_OK if healthy else EXIT_ERROR)
     print(json.dumps(message_dict(answer), indent=2))
     return code

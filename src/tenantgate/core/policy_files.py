@@ -82,13 +82,15 @@ def parse_file(source: PolicySource, schema: Any, diagnostics: list[PolicyDiagno
             parsed.append(Parsed(policy_id, policy, stmt, has_id, kind == "templates"))
     result = cedarpy.validate_policies(source.text, schema)
     if not result.validation_passed:
+        found = []
         for error in result.errors:
             stmt = statement_of(error.policy_id)
             policy_id = escape_unprintable(ours.get(error.policy_id, error.policy_id))
             # Cedar names policies by position; say the id the author wrote (or file:line).
             message = escape_unprintable(error.error.replace(f"`{error.policy_id}`", f"`{policy_id}`"))
-            diagnostics.append(PolicyDiagnostic(source.path, stmt.line, message, column=stmt.column,
-                                                policy_id=policy_id))
+            found.append(PolicyDiagnostic(source.path, stmt.line, message, column=stmt.column, policy_id=policy_id))
+        # Cedar lists them in no fixed order: sorted, two runs print alike (review finding: noisy diffs).
+        diagnostics.extend(sorted(found, key=lambda d: (d.line, d.column, d.message)))
     return parsed
 
 

@@ -116,13 +116,15 @@ def compile_tenant(tenant: str, files: Sequence[PolicySource], schema: Any, sche
                 continue
             like_chars += entry.like_chars
             if like_chars > limits.max_like_chars >= like_chars - entry.like_chars:  # the policy crossing it
-                diagnostics.append(PolicyDiagnostic(
-                    source.path, entry.line, f"the tenant's `like` patterns hold more than "
-                    f"policies.max_tenant_like_pattern_chars ({limits.max_like_chars:,}) characters from this policy "
-                    "on: Cedar matches a pattern in time proportional to the string's length times the pattern's "
-                    "(about 15 ms for 256 characters against a 64 KiB string), holding every tenant's decisions; "
-                    "use fewer or shorter patterns, or raise the limit", column=entry.column,
-                    policy_id=entry.policy_id))
+                problem = "tenant policies may not use `like` (policies.max_tenant_like_pattern_chars is 0)" \
+                    if not limits.max_like_chars else (
+                        f"the tenant's `like` patterns hold more than policies.max_tenant_like_pattern_chars "
+                        f"({limits.max_like_chars:,}) characters from this policy on: Cedar matches a pattern in time "
+                        "proportional to the string's length times the pattern's (about 15 ms for 256 characters "
+                        "against a 64 KiB string), holding every tenant's decisions; use fewer or shorter patterns, "
+                        "or raise the limit")
+                diagnostics.append(PolicyDiagnostic(source.path, entry.line, problem, column=entry.column,
+                                                    policy_id=entry.policy_id))
             locations[entry.policy_id] = PolicyLocation(source.path, entry.line)
             texts.append(entry.text)
             ids.append(entry.policy_id)

@@ -47,7 +47,8 @@ class DecisionMetrics:
         self.policy_info = Gauge("tenantgate_policy_info", "The policy version decisions use now (value 1).",
                                  ["version"], registry=registry, multiprocess_mode="livemax")
         self.policy_last_reload_ok = Gauge("tenantgate_policy_last_reload_ok", "1 when the last policy reload "
-                                           "succeeded, 0 when the new set was refused.", registry=registry,
+                                           "succeeded, 0 when the new set was refused, some tenants were held back "
+                                           "or quarantined, or the start quarantined some.", registry=registry,
                                            multiprocess_mode="livemin")
         # The set loaded at start is valid (nothing serves otherwise): 1 until a reload is refused, not 0 until
         # the first reload (which left TenantGatePolicyReloadFailed firing on every server that never had one).
@@ -57,9 +58,11 @@ class DecisionMetrics:
                                         "took longer than policies.tenant_evaluation_budget_ms on them, by cause "
                                         "(tenant: a tenant's own policies; global: the global policies; request: "
                                         "reading the request).", ["cause"], registry=registry)
-        self.policy_quarantined = Gauge("tenantgate_policy_quarantined_tenants", "Tenants whose policy files are "
-                                        "invalid with no valid ones to fall back on: every decision about their "
-                                        "resources is denied.", registry=registry, multiprocess_mode="livemax")
+        self.policy_quarantined = Gauge("tenantgate_policy_quarantined_tenants", "Tenants every decision about "
+                                        "whose resources is denied: their policy files are invalid with no valid "
+                                        "ones to fall back on, or their policies were too slow (with several "
+                                        "workers: the most any one worker has).", registry=registry,
+                                        multiprocess_mode="livemax")
         self._version = ""
         self._children: dict[tuple[str, object, object], tuple[Any, Any]] = {}
 

@@ -13,7 +13,7 @@ from tenantgate.observability.metrics import DecisionMetrics
 log = logging.getLogger("tenantgate.policy")
 
 
-def slow_policy_reporter(metrics: DecisionMetrics) -> SlowHook:
+def slow_policy_reporter(metrics: DecisionMetrics, budget_ms: float) -> SlowHook:
     """Logs and counts decisions over ``policies.tenant_evaluation_budget_ms`` (``core.slowtenants``)."""
     slow = ProblemLog(log, now=time.monotonic, noun="slow decisions",
                       summary="%d decisions took longer than policies.tenant_evaluation_budget_ms; latest: %s")
@@ -23,8 +23,9 @@ def slow_policy_reporter(metrics: DecisionMetrics) -> SlowHook:
         if closed:
             log.error(
                 "tenant %s quarantined: its own policies took Cedar %.0f ms on a decision, over "
-                "policies.tenant_evaluation_budget_ms, repeatedly; every decision about its resources is denied "
-                "(tenant_policies_unavailable) until its policy files change", tenant, seconds * 1000)
+                "policies.tenant_evaluation_budget_ms (%g ms), repeatedly; every decision about its resources is "
+                "denied (tenant_policies_unavailable) until its policies change (comments and whitespace between "
+                "policies do not count)", tenant, seconds * 1000, budget_ms)
         elif cause == "tenant":
             slow.occurred("a decision about tenant %s took Cedar %.0f ms of its own policies", tenant,
                           seconds * 1000, cause=tenant)

@@ -83,15 +83,21 @@ def load_holding_back(policy_dir: str | Path, schema_file: str | Path | None, ca
             blamed |= culprits
             unknown = {name for name in blamed if name in present and name not in last_good}
             confined = bool(err.diagnostics) and "" not in blamed and not blamed & held.keys() and not unknown
-            if not confined or len(held) + len(blamed) > MAX_HELD_BACK:
+            too_many = confined and len(held) + len(blamed) > MAX_HELD_BACK
+            if not confined or too_many:
+                everything = [*problems, *err.diagnostics]  # what held tenants hold now, then what else failed
+                if too_many:  # said, or an operator who chose quarantine would think it broken (review finding)
+                    raise PolicyError(f"{len(everything)} problem(s) in the files of {len(held) + len(blamed)} "
+                                      f"tenants, more than the {MAX_HELD_BACK} that may be held back or quarantined "
+                                      "at once: the whole set is refused", everything) from err
                 if not problems:
                     raise
-                everything = [*problems, *err.diagnostics]  # what held tenants hold now, then what else failed
                 raise PolicyError(f"{len(everything)} problem(s) in the policy set", everything) from err
             problems += [d for d in err.diagnostics if held_tenant(d.path, names) in blamed]
             held.update({name: last_good.get(name) for name in blamed})
             continue
-        refusal = PolicyError(f"{len(problems)} problem(s) in the files of tenant(s) held back", problems) \
+        refusal = PolicyError(f"{len(problems)} problem(s) in the files of tenant(s) held back or quarantined",
+                              problems) \
             if held else None
         fenced = {name: _known_dir(name, last_good, known_dirs) or os.path.realpath(tenant_root / name)
                   for name, files in held.items() if files is None}

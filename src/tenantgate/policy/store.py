@@ -175,8 +175,11 @@ class PolicyStore:
                 changed = compiled.version != self._engine.version or \
                     compiled.quarantined != self._engine.compiled.quarantined
                 if changed:
+                    before = self._engine.closed_tenants
                     self._engine = self._new_engine(compiled)
                     log.info("policies reloaded: now %s (%d policies)", compiled.version, compiled.total_policies)
+                    _log_quarantines(before, self._engine.closed_tenants - compiled.quarantined,
+                                     self._engine.closed_tenants)
                 if loaded.problems is not None:
                     result = ReloadResult(False, changed, compiled.version, str(loaded.problems), loaded.tenants)
                     kept = [t for t in loaded.tenants if t not in compiled.quarantined]
@@ -233,6 +236,16 @@ class PolicyStore:
             except OSError:
                 entries.append((str(self._schema), -1, -1, -1))
         return tuple(entries)
+
+
+def _log_quarantines(before: frozenset[str], slow: frozenset[str], after: frozenset[str]) -> None:
+    """Say which quarantines a new engine ended, and which for slow policies it kept (review finding: an edit
+    that left a slow tenant's policies as they were kept it quarantined without a word)."""
+    if before - after:
+        log.warning("tenant(s) %s no longer quarantined", ", ".join(sorted(before - after)))
+    if slow & before:
+        log.warning("tenant(s) %s stay quarantined for slow policies: their own policies are unchanged (comments "
+                    "and whitespace between policies do not count)", ", ".join(sorted(slow & before)))
 
 
 def _replaced(before: tuple[tuple[str, int, int, int], ...], after: tuple[tuple[str, int, int, int], ...]) -> bool:

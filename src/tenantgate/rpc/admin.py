@@ -38,7 +38,7 @@ class AdminService(adm_grpc.AdminServicer):
             # can name other tenants, their files and entities, and this RPC needs no token (review findings).
             # They are in the server log and from `tenantgate validate`. Success messages are fixed texts.
             last_reload_message=_last_reload(last.ok, last.message, last.held_back, engine.closed_tenants),
-            audit_writable=audit_ok, grant_store_reachable=store_ok,
+            audit_writable=audit_ok, grant_store_reachable=store_ok, quarantined_tenants=len(engine.closed_tenants),
         )
 
 

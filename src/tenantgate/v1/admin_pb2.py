@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tenantgate/v1/admin.proto\x12\rtenantgate.v1\"\x0f\n\rStatusRequest\"\xd6\x01\n\x0eStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12\x14\n\x0cpolicy_count\x18\x03 \x01(\x03\x12\x19\n\x11tenant_partitions\x18\x04 \x01(\x03\x12\x16\n\x0elast_reload_ok\x18\x05 \x01(\x08\x12\x1b\n\x13last_reload_message\x18\x06 \x01(\t\x12\x16\n\x0e\x61udit_writable\x18\x07 \x01(\x08\x12\x1d\n\x15grant_store_reachable\x18\x08 \x01(\x08\x32N\n\x05\x41\x64min\x12\x45\n\x06Status\x12\x1c.tenantgate.v1.StatusRequest\x1a\x1d.tenantgate.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tenantgate/v1/admin.proto\x12\rtenantgate.v1\"\x0f\n\rStatusRequest\"\xf3\x01\n\x0eStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12\x14\n\x0cpolicy_count\x18\x03 \x01(\x03\x12\x19\n\x11tenant_partitions\x18\x04 \x01(\x03\x12\x16\n\x0elast_reload_ok\x18\x05 \x01(\x08\x12\x1b\n\x13last_reload_message\x18\x06 \x01(\t\x12\x16\n\x0e\x61udit_writable\x18\x07 \x01(\x08\x12\x1d\n\x15grant_store_reachable\x18\x08 \x01(\x08\x12\x1b\n\x13quarantined_tenants\x18\t \x01(\x03\x32N\n\x05\x41\x64min\x12\x45\n\x06Status\x12\x1c.tenantgate.v1.StatusRequest\x1a\x1d.tenantgate.v1.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREQUEST']._serialized_start=44
   _globals['_STATUSREQUEST']._serialized_end=59
   _globals['_STATUSRESPONSE']._serialized_start=62
-  _globals['_STATUSRESPONSE']._serialized_end=276
-  _globals['_ADMIN']._serialized_start=278
-  _globals['_ADMIN']._serialized_end=356
+  _globals['_STATUSRESPONSE']._serialized_end=305
+  _globals['_ADMIN']._serialized_start=307
+  _globals['_ADMIN']._serialized_end=385
 # @@protoc_insertion_point(module_scope)

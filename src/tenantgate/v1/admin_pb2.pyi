@@ -9,7 +9,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("version", "policy_version", "policy_count", "tenant_partitions", "last_reload_ok", "last_reload_message", "audit_writable", "grant_store_reachable")
+    __slots__ = ("version", "policy_version", "policy_count", "tenant_partitions", "last_reload_ok", "last_reload_message", "audit_writable", "grant_store_reachable", "quarantined_tenants")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     POLICY_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class StatusResponse(_message.Message):
     LAST_RELOAD_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     AUDIT_WRITABLE_FIELD_NUMBER: _ClassVar[int]
     GRANT_STORE_REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_TENANTS_FIELD_NUMBER: _ClassVar[int]
     version: str
     policy_version: str
     policy_count: int
@@ -26,4 +27,5 @@ class StatusResponse(_message.Message):
     last_reload_message: str
     audit_writable: bool
     grant_store_reachable: bool
-    def __init__(self, version: _Optional[str] = ..., policy_version: _Optional[str] = ..., policy_count: _Optional[int] = ..., tenant_partitions: _Optional[int] = ..., last_reload_ok: _Optional[bool] = ..., last_reload_message: _Optional[str] = ..., audit_writable: _Optional[bool] = ..., grant_store_reachable: _Optional[bool] = ...) -> None: ...
+    quarantined_tenants: int
+    def __init__(self, version: _Optional[str] = ..., policy_version: _Optional[str] = ..., policy_count: _Optional[int] = ..., tenant_partitions: _Optional[int] = ..., last_reload_ok: _Optional[bool] = ..., last_reload_message: _Optional[str] = ..., audit_writable: _Optional[bool] = ..., grant_store_reachable: _Optional[bool] = ..., quarantined_tenants: _Optional[int] = ...) -> None: ...

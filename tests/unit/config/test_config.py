@@ -65,6 +65,9 @@ def test_environment_overrides_use_section_and_key(write_config):
     ("[grants]\nmax_ttl_seconds = 31536001\n" + ISSUER, "grants.max_ttl_seconds must be at most 31536000"),
     ("[server]\nmax_message_bytes = 2147483648\n" + ISSUER, "server.max_message_bytes must be at most 2147483647"),
     ("[server]\nmax_concurrent_rpcs = 99999999999999999999\n" + ISSUER, "max_concurrent_rpcs must be at most"),
+    ("[policies]\ninvalid_tenants_at_start = 'Quarantine'\n" + ISSUER, "must be \"refuse\" or \"quarantine\", got"),
+    ("[policies]\ntenant_evaluation_budget_ms = -1\n" + ISSUER, r"0 \(off\) to 60000, got -1"),
+    ("[policies]\nmax_tenant_like_pattern_chars = 99999999999\n" + ISSUER, r"to 65536, got 99999999999"),
 ])
 def test_unsafe_or_wrong_settings_are_refused_with_the_key(write_config, text, message):
     with pytest.raises(ConfigError, match=message):

@@ -201,3 +201,21 @@ def test_strikes_and_the_quarantine_outlive_reloads_that_keep_the_tenants_text(p
     (policy_dir / "tenants" / "evil" / "slow.cedar").write_text(SLOW_FORBID.replace('like "*', 'like "'))
     result = store.reload(force=True)
     assert result.quarantined == () and _read(store.current(), "evil", status="short").decision is Decision.ALLOW
+
+
+def test_a_reload_says_whether_a_slow_quarantine_ended_or_stays(policy_dir, no_look_limit, caplog):
+    # Review finding: a comment added to a quarantined tenant's file was reloaded, the tenant stayed quarantined,
+    # and nothing said so (nor, later, that a change ended it).
+    store = PolicyStore.load(policy_dir, evaluation_budget=BUDGET)
+    for n in range(STRIKES):
+        _read(store.current(), "evil", rid=f"r{n}")
+    slow_file = policy_dir / "tenants" / "evil" / "slow.cedar"
+    slow_file.write_text("// a comment\n" + SLOW_FORBID)
+    with caplog.at_level("WARNING", logger="tenantgate.policy"):
+        store.reload(force=True)
+    assert any("evil stay quarantined for slow policies" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    slow_file.write_text(SLOW_FORBID.replace('like "*', 'like "'))
+    with caplog.at_level("WARNING", logger="tenantgate.policy"):
+        store.reload(force=True)
+    assert any("evil no longer quarantined" in r.getMessage() for r in caplog.records)

@@ -142,3 +142,10 @@ def test_like_on_a_string_literal_longer_than_a_request_string_is_refused():
         compile_policies(SCHEMA, GLOBAL, {"acme": [PolicySource("tenants/acme/a.cedar", policy(65_537))]})
     (diagnostic,) = caught.value.diagnostics
     assert "`like` applied to a string literal of 65,537 characters (at most 65,536" in diagnostic.message
+
+
+def test_a_like_limit_of_0_says_like_is_not_allowed():
+    no_like = r"tenant policies may not use `like` \(policies\.max_tenant_like_pattern_chars is 0\)"
+    with pytest.raises(PolicyError, match=no_like):
+        compile_policies(SCHEMA, GLOBAL, {"acme": [PolicySource("tenants/acme/a.cedar", _likes(1, 4))]},
+                         limits=TenantLimits(max_like_chars=0))

@@ -296,3 +296,12 @@ def test_a_link_to_a_file_in_the_tenants_directory_is_not_a_tenant(policy_dir, t
     (policy_dir / "tenants" / "acme" / "new.cedar").write_text(ACME_FORBID)
     result = store.reload()
     assert (result.ok, result.held_back, result.quarantined) == (True, (), ())
+
+
+def test_more_tenants_with_problems_than_may_be_held_says_so(policy_dir):
+    # Review finding: 17 broken tenants at a quarantine start were refused as "34 problem(s)", no reason given.
+    for n in range(17):
+        (policy_dir / "tenants" / f"bad{n}").mkdir()
+        (policy_dir / "tenants" / f"bad{n}" / "oops.cedar").write_text(BROKEN)
+    with pytest.raises(PolicyError, match="more than the 16 that may be held back or quarantined at once"):
+        PolicyStore.load(policy_dir, quarantine=True)
