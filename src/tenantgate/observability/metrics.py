@@ -60,8 +60,8 @@ class DecisionMetrics:
                                         "reading the request).", ["cause"], registry=registry)
         self.policy_quarantined = Gauge("tenantgate_policy_quarantined_tenants", "Tenants every decision about "
                                         "whose resources is denied: their policy files are invalid with no valid "
-                                        "ones to fall back on, or their policies were too slow (with several "
-                                        "workers: the most any one worker has).", registry=registry,
+                                        "ones to fall back on, or their policies were too slow (with more than one "
+                                        "worker: the most any one worker has).", registry=registry,
                                         multiprocess_mode="livemax")
         self._version = ""
         self._children: dict[tuple[str, object, object], tuple[Any, Any]] = {}
