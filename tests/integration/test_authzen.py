@@ -236,11 +236,11 @@ def test_requests_over_the_concurrency_limit_get_503(server, alice, monkeypatch)
     entered, release = threading.Semaphore(0), threading.Event()
     real_decide = app.pdp.decide
 
-    def held_decide(check, pinned=None):
+    def held_decide(check, pinned=None, refused=None):
         if check.action == "hold":  # decision work that does not finish until the test says so
             entered.release()
             release.wait(30)
-        return real_decide(check, pinned)
+        return real_decide(check, pinned, refused)
 
     monkeypatch.setattr(app.pdp, "decide", held_decide)
     held_batch = {"evaluations": [evaluation("alice", "hold")]}  # batches are decided off the event loop

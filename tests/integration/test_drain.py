@@ -145,11 +145,11 @@ def test_drain_turns_health_not_serving_at_once_and_drains_both_ports_within_one
         entered, release, first = threading.Semaphore(0), threading.Event(), threading.Lock()
         real_decide = app.pdp.decide
 
-        def held_decide(check, pinned=None):  # the first decision does not finish until the test says so
+        def held_decide(check, pinned=None, refused=None):  # the first decision does not finish until told
             if first.acquire(blocking=False):
                 entered.release()
                 release.wait(BOUND_SECONDS)
-            return real_decide(check, pinned)
+            return real_decide(check, pinned, refused)
 
         monkeypatch.setattr(app.pdp, "decide", held_decide)
         stalled = socket.create_connection(("127.0.0.1", http_port), timeout=BOUND_SECONDS)

@@ -144,10 +144,12 @@ class DecisionPoint:
         except Exception:  # noqa: BLE001 - each decision meets the same failure, denied and audited
             return None
 
-    def decide(self, check: CheckInput, pinned: Engine | None = None) -> DecisionResult:
+    def decide(self, check: CheckInput, pinned: Engine | None = None,
+               refused: dict[str, TokenError] | None = None) -> DecisionResult:
         """Decide one request and write its audit record, on ``pinned`` if given, else on the current policy
-        set. Never raises; never returns without a decision."""
-        staged = self._stage(check, pinned)
+        set. Never raises; never returns without a decision. ``refused``: tokens the caller already saw refused,
+        with why, so they are not verified again (AuthZEN looks at the token before reading the body)."""
+        staged = self._stage(check, pinned, refused)
         try:
             self._audit.write(staged.event)
         except Exception as err:  # noqa: BLE001 - no allow without a written record

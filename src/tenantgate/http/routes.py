@@ -33,6 +33,7 @@ from tenantgate.core.engine import Engine
 from tenantgate.core.model import CheckInput, DecisionResult, SubjectBinding
 from tenantgate.core.pdp import DecisionPoint
 from tenantgate.core.ports import TokenVerifier
+from tenantgate.errors import TokenError
 from tenantgate.http import convert, intake
 
 log = logging.getLogger("tenantgate.http")
@@ -198,21 +199,28 @@ class _Handlers:
         buy event-loop time (shared with gRPC) or hold a slot by uploading slowly."""
         intake.check_headers(request, self._limits.max_body_bytes)
         token, problem = _bearer(request)
-        if problem or not token or not self._verifies(token):
-            return self._refuse_unread(token, problem)
+        if problem or not token:
+            return self._refuse_unread(token, problem, None)
+        refusal = self._refusal(token)
+        if refusal is not None:
+            return self._refuse_unread(token, problem, refusal)
         return token, problem
 
-    def _verifies(self, token: str) -> bool:
+    def _refusal(self, token: str) -> Exception | None:
+        """Why the token is refused, or None when it verifies (a valid one is cached per token)."""
         if self._verifier is None:
-            return True  # not known yet: decide() verifies it, after the body
+            return None  # not known yet: decide() verifies it, after the body
         try:
-            self._verifier.verify(token)  # cached per token; a refused token is cheap to refuse again
-        except Exception:  # noqa: BLE001 - why it was refused is decide()'s to say (and audit), just below
-            return False
-        return True
+            self._verifier.verify(token)
+        except Exception as err:  # noqa: BLE001 - why it was refused is decide()'s to say (and audit), just below
+            return err
+        return None
 
-    def _refuse_unread(self, token: str, problem: str) -> web.Response:
-        result = self._decide(convert.unread_check(token, problem))
+    def _refuse_unread(self, token: str, problem: str, refusal: Exception | None) -> web.Response:
+        # decide() is told why the token was just refused, so a forged token costs one verification, not two
+        # (review finding); anything but a token error it verifies again and classifies itself.
+        known = {token: refusal} if isinstance(refusal, TokenError) else None
+        result = self._decide(convert.unread_check(token, problem), refused=known)
         if convert.caller_refused(result.reason):
             return _refusal(result)
         # The token passed on the second look (its key set refreshed in between): nothing was asked yet.
@@ -245,9 +253,10 @@ class _Handlers:
         response.headers[_DECISION_ID] = result.decision_id
         return response
 
-    def _decide(self, check: CheckInput, engine: Engine | None = None) -> DecisionResult:
+    def _decide(self, check: CheckInput, engine: Engine | None = None,
+                refused: dict[str, TokenError] | None = None) -> DecisionResult:
         started = time.perf_counter()
-        result = self._pdp.decide(check, engine)
+        result = self._pdp.decide(check, engine, refused)
         self._observe(convert.API, result, time.perf_counter() - started)
         return result
 
