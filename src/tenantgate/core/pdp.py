@@ -228,13 +228,10 @@ class DecisionPoint:
                 raise TokenInvalid(check.token_problem)
             if refused and check.token in refused:
                 raise refused[check.token].with_traceback(None)  # no traceback growing with each item
-            try:
-                verified = self._verifier.verify(check.token)
-            except TokenError as err:
-                if refused is not None:
-                    refused[check.token] = err
-                raise
+            verified = self._verifier.verify(check.token)
         except TokenError as err:
+            if refused is not None and not check.token_problem:
+                refused[check.token] = err
             reason, _status = classify(err)
             message = str(err) or reason
             if trace is not None:

@@ -15,7 +15,7 @@ from tenantgate.core.compiler import FileCache, TenantLimits
 from tenantgate.core.engine import CompiledPolicies
 from tenantgate.errors import PolicyDiagnostic, PolicyError
 from tenantgate.policy.loader import TenantFiles, load_policies, snapshot_dir
-from tenantgate.policy.tenantdirs import SHARED_PREFIX, TENANTS_DIR, tenant_directories, unreadable_tenant_entries
+from tenantgate.policy.tenantdirs import SHARED_PREFIX, TENANTS_DIR, tenant_entries
 
 # At most this many tenants' directories are held back in one reload (one more pass over the directory each).
 MAX_HELD_BACK = 16
@@ -110,10 +110,10 @@ def _tenant_names(tenant_root: Path, known: Collection[str]) -> set[str]:
     """The tenants named by the entries of ``tenants/`` (their directories, and what stands for one that cannot be
     read); none when it cannot be listed (the loader refuses the whole set then)."""
     try:
-        return {d.name for d in tenant_directories(tenant_root)} | \
-            {Path(d.path).name for d in unreadable_tenant_entries(tenant_root, tenant_root.parent, known)}
+        dirs, unreadable = tenant_entries(tenant_root, tenant_root.parent, known)
     except OSError:
         return set()
+    return {d.name for d in dirs} | {Path(d.path).name for d in unreadable}
 
 
 def _known_dir(name: str, last_good: Mapping[str, TenantFiles], known_dirs: Mapping[str, str]) -> str | None:

@@ -26,8 +26,8 @@ from tenantgate.policy.tenantdirs import (
     present,
     shared_tenant_dirs,
     tenant_directories,
+    tenant_entries,
     tenant_files,
-    unreadable_tenant_entries,
 )
 
 MAX_POLICY_FILE_BYTES = 8 * 1024 * 1024
@@ -79,7 +79,7 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     ``held`` (``holdback.load_holding_back``): tenants whose directories are not read; each is compiled from the files
     given instead (None: as having no directory). ``used``, when given, receives every tenant's files as
     compiled. ``known``: tenants served, held back or quarantined so far, whose name on anything but a directory
-    is their problem, not their removal (``unreadable_tenant_entries``).
+    is their problem, not their removal (``tenantdirs.tenant_entries``).
     """
     held = held or {}
     given = Path(policy_dir)
@@ -104,9 +104,8 @@ def load_policies(policy_dir: str | Path, schema_file: str | Path | None = None,
     tenant_dirs: list[Path] = []
     if present(tenant_root):
         try:
-            tenant_dirs = tenant_directories(tenant_root)
-            escaped += [d for d in unreadable_tenant_entries(tenant_root, root, known)
-                        if Path(d.path).name not in held]
+            tenant_dirs, unreadable = tenant_entries(tenant_root, root, known)
+            escaped += [d for d in unreadable if Path(d.path).name not in held]
         except OSError:
             # Review findings: a dangling, unreadable or unsearchable tenants/ (a volume not mounted, mode 0444)
             # read as "no tenant has files of its own", so every tenant lost its own forbids and the reload was OK.

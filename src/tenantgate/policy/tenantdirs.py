@@ -44,22 +44,6 @@ def present(path: Path) -> bool:
     return True
 
 
-def unreadable_tenant_entries(tenant_root: Path, root: Path, known: Collection[str] = ()) -> list[PolicyDiagnostic]:
-    """A diagnostic for each entry of ``tenants/`` that stands for a tenant whose files cannot be read, which is
-    not "it has none": a link that cannot be followed (dangling, looping, not permitted), or anything but a
-    directory under the name of a ``known`` tenant (one served, held back or quarantined). Review findings: a
-    dangling ``tenants/acme`` link, or a file put in place of acme's directory, served acme by the global
-    policies alone with the reload OK. A link to a file under another name is not a tenant (``README.md``)."""
-    problems = []
-    for name in sorted(os.listdir(tenant_root)):
-        path = tenant_root / name
-        if name.startswith(".") or path.is_dir():
-            continue
-        if (os.path.islink(path) and not os.path.exists(path)) or name in known:
-            problems.append(PolicyDiagnostic(display(path, root), 1, UNREADABLE_MESSAGE.format(what="this tenant's")))
-    return problems
-
-
 def tenant_files(tenant_dir: Path, root: Path) -> tuple[list[Path], list[PolicyDiagnostic]]:
     """A tenant directory's policy files and entity file (last), and a diagnostic for each of them that resolves
     outside the directory (after symlinks): those are not read.
@@ -84,24 +68,38 @@ def tenant_files(tenant_dir: Path, root: Path) -> tuple[list[Path], list[PolicyD
     return own, outside
 
 
-def tenant_directories(tenant_root: Path) -> list[Path]:
-    """The tenant directories under ``tenants/``, by name: every directory (or link to one) not hidden. Raises
-    ``OSError`` when ``tenants/`` cannot be listed or an entry of it cannot be examined (a link that cannot be
-    followed is skipped: ``unreadable_tenant_entries`` reports it)."""
-    found = []
+def tenant_entries(tenant_root: Path, root: Path, known: Collection[str] = ()
+                   ) -> tuple[list[Path], list[PolicyDiagnostic]]:
+    """The tenant directories under ``tenants/`` (every directory or link to one, not hidden), by name, and a
+    diagnostic for each entry that stands for a tenant whose files cannot be read, which is not "it has none":
+    a link that cannot be followed (dangling, looping, not permitted), or anything but a directory under the
+    name of a ``known`` tenant (one served, held back or quarantined). Review findings: a dangling
+    ``tenants/acme`` link, or a file put in place of acme's directory, served acme by the global policies alone
+    with the reload OK. A link to a file under another name is not a tenant (``README.md``). Raises ``OSError``
+    when ``tenants/`` cannot be listed or an entry that is not a link cannot be examined (review finding: at
+    mode 0444 every entry was taken as "not a directory")."""
+    found: list[Path] = []
+    unreadable: list[PolicyDiagnostic] = []
     for name in sorted(os.listdir(tenant_root)):
         path = tenant_root / name
         if name.startswith("."):
             continue
         try:
-            mode = os.stat(path).st_mode
+            is_dir = stat.S_ISDIR(os.stat(path).st_mode)
         except OSError:
-            if os.path.islink(path):
-                continue
-            raise
-        if stat.S_ISDIR(mode):
+            if not os.path.islink(path):
+                raise
+            is_dir = None  # a link that cannot be followed
+        if is_dir:
             found.append(path)
-    return found
+        elif is_dir is None or name in known:
+            unreadable.append(PolicyDiagnostic(display(path, root), 1, UNREADABLE_MESSAGE.format(what="this tenant's")))
+    return found, unreadable
+
+
+def tenant_directories(tenant_root: Path) -> list[Path]:
+    """The tenant directories under ``tenants/`` (``tenant_entries``)."""
+    return tenant_entries(tenant_root, tenant_root.parent)[0]
 
 
 def shared_tenant_dirs(tenant_dirs: list[Path], root: Path) -> list[PolicyDiagnostic]:
