@@ -29,7 +29,8 @@ def run(ctx: RunContext) -> Section:
                       ["tenants", "policies", "load", "peak RSS", "p50 cold", "p99 cold", "p50 warm", "p99 warm",
                        "warm p50 vs 1st size", "warm p50 vs 1 tenant, same process", "p50 warm, one tenant",
                        "reload (1 file touched)",
-                       "reload (1 file edited)", "reload (forced)", "answers"])
+                       "reload (1 file edited)", "reload (forced)", "full GC pause (objects walked)",
+                       "full GC pause, heap settled", "answers"])
     probes = {}
     baseline = ctx.tmp / "scale" / "baseline"
     write_tenant_tree(baseline, 1)
@@ -55,6 +56,7 @@ def run(ctx: RunContext) -> Section:
                     times(ratio(p["warm"]["p50"], p["baseline_warm"]["p50"])), us(p["one_hot"]["p50"]),
                     ms(p["reload_touch_s"]),
                     ms(p["reload_one_s"]), ms(p["reload_forced_s"]),
+                    f"{ms(p['gc_full_s'])} ({p['gc_tracked']:,})", ms(p["gc_settled_s"]),
                     "as expected" if ok else f"WRONG: {p['wrong']} wrong, reloads ok (touched/edited/forced) "
                     f"{p['reload_touch_ok']}/{p['reload_one_ok']}/{p['reload_forced_ok']}")
     largest = budget.scale_tenants[-1]
@@ -76,7 +78,10 @@ def run(ctx: RunContext) -> Section:
                          "between processes cannot tilt it; 'vs 1st size' compares separate processes run at "
                          "different moments. "
                          "Peak RSS = ru_maxrss of the fresh measuring process (Python + imports and the small "
-                         "1-tenant baseline included).")
+                         "1-tenant baseline included). Full GC pause = one gc.collect() of the loaded process, "
+                         "which stops every thread: what an oldest-generation collection costs a server mid-"
+                         "traffic; 'heap settled' = the same after settle_heap() (collect, then gc.freeze), "
+                         "which serve runs after every load and every reload that replaced the set.")
     labels = [f"{t:,} tenants" for t in probes]
     section.charts.append(Chart("Scale: warm p50 per decision", "µs", labels,
                                 [p["warm"]["p50"] * 1e6 for p in probes.values()]))

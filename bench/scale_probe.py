@@ -2,7 +2,8 @@
 
 Loads the tree with ``PolicyStore.load``, times decisions (``Engine.evaluate``, the tenant-dependent part of a
 decision) cold (a fresh Engine per measurement, so the tenant's partition is built) and warm (partitions
-cached), then reloads after touching one tenant file, after editing it, and forced. Peak RSS (ru_maxrss)
+cached), then reloads after touching one tenant file, after editing it, and forced; last, times a full garbage
+collection (``gc.collect``) as it stops a serving process, before and after ``settle_heap``. Peak RSS (ru_maxrss)
 is this process's (with a baseline, its few MiB included). The decision memo is off: every timed decision asks
 Cedar with its tenant's partition, which is what the number of tenants can change (with the memo, a repeated
 request skips Cedar whatever the number of tenants).
@@ -14,12 +15,14 @@ scale ratio is then not at the mercy of what the shared machine did between two 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
+from tenantgate.background import settle_heap
 from tenantgate.core.engine import Engine
 from tenantgate.core.model import Decision, Principal, Resource
 from tenantgate.policy import PolicyStore
@@ -92,6 +95,16 @@ def main(argv: list[str]) -> int:
     t = clock()
     forced = store.reload(force=True)
     reload_forced_s = clock() - t
+    gc.collect()  # what the loads and reloads left behind
+    tracked = len(gc.get_objects())
+    t = clock()
+    gc.collect()
+    gc_full_s = clock() - t  # a full collection in a serving process, nothing frozen
+    settle_heap()  # as ``serve`` does after a load or reload
+    t = clock()
+    gc.collect()
+    gc_settled_s = clock() - t
+    gc.unfreeze()
     print(json.dumps({
         "tenants": tenants, "policies": compiled.total_policies, "load_s": load_s,
         "rss_after_load_mib": rss_loaded, "max_rss_mib": peak_rss_mib(),
@@ -102,6 +115,7 @@ def main(argv: list[str]) -> int:
         "reload_one_s": reload_one_s, "reload_one_ok": touched.ok and touched.changed,
         "reload_forced_s": reload_forced_s, "reload_forced_ok": forced.ok,
         "cached_partitions": engine.cached_partitions(),
+        "gc_tracked": tracked, "gc_full_s": gc_full_s, "gc_settled_s": gc_settled_s,
     }))
     return 0
 

@@ -17,6 +17,7 @@ from tenantgate.background import (
     in_daemon_thread,
     mirror_metrics,
     poll_policies,
+    settle_heap,
     sweep_grants,
 )
 from tenantgate.config import AuditSettings, Settings
@@ -203,10 +204,11 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
         await server.stop()
         accept_failures.close()
         raise
-    reloads = Reloads(app.policies, keys=app.verifier.reread_keys)
+    reloads = Reloads(app.policies, keys=app.verifier.reread_keys, settle=settle_heap)
     background = [asyncio.create_task(sweep_grants(app)), asyncio.create_task(poll_policies(app, reloads)),
                   asyncio.create_task(checkpoint_audit(app)), asyncio.create_task(mirror_metrics(app))]
     signalled = server.handle_signals(on_hangup=reloads.soon) if stop is None else None
+    settle_heap()  # everything is built and listening: what a full collection would walk from here on is frozen
     if on_started is not None:
         on_started(port)
     try:

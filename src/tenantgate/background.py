@@ -1,12 +1,14 @@
 """What a serving process runs beside its requests: policy reloads on threads of their own (polling and
 SIGHUP), the metrics mirror of a worker, timed audit checkpoints and the grant sweep. ``app.serve`` starts
-them and cancels them at shutdown."""
+them and cancels them at shutdown. Also ``settle_heap``, which keeps the cyclic garbage collector off what a
+load or reload left in memory."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from tenantgate.core.problemlog import ProblemLog
 from tenantgate.errors import AuditUnavailable
-from tenantgate.policy import PolicyStore
+from tenantgate.policy import PolicyStore, ReloadResult
 
 if TYPE_CHECKING:
     from tenantgate.app import App
@@ -23,6 +25,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("tenantgate.app")
 T = TypeVar("T")
 MIRROR_INTERVAL_SECONDS = 1.0  # how stale a worker's audit counters and grant count on /metrics may be
+
+
+def settle_heap() -> None:
+    """Collect once, then freeze what survived (``gc.freeze``): call after policies are loaded or reloaded.
+
+    A serving process keeps its policies, entity data and their indexes for as long as it serves; at 10,000
+    tenants that is about 300,000 objects the cyclic collector walks on every full (oldest-generation)
+    collection, which stops the whole process for about 90 ms (measured: scenario 4 of ``make bench``). Under
+    steady traffic the caches' turnover triggers one every few hundred thousand decisions, landing on whatever
+    is in flight. Frozen objects are left out of every later collection. Reference counting still frees them
+    when dropped; only reference cycles among them would stay, so each call first unfreezes and collects, and a
+    replaced policy set's cycles are freed at the next reload (that one collection is the pause, now at a
+    reload instead of at random).
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class Reloads:
@@ -34,11 +53,14 @@ class Reloads:
     never keeps the process from exiting.
 
     ``keys(force=...)`` (``JwtVerifier.reread_keys``), when given, runs first in each reload: JWKS files are
-    re-read at the policies' cadence (when changed; every one on SIGHUP), never on the request path."""
+    re-read at the policies' cadence (when changed; every one on SIGHUP), never on the request path.
+    ``settle`` (``settle_heap``), when given, runs after a reload that replaced the policy set."""
 
-    def __init__(self, policies: PolicyStore, keys: Callable[..., object] | None = None) -> None:
+    def __init__(self, policies: PolicyStore, keys: Callable[..., object] | None = None,
+                 settle: Callable[[], None] | None = None) -> None:
         self._policies = policies
         self._keys = keys
+        self._settle = settle
         self._one = threading.Lock()  # one reload at a time
         self._queued = threading.Event()  # a forced reload is waiting for its turn
 
@@ -58,13 +80,18 @@ class Reloads:
     def _polled(self) -> object:
         if self._keys is not None:
             self._keys(force=False)
-        return self._policies.reload()
+        return self._settled(self._policies.reload())
 
     def _forced(self) -> object:
         self._queued.clear()  # from here on, a new SIGHUP waits for a reload that reads what changed since
         if self._keys is not None:
             self._keys(force=True)
-        return self._policies.reload(force=True)
+        return self._settled(self._policies.reload(force=True))
+
+    def _settled(self, result: ReloadResult) -> ReloadResult:
+        if self._settle is not None and result.changed:
+            self._settle()
+        return result
 
     def _start(self, work: Callable[[], object]) -> concurrent.futures.Future[object]:
         return in_daemon_thread(work, "tenantgate-reload", turn=self._one)

@@ -3,9 +3,12 @@ neither piles up threads nor touches the event loop's default executor (review f
 a hung reload filled that executor, and health, status and SIGTERM stopped working)."""
 
 import asyncio
+import gc
 import threading
+import weakref
 
-from tenantgate.background import Reloads
+from tenantgate.background import Reloads, settle_heap
+from tenantgate.policy import ReloadResult
 
 
 class _HangingStore:
@@ -85,3 +88,53 @@ def test_a_poll_cancelled_while_its_reload_waits_ends_quietly():
     finally:
         threading.excepthook = previous
     assert errors == [] and store.calls == [True]  # the cancelled poll's reload never ran
+
+
+class _ChangingStore:
+    """Answers reloads with the given ``changed`` flags, in turn."""
+
+    def __init__(self, *changed: bool) -> None:
+        self.answers = [ReloadResult(ok=True, changed=c, version="v", message="") for c in changed]
+
+    def reload(self, *, force: bool = False) -> ReloadResult:
+        return self.answers.pop(0)
+
+
+def test_the_heap_is_settled_after_a_reload_that_replaced_the_set_and_only_then():
+    settled: list[int] = []
+    reloads = Reloads(_ChangingStore(False, True, False), settle=lambda: settled.append(1))  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        await reloads.poll()  # nothing changed
+        assert settled == []
+        await reloads.poll()  # a new set
+        assert settled == [1]
+        await reloads.poll()
+        assert settled == [1]
+
+    asyncio.run(scenario())
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other: object = self  # a reference cycle: only the cyclic collector frees it
+
+
+def test_settle_heap_freezes_what_is_alive_and_frees_frozen_cycles_dropped_since():
+    try:
+        kept = _Node()
+        dropped = _Node()
+        gone = weakref.ref(dropped)
+        settle_heap()
+        # Frozen: no later collection walks them (gc.get_objects lists the collected generations only).
+        assert gc.get_freeze_count() > 0
+        assert not any(o is kept for o in gc.get_objects())
+        del dropped
+        gc.collect()
+        assert gone() is not None  # a frozen cycle is not collected ...
+        settle_heap()
+        # ... until the next settle (a reload): a replaced policy set's cycles are not kept for ever.
+        assert gone() is None
+        assert kept.other is kept
+    finally:
+        gc.unfreeze()
