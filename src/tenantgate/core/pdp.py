@@ -2,14 +2,13 @@
 
 Steps, in order; the first failing step gives the reason: token -> principal (with a stated subject bound
 to the token, ``core.subjects``) -> request shape -> tenant invariant -> intent -> Cedar. Then the audit
-record is written; only if that succeeds may the answer be an allow. ``decide`` never raises: any
-unexpected exception becomes DENY ``internal_error``.
+record (built by ``core.decision_record``) is written; only if that succeeds may the answer be an allow.
+``decide`` never raises: any unexpected exception becomes DENY ``internal_error``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import uuid
 import weakref
@@ -18,6 +17,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from tenantgate.core.breakglass import GrantRules
+from tenantgate.core.decision_record import (
+    Outcome,
+    audit_event,
+    describe_principal,
+    note,
+    owning_tenant,
+    version_shown,
+)
 from tenantgate.core.engine import Engine
 from tenantgate.core.grants import Grant
 from tenantgate.core.model import (
@@ -31,7 +38,6 @@ from tenantgate.core.model import (
     Reason,
     TraceStep,
     VerifiedClaims,
-    rfc3339,
 )
 from tenantgate.core.ports import AuditSink, Clock, TokenVerifier
 from tenantgate.core.problemlog import ProblemLog
@@ -42,18 +48,8 @@ from tenantgate.errors import GrantStoreUnavailable, TokenError, TokenInvalid, c
 
 log = logging.getLogger("tenantgate.decision")
 
-_AUDIT_LIMIT = 256  # characters kept of request-controlled strings in an audit record
 _PRINCIPALS = 4096  # verified tokens whose principal is kept
 AUDIT_WRITTEN_AGAIN = "audit records are written again"
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    decision: Decision
-    reason: Reason
-    message: str
-    policy_ids: tuple[str, ...] = ()
-    grant_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +57,7 @@ class _Staged:
     """A decided request whose audit record is not written yet."""
 
     decision_id: str
-    outcome: _Outcome
+    outcome: Outcome
     event: AuditEvent
     verified: VerifiedClaims | None
     principal: Principal | None
@@ -195,9 +191,9 @@ class DecisionPoint:
         except Exception as err:
             log.exception("decision %s failed unexpectedly", decision_id)
             reason, _status = classify(err)
-            outcome = _Outcome(Decision.DENY, Reason(reason), "internal error while deciding")
-        event = self._event(decision_id, check, outcome, verified, principal,
-                            _version_shown(engine, check, principal, outcome))
+            outcome = Outcome(Decision.DENY, Reason(reason), "internal error while deciding")
+        event = audit_event(self._clock, decision_id, check, outcome, verified, principal,
+                            version_shown(engine, check, principal, outcome))
         return _Staged(decision_id, outcome, event, verified, principal, trace)
 
     def _finish(self, staged: _Staged, check: CheckInput, error: Exception | None) -> DecisionResult:
@@ -205,9 +201,9 @@ class DecisionPoint:
         if error is not None:
             self._audit_problems.occurred("decision %s: audit record not written: %s", staged.decision_id, error,
                                           cause=str(error))
-            outcome = _Outcome(Decision.DENY, Reason.AUDIT_UNAVAILABLE,
-                               "the audit record could not be written; denied")
-            event = self._event(staged.decision_id, check, outcome, staged.verified, staged.principal,
+            outcome = Outcome(Decision.DENY, Reason.AUDIT_UNAVAILABLE,
+                              "the audit record could not be written; denied")
+            event = audit_event(self._clock, staged.decision_id, check, outcome, staged.verified, staged.principal,
                                 event.policy_version)
         return DecisionResult(
             decision=outcome.decision,
@@ -221,8 +217,8 @@ class DecisionPoint:
 
     def _evaluate(self, check: CheckInput, engine: Engine, trace: list[TraceStep] | None,
                   refused: dict[str, TokenError] | None = None
-                  ) -> tuple[VerifiedClaims | None, Principal | None, _Outcome]:
-        # Explain steps (``_note``) are made only behind ``if trace is not None``: the hot path formats none.
+                  ) -> tuple[VerifiedClaims | None, Principal | None, Outcome]:
+        # Explain steps (``note``) are made only behind ``if trace is not None``: the hot path formats none.
         try:
             if check.token_problem:
                 raise TokenInvalid(check.token_problem)
@@ -235,21 +231,21 @@ class DecisionPoint:
             reason, _status = classify(err)
             message = str(err) or reason
             if trace is not None:
-                _note(trace, "token", "deny", f"{reason}: {message}")
-            return None, None, _Outcome(Decision.DENY, Reason(reason), message)
+                note(trace, "token", "deny", f"{reason}: {message}")
+            return None, None, Outcome(Decision.DENY, Reason(reason), message)
         # A certificate-bound token (RFC 8705) is only as good as the certificate it came with.
         unbound = check_token_binding(verified.claims, check.client_cert_sha256, check.client_cert_ignored)
         if unbound is not None:
             if trace is not None:
-                _note(trace, "token", "deny", f"{unbound.reason.value}: {unbound.message}")
+                note(trace, "token", "deny", f"{unbound.reason.value}: {unbound.message}")
             return verified, None, _deny(unbound)
         if trace is not None:
-            _note(trace, "token", "pass", f"verified; issuer {verified.issuer}, subject {verified.subject}, "
+            note(trace, "token", "pass", f"verified; issuer {verified.issuer}, subject {verified.subject}, "
                  f"token id {verified.token_id}")
         principal = self._principal_of(verified)
         if isinstance(principal, Denial):
             if trace is not None:
-                _note(trace, "principal", "deny", f"{principal.reason.value}: {principal.message}")
+                note(trace, "principal", "deny", f"{principal.reason.value}: {principal.message}")
             return verified, None, _deny(principal)
         if check.stated_subject is not None:
             # INVARIANT: a stated subject is looked up only in the entity data of the token's own tenant.
@@ -257,14 +253,14 @@ class DecisionPoint:
                                          engine.compiled.entities.view(principal.tenant))
             if isinstance(stated, Denial):
                 if trace is not None:
-                    _note(trace, "principal", "deny", f"{stated.reason.value}: {stated.message}")
+                    note(trace, "principal", "deny", f"{stated.reason.value}: {stated.message}")
                 return verified, principal, _deny(stated)
             principal = stated
         check = _with_owning_tenant(check, principal)
         if principal.tenant == check.resource.tenant:
             principal = roles_from_entity_data(principal, engine.compiled.entities.view(principal.tenant))
         if trace is not None:
-            _note(trace, "principal", "pass", _describe(principal))
+            note(trace, "principal", "pass", describe_principal(principal))
         try:
             if check.request_problem:
                 raise RequestProblem(check.request_problem)
@@ -274,17 +270,17 @@ class DecisionPoint:
         except RequestProblem as problem:
             why = str(problem)
             if trace is not None:
-                _note(trace, "request", "deny", f"invalid_request: {why}")
-            return verified, principal, _Outcome(Decision.DENY, Reason.INVALID_REQUEST, why)
+                note(trace, "request", "deny", f"invalid_request: {why}")
+            return verified, principal, Outcome(Decision.DENY, Reason.INVALID_REQUEST, why)
         if trace is not None:
-            _note(trace, "request", "pass", f'{check.action} on {check.resource.type}::"{check.resource.id}" '
+            note(trace, "request", "pass", f'{check.action} on {check.resource.type}::"{check.resource.id}" '
                  f"owned by tenant {check.resource.tenant}")
         # INVARIANT: checked in code before Cedar; the built-in Cedar guardrail checks it again. The only
         # way past a tenant mismatch is an active break-glass grant for this operator, tenant and action.
         denial = check_tenant(principal, check.resource)
         same = denial is None
         if trace is not None:
-            _note(trace, "tenant", "pass" if same else "deny", f"caller tenant {principal.tenant} "
+            note(trace, "tenant", "pass" if same else "deny", f"caller tenant {principal.tenant} "
                  f"{'==' if same else '!='} resource tenant {check.resource.tenant}")
         grant: Grant | None = None
         # A subject stated by an enforcement point is never an operator: break-glass needs the operator's token.
@@ -294,8 +290,8 @@ class DecisionPoint:
             except GrantStoreUnavailable as err:
                 self._grant_problems.occurred("grant store unavailable: %s", err, cause=str(err))
                 if trace is not None:
-                    _note(trace, "grant", "deny", "grant_store_unavailable: the grant store could not be asked")
-                return verified, principal, _Outcome(
+                    note(trace, "grant", "deny", "grant_store_unavailable: the grant store could not be asked")
+                return verified, principal, Outcome(
                     Decision.DENY, Reason.GRANT_STORE_UNAVAILABLE,
                     "the break-glass grant store is unavailable; cross-tenant access is denied")
             self._grant_problems.ended("the grant store answers again")
@@ -303,70 +299,30 @@ class DecisionPoint:
                 denial = None
                 context["breakGlass"] = break_glass_context(grant)
                 if trace is not None:
-                    _note(trace, "grant", "pass", f"active break-glass grant {grant.id} (ticket {grant.ticket!r}) "
+                    note(trace, "grant", "pass", f"active break-glass grant {grant.id} (ticket {grant.ticket!r}) "
                          f"covers {check.action} in {grant.target_tenant}")
             else:
                 if trace is not None:
-                    _note(trace, "grant", "deny", "no active break-glass grant covers this operator, tenant and action")
+                    note(trace, "grant", "deny", "no active break-glass grant covers this operator, tenant and action")
         denial = denial or check_intent(principal, check.intent)
         grant_id = grant.id if grant else ""
         if denial is not None:
             if trace is not None and denial.reason in (Reason.INTENT_MISSING, Reason.INTENT_NOT_BOUND):
-                _note(trace, "intent", "deny", f"{denial.reason.value}: {denial.message}")
-            return verified, principal, _Outcome(Decision.DENY, denial.reason, denial.message, grant_id=grant_id)
+                note(trace, "intent", "deny", f"{denial.reason.value}: {denial.message}")
+            return verified, principal, Outcome(Decision.DENY, denial.reason, denial.message, grant_id=grant_id)
         if trace is not None:
-            _note(trace, "intent", "pass", f"stated intent {check.intent!r}" + (
+            note(trace, "intent", "pass", f"stated intent {check.intent!r}" + (
                 " is bound by the token" if principal.intents is not None else " (the token binds no intents)"))
         result = engine.evaluate(principal, check.action, check.resource, attrs, context)
         reason = Reason.ALLOW_BREAK_GLASS if grant and result.decision is Decision.ALLOW else result.reason
         if trace is not None:
-            _note(trace, "cedar", "pass" if result.decision is Decision.ALLOW else "deny",
+            note(trace, "cedar", "pass" if result.decision is Decision.ALLOW else "deny",
                  f"{reason.value}: {result.message}", result.policy_ids, result.errors)
-        return verified, principal, _Outcome(result.decision, reason, result.message, result.policy_ids, grant_id)
-
-    def _event(self, decision_id: str, check: CheckInput, outcome: _Outcome, verified: VerifiedClaims | None,
-               principal: Principal | None, policy_version: str) -> AuditEvent:
-        res = check.resource
-        return AuditEvent(
-            decision_id=decision_id,
-            time=rfc3339(self._clock.now()),
-            decision=outcome.decision.value,
-            reason=outcome.reason.value,
-            message=outcome.message,
-            api=check.api,
-            subject=_clip(verified.subject) if verified else "",
-            actor=_clip(principal.entity_id) if principal and principal.is_agent else "",
-            principal_type=principal.entity_type if principal else "",
-            principal_tenant=principal.tenant if principal else "",
-            resource_type=_clip(res.type),
-            resource_id=_clip(res.id),
-            resource_tenant=_clip(_owning_tenant(check, principal)),
-            action=_clip(check.action),
-            intent=_clip(check.intent),
-            policy_ids=outcome.policy_ids,
-            grant_id=outcome.grant_id,
-            policy_version=policy_version,
-            issuer=_clip(verified.issuer) if verified else "",
-            token_id=verified.token_id if verified else token_fingerprint(check.token),
-            dry_run=check.dry_run,
-            stated_subject=_clip(check.stated_subject.id) if check.stated_subject is not None else "",
-        )
+        return verified, principal, Outcome(result.decision, reason, result.message, result.policy_ids, grant_id)
 
 
 def _uuid4() -> str:
     return str(uuid.uuid4())
-
-
-def token_fingerprint(token: str) -> str:
-    """``sha256:<16 hex>`` naming a token that was not verified (its ``jti`` is not to be trusted), never the token:
-    of its signed part ``header.payload`` when it has the three parts of a JWS, as the verifier names a verified
-    token without ``jti``, so every record of one token (expired, or its signature encoded otherwise) carries
-    the same id; of the whole text otherwise."""
-    if not token:
-        return ""
-    signed, dot, _signature = token.rpartition(".")
-    named = signed if dot and signed.count(".") == 1 else token
-    return "sha256:" + hashlib.sha256(named.encode("utf-8", "replace")).hexdigest()[:16]
 
 
 def break_glass_context(grant: Grant) -> dict[str, object]:
@@ -375,50 +331,15 @@ def break_glass_context(grant: Grant) -> dict[str, object]:
             "reason": grant.reason, "ticket": grant.ticket}
 
 
-def _version_shown(engine: Engine | None, check: CheckInput, principal: Principal | None, outcome: _Outcome) -> str:
-    """The policy version a decision's answer and record carry: its tenant's (core.versions) for a caller of
-    that tenant or an operator with a grant for it; the global one for everyone else, so a cross-tenant probe
-    never sees another tenant's version change."""
-    if engine is None:
-        return ""
-    tenant = _owning_tenant(check, principal)
-    if principal is not None and (principal.tenant == tenant or outcome.grant_id):
-        return engine.compiled.version_for(tenant)
-    return engine.compiled.global_version
-
-
-def _owning_tenant(check: CheckInput, principal: Principal | None) -> str:
-    """The resource's owning tenant: as stated, or the caller's when the adapter left it to the token."""
-    if check.resource.tenant or not check.resource_tenant_from_caller or principal is None:
-        return check.resource.tenant
-    return principal.tenant
-
-
 def _with_owning_tenant(check: CheckInput, principal: Principal) -> CheckInput:
-    tenant = _owning_tenant(check, principal)
+    tenant = owning_tenant(check, principal)
     if tenant == check.resource.tenant:
         return check
     return dataclasses.replace(check, resource=dataclasses.replace(check.resource, tenant=tenant))
 
 
-def _describe(principal: Principal) -> str:
-    bound = list(principal.intents) if principal.intents is not None else "not bound"
-    stated_by = f", stated by the enforcement point {principal.stated_by!r}" if principal.stated_by else ""
-    return (f'{principal.entity_type}::"{principal.entity_id}" of tenant {principal.tenant}, '
-            f"roles {list(principal.roles)}, intents {bound}{stated_by}")
+def _deny(denial: Denial) -> Outcome:
+    return Outcome(Decision.DENY, denial.reason, denial.message)
 
 
-def _note(trace: list[TraceStep], step: str, outcome: str, detail: str, policy_ids: tuple[str, ...] = (),
-          errors: tuple[str, ...] = ()) -> None:
-    trace.append(TraceStep(step, outcome, detail, policy_ids, errors))
-
-
-def _deny(denial: Denial) -> _Outcome:
-    return _Outcome(Decision.DENY, denial.reason, denial.message)
-
-
-def _clip(value: str) -> str:
-    return value if len(value) <= _AUDIT_LIMIT else value[:_AUDIT_LIMIT] + "..."
-
-
-__all__ = ["DecisionPoint", "DecisionSettings", "token_fingerprint"]
+__all__ = ["DecisionPoint", "DecisionSettings"]
