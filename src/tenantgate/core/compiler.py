@@ -106,7 +106,7 @@ def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource
     """Parse and strictly validate the schema, the global files and every tenant's files.
 
     ``entity_sources`` maps a tenant ("" for the global file) to its ``entities.json``; each is checked
-    against TenantGate's entity rules and validated against the schema (``core.entities``).
+    against TenantGate's entity rules and validated against the schema (``core.entity_files``).
 
     ``cache`` (owned by the caller, e.g. the reloading policy store) maps tenant file contents to their
     compiled form: unchanged tenant files are not parsed again, and on success the cache is replaced by

@@ -13,7 +13,8 @@ from typing import Any
 import cedarpy
 
 from tenantgate.core.cedar_depth import MAX_ENTITY_DEPTH, deepest_chain
-from tenantgate.core.entities import EntityDirectory, EntityFile, build_directory, read_entity_file
+from tenantgate.core.entities import EntityDirectory, build_directory
+from tenantgate.core.entity_files import EntityFile, read_entity_file
 from tenantgate.core.policy_files import PolicyLocation, PolicySource, admit, duplicate_id_message, parse_file
 from tenantgate.core.request import MAX_STRING, is_tenant_id
 from tenantgate.core.scoping import like_pattern_chars, tenant_problem

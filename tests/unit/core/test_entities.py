@@ -10,7 +10,8 @@ from support.authzen import entity_policies
 from support.issuers import FixedClock, TestIssuer, verifier_for
 from tenantgate.audit import JsonlAuditSink
 from tenantgate.core.engine import Engine
-from tenantgate.core.entities import build_directory, read_entity_file
+from tenantgate.core.entities import build_directory
+from tenantgate.core.entity_files import read_entity_file
 from tenantgate.core.model import CheckInput, Decision, Principal, Reason, Resource
 from tenantgate.core.pdp import DecisionPoint
 from tenantgate.errors import PolicyError

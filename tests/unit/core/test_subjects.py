@@ -5,7 +5,8 @@ from types import MappingProxyType
 
 import pytest
 
-from tenantgate.core.entities import build_directory, read_entity_file
+from tenantgate.core.entities import build_directory
+from tenantgate.core.entity_files import read_entity_file
 from tenantgate.core.model import ClaimNames, Principal, VerifiedClaims
 from tenantgate.core.subjects import roles_from_entity_data
 from tenantgate.core.tenancy import principal_from_claims
