@@ -3,7 +3,7 @@ every statement, and the ``Dialect`` in which each database spells the things th
 
 Written once with ``?`` placeholders and translated per dialect by ``statements``; values are always bound,
 never formatted. Actions are a JSON array in a TEXT column in both databases. The row <-> ``Grant`` mapping
-and the store logic that runs these statements are in ``_rows``.
+is in ``_rows``, and the store logic that runs these statements in ``_store``.
 """
 
 from __future__ import annotations

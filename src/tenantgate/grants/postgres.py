@@ -33,8 +33,9 @@ from psycopg import pq
 
 from tenantgate.errors import ConfigError, GrantConflict, GrantInvalid, GrantStoreUnavailable, TenantGateError
 from tenantgate.grants._pg_indexes import INDEX_BUILDS
-from tenantgate.grants._rows import SqlGrantStore, short_reason, unavailable
+from tenantgate.grants._rows import short_reason, unavailable
 from tenantgate.grants._sql import Dialect, Row, migrate
+from tenantgate.grants._store import SqlGrantStore
 from tenantgate.redact import redact_url
 
 POSTGRES = Dialect(param="%s", action_in_actions="actions::jsonb @> jsonb_build_array(?::text)",

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from tenantgate.errors import GrantConflict, GrantStoreUnavailable
-from tenantgate.grants._rows import SqlGrantStore, unavailable
+from tenantgate.grants._rows import unavailable
 from tenantgate.grants._sql import COMPONENT, SCHEMA_INDEXES, SCHEMA_VERSION, Dialect, Row, migrate
+from tenantgate.grants._store import SqlGrantStore
 from tenantgate.paths import make_private_dirs
 
 SQLITE = Dialect(param="?", action_in_actions="EXISTS (SELECT 1 FROM json_each(actions) WHERE json_each.value = ?)",
