@@ -35,9 +35,9 @@ TENANTGATE = [sys.executable, "-m", "tenantgate.cli.main"]
 CHANNELS = 20
 # `tenantgate serve` with a crash limit reached in seconds: 2 deaths, 0.1 s apart.
 FAST_CRASH_LIMIT = [sys.executable, "-c", """import sys
-from tenantgate.cli import main, supervisor
-supervisor.RESTART_DELAYS = (0.1,)
-supervisor.CRASH_LIMIT = 2
+from tenantgate.cli import main, restarts
+restarts.RESTART_DELAYS = (0.1,)
+restarts.CRASH_LIMIT = 2
 sys.exit(main.main(sys.argv[1:]))"""]
 BROKEN = "permit(principal, action, resource) when {"
 
@@ -463,9 +463,9 @@ def _stand_in(work: str) -> list[str]:
     return [sys.executable, "-c", f"""
 import signal, sys, time
 from tenantgate import config
-from tenantgate.cli import supervisor
+from tenantgate.cli import restarts, supervisor
 
-supervisor.RESTART_DELAYS = (0.01,)
+restarts.RESTART_DELAYS = (0.01,)
 supervisor.STOP_MARGIN_SECONDS = 1.0  # long enough for a drain that exits at once
 
 def work(settings, index, announce):

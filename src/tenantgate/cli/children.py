@@ -75,6 +75,17 @@ def announcer(fd: int) -> Announce:
     return announce
 
 
+def read_report(line: bytes) -> tuple[Report, tuple[int, int, int]] | None:
+    """The report in a line ``announcer`` wrote and the ports it names (gRPC, health, HTTP); None when the
+    line is not such a report."""
+    try:
+        report = json.loads(line)
+        ports = (int(report["grpc"]), int(report["health"]), int(report["http"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+    return report, ports
+
+
 def send(pid: int, sig: signal.Signals) -> None:
     """``kill(pid, sig)``; a process that has exited already is left to the loop to reap."""
     try:

@@ -7,44 +7,39 @@ reaches its loop. Each worker builds its own app (policies, audit chain K, grant
 server, bound with SO_REUSEPORT, so the kernel spreads new connections over the workers.
 
 Metrics: with ``server.metrics_listen`` the supervisor binds the port (a busy one fails at start) and forks,
-before the workers, a process that serves /metrics on it (``observability/multiprocess.py``), summing the
-workers' prometheus-client multiprocess files. It never forks, so it may run threads, and a slow scraper can
-only hold it. It is not a worker: it is restarted after ``METRICS_RESTART_SECONDS`` when it dies, outside
-the crash limit and ``tenantgate_workers``, and it gets SIGTERM with the workers.
+before the workers, a process that serves /metrics on it; it is not a worker (``metricsproc.py``).
 
 Ports: worker 0 starts alone and reports the ports it bound, so port 0 picks one free port for all of them,
 and a configuration that cannot start (invalid policies, a busy port, unreadable TLS files) fails once, with
 the usual message and exit code, before any other worker starts. The others, and every restarted worker,
 bind the ports worker 0 reported.
 
-Signals: SIGTERM/SIGINT drain every worker (SIGKILL after ``server.grace_seconds`` + ``STOP_MARGIN_SECONDS``)
-and exit 0, or 1 when a serving worker's drain failed (non-zero exit) or a worker had to be killed.
-SIGHUP makes every worker reload its policies. A worker that dies is restarted after a growing delay. When
-it has died ``CRASH_LIMIT`` times within ``CRASH_WINDOW_SECONDS``: if another worker serves (and is not
-crash-looping itself), the failing one is restarted every ``RESTART_DELAYS[-1]`` seconds with an error each
-time, as a single server keeps serving its last valid policies while the files on disk are invalid;
-otherwise everything stops with exit code 1. Children get SIGTERM when the supervisor dies (``worker.py``).
+Signals (read from a pipe, ``signalpipe.py``): SIGTERM/SIGINT drain every worker (SIGKILL after
+``server.grace_seconds`` + ``STOP_MARGIN_SECONDS``) and exit 0, or 1 when a serving worker's drain failed
+(non-zero exit) or a worker had to be killed. SIGHUP makes every worker reload its policies. A worker that
+dies is restarted after a growing delay, or everything stops with exit code 1 when it keeps dying and no
+other worker serves (``restarts.py``). Children get SIGTERM when the supervisor dies (``worker.py``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import selectors
 import shutil
 import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tenantgate.cli.children import EXIT_ERROR, Announce, Report, announcer, describe, fork, send
+from tenantgate.cli.children import EXIT_ERROR, Announce, Report, announcer, describe, fork, read_report, send
 from tenantgate.cli.metricsdir import metrics_files
+from tenantgate.cli.metricsproc import MetricsProcess
+from tenantgate.cli.restarts import crash_looping, recent, restart_delay
 from tenantgate.cli.shared_ports import check_free, joining, pinned, release_claims
-from tenantgate.cli.worker import die_with
+from tenantgate.cli.signalpipe import HANDLED, open_pipe, received, restore_signals, route_signals
 from tenantgate.config import Settings
 
 if TYPE_CHECKING:
@@ -53,11 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("tenantgate.supervisor")
 
 STOP_MARGIN_SECONDS = 5.0  # after server.grace_seconds, before SIGKILL
-CRASH_LIMIT = 5
-CRASH_WINDOW_SECONDS = 60.0
-RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds before a restart, by the worker's deaths within the window
-METRICS_RESTART_SECONDS = 0.5  # before the /metrics process is started again after dying
-_HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 
 WorkerMain = Callable[[Settings, int, Announce], int]  # (settings, worker index, announce) -> exit code
 
@@ -95,8 +85,7 @@ class Supervisor:
         self._exit_code: int | None = None  # set when stopping
         self._deadline = 0.0
         self._killed = False
-        self._metrics_pid = 0  # the /metrics process; 0 while not running
-        self._metrics_restart_at: float | None = None
+        self._metrics_process = MetricsProcess(self._fork)
         self._starts = 0  # worker starts so far: each names its metric files anew
 
     def run(self) -> int:
@@ -125,7 +114,7 @@ class Supervisor:
             # serves the same socket. The supervisor never accepts on it.
             self._endpoint = MetricsEndpoint(s.server.metrics_listen, self._files)
         self._handle_signals()
-        self._serve_metrics()
+        self._metrics_process.start(self._endpoint)
         self._spawn(self._workers[0])
         while True:
             for ready, _events in self._selector.select(self._timeout()):
@@ -134,7 +123,7 @@ class Supervisor:
             self._restart_due()
             if self._exit_code is None:
                 continue
-            if not self._metrics_pid and not any(w.pid for w in self._workers):
+            if not self._metrics_process.pid and not any(w.pid for w in self._workers):
                 log.info("all workers stopped")
                 return self._exit_code
             if not self._killed and time.monotonic() >= self._deadline:
@@ -144,22 +133,13 @@ class Supervisor:
 
     def _handle_signals(self) -> None:
         """Signals only write their number to a pipe the loop watches (no work in a handler, none lost)."""
-        read, write = os.pipe()
-        os.set_blocking(read, False)
-        os.set_blocking(write, False)
-        self._wakeup = (read, write)
-        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-        for sig in _HANDLED:
-            signal.signal(sig, _ignore)
+        self._wakeup = read, write = open_pipe()
+        route_signals(write)
         self._selector.register(read, selectors.EVENT_READ, self._on_signals)
 
     def _on_signals(self) -> None:
         assert self._wakeup is not None
-        try:
-            received = os.read(self._wakeup[0], 512)
-        except BlockingIOError:
-            return
-        for number in received:
+        for number in received(self._wakeup[0]):
             if number in (signal.SIGTERM, signal.SIGINT):
                 self._stop(0, f"{signal.Signals(number).name} received")
             elif number == signal.SIGHUP and self._exit_code is None:
@@ -181,9 +161,7 @@ class Supervisor:
             w.restart_at = None
             if w.pid:
                 send(w.pid, signal.SIGTERM)
-        self._metrics_restart_at = None
-        if self._metrics_pid:
-            send(self._metrics_pid, signal.SIGTERM)
+        self._metrics_process.stop()
 
     def _kill_remaining(self) -> None:
         self._killed = True
@@ -191,11 +169,11 @@ class Supervisor:
             if w.pid:
                 log.warning("worker %d (pid %d) still running after the grace period: SIGKILL", w.index, w.pid)
                 send(w.pid, signal.SIGKILL)
-        if self._metrics_pid:
-            send(self._metrics_pid, signal.SIGKILL)
+        self._metrics_process.kill()
 
     def _timeout(self) -> float | None:
-        due = [at for at in (self._metrics_restart_at, *(w.restart_at for w in self._workers)) if at is not None]
+        restarts = (self._metrics_process.restart_at, *(w.restart_at for w in self._workers))
+        due = [at for at in restarts if at is not None]
         if self._exit_code is not None and not self._killed:
             due.append(self._deadline)
         return max(0.0, min(due) - time.monotonic()) if due else None
@@ -224,24 +202,8 @@ class Supervisor:
         self._selector.register(read, selectors.EVENT_READ, lambda: self._on_report(w))
         log.info("worker %d started (pid %d)", w.index, pid)
 
-    def _serve_metrics(self) -> None:
-        """Fork the process that answers /metrics (threads are safe there: it never forks)."""
-        endpoint = self._endpoint
-        if endpoint is None:
-            return
-        supervisor = os.getpid()
-
-        def serve() -> int:
-            die_with(supervisor)
-            endpoint.serve()
-            return 0
-
-        # SIGINT ignored: a Ctrl-C reaches the whole process group, and the supervisor stops it with SIGTERM.
-        self._metrics_pid = self._fork(serve, signal.SIG_IGN)
-        log.info("/metrics process started (pid %d)", self._metrics_pid)
-
     def _fork(self, child: Callable[[], int], on_interrupt: Any) -> int:
-        return fork(child, on_interrupt=on_interrupt, handled=_HANDLED, forget_parent=self._forget)
+        return fork(child, on_interrupt=on_interrupt, handled=HANDLED, forget_parent=self._forget)
 
     def _forget(self) -> None:
         """In a forked child: close the supervisor's selector, wakeup pipe and report pipes."""
@@ -266,14 +228,12 @@ class Supervisor:
             return
         line = w.received.split(b"\n", 1)[0]
         self._close_pipe(w)
-        try:
-            report = json.loads(line)
-            ports = (int(report["grpc"]), int(report["health"]), int(report["http"]))
-        except (ValueError, KeyError, TypeError):
+        parsed = read_report(line)
+        if parsed is None:
             log.error("worker %d (pid %d) sent an unreadable report: killed", w.index, w.pid)
             send(w.pid, signal.SIGKILL)
             return
-        self._ready(w, report, ports)
+        self._ready(w, *parsed)
 
     def _ready(self, w: _Worker, report: Report, ports: tuple[int, int, int]) -> None:
         w.ready = True
@@ -304,18 +264,11 @@ class Supervisor:
                 return
             if pid == 0:
                 return
-            if pid == self._metrics_pid:
-                self._metrics_exited(os.waitstatus_to_exitcode(status))
+            if pid == self._metrics_process.pid:
+                self._metrics_process.exited(os.waitstatus_to_exitcode(status), self._exit_code is not None)
             for w in self._workers:
                 if w.pid == pid:
                     self._exited(w, os.waitstatus_to_exitcode(status))
-
-    def _metrics_exited(self, code: int) -> None:
-        pid, self._metrics_pid = self._metrics_pid, 0
-        if self._exit_code is None:
-            self._metrics_restart_at = time.monotonic() + METRICS_RESTART_SECONDS
-            log.warning("/metrics process (pid %d) %s; restarting it in %.1f s", pid, describe(code),
-                        METRICS_RESTART_SECONDS)
 
     def _exited(self, w: _Worker, code: int) -> None:
         from tenantgate.observability.workerfiles import forget
@@ -334,24 +287,10 @@ class Supervisor:
             return
         now = time.monotonic()
         w.deaths.append(now)
-        deaths = _recent(w.deaths, now)
-        healthy = sum(1 for other in self._workers if other.ready and _recent(other.deaths, now) < CRASH_LIMIT)
-        if deaths < CRASH_LIMIT:
-            delay = RESTART_DELAYS[min(deaths, len(RESTART_DELAYS)) - 1]
-            log.warning("worker %d (pid %d) %s; restarting it in %.1f s", w.index, pid, how, delay)
-        elif healthy:
-            # The others serve their last valid state (a single server would too): an outage helps nobody.
-            delay = RESTART_DELAYS[-1]
-            own_error = " (see its own error above)" if code > 0 else ""
-            log.error("worker %d (pid %d) %s %s%s, %d times within %.0f s; %d of %d workers still serve, so it "
-                      "keeps being restarted every %.1f s until it starts", w.index, pid, how,
-                      "while serving" if serving else "before serving", own_error, deaths,
-                      CRASH_WINDOW_SECONDS, healthy, len(self._workers), delay)
-        else:
-            message = (f"worker {w.index} died {deaths} times within {CRASH_WINDOW_SECONDS:.0f} s "
-                       f"(last: {how}) and no other worker serves; stopping all workers")
-            log.error(message)
-            print(f"tenantgate: {message}", file=sys.stderr, flush=True)
+        deaths = recent(w.deaths, now)
+        healthy = sum(1 for other in self._workers if other.ready and not crash_looping(other.deaths, now))
+        delay = restart_delay(w.index, pid, code, serving, deaths, healthy, len(self._workers))
+        if delay is None:
             self._stop(EXIT_ERROR, "too many worker deaths")
             return
         w.restart_at = now + delay
@@ -369,9 +308,7 @@ class Supervisor:
 
     def _restart_due(self) -> None:
         now = time.monotonic()
-        if self._metrics_restart_at is not None and self._metrics_restart_at <= now and self._exit_code is None:
-            self._metrics_restart_at = None
-            self._serve_metrics()
+        self._metrics_process.restart_due(now, self._exit_code is not None)
         for w in self._workers:
             if w.restart_at is not None and w.restart_at <= now and self._exit_code is None:
                 w.restart_at = None
@@ -397,29 +334,9 @@ class Supervisor:
                 os.waitpid(w.pid, 0)
                 w.pid = 0
             self._close_pipe(w)
-        if self._metrics_pid:
-            send(self._metrics_pid, signal.SIGKILL)
-            os.waitpid(self._metrics_pid, 0)
-            self._metrics_pid = 0
-        signal.set_wakeup_fd(-1)
-        if self._wakeup is not None:
-            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
-                signal.signal(sig, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            for fd in self._wakeup:
-                os.close(fd)
-            self._wakeup = None
+        self._metrics_process.release()
+        restore_signals(self._wakeup)
+        self._wakeup = None
         if self._endpoint is not None:
             self._endpoint.close()
         self._selector.close()
-
-
-def _recent(deaths: deque[float], now: float) -> int:
-    """How many of ``deaths`` fall within the crash window (older ones are dropped)."""
-    while deaths and deaths[0] < now - CRASH_WINDOW_SECONDS:
-        deaths.popleft()
-    return len(deaths)
-
-
-def _ignore(_signum: int, _frame: Any) -> None:
-    """The wakeup pipe carries the signal; the handler only keeps the default action away."""
