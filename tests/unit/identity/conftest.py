@@ -1,5 +1,5 @@
-"""A fixed clock, an ES256 test issuer that mints on it, a loopback HTTP server and a count of signature checks,
-for the identity tests."""
+"""A fixed clock, an ES256 test issuer that mints on it, a verifier trusting that issuer, a loopback HTTP server
+and a count of signature checks, for the identity tests."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,7 +8,8 @@ from typing import Any
 import jwt
 import pytest
 
-from support.issuers import NOW, FixedClock, LoopbackServer, TestIssuer
+from support.issuers import NOW, FixedClock, LoopbackServer, TestIssuer, verifier_for
+from tenantgate.identity import JwtVerifier
 
 
 @pytest.fixture
@@ -26,6 +27,11 @@ def server() -> Iterator[LoopbackServer]:
 @pytest.fixture
 def es(tmp_path: Path, clock: FixedClock) -> TestIssuer:
     return TestIssuer(tmp_path, alg="ES256", clock=clock)
+
+
+@pytest.fixture
+def verifier(es: TestIssuer, clock: FixedClock) -> JwtVerifier:
+    return verifier_for(es, clock=clock, leeway_seconds=30, max_lifetime_seconds=3600)
 
 
 @pytest.fixture
