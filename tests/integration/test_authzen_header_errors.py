@@ -6,11 +6,9 @@ line is the Authorization header; nor do those bytes reach the log. A token the 
 accepted here too: the parser's header limit follows ``tokens.max_token_bytes``; so does gRPC's metadata limit.
 """
 
-import asyncio
 import logging
 import re
 import socket
-import threading
 
 import grpc
 import httpx
@@ -18,6 +16,7 @@ import pytest
 
 from support.audit import audit_lines
 from support.authzen import bearer, entity_policies, evaluation, http_section
+from support.http_intake import serve_on_own_loop
 from support.issuers import FixedClock, TestIssuer, verifier_for
 from support.server import BUNDLED_POLICIES, running_server, write_config
 from tenantgate import config
@@ -197,28 +196,7 @@ def _serving(tmp_path, options):
     verifier = verifier_for(TestIssuer(tmp_path, clock=clock), clock=clock)
     pdp = DecisionPoint(verifier=verifier, engine=PolicyStore.load(BUNDLED_POLICIES).current,
                         audit=JsonlAuditSink(tmp_path / "audit.jsonl"), clock=clock)
-    server = HttpServer(options, pdp, lambda *_: None, verifier=verifier)
-    loop = asyncio.new_event_loop()
-    port = loop.run_until_complete(server.start())
-    thread = threading.Thread(target=loop.run_forever, name="authzen-header-test-loop", daemon=True)
-    thread.start()
-
-    async def finish_connections():
-        # Connections aiohttp still drains after stop() (an early answer's lingering read): ended here, not
-        # destroyed pending with the loop.
-        rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        for task in rest:
-            task.cancel()
-        await asyncio.gather(*rest, return_exceptions=True)
-
-    def stop():
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
-        asyncio.run_coroutine_threadsafe(finish_connections(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-
-    return port, stop
+    return serve_on_own_loop(HttpServer(options, pdp, lambda *_: None, verifier=verifier))
 
 
 @pytest.mark.parametrize(("max_token_bytes", "status"), [(None, 400), (40_000, 401)])

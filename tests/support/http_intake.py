@@ -91,6 +91,13 @@ def _own_server_and_state(tmp_path, *, verifier_first=True):
                         verifier=verifier if verifier_first else None)
     state = next(route.handler.__self__ for route in server._runner.app.router.routes()
                  if getattr(route.handler, "__self__", None) is not None)
+    port, stop = serve_on_own_loop(server)
+    return port, issuer, stop, state
+
+
+def serve_on_own_loop(server):
+    """Start ``server`` (an ``HttpServer``) on an event loop of its own, in a daemon thread: ``(port, stop)``.
+    ``stop()`` stops it, ends the connections aiohttp still drains and closes the loop."""
     loop = asyncio.new_event_loop()
     port = loop.run_until_complete(server.start())
     thread = threading.Thread(target=loop.run_forever, name="authzen-test-loop", daemon=True)
@@ -111,4 +118,4 @@ def _own_server_and_state(tmp_path, *, verifier_first=True):
         thread.join(10)
         loop.close()
 
-    return port, issuer, stop, state
+    return port, stop

@@ -11,7 +11,6 @@ import pytest
 from support.issuers import FixedClock, LoopbackServer, TestIssuer, verifier_for
 from support.jwksurl import url_issuer, url_source
 from tenantgate.errors import KeySourceUnavailable
-from tenantgate.identity import JwksUrl
 from tenantgate.identity.keys import MAX_JWKS_BYTES
 
 # ------------------------------------------------------------------------------------------ JwksUrl: one request
@@ -49,8 +48,7 @@ def test_trickling_jwks_server_cannot_hold_a_fetch_past_its_timeout(
     # One byte every 0.2 s never lets a 0.5 s per-read socket timeout expire; only a total deadline stops it.
     document = es.jwks_document()
     server.serve("/jwks.json", document, trickle_seconds=0.2, trickle_headers=trickle_headers)
-    source = JwksUrl(server.url(), cache_seconds=300, refresh_min_interval_seconds=30, timeout_seconds=0.5,
-                     monotonic=clock.now)
+    source = url_source(server, clock, timeout_seconds=0.5)
     with pytest.raises(KeySourceUnavailable):
         source.current()
     # Evidence from the server's side: the fetch gave up long before the server would have finished.
@@ -61,8 +59,7 @@ def test_trickling_jwks_server_cannot_hold_a_fetch_past_its_timeout(
 def test_trickling_jwks_server_keeps_the_last_good_keys(server: LoopbackServer, es: TestIssuer,
                                                         clock: FixedClock) -> None:
     server.serve("/jwks.json", es.jwks_document())
-    source = JwksUrl(server.url(), cache_seconds=300, refresh_min_interval_seconds=30, timeout_seconds=0.5,
-                     monotonic=clock.now)
+    source = url_source(server, clock, timeout_seconds=0.5)
     verifier = verifier_for(url_issuer(es, source), clock=clock)
     verifier.verify(es.mint())
     document = es.jwks_document()

@@ -192,8 +192,7 @@ def test_unknown_kid_with_held_keys_never_waits_for_a_slow_jwks_server(
 ) -> None:
     rotated = TestIssuer(tmp_path, clock=clock)
     server.serve("/jwks.json", es.jwks_document())
-    source = JwksUrl(server.url(), cache_seconds=300, refresh_min_interval_seconds=30, timeout_seconds=5,
-                     monotonic=clock.now)
+    source = url_source(server, clock, timeout_seconds=5)
     verifier = verifier_for(url_issuer(es, source), clock=clock)
     verifier.verify(es.mint())  # nothing held yet: this first fetch is inline
     answer = threading.Event()  # the server answers the refresh only when the test says so
@@ -226,8 +225,7 @@ def test_expired_jwks_cache_is_refreshed_in_the_background_while_held_keys_serve
 ) -> None:
     rotated = TestIssuer(tmp_path, clock=clock)
     server.serve("/jwks.json", es.jwks_document())
-    source = JwksUrl(server.url(), cache_seconds=300, refresh_min_interval_seconds=30, timeout_seconds=5,
-                     monotonic=clock.now)
+    source = url_source(server, clock, timeout_seconds=5)
     verifier = verifier_for(url_issuer(es, source), clock=clock)
     verifier.verify(es.mint())
     answer = threading.Event()
@@ -266,8 +264,7 @@ def test_on_an_event_loop_a_first_fetch_never_waits_and_fails_closed_at_once(
     # caller of every issuer) for the fetch timeout whenever a token of that issuer arrived with no keys held.
     answer = threading.Event()
     server.serve("/jwks.json", es.jwks_document(), hold=answer)
-    source = JwksUrl(server.url(), cache_seconds=300, refresh_min_interval_seconds=30, timeout_seconds=30,
-                     monotonic=clock.now)
+    source = url_source(server, clock, timeout_seconds=30)
     verifier = verifier_for(url_issuer(es, source), clock=clock)
 
     async def on_the_loop() -> str:

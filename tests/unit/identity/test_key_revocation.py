@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from support.issuers import FixedClock, LoopbackServer, TestIssuer, verifier_for
+from support.jwksurl import url_source
 from tenantgate.config import IssuerSettings
 from tenantgate.errors import ConfigError, TokenInvalid
 from tenantgate.identity import IssuerKeys, JwksFile, JwksUrl, JwtVerifier
@@ -23,8 +24,7 @@ ISSUER = "https://issuer.test"
 
 
 def url_verifier(server: LoopbackServer, clock: FixedClock) -> tuple[JwtVerifier, JwksUrl]:
-    source = JwksUrl(server.url(), cache_seconds=300, refresh_min_interval_seconds=30, timeout_seconds=2,
-                     monotonic=clock.now)
+    source = url_source(server, clock)
     settings = IssuerSettings(ISSUER, ("tenantgate",), ("ES256",), jwks_url="http://x")
     return verifier_for(IssuerKeys(settings, source), clock=clock), source
 
