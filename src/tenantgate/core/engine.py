@@ -18,6 +18,7 @@ Cedar skips a policy whose condition errors, so an erroring ``forbid`` would oth
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -319,14 +320,10 @@ def answer_text(request: dict[str, Any], policy_set: Any, entities: Any, schema:
     return text
 
 
-_EMPTY: list[Any] = []
-
-
+@functools.cache
 def _empty_policy_set() -> Any:
-    """A policy set without policies: asking it costs what reading the request costs."""
-    if not _EMPTY:
-        _EMPTY.append(cedarpy.PolicySet.from_str(""))
-    return _EMPTY[0]
+    """A policy set without policies (parsed once): asking it costs what reading the request costs."""
+    return cedarpy.PolicySet.from_str("")
 
 
 def _cpu_seconds(request: dict[str, Any], policy_set: Any, entities: Any, schema: Any) -> float:
