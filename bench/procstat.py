@@ -58,17 +58,17 @@ def own_cpu_seconds() -> float:
 def rss_mib(pid: int | None = None, *, tree: bool = False) -> float:
     """Current resident set (VmRSS) of ``pid`` (default: this process) in MiB, with ``tree`` summed over its
     descendants too; NaN if unreadable."""
-    own = _vm_rss(pid)
+    own = _status_mib(pid, "VmRSS:")
     if not tree or pid is None or math.isnan(own):
         return own
-    return own + sum(value for child in _descendants(pid) if not math.isnan(value := _vm_rss(child)))
+    return own + sum(value for child in _descendants(pid) if not math.isnan(value := _status_mib(child, "VmRSS:")))
 
 
-def _vm_rss(pid: int | None) -> float:
+def _status_mib(pid: int | None, field: str) -> float:
     try:
         with open(f"/proc/{pid or 'self'}/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -76,5 +76,12 @@ def _vm_rss(pid: int | None) -> float:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident set of this process so far (ru_maxrss, KiB on Linux) in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set of this process so far (VmHWM) in MiB.
+
+    Not ``ru_maxrss``: Linux carries it across fork and exec, so a probe started by subprocess (vfork + exec)
+    reports at least its parent's resident set at that moment (a 1-tenant probe read 115 MiB, the whole bench
+    run's size, against 8.8 MiB of its own for a bare interpreter). VmHWM belongs to the process's own address
+    space, which exec replaces. Falls back to ``ru_maxrss`` where /proc is not readable.
+    """
+    peak = _status_mib(None, "VmHWM:")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if math.isnan(peak) else peak

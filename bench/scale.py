@@ -77,7 +77,7 @@ def run(ctx: RunContext) -> Section:
                          "decisions in the same process, in rounds interleaved with this size's, so machine noise "
                          "between processes cannot tilt it; 'vs 1st size' compares separate processes run at "
                          "different moments. "
-                         "Peak RSS = ru_maxrss of the fresh measuring process (Python + imports and the small "
+                         "Peak RSS = VmHWM of the fresh measuring process (Python + imports and the small "
                          "1-tenant baseline included). Full GC pause = one gc.collect() of the loaded process, "
                          "which stops every thread: what an oldest-generation collection costs a server mid-"
                          "traffic; 'heap settled' = the same after settle_heap() (collect, then gc.freeze), "
