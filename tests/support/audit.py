@@ -14,3 +14,13 @@ def audit_lines(app) -> dict[str, dict]:
         if record.pop("record_type") == "decision":
             records[record["decision_id"]] = record
     return records
+
+
+def _records(path: Path) -> list[dict]:
+    """Every record of a JSONL audit file, chain fields included."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _kinds(report) -> list[str]:
+    """The kinds of a ``verify_log`` report's findings, in order."""
+    return [f.kind for f in report.findings]
