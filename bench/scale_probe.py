@@ -5,8 +5,9 @@ decision) cold (a fresh Engine per measurement, so the tenant's partition is bui
 cached), then reloads after touching one tenant file, after editing it, and forced; last, times a full garbage
 collection (``gc.collect``) as it stops a serving process, before and after ``settle_heap``. Peak RSS is this
 process's VmHWM (with a baseline, its few MiB included); not ru_maxrss, which fork and exec carry over from the
-bench's own process. The decision memo is off: every timed decision asks Cedar with its tenant's partition, which is what the number of tenants can change (with the memo, a repeated
-request skips Cedar whatever the number of tenants).
+bench's own process. The decision memo is off: every timed decision asks Cedar with its tenant's partition,
+which is what the number of tenants can change (with the memo, a repeated request skips Cedar whatever the
+number of tenants).
 
 With ``BASELINE_DIR`` (the 1-tenant tree) the baseline's warm decisions are timed in this same process, in
 rounds interleaved with this tree's warm rounds, so both see the same machine at the same moments: the
