@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry
@@ -29,6 +30,7 @@ from tenantgate.core.pdp import DecisionPoint, DecisionSettings
 from tenantgate.core.ports import Clock, SystemClock
 from tenantgate.core.schema import undeclared_actions
 from tenantgate.grants import open_guarded_store
+from tenantgate.grants.journal import FileChangeJournal, journal_prefix
 from tenantgate.identity import JwtVerifier, build_verifier
 from tenantgate.ids import decision_id
 from tenantgate.observability import collectors
@@ -65,6 +67,7 @@ class App:
     metrics_port: int = 0  # the /metrics port this process bound (server.metrics_listen, single process), else 0
     worker: int | None = None  # K under `serve --workers N`; None: the only server process
     mirror: collectors.MultiprocessMirror | None = None  # workers: audit and grant numbers for the supervisor
+    journal: FileChangeJournal | None = None  # grant changes between their event and their commit
 
     def ready(self) -> bool:
         """Policies are loaded (they are, once built) and the audit sink can write."""
@@ -99,7 +102,8 @@ def build(settings: Settings, clock: Clock | None = None, worker: int | None = N
     decisions = decision_settings(settings)
     names = decisions.claim_names
     store = open_guarded_store(settings.grants.store, lookup_timeout=settings.grants.lookup_timeout_seconds)
-    breakglass = BreakGlass(store=store, audit=audit, clock=clock,
+    journal = FileChangeJournal(journal_prefix(Path(settings.audit.path)), sync=settings.audit.durability == "fsync")
+    breakglass = BreakGlass(store=store, audit=audit, clock=clock, journal=journal,
                             verifier=verifier, claim_names=names, rules=decisions.rules,
                             undeclared_actions=lambda names: undeclared_actions(policies.current().compiled.schema,
                                                                                  names))
@@ -117,7 +121,7 @@ def build(settings: Settings, clock: Clock | None = None, worker: int | None = N
     pdp = DecisionPoint(verifier=verifier, engine=policies.current, audit=audit, clock=clock, claim_names=names,
                         grants=breakglass, pep_role=pep_role, new_id=decision_id)
     return App(settings, verifier, policies, audit, pdp, clock, breakglass, registry, metrics, worker=worker,
-               mirror=mirror)
+               mirror=mirror, journal=journal)
 
 
 def build_audit_sink(a: AuditSettings, worker: int = 0) -> JsonlAuditSink | TeeAuditSink:
@@ -141,6 +145,8 @@ def close(app: App) -> None:
     """Release files and connections."""
     app.audit.close()
     app.breakglass.store.close()
+    if app.journal is not None:
+        app.journal.close()
 
 
 async def serve(app: App, on_started: Callable[[int], None] | None = None,

@@ -152,7 +152,9 @@ async def checkpoint_audit(app: App) -> None:
 
 async def sweep_grants(app: App) -> None:
     """Mark due grants EXPIRED (each with a grant.expired audit event) every sweep interval, and log one line
-    per sweep that expired any: how many, and the first few ids (the audit log names every one).
+    per sweep that expired any: how many, and the first few ids (the audit log names every one). At start and
+    before every sweep, settle the grant changes that processes which ended left between their audit event and
+    their commit (``BreakGlass.settle_abandoned``).
 
     Expiry itself never waits for this: decisions compare ``expires_at`` with the clock on every request.
     """
@@ -162,7 +164,16 @@ async def sweep_grants(app: App) -> None:
     # An outage fails every sweep (every 5 s by default): a line, then one a minute (review finding: a line a sweep).
     failures = ProblemLog(log, now=time.monotonic, noun="failed sweeps",
                           summary="grant sweep failed %d more times since the last line (latest: %s)")
+    unsettled = ProblemLog(log, now=time.monotonic, noun="failed settlements",
+                           summary="grant changes left by ended processes not settled %d more times since the last "
+                                   "line (latest: %s)")
     while True:
+        try:  # at start, then before every sweep: changes a process that ended left between event and commit
+            await asyncio.to_thread(app.breakglass.settle_abandoned)
+            unsettled.ended("grant changes left by ended processes are settled again")
+        except Exception as err:  # noqa: BLE001 - their journals are kept: retried next interval
+            unsettled.occurred("grant changes left by an ended process not settled (retried every sweep "
+                               "interval): %s", err, cause=str(err))
         await asyncio.sleep(app.settings.grants.sweep_interval_seconds)
         try:
             expired = await asyncio.to_thread(app.breakglass.sweep)

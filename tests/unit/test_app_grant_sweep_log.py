@@ -56,7 +56,7 @@ def test_an_outage_that_fails_every_sweep_is_logged_once_then_counted(caplog):
         return []
 
     app = SimpleNamespace(settings=Settings(grants=GrantSettings(sweep_interval_seconds=0.01)),
-                          breakglass=SimpleNamespace(sweep=sweep))
+                          breakglass=SimpleNamespace(sweep=sweep, settle_abandoned=lambda: 0))
 
     def failed_a_while():
         return outcomes["sweeps"] >= 25
@@ -68,3 +68,12 @@ def test_an_outage_that_fails_every_sweep_is_logged_once_then_counted(caplog):
     assert len(lines) == 2, lines
     assert lines[0].startswith("grant sweep failed (retried every sweep interval): grant store unavailable")
     assert "grant sweeps succeed again" in lines[1] and "19 more" in lines[1], lines
+
+
+def test_changes_left_by_an_ended_process_are_settled_at_start_before_the_first_sweep():
+    calls = []
+    app = SimpleNamespace(settings=Settings(grants=GrantSettings(sweep_interval_seconds=0.01)),
+                          breakglass=SimpleNamespace(sweep=lambda: calls.append("sweep") or [],
+                                                     settle_abandoned=lambda: calls.append("settle") or 0))
+    asyncio.run(_sweep_until(app, lambda: calls.count("sweep") >= 2))
+    assert calls[:4] == ["settle", "sweep", "settle", "sweep"]

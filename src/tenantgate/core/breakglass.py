@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tenantgate.core.grantevents import Attempt, GrantEvents
-from tenantgate.core.grants import EXPIRE_BATCH, SWEEP_MARGIN_SECONDS, Grant, GrantState, GrantStore
+from tenantgate.core.grants import EXPIRE_BATCH, SWEEP_MARGIN_SECONDS, ChangeJournal, Grant, GrantState, GrantStore
 from tenantgate.core.model import ClaimNames, Denial, Principal, Reason, rfc3339
 from tenantgate.core.persons import same_person
 from tenantgate.core.ports import AuditSink, Clock, TokenVerifier
@@ -87,13 +87,15 @@ class BreakGlass:
 
     def __init__(self, *, store: GrantStore, audit: AuditSink, clock: Clock, rules: GrantRules,
                  verifier: TokenVerifier, claim_names: ClaimNames | None = None,
-                 undeclared_actions: Callable[[Sequence[str]], Sequence[str]] | None = None) -> None:
+                 undeclared_actions: Callable[[Sequence[str]], Sequence[str]] | None = None,
+                 journal: ChangeJournal | None = None) -> None:
         """``undeclared_actions(names)``: those of ``names`` the current policy schema does not declare; a
         request naming any is refused (such a grant would match no Check today, and would open an action
-        added to the schema later). None: not checked."""
+        added to the schema later). None: not checked. ``journal``: where each change is noted between its
+        event and its commit, for ``settle_abandoned`` (None: not noted)."""
         self.store = store
         self._clock = clock
-        self._events = GrantEvents(audit, clock, max_grant_id=MAX_GRANT_ID, max_why=MAX_REASON)
+        self._events = GrantEvents(audit, clock, max_grant_id=MAX_GRANT_ID, max_why=MAX_REASON, journal=journal)
         self.rules = rules
         self._verifier = verifier
         self._names = claim_names or ClaimNames()
@@ -250,6 +252,12 @@ class BreakGlass:
             raise GrantInvalid("tenant is not a valid tenant id")
         found = self.store.list(tenant, state, self._clock.now(), MAX_LISTED_GRANTS + 1)
         return GrantList(tuple(found[:MAX_LISTED_GRANTS]), truncated=len(found) > MAX_LISTED_GRANTS)
+
+    def settle_abandoned(self) -> int:
+        """Put on record the changes of processes that ended between a change's event and its commit (the
+        journal's): ``grant.failed`` for each that did not take effect; how many. Run at start and every sweep
+        interval. Raises what the audit sink raises."""
+        return self._events.reconcile(self.store.read_back)
 
     def sweep(self) -> Sequence[Grant]:
         """Mark the grants due ``SWEEP_MARGIN_SECONDS`` ago or longer EXPIRED, with a ``grant.expired`` audit

@@ -19,7 +19,11 @@ events (``event``), each naming the grant, the actor and a ``detail`` that start
   effect (``<step> not applied: ...``; ``state`` is the state that stands, "" when no such grant was stored),
   or its outcome is unknown because the store could not be read back (``<step> outcome unknown: ...``;
   ``state`` ""; the grant store's state decides). A change whose commit failed but took effect gets no further
-  event. The caller gets ``GrantStoreUnavailable`` in every case.
+  event. The caller gets ``GrantStoreUnavailable`` in every case. The third case: the process ended (SIGKILL,
+  OOM) between the event and the commit. Each change is noted in the process's ``ChangeJournal`` before its
+  event and forgotten once settled, and ``reconcile`` (at start and every sweep, in any process on the same
+  journals) writes ``grant.failed`` (``<step> not applied: the process that wrote its <event> event (<id>)
+  ended before its commit; ...``) for each change a dead process left that did not take effect.
 """
 
 from __future__ import annotations
@@ -30,7 +34,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from tenantgate.core.grants import BeforeCommit, BeforeCommitAll, CommitFailed, Grant, GrantEvent, GrantState
+from tenantgate.core.grants import (
+    BeforeCommit,
+    BeforeCommitAll,
+    ChangeJournal,
+    CommitFailed,
+    Grant,
+    GrantEvent,
+    GrantState,
+    PendingChange,
+)
 from tenantgate.core.model import Principal, rfc3339
 from tenantgate.core.ports import AuditSink, Clock
 from tenantgate.core.problemlog import ProblemLog
@@ -56,10 +69,13 @@ class GrantEvents:
     """Writes the grant events of the break-glass steps to ``audit``: refusals, each change's events before it
     commits, and ``grant.failed`` after a change that then failed."""
 
-    def __init__(self, audit: AuditSink, clock: Clock, *, max_grant_id: int, max_why: int) -> None:
+    def __init__(self, audit: AuditSink, clock: Clock, *, max_grant_id: int, max_why: int,
+                 journal: ChangeJournal | None = None) -> None:
         """``max_grant_id``, ``max_why``: a refusal's grant id and reason (the caller's, unchecked) are clipped
-        to these many characters."""
+        to these many characters. ``journal``: where changes between their event and their commit are noted
+        (None: nowhere, and a process killed there leaves its event with no ``grant.failed``)."""
         self._audit = audit
+        self._journal = journal
         self._clock = clock
         self._max_grant_id = max_grant_id
         self._max_why = max_why
@@ -97,21 +113,27 @@ class GrantEvents:
         """
         event = STEP_EVENTS[step]
         written: list[Grant] = []
+        noted: list[PendingChange] = []
 
         def record(grant: Grant) -> None:
-            self._event(event, caller, grant, detail)
+            entry = self._grant_event(event, caller, grant, detail)
+            self._begin(noted, [PendingChange(step, grant, entry.event_id)])
+            self._write(entry)
             written.append(grant)
 
-        return self._settled(step, caller, written, lambda: apply(record))
+        return self._settled(step, caller, written, noted, lambda: apply(record))
 
     def expire_batch(self, apply: Callable[[BeforeCommitAll], T]) -> T:
         """``apply(record_all)``: one ``expire_due`` batch, as ``change`` does a change, its ``grant.expired``
         events written together with one ``write_many``. An event the sink could not write rolls the whole batch
         back (raised as the sink's error): the events it did write are followed by ``grant.failed``."""
         written: list[Grant] = []
+        noted: list[PendingChange] = []
 
         def record_all(grants: Sequence[Grant]) -> None:
             events = [self._grant_event(STEP_EVENTS["expire"], None, grant) for grant in grants]
+            self._begin(noted, [PendingChange("expire", grant, entry.event_id)
+                                for grant, entry in zip(grants, events, strict=True)])
             errors = self._audit.write_many(events)
             if len(errors) != len(events):
                 written.extend(grants)  # which are on record is unknown: each gets its grant.failed
@@ -121,7 +143,40 @@ class GrantEvents:
             if failure is not None:
                 raise failure  # INVARIANT: nothing of the batch commits unless all its events are on record
 
-        return self._settled("expire", None, written, lambda: apply(record_all))
+        return self._settled("expire", None, written, noted, lambda: apply(record_all))
+
+    def reconcile(self, read_back: Callable[[Sequence[Grant]], tuple[dict[str, Grant | None], str]]) -> int:
+        """Settle the changes of processes that ended between a change's event and its commit (the journal's
+        ``abandoned``): ``read_back`` (the store's) says what stands; each change that did not take effect gets
+        a ``grant.failed`` event (``<step> not applied: the process ... ended before its commit``). Returns how
+        many it wrote. A journal whose grants could not all be read raises ``GrantStoreUnavailable``, and one
+        whose events could not be written raises what the audit sink raises: either is kept for a later call."""
+        if self._journal is None:
+            return 0
+        recorded = 0
+        for journal in self._journal.abandoned():
+            standing, unread = read_back([change.grant for change in journal.changes]) if journal.changes else ({}, "")
+            if any(change.grant.id not in standing for change in journal.changes):
+                raise GrantStoreUnavailable(f"the grant changes left by an ended process ({journal.name}) could not "
+                                            f"be read back: {unread}")
+            failed = 0
+            for change in journal.changes:
+                now = standing[change.grant.id]
+                if took_effect(change.step, change.grant, now):
+                    continue
+                stands = f"the grant stands {now.state.value}" if now else "no such grant was stored"
+                self._event("grant.failed", None, now or change.grant,
+                            f"{change.step} not applied: the process that wrote its {STEP_EVENTS[change.step]} event "
+                            f"({change.event_id}) ended before its commit; {stands}",
+                            state=now.state.value if now else "")
+                failed += 1
+            journal.discard()
+            if journal.changes:
+                log.warning("settled %d grant change(s) left by an ended process (%s): %d did not take effect, "
+                            "each now followed by grant.failed in the audit log", len(journal.changes),
+                            journal.name, failed)
+            recorded += failed
+        return recorded
 
     def refused(self, step: str, caller: Principal | None, grant_id: str, why: str, target_tenant: str = "") -> None:
         """Write a ``grant.refused`` event: ``step`` (request, approve, revoke) of ``grant_id`` by ``caller``
@@ -135,9 +190,11 @@ class GrantEvents:
             self._unwritten.occurred("grant.refused event (%s %s) not written: %s", step,
                                      _clip(grant_id, self._max_grant_id), err)
 
-    def _settled(self, step: str, caller: Principal | None, written: Sequence[Grant], change: Callable[[], T]) -> T:
-        """``change()``, whose before-commit hook appends to ``written`` each grant whose event it wrote; puts
-        the outcome on record when it fails after that (see ``change``)."""
+    def _settled(self, step: str, caller: Principal | None, written: Sequence[Grant],
+                 noted: Sequence[PendingChange], change: Callable[[], T]) -> T:
+        """``change()``, whose before-commit hook appends to ``written`` each grant whose event it wrote (and to
+        ``noted`` each change it put in the journal); puts the outcome on record when it fails after that (see
+        ``change``), then takes the changes out of the journal."""
         event = STEP_EVENTS[step]
         try:
             return change()
@@ -149,6 +206,15 @@ class GrantEvents:
                              f"the {event} event before this one did not take effect; the grant keeps its "
                              "previous state")
             raise
+        finally:
+            if noted and self._journal is not None:
+                self._journal.end(noted)
+
+    def _begin(self, noted: list[PendingChange], changes: list[PendingChange]) -> None:
+        """Put ``changes`` in the journal (if there is one) before their events are written."""
+        if self._journal is not None:
+            self._journal.begin(changes)
+            noted.extend(changes)
 
     def _settle(self, step: str, caller: Principal | None, written: Sequence[Grant],
                 failed: CommitFailed) -> CommitFailed:
@@ -189,7 +255,10 @@ class GrantEvents:
                grant_id: str = "", nobody: str = "(tenantgate)", state: str | None = None,
                target_tenant: str = "") -> None:
         """Write one grant event (see ``_grant_event``); raises what the sink raises."""
-        self._audit.write(self._grant_event(event, caller, grant, detail, grant_id, nobody, state, target_tenant))
+        self._write(self._grant_event(event, caller, grant, detail, grant_id, nobody, state, target_tenant))
+
+    def _write(self, entry: GrantEvent) -> None:
+        self._audit.write(entry)
         self._unwritten.ended("grant events are written to the audit log again")
 
     def _grant_event(self, event: str, caller: Principal | None, grant: Grant | None, detail: str = "",

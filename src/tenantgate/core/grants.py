@@ -8,7 +8,7 @@ revocation take effect at the next request, on every replica sharing the store.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -146,6 +146,48 @@ class CommitFailed(GrantStoreUnavailable):
         self.unread = unread
 
 
+@dataclass(frozen=True, slots=True)
+class PendingChange:
+    """A grant change between its audit event and its commit: the step (``request``, ``approve``, ``revoke``,
+    ``expire``), the grant as the change would leave it, and the id of the step's event."""
+
+    step: str
+    grant: Grant
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AbandonedChanges:
+    """The journal of a process that ended (``ChangeJournal.abandoned``): where it was, its changes never
+    settled, and ``discard`` to delete it once their outcome is on record."""
+
+    name: str
+    changes: tuple[PendingChange, ...]
+    discard: Callable[[], None]
+
+
+class ChangeJournal(Protocol):
+    """A durable note of the grant changes in flight in this process, so that a process killed between a change's
+    audit event and its commit (SIGKILL, OOM, a lost machine) leaves a trace another process, or this one
+    restarted, can settle: ``GrantEvents.reconcile`` asks the store whether each change took effect and writes
+    ``grant.failed`` for those that did not."""
+
+    def begin(self, changes: Sequence[PendingChange]) -> None:
+        """Note ``changes`` durably, before their events are written. Raises ``AuditUnavailable`` when it
+        cannot: the change then does not happen."""
+        ...
+
+    def end(self, changes: Sequence[PendingChange]) -> None:
+        """The outcome of ``changes`` is settled (committed, rolled back, or put on record): forget them. Never
+        raises: a change not forgotten is judged again from the store, which finds it applied."""
+        ...
+
+    def abandoned(self) -> Iterator[AbandonedChanges]:
+        """The journals of processes that ended, one at a time, each held while the caller has it so nobody
+        else settles it too."""
+        ...
+
+
 class GrantStore(Protocol):
     """Persistent grants. Every method raises ``tenantgate.errors.GrantStoreUnavailable`` when the store
     cannot be reached (never a driver exception), and recovers by itself on a later call. Writes may also
@@ -200,6 +242,12 @@ class GrantStore(Protocol):
         once with them (not at all when there are none); return them. Fewer than ``limit``: no other grant was
         due and free (one another transaction is changing, e.g. a sweep on another replica, is left to it or to
         a later sweep). Racing calls, on any replica, never return the same grant. ValueError for ``limit`` < 1."""
+        ...
+
+    def read_back(self, grants: Sequence[Grant]) -> tuple[dict[str, Grant | None], str]:
+        """Each of ``grants`` as the store holds it now (None: no grant with its id), read after waiting for a
+        transaction still holding its row to end, as ``CommitFailed.standing``; and "" or why some could not
+        be read (those are missing from the mapping). Never raises for a store that cannot be read."""
         ...
 
     def database_time(self) -> float | None:

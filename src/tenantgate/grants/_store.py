@@ -187,6 +187,13 @@ class SqlGrantStore(abc.ABC):
                 raise CommitFailed(str(err), grants, standing, unread) from err
             return grants
 
+    def read_back(self, grants: Sequence[Grant]) -> tuple[dict[str, Grant | None], str]:
+        try:
+            with self._session():
+                return self._read_back(grants)
+        except GrantStoreUnavailable as err:  # no session: nothing could be read
+            return {}, str(err)
+
     def _read_back(self, written: Sequence[Grant]) -> tuple[dict[str, Grant | None], str]:
         """After a failed commit, inside the same session: each of ``written`` as the store holds it now (None:
         no grant with its id), and "" or why some could not be read (those are missing from the mapping).

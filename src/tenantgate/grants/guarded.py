@@ -181,6 +181,12 @@ class GuardedStore:
     def expire_due(self, now: float, before_commit: BeforeCommitAll, limit: int = EXPIRE_BATCH) -> Sequence[Grant]:
         return self._call(lambda s: s.expire_due(now, before_commit, limit))
 
+    def read_back(self, grants: Sequence[Grant]) -> tuple[dict[str, Grant | None], str]:
+        try:
+            return self._call(lambda s: s.read_back(grants))
+        except GrantStoreUnavailable as err:  # the fail-fast window, or the store could not be opened
+            return {}, str(err)
+
     def database_time(self) -> float | None:
         return self._call(lambda s: s.database_time())
 
