@@ -10,6 +10,17 @@ from tenantgate.policy import PolicyStore
 BUNDLED = Path(__file__).resolve().parents[3] / "policies"
 
 
+def tree_with_tenant(tmp_path: Path, name: str) -> tuple[Path, Path, Path]:
+    """The bundled policies plus tenant ``name`` with one policy file: (root, tenant directory, its file)."""
+    root = tmp_path / "policies"
+    shutil.copytree(BUNDLED, root)
+    tenant = root / "tenants" / name
+    tenant.mkdir(parents=True)
+    policy = tenant / "p.cedar"
+    policy.write_text(f'@id("{name}-read") permit (principal, action == Action::"read", resource);\n')
+    return root, tenant, policy
+
+
 def test_symlinks_back_up_the_tree_do_not_hang_loading_or_reloading(tmp_path):
     # Review finding: two links pointing back up (tenants/acme/up1 -> .., up2 -> ..) made the fingerprint's
     # walk exponential: `serve` never bound its port, and a running server's reload thread never returned.
@@ -40,12 +51,7 @@ def test_symlinks_back_up_the_tree_do_not_hang_loading_or_reloading(tmp_path):
 def test_a_tenant_named_tests_is_fingerprinted_like_any_other(tmp_path):
     # Review finding: every directory named `tests` was skipped, at any depth, though only the top-level
     # tests/ holds suites: an edit of tenants/tests/*.cedar read as "unchanged" at every poll.
-    root = tmp_path / "policies"
-    shutil.copytree(BUNDLED, root)
-    tenant = root / "tenants" / "tests"
-    tenant.mkdir(parents=True)
-    policy = tenant / "p.cedar"
-    policy.write_text('@id("t-read") permit (principal, action == Action::"read", resource);\n')
+    root, _tenant, policy = tree_with_tenant(tmp_path, "tests")
     store = PolicyStore.load(root)
     assert str(policy) in {path for path, *_ in store.fingerprint()}
     assert not any("/tests/" in path and "/tenants/" not in path for path, *_ in store.fingerprint())
@@ -86,3 +92,16 @@ def test_a_new_tenant_directory_linking_to_another_is_noticed(tmp_path):
     (root / "tenants" / "evil").symlink_to("acme")
     result = store.reload()
     assert (result.ok, result.held_back) == (False, ("evil",))  # noticed, refused and held back (left out)
+
+
+def test_a_chmod_of_a_tenant_file_or_directory_is_a_change_to_poll(tmp_path):
+    # Left open until 2026-12-04: a chmod changes no mtime, so a tenant file made readable again (its tenant
+    # held back or quarantined while it was not) stayed unnoticed until some unrelated edit or a SIGHUP.
+    root, tenant, policy = tree_with_tenant(tmp_path, "zeta")
+    store = PolicyStore.load(root)
+    before = store.fingerprint()
+    policy.chmod(0o600)
+    after_file = store.fingerprint()
+    assert after_file != before
+    tenant.chmod(0o700)
+    assert store.fingerprint() != after_file
