@@ -71,10 +71,18 @@ class FileChangeJournal:
         with self._lock:
             try:
                 fd = self._own_fd()
+                size = os.fstat(fd).st_size
+            except OSError as err:
+                raise AuditUnavailable(f"grant change journal not writable ({self._dir}): {err}") from err
+            try:
                 _write_all(fd, line)
                 if self._sync:
                     os.fsync(fd)
             except OSError as err:
+                try:  # a line cut short (disk full) would swallow the next one: cut it back
+                    os.ftruncate(fd, size)
+                except OSError:
+                    pass
                 raise AuditUnavailable(f"grant change journal not writable ({self._dir}): {err}") from err
             self._open.update(change.event_id for change in changes)
 

@@ -228,3 +228,25 @@ def test_what_is_not_a_journal_is_left_alone_and_said_once(tmp_path, caplog):
     assert sorted(said) == ["grant change journal audit.jsonl.grant-journal-fifo left alone: not a regular file",
                             "grant change journal audit.jsonl.grant-journal-huge left alone: 5242880 bytes, more "
                             "than any process leaves"]
+
+
+def test_a_line_the_disk_cut_short_is_cut_back_so_the_next_change_is_not_swallowed(tmp_path, monkeypatch):
+    from tenantgate.grants import journal as journal_module
+
+    prefix = journal_prefix(tmp_path / "audit.jsonl")
+    owner = FileChangeJournal(prefix)
+    owner.begin([change("e-1")])
+    write = os.write
+
+    def disk_full(fd, data):
+        write(fd, bytes(data[:20]))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal_module.os, "write", disk_full)
+    with pytest.raises(AuditUnavailable, match="No space left"):
+        owner.begin([change("e-2")])
+    monkeypatch.setattr(journal_module.os, "write", write)
+    owner.begin([change("e-3")])
+    owner.close()
+    (taken,) = FileChangeJournal(prefix).abandoned()
+    assert [c.event_id for c in taken.changes] == ["e-1", "e-3"]
