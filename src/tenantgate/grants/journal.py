@@ -148,6 +148,12 @@ class FileChangeJournal:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 os.rename(hidden, self._dir / f"{self._prefix}{token}")
+                if self._sync:  # the file's name too must survive a lost machine
+                    directory = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    try:
+                        os.fsync(directory)
+                    finally:
+                        os.close(directory)
             except OSError:
                 os.close(fd)
                 _discard(hidden)
