@@ -29,6 +29,7 @@ from tenantgate.core.model import ClaimNames
 from tenantgate.core.pdp import DecisionPoint, DecisionSettings
 from tenantgate.core.ports import Clock, SystemClock
 from tenantgate.core.schema import undeclared_actions
+from tenantgate.errors import AuditUnavailable
 from tenantgate.grants import open_guarded_store
 from tenantgate.grants.journal import FileChangeJournal, journal_prefix
 from tenantgate.identity import JwtVerifier, build_verifier
@@ -210,6 +211,12 @@ async def serve(app: App, on_started: Callable[[int], None] | None = None,
         await server.stop()
         accept_failures.close()
         raise
+    if app.journal is not None:
+        try:  # now, so a directory where it cannot be is known at start, not at the first grant change
+            app.journal.start()
+        except AuditUnavailable as err:
+            log.error("%s: grant requests and approvals are refused until it can be (revocations and expiries go "
+                      "ahead without it)", err)
     reloads = Reloads(app.policies, keys=app.verifier.reread_keys, settle=settle_heap)
     background = [asyncio.create_task(sweep_grants(app)), asyncio.create_task(poll_policies(app, reloads)),
                   asyncio.create_task(checkpoint_audit(app)), asyncio.create_task(mirror_metrics(app))]

@@ -21,9 +21,12 @@ events (``event``), each naming the grant, the actor and a ``detail`` that start
   ``state`` ""; the grant store's state decides). A change whose commit failed but took effect gets no further
   event. The caller gets ``GrantStoreUnavailable`` in every case. The third case: the process ended (SIGKILL,
   OOM) between the event and the commit. Each change is noted in the process's ``ChangeJournal`` before its
-  event and forgotten once settled, and ``reconcile`` (at start and every sweep, in any process on the same
-  journals) writes ``grant.failed`` (``<step> not applied: the process that wrote its <event> event (<id>)
-  ended before its commit; ...``) for each change a dead process left that did not take effect.
+  event, marked once its event is written, and forgotten once settled; ``reconcile`` (at start and every
+  sweep, in any process on the same journals) writes ``grant.failed`` for each change a dead process left
+  that did not take effect: ``<step> not applied: the process that wrote its <event> event (<id>) ended
+  before its commit; ...``, or, when the event was not known to be written, ``... the process making it ended
+  before its commit, while or before writing its <event> event (<id>), which the log may therefore not hold``.
+  A journal that cannot be written holds back requests and approvals, never revocations or expiries.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from tenantgate.core.grants import (
+    AbandonedChanges,
     BeforeCommit,
     BeforeCommitAll,
     ChangeJournal,
@@ -55,6 +59,8 @@ T = TypeVar("T")
 # The event each step writes just before its change commits.
 STEP_EVENTS = {"request": "grant.requested", "approve": "grant.approved", "revoke": "grant.revoked",
                "expire": "grant.expired"}
+# Steps that go ahead when the change journal cannot be written: they only take access away.
+UNHELD_STEPS = frozenset({"revoke", "expire"})
 
 
 @dataclass(slots=True)
@@ -84,6 +90,9 @@ class GrantEvents:
         # refused call (any client can make one) while the audit log could not be written.
         self._unwritten = ProblemLog(log, now=clock.now, level=logging.ERROR, noun="grant events not written",
                                      summary="%d more grant events not written since the last line (latest: %s)")
+        self._unjournaled = ProblemLog(log, now=clock.now, level=logging.ERROR, noun="grant changes not journaled",
+                                       summary="%d more grant changes went ahead without their journal since the "
+                                               "last line (latest: %s)")
 
     def recorded(self, step: str, caller: Principal | None, grant_id: str, change: Callable[[], Grant],
                  attempt: Attempt | None = None) -> Grant:
@@ -117,8 +126,10 @@ class GrantEvents:
 
         def record(grant: Grant) -> None:
             entry = self._grant_event(event, caller, grant, detail)
-            self._begin(noted, [PendingChange(step, grant, entry.event_id)])
+            change = self._begin(noted, [PendingChange(step, grant, entry.event_id)])
             self._write(entry)
+            if change and self._journal is not None:
+                self._journal.written(change)
             written.append(grant)
 
         return self._settled(step, caller, written, noted, lambda: apply(record))
@@ -132,13 +143,15 @@ class GrantEvents:
 
         def record_all(grants: Sequence[Grant]) -> None:
             events = [self._grant_event(STEP_EVENTS["expire"], None, grant) for grant in grants]
-            self._begin(noted, [PendingChange("expire", grant, entry.event_id)
-                                for grant, entry in zip(grants, events, strict=True)])
+            changes = self._begin(noted, [PendingChange("expire", grant, entry.event_id)
+                                          for grant, entry in zip(grants, events, strict=True)])
             errors = self._audit.write_many(events)
             if len(errors) != len(events):
                 written.extend(grants)  # which are on record is unknown: each gets its grant.failed
                 raise AuditUnavailable(f"the audit sink answered for {len(errors)} of {len(events)} events")
             written.extend(grant for grant, error in zip(grants, errors, strict=True) if error is None)
+            if changes and self._journal is not None:
+                self._journal.written([change for change, error in zip(changes, errors, strict=True) if error is None])
             failure = next((error for error in errors if error is not None), None)
             if failure is not None:
                 raise failure  # INVARIANT: nothing of the batch commits unless all its events are on record
@@ -148,35 +161,48 @@ class GrantEvents:
     def reconcile(self, read_back: Callable[[Sequence[Grant]], tuple[dict[str, Grant | None], str]]) -> int:
         """Settle the changes of processes that ended between a change's event and its commit (the journal's
         ``abandoned``): ``read_back`` (the store's) says what stands; each change that did not take effect gets
-        a ``grant.failed`` event (``<step> not applied: the process ... ended before its commit``). Returns how
-        many it wrote. A journal whose grants could not all be read raises ``GrantStoreUnavailable``, and one
-        whose events could not be written raises what the audit sink raises: either is kept for a later call."""
+        a ``grant.failed`` event saying so, and is marked settled in its journal, which is deleted once all its
+        changes are. Returns how many events it wrote. A journal that cannot be settled now (its grants cannot
+        be read, an event cannot be written) is kept for a later call and the others are settled all the same;
+        the first such error is raised at the end."""
         if self._journal is None:
             return 0
         recorded = 0
+        errors: list[Exception] = []
         for journal in self._journal.abandoned():
-            standing, unread = read_back([change.grant for change in journal.changes]) if journal.changes else ({}, "")
-            if any(change.grant.id not in standing for change in journal.changes):
-                raise GrantStoreUnavailable(f"the grant changes left by an ended process ({journal.name}) could not "
-                                            f"be read back: {unread}")
-            failed = 0
-            for change in journal.changes:
-                now = standing[change.grant.id]
-                if took_effect(change.step, change.grant, now):
-                    continue
+            try:
+                recorded += self._settle_abandoned(journal, read_back)
+            except Exception as err:  # noqa: BLE001 - kept for a later call; the others go on
+                errors.append(err)
+        if errors:
+            raise errors[0]
+        return recorded
+
+    def _settle_abandoned(self, journal: AbandonedChanges,
+                          read_back: Callable[[Sequence[Grant]], tuple[dict[str, Grant | None], str]]) -> int:
+        standing, unread = read_back([change.grant for change in journal.changes]) if journal.changes else ({}, "")
+        if any(change.grant.id not in standing for change in journal.changes):
+            raise GrantStoreUnavailable(f"the grant changes left by an ended process ({journal.name}) could not be "
+                                        f"read back: {unread}")
+        failed = 0
+        for change in journal.changes:
+            now = standing[change.grant.id]
+            if not took_effect(change.step, change.grant, now):
+                event = STEP_EVENTS[change.step]
+                how = (f"the process that wrote its {event} event ({change.event_id}) ended before its commit"
+                       if change.event_id in journal.written else
+                       f"the process making it ended before its commit, while or before writing its {event} "
+                       f"event ({change.event_id}), which the log may therefore not hold")
                 stands = f"the grant stands {now.state.value}" if now else "no such grant was stored"
-                self._event("grant.failed", None, now or change.grant,
-                            f"{change.step} not applied: the process that wrote its {STEP_EVENTS[change.step]} event "
-                            f"({change.event_id}) ended before its commit; {stands}",
+                self._event("grant.failed", None, now or change.grant, f"{change.step} not applied: {how}; {stands}",
                             state=now.state.value if now else "")
                 failed += 1
-            journal.discard()
-            if journal.changes:
-                log.warning("settled %d grant change(s) left by an ended process (%s): %d did not take effect, "
-                            "each now followed by grant.failed in the audit log", len(journal.changes),
-                            journal.name, failed)
-            recorded += failed
-        return recorded
+            journal.settled(change)  # on record: a later call, after a failure below, does not write it again
+        journal.discard()
+        if journal.changes:
+            log.warning("settled %d grant change(s) left by an ended process (%s): %d did not take effect, each now "
+                        "followed by grant.failed in the audit log", len(journal.changes), journal.name, failed)
+        return failed
 
     def refused(self, step: str, caller: Principal | None, grant_id: str, why: str, target_tenant: str = "") -> None:
         """Write a ``grant.refused`` event: ``step`` (request, approve, revoke) of ``grant_id`` by ``caller``
@@ -210,11 +236,23 @@ class GrantEvents:
             if noted and self._journal is not None:
                 self._journal.end(noted)
 
-    def _begin(self, noted: list[PendingChange], changes: list[PendingChange]) -> None:
-        """Put ``changes`` in the journal (if there is one) before their events are written."""
-        if self._journal is not None:
+    def _begin(self, noted: list[PendingChange], changes: list[PendingChange]) -> list[PendingChange]:
+        """Put ``changes`` in the journal (if there is one) before their events are written; those noted. A
+        journal that cannot be written holds back requests and approvals (``AuditUnavailable``), never a
+        revocation or an expiry: they only take access away, and holding them back would leave it open."""
+        if self._journal is None:
+            return []
+        try:
             self._journal.begin(changes)
-            noted.extend(changes)
+        except AuditUnavailable as err:
+            if changes[0].step not in UNHELD_STEPS:
+                raise
+            self._unjournaled.occurred("grant %s of %s goes ahead without its journal (a process killed before its "
+                                       "commit would leave its event without grant.failed): %s", changes[0].step,
+                                       changes[0].grant.id, err, cause=str(err))
+            return []
+        noted.extend(changes)
+        return changes
 
     def _settle(self, step: str, caller: Principal | None, written: Sequence[Grant],
                 failed: CommitFailed) -> CommitFailed:

@@ -159,10 +159,13 @@ class PendingChange:
 @dataclass(frozen=True, slots=True)
 class AbandonedChanges:
     """The journal of a process that ended (``ChangeJournal.abandoned``): where it was, its changes never
-    settled, and ``discard`` to delete it once their outcome is on record."""
+    settled, the event ids of those whose event it had written (the others' events may be missing from the
+    log), ``settled`` to mark one change as on record (a later call skips it) and ``discard`` to delete it."""
 
     name: str
     changes: tuple[PendingChange, ...]
+    written: frozenset[str]
+    settled: Callable[[PendingChange], None]
     discard: Callable[[], None]
 
 
@@ -174,7 +177,11 @@ class ChangeJournal(Protocol):
 
     def begin(self, changes: Sequence[PendingChange]) -> None:
         """Note ``changes`` durably, before their events are written. Raises ``AuditUnavailable`` when it
-        cannot: the change then does not happen."""
+        cannot."""
+        ...
+
+    def written(self, changes: Sequence[PendingChange]) -> None:
+        """The events of ``changes`` are written. Never raises."""
         ...
 
     def end(self, changes: Sequence[PendingChange]) -> None:
@@ -184,7 +191,7 @@ class ChangeJournal(Protocol):
 
     def abandoned(self) -> Iterator[AbandonedChanges]:
         """The journals of processes that ended, one at a time, each held while the caller has it so nobody
-        else settles it too."""
+        else settles it too. Raises ``OSError`` when the journals cannot be looked for."""
         ...
 
 

@@ -1,22 +1,27 @@
 """The grant change journal on disk (``core.grants.ChangeJournal``): one file per process, beside the audit log.
 
-A process that changes grants notes each change in its own journal file before writing the change's audit
-event (``begin``: one JSON line, written, and fsynced when the audit log is: a killed process's writes survive
-in the page cache, only a lost machine needs the fsync) and after the change settled (``end``: one line, not
-synced; a lost one only makes a later reconciliation ask the store again). The file is named
-``<audit log name>.grant-journal-<random>`` and the process holds an exclusive ``flock`` on it as long as it
-lives, so the kernel itself says when its owner has ended: ``abandoned`` takes every such file whose lock it can
-get, that is, whose process died (SIGKILL, OOM) or ended without settling a change, and hands over the changes
-begun and never ended in it. Whoever holds the lock deletes the file (``discard``) once those changes are on
-record; a second reconciler that opened the same file meanwhile gets the lock only after it is gone, sees it
-gone, and skips it.
+A process that changes grants notes each change in its own journal file, as JSON lines: ``begin`` before
+writing the change's audit event (the change as it would be committed; fsynced when the audit log is: a killed
+process's writes survive in the page cache, only a lost machine needs the fsync), ``written`` once the event is
+in the log, and ``end`` once the change settled (committed, rolled back, or put on record); a sweep's batch is
+one line of each. ``written`` and ``end`` are not synced: a lost one only makes a later reconciliation ask the
+store again, or word its ``grant.failed`` more cautiously. When nothing is in flight the file is emptied, and
+when it passes ``COMPACT_BYTES`` with changes still in flight it is rewritten with only those, so it stays small
+however many changes the process makes.
 
-The owner creates its file under a hidden temporary name, locks it, and only then renames it into place, so a
-reconciler can never take a live process's journal between its creation and its lock. Once nothing is in
-flight the owner empties its file again, so it stays small however many changes the process makes.
+The file is named ``<audit log name>.grant-journal-<random>`` (the configured ``audit.path``'s name: every
+worker's the same) and the process holds an exclusive ``flock`` on it as long as it lives, so the kernel itself
+says when its owner has ended: ``abandoned`` takes every such file whose lock it can get, that is, whose process
+died (SIGKILL, OOM) or ended with a change unsettled, and hands over the changes begun and never ended in it.
+While it holds the lock the reconciler appends an ``end`` line for each change it put on record (so a retry after
+a failure part-way does not record it twice), and deletes the file once all are; a second reconciler that opened
+the same file meanwhile gets the lock only after it is gone, sees it gone, and skips it. The owner creates its
+file under a hidden temporary name, locks it, and only then renames it into place, so a reconciler can never
+take a live process's journal between its creation and its lock.
 
-Everything here raises ``AuditUnavailable`` (``begin``) or logs (``end``, ``abandoned``): a journal that cannot
-be written stops the change, as an audit log that cannot be written does.
+``begin`` raises ``AuditUnavailable`` (``GrantEvents`` then holds back a request or an approval, never a
+revocation or an expiry); the rest logs. Whatever a journal file holds is checked line by line (types, sizes,
+known steps): a line that is not a change TenantGate wrote is skipped (one warning per file), never trusted.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import fcntl
 import functools
 import json
 import logging
+import math
 import os
 import secrets
 import stat
@@ -41,10 +47,19 @@ from tenantgate.errors import AuditUnavailable
 
 log = logging.getLogger("tenantgate.grants")
 
+# A process's journal is rewritten with only its changes in flight once it passes this size.
+COMPACT_BYTES = 1 << 20
 # A journal holds what a process had in flight when it died: a few changes, or a sweep's batch of at most
-# EXPIRE_BATCH. Anything far larger was not written by TenantGate; it is left alone, not read into memory.
+# EXPIRE_BATCH (about 2 KiB each at the field limits below). Anything far larger was not written by TenantGate;
+# it is left alone, not read into memory.
 MAX_JOURNAL_BYTES = 4 << 20
+_MAX_ID = 64  # grant and event ids
+_MAX_TEXT = 4096  # other text fields (reasons are at most 1,024 characters, operators 1,024 bytes)
+_TEXT = ("id", "operator", "operator_tenant", "target_tenant", "reason", "ticket", "approved_by", "revoked_by",
+         "revoke_reason", "operator_issuer")
+_TIMES = ("requested_at", "pending_until", "approved_at", "expires_at", "revoked_at")
 _GRANT_FIELDS = tuple(f.name for f in fields(Grant))
+assert set(_GRANT_FIELDS) == {*_TEXT, *_TIMES, "actions", "duration_seconds", "state"}, "a Grant field unchecked"
 
 
 def journal_prefix(audit_path: Path) -> Path:
@@ -61,10 +76,20 @@ class FileChangeJournal:
         self._dir = prefix.parent
         self._prefix = prefix.name
         self._lock = threading.Lock()
-        self._fd: int | None = None  # this process's own journal, opened at the first change
+        self._fd: int | None = None  # this process's own journal, opened by ``start`` or the first change
         self._own = ""
-        self._open: set[str] = set()  # event ids begun and not ended
-        self._left_alone: set[str] = set()  # names in the journals' place that are not journals
+        self._open: dict[str, PendingChange] = {}  # event id -> change begun and not ended
+        self._written: set[str] = set()  # of those, the ones whose event is written
+        self._left_alone: set[str] = set()  # names in the journals' place that are not journals (said once)
+
+    def start(self) -> None:
+        """Create this process's journal now, so a directory where it cannot be is known at start. Raises
+        ``AuditUnavailable``; a later change tries again."""
+        with self._lock:
+            try:
+                self._own_fd()
+            except OSError as err:
+                raise AuditUnavailable(f"grant change journal cannot be created in {self._dir}: {err}") from err
 
     def begin(self, changes: Sequence[PendingChange]) -> None:
         line = _line({"begin": [_change_dict(change) for change in changes]})
@@ -84,49 +109,56 @@ class FileChangeJournal:
                 except OSError:
                     pass
                 raise AuditUnavailable(f"grant change journal not writable ({self._dir}): {err}") from err
-            self._open.update(change.event_id for change in changes)
+            self._open.update((change.event_id, change) for change in changes)
+
+    def written(self, changes: Sequence[PendingChange]) -> None:
+        with self._lock:
+            ids = [change.event_id for change in changes if change.event_id in self._open]
+            if ids:
+                self._written.update(ids)
+                self._append({"written": ids})
 
     def end(self, changes: Sequence[PendingChange]) -> None:
         ids = [change.event_id for change in changes]
         with self._lock:
-            self._open.difference_update(ids)
-            fd = self._fd
-            if fd is None:
+            for event_id in ids:
+                self._open.pop(event_id, None)
+                self._written.discard(event_id)
+            if self._fd is None:
                 return
             try:
-                if self._open:
-                    _write_all(fd, _line({"end": ids}))
+                if not self._open:
+                    os.ftruncate(self._fd, 0)  # nothing in flight: start afresh (O_APPEND writes at the end)
+                elif os.fstat(self._fd).st_size > COMPACT_BYTES:
+                    self._compact(self._fd)
                 else:
-                    os.ftruncate(fd, 0)  # nothing in flight: start the file afresh (O_APPEND writes at its end)
+                    _write_all(self._fd, _line({"end": ids}))
             except OSError as err:  # a change not forgotten is asked about again, harmlessly
                 log.warning("grant change journal %s not updated (its changes will be checked again): %s",
                             self._own, err)
 
     def abandoned(self) -> Iterator[AbandonedChanges]:
-        try:
-            names = sorted(n for n in os.listdir(self._dir) if n.startswith(self._prefix) and n != self._own)
-        except OSError as err:
-            log.warning("grant change journals not looked for in %s: %s", self._dir, err)
-            return
+        names = sorted(n for n in os.listdir(self._dir)
+                       if n.startswith(self._prefix) and n != self._own and n not in self._left_alone)
         for name in names:
             path = self._dir / name
-            if name in self._left_alone:
-                continue
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError:
-                continue  # gone meanwhile (another reconciler), or not ours to open
+                fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as err:
+                if err.errno not in (errno.ENOENT, errno.ELOOP):  # gone meanwhile, or a symbolic link: not ours
+                    self._leave_alone(name, f"not opened: {err}")
+                continue
             try:
                 try:
                     held = _take(fd, path)
-                except ValueError as err:  # not TenantGate's: said once, not at every sweep
-                    self._left_alone.add(name)
-                    log.warning("grant change journal %s left alone: %s", name, err)
+                except ValueError as err:
+                    self._leave_alone(name, str(err))
                     continue
                 if held is None:
                     continue
-                changes = _unsettled(held, name)
-                yield AbandonedChanges(name, changes, functools.partial(_discard, path))
+                changes, written = _unsettled(held, name)
+                yield AbandonedChanges(name, changes, written, functools.partial(_settled, fd, self._sync),
+                                       functools.partial(_discard, path))
             finally:
                 os.close(fd)  # releases the lock: after discard, on a file nobody will find again
 
@@ -140,26 +172,53 @@ class FileChangeJournal:
             os.close(self._fd)
             self._fd = None
 
+    def _append(self, entry: dict[str, Any]) -> None:
+        if self._fd is None:
+            return
+        try:
+            _write_all(self._fd, _line(entry))
+        except OSError as err:
+            log.warning("grant change journal %s not updated: %s", self._own, err)
+
+    def _compact(self, fd: int) -> None:
+        """Replace the journal with one holding only the changes in flight (a long run of overlapping changes):
+        a new file, locked and complete before it takes the name, so no moment lacks a change in flight."""
+        data = _line({"begin": [_change_dict(change) for change in self._open.values()]})
+        if self._written:
+            data += _line({"written": sorted(self._written)})
+        self._fd, self._own = self._new_file(data, self._own)
+        os.close(fd)
+
+    def _leave_alone(self, name: str, why: str) -> None:
+        self._left_alone.add(name)
+        log.warning("grant change journal %s left alone: %s", name, why)
+
     def _own_fd(self) -> int:
         if self._fd is None:
-            token = secrets.token_hex(8)
-            hidden = self._dir / f".{self._prefix}{token}.new"
-            fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                os.rename(hidden, self._dir / f"{self._prefix}{token}")
-                if self._sync:  # the file's name too must survive a lost machine
-                    directory = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                    try:
-                        os.fsync(directory)
-                    finally:
-                        os.close(directory)
-            except OSError:
-                os.close(fd)
-                _discard(hidden)
-                raise
-            self._fd, self._own = fd, f"{self._prefix}{token}"
+            self._fd, self._own = self._new_file(b"", f"{self._prefix}{secrets.token_hex(8)}")
         return self._fd
+
+    def _new_file(self, data: bytes, name: str) -> tuple[int, str]:
+        """A journal holding ``data`` at ``name`` (replacing what is there), locked before it has the name."""
+        hidden = self._dir / f".{name}.{secrets.token_hex(4)}.new"
+        fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _write_all(fd, data)
+            if self._sync and data:
+                os.fsync(fd)
+            os.rename(hidden, self._dir / name)
+            if self._sync:  # the file's name too must survive a lost machine
+                directory = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.fsync(directory)
+                finally:
+                    os.close(directory)
+        except OSError:
+            os.close(fd)
+            _discard(hidden)
+            raise
+        return fd, name
 
 
 def _take(fd: int, path: Path) -> bytes | None:
@@ -169,7 +228,7 @@ def _take(fd: int, path: Path) -> bytes | None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
         if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-            log.warning("grant change journal %s not locked: %s", path.name, err)
+            raise ValueError(f"not locked: {err}") from err
         return None  # its process lives (or another reconciler has it)
     try:
         held = os.fstat(fd)
@@ -185,25 +244,54 @@ def _take(fd: int, path: Path) -> bytes | None:
             raise ValueError(f"{held.st_size} bytes, more than any process leaves")
         return os.pread(fd, held.st_size, 0)
     except OSError as err:
-        log.warning("grant change journal %s not read: %s", path.name, err)
-        return None
+        raise ValueError(f"not read: {err}") from err
 
 
-def _unsettled(data: bytes, name: str) -> tuple[PendingChange, ...]:
-    """The changes begun and not ended in a journal's ``data``. A line cut short (the process died while
-    writing it, before its fsync returned, so before its event was written) or otherwise unreadable is skipped."""
+def _unsettled(data: bytes, name: str) -> tuple[tuple[PendingChange, ...], frozenset[str]]:
+    """The changes begun and not ended in a journal's ``data``, and the event ids marked written. A line that
+    is not what TenantGate writes (cut short by the death before its fsync returned, so before its event was
+    written; or anything else) is skipped: one warning for the file."""
     begun: dict[str, PendingChange] = {}
     ended: set[str] = set()
+    written: set[str] = set()
+    skipped, why = 0, ""
     for raw in data.splitlines():
+        if not raw:
+            continue
         try:
             entry = json.loads(raw)
-            for item in entry.get("begin", ()):
-                change = _change_from(item)
-                begun[change.event_id] = change
-            ended.update(str(event_id) for event_id in entry.get("end", ()))
-        except (ValueError, TypeError, KeyError, AttributeError) as err:
-            log.warning("grant change journal %s: a line skipped (%s)", name, err)
-    return tuple(change for event_id, change in begun.items() if event_id not in ended)
+            if not isinstance(entry, dict) or len(entry) != 1:
+                raise ValueError("not one entry")
+            (kind, items), = entry.items()
+            if not isinstance(items, list):
+                raise ValueError("not a list")
+            if kind == "begin":
+                begun.update((change.event_id, change) for change in map(_change_from, items))
+            elif kind in ("written", "end"):
+                (written if kind == "written" else ended).update(_ids(items))
+            else:
+                raise ValueError(f"unknown entry {kind[:32]!r}")
+        except Exception as err:  # noqa: BLE001 - anything in the file (deep nesting too) is skipped, not raised
+            skipped, why = skipped + 1, why or f"{type(err).__name__}: {str(err)[:200]}"
+    if skipped:
+        log.warning("grant change journal %s: %d line(s) skipped, not written by TenantGate or cut short (first: "
+                    "%s)", name, skipped, why)
+    changes = tuple(change for event_id, change in begun.items() if event_id not in ended)
+    return changes, frozenset(written.intersection(change.event_id for change in changes))
+
+
+def _ids(items: list[Any]) -> list[str]:
+    if not all(_is_text(item, _MAX_ID) for item in items):
+        raise ValueError("an event id that is not one")
+    return items
+
+
+def _is_text(value: Any, limit: int) -> bool:
+    return isinstance(value, str) and len(value) <= limit and "\x00" not in value
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _change_dict(change: PendingChange) -> dict[str, Any]:
@@ -212,13 +300,30 @@ def _change_dict(change: PendingChange) -> dict[str, Any]:
     return {"step": change.step, "event_id": change.event_id, "grant": grant}
 
 
-def _change_from(item: dict[str, Any]) -> PendingChange:
-    if item["step"] not in STEP_EVENTS:
-        raise ValueError(f"unknown step {item['step']!r}")
-    grant = dict(item["grant"])
-    grant["state"], grant["actions"] = GrantState(grant["state"]), tuple(grant["actions"])
-    return PendingChange(str(item["step"]), Grant(**{name: grant[name] for name in _GRANT_FIELDS}),
-                         str(item["event_id"]))
+def _change_from(item: Any) -> PendingChange:
+    """A ``begin`` entry's change, checked field by field. ValueError for anything TenantGate would not write."""
+    if not isinstance(item, dict) or item.get("step") not in STEP_EVENTS or not _is_text(item.get("event_id"), _MAX_ID):
+        raise ValueError("not a change")
+    grant = item.get("grant")
+    if not isinstance(grant, dict) or set(grant) != set(_GRANT_FIELDS):
+        raise ValueError("not a grant")
+    actions, duration = grant["actions"], grant["duration_seconds"]
+    if not (_is_text(grant["id"], _MAX_ID) and all(_is_text(grant[name], _MAX_TEXT) for name in _TEXT)
+            and all(_is_time(grant[name]) for name in _TIMES)
+            and isinstance(duration, int) and not isinstance(duration, bool)
+            and isinstance(actions, list) and len(actions) <= 64 and all(_is_text(a, 256) for a in actions)
+            and grant["state"] in {state.value for state in GrantState}):
+        raise ValueError("a grant field of the wrong type or size")
+    values = {**grant, "state": GrantState(grant["state"]), "actions": tuple(actions),
+              **{name: float(grant[name]) for name in _TIMES}}
+    return PendingChange(item["step"], Grant(**values), item["event_id"])
+
+
+def _settled(fd: int, sync: bool, change: PendingChange) -> None:
+    """Mark ``change`` of an abandoned journal (``fd``, held) as on record. Raises ``OSError``."""
+    _write_all(fd, _line({"end": [change.event_id]}))
+    if sync:
+        os.fsync(fd)
 
 
 def _line(entry: dict[str, Any]) -> bytes:
