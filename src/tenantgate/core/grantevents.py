@@ -225,16 +225,27 @@ class GrantEvents:
         try:
             return change()
         except CommitFailed as failed:
-            raise self._settle(step, caller, written, failed) from failed
+            raise self._settle(step, caller, written, failed, noted) from failed
         except BaseException as err:
+            on_record = {grant.id for grant in written}
+            self._end([change for change in noted if change.grant.id not in on_record])  # rolled back, no event
             for grant in written:
                 self._failed(step, caller, grant, None, f"not applied: rolled back ({type(err).__name__}: {err}); "
                              f"the {event} event before this one did not take effect; the grant keeps its "
                              "previous state")
+                self._end_grant(noted, grant)
             raise
         finally:
-            if noted and self._journal is not None:
-                self._journal.end(noted)
+            self._end(noted)
+
+    def _end(self, changes: Sequence[PendingChange]) -> None:
+        if changes and self._journal is not None:
+            self._journal.end(changes)
+
+    def _end_grant(self, noted: Sequence[PendingChange], grant: Grant) -> None:
+        """``grant``'s change is on record (its ``grant.failed`` written): out of the journal at once, so a kill
+        before the next one cannot have it recorded twice (review finding)."""
+        self._end([change for change in noted if change.grant.id == grant.id])
 
     def _begin(self, noted: list[PendingChange], changes: list[PendingChange]) -> list[PendingChange]:
         """Put ``changes`` in the journal (if there is one) before their events are written; those noted. A
@@ -255,29 +266,33 @@ class GrantEvents:
         return changes
 
     def _settle(self, step: str, caller: Principal | None, written: Sequence[Grant],
-                failed: CommitFailed) -> CommitFailed:
+                failed: CommitFailed, noted: Sequence[PendingChange]) -> CommitFailed:
         """Record the outcome of each change in ``written`` after ``failed``; the error to raise, saying it."""
         event = STEP_EVENTS[step]
         outcomes: list[str] = []
         for intended in written:
-            if intended.id not in failed.standing:
-                self._failed(step, caller, intended, None,
-                             f"outcome unknown: the commit failed ({failed}) and the grant could not be read back "
-                             f"({failed.unread}); the grant store's state decides whether the {event} event "
-                             "before this one took effect")
-                outcomes.append(f"{intended.id}: outcome unknown, list the grant to see")
-                continue
-            standing = failed.standing[intended.id]
-            if took_effect(step, intended, standing):
-                outcomes.append(f"{intended.id}: it was applied")
-                continue
-            stands = f"the grant stands {standing.state.value}" if standing else "no such grant was stored"
-            self._failed(step, caller, standing or intended, standing,
-                         f"not applied: the commit failed ({failed}); the {event} event before this one did not "
-                         f"take effect; {stands}")
-            outcomes.append(f"{intended.id}: it was not applied")
+            outcomes.append(f"{intended.id}: {self._settle_one(step, caller, intended, failed, event)}")
+            self._end_grant(noted, intended)
         return CommitFailed(f"{failed} (while committing the {step} of grant {'; '.join(outcomes)})",
                             failed.written, failed.standing, failed.unread)
+
+    def _settle_one(self, step: str, caller: Principal | None, intended: Grant, failed: CommitFailed,
+                    event: str) -> str:
+        """Record the outcome of the change that would have made ``intended``; what it was, for the caller."""
+        if intended.id not in failed.standing:
+            self._failed(step, caller, intended, None,
+                         f"outcome unknown: the commit failed ({failed}) and the grant could not be read back "
+                         f"({failed.unread}); the grant store's state decides whether the {event} event "
+                         "before this one took effect")
+            return "outcome unknown, list the grant to see"
+        standing = failed.standing[intended.id]
+        if took_effect(step, intended, standing):
+            return "it was applied"
+        stands = f"the grant stands {standing.state.value}" if standing else "no such grant was stored"
+        self._failed(step, caller, standing or intended, standing,
+                     f"not applied: the commit failed ({failed}); the {event} event before this one did not "
+                     f"take effect; {stands}")
+        return "it was not applied"
 
     def _failed(self, step: str, caller: Principal | None, grant: Grant, standing: Grant | None,
                 detail: str) -> None:

@@ -36,6 +36,7 @@ import os
 import secrets
 import stat
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -43,16 +44,24 @@ from typing import Any
 
 from tenantgate.core.grantevents import STEP_EVENTS
 from tenantgate.core.grants import AbandonedChanges, Grant, GrantState, PendingChange
+from tenantgate.core.problemlog import ProblemLog
 from tenantgate.errors import AuditUnavailable
 
 log = logging.getLogger("tenantgate.grants")
 
-# A process's journal is rewritten with only its changes in flight once it passes this size.
-COMPACT_BYTES = 1 << 20
-# A journal holds what a process had in flight when it died: a few changes, or a sweep's batch of at most
-# EXPIRE_BATCH (about 2 KiB each at the field limits below). Anything far larger was not written by TenantGate;
-# it is left alone, not read into memory.
-MAX_JOURNAL_BYTES = 4 << 20
+# A process's journal is rewritten with only its changes in flight once it passes this size: above what a
+# sweep's batch in flight takes (EXPIRE_BATCH changes of at most about 22 KB each: the text limits below, with
+# characters outside the BMP escaped as 12 bytes), so one such batch does not make every change compact it.
+COMPACT_BYTES = 4 << 20
+# A journal holds what a process had in flight when it died, below COMPACT_BYTES plus a batch. Anything far
+# larger was not written by TenantGate; it is left alone, not read into memory.
+MAX_JOURNAL_BYTES = 16 << 20
+# A hidden file a process was making (``_new_file``) is its own for this long; older and unlocked, its maker
+# died making it, and a reconciler deletes it.
+STALE_NEW_SECONDS = 60.0
+# Errors opening, locking or reading a journal that will not pass by themselves: it is then left alone for good
+# (said once). Others (no descriptors left, I/O errors) are said at most once a minute and tried again.
+_LASTING = (errno.EACCES, errno.EPERM)
 _MAX_ID = 64  # grant and event ids
 _MAX_TEXT = 4096  # other text fields (reasons are at most 1,024 characters, operators 1,024 bytes)
 _TEXT = ("id", "operator", "operator_tenant", "target_tenant", "reason", "ticket", "approved_by", "revoked_by",
@@ -81,6 +90,8 @@ class FileChangeJournal:
         self._open: dict[str, PendingChange] = {}  # event id -> change begun and not ended
         self._written: set[str] = set()  # of those, the ones whose event is written
         self._left_alone: set[str] = set()  # names in the journals' place that are not journals (said once)
+        self._problems = ProblemLog(log, now=time.monotonic, noun="grant change journal problems",
+                                    summary="%d more grant change journal problems since the last line (latest: %s)")
 
     def start(self) -> None:
         """Create this process's journal now, so a directory where it cannot be is known at start. Raises
@@ -119,8 +130,10 @@ class FileChangeJournal:
                 self._append({"written": ids})
 
     def end(self, changes: Sequence[PendingChange]) -> None:
-        ids = [change.event_id for change in changes]
         with self._lock:
+            ids = [change.event_id for change in changes if change.event_id in self._open]
+            if not ids:
+                return  # ended already
             for event_id in ids:
                 self._open.pop(event_id, None)
                 self._written.discard(event_id)
@@ -129,30 +142,36 @@ class FileChangeJournal:
             try:
                 if not self._open:
                     os.ftruncate(self._fd, 0)  # nothing in flight: start afresh (O_APPEND writes at the end)
-                elif os.fstat(self._fd).st_size > COMPACT_BYTES:
-                    self._compact(self._fd)
-                else:
-                    _write_all(self._fd, _line({"end": ids}))
+                    return
+                if os.fstat(self._fd).st_size > COMPACT_BYTES:
+                    try:
+                        self._compact(self._fd)
+                        return
+                    except OSError as err:  # no new file can be made: the end line still goes in
+                        self._problems.occurred("grant change journal %s not compacted: %s", self._own, err,
+                                                cause=f"compact: {err}")
+                _write_all(self._fd, _line({"end": ids}))
             except OSError as err:  # a change not forgotten is asked about again, harmlessly
-                log.warning("grant change journal %s not updated (its changes will be checked again): %s",
-                            self._own, err)
+                self._problems.occurred("grant change journal %s not updated (its changes will be checked "
+                                        "again): %s", self._own, err, cause=f"update: {err}")
 
     def abandoned(self) -> Iterator[AbandonedChanges]:
-        names = sorted(n for n in os.listdir(self._dir)
-                       if n.startswith(self._prefix) and n != self._own and n not in self._left_alone)
+        listed = os.listdir(self._dir)
+        self._delete_stale_new_files(listed)
+        names = sorted(n for n in listed if n.startswith(self._prefix) and n != self._own and n not in self._left_alone)
         for name in names:
             path = self._dir / name
             try:
                 fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError as err:
                 if err.errno not in (errno.ENOENT, errno.ELOOP):  # gone meanwhile, or a symbolic link: not ours
-                    self._leave_alone(name, f"not opened: {err}")
+                    self._cannot_take(name, f"not opened: {err}", err.errno in _LASTING)
                 continue
             try:
                 try:
                     held = _take(fd, path)
-                except ValueError as err:
-                    self._leave_alone(name, str(err))
+                except _NotTaken as err:
+                    self._cannot_take(name, str(err), err.lasting)
                     continue
                 if held is None:
                     continue
@@ -178,7 +197,8 @@ class FileChangeJournal:
         try:
             _write_all(self._fd, _line(entry))
         except OSError as err:
-            log.warning("grant change journal %s not updated: %s", self._own, err)
+            self._problems.occurred("grant change journal %s not updated: %s", self._own, err,
+                                    cause=f"update: {err}")
 
     def _compact(self, fd: int) -> None:
         """Replace the journal with one holding only the changes in flight (a long run of overlapping changes):
@@ -189,9 +209,34 @@ class FileChangeJournal:
         self._fd, self._own = self._new_file(data, self._own)
         os.close(fd)
 
-    def _leave_alone(self, name: str, why: str) -> None:
-        self._left_alone.add(name)
-        log.warning("grant change journal %s left alone: %s", name, why)
+    def _cannot_take(self, name: str, why: str, lasting: bool) -> None:
+        if lasting:
+            self._left_alone.add(name)
+            log.warning("grant change journal %s left alone: %s", name, why)
+        else:
+            self._problems.occurred("grant change journal %s not settled now (tried again every sweep): %s", name,
+                                    why, cause=f"take {name}")
+
+    def _delete_stale_new_files(self, listed: list[str]) -> None:
+        """Delete the hidden files of makers that died making them (``_new_file``): unlocked and stale."""
+        for name in listed:
+            if not (name.startswith(f".{self._prefix}") and name.endswith(".new")):
+                continue
+            path = self._dir / name
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = os.fstat(fd)
+                if (stat.S_ISREG(held.st_mode) and time.time() - held.st_mtime > STALE_NEW_SECONDS
+                        and os.stat(path, follow_symlinks=False).st_ino == held.st_ino):
+                    path.unlink()
+            except OSError:
+                pass  # its maker lives, or it is gone: nothing to do
+            finally:
+                os.close(fd)
 
     def _own_fd(self) -> int:
         if self._fd is None:
@@ -208,27 +253,42 @@ class FileChangeJournal:
             if self._sync and data:
                 os.fsync(fd)
             os.rename(hidden, self._dir / name)
-            if self._sync:  # the file's name too must survive a lost machine
+        except OSError:
+            os.close(fd)
+            _discard(hidden)
+            raise
+        # Named now: from here on it is this process's journal, held whatever else fails (review finding: closing
+        # it when the directory sync failed unlocked a live process's journal for a reconciler to take).
+        if self._sync:  # the file's name too must survive a lost machine
+            try:
                 directory = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 try:
                     os.fsync(directory)
                 finally:
                     os.close(directory)
-        except OSError:
-            os.close(fd)
-            _discard(hidden)
-            raise
+            except OSError as err:
+                self._problems.occurred("grant change journal directory %s not synced: %s", self._dir, err,
+                                        cause=f"sync: {err}")
         return fd, name
+
+
+class _NotTaken(Exception):
+    """A journal that cannot be taken: ``lasting`` when it will not pass by itself (it is then left alone)."""
+
+    def __init__(self, why: str, lasting: bool) -> None:
+        super().__init__(why)
+        self.lasting = lasting
 
 
 def _take(fd: int, path: Path) -> bytes | None:
     """The journal's bytes if its owner has ended (its lock is free) and it is still at ``path``; else None.
-    ValueError when it is no journal TenantGate wrote (not a regular file, or too large)."""
+    ``_NotTaken`` when it cannot be: no journal TenantGate wrote (not a regular file, or too large), or an
+    error locking or reading it."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
         if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise ValueError(f"not locked: {err}") from err
+            raise _NotTaken(f"not locked: {err}", err.errno in _LASTING) from err
         return None  # its process lives (or another reconciler has it)
     try:
         held = os.fstat(fd)
@@ -239,12 +299,12 @@ def _take(fd: int, path: Path) -> bytes | None:
         if now_there != held.st_ino:
             return None  # replaced meanwhile
         if not stat.S_ISREG(held.st_mode):
-            raise ValueError("not a regular file")
+            raise _NotTaken("not a regular file", True)
         if held.st_size > MAX_JOURNAL_BYTES:
-            raise ValueError(f"{held.st_size} bytes, more than any process leaves")
+            raise _NotTaken(f"{held.st_size} bytes, more than any process leaves", True)
         return os.pread(fd, held.st_size, 0)
     except OSError as err:
-        raise ValueError(f"not read: {err}") from err
+        raise _NotTaken(f"not read: {err}", err.errno in _LASTING) from err
 
 
 def _unsettled(data: bytes, name: str) -> tuple[tuple[PendingChange, ...], frozenset[str]]:
@@ -320,8 +380,10 @@ def _change_from(item: Any) -> PendingChange:
 
 
 def _settled(fd: int, sync: bool, change: PendingChange) -> None:
-    """Mark ``change`` of an abandoned journal (``fd``, held) as on record. Raises ``OSError``."""
-    _write_all(fd, _line({"end": [change.event_id]}))
+    """Mark ``change`` of an abandoned journal (``fd``, held) as on record. Raises ``OSError``. The line starts
+    on a line of its own: the dead process may have left its last line cut short (review finding: the mark was
+    glued to it and skipped with it, and a retry recorded the change again)."""
+    _write_all(fd, b"\n" + _line({"end": [change.event_id]}))
     if sync:
         os.fsync(fd)
 

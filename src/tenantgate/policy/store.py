@@ -123,7 +123,7 @@ class PolicyStore:
         and the result says so (``ok`` False, ``held_back``). Never raises.
 
         Without ``force`` nothing is parsed when the directory's fingerprint (names, sizes, mtimes, inodes,
-        modes, followed through symlinks) has not changed.
+        ctimes, followed through symlinks) has not changed.
         """
         if self._dir is None:
             return ReloadResult(False, False, self._engine.version, "this policy store has no directory")
@@ -197,9 +197,9 @@ class PolicyStore:
         return result
 
     def fingerprint(self) -> tuple[tuple[str, int, int, int, int], ...]:
-        """(path, size, mtime_ns, inode, mode) of every policy, schema and entity (``.json``) file under the
-        directory, following symlinks. The mode because a chmod changes no mtime: a file made readable again
-        (its tenant quarantined or held back meanwhile) would otherwise wait for an unrelated edit.
+        """(path, size, mtime_ns, inode, ctime_ns) of every policy, schema and entity (``.json``) file under the
+        directory, following symlinks. The ctime because a chmod, chown or ACL change moves no mtime: a file made
+        readable again (its tenant quarantined or held back meanwhile) would otherwise wait for an unrelated edit.
 
         A Kubernetes ConfigMap update swaps the ``..data`` symlink to a new directory: every file then
         resolves to a new inode, so the change is seen even when sizes and mtimes match.
@@ -216,7 +216,7 @@ class PolicyStore:
                     st = os.stat(path)
                 except OSError:
                     continue
-                entries.append((path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode))
+                entries.append((path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
         # Each tenant directory by its own name too (lstat): the walk visits a directory once, so a new link to
         # another tenant's directory added no entry and went unnoticed until some other change (review finding).
         tenants = self._dir / TENANTS_DIR
@@ -229,12 +229,13 @@ class PolicyStore:
                 st = os.lstat(tenants / name)
             except OSError:
                 continue
-            # Not its mtime (files inside count already); its mode: a directory made listable again is a change.
-            entries.append((str(tenants / name), -2, 0, st.st_ino, st.st_mode))
+            # Not its mtime (files inside count already); its mode and owner: a directory made listable again is a
+            # change (not its ctime, which every file added or removed inside moves).
+            entries.append((str(tenants / name), -2, 0, st.st_ino, hash((st.st_mode, st.st_uid, st.st_gid))))
         if self._schema:
             try:
                 st = os.stat(self._schema)
-                entries.append((str(self._schema), st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode))
+                entries.append((str(self._schema), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
             except OSError:
                 entries.append((str(self._schema), -1, -1, -1, -1))
         return tuple(entries)
@@ -253,5 +254,5 @@ def _log_quarantines(before: frozenset[str], slow: frozenset[str], after: frozen
 def _replaced(before: tuple[tuple[str, int, int, int, int], ...],
               after: tuple[tuple[str, int, int, int, int], ...]) -> bool:
     """True when a file of the ``before`` fingerprint is gone or is now another file (inode): a swap."""
-    now = {path: inode for path, _size, _mtime, inode, _mode in after}
-    return any(now.get(path) != inode for path, _size, _mtime, inode, _mode in before)
+    now = {path: inode for path, _size, _mtime, inode, _meta in after}
+    return any(now.get(path) != inode for path, _size, _mtime, inode, _meta in before)

@@ -134,11 +134,11 @@ def test_what_is_not_a_journal_is_left_alone_and_said_once(tmp_path, caplog):
     prefix = journal_prefix(tmp_path / "audit.jsonl")
     os.mkfifo(f"{prefix}fifo")  # opened without waiting for a writer, never read
     (tmp_path / "audit.jsonl.grant-journal-huge").write_bytes(b"")
-    os.truncate(tmp_path / "audit.jsonl.grant-journal-huge", 5 << 20)
+    os.truncate(tmp_path / "audit.jsonl.grant-journal-huge", 17 << 20)
     reconciler = FileChangeJournal(prefix)
     assert list(reconciler.abandoned()) == [] and list(reconciler.abandoned()) == []
     said = [r.getMessage() for r in caplog.records if "left alone" in r.getMessage()]
     assert sorted(said) == ["grant change journal audit.jsonl.grant-journal-fifo left alone: not a regular file",
-                            "grant change journal audit.jsonl.grant-journal-huge left alone: 5242880 bytes, more "
+                            "grant change journal audit.jsonl.grant-journal-huge left alone: 17825792 bytes, more "
                             "than any process leaves"]
 

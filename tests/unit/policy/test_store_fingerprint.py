@@ -94,14 +94,14 @@ def test_a_new_tenant_directory_linking_to_another_is_noticed(tmp_path):
     assert (result.ok, result.held_back) == (False, ("evil",))  # noticed, refused and held back (left out)
 
 
-def test_a_chmod_of_a_tenant_file_or_directory_is_a_change_to_poll(tmp_path):
-    # Left open until 2026-12-04: a chmod changes no mtime, so a tenant file made readable again (its tenant
+def test_a_chmod_or_chown_of_a_tenant_file_or_directory_is_a_change_to_poll(tmp_path):
+    # Left open until 2026-12-04: a chmod or chown changes no mtime, so a tenant file made readable again (its tenant
     # held back or quarantined while it was not) stayed unnoticed until some unrelated edit or a SIGHUP.
     root, tenant, policy = tree_with_tenant(tmp_path, "zeta")
     store = PolicyStore.load(root)
-    before = store.fingerprint()
-    policy.chmod(0o600)
-    after_file = store.fingerprint()
-    assert after_file != before
-    tenant.chmod(0o700)
-    assert store.fingerprint() != after_file
+    seen = [store.fingerprint()]
+    for change in (lambda: policy.chmod(0o600), lambda: os.chown(policy, 12345, 12345),
+                   lambda: tenant.chmod(0o700), lambda: os.chown(tenant, 12345, 12345)):
+        change()
+        seen.append(store.fingerprint())
+        assert seen[-1] != seen[-2]
