@@ -13,11 +13,21 @@ import pytest
 from support.issuers import FixedClock, LoopbackServer, TestIssuer, verifier_for
 from support.jwksurl import url_issuer, url_source
 from tenantgate.errors import ConfigError, KeySourceUnavailable, TokenInvalid
-from tenantgate.identity import JwksUrl
+from tenantgate.identity import JwksUrl, JwtVerifier
 from tenantgate.identity.encoding import b64url_encode
 
 # ------------------------------------------------------------------------------------------ JwksUrl
 
+
+
+def fetched(server: LoopbackServer, es: TestIssuer, clock: FixedClock,
+            timeout_seconds: float = 2) -> tuple[JwksUrl, JwtVerifier]:
+    """A verifier on a JWKS URL serving ``es``'s keys, with them fetched (one verification): (source, verifier)."""
+    server.serve("/jwks.json", es.jwks_document())
+    source = url_source(server, clock, timeout_seconds=timeout_seconds)
+    verifier = verifier_for(url_issuer(es, source), clock=clock)
+    verifier.verify(es.mint())
+    return source, verifier
 
 def test_jwks_url_is_fetched_lazily_on_first_use(server: LoopbackServer, es: TestIssuer,
                                                  clock: FixedClock) -> None:
@@ -32,10 +42,7 @@ def test_jwks_url_is_fetched_lazily_on_first_use(server: LoopbackServer, es: Tes
 
 def test_cached_keys_keep_working_while_the_jwks_url_is_down(server: LoopbackServer, es: TestIssuer,
                                                              clock: FixedClock) -> None:
-    server.serve("/jwks.json", es.jwks_document())
-    source = url_source(server, clock)
-    verifier = verifier_for(url_issuer(es, source), clock=clock)
-    verifier.verify(es.mint())
+    source, verifier = fetched(server, es, clock)
     server.stop()
     clock.advance(301)  # past cache_seconds: a background refetch is attempted and fails
     assert verifier.verify(es.mint()).subject == "alice"
@@ -47,10 +54,7 @@ def test_cached_keys_keep_working_while_the_jwks_url_is_down(server: LoopbackSer
 
 def test_unknown_kid_flood_causes_at_most_one_refetch_per_interval(server: LoopbackServer, es: TestIssuer,
                                                                    clock: FixedClock) -> None:
-    server.serve("/jwks.json", es.jwks_document())
-    source = url_source(server, clock)
-    verifier = verifier_for(url_issuer(es, source), clock=clock)
-    verifier.verify(es.mint())
+    source, verifier = fetched(server, es, clock)
     assert server.count() == 1
     for n in range(200):
         with pytest.raises(TokenInvalid, match="kid"):
@@ -94,10 +98,7 @@ def test_concurrent_first_use_fetches_once_and_every_caller_succeeds(server: Loo
 def test_unknown_kid_refresh_picks_up_a_rotated_key(server: LoopbackServer, tmp_path: Path, es: TestIssuer,
                                                     clock: FixedClock) -> None:
     rotated = TestIssuer(tmp_path, clock=clock)
-    server.serve("/jwks.json", es.jwks_document())
-    source = url_source(server, clock)
-    verifier = verifier_for(url_issuer(es, source), clock=clock)
-    verifier.verify(es.mint())
+    source, verifier = fetched(server, es, clock)
     server.serve("/jwks.json", es.jwks_document(rotated.jwk))
     clock.advance(31)
     token = rotated.mint()
@@ -119,10 +120,7 @@ def test_unknown_kid_refresh_picks_up_a_rotated_key(server: LoopbackServer, tmp_
 )
 def test_garbage_jwks_response_keeps_the_last_good_keys(server: LoopbackServer, es: TestIssuer,
                                                         clock: FixedClock, body: bytes) -> None:
-    server.serve("/jwks.json", es.jwks_document())
-    source = url_source(server, clock)
-    verifier = verifier_for(url_issuer(es, source), clock=clock)
-    verifier.verify(es.mint())
+    source, verifier = fetched(server, es, clock)
     server.serve("/jwks.json", body)
     clock.advance(301)
     assert verifier.verify(es.mint()).subject == "alice"
@@ -133,10 +131,7 @@ def test_garbage_jwks_response_keeps_the_last_good_keys(server: LoopbackServer, 
 
 
 def test_error_status_keeps_the_last_good_keys(server: LoopbackServer, es: TestIssuer, clock: FixedClock) -> None:
-    server.serve("/jwks.json", es.jwks_document())
-    source = url_source(server, clock)
-    verifier = verifier_for(url_issuer(es, source), clock=clock)
-    verifier.verify(es.mint())
+    source, verifier = fetched(server, es, clock)
     server.serve("/jwks.json", b"down", status=503)
     clock.advance(301)
     assert verifier.verify(es.mint()).subject == "alice"
@@ -191,10 +186,7 @@ def test_unknown_kid_with_held_keys_never_waits_for_a_slow_jwks_server(
     server: LoopbackServer, tmp_path: Path, es: TestIssuer, clock: FixedClock
 ) -> None:
     rotated = TestIssuer(tmp_path, clock=clock)
-    server.serve("/jwks.json", es.jwks_document())
-    source = url_source(server, clock, timeout_seconds=5)
-    verifier = verifier_for(url_issuer(es, source), clock=clock)
-    verifier.verify(es.mint())  # nothing held yet: this first fetch is inline
+    source, verifier = fetched(server, es, clock, timeout_seconds=5)  # nothing held yet: fetched inline
     answer = threading.Event()  # the server answers the refresh only when the test says so
     server.serve("/jwks.json", es.jwks_document(rotated.jwk), hold=answer)
     clock.advance(31)  # the refresh interval has passed; the cache (300 s) has not expired
@@ -224,10 +216,7 @@ def test_expired_jwks_cache_is_refreshed_in_the_background_while_held_keys_serve
     server: LoopbackServer, tmp_path: Path, es: TestIssuer, clock: FixedClock
 ) -> None:
     rotated = TestIssuer(tmp_path, clock=clock)
-    server.serve("/jwks.json", es.jwks_document())
-    source = url_source(server, clock, timeout_seconds=5)
-    verifier = verifier_for(url_issuer(es, source), clock=clock)
-    verifier.verify(es.mint())
+    source, verifier = fetched(server, es, clock, timeout_seconds=5)
     answer = threading.Event()
     server.serve("/jwks.json", rotated.jwks_document(), hold=answer)
     clock.advance(301)
