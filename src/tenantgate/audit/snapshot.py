@@ -115,7 +115,8 @@ def snapshot_chain(live: Path, *, attempts: int = SNAPSHOT_ATTEMPTS,
     live file (a half rotation) is left out. When every attempt was spoiled, the last one's files are returned with
     ``settled`` False, to be judged as they are (review finding: a tamperer who kept replacing rotated files with
     copies made verify judge nothing, "not tamper evidence"; the last attempt holds the lock, so TenantGate's
-    own rotation cannot be what changed them). Raises ``OSError`` when a file cannot be listed, opened or read.
+    own rotation cannot be what changed them), but only when the last attempt was granted the lock: without it,
+    ``RotatedWhileRead``. Raises ``OSError`` when a file cannot be listed, opened or read.
     """
     opened = _Opened()
     try:
@@ -175,6 +176,11 @@ def _snapshot_once(live: Path, opened: _Opened, lock_wait: float, *, hold: bool,
     ``opened``."""
     # The live file first: a rotation that renames the others replaces it too.
     current, locked = _locked_live(live, opened, lock_wait) if hold else (opened.member(live), False)
+    # Files gone or renamed in the last attempt are judged as held only under the lock, where TenantGate's own
+    # rotation cannot be what changed them. A reader the writers starved of the lock cannot tell: it takes no
+    # verdict from what it holds (review finding: a busy log, whose writers held the lock through a reader's
+    # wait, was reported TAMPERED, a file a rotation renamed away counted as missing).
+    last = last and locked
     live_fd = current.fd if current is not None else None
     try:
         numbers = rotated_numbers(live)
