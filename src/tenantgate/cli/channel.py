@@ -49,8 +49,16 @@ def token_of(args: argparse.Namespace) -> str:
                 return handle.readline().strip()
         except OSError as err:
             raise ConfigError(f"cannot read --token-file {args.token_file}: {err.strerror}") from err
+        except UnicodeDecodeError as err:
+            # A binary or mis-encoded file was a traceback (review finding); the message names no byte of it.
+            raise ConfigError(f"--token-file {args.token_file} is not UTF-8 text") from err
     token = str(getattr(args, "token", "") or "")
-    return sys.stdin.readline().strip() if token == "-" else token
+    if token != "-":
+        return token
+    try:
+        return sys.stdin.readline().strip()
+    except UnicodeDecodeError as err:
+        raise ConfigError("the token read from stdin (--token -) is not UTF-8 text") from err
 
 
 def add_tls_args(cmd: argparse.ArgumentParser) -> None:
