@@ -9,7 +9,6 @@ arguments, no I/O: ``pdp`` writes the record and answers.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 from tenantgate.core.engine import Engine
 from tenantgate.core.model import (
@@ -20,6 +19,7 @@ from tenantgate.core.model import (
     Reason,
     TraceStep,
     VerifiedClaims,
+    hot_record,
     rfc3339,
 )
 from tenantgate.core.ports import Clock
@@ -27,7 +27,7 @@ from tenantgate.core.ports import Clock
 _AUDIT_LIMIT = 256  # characters kept of request-controlled strings in an audit record
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class Outcome:
     """What a decision came to: its answer and its record are both made from it."""
 

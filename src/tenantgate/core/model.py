@@ -7,7 +7,23 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, dataclass_transform
+
+_Record = TypeVar("_Record")
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def hot_record(cls: type[_Record]) -> type[_Record]:
+    """A slotted dataclass made on every decision: frozen to the type checker (mypy refuses an assignment to a
+    field, as for ``@dataclass(frozen=True)``; ``dataclasses.replace`` makes a changed copy), hashable and
+    compared by value like a frozen one, but built with plain slot stores at run time.
+
+    A frozen dataclass sets each field through ``object.__setattr__`` (about 1.2k instructions a field here,
+    against a few dozen for a slot store): the five records a Check makes (59 fields) cost 64k instructions, 15%
+    of the Check handler, as frozen ones (callgrind). They are made fresh for one decision and handed on, never
+    kept or shared between decisions (what is, like the decision memo's outcomes, stays ``frozen=True``).
+    """
+    return dataclass(slots=True, unsafe_hash=True)(cls)
 
 
 class Decision(enum.Enum):
@@ -98,7 +114,7 @@ class Principal:
         return self.entity_type == "Agent"
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class Resource:
     """What is asked about. ``tenant`` is the owning tenant as stated by the enforcement point."""
 
@@ -129,7 +145,7 @@ class StatedSubject:
     binding: SubjectBinding
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class CheckInput:
     """One question, as an adapter translated it. Nothing here is trusted yet, not even its shape."""
 
@@ -167,7 +183,7 @@ class Denial:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class AuditEvent:
     """The record written for every decision before its answer leaves. Field names are a public contract."""
 
@@ -222,7 +238,7 @@ class TraceStep:
     errors: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class DecisionResult:
     """The answer: decision, reason, determining policies, decision id and the audit record written for it."""
 

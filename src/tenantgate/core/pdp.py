@@ -38,6 +38,7 @@ from tenantgate.core.model import (
     Reason,
     TraceStep,
     VerifiedClaims,
+    hot_record,
 )
 from tenantgate.core.ports import AuditSink, Clock, TokenVerifier
 from tenantgate.core.problemlog import ProblemLog
@@ -52,7 +53,7 @@ _PRINCIPALS = 4096  # verified tokens whose principal is kept
 AUDIT_WRITTEN_AGAIN = "audit records are written again"
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class _Staged:
     """A decided request whose audit record is not written yet."""
 

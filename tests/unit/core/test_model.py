@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tenantgate.core.model import AuditEvent, rfc3339
+from tenantgate.core.decision_record import Outcome
+from tenantgate.core.model import AuditEvent, CheckInput, Decision, DecisionResult, Reason, Resource, rfc3339
 
 
 def _reference(epoch):
@@ -37,3 +38,18 @@ def test_rfc3339_matches_datetime_on_random_times_and_out_of_range_values():
     assert rfc3339(-1.5) == _reference(-1.5)
     with pytest.raises((ValueError, OverflowError)):
         rfc3339(float("nan"))
+
+
+def test_hot_records_are_slotted_and_compare_and_hash_by_value_like_frozen_dataclasses():
+    # ``hot_record`` trades the run-time assignment check for speed (mypy still refuses an assignment); the rest of
+    # a frozen dataclass's behaviour is kept: no instance dict, equality and hash by value, ``replace`` copies.
+    denied = Outcome(Decision.DENY, Reason.NO_PERMIT, "no permit", ("p1",))
+    assert hash(denied) == hash(Outcome(Decision.DENY, Reason.NO_PERMIT, "no permit", ("p1",)))
+    assert len({denied, dataclasses.replace(denied)}) == 1
+    first, second = Resource("Invoice", "inv-1", "acme"), Resource("Invoice", "inv-1", "acme")
+    assert first == second and first != dataclasses.replace(first, id="inv-2")
+    assert not hasattr(first, "__dict__")
+    moved = dataclasses.replace(first, tenant="globex")
+    assert moved.tenant == "globex" and first.tenant == "acme"
+    for record in (Resource, CheckInput, AuditEvent, DecisionResult, Outcome):
+        assert "__slots__" in vars(record) and record.__hash__ is not None, record
