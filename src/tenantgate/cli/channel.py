@@ -14,9 +14,9 @@ from tenantgate.errors import ConfigError
 MAX_TIMEOUT = 86_400  # gRPC holds a deadline in int64 nanoseconds: about 7.4e9 s overflowed into DEADLINE_EXCEEDED
 
 
-def add_timeout_arg(cmd: argparse.ArgumentParser, default: float, what: str = "seconds") -> None:
+def add_timeout_arg(cmd: argparse.ArgumentParser, default: float | None, what: str = "seconds") -> None:
     """``--timeout SECONDS``: more than 0 and at most a day (nan, inf, 0, negatives and values whose
-    deadline gRPC cannot hold are usage errors)."""
+    deadline gRPC cannot hold are usage errors). A ``None`` default lets a command tell whether it was given."""
     cmd.add_argument("--timeout", type=_seconds, default=default, metavar="SECONDS", help=what)
 
 

@@ -32,6 +32,7 @@ from tenantgate.core.strictjson import parse_strict_json
 from tenantgate.errors import ConfigError, PolicyError, TenantGateError
 
 EXIT_OK, EXIT_ERROR, EXIT_DENY, EXIT_INVALID_POLICIES = 0, 1, 2, 3
+CHECK_TIMEOUT = 5.0  # seconds `check --server` waits for its answer
 
 Report = Callable[[str, Sequence[str]], None]  # (one-line message, located details) of a failed command
 
@@ -120,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(check)
     request_args(check)
     check.add_argument("--server", default=None, metavar="HOST:PORT", help="ask a running server")
-    add_timeout_arg(check, 5.0, "seconds, with --server")
+    add_timeout_arg(check, None, f"seconds, with --server (default {CHECK_TIMEOUT:g})")
     check.add_argument("--explain", action="store_true", help="show every step of the decision (in-process)")
     add_tls_args(check)
     check.set_defaults(handler=_check)
@@ -224,6 +225,15 @@ def _check_mintable(args: argparse.Namespace, settings: Any) -> None:
 def _check(args: argparse.Namespace) -> int:
     from tenantgate.v1 import authorizer_pb2 as pb
 
+    if not args.server:
+        # Review finding: `check --tls-ca ca.pem ...` without --server decided in-process on the local files,
+        # silently, where the user meant to ask a server over TLS.
+        remote_only = [option for option, value in (("--timeout", args.timeout), ("--tls-ca", args.tls_ca),
+                                                     ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key))
+                       if value is not None]
+        if remote_only:
+            raise ConfigError(f"{', '.join(remote_only)} only apply with --server; without --server, check decides "
+                              "in-process on the local configuration")
     if args.explain:
         from tenantgate.cli.policy import explain
 
@@ -326,7 +336,8 @@ def _check_remote(args: argparse.Namespace, request: Any) -> Any:
 
     with open_channel(args) as channel:
         try:
-            return pb_grpc.AuthorizerStub(channel).Check(request, timeout=args.timeout)
+            timeout = CHECK_TIMEOUT if args.timeout is None else args.timeout
+            return pb_grpc.AuthorizerStub(channel).Check(request, timeout=timeout)
         except grpc.RpcError as err:
             raise ConfigError(f"server {args.server}: {rpc_problem(err)}") from err
 
