@@ -213,6 +213,15 @@ def _check_mintable(args: argparse.Namespace, settings: Any) -> None:
     if not args.sub or len(args.sub) > MAX_SUBJECT_CHARS:
         raise ConfigError(f"--sub must be 1 to {MAX_SUBJECT_CHARS} characters: every decision would deny the "
                           "token (token_invalid)")
+    if args.act is not None and not 1 <= len(args.act) <= MAX_SUBJECT_CHARS:
+        raise ConfigError(f"--act must be 1 to {MAX_SUBJECT_CHARS} characters: every decision would deny the "
+                          "token (token_invalid)")
+    if args.intents is not None and not _csv(args.intents):
+        raise ConfigError("--intents names no intent: a token that binds none has every decision denied "
+                          "(intent_missing, intent_not_bound); leave --intents out for a token that binds none")
+    if args.act is not None and args.intents is None:
+        raise ConfigError("--act needs --intents: an agent token must bind its intents, or every decision "
+                          "denies it (intent_not_bound)")
     max_ttl, max_lifetime = settings.dev_issuer.max_ttl_seconds, settings.tokens.max_lifetime_seconds
     if not 1 <= args.ttl <= max_ttl:
         raise ConfigError(f"--ttl must be between 1 and {max_ttl} seconds (dev_issuer.max_ttl_seconds), "

@@ -59,3 +59,24 @@ def test_a_subject_no_verifier_accepts_is_refused(config_file, sub, capsys):
     assert main.main(["token", "mint", "--config", str(config_file), "--tenant", "acme", f"--sub={sub}"]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and "--sub must be 1 to 1024 characters" in captured.err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--act", "a" * 1025, "--intents", "billing.reconcile"], "--act must be 1 to 1024 characters"),
+    (["--act", "billing-bot"], "--act needs --intents"),
+    (["--act", "billing-bot", "--intents", ""], "--intents names no intent"),
+    (["--intents", ""], "--intents names no intent"),
+    (["--intents", " , "], "--intents names no intent"),
+], ids=["long-act", "act-without-intents", "act-empty-intents", "empty-intents", "blank-intents"])
+def test_an_agent_or_intents_token_every_decision_would_deny_is_refused(config_file, extra, message, capsys):
+    # Review finding: `--act bot` without --intents (intent_not_bound), `--intents ""` (intent_missing or
+    # intent_not_bound) and a 2,000-character --act (token_invalid) minted tokens every decision denied, exit 0.
+    assert mint(config_file, "--tenant", "acme", *extra) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and message in captured.err
+
+
+def test_an_agent_token_with_intents_still_mints(config_file, capsys):
+    assert mint(config_file, "--tenant", "acme", "--act", "a" * 1024, "--intents", "billing.reconcile") == 0
+    claims = jwt.decode(capsys.readouterr().out.strip(), options={"verify_signature": False})
+    assert claims["act"] == {"sub": "a" * 1024} and claims["intents"] == ["billing.reconcile"]
