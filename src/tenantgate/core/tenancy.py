@@ -160,5 +160,6 @@ def _actor(act: Any) -> str | Denial:
         return Denial(Reason.TOKEN_INVALID, "claim 'act' must be an object with a 'sub'")
     sub = act.get("sub")
     if not isinstance(sub, str) or not sub or len(sub) > 1024:
-        return Denial(Reason.TOKEN_INVALID, "claim 'act' must carry a non-empty string 'sub'")
+        return Denial(Reason.TOKEN_INVALID,
+                      "claim 'act' must carry a non-empty string 'sub' of at most 1024 characters")
     return sub

@@ -79,6 +79,15 @@ def test_malformed_act_claim_is_token_invalid(act):
     assert isinstance(d, Denial) and d.reason is Reason.TOKEN_INVALID
 
 
+def test_an_act_sub_too_long_is_token_invalid_naming_the_limit():
+    # Review finding: a 2,000-character act.sub was refused as if it were empty or not a string.
+    d = principal_from_claims(_claims(act={"sub": "b" * 1025}, intents=["x"]), ClaimNames())
+    assert isinstance(d, Denial) and d.reason is Reason.TOKEN_INVALID
+    assert "at most 1024 characters" in d.message
+    p = principal_from_claims(_claims(act={"sub": "b" * 1024}, intents=["x"]), ClaimNames())
+    assert isinstance(p, Principal) and p.entity_id == "b" * 1024
+
+
 def test_space_separated_intents_claim_is_accepted():
     p = principal_from_claims(_claims(intents="billing.reconcile support.read"), ClaimNames())
     assert isinstance(p, Principal) and p.intents == ("billing.reconcile", "support.read")
