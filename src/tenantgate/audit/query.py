@@ -24,6 +24,8 @@ from tenantgate.audit.snapshot import ChainFile
 # whoever acted (actor_tenant) and of the operator it is for (operator_tenant), so a tenant's query finds the
 # grant steps its people took, the refused ones included.
 TENANT_FIELDS = ("principal_tenant", "resource_tenant", "target_tenant", "actor_tenant", "operator_tenant")
+# Every record_type the sink writes (README, "Audit records"): a query for any other finds nothing.
+RECORD_TYPES = ("decision", "grant_event", "checkpoint", "audit_recovered", "audit_probe")
 _BLOCK = 64 * 1024
 
 

@@ -168,7 +168,7 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from tenantgate.audit.query import RecordFilter, parse_time, query
+    from tenantgate.audit.query import RECORD_TYPES, RecordFilter, parse_time, query
 
     try:
         since = parse_time(args.since) if args.since else None
@@ -176,6 +176,9 @@ def _query(args: argparse.Namespace) -> int:
     except ValueError as err:
         return _fail(f"--since/--until must be RFC 3339 timestamps: {err}")
     types = frozenset(t.strip() for item in args.record_type for t in item.split(",") if t.strip())
+    if unknown := sorted(types.difference(RECORD_TYPES)):
+        # Review finding: a typo (`--record-type grant`) printed nothing and exited 0, as if no record matched.
+        return _fail(f"--record-type {', '.join(unknown)}: not a record type (one of {', '.join(RECORD_TYPES)})")
     selection = RecordFilter(tenant=args.tenant, decision=args.decision, reason=args.reason, since=since,
                              until=until, record_types=types)
 

@@ -96,6 +96,16 @@ def test_query_filters_by_tenant_and_rejects_a_bad_time(log, capsysbinary):
     assert run(["audit", "query", str(log), "--since", "last tuesday"]) == 1
 
 
+def test_query_refuses_an_unknown_record_type(log, capsysbinary):
+    # Review finding: `--record-type grant` (for grant_event) printed nothing and exited 0.
+    assert run(["audit", "query", str(log), "--record-type", "decision,grant"]) == 1
+    captured = capsysbinary.readouterr()
+    assert captured.out == b"" and b"--record-type grant: not a record type" in captured.err
+    assert run(["audit", "query", str(log), "--record-type", "decision", "--record-type", "grant_event,checkpoint",
+                "--record-type", "audit_recovered,audit_probe"]) == 0
+    assert len(capsysbinary.readouterr().out.splitlines()) == 8
+
+
 def test_the_default_path_comes_from_the_config(tmp_path, event, capsysbinary):
     config = tmp_path / "tenantgate.toml"
     config.write_text('[dev_issuer]\nenabled = true\n[audit]\npath = "logs/audit.jsonl"\n')
