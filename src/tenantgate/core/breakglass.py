@@ -13,7 +13,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tenantgate.core.grantevents import Attempt, GrantEvents
@@ -44,6 +45,8 @@ MAX_GRANT_ID = 64
 MAX_OPERATOR_BYTES = 1024
 # The most grants one ListGrants answer holds (newest requested first); older ones are not in it.
 MAX_LISTED_GRANTS = 1000
+# Grants whose latest revocation (begun or ended) ``BreakGlass.recording_use`` remembers, at most.
+_REVOCATIONS_KEPT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,15 @@ class BreakGlass:
         # the revocation in the audit chain). A revocation that then fails to commit honours the grant again.
         self._revoking: dict[str, int] = {}
         self._revoking_lock = threading.Lock()
+        # Revocations begun or ended in this process, counted (``revocation_mark``), and the count at the latest
+        # of each grant's: a decision that looked a grant up at mark M and would be allowed is denied when the
+        # grant's revocation began or ended after M (hostile review finding: a Check that found the grant just
+        # before a revocation, and wrote its record after it, was allowed, its ALLOW after grant.revoked in the
+        # chain). Bounded: past _REVOCATIONS_KEPT grants the map is emptied and decisions marked before then are
+        # treated as overlapping one (a denial, at worst, of a decision made just then under some grant).
+        self._revocation_count = 0
+        self._revocation_floor = 0
+        self._revoked_at: dict[str, int] = {}
         # Sweeps skipped because this replica's clock is ahead of the store's: a line, then one a minute.
         self._ahead = ProblemLog(log, now=time.monotonic, noun="skipped sweeps",
                                  summary="%d more grant sweeps skipped since the last line (latest: %s)")
@@ -231,11 +243,13 @@ class BreakGlass:
         now = self._clock.now()
         with self._revoking_lock:
             self._revoking[grant_id] = self._revoking.get(grant_id, 0) + 1
+            self._revocation_changed(grant_id)
         try:
             revoked = self._events.change("revoke", caller, lambda record: self.store.revoke(
                 grant_id, caller.subject, reason.strip(), now, record), reason.strip())
         finally:
             with self._revoking_lock:
+                self._revocation_changed(grant_id)
                 if self._revoking[grant_id] == 1:
                     del self._revoking[grant_id]
                 else:
@@ -322,6 +336,30 @@ class BreakGlass:
         if grant.id in self._revoking:  # being revoked here: its grant.revoked may be on record already
             return None
         return grant
+
+    def revocation_mark(self) -> int:
+        """Take before ``find``; pass to ``recording_use`` with the grant it found."""
+        return self._revocation_count
+
+    @contextmanager
+    def recording_use(self, uses: Sequence[tuple[str, int]]) -> Iterator[frozenset[str]]:
+        """Hold this process's revocations back while the block writes the records of decisions allowed under
+        grants, each ``(grant_id, mark)`` (``mark``: ``revocation_mark()`` before its lookup). Yields the grant ids
+        whose revocation is in flight or began or ended after their mark: a decision under one is not answered
+        ALLOW (its grant.revoked may precede the record). A revocation begun after the block writes its event
+        after these records."""
+        with self._revoking_lock:
+            yield frozenset(grant_id for grant_id, mark in uses
+                            if grant_id in self._revoking or mark < self._revocation_floor
+                            or self._revoked_at.get(grant_id, -1) > mark)
+
+    def _revocation_changed(self, grant_id: str) -> None:
+        """A revocation of ``grant_id`` begins or ends (under ``_revoking_lock``)."""
+        self._revocation_count += 1
+        if len(self._revoked_at) >= _REVOCATIONS_KEPT and grant_id not in self._revoked_at:
+            self._revoked_at.clear()
+            self._revocation_floor = self._revocation_count
+        self._revoked_at[grant_id] = self._revocation_count
 
     # ------------------------------------------------------------------------------------ helpers
 

@@ -36,6 +36,7 @@ class Outcome:
     message: str
     policy_ids: tuple[str, ...] = ()
     grant_id: str = ""
+    grant_mark: int = 0  # GrantLookup.revocation_mark() before the grant was looked up (not recorded)
 
 
 def audit_event(clock: Clock, decision_id: str, check: CheckInput, outcome: Outcome,

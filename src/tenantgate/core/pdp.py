@@ -12,7 +12,8 @@ import dataclasses
 import logging
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -81,6 +82,15 @@ class GrantLookup(Protocol):
 
     def find(self, principal: Principal, target_tenant: str, action: str) -> Grant | None: ...
 
+    def revocation_mark(self) -> int:
+        """Taken before ``find``, for ``recording_use``."""
+        ...
+
+    def recording_use(self, uses: Sequence[tuple[str, int]]) -> AbstractContextManager[frozenset[str]]:
+        """Held while the records of decisions allowed under grants (``(grant_id, mark)``) are written; yields
+        the grants a revocation began or ended for since their mark: those decisions are denied instead."""
+        ...
+
 
 class DecisionPoint:
     """Holds the verifier, the current engine, the audit sink and the clock; answers ``decide``.
@@ -148,7 +158,10 @@ class DecisionPoint:
         with why, so they are not verified again (AuthZEN looks at the token before reading the body)."""
         staged = self._stage(check, pinned, refused)
         try:
-            self._audit.write(staged.event)
+            with self._grant_uses([staged]) as revoked:
+                if staged.outcome.grant_id in revoked:
+                    staged = self._revoked_meanwhile(staged, check)
+                self._audit.write(staged.event)
         except Exception as err:  # noqa: BLE001 - no allow without a written record
             return self._finish(staged, check, err)
         self._audit_problems.ended(AUDIT_WRITTEN_AGAIN)
@@ -168,7 +181,11 @@ class DecisionPoint:
         refused: dict[str, TokenError] = {}
         staged = [self._stage(check, pinned, refused) for check in checks]
         try:
-            errors: Sequence[Exception | None] = self._audit.write_many([s.event for s in staged])
+            with self._grant_uses(staged) as revoked:
+                if revoked:
+                    staged = [self._revoked_meanwhile(s, check) if s.outcome.grant_id in revoked else s
+                              for s, check in zip(staged, checks, strict=True)]
+                errors: Sequence[Exception | None] = self._audit.write_many([s.event for s in staged])
             if len(errors) != len(staged):
                 raise RuntimeError("audit sink answered for a different number of records")
         except Exception as err:  # noqa: BLE001 - no allow without a written record
@@ -196,6 +213,30 @@ class DecisionPoint:
         event = audit_event(self._clock, decision_id, check, outcome, verified, principal,
                             version_shown(engine, check, principal, outcome))
         return _Staged(decision_id, outcome, event, verified, principal, trace)
+
+    @contextmanager
+    def _grant_uses(self, staged: Sequence[_Staged]) -> Iterator[frozenset[str]]:
+        """While the records of ``staged`` are written: the grants of those allowed under a grant whose
+        revocation began or ended since it was looked up (their ALLOW could follow grant.revoked in the log),
+        with this process's revocations held back meanwhile (``GrantLookup.recording_use``)."""
+        uses = [(s.outcome.grant_id, s.outcome.grant_mark) for s in staged
+                if s.outcome.grant_id and s.outcome.decision is Decision.ALLOW]
+        if not uses or self._grants is None:
+            yield frozenset()
+            return
+        with self._grants.recording_use(uses) as revoked:
+            yield revoked
+
+    def _revoked_meanwhile(self, staged: _Staged, check: CheckInput) -> _Staged:
+        """``staged`` (allowed under a grant) denied: the grant's revocation began while it was decided."""
+        if staged.outcome.decision is not Decision.ALLOW:
+            return staged
+        outcome = Outcome(Decision.DENY, Reason.CROSS_TENANT,
+                          f"the break-glass grant {staged.outcome.grant_id} was being revoked while this request was "
+                          "decided", grant_id=staged.outcome.grant_id)
+        event = audit_event(self._clock, staged.decision_id, check, outcome, staged.verified, staged.principal,
+                            staged.event.policy_version)
+        return dataclasses.replace(staged, outcome=outcome, event=event)
 
     def _finish(self, staged: _Staged, check: CheckInput, error: Exception | None) -> DecisionResult:
         outcome, event = staged.outcome, staged.event
@@ -284,9 +325,11 @@ class DecisionPoint:
             note(trace, "tenant", "pass" if same else "deny", f"caller tenant {principal.tenant} "
                  f"{'==' if same else '!='} resource tenant {check.resource.tenant}")
         grant: Grant | None = None
+        mark = 0
         # A subject stated by an enforcement point is never an operator: break-glass needs the operator's token.
         if denial is not None and self._grants is not None and not principal.stated_by:
             try:
+                mark = self._grants.revocation_mark()
                 grant = self._grants.find(principal, check.resource.tenant, check.action)
             except GrantStoreUnavailable as err:
                 self._grant_problems.occurred("grant store unavailable: %s", err, cause=str(err))
@@ -319,7 +362,8 @@ class DecisionPoint:
         if trace is not None:
             note(trace, "cedar", "pass" if result.decision is Decision.ALLOW else "deny",
                  f"{reason.value}: {result.message}", result.policy_ids, result.errors)
-        return verified, principal, Outcome(result.decision, reason, result.message, result.policy_ids, grant_id)
+        return verified, principal, Outcome(result.decision, reason, result.message, result.policy_ids, grant_id,
+                                            mark if grant else 0)
 
 
 def _uuid4() -> str:

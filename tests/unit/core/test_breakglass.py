@@ -371,3 +371,30 @@ def test_a_grant_being_revoked_is_not_honoured_once_its_revocation_is_on_record(
         revoking.join(10)
     assert _check(world, op).reason is Reason.CROSS_TENANT
     assert world.service._revoking == {}
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["decide", "decide_many"])
+def test_a_revocation_made_while_a_check_is_decided_never_leaves_an_allow_after_grant_revoked(world, batch):
+    # Hostile review finding: a Check that found the grant before the revocation began, and wrote its record after
+    # the revocation was on record and committed, was answered ALLOW, its record after grant.revoked in the chain
+    # (a race seen 4 times in 20 with three checking threads and one revoke, on SQLite and PostgreSQL alike).
+    grant = world.active_grant()
+    op = world.token("platform", "oscar", "breakglass-operator")
+    real_find = world.service.find
+
+    def find_then_revoked(*args):
+        found = real_find(*args)
+        world.service.find = real_find  # once
+        world.service.revoke(world.approver(), grant.id, "done")  # the whole revocation, before the record
+        return found
+
+    world.service.find = find_then_revoked
+    check = CheckInput(token=op, action="read", resource=Resource("Invoice", "inv-1", "acme"))
+    result = world.pdp.decide_many([check])[0] if batch else world.pdp.decide(check)
+    records = world.records()
+    revoked_at = next(r["seq"] for r in records if r.get("event") == "grant.revoked")
+    later_allows = [r for r in records
+                    if r.get("record_type") == "decision" and r["seq"] > revoked_at and r["decision"] == "ALLOW"]
+    assert later_allows == []
+    assert result.reason is Reason.CROSS_TENANT
+    assert records[-1]["decision_id"] == result.decision_id and records[-1]["grant_id"] == grant.id
