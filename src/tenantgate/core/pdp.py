@@ -158,10 +158,11 @@ class DecisionPoint:
         with why, so they are not verified again (AuthZEN looks at the token before reading the body)."""
         staged = self._stage(check, pinned, refused)
         try:
-            with self._grant_uses([staged]) as revoked:
-                if staged.outcome.grant_id in revoked:
-                    staged = self._revoked_meanwhile(staged, check)
+            if not staged.outcome.grant_id:
                 self._audit.write(staged.event)
+            else:  # break-glass: written with this process's revocations held back (no context manager otherwise)
+                with self._grant_uses([staged], (check,)) as (staged,):
+                    self._audit.write(staged.event)
         except Exception as err:  # noqa: BLE001 - no allow without a written record
             return self._finish(staged, check, err)
         self._audit_problems.ended(AUDIT_WRITTEN_AGAIN)
@@ -181,10 +182,7 @@ class DecisionPoint:
         refused: dict[str, TokenError] = {}
         staged = [self._stage(check, pinned, refused) for check in checks]
         try:
-            with self._grant_uses(staged) as revoked:
-                if revoked:
-                    staged = [self._revoked_meanwhile(s, check) if s.outcome.grant_id in revoked else s
-                              for s, check in zip(staged, checks, strict=True)]
+            with self._grant_uses(staged, checks) as staged:
                 errors: Sequence[Exception | None] = self._audit.write_many([s.event for s in staged])
             if len(errors) != len(staged):
                 raise RuntimeError("audit sink answered for a different number of records")
@@ -215,17 +213,19 @@ class DecisionPoint:
         return _Staged(decision_id, outcome, event, verified, principal, trace)
 
     @contextmanager
-    def _grant_uses(self, staged: Sequence[_Staged]) -> Iterator[frozenset[str]]:
-        """While the records of ``staged`` are written: the grants of those allowed under a grant whose
-        revocation began or ended since it was looked up (their ALLOW could follow grant.revoked in the log),
-        with this process's revocations held back meanwhile (``GrantLookup.recording_use``)."""
+    def _grant_uses(self, staged: Sequence[_Staged], checks: Sequence[CheckInput]) -> Iterator[list[_Staged]]:
+        """Held while the records of ``staged`` are written: this process's revocations wait meanwhile
+        (``GrantLookup.recording_use``), and the block gets ``staged`` with each decision allowed under a grant
+        whose revocation began or ended since its lookup denied instead (its ALLOW could follow grant.revoked
+        in the log)."""
         uses = [(s.outcome.grant_id, s.outcome.grant_mark) for s in staged
                 if s.outcome.grant_id and s.outcome.decision is Decision.ALLOW]
         if not uses or self._grants is None:
-            yield frozenset()
+            yield list(staged)
             return
         with self._grants.recording_use(uses) as revoked:
-            yield revoked
+            yield [self._revoked_meanwhile(s, check) if s.outcome.grant_id in revoked else s
+                   for s, check in zip(staged, checks, strict=True)]
 
     def _revoked_meanwhile(self, staged: _Staged, check: CheckInput) -> _Staged:
         """``staged`` (allowed under a grant) denied: the grant's revocation began while it was decided."""
