@@ -182,3 +182,9 @@ def test_validate_names_the_version_a_tenants_decisions_carry(workdir):
     assert set(shown) == {"tenant acme", "tenant globex"} and shown["tenant acme"] != shown["tenant globex"]
     decided = _run(_check(_token(workdir)), workdir)
     assert decided.returncode == 0 and json.loads(decided.stdout)["audit"]["policy_version"] == shown["tenant acme"]
+
+
+def test_validate_refuses_a_tenant_name_no_tenant_can_have(workdir):
+    # Review finding: `validate --tenant 'bad t'` printed a version, as if some tenant's decisions carried it.
+    out = _run(["validate", "--tenant", "acme", "--tenant", "bad t"], workdir)
+    assert out.returncode == 1 and "'bad t' is not a tenant id" in out.stderr and "version" not in out.stdout

@@ -53,8 +53,13 @@ def _settings(args: argparse.Namespace) -> Any:
 def _validate(args: argparse.Namespace) -> int:
     from tenantgate.app import tenant_limits
     from tenantgate.core.compiler import DEFAULT_TENANT_LIMITS
+    from tenantgate.core.request import TENANT_ID, is_tenant_id
     from tenantgate.policy import load_policies
 
+    for tenant in args.tenant:
+        if not is_tenant_id(tenant):
+            # Review finding: a version was printed for a name no tenant can have, as if decisions carried it.
+            raise ConfigError(f"--tenant {escape_unprintable(tenant)!r} is not a tenant id ({TENANT_ID.pattern})")
     # The config's limits on a tenant's files apply with --policies too, when there is a config to read.
     settings = _settings(args) if not args.policies or args.config else None
     if args.policies:
