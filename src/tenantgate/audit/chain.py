@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from tenantgate.core.model import hot_record
+
 GENESIS_HASH = "0" * 64  # prev_hash of the first record of every chain (seq 1)
 CHAIN_FIELDS = ("seq", "prev_hash", "hash")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -32,7 +34,7 @@ class MalformedRecord(ValueError):
     """A line that is not a well-formed chained record (the message says why)."""
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class SealedRecord:
     """A record as encoded into the chain: its line (with the newline), sequence number and hash."""
 

@@ -27,7 +27,7 @@ from tenantgate.audit.checkpoint import checkpoint_fields
 from tenantgate.audit.fileio import append_all, close_quietly, rotate, unlock
 from tenantgate.audit.files import ChainHead, encode_head, head_path, rotated_path, same_file
 from tenantgate.audit.livechain import LiveChain, LiveFileMoved
-from tenantgate.core.model import rfc3339
+from tenantgate.core.model import hot_record, rfc3339
 from tenantgate.core.ports import Clock
 from tenantgate.errors import AuditUnavailable
 from tenantgate.paths import open_regular
@@ -49,7 +49,7 @@ class AuditStats:
     head_failures: int
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class BatchItem:
     """One entry of a batch for ``ChainWriter.flush``: a record's fields, or a request to open, sign or close."""
 
