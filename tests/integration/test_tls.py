@@ -60,8 +60,16 @@ def pki(tmp_path_factory):
         "intruder": mesh.issue("intruder", uris=["spiffe://mesh.test/ns/other/sa/app"]).write(tmp, "intruder"),
         "gateway": mesh.issue("gateway", dns=["gateway.mesh.test"]).write(tmp, "gateway"),
         "stranger": foreign.issue("stranger", uris=[ENVOY_ID]).write(tmp, "stranger"),
+        # The allowed Envoy's URI SAN next to an x400Address, a name type cryptography cannot represent.
+        "odd_san": mesh.issue("odd", raw_san=san_with_x400_address(ENVOY_ID)).write(tmp, "odd"),
     }
     return tmp, files
+
+
+def san_with_x400_address(uri: str) -> bytes:
+    """DER of a SubjectAlternativeName holding an (empty) x400Address and ``uri``."""
+    names = b"\xa3\x00" + b"\x86" + bytes([len(uri)]) + uri.encode("ascii")
+    return b"\x30" + bytes([len(names)]) + names
 
 
 def _tls_toml(cert, key, ca=None, allowed=()):
@@ -176,6 +184,20 @@ def test_a_caller_outside_allowed_callers_is_refused_logged_and_counted(mtls_ser
         assert f'tenantgate_grpc_server_handled_total{{code="PERMISSION_DENIED",method="{method}"}} 1.0' in text
     (line, *_rest) = [r.getMessage() for r in caplog.records if "caller refused" in r.getMessage()]
     assert "spiffe://mesh.test/ns/other/sa/app" in line and "/tenantgate.v1.Authorizer/Check" in line
+
+
+def test_a_certificate_with_a_san_cryptography_cannot_read_is_refused_like_any_unlisted_caller(mtls_server, pki,
+                                                                                            issuer, caplog):
+    # Review finding: an x400Address (or ediPartyName) in the client certificate's SAN made reading its identities
+    # raise UnsupportedGeneralNameType: the allow-list answered UNKNOWN with a traceback instead of a logged,
+    # counted PERMISSION_DENIED, and ext_authz (without an allow-list) an internal_error no audit record holds.
+    address, _app = mtls_server
+    f = pki[1]
+    with caplog.at_level(logging.WARNING, logger="tenantgate.tls"):
+        code = _refused(lambda: _check(address, issuer.mint(tenant="acme", roles=["viewer"]), ca=f["ca"],
+                                       pair=f["odd_san"]))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert any("caller refused" in r.getMessage() for r in caplog.records)
 
 
 def test_health_checks_are_exempt_from_the_caller_list_but_not_from_mtls(mtls_server, pki):

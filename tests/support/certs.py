@@ -20,7 +20,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from tenantgate.identity.encoding import b64url_encode
 
@@ -93,7 +93,9 @@ class TestCA:
         return path
 
     def issue(self, common_name: str, *, dns: Sequence[str] = (), uris: Sequence[str] = (),
-              ips: Sequence[str] = ()) -> Issued:
+              ips: Sequence[str] = (), raw_san: bytes | None = None) -> Issued:
+        """A leaf with these SANs; ``raw_san``: the DER of a SubjectAlternativeName extension to use instead
+        (for names cryptography cannot build, such as an x400Address)."""
         key = ec.generate_private_key(ec.SECP256R1())
         names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
         names += [x509.UniformResourceIdentifier(u) for u in uris]
@@ -107,6 +109,9 @@ class TestCA:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                            critical=False)
         )
-        if names:
+        if raw_san is not None:
+            builder = builder.add_extension(
+                x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, raw_san), critical=False)
+        elif names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         return Issued(builder.sign(self.key, hashes.SHA256()), key)
