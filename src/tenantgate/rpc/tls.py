@@ -164,9 +164,15 @@ def certificate_identities(pem: bytes) -> tuple[str, ...]:
 
 
 def certificate_sha256(pem: bytes) -> str:
-    """Hex SHA-256 of a PEM certificate's DER form: what ``cnf.x5t#S256`` (RFC 8705) names. Raises ValueError."""
-    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
-    return hashlib.sha256(der).hexdigest()
+    """Hex SHA-256 of a PEM certificate's DER form: what ``cnf.x5t#S256`` (RFC 8705) names. Raises ValueError
+    for anything cryptography cannot load (also its errors that are not ValueErrors, such as InvalidVersion)."""
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise
+    except Exception as err:  # review finding: InvalidVersion escaped ext_authz's translation
+        raise ValueError(f"not a usable certificate: {type(err).__name__}") from err
+    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def peer_certificate_sha256(context: grpc.aio.ServicerContext) -> str:

@@ -1,7 +1,9 @@
 """Envoy ext_authz conversions: what is read from Envoy's request, and the answers built from decisions."""
 
+import base64
 import hashlib
 import json
+import urllib.parse
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -120,6 +122,22 @@ def test_the_forwarded_client_certificate_becomes_its_sha256():
 def test_an_unusable_forwarded_certificate_is_a_request_problem(certificate, problem):
     c = _translate(envoy_request(token=TOKEN, certificate=certificate)).check
     assert c.client_cert_sha256 == "" and problem in c.request_problem
+
+
+def _with_version(leaf, version: int) -> str:
+    """``leaf`` URL-encoded as Envoy forwards it, its version field set to ``version`` (2 is X.509 v3)."""
+    der = bytearray(leaf.certificate.public_bytes(serialization.Encoding.DER))
+    at = der.index(b"\xa0\x03\x02\x01\x02")  # [0] EXPLICIT INTEGER 2
+    der[at + 4] = version
+    pem = "-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(bytes(der)).decode() + "-----END CERTIFICATE-----\n"
+    return urllib.parse.quote(pem, safe="")
+
+
+def test_a_forwarded_certificate_cryptography_refuses_without_a_value_error_is_a_request_problem():
+    # Review finding: a certificate with an unknown version raised InvalidVersion (not a ValueError) out of the
+    # translation: ext_authz answered internal_error with a decision id that no audit record holds.
+    c = _translate(envoy_request(token=TOKEN, certificate=_with_version(TestCA().issue("client"), 3))).check
+    assert c.client_cert_sha256 == "" and "cannot be parsed" in c.request_problem
 
 
 @pytest.mark.parametrize("caller", [(), ("spiffe://mesh.test/ns/other/sa/app", "gateway.mesh.test")])
