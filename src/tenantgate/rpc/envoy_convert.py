@@ -213,7 +213,8 @@ def client_certificate_sha256(encoded: str) -> tuple[str, str]:
         pem = urllib.parse.unquote(encoded, errors="strict")
     except UnicodeDecodeError:
         return "", "the forwarded client certificate is not UTF-8"
-    if pem.count("-----BEGIN CERTIFICATE-----") != 1:
+    # Any PEM block counts: cryptography also reads "X509 CERTIFICATE" blocks, and uses the first one it finds.
+    if pem.count("-----BEGIN ") != 1:
         return "", "the forwarded client certificate must be exactly one PEM certificate"
     try:
         return certificate_sha256(pem.encode("ascii")), ""

@@ -172,6 +172,16 @@ def test_two_forwarded_certificates_are_refused():
     assert "exactly one" in _translate(envoy_request(token=TOKEN, certificate=two)).check.request_problem
 
 
+def test_two_forwarded_certificates_are_refused_whatever_their_pem_label():
+    # Review finding: cryptography also reads the label "X509 CERTIFICATE"; one such block before a
+    # "CERTIFICATE" block passed the "exactly one" count and the first certificate was used.
+    ca = TestCA()
+    first = ca.issue("a").cert_pem.decode().replace("CERTIFICATE-----", "X509 CERTIFICATE-----")
+    two = urllib.parse.quote(first + ca.issue("b").cert_pem.decode(), safe="")
+    c = _translate(envoy_request(token=TOKEN, certificate=two)).check
+    assert c.client_cert_sha256 == "" and "exactly one" in c.request_problem
+
+
 def test_incoming_reserved_headers_are_collected_except_the_intent_header():
     request = envoy_request(token=TOKEN, headers={"x-tenantgate-tenant": "globex", "x-tenantgate-role": "admin",
                                                   "x-tenantgate-intent": "x", "x-other": "1"})
