@@ -160,6 +160,9 @@ class CheckInput:
     # an unconvertible Struct). decide() then denies with token_invalid / invalid_request, audited.
     token_problem: str = ""
     request_problem: str = ""
+    # Set by an adapter whose own translation of the call failed unexpectedly (a bug, which it logs): decide()
+    # denies internal_error without reading anything else, audited like every other decision.
+    translation_failed: bool = False
     # Record each step's outcome in DecisionResult.trace (for `tenantgate explain`); off on the hot path.
     explain: bool = False
     # Lowercase hex SHA-256 of the DER client certificate the request came with (RFC 8705), as an adapter

@@ -261,6 +261,9 @@ class DecisionPoint:
                   refused: dict[str, TokenError] | None = None
                   ) -> tuple[VerifiedClaims | None, Principal | None, Outcome]:
         # Explain steps (``note``) are made only behind ``if trace is not None``: the hot path formats none.
+        if check.translation_failed:
+            return None, None, Outcome(Decision.DENY, Reason.INTERNAL_ERROR,
+                                       "internal error while translating the request")
         try:
             if check.token_problem:
                 raise TokenInvalid(check.token_problem)

@@ -71,10 +71,19 @@ class AuthorizerService(pb_grpc.AuthorizerServicer):
                                                                         problem)
             return self._check(request, token, problem)
         except Exception:  # noqa: BLE001 - decide() never raises; this guards the conversions
-            return _internal_denial("check")
+            return self._internal_denial("check")
 
     def _check(self, request: pb.CheckRequest, token: str, problem: str) -> pb.CheckResponse:
         return self._answer(convert.check_input(request, fallback_token=token, token_problem=problem, api="check"))
+
+    def _internal_denial(self, api: str) -> pb.CheckResponse:
+        """Translating the call failed unexpectedly (logged here, in its ``except``): still a decided DENY
+        ``internal_error`` with its audit record (review finding: its decision id had none)."""
+        log.exception("%s: translating the call failed; denied internal_error", api)
+        try:
+            return self._answer(convert.failed_translation(api))
+        except Exception:  # noqa: BLE001 - the answer itself cannot be made: the unrecorded last resort
+            return _last_resort_denial(api, new_decision_id())
 
     def _answer(self, check: CheckInput) -> pb.CheckResponse:
         started = time.perf_counter()
@@ -120,8 +129,10 @@ class AuthorizerService(pb_grpc.AuthorizerServicer):
                 checks.append(convert.check_input(item, fallback_token=shared, token_problem=shared_problem,
                                                   api="batch_check"))
                 answers.append(None)
-            except Exception:  # noqa: BLE001 - one bad item is a denial for that item only
-                answers.append(_internal_denial("batch_check"))
+            except Exception:
+                log.exception("batch_check: translating an item failed; denied internal_error")
+                checks.append(convert.failed_translation("batch_check"))
+                answers.append(None)
         started = time.perf_counter()
         decided = self._pdp.decide_many(checks, engine)
         each = (time.perf_counter() - started) / max(1, len(checks))
@@ -133,8 +144,8 @@ class AuthorizerService(pb_grpc.AuthorizerServicer):
             self._observe("batch_check", result, each)
             try:
                 answers[index] = convert.check_response(result)
-            except Exception:  # noqa: BLE001 - as above
-                answers[index] = _internal_denial("batch_check")
+            except Exception:  # noqa: BLE001 - as above; the item's record is written, under this decision id
+                answers[index] = _last_resort_denial("batch_check", result.decision_id)
         return [answer for answer in answers if answer is not None]
 
 
@@ -166,9 +177,8 @@ def _undecodable(request: Undecodable, context: grpc.aio.ServicerContext) -> Che
                       request_problem=request.problem, api="check")
 
 
-def _internal_denial(api: str) -> pb.CheckResponse:
-    """Last-resort answer when translation itself failed: an explicit DENY, never an unset response."""
-    decision_id = new_decision_id()
-    log.exception("%s: conversion failed; denied as %s", api, decision_id)
+def _last_resort_denial(api: str, decision_id: str) -> pb.CheckResponse:
+    """When not even a decided answer can be made: an explicit DENY, never an unset response."""
+    log.exception("%s: no answer could be made; denied as %s", api, decision_id)
     return pb.CheckResponse(decision=pb.DENY, reason="internal_error", decision_id=decision_id,
                             message="internal error while translating the request")

@@ -85,6 +85,11 @@ def check_input(request: pb.CheckRequest, *, fallback_token: str = "", token_pro
     )
 
 
+def failed_translation(api: str) -> CheckInput:
+    """The question asked when translating a call failed unexpectedly: decided (and audited) internal_error."""
+    return CheckInput(token="", action="", resource=Resource("", "", ""), api=api, translation_failed=True)
+
+
 def check_response(result: DecisionResult) -> pb.CheckResponse:
     """A DecisionResult as a CheckResponse. The decision is always set explicitly (never UNSPECIFIED)."""
     response = pb.CheckResponse(decision=_DECISION[result.decision], reason=result.reason.value,

@@ -20,7 +20,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 from tenantgate.core.model import CheckInput, DecisionResult, Reason, Resource
 from tenantgate.core.pdp import DecisionPoint
 from tenantgate.ids import decision_id as new_decision_id
-from tenantgate.rpc import envoy_convert
+from tenantgate.rpc import convert, envoy_convert
 from tenantgate.rpc.authorizer import DecisionObserver
 from tenantgate.rpc.decoding import Instrument, Undecodable, add_service
 from tenantgate.rpc.envoy_convert import ExtAuthzOptions, Translated
@@ -64,10 +64,15 @@ class ExtAuthzService(ext_grpc.AuthorizationServicer):  # type: ignore[misc]  # 
                 return await asyncio.get_running_loop().run_in_executor(self._large, self._answer, request, caller)
             return self._answer(request, caller)
         except Exception:  # decide() never raises; this guards the conversions
-            # Fails closed even in dry-run mode: without a decision there is nothing to let through.
-            decision_id = new_decision_id()
-            log.exception("ext_authz: translation failed; denied as %s", decision_id)
-            return envoy_convert.denied_response(Reason.INTERNAL_ERROR, decision_id)
+            # Fails closed even in dry-run mode: without a decision there is nothing to let through. Still
+            # decided and audited (review finding: the denial's decision id had no record).
+            log.exception("ext_authz: translation failed; denied internal_error")
+            try:
+                return self._decided(Translated(convert.failed_translation(envoy_convert.API), ()))
+            except Exception:
+                decision_id = new_decision_id()
+                log.exception("ext_authz: no answer could be made; denied as %s", decision_id)
+                return envoy_convert.denied_response(Reason.INTERNAL_ERROR, decision_id)
 
     def _answer(self, request: ext.CheckRequest, caller: tuple[str, ...]) -> ext.CheckResponse:
         translated = envoy_convert.check_input(request, self._options, lambda: caller)
