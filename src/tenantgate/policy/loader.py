@@ -44,6 +44,8 @@ OUTSIDE_SNAPSHOT_MESSAGE = ("not read: this policy directory has a ..data link (
                             "only what ..data holds is read, and this is not a link into ..data; put it into the "
                             "ConfigMap, or remove it (tenant files: mount them through the same volume, e.g. a "
                             "projected volume with items paths tenants/<tenant>/<file>, as deploy/kubernetes does)")
+ESCAPING_LINK_MESSAGE = ("not walked: a directory link in a tenant's directory that resolves outside the policy "
+                         "directory and that tenant's own; a tenant's files must be inside tenants/<tenant>/")
 STRAY_MESSAGE = ("policy file in a directory TenantGate does not read: policies live in *.cedar directly in the "
                  "policy directory (global) or in tenants/<tenant>/*.cedar (that tenant's); move it there, or "
                  "give it another extension if it is not a policy")
@@ -218,7 +220,8 @@ def stray_policy_files(root: Path, skip: Collection[str] = ()) -> list[PolicyDia
         tenant_dirs = []  # reported by the loader as tenants/ that cannot be read
     read = {_identity(top)} | {_identity(os.fspath(d)) for d in tenant_dirs}
     skipped = {os.path.join(tenant_root, name) for name in skip}
-    for dirpath, filenames in policy_tree(root, skipped):
+    escaping: list[str] = []
+    for dirpath, filenames in policy_tree(root, skipped, escaping):
         if _identity(dirpath) in read:
             continue
         for name in sorted(filenames):
@@ -226,6 +229,7 @@ def stray_policy_files(root: Path, skip: Collection[str] = ()) -> list[PolicyDia
             # Not only regular files: a dangling link or a FIFO named *.cedar is as misplaced.
             if name.endswith(".cedar") and not path.is_dir():
                 strays.append(PolicyDiagnostic(display(path, root), 1, STRAY_MESSAGE))
+    strays += [PolicyDiagnostic(display(Path(link), root), 1, ESCAPING_LINK_MESSAGE) for link in escaping]
     return strays
 
 
@@ -237,15 +241,24 @@ def _identity(path: str) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
 
-def policy_tree(root: Path, skip: Collection[str] = ()) -> Iterator[tuple[str, list[str]]]:
+def policy_tree(root: Path, skip: Collection[str] = (), escaping: list[str] | None = None
+                ) -> Iterator[tuple[str, list[str]]]:
     """``(directory, sorted file names)`` for every directory under ``root`` that may hold policy files,
     following symlinks. Each directory is visited once, by (device, inode): a symlink back up the tree
     (``tenants/acme/up -> ..``) would otherwise make the walk exponential and never end (review finding: the
     server hung). Left out: the top-level ``tests/`` (suites; a tenant named ``tests`` is walked) and
     ``..``-prefixed directories (Kubernetes' ConfigMap internals, whose files the top-level names link to), and
-    the directories named in ``skip`` (as walked: ``root`` joined with the names on the way)."""
+    the directories named in ``skip`` (as walked: ``root`` joined with the names on the way).
+
+    Nor is a directory link inside a tenant's directory that resolves outside both the policy directory and that
+    tenant's own directory: its path is appended to ``escaping`` (when given) instead. Review finding: a tenant's
+    ``tenants/evil/d -> /`` made every walk (the fingerprint's at each poll, the stray check's at each reload)
+    cover the host's whole file system: 9 s a poll and 11,000 "strays" here, every tenant's decisions waiting on
+    the GIL meanwhile. Tenant files must be inside its directory anyway (``tenantdirs.tenant_files``)."""
     seen: set[tuple[int, int]] = set()
     top = os.fspath(root)
+    inside = os.path.realpath(top) + os.sep
+    tenants_prefix = os.path.join(top, TENANTS_DIR) + os.sep
     for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
         try:
             st = os.stat(dirpath)
@@ -258,6 +271,15 @@ def policy_tree(root: Path, skip: Collection[str] = ()) -> Iterator[tuple[str, l
         seen.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("..") and (d != "tests" or dirpath != top)
                              and os.path.join(dirpath, d) not in skip)
+        if dirpath.startswith(tenants_prefix):  # inside a tenant's directory: its links stay in the tree
+            tenant = dirpath[len(tenants_prefix):].split(os.sep, 1)[0]
+            own = os.path.realpath(tenants_prefix + tenant) + os.sep
+            for d in [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+                target = os.path.realpath(os.path.join(dirpath, d)) + os.sep
+                if not target.startswith((inside, own)):
+                    dirnames.remove(d)
+                    if escaping is not None:
+                        escaping.append(os.path.join(dirpath, d))
         yield dirpath, sorted(filenames)
 
 

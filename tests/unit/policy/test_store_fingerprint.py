@@ -5,7 +5,10 @@ import shutil
 import threading
 from pathlib import Path
 
-from tenantgate.policy import PolicyStore
+import pytest
+
+from tenantgate.errors import PolicyError
+from tenantgate.policy import PolicyStore, load_policies
 
 BUNDLED = Path(__file__).resolve().parents[3] / "policies"
 
@@ -105,3 +108,30 @@ def test_a_chmod_or_chown_of_a_tenant_file_or_directory_is_a_change_to_poll(tmp_
         change()
         seen.append(store.fingerprint())
         assert seen[-1] != seen[-2]
+
+
+def test_a_tenants_directory_link_out_of_the_tree_is_not_walked(tmp_path):
+    # Review finding: `tenants/evil/d -> /` made the fingerprint's walk (every poll) and the stray check's (every
+    # reload) cover the host's whole file system: 9 s a poll here, and 11,000 files reported as evil's "strays".
+    root = tmp_path / "policies"
+    shutil.copytree(BUNDLED, root)
+    evil = root / "tenants" / "evil"
+    evil.mkdir(parents=True)
+    (evil / "own.cedar").write_text('@id("evil-read") permit (principal, action == Action::"read", resource);\n')
+    store = PolicyStore.load(root)
+    elsewhere = tmp_path / "host"
+    for n in range(3):
+        (elsewhere / f"d{n}").mkdir(parents=True)
+        (elsewhere / f"d{n}" / "x.cedar").write_text("// not a tenant's file\n")
+        (elsewhere / f"d{n}" / "y.json").write_text("[]\n")
+    os.symlink(elsewhere, evil / "d")
+    assert not any(path.startswith(str(evil / "d")) for path, *_ in store.fingerprint())
+    with pytest.raises(PolicyError) as info:
+        load_policies(root)
+    assert [d.path for d in info.value.diagnostics] == ["tenants/evil/d"]
+    result = store.reload(force=True)
+    assert result.held_back == ("evil",)
+    # A link within the tree (another tenant's subdirectory, back up the tree) is walked as before.
+    os.remove(evil / "d")
+    os.symlink("../..", evil / "up")
+    assert store.reload(force=True).ok
