@@ -12,6 +12,8 @@ import pytest
 
 from support.policies import bundled_with_tenant
 from tenantgate.core.compiler import DEFAULT_TENANT_LIMITS, TenantLimits
+from tenantgate.core.engine import Engine
+from tenantgate.core.model import Decision, Principal, Resource
 from tenantgate.errors import PolicyError
 from tenantgate.policy import PolicyStore, load_policies
 from tenantgate.policy.holdback import load_holding_back
@@ -221,3 +223,20 @@ def test_a_tenant_that_links_over_another_tenants_releases_stays_the_one_held_ba
     (root / "tenants" / "acme").symlink_to(releases / "acme-2")
     assert store.reload().held_back == ("evil",)
     assert "acme-emergency-lockdown" in _ids(store, "acme") and _ids(store, "evil") == {"evil-own"}
+
+
+def test_a_tenant_policy_as_deep_as_allowed_that_reads_its_tenant_does_not_refuse_every_tenants_reload(policy_dir):
+    # Review finding: `principal.tenant == "evil" && true && ...` (250 `&&`, within the depth limit) made the
+    # tenant-boundary check recurse past Python's limit; RecursionError escaped the compiler, so the whole reload
+    # was refused ("unexpected error") and acme's emergency forbid never applied (`validate` crashed too).
+    store = PolicyStore.load(policy_dir)
+    deep = 'permit (principal, action, resource) when { principal.tenant == "evil"' + " && true" * 250 + " };\n"
+    (policy_dir / "tenants" / "evil" / "deep.cedar").write_text('@id("evil-deep")\n' + deep)
+    (policy_dir / "tenants" / "acme" / "lockdown.cedar").write_text(LOCKDOWN)
+    result = store.reload(force=True)
+    assert (result.ok, result.held_back) == (True, ())
+    assert "acme-emergency-lockdown" in _ids(store, "acme") and "evil-deep" in _ids(store, "evil")
+    alice = Principal("User", "alice", "alice", "evil", (), None, "iss", "t")
+    out = Engine(load_policies(policy_dir)).evaluate(alice, "approve", Resource("Invoice", "i", "evil"),
+                                                     {"tenant": "evil"}, {"intent": ""})
+    assert (out.decision, out.policy_ids) == (Decision.ALLOW, ("evil-deep",))
