@@ -61,6 +61,21 @@ def test_other_query_parameters_are_not_taken_for_an_override(query):
     assert check_input(request, _options()).check.request_problem == ""
 
 
+@pytest.mark.parametrize("query", ["access_token=other", "a=1&ACCESS_TOKEN=other", "access%5Ftoken=other",
+                                   "access.token=other", "access_token[]=other", "+access_token=x"])
+def test_a_token_in_the_query_beside_the_header_is_refused(query):
+    # Review finding: ?access_token=<another token> was ignored beside the Authorization header's; a backend that
+    # prefers the query's token (RFC 6750 section 2.3) would act for a caller other than the one decided.
+    request = envoy_request("GET", f"/tenants/acme/invoices/inv-1?{query}", token="t")
+    assert check_input(request, _options()).check.request_problem.startswith("a token in the query (access_token)")
+
+
+@pytest.mark.parametrize("query", ["access_tokens=1", "token=1", "q=access_token", "id_token=x"])
+def test_other_query_parameters_are_not_taken_for_a_token(query):
+    request = envoy_request("GET", f"/tenants/acme/invoices/inv-1?{query}", token="t")
+    assert check_input(request, _options()).check.request_problem == ""
+
+
 @pytest.mark.parametrize("header", ["x-original-url", "x-rewrite-url", "x_original_url", "x_rewrite_url"])
 def test_path_override_headers_are_refused(header):
     # Review finding: GET /tenants/acme/... with X-Original-URL: /tenants/globex/... was allowed and reached
