@@ -19,7 +19,7 @@ def hot_record(cls: type[_Record]) -> type[_Record]:
     compared by value like a frozen one, but built with plain slot stores at run time.
 
     A frozen dataclass sets each field through ``object.__setattr__`` (about 1.2k instructions a field here,
-    against a few dozen for a slot store): the five records a Check makes (59 fields) cost 64k instructions, 15%
+    against a few dozen for a slot store): the six records a Check makes (59 fields) cost 64k instructions, 15%
     of the Check handler, as frozen ones (callgrind). They are made fresh for one decision and handed on, never
     kept or shared between decisions (what is, like the decision memo's outcomes, stays ``frozen=True``); the
     audit sink's per-record ``BatchItem`` and ``SealedRecord`` are made the same way.

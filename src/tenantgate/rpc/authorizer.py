@@ -181,4 +181,4 @@ def _last_resort_denial(api: str, decision_id: str) -> pb.CheckResponse:
     """When not even a decided answer can be made: an explicit DENY, never an unset response."""
     log.exception("%s: no answer could be made; denied as %s", api, decision_id)
     return pb.CheckResponse(decision=pb.DENY, reason="internal_error", decision_id=decision_id,
-                            message="internal error while translating the request")
+                            message="internal error while translating the call or its answer")
