@@ -178,3 +178,35 @@ def test_sigterm_stops_a_server_whose_stdout_copy_nobody_reads(tmp_path, issuer)
                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
     verified = _cli("audit", "verify", "--public-key", str(public), "--max-unsigned", "10000", str(log), cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout
+
+
+def _with_huge_line(directory, size):
+    """A chained log whose middle holds a line of ``size`` bytes, sparse (NUL bytes: no disk used)."""
+    log = _log(directory)
+    lines = log.read_bytes().splitlines(keepends=True)
+    with open(log, "wb") as f:
+        f.write(lines[0])
+        f.truncate(len(lines[0]) + size)
+        f.seek(0, os.SEEK_END)
+        f.write(b"\n" + b"".join(lines[1:]))
+    return log
+
+
+@pytest.mark.parametrize("command", [("verify",), ("query",), ("tail", "-n", "3")])
+def test_a_huge_line_is_read_in_bounded_memory_and_time(tmp_path, command):
+    # Hostile review: a 3 GB line (a sparse file of NULs) was read whole: verify and query died of MemoryError
+    # (a traceback, under a 2.5 GB address-space limit), and tail copied its growing buffer for each 64 KiB
+    # block it read backwards (quadratic: 6 s for a 30 MB line, minutes for a few hundred).
+    log = _with_huge_line(tmp_path, 3 << 30)
+    limit = "import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 31, 1 << 31)); "
+    code = limit + "import sys; from tenantgate.cli.main import main; sys.exit(main())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTGATE_")}
+    done = subprocess.run([sys.executable, "-c", code, "audit", *command, str(log)], env=env, capture_output=True,
+                          timeout=60)
+    assert b"Traceback" not in done.stderr and b"MemoryError" not in done.stderr
+    if command[0] == "verify":
+        assert done.returncode == 4
+        assert b"audit.jsonl:2:" in done.stdout and b"longer than" in done.stdout
+    else:
+        assert done.returncode == 0
+        assert [json.loads(line)["decision_id"] for line in done.stdout.splitlines()] == ["id-0", "id-1", "id-2"]

@@ -27,6 +27,9 @@ TENANT_FIELDS = ("principal_tenant", "resource_tenant", "target_tenant", "actor_
 # Every record_type the sink writes (README, "Audit records"): a query for any other finds nothing.
 RECORD_TYPES = ("decision", "grant_event", "checkpoint", "audit_recovered", "audit_probe")
 _BLOCK = 64 * 1024
+# The longest line read: a record the sink writes is a few KiB (request strings are clipped to 256 characters),
+# and recovery looks for one in the last 1 MiB (``files.TAIL_WINDOW``). A longer line is skipped unread.
+MAX_LINE_BYTES = 1 << 20
 
 
 def parse_time(text: str) -> datetime:
@@ -96,23 +99,46 @@ def open_chain_file(file: ChainFile | Path) -> BinaryIO:
     return stream
 
 
-def chain_lines(stream: BinaryIO, end: int | None) -> Iterator[bytes]:
+@dataclass(frozen=True, slots=True)
+class Oversized:
+    """A line longer than ``MAX_LINE_BYTES`` (``length`` bytes, newline included; ``complete``: it has one), which
+    no record the sink writes is: skipped unread, so a planted gigabyte line costs no memory."""
+
+    length: int
+    complete: bool
+
+
+def chain_lines(stream: BinaryIO, end: int | None) -> Iterator[bytes | Oversized]:
     """The lines of ``stream`` (with their newline; a last one without) up to offset ``end`` (None: to its end).
 
     A line that runs past ``end`` was being written when the snapshot was taken (the file has grown since): it
-    is not part of the snapshot and not yielded, unlike a last line that just lacks its newline (torn).
+    is not part of the snapshot and not yielded, unlike a last line that just lacks its newline (torn). A line
+    longer than ``MAX_LINE_BYTES`` is read in blocks and dropped, and yielded as ``Oversized`` (hostile review:
+    a 3 GB line, a sparse file of NULs, was read whole and verify and query died of ``MemoryError``).
     """
-    if end is None:
-        yield from stream
-        return
     remaining = end
-    for raw in stream:
-        if len(raw) > remaining:
+    while remaining is None or remaining > 0:
+        raw = stream.readline(MAX_LINE_BYTES + 1)
+        if not raw:
             return
-        yield raw
-        remaining -= len(raw)
-        if not remaining:
-            return
+        line: bytes | Oversized = raw
+        length = len(raw)
+        if length > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            complete = False
+            while remaining is None or length <= remaining:
+                block = stream.readline(_BLOCK)
+                if not block:
+                    break
+                length += len(block)
+                if block.endswith(b"\n"):
+                    complete = True
+                    break
+            line = Oversized(length, complete)
+        if remaining is not None:
+            if length > remaining:
+                return
+            remaining -= length
+        yield line
 
 
 def query(files: Iterable[ChainFile | Path], selection: RecordFilter,
@@ -127,6 +153,10 @@ def query(files: Iterable[ChainFile | Path], selection: RecordFilter,
         path, end = (file, None) if isinstance(file, Path) else (file.path, file.end)
         with open_chain_file(file) as stream:
             for number, raw in enumerate(chain_lines(stream, end), 1):
+                if isinstance(raw, Oversized):
+                    if on_malformed is not None and raw.complete:
+                        on_malformed(path, number, f"a line of {raw.length} bytes, longer than any record")
+                    continue
                 if not raw.endswith(b"\n"):
                     continue  # a torn or in-flight last line
                 try:
@@ -151,23 +181,37 @@ def tail(files: Sequence[ChainFile | Path], count: int) -> list[bytes]:
 
 
 def _last_lines(file: ChainFile | Path, count: int) -> list[bytes]:
+    """The last ``count`` complete lines of ``file``, found by reading blocks backwards for newlines; only those
+    lines are read (hostile review: the blocks were prepended to one growing buffer, recounted after each: a 30 MB
+    line took 6 s, a 3 GB one ran out of memory). A line longer than ``MAX_LINE_BYTES`` is skipped, not counted.
+    Split at "\\n" only, as the log is written and ``query`` reads it: a planted "\\r" does not make a line."""
+    if not count:
+        return []
     with open_chain_file(file) as stream:
         end = stream.seek(0, os.SEEK_END)
         if isinstance(file, ChainFile) and file.end is not None:
             end = min(end, file.end)  # not what was appended after the snapshot
-        data = b""
+        spans: list[tuple[int, int]] = []  # (start, stop) of complete lines, newest first
+        line_end: int | None = None  # just past the newline that ends the line being looked at
         position = end
-        while position > 0 and data.count(b"\n") <= count:
+        while position > 0 and len(spans) < count:
             step = min(_BLOCK, position)
             position -= step
             stream.seek(position)
-            data = stream.read(step) + data
-    # Split at "\n" only, as the log is written and ``query`` reads it: a planted "\r" does not make a line.
-    lines = [piece + b"\n" for piece in data.split(b"\n")]
-    lines.pop()  # after the last newline: nothing, or a torn or in-flight line
-    if position > 0 and lines:
-        lines.pop(0)  # may start mid-line
-    return lines[-count:] if count else []
+            block = stream.read(step)
+            index = len(block)
+            while len(spans) < count and (newline := block.rfind(b"\n", 0, index)) >= 0:
+                start = position + newline + 1
+                if line_end is not None and line_end - start <= MAX_LINE_BYTES + 1:
+                    spans.append((start, line_end))
+                line_end, index = start, newline  # the first newline found ends a torn or in-flight line
+        if position == 0 and len(spans) < count and line_end is not None and line_end <= MAX_LINE_BYTES + 1:
+            spans.append((0, line_end))
+        lines = []
+        for start, stop in reversed(spans):
+            stream.seek(start)
+            lines.append(stream.read(stop - start))
+    return lines
 
 
 def _record_time(record: dict[str, Any]) -> datetime | None:

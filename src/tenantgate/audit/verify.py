@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from tenantgate.audit.chain import GENESIS_HASH, ChainedRecord, MalformedRecord, parse, parse_plain, record_id
 from tenantgate.audit.checkpoint import CHECKPOINT, check_checkpoint
 from tenantgate.audit.files import ChainHead, head_path, split_rotated
-from tenantgate.audit.query import chain_lines, open_chain_file
+from tenantgate.audit.query import MAX_LINE_BYTES, Oversized, chain_lines, open_chain_file
 from tenantgate.audit.recovery import RECOVERED
 from tenantgate.audit.snapshot import ChainFile, ChainSnapshot, read_head_file, snapshot_chain
 from tenantgate.core.cedar_text import escape_unprintable
@@ -199,7 +199,12 @@ def _load_head(state: _State, path: Path, head: ChainHead | None, error: Excepti
                   "(only checkpoints bound them)", tampered=False)
 
 
-def _check_line(state: _State, file: str, number: int, raw: bytes) -> None:
+def _check_line(state: _State, file: str, number: int, raw: bytes | Oversized) -> None:
+    if isinstance(raw, Oversized):
+        state.add("malformed", (file, number, ""), 0, f"a line of {raw.length} bytes, longer than any record "
+                  f"({MAX_LINE_BYTES} at most): not read, inserted or a modified record")
+        state.skipped += 1
+        return
     if not raw.endswith(b"\n"):
         state.add("torn", (file, number, ""), 0, f"incomplete last line ({len(raw)} bytes, no newline): a write "
                   "torn by a crash, or the file was truncated mid-record")
