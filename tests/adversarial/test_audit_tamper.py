@@ -235,6 +235,22 @@ def test_removing_one_checkpoint_is_caught_by_max_unsigned(tmp_path):
     assert (problem.kind, problem.line) == ("unsigned", 9)  # the next checkpoint follows 8 records
 
 
+def test_signed_checkpoints_do_not_anchor_the_end_a_cut_through_them_with_the_head_file_verifies(tmp_path):
+    """Hostile review: the README said to "sign checkpoints" to anchor the log's end, and docs/audit.md that the
+    end could be cut off "back to the last checkpoint". A cut at any record boundary, through any number of
+    signed checkpoints, with the head file removed (or rewritten), verifies with the key and --max-unsigned:
+    a signed prefix is a valid log. Pinned so the documented blind spot stays what the docs now say."""
+    key = Ed25519PrivateKey.generate()
+    path = _signed_log(tmp_path, key)
+    lines = _lines(path)
+    checkpoints = [i for i, line in enumerate(lines) if parse(line).record_type == "checkpoint"]
+    assert len(checkpoints) >= 3
+    path.write_bytes(b"".join(lines[:checkpoints[0] + 2]))  # every checkpoint but the first one cut off
+    head_path(path).unlink()
+    report = verify_log(path, public_key=key.public_key(), max_unsigned=4)
+    assert report.intact and report.signatures_verified == 1
+
+
 def _append_forged(path, **fields):
     last = parse(_lines(path)[-1])
     forged = {**_event(666).to_dict(), "decision": "ALLOW", "reason": "allow", **fields}
