@@ -251,6 +251,26 @@ def test_signed_checkpoints_do_not_anchor_the_end_a_cut_through_them_with_the_he
     assert report.intact and report.signatures_verified == 1
 
 
+@pytest.mark.xfail(strict=True, reason="checkpoint signatures do not bind the chain they belong to (worker, "
+                   "deployment): a chain replaced by another chain signed with the same key verifies; fix: sign a "
+                   "chain identity (worker number, a deployment id from the config) and check it in verify")
+def test_a_chain_replaced_by_another_workers_signed_chain_is_caught_with_the_public_key(tmp_path):
+    """Hostile review: worker 0's whole chain (head file included) replaced by a copy of worker 1's verified OK with
+    --public-key, --max-unsigned, --from-genesis and --all-workers: worker 0's decisions were gone without a trace,
+    although the docs say signed checkpoints stop a consistent rewrite."""
+    key = Ed25519PrivateKey.generate()
+    path = tmp_path / "audit.jsonl"
+    for worker in (0, 1):
+        sink = JsonlAuditSink(path, checkpoint_key=key, checkpoint_every=4, worker=worker)
+        for i in range(1, 9):
+            sink.write(_event(100 * worker + i))
+        sink.close()
+    other = tmp_path / "audit-w1.jsonl"
+    path.write_bytes(other.read_bytes())
+    head_path(path).write_bytes(head_path(other).read_bytes())
+    assert not verify_log(path, public_key=key.public_key(), from_genesis=True, max_unsigned=4).intact
+
+
 def _append_forged(path, **fields):
     last = parse(_lines(path)[-1])
     forged = {**_event(666).to_dict(), "decision": "ALLOW", "reason": "allow", **fields}
