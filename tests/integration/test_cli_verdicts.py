@@ -135,6 +135,47 @@ def test_sigterm_while_serve_is_still_starting_stops_it_at_once(workdir, tmp_pat
     assert "Traceback" not in err
 
 
+def test_sighup_while_serve_is_still_starting_is_a_reload_once_it_serves(workdir, tmp_path):
+    # Hostile review: SIGHUP kept its default action (terminate) until the server handled signals, so a reload
+    # sent while `serve` was still starting (loading policies, waiting for a JWKS URL) killed it silently with
+    # exit 129. It must neither stop the server nor be lost: the policies read meanwhile may be the old ones.
+    issuer = TestIssuer(tmp_path)
+    with LoopbackServer() as jwks:
+        import threading
+
+        held = threading.Event()
+        jwks.serve("/jwks.json", b"{}", hold=held)  # start-up waits for this fetch (its timeout is raised)
+        text = write_config(tmp_path, issuer.settings).read_text().replace(
+            f'jwks_file = "{issuer.settings.jwks_file}"', f'jwks_url = "{jwks.url()}"')
+        config = tmp_path / "slow.toml"
+        config.write_text(text + "\n[tokens]\njwks_fetch_timeout_seconds = 20\n")
+        proc = subprocess.Popen([*TENANTGATE, "serve", "--config", str(config)], cwd=workdir, env=_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while jwks.count("/jwks.json") == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert jwks.count("/jwks.json") == 1, "start-up never fetched the keys"
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+            held.set()
+            assert proc.stdout is not None
+            banner = proc.stdout.readline()  # "" if the SIGHUP killed it
+            alive = proc.poll() is None
+            deadline = time.monotonic() + 15
+            while jwks.count("/jwks.json") < 2 and time.monotonic() < deadline:  # the reload re-reads the keys
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=15)
+        finally:
+            held.set()
+            proc.kill()
+            proc.wait(10)
+    assert alive and "serving gRPC" in banner, (proc.returncode, err)
+    assert proc.returncode == 0, err
+    assert "SIGHUP: reloading policies" in err
+
+
 def test_serve_with_a_closed_stdout_keeps_serving(workdir):
     # Review finding: the banner's BrokenPipeError was taken for a reader leaving early: the server stopped at
     # once with exit 0 and no message, which a process manager reads as a clean stop.

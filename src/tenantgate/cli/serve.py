@@ -42,12 +42,24 @@ def _stop_before_serving(_signum: int, _frame: Any) -> None:
     raise _StopBeforeServing
 
 
+_hangups_before_serving: list[int] = []  # SIGHUPs that arrived while `serve` was still starting
+
+
+def _hangup_before_serving(signum: int, _frame: Any) -> None:
+    _hangups_before_serving.append(signum)
+
+
 def _serve(args: argparse.Namespace) -> int:
     """Run the server; a SIGTERM while it is still starting (loading policies, fetching JWKS) stops it at once
     with exit 0. Review finding: as a container's PID 1, for which an unhandled SIGTERM does nothing, it was
-    ignored until the full grace period ended in SIGKILL."""
+    ignored until the full grace period ended in SIGKILL.
+
+    A SIGHUP while it is still starting is kept and sent again once the server handles it, so it reloads what
+    changed meanwhile (hostile review: SIGHUP's default action killed the starting server, exit 129)."""
     late = quiet_grpc_core()
     previous = signal.signal(signal.SIGTERM, _stop_before_serving)
+    previous_hangup = signal.signal(signal.SIGHUP, _hangup_before_serving)
+    _hangups_before_serving.clear()
     try:
         return _serve_until_stopped(args, late)
     except _StopBeforeServing:
@@ -55,6 +67,14 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGHUP, previous_hangup)
+
+
+def _hangup_again_if_one_came() -> None:
+    """Once the server handles SIGHUP (a reload): send it the one that arrived while it started, if any."""
+    if _hangups_before_serving:
+        _hangups_before_serving.clear()
+        os.kill(os.getpid(), signal.SIGHUP)
 
 
 def quiet_grpc_core() -> bool:
@@ -92,6 +112,7 @@ def _serve_until_stopped(args: argparse.Namespace, grpc_verbosity_late: bool = F
     built = application.build(settings)
 
     def started(port: int) -> None:
+        _hangup_again_if_one_came()  # app.serve handles SIGHUP before it calls this
         _banner(settings, _served(built, port))
 
     asyncio.run(application.serve(built, started))
