@@ -204,6 +204,7 @@ def validate(s: Settings) -> None:
         raise ConfigError("ext_authz.certificate_forwarders needs server.tls.client_ca_file (mTLS)")
     _check_identities(s.ext_authz.certificate_forwarders, "ext_authz.certificate_forwarders")
     _check_http(s.http)
+    _check_distinct_ports(s)
     if s.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level must be one of debug, info, warning, error")
 
@@ -373,6 +374,29 @@ def _check_audit_path(path: str) -> None:
                           "not follow a link there)")
     if os.path.lexists(path) and not os.path.isfile(path):
         raise ConfigError(f"audit.path {path} exists and is not a regular file (a FIFO, a device or a directory)")
+
+
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]"})  # every address: it overlaps any other host's port
+
+
+def _check_distinct_ports(s: Settings) -> None:
+    """Two listening keys on one port (not 0) of one address, or of any address and another: refused, naming both.
+    Otherwise they failed only at start, as gRPC's bind error without the key, or (``--workers``, whose port claims
+    go by port alone) as another TenantGate having claimed the port (hostile review)."""
+    seen: list[tuple[str, str, str]] = []
+    for key, listen in (("server.listen", s.server.listen), ("server.health_listen", s.server.health_listen),
+                        ("server.metrics_listen", s.server.metrics_listen), ("http.listen", s.http.listen)):
+        if not listen:
+            continue
+        host, _, port = listen.rpartition(":")
+        if int(port) == 0:
+            continue
+        for other_key, other_host, other_port in seen:
+            if int(other_port) == int(port) and (host == other_host or host in _WILDCARD_HOSTS
+                                                 or other_host in _WILDCARD_HOSTS):
+                raise ConfigError(f"{key} and {other_key} name the same port {int(port)} ({listen!r}, "
+                                  f"{other_host}:{other_port}): each needs a port of its own")
+        seen.append((key, host, port))
 
 
 def _check_hostport(value: str, where: str) -> None:

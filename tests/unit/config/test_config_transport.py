@@ -98,6 +98,14 @@ def test_structured_or_unknown_settings_cannot_come_from_the_environment(tmp_pat
     (TLS + '[ext_authz]\ncertificate_forwarders = ["Envoy.*"]\n', "certificate_forwarders: 'Envoy.*' is not a SPIFFE"),
     ("[server]\ntls = 1\n", "must be a table"),
     ('[server]\nhealth_listen = "nohost"\n', "HOST:PORT"),
+    # Hostile review: two keys on one port failed only at start, as gRPC's bare bind error without the key, or
+    # (with --workers) as "another TenantGate serving with workers has claimed it", naming no second process.
+    ('[server]\nlisten = "127.0.0.1:7001"\nhealth_listen = "127.0.0.1:7001"\n',
+     "server.health_listen and server.listen name the same port 7001"),
+    ('[server]\nlisten = "127.0.0.1:7001"\nmetrics_listen = "0.0.0.0:7001"\n',
+     "server.metrics_listen and server.listen name the same port 7001"),
+    ('[server]\nlisten = "[::]:7001"\n[http]\nlisten = "127.0.0.1:7001"\n',
+     "http.listen and server.listen name the same port 7001"),
     ('[ext_authz]\nintent_header = "authorization"\n', "intent_header"),
     ('[ext_authz]\nintent_header = "X-Intent"\n', "intent_header"),
     ('[ext_authz]\nintent_header = "x-tenantgate-tenant"\n', "intent_header"),
@@ -143,3 +151,8 @@ def test_the_example_config_has_routes_and_shows_tls_commented_out():
     commented = "\n".join(line.lstrip("# ") for line in example.read_text().splitlines() if line.startswith("# "))
     assert {"cert_file", "key_file", "client_ca_file", "allowed_callers"} <= set(
         line.split(" =")[0] for line in commented.splitlines())
+
+
+def test_ports_0_and_one_port_on_two_distinct_addresses_are_not_the_same_port(tmp_path):
+    _load(tmp_path, '[server]\nlisten = "127.0.0.1:0"\nhealth_listen = "127.0.0.1:0"\nmetrics_listen = "127.0.0.1:0"\n')
+    _load(tmp_path, '[server]\nlisten = "127.0.0.1:7001"\nhealth_listen = "127.0.0.2:7001"\n')
