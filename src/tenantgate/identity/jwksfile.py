@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tenantgate.errors import ConfigError
 from tenantgate.identity.keys import MAX_JWKS_BYTES, KeySet, no_usable_key_message, parse_jwks
+from tenantgate.paths import open_regular
 
 log = logging.getLogger("tenantgate.identity")
 
@@ -112,7 +113,9 @@ class JwksFile:
 
     def _read(self, *, allow_empty: bool) -> tuple[KeySet, Fingerprint]:
         try:
-            with self.path.open("rb") as handle:
+            # Never waited on: a FIFO without a writer blocked open() for good (hostile review: `serve` hung at
+            # start-up). A link (a mounted Kubernetes Secret) is followed.
+            with os.fdopen(open_regular(self.path, follow_symlinks=True), "rb") as handle:
                 fingerprint = _fingerprint_of(os.fstat(handle.fileno()))
                 data = handle.read(MAX_JWKS_BYTES + 1)
         except OSError as err:

@@ -103,6 +103,43 @@ def test_unusable_jwks_file_is_a_config_error_naming_the_file(tmp_path: Path, co
         JwksFile(path)
 
 
+def _within(seconds: float, call: Any) -> Any:
+    """``call()``'s result or exception, or an AssertionError when it is still running after ``seconds``."""
+    import threading
+
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as err:  # handed to the test
+            outcome.append(err)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still waiting after {seconds} s"
+    return outcome[0]
+
+
+def test_a_fifo_as_jwks_file_is_refused_at_once_not_waited_on(tmp_path: Path, es: TestIssuer) -> None:
+    # Hostile review: open() of a FIFO without a writer blocks, so a jwks_file naming one hung `serve` at
+    # start-up for good, with no message; a poll or SIGHUP re-read of one hung the reload the same way.
+    import os
+
+    fifo = tmp_path / "fifo-jwks.json"
+    os.mkfifo(fifo)
+    err = _within(5, lambda: JwksFile(fifo))
+    assert isinstance(err, ConfigError) and "fifo-jwks.json" in str(err) and "FIFO" in str(err), err
+    link = tmp_path / "linked-jwks.json"  # a link (a mounted Kubernetes Secret) is still followed
+    link.symlink_to(es.jwks_path)
+    keys = JwksFile(link)
+    link.unlink()
+    os.mkfifo(link)
+    assert _within(5, lambda: keys.reread(force=True)) is False
+    assert keys.current().keys
+
+
 def test_oversized_jwks_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "big.json"
     path.write_bytes(b" " * (MAX_JWKS_BYTES + 1))

@@ -196,13 +196,15 @@ def test_unchanged_jwks_file_is_not_read_again(tmp_path: Path, es: TestIssuer, c
     verifier, source = file_verifier(es.jwks_path, clock)
     held = source.current()
     reads: list[int] = []
-    real_open = Path.open
+    from tenantgate.identity import jwksfile
 
-    def counting_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+    real_open = jwksfile.open_regular
+
+    def counting_open(*args: Any, **kwargs: Any) -> Any:
         reads.append(1)
-        return real_open(self, *args, **kwargs)
+        return real_open(*args, **kwargs)
 
-    monkeypatch.setattr(Path, "open", counting_open)
+    monkeypatch.setattr(jwksfile, "open_regular", counting_open)
     assert verifier.reread_keys() is False and reads == []
     assert verifier.reread_keys(force=True) is False and reads == [1]  # SIGHUP reads it: same keys
     assert source.current() is held
