@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -205,6 +206,7 @@ def validate(s: Settings) -> None:
     _check_identities(s.ext_authz.certificate_forwarders, "ext_authz.certificate_forwarders")
     _check_http(s.http)
     _check_distinct_ports(s)
+    _check_files_read_at_start(s)
     if s.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level must be one of debug, info, warning, error")
 
@@ -374,6 +376,28 @@ def _check_audit_path(path: str) -> None:
                           "not follow a link there)")
     if os.path.lexists(path) and not os.path.isfile(path):
         raise ConfigError(f"audit.path {path} exists and is not a regular file (a FIFO, a device or a directory)")
+
+
+_FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+               stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
+
+
+def _check_files_read_at_start(s: Settings) -> None:
+    """Certificate and key files that exist must be regular files (links followed): open() of a FIFO without a
+    writer blocked, so `serve` waited at start-up for good with no message (hostile review). A missing file is
+    left to the reader, which names it."""
+    tls = s.server.tls
+    for key, path in (("server.tls.cert_file", tls.cert_file), ("server.tls.key_file", tls.key_file),
+                      ("server.tls.client_ca_file", tls.client_ca_file), ("http.cert_file", s.http.cert_file),
+                      ("http.key_file", s.http.key_file), ("audit.checkpoint_key_file", s.audit.checkpoint_key_file)):
+        if not path:
+            continue
+        try:
+            kind = stat.S_IFMT(os.stat(path).st_mode)
+        except OSError:
+            continue
+        if kind != stat.S_IFREG:
+            raise ConfigError(f"{key} {path} is not a regular file ({_FILE_KINDS.get(kind, f'file type {kind:o}')})")
 
 
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]"})  # every address: it overlaps any other host's port
