@@ -299,6 +299,29 @@ def test_configuration_error_names_the_tls_file(tmp_path):
         load_material(TlsFiles(str(tmp_path / "nope.crt"), str(tmp_path / "nope.key")))
 
 
+
+def test_a_certificate_file_swapped_for_a_fifo_is_refused_not_waited_on_by_the_handshake_path(tmp_path, pki):
+    # Hostile review: the reloader grpc calls before every handshake opened the files with a blocking open():
+    # a FIFO at cert_file hung that call, holding the reloader's lock, so every later TLS handshake hung too.
+    import os
+    import shutil
+    import threading
+
+    from tenantgate.rpc.tls import CertificateReloader, TlsFiles
+
+    cert, key = (tmp_path / "srv.crt", tmp_path / "srv.key")
+    shutil.copy(pki[1]["server"][0], cert)
+    shutil.copy(pki[1]["server"][1], key)
+    reloader = CertificateReloader(TlsFiles(str(cert), str(key)))
+    cert.unlink()
+    os.mkfifo(cert)
+    answers: list[object] = []
+    thread = threading.Thread(target=lambda: answers.append(reloader()), daemon=True)
+    thread.start()
+    thread.join(5)
+    assert answers == [None], "the handshake path waited on the FIFO"  # the previous certificates stay
+
+
 def test_a_refused_stream_is_not_counted_as_a_handled_call(mtls_server, pki):
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 

@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tenantgate.errors import ConfigError
+from tenantgate.paths import open_regular
 
 log = logging.getLogger("tenantgate.tls")
 
@@ -294,8 +295,11 @@ async def _stream(result: Any) -> AsyncIterator[Any]:
 
 
 def _read(path: str, key: str) -> bytes:
+    """The file's bytes; ``ConfigError`` naming ``key`` when it cannot be read or is not a regular file (links are
+    followed: Kubernetes Secret volumes). Never waited on: the reloader runs on grpc's handshake path, and a FIFO
+    there hung every later handshake behind its lock (hostile review)."""
     try:
-        with open(path, "rb") as file:
+        with os.fdopen(open_regular(path, follow_symlinks=True), "rb") as file:
             return file.read()
     except OSError as err:
         raise ConfigError(f"{key}: cannot read {path}: {err.strerror}") from err
