@@ -1,11 +1,13 @@
 """The CLI's answers hold when its reader leaves early, its JSON input is hostile, or it is stopped while
 starting: real `tenantgate` processes, each bounded in time."""
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from support.issuers import LoopbackServer, TestIssuer
@@ -103,46 +105,12 @@ def test_check_options_are_strict_json_like_the_authzen_body(workdir):
             out.stdout + out.stderr)
 
 
-def test_sigterm_while_serve_is_still_starting_stops_it_at_once(workdir, tmp_path):
-    # Review finding: signals were handled only once serving; as a container's PID 1 (which ignores a
-    # signal without a handler) a SIGTERM during start-up was lost until the grace period ended in SIGKILL.
-    # Here (not PID 1) it killed the process by signal instead of stopping it cleanly.
+@contextlib.contextmanager
+def _starting_behind_a_held_key_fetch(workdir, tmp_path):
+    """``serve`` started on a config whose JWKS URL answers only once the yielded event is set: (process, the
+    event, the JWKS server), with the first fetch already asked for, so the process is still starting."""
     issuer = TestIssuer(tmp_path)
     with LoopbackServer() as jwks:
-        import threading
-
-        never = threading.Event()
-        jwks.serve("/jwks.json", b"{}", hold=never)  # start-up waits for this fetch (its timeout is raised)
-        text = write_config(tmp_path, issuer.settings).read_text().replace(
-            f'jwks_file = "{issuer.settings.jwks_file}"', f'jwks_url = "{jwks.url()}"')
-        config = tmp_path / "slow.toml"
-        config.write_text(text + "\n[tokens]\njwks_fetch_timeout_seconds = 20\n")
-        proc = subprocess.Popen([*TENANTGATE, "serve", "--config", str(config)], cwd=workdir, env=_env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + 30
-            while jwks.count("/jwks.json") == 0 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert jwks.count("/jwks.json") == 1, "start-up never fetched the keys"
-            proc.send_signal(signal.SIGTERM)
-            _out, err = proc.communicate(timeout=15)
-        finally:
-            never.set()
-            proc.kill()
-            proc.wait(10)
-    assert proc.returncode == 0, err
-    assert "SIGTERM while starting: stopped before serving" in err
-    assert "Traceback" not in err
-
-
-def test_sighup_while_serve_is_still_starting_is_a_reload_once_it_serves(workdir, tmp_path):
-    # Hostile review: SIGHUP kept its default action (terminate) until the server handled signals, so a reload
-    # sent while `serve` was still starting (loading policies, waiting for a JWKS URL) killed it silently with
-    # exit 129. It must neither stop the server nor be lost: the policies read meanwhile may be the old ones.
-    issuer = TestIssuer(tmp_path)
-    with LoopbackServer() as jwks:
-        import threading
-
         held = threading.Event()
         jwks.serve("/jwks.json", b"{}", hold=held)  # start-up waits for this fetch (its timeout is raised)
         text = write_config(tmp_path, issuer.settings).read_text().replace(
@@ -156,21 +124,41 @@ def test_sighup_while_serve_is_still_starting_is_a_reload_once_it_serves(workdir
             while jwks.count("/jwks.json") == 0 and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert jwks.count("/jwks.json") == 1, "start-up never fetched the keys"
-            proc.send_signal(signal.SIGHUP)
-            time.sleep(0.3)
-            held.set()
-            assert proc.stdout is not None
-            banner = proc.stdout.readline()  # "" if the SIGHUP killed it
-            alive = proc.poll() is None
-            deadline = time.monotonic() + 15
-            while jwks.count("/jwks.json") < 2 and time.monotonic() < deadline:  # the reload re-reads the keys
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGTERM)
-            _out, err = proc.communicate(timeout=15)
+            yield proc, held, jwks
         finally:
             held.set()
             proc.kill()
             proc.wait(10)
+
+
+def test_sigterm_while_serve_is_still_starting_stops_it_at_once(workdir, tmp_path):
+    # Review finding: signals were handled only once serving; as a container's PID 1 (which ignores a
+    # signal without a handler) a SIGTERM during start-up was lost until the grace period ended in SIGKILL.
+    # Here (not PID 1) it killed the process by signal instead of stopping it cleanly.
+    with _starting_behind_a_held_key_fetch(workdir, tmp_path) as (proc, _held, _jwks):
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "SIGTERM while starting: stopped before serving" in err
+    assert "Traceback" not in err
+
+
+def test_sighup_while_serve_is_still_starting_is_a_reload_once_it_serves(workdir, tmp_path):
+    # Hostile review: SIGHUP kept its default action (terminate) until the server handled signals, so a reload
+    # sent while `serve` was still starting (loading policies, waiting for a JWKS URL) killed it silently with
+    # exit 129. It must neither stop the server nor be lost: the policies read meanwhile may be the old ones.
+    with _starting_behind_a_held_key_fetch(workdir, tmp_path) as (proc, held, jwks):
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        held.set()
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()  # "" if the SIGHUP killed it
+        alive = proc.poll() is None
+        deadline = time.monotonic() + 15
+        while jwks.count("/jwks.json") < 2 and time.monotonic() < deadline:  # the reload re-reads the keys
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=15)
     assert alive and "serving gRPC" in banner, (proc.returncode, err)
     assert proc.returncode == 0, err
     assert "SIGHUP: reloading policies" in err
