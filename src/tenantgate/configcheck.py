@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import stat
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -25,6 +24,7 @@ from tenantgate.config import (
 from tenantgate.config_env import shown
 from tenantgate.core.request import is_tenant_id
 from tenantgate.errors import ConfigError
+from tenantgate.paths import NotRegularFile, open_regular
 
 MAX_WORKERS = 64  # server.workers
 GRPC_INT_MAX = 2**31 - 1  # gRPC channel arguments and the concurrent-call limit are C ints
@@ -378,14 +378,10 @@ def _check_audit_path(path: str) -> None:
         raise ConfigError(f"audit.path {path} exists and is not a regular file (a FIFO, a device or a directory)")
 
 
-_FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-               stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
-
-
 def _check_files_read_at_start(s: Settings) -> None:
     """Certificate and key files that exist must be regular files (links followed): open() of a FIFO without a
-    writer blocked, so `serve` waited at start-up for good with no message (hostile review). A missing file is
-    left to the reader, which names it."""
+    writer blocked, so `serve` waited at start-up for good with no message (hostile review). A file that cannot be
+    opened (missing, unreadable) is left to its reader, which names it."""
     tls = s.server.tls
     for key, path in (("server.tls.cert_file", tls.cert_file), ("server.tls.key_file", tls.key_file),
                       ("server.tls.client_ca_file", tls.client_ca_file), ("http.cert_file", s.http.cert_file),
@@ -393,11 +389,11 @@ def _check_files_read_at_start(s: Settings) -> None:
         if not path:
             continue
         try:
-            kind = stat.S_IFMT(os.stat(path).st_mode)
+            os.close(open_regular(path, follow_symlinks=True))
+        except NotRegularFile as err:
+            raise ConfigError(f"{key} {path} is {err.strerror}") from err
         except OSError:
             continue
-        if kind != stat.S_IFREG:
-            raise ConfigError(f"{key} {path} is not a regular file ({_FILE_KINDS.get(kind, f'file type {kind:o}')})")
 
 
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]"})  # every address: it overlaps any other host's port

@@ -18,6 +18,8 @@ from typing import Any, BinaryIO
 
 from tenantgate import paths
 from tenantgate.audit.chain import MalformedRecord, parse_plain
+from tenantgate.audit.checkpoint import CHECKPOINT
+from tenantgate.audit.recovery import RECOVERED
 from tenantgate.audit.snapshot import ChainFile
 
 # Decisions: principal_tenant, resource_tenant. Grant events: the tenant a grant opens (target_tenant), the tenant of
@@ -25,7 +27,7 @@ from tenantgate.audit.snapshot import ChainFile
 # grant steps its people took, the refused ones included.
 TENANT_FIELDS = ("principal_tenant", "resource_tenant", "target_tenant", "actor_tenant", "operator_tenant")
 # Every record_type the sink writes (README, "Audit records"): a query for any other finds nothing.
-RECORD_TYPES = ("decision", "grant_event", "checkpoint", "audit_recovered", "audit_probe")
+RECORD_TYPES = ("decision", "grant_event", CHECKPOINT, RECOVERED, "audit_probe")
 _BLOCK = 64 * 1024
 # The longest line read: a record the sink writes is a few KiB (request strings are clipped to 256 characters),
 # and recovery looks for one in the last 1 MiB (``files.TAIL_WINDOW``). A longer line is skipped unread.

@@ -42,11 +42,20 @@ def _stop_before_serving(_signum: int, _frame: Any) -> None:
     raise _StopBeforeServing
 
 
-_hangups_before_serving: list[int] = []  # SIGHUPs that arrived while `serve` was still starting
+class _EarlyHangups:
+    """The SIGHUP handler while ``serve`` is still starting: remembers that one came, and ``replay`` sends it
+    again once the server handles SIGHUP itself (a reload of what changed meanwhile)."""
 
+    def __init__(self) -> None:
+        self.came = False
 
-def _hangup_before_serving(signum: int, _frame: Any) -> None:
-    _hangups_before_serving.append(signum)
+    def __call__(self, _signum: int, _frame: Any) -> None:
+        self.came = True
+
+    def replay(self) -> None:
+        if self.came:
+            self.came = False
+            os.kill(os.getpid(), signal.SIGHUP)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -58,23 +67,16 @@ def _serve(args: argparse.Namespace) -> int:
     changed meanwhile (hostile review: SIGHUP's default action killed the starting server, exit 129)."""
     late = quiet_grpc_core()
     previous = signal.signal(signal.SIGTERM, _stop_before_serving)
-    previous_hangup = signal.signal(signal.SIGHUP, _hangup_before_serving)
-    _hangups_before_serving.clear()
+    hangups = _EarlyHangups()
+    previous_hangup = signal.signal(signal.SIGHUP, hangups)
     try:
-        return _serve_until_stopped(args, late)
+        return _serve_until_stopped(args, hangups, late)
     except _StopBeforeServing:
         print("tenantgate: SIGTERM while starting: stopped before serving", file=sys.stderr)
         return EXIT_OK
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGHUP, previous_hangup)
-
-
-def _hangup_again_if_one_came() -> None:
-    """Once the server handles SIGHUP (a reload): send it the one that arrived while it started, if any."""
-    if _hangups_before_serving:
-        _hangups_before_serving.clear()
-        os.kill(os.getpid(), signal.SIGHUP)
 
 
 def quiet_grpc_core() -> bool:
@@ -92,7 +94,7 @@ def quiet_grpc_core() -> bool:
     return late
 
 
-def _serve_until_stopped(args: argparse.Namespace, grpc_verbosity_late: bool = False) -> int:
+def _serve_until_stopped(args: argparse.Namespace, hangups: _EarlyHangups, grpc_verbosity_late: bool = False) -> int:
     from tenantgate.observability.logging import configure
 
     settings = _settings(args) if args.workers is None else _settings_with_workers(args)
@@ -112,7 +114,7 @@ def _serve_until_stopped(args: argparse.Namespace, grpc_verbosity_late: bool = F
     built = application.build(settings)
 
     def started(port: int) -> None:
-        _hangup_again_if_one_came()  # app.serve handles SIGHUP before it calls this
+        hangups.replay()  # app.serve handles SIGHUP before it calls this
         _banner(settings, _served(built, port))
 
     asyncio.run(application.serve(built, started))
