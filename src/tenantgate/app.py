@@ -131,7 +131,7 @@ def build_audit_sink(a: AuditSettings, worker: int = 0) -> JsonlAuditSink | TeeA
     chained = JsonlAuditSink(a.path, durability="fsync" if a.durability == "fsync" else "flush",
                              rotate_bytes=a.rotate_bytes, keep_files=a.keep_files,
                              checkpoint_key=a.checkpoint_key_file or None, checkpoint_every=a.checkpoint_every,
-                             checkpoint_seconds=a.checkpoint_seconds, worker=worker)
+                             checkpoint_seconds=a.checkpoint_seconds, worker=worker, deployment=a.deployment_id)
     return TeeAuditSink(chained, StreamAuditSink()) if a.stdout else chained
 
 

@@ -123,6 +123,7 @@ class AuditSettings:
     keep_files: int = 10  # rotated files kept (audit.jsonl.1 ... .N); 0 = keep all
     checkpoint_key_file: str = ""  # Ed25519 private key (PEM) for signed checkpoints; "" = none
     checkpoint_every: int = 1000  # records between signed checkpoints
+    deployment_id: str = ""  # signed into every checkpoint with the worker number; `audit verify --deployment`
     checkpoint_seconds: float = 60.0  # also after this many seconds (0 = only by count)
     stdout: bool = False  # also print each record as a JSON line on stdout (for a log shipper)
 

@@ -251,9 +251,6 @@ def test_signed_checkpoints_do_not_anchor_the_end_a_cut_through_them_with_the_he
     assert report.intact and report.signatures_verified == 1
 
 
-@pytest.mark.xfail(strict=True, reason="checkpoint signatures do not bind the chain they belong to (worker, "
-                   "deployment): a chain replaced by another chain signed with the same key verifies; fix: sign a "
-                   "chain identity (worker number, a deployment id from the config) and check it in verify")
 def test_a_chain_replaced_by_another_workers_signed_chain_is_caught_with_the_public_key(tmp_path):
     """Hostile review: worker 0's whole chain (head file included) replaced by a copy of worker 1's verified OK with
     --public-key, --max-unsigned, --from-genesis and --all-workers: worker 0's decisions were gone without a trace,

@@ -2,13 +2,18 @@
 
 A checkpoint is an ordinary chain record::
 
-    {"record_type": "checkpoint", "time": ..., "count": N, "chain_head": H, "key_id": K, "signature": S,
-     "seq": N + 1, "prev_hash": H, "hash": ...}
+    {"record_type": "checkpoint", "time": ..., "count": N, "chain_head": H, "deployment": D, "worker": W,
+     "key_id": K, "signature": S, "seq": N + 1, "prev_hash": H, "hash": ...}
 
-``count`` is the seq of the last record it covers and ``chain_head`` that record's hash. ``signature`` is
-the base64 Ed25519 signature over ``C({"chain_head", "count", "key_id", "record_type", "time"})`` (the
-canonical encoding of ``chain.py``). ``key_id`` is the first 16 hex digits of the SHA-256 of the raw
-32-byte public key.
+``count`` is the seq of the last record it covers and ``chain_head`` that record's hash. ``deployment``
+(``audit.deployment_id``, "" when not set) and ``worker`` (the worker number of ``serve --workers``, 0 for a
+single process) name the chain it signs: every worker's chain is signed with the same key, so without them a
+chain replaced whole by another worker's verified. ``signature`` is the base64 Ed25519 signature over
+``C({"chain_head", "count", "deployment", "key_id", "record_type", "time", "worker"})`` (the canonical
+encoding of ``chain.py``). ``key_id`` is the first 16 hex digits of the SHA-256 of the raw 32-byte public key.
+
+A checkpoint proves its chain's identity only against one the verifier knows by other means (the worker
+number from the file name, the deployment from the operator): see ``verify.py``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +33,20 @@ from tenantgate.audit.chain import canonical
 from tenantgate.errors import ConfigError
 
 CHECKPOINT = "checkpoint"
-_SIGNED_FIELDS = ("chain_head", "count", "key_id", "record_type", "time")
+_SIGNED_FIELDS = ("chain_head", "count", "deployment", "key_id", "record_type", "time", "worker")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainIdentity:
+    """Which chain a checkpoint signs: ``deployment`` (``audit.deployment_id``, "" when not set) and ``worker``
+    (0 for a single process or worker 0 of ``serve --workers``)."""
+
+    deployment: str = ""
+    worker: int = 0
+
+    def __str__(self) -> str:
+        deployment = f"deployment {self.deployment!r}" if self.deployment else "no deployment id"
+        return f"worker {self.worker}'s chain ({deployment})"
 
 
 def load_private_key(source: str | os.PathLike[str] | Ed25519PrivateKey) -> Ed25519PrivateKey:
@@ -72,34 +91,51 @@ def key_id(public: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def checkpoint_fields(key: Ed25519PrivateKey, *, count: int, chain_head: str, time: str) -> dict[str, Any]:
-    """The fields of a checkpoint covering records 1..``count`` whose last hash is ``chain_head``."""
+def checkpoint_fields(key: Ed25519PrivateKey, *, count: int, chain_head: str, time: str,
+                      chain: ChainIdentity) -> dict[str, Any]:
+    """The fields of a checkpoint of ``chain`` covering records 1..``count`` whose last hash is ``chain_head``."""
     fields: dict[str, Any] = {"record_type": CHECKPOINT, "time": time, "count": count, "chain_head": chain_head,
+                              "deployment": chain.deployment, "worker": chain.worker,
                               "key_id": key_id(key.public_key())}
     fields["signature"] = base64.b64encode(key.sign(_payload(fields))).decode("ascii")
     return fields
 
 
-def check_checkpoint(fields: dict[str, Any], seq: int, prev_hash: str,
-                     public: Ed25519PublicKey | None) -> str:
+def check_checkpoint(fields: dict[str, Any], seq: int, prev_hash: str, public: Ed25519PublicKey | None, *,
+                     worker: int, deployment: str | None) -> str:
     """Why a checkpoint record is invalid, or "" when it is valid.
 
-    Without a public key only the structure and its agreement with the chain (``count == seq - 1``,
-    ``chain_head == prev_hash``) are checked.
+    It must sign the chain of ``worker`` and, unless ``deployment`` is None (not checked), of ``deployment``.
+    Without a public key only the structure, its agreement with the chain (``count == seq - 1``,
+    ``chain_head == prev_hash``) and the chain it names are checked. A checkpoint of the format before
+    checkpoints named their chain (no ``worker`` nor ``deployment``) is invalid, with a message saying so:
+    it could be any chain's signed with the same key.
     """
     if fields.get("count") != seq - 1 or fields.get("chain_head") != prev_hash:
         return "checkpoint count/chain_head do not match its place in the chain"
-    signature = fields.get("signature")
-    if not isinstance(signature, str) or not all(isinstance(fields.get(k), (str, int)) for k in _SIGNED_FIELDS):
+    if "worker" not in fields and "deployment" not in fields:
+        return ("checkpoint of the old format that does not name its chain (no worker, no deployment): refused, "
+                "it could be any chain's signed with the same key; verify this log with the release that wrote it, "
+                "and start a new one")
+    signature, named_worker, named_deployment = fields.get("signature"), fields.get("worker"), fields.get("deployment")
+    if not isinstance(signature, str) or not isinstance(named_deployment, str) or \
+            not isinstance(named_worker, int) or isinstance(named_worker, bool) or \
+            not all(isinstance(fields.get(name), (str, int)) for name in _SIGNED_FIELDS):
         return "checkpoint fields are missing or ill-typed"
-    if public is None:
-        return ""
-    if fields.get("key_id") != key_id(public):
-        return f"checkpoint signed by key {fields.get('key_id')!r}, not by the given public key ({key_id(public)})"
-    try:
-        public.verify(base64.b64decode(signature, validate=True), _payload(fields))
-    except (InvalidSignature, ValueError):
-        return "checkpoint signature does not verify"
+    if public is not None:
+        if fields.get("key_id") != key_id(public):
+            return f"checkpoint signed by key {fields.get('key_id')!r}, not by the given public key " \
+                f"({key_id(public)})"
+        try:
+            public.verify(base64.b64decode(signature, validate=True), _payload(fields))
+        except (InvalidSignature, ValueError):
+            return "checkpoint signature does not verify"
+    # INVARIANT: a checkpoint counts for the chain the verifier knows it is verifying, never for the one it names.
+    signed = ChainIdentity(named_deployment, named_worker)
+    if named_worker != worker or (deployment is not None and named_deployment != deployment):
+        expected = f"worker {worker}'s" if deployment is None else str(ChainIdentity(deployment, worker))
+        return f"checkpoint signs {signed}, not {expected}: another chain in this one's place (or a log renamed: " \
+            "say whose it is, verify --worker / --deployment)"
     return ""
 
 

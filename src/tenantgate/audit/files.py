@@ -22,6 +22,7 @@ from tenantgate.paths import open_regular
 HEAD_SIZE = 160  # bytes; the head file is rewritten in place with one pwrite of this fixed size
 TAIL_WINDOW = 1 << 20  # how far back from the end recovery looks for the last intact record
 _ROTATED = re.compile(r"^(?P<live>.+)\.(?P<n>[1-9][0-9]*)$")
+_WORKER = re.compile(r".-w([1-9][0-9]*)$")  # the end of a worker's stem (``worker_path``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,14 @@ def worker_path(path: str | os.PathLike[str], worker: int) -> Path:
     if worker == 0:
         return base
     return base.with_name(f"{base.stem}-w{worker}{base.suffix}")
+
+
+def worker_of(live: Path) -> int:
+    """The worker whose chain ``live`` is by its name (``worker_path`` reversed): N for ``<stem>-wN<suffix>``,
+    else 0. A name is all a file says about its chain: a log renamed (or an ``audit.path`` that ends in
+    ``-wN`` itself) is taken for another worker's."""
+    match = _WORKER.search(live.stem)
+    return int(match[1]) if match else 0
 
 
 def rotated_path(live: Path, number: int) -> Path:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tenantgate.audit.chain import CHAIN_FIELDS
-from tenantgate.audit.checkpoint import load_private_key
+from tenantgate.audit.checkpoint import ChainIdentity, load_private_key
 from tenantgate.audit.commit import GroupCommitter
 from tenantgate.audit.files import worker_path
 from tenantgate.audit.writer import AuditStats, BatchItem, ChainWriter
@@ -65,7 +65,9 @@ class JsonlAuditSink:
     before anything else it writes on a chain it did not write last (restart, another writer) that does not
     end in one, so every unsigned run is one keyed writer's, at most ``checkpoint_every`` records.
     ``worker`` > 0 writes worker N's own chain to ``<stem>-wN<suffix>``: separate processes should not share
-    a chain (they serialise on its lock).
+    a chain (they serialise on its lock). Each checkpoint signs which chain it is: ``worker`` and
+    ``deployment`` (``audit.deployment_id``), so verify can tell it from another chain signed with the same
+    key (``verify.py``).
 
     The live file, its head file and rotated files must be regular files: a symbolic link at their own name is
     not followed and a FIFO or device is never written to or waited on (the live file: ``AuditUnavailable``;
@@ -79,7 +81,7 @@ class JsonlAuditSink:
     def __init__(self, path: str | os.PathLike[str], *, durability: Durability = "flush", rotate_bytes: int = 0,
                  keep_files: int = 10, checkpoint_key: str | os.PathLike[str] | Ed25519PrivateKey | None = None,
                  checkpoint_every: int = 1000, checkpoint_seconds: float = 0.0, worker: int = 0,
-                 clock: Clock | None = None, lock_timeout: float = 5.0,
+                 deployment: str = "", clock: Clock | None = None, lock_timeout: float = 5.0,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")
@@ -90,7 +92,8 @@ class JsonlAuditSink:
         key = None if checkpoint_key is None else load_private_key(checkpoint_key)
         self._clock = clock or SystemClock()  # the checkpoint record's ``time``, the probe's
         self._writer = ChainWriter(self.path, sync=durability == "fsync", rotate_bytes=rotate_bytes,
-                                   keep_files=keep_files, key=key, checkpoint_every=checkpoint_every,
+                                   keep_files=keep_files, key=key, chain=ChainIdentity(deployment, worker),
+                                   checkpoint_every=checkpoint_every,
                                    checkpoint_seconds=checkpoint_seconds, clock=self._clock,
                                    lock_timeout=lock_timeout, monotonic=monotonic)
         self._committer: GroupCommitter[BatchItem] = GroupCommitter(self._writer.flush)

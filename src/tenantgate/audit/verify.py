@@ -8,6 +8,11 @@ Files are opened with ``open_regular``: a FIFO, device or directory in the place
 file is a finding (``not_regular``), never waited on. A finding's fields hold what the log says (an id may
 hold any character); its ``str`` escapes what a terminal would interpret.
 
+Checkpoints must sign the chain being verified (``checkpoint.ChainIdentity``): the worker given, by default
+the one its live file's name says (``files.worker_of``), and the deployment id given, if any. That is what
+stops a chain replaced whole by another one signed with the same key: the name of the file verified and the
+deployment id the operator passes are what the verifier knows besides the files' contents.
+
 A live log is read from a snapshot (``snapshot.snapshot_chain``): rotations while it is read rename its files
 but change nothing read, and records appended after the snapshot are not read. When names kept changing
 through every attempt, the files held open are judged with a ``replaced_while_read`` note.
@@ -26,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tenantgate.audit.chain import GENESIS_HASH, ChainedRecord, MalformedRecord, parse, parse_plain, record_id
 from tenantgate.audit.checkpoint import CHECKPOINT, check_checkpoint
-from tenantgate.audit.files import ChainHead, head_path, split_rotated
+from tenantgate.audit.files import ChainHead, head_path, split_rotated, worker_of
 from tenantgate.audit.query import MAX_LINE_BYTES, Oversized, chain_lines, open_chain_file
 from tenantgate.audit.recovery import RECOVERED
 from tenantgate.audit.snapshot import ChainFile, ChainSnapshot, read_head_file, snapshot_chain
@@ -86,6 +91,8 @@ class _State:
     public_key: Ed25519PublicKey | None
     from_genesis: bool
     max_unsigned: int | None
+    worker: int  # the chain's, which its checkpoints must sign
+    deployment: str | None  # the deployment id its checkpoints must sign; None: not checked
     findings: list[Finding] = field(default_factory=list)
     records: int = 0
     first_seq: int = 0
@@ -105,9 +112,13 @@ class _State:
 
 
 def verify_log(path: str | os.PathLike[str], *, public_key: Ed25519PublicKey | None = None,
-               from_genesis: bool = False, max_unsigned: int | None = None) -> VerifyReport:
+               from_genesis: bool = False, max_unsigned: int | None = None, worker: int | None = None,
+               deployment: str | None = None) -> VerifyReport:
     """Verify the chain of a live log (its rotated predecessors ``.N`` ... ``.1`` first) against its head file,
     as it was at one instant (``snapshot_chain``), however it rotates or grows while it is read.
+
+    ``worker``: whose chain it is (None: by the live file's name, ``worker_of``); ``deployment``: the
+    ``audit.deployment_id`` it was written with (None: not checked). Every checkpoint must sign both.
 
     Given a rotated file (``audit.jsonl.3``) only that file is checked. Raises ``OSError`` when a file
     cannot be read (``FileNotFoundError`` when there is no file at all, not even a head file; a head file
@@ -117,19 +128,22 @@ def verify_log(path: str | os.PathLike[str], *, public_key: Ed25519PublicKey | N
     live, number = split_rotated(Path(path))
     if number:
         return verify_files([Path(path)], public_key=public_key, from_genesis=from_genesis,
-                            max_unsigned=max_unsigned)
+                            max_unsigned=max_unsigned, worker=worker, deployment=deployment)
     with snapshot_chain(live) as snapshot:
         if snapshot.empty:  # with a head file: every file of a chain was removed
             raise FileNotFoundError(2, "No such file or directory", str(live))
-        return verify_snapshot(snapshot, public_key=public_key, from_genesis=from_genesis, max_unsigned=max_unsigned)
+        return verify_snapshot(snapshot, public_key=public_key, from_genesis=from_genesis, max_unsigned=max_unsigned,
+                               worker=worker, deployment=deployment)
 
 
 def verify_snapshot(snapshot: ChainSnapshot, *, public_key: Ed25519PublicKey | None = None,
-                    from_genesis: bool = False, max_unsigned: int | None = None) -> VerifyReport:
-    """Verify the files of ``snapshot`` as one chain against the head file read with them (see ``verify_files``).
-    Raises ``OSError`` when a file cannot be read."""
-    report = _verify(snapshot.files, head_path(snapshot.live), (snapshot.head, snapshot.head_error), public_key,
-                     from_genesis, max_unsigned)
+                    from_genesis: bool = False, max_unsigned: int | None = None, worker: int | None = None,
+                    deployment: str | None = None) -> VerifyReport:
+    """Verify the files of ``snapshot`` as one chain against the head file read with them (see ``verify_files``;
+    ``worker`` None: by the name of the snapshot's live file). Raises ``OSError`` when a file cannot be read."""
+    chain = _State(None, public_key, from_genesis, max_unsigned,
+                   worker_of(snapshot.live) if worker is None else worker, deployment)
+    report = _verify(chain, snapshot.files, head_path(snapshot.live), (snapshot.head, snapshot.head_error))
     if snapshot.settled:
         return report
     note = Finding("replaced_while_read", str(snapshot.live), 0, "", 0, "the log's files kept being renamed or "
@@ -140,7 +154,8 @@ def verify_snapshot(snapshot: ChainSnapshot, *, public_key: Ed25519PublicKey | N
 
 def verify_files(files: Sequence[str | os.PathLike[str]], *, head_file: str | os.PathLike[str] | None = None,
                  public_key: Ed25519PublicKey | None = None, from_genesis: bool = False,
-                 max_unsigned: int | None = None) -> VerifyReport:
+                 max_unsigned: int | None = None, worker: int | None = None,
+                 deployment: str | None = None) -> VerifyReport:
     """Verify ``files`` (oldest first) as one chain.
 
     ``head_file``: the chain's head sidecar; when given, a chain that ends before the seq it names is
@@ -148,17 +163,19 @@ def verify_files(files: Sequence[str | os.PathLike[str]], *, head_file: str | os
     file naming records is reported as the whole log missing. ``public_key``: checkpoint
     signatures are verified and at least one valid checkpoint is required. ``from_genesis``: the chain must
     start at seq 1 from the genesis hash. ``max_unsigned``: at most this many records may precede each
-    checkpoint or follow the last one. Raises ``OSError`` when a file cannot be read.
+    checkpoint or follow the last one. ``worker``: whose chain it is, by default the one the name of the last
+    file's live file says (``worker_of``); ``deployment``: the deployment id (None: not checked). Every
+    checkpoint must sign both. Raises ``OSError`` when a file cannot be read.
     """
     head = None if head_file is None else Path(head_file)
-    return _verify([ChainFile(Path(f)) for f in files], head, None if head is None else read_head_file(head),
-                   public_key, from_genesis, max_unsigned)
+    if worker is None:
+        worker = worker_of(split_rotated(Path(files[-1]))[0]) if files else 0
+    chain = _State(None, public_key, from_genesis, max_unsigned, worker, deployment)
+    return _verify(chain, [ChainFile(Path(f)) for f in files], head, None if head is None else read_head_file(head))
 
 
-def _verify(files: Sequence[ChainFile], head_file: Path | None,
-            head: tuple[ChainHead | None, Exception | None] | None, public_key: Ed25519PublicKey | None,
-            from_genesis: bool, max_unsigned: int | None) -> VerifyReport:
-    state = _State(None, public_key, from_genesis, max_unsigned)
+def _verify(state: _State, files: Sequence[ChainFile], head_file: Path | None,
+            head: tuple[ChainHead | None, Exception | None] | None) -> VerifyReport:
     if head_file is not None and head is not None:
         _load_head(state, head_file, *head)
     for file in files:
@@ -271,7 +288,8 @@ def _check_link(state: _State, where: tuple[str, int, str], record: ChainedRecor
 def _check_kind(state: _State, where: tuple[str, int, str], record: ChainedRecord) -> None:
     kind = record.record_type
     if kind == CHECKPOINT:
-        problem = check_checkpoint(record.fields, record.seq, record.prev_hash, state.public_key)
+        problem = check_checkpoint(record.fields, record.seq, record.prev_hash, state.public_key,
+                                   worker=state.worker, deployment=state.deployment)
         if problem:
             state.add("bad_checkpoint", where, record.seq, problem)
             return
@@ -324,8 +342,8 @@ def _finish(state: _State, paths: list[Path], head_file: str | os.PathLike[str] 
         state.add("unsigned", last, state.last_seq, f"{state.since_checkpoint} records after the last checkpoint "
                   f"(more than {state.max_unsigned})")
     if state.public_key is not None and state.records and not state.verified:
-        state.add("unsigned", last, state.last_seq, "no checkpoint signed by the given key: the whole chain could "
-                  "have been rewritten")
+        state.add("unsigned", last, state.last_seq, "no valid checkpoint of this chain signed by the given key: the "
+                  "whole chain could have been rewritten or replaced")
     elif state.public_key is None and state.checkpoints:
         state.add("signatures_unchecked", last, 0, f"{state.checkpoints} checkpoint signature(s) not checked "
                   "(no public key given)", tampered=False)

@@ -23,7 +23,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tenantgate.audit.chain import SealedRecord, seal
-from tenantgate.audit.checkpoint import checkpoint_fields
+from tenantgate.audit.checkpoint import ChainIdentity, checkpoint_fields
 from tenantgate.audit.fileio import append_all, close_quietly, rotate, unlock
 from tenantgate.audit.files import ChainHead, encode_head, head_path, rotated_path, same_file
 from tenantgate.audit.livechain import LiveChain, LiveFileMoved
@@ -72,16 +72,19 @@ class ChainWriter(LiveChain):
     ``flush`` is the ``GroupCommitter``'s flush of ``JsonlAuditSink``: only the batch leader calls it, one batch
     at a time, so nothing here is locked against threads (``flock`` guards the file against other writers).
     ``sync``: fsync each batch, the head file and set-aside evidence (``"fsync"`` durability). ``key``: sign
-    checkpoints every ``checkpoint_every`` records and after ``checkpoint_seconds`` (see ``JsonlAuditSink``).
+    checkpoints of ``chain`` every ``checkpoint_every`` records and after ``checkpoint_seconds`` (see
+    ``JsonlAuditSink``).
     """
 
     def __init__(self, path: Path, *, sync: bool, rotate_bytes: int, keep_files: int,
-                 key: Ed25519PrivateKey | None, checkpoint_every: int, checkpoint_seconds: float, clock: Clock,
-                 lock_timeout: float, monotonic: Callable[[], float]) -> None:
+                 key: Ed25519PrivateKey | None, chain: ChainIdentity, checkpoint_every: int,
+                 checkpoint_seconds: float, clock: Clock, lock_timeout: float,
+                 monotonic: Callable[[], float]) -> None:
         super().__init__(path, sync=sync, clock=clock, lock_timeout=lock_timeout)
         self._rotate_bytes = rotate_bytes
         self._keep_files = keep_files
         self._key = key
+        self._identity = chain
         self._every = checkpoint_every
         self._seconds = checkpoint_seconds
         self._monotonic = monotonic  # when a timed checkpoint is due
@@ -209,9 +212,8 @@ class ChainWriter(LiveChain):
         timed = bool(self._seconds) and tick - self._last_checkpoint >= self._seconds
         return timed or any(i.checkpoint for i in items)
 
-    @staticmethod
-    def _seal_checkpoint(key: Ed25519PrivateKey, head: ChainHead, now: float) -> SealedRecord:
-        fields = checkpoint_fields(key, count=head.seq, chain_head=head.hash, time=rfc3339(now))
+    def _seal_checkpoint(self, key: Ed25519PrivateKey, head: ChainHead, now: float) -> SealedRecord:
+        fields = checkpoint_fields(key, count=head.seq, chain_head=head.hash, time=rfc3339(now), chain=self._identity)
         return seal(fields, head.seq + 1, head.hash)
 
     def _maybe_rotate(self, fd: int, size: int) -> int:

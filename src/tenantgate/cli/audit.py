@@ -40,7 +40,8 @@ class _Chain:
     chain of the live file ``live`` (files and head file found by a snapshot when it is read).
 
     ``expected`` (verify ``--all-workers`` only): why the chain must exist, reported when no file of it is
-    left, not even its head file; "" otherwise.
+    left, not even its head file; "" otherwise. ``worker``: whose chain it is, when known other than by its
+    name (``--all-workers``); None: by its name.
     """
 
     files: list[Path]
@@ -48,6 +49,7 @@ class _Chain:
     live: Path
     expected: str = ""
     whole: bool = False
+    worker: int | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,6 +85,11 @@ def add_commands(sub: Any) -> None:
                         help="require the chain to start at seq 1 (nothing rotated away or cut off the front)")
     verify.add_argument("--max-unsigned", type=int, metavar="N",
                         help="at most N records before each checkpoint and after the last one")
+    verify.add_argument("--worker", type=int, metavar="N",
+                        help="the chain is worker N's (default: by its file name, <stem>-wN<suffix> or else 0); "
+                             "checkpoints must sign it")
+    verify.add_argument("--deployment", metavar="ID",
+                        help="checkpoints must sign this audit.deployment_id (default: not checked)")
     verify.add_argument("--json", action="store_true", help="one JSON report per chain")
     verify.set_defaults(handler=_verify)
 
@@ -111,12 +118,16 @@ def _verify(args: argparse.Namespace) -> int:
     key = load_public_key(args.public_key) if args.public_key else None
     if args.max_unsigned is not None and args.max_unsigned < 0:
         return _fail("--max-unsigned must be >= 0")
+    if args.worker is not None and (args.worker < 0 or args.all_workers):
+        return _fail("--worker must be >= 0, and names one chain's worker: not with --all-workers")
     paths = _paths(args)
     if directory := next((path for path in paths if path.is_dir()), None):
         return _fail(f"{directory} is a directory: name the log file (e.g. {directory / 'audit.jsonl'})")
     _allow_open_files()
     try:
         chains = _chains(paths, in_order=args.in_order, all_workers=args.all_workers)
+        if args.worker is not None and len(chains) > 1:
+            return _fail(f"--worker names one chain's worker, but the PATHs are {len(chains)} chains")
         reports = [_verify_chain(chain, key, args) for chain in chains]
     except RotatedWhileRead as err:
         return _fail(f"audit log {err.filename}: {err.strerror}")
@@ -140,13 +151,15 @@ def _verify_chain(chain: _Chain, key: Ed25519PublicKey | None, args: argparse.Na
     from tenantgate.audit.snapshot import snapshot_chain
     from tenantgate.audit.verify import missing_chain, verify_files, verify_snapshot
 
-    genesis, unsigned = args.from_genesis, args.max_unsigned
+    genesis, unsigned, deployment = args.from_genesis, args.max_unsigned, args.deployment
+    worker = args.worker if args.worker is not None else chain.worker
     if not chain.whole:
         return verify_files(chain.files, head_file=chain.head, public_key=key, from_genesis=genesis,
-                            max_unsigned=unsigned)
+                            max_unsigned=unsigned, worker=worker, deployment=deployment)
     with snapshot_chain(chain.live) as snapshot:
         if not snapshot.empty:  # a head file alone is a chain of no files: verify says what it names is missing
-            return verify_snapshot(snapshot, public_key=key, from_genesis=genesis, max_unsigned=unsigned)
+            return verify_snapshot(snapshot, public_key=key, from_genesis=genesis, max_unsigned=unsigned,
+                                   worker=worker, deployment=deployment)
     if chain.expected:
         return missing_chain(chain.live, chain.expected)
     raise FileNotFoundError(2, "No such file or directory", str(chain.live))
@@ -235,7 +248,7 @@ def _chains(paths: list[Path], *, in_order: bool, all_workers: bool) -> list[_Ch
 
     ``all_workers``: the worker chains beside each live PATH too, every worker from 1 to the highest one
     found; each of them (worker 0, the PATH, included) is ``expected``, reported missing when no file of it
-    is left at all.
+    is left at all, and is known to be that worker's (the PATH worker 0's, unless it is another PATH's worker).
     """
     from tenantgate.audit.files import head_path, split_rotated
 
@@ -244,13 +257,16 @@ def _chains(paths: list[Path], *, in_order: bool, all_workers: bool) -> list[_Ch
         return [_Chain(paths, head_path(paths[-1]) if last_live else None, paths[-1])]
     groups: dict[Path, list[tuple[int, Path]]] = {}
     expected: dict[Path, str] = {}  # chains that must exist (a higher-numbered worker's does): why
+    worker_of: dict[Path, int] = {}  # with all_workers: whose each chain is
     for path in paths:
         live, number = split_rotated(path)
         groups.setdefault(live, []).append((number, path))
         if all_workers and number == 0:
             workers = _worker_files(live)
+            worker_of.setdefault(live, 0)
             for worker, worker_live in enumerate(workers, 1):
                 groups.setdefault(worker_live, [(0, worker_live)])
+                worker_of[worker_live] = worker
                 expected[worker_live] = f"worker {worker}'s chain has no file left (log, rotated file or head " \
                     f"file), but worker {len(workers)}'s has: it was deleted (every worker writes one from its start)"
             if workers:
@@ -260,10 +276,12 @@ def _chains(paths: list[Path], *, in_order: bool, all_workers: bool) -> list[_Ch
     chains: list[_Chain] = []
     for live, members in groups.items():
         if [number for number, _path in members] == [0]:
-            chains.append(_Chain([], head_path(live), live, expected.get(live, ""), whole=True))
+            chains.append(_Chain([], head_path(live), live, expected.get(live, ""), whole=True,
+                                 worker=worker_of.get(live)))
         else:
             ordered = [path for _number, path in sorted(set(members), key=lambda m: (m[0] == 0, -m[0]))]
-            chains.append(_Chain(ordered, head_path(live) if any(n == 0 for n, _p in members) else None, live))
+            chains.append(_Chain(ordered, head_path(live) if any(n == 0 for n, _p in members) else None, live,
+                                 worker=worker_of.get(live)))
     return chains
 
 

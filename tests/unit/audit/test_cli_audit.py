@@ -194,3 +194,57 @@ def test_verify_all_workers_reports_a_deleted_worker_0_chain_as_missing_not_as_a
     assert f"TAMPERED {log}:0: worker 0's chain has no file left" in out and out.count("OK: 3 records") == 2
     assert run(["audit", "verify", str(log)]) == 1  # without --all-workers nothing says it existed
     assert run(["audit", "verify", "--all-workers", str(tmp_path / "other.jsonl")]) == 1  # no chain at all
+
+
+def _public_key_file(tmp_path, signing_key):
+    public = tmp_path / "audit.pub.pem"
+    public.write_bytes(signing_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                              serialization.PublicFormat.SubjectPublicKeyInfo))
+    return str(public)
+
+
+def _signed_workers(tmp_path, event, signing_key, workers=2, deployment=""):
+    log = tmp_path / "audit.jsonl"
+    for worker in range(workers):
+        sink = JsonlAuditSink(log, checkpoint_key=signing_key, checkpoint_every=2, worker=worker,
+                              deployment=deployment)
+        for i in range(4):
+            sink.write(event(100 * worker + i))
+        sink.close()
+    return log
+
+
+def test_verify_all_workers_catches_a_workers_chain_replaced_by_another_workers(tmp_path, event, signing_key, capsys):
+    log = _signed_workers(tmp_path, event, signing_key)
+    public = _public_key_file(tmp_path, signing_key)
+    assert run(["audit", "verify", "--all-workers", "--public-key", public, str(log)]) == 0
+    worker1 = tmp_path / "audit-w1.jsonl"
+    for name in ("", ".head"):
+        (tmp_path / f"audit-w1.jsonl{name}").write_bytes((tmp_path / f"audit.jsonl{name}").read_bytes())
+    capsys.readouterr()
+    assert run(["audit", "verify", "--all-workers", "--public-key", public, str(log)]) == 4
+    out = capsys.readouterr().out
+    assert f"TAMPERED {worker1}:3: seq 3: checkpoint signs worker 0's chain (no deployment id), not worker 1's" in out
+
+
+def test_verify_worker_says_whose_chain_a_renamed_log_is(tmp_path, event, signing_key, capsys):
+    _signed_workers(tmp_path, event, signing_key)
+    public = _public_key_file(tmp_path, signing_key)
+    archived = tmp_path / "archive" / "host-a-2026-12.jsonl"
+    archived.parent.mkdir()
+    archived.write_bytes((tmp_path / "audit-w1.jsonl").read_bytes())
+    assert run(["audit", "verify", "--public-key", public, str(archived)]) == 4  # by its name: worker 0's
+    assert "say whose it is, verify --worker" in capsys.readouterr().out
+    assert run(["audit", "verify", "--public-key", public, "--worker", "1", str(archived)]) == 0
+    assert run(["audit", "verify", "--worker", "1", "--all-workers", str(archived)]) == 1
+    assert run(["audit", "verify", "--worker", "-1", str(archived)]) == 1
+    assert run(["audit", "verify", "--worker", "1", str(archived), str(tmp_path / "audit.jsonl")]) == 1
+    assert "--worker names one chain's worker" in capsys.readouterr().err
+
+
+def test_verify_deployment_requires_checkpoints_to_sign_that_deployment_id(tmp_path, event, signing_key, capsys):
+    log = _signed_workers(tmp_path, event, signing_key, workers=1, deployment="eu-1")
+    public = _public_key_file(tmp_path, signing_key)
+    assert run(["audit", "verify", "--public-key", public, "--deployment", "eu-1", str(log)]) == 0
+    assert run(["audit", "verify", "--public-key", public, "--deployment", "us-1", str(log)]) == 4
+    assert "not worker 0's chain (deployment 'us-1')" in capsys.readouterr().out
