@@ -8,9 +8,11 @@ from __future__ import annotations
 import math
 import os
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
+from tenantgate.audit.files import worker_of
 from tenantgate.config import (
     HMAC_ALGORITHMS,
     HTTP_MODES,
@@ -156,6 +158,7 @@ def validate(s: Settings) -> None:
     _check_minima(a, "audit")
     _check_maxima(a, "audit")
     _check_audit_path(a.path)
+    _check_deployment_id(a.deployment_id)
     _positive(s.policies.partition_cache_size, "policies.partition_cache_size")
     if s.policies.decision_cache_size < 0:
         raise ConfigError("policies.decision_cache_size must be 0 (off) or more")
@@ -376,6 +379,16 @@ def _check_audit_path(path: str) -> None:
                           "not follow a link there)")
     if os.path.lexists(path) and not os.path.isfile(path):
         raise ConfigError(f"audit.path {path} exists and is not a regular file (a FIFO, a device or a directory)")
+    if worker_of(Path(path)):
+        raise ConfigError(f"audit.path {path} ends like a worker's log (-wN): `audit verify` would hold it to that "
+                          "worker's chain; choose another name")
+
+
+def _check_deployment_id(value: str) -> None:
+    """Signed into every checkpoint and printed by ``audit verify``: short printable ASCII."""
+    if len(value) > 128 or not all(" " < c <= "~" for c in value):
+        raise ConfigError(f"audit.deployment_id must be at most 128 printable ASCII characters without spaces, "
+                          f"got {shown(value)}")
 
 
 def _check_files_read_at_start(s: Settings) -> None:

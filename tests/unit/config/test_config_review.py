@@ -194,3 +194,21 @@ def test_serve_workers_flag_wins_over_a_zero_in_the_environment(write_config, is
     path = write_config(issuer_table())
     assert main.main(["serve", "--config", str(path), "--workers", "2"]) == main.EXIT_OK
     assert [s.server.workers for s in started] == [2]
+
+
+# 2026-12-05: checkpoints sign the worker number, which `audit verify` reads from the log's name (-wN) and the
+# deployment id, which it prints: a log named like another worker's would never verify as its own, and an id
+# with control characters or megabytes of text went into every checkpoint unchecked.
+@pytest.mark.parametrize("name", ["audit-w1.jsonl", "log-w12"])
+def test_an_audit_path_named_like_a_workers_log_is_refused(load, tmp_path, name):
+    assert "worker's log (-wN)" in refused(load, f'[audit]\npath = "{tmp_path / name}"\n')
+
+
+@pytest.mark.parametrize("value", ["a\\u001bb", "two words", "x" * 129, "caf\\u00e9"])
+def test_a_deployment_id_that_is_not_short_printable_ascii_is_refused(load, value):
+    assert refused(load, f'[audit]\ndeployment_id = "{value}"\n').startswith("audit.deployment_id must be")
+
+
+def test_a_plain_deployment_id_and_a_w_without_a_number_load(load, tmp_path):
+    s = load(f'[audit]\ndeployment_id = "prod-eu-1"\npath = "{tmp_path / "audit-w.jsonl"}"\n')
+    assert s.audit.deployment_id == "prod-eu-1"
