@@ -2,6 +2,8 @@
 Envoy's ext_authz Checks, which have a deadline), so nothing a caller sends may cost it much before the caller
 has proved who it is, and no slow or broken upload may hold what other callers need.
 
+0. ``check_framing`` (every route, before any handler): the request line's HTTP version (505) and the
+   ``Transfer-Encoding`` (501, or 400 on HTTP/1.0): framing we would otherwise take on trust;
 1. ``check_headers``: ``Content-Encoding`` (415), ``Content-Type`` (400), the declared length (413);
 2. (``routes``) the bearer token: a caller without a usable one is refused before its body is read;
 3. ``body_of``: ``100 Continue`` only now, so a refused client never uploads; then the body, bounded by
@@ -28,7 +30,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from aiohttp import hdrs, web
-from aiohttp.http import HttpVersion11
+from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 
 from tenantgate.identity.encoding import parse_strict_json
@@ -60,8 +62,33 @@ class Refused(Exception):
         self.close = close  # answer with "Connection: close": what follows on this connection is not trusted
 
 
+# The request line's version as sent, when it was neither HTTP/1.0 nor HTTP/1.1 (see server._versions_checked:
+# such a request reaches the application as HTTP/1.1, so that even its refusal is an HTTP/1.1 answer).
+SENT_VERSION = web.RequestKey("tenantgate.sent_version", HttpVersion)
+
+
 class ClientGone(Exception):
     """The client hung up while sending its body: nobody is left to answer, nothing to log above debug."""
+
+
+def check_framing(request: web.Request) -> None:
+    """Refuse, before any body is read (the answer closes the connection), a request whose framing we would
+    take on trust: a request line naming a version other than HTTP/1.0 or HTTP/1.1 (505: aiohttp's parser
+    reads ``HTTP/2.0`` or ``HTTP/0.9`` as HTTP/1.x framing); a ``Transfer-Encoding`` other than one ``chunked``
+    (501, RFC 9112 section 6.1: aiohttp's parser takes ``gzip, chunked`` as chunked and decodes nothing else);
+    any ``Transfer-Encoding`` in an HTTP/1.0 request (400: its framing is faulty, RFC 9112 section 6.1).
+    ``Transfer-Encoding`` with ``Content-Length`` never gets here: aiohttp's parser refuses it (400)."""
+    sent = request.get(SENT_VERSION)
+    if sent is not None:
+        raise Refused(505, f"HTTP/{sent.major}.{sent.minor} is not supported: send HTTP/1.1 (or HTTP/1.0)",
+                      close=True)
+    codings = request.headers.getall(hdrs.TRANSFER_ENCODING, [])
+    if not codings:
+        return
+    if request.version == HttpVersion10:
+        raise Refused(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request", close=True)
+    if len(codings) > 1 or not (codings[0].isascii() and codings[0].strip().lower() == "chunked"):
+        raise Refused(501, "Transfer-Encoding must be chunked alone", close=True)
 
 
 def check_headers(request: web.Request, max_body_bytes: int) -> None:

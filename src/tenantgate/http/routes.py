@@ -9,8 +9,10 @@ Errors (AuthZEN 1.0, HTTPS binding): 400 for a body that is not a JSON object or
 missing or ill-typed required members, or a body that cannot be decoded; 401 (with ``WWW-Authenticate``) when
 the bearer token is missing or not accepted, answered before the body is read; 403 when the caller may not
 ask (see ``convert.http_status``); 408 when the body does not arrive in time; 413 above ``max_body_bytes``;
-415 for a ``Content-Encoding`` other than identity, gzip or deflate; 503 above ``max_concurrent_requests``
-decisions in flight (or too many body bytes in transit, or too many large bodies waiting for the worker).
+415 for a ``Content-Encoding`` other than identity, gzip or deflate; 501 for a ``Transfer-Encoding`` other
+than ``chunked`` (400 on HTTP/1.0); 505 for a request line naming neither HTTP/1.0 nor HTTP/1.1; 503 above
+``max_concurrent_requests`` decisions in flight (or too many body bytes in transit, or too many large bodies
+waiting for the worker).
 See ``intake`` for the order; an answer given before the body was in closes the connection. Error bodies are a
 plain-text message. ``X-Request-ID`` is echoed on every answer; every decision's id is also in
 ``X-TenantGate-Decision-Id``.
@@ -83,8 +85,10 @@ _T = TypeVar("_T")
 
 @web.middleware
 async def _request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Echo ``X-Request-ID`` on every answer, errors included (AuthZEN 1.0, request identification)."""
+    """Echo ``X-Request-ID`` on every answer, errors included (AuthZEN 1.0, request identification). A request
+    whose framing is refused (``intake.check_framing``) reaches no handler."""
     try:
+        intake.check_framing(request)
         response = await handler(request)
     except intake.Refused as err:
         response = _error(err.status, err.message)

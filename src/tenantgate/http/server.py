@@ -7,18 +7,25 @@ lets in-flight requests finish within the grace period.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import HttpVersion10, HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 
 from tenantgate.core.pdp import DecisionPoint
 from tenantgate.core.ports import TokenVerifier
 from tenantgate.errors import ConfigError
+from tenantgate.http.intake import SENT_VERSION
 from tenantgate.http.routes import DecisionObserver, Limits, build_app
 
 log = logging.getLogger("tenantgate.http")
@@ -138,11 +145,34 @@ class _Server(web.Server):
 
     @classmethod
     def replacing(cls, server: web.Server) -> _Server:
-        return cls(server.request_handler, request_factory=server.request_factory,
+        return cls(server.request_handler, request_factory=_versions_checked(server.request_factory),
                    handler_cancellation=server.handler_cancellation, loop=server._loop, **server._kwargs)
 
     def __call__(self) -> web.RequestHandler:
         return _ParserErrorsWithoutEcho(self, loop=self._loop, **self._kwargs)
+
+
+RequestFactory = Callable[[RawRequestMessage, StreamReader, RequestHandler, AbstractStreamWriter,
+                           "asyncio.Task[None]"], web.BaseRequest]
+
+
+def _versions_checked(make_request: RequestFactory) -> RequestFactory:
+    """``make_request``, except that a request line naming a version other than HTTP/1.0 or HTTP/1.1 (aiohttp's
+    parser passes ``HTTP/2.0`` and ``HTTP/0.9``, framed as HTTP/1.x) makes an HTTP/1.1 request marked with the
+    version sent (``intake.SENT_VERSION``): ``intake.check_framing`` refuses it (505), and the refusal's status
+    line says HTTP/1.1 (aiohttp echoes the request's version there), not the version it refuses."""
+
+    def make(message: RawRequestMessage, payload: StreamReader, protocol: RequestHandler,
+             writer: AbstractStreamWriter, task: asyncio.Task[None]) -> web.BaseRequest:
+        sent = message.version
+        if sent in (HttpVersion10, HttpVersion11):
+            return make_request(message, payload, protocol, writer, task)
+        request = make_request(message._replace(version=HttpVersion11, should_close=True), payload, protocol,
+                               writer, task)
+        request[SENT_VERSION] = sent
+        return request
+
+    return make
 
 
 class _Runner(web.AppRunner):
