@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, get_origin, get_type_hints
 
 from tenantgate.errors import ConfigError
+from tenantgate.numerals import INT_SPELLING, NUMBER_SPELLING, read_int, read_number
 
 
 def apply_env(raw: dict[str, Any], env: Mapping[str, str], sections_by_name: Mapping[str, type],
@@ -57,9 +58,10 @@ _SERVICE_LINK = re.compile(r"TENANTGATE_(?:[A-Z0-9_]+_)?(?:SERVICE_HOST|SERVICE_
 # ... and only with the value Kubernetes gives it, so a typo such as TENANTGATE_SERVER_PORT=9000 is still refused
 # (review finding): an address, a port number, a protocol, or protocol://address:port.
 _ADDRESS = r"[0-9A-Fa-f:.]+"
+_PORT = re.compile(r"[0-9]+")  # ASCII digits: str.isdigit() also takes other scripts' digits
 _LINK_VALUES = ((("_SERVICE_HOST", "_ADDR"), re.compile(_ADDRESS)),
                 (("_PROTO",), re.compile(r"tcp|udp|sctp")),
-                (("_TCP_PORT", "_UDP_PORT", "_SCTP_PORT"), re.compile(r"[0-9]+")))
+                (("_TCP_PORT", "_UDP_PORT", "_SCTP_PORT"), _PORT))
 _LINK_URL = re.compile(rf"(?:tcp|udp|sctp)://(?:{_ADDRESS}|\[{_ADDRESS}\]):[0-9]+")
 
 
@@ -70,14 +72,18 @@ def _is_service_link(name: str, value: str) -> bool:
         if name.endswith(suffixes):
             return shape.fullmatch(value) is not None
     if "_SERVICE_PORT" in name:
-        return value.isdigit()
+        return _PORT.fullmatch(value) is not None
     return _LINK_URL.fullmatch(value) is not None  # <SERVICE>_PORT, <SERVICE>_PORT_<n>_<PROTO>
 
 
 _TYPE_WORDS = {bool: "true or false (or 1/0, yes/no, on/off)", int: "an integer", float: "a number"}
+_SPELLINGS = {int: f" ({INT_SPELLING})", float: f" ({NUMBER_SPELLING})"}
 
 
 def _from_env(name: str, value: str, hint: Any, key: str) -> Any:
+    """The value of variable ``name`` (setting ``key``) as type ``hint``. Numbers are plain ASCII decimal
+    (``numerals``): ``int()`` alone took ``1_0``, ``+5``, `` 7 `` and Arabic-Indic digits. Raises
+    ``ConfigError`` naming both."""
     try:
         if hint is bool:
             low = value.strip().lower()
@@ -87,14 +93,15 @@ def _from_env(name: str, value: str, hint: Any, key: str) -> Any:
                 return False
             raise ValueError(value)
         if hint is int:
-            return int(value)
+            return read_int(value)
         if hint is float:
-            return float(value)
+            return read_number(value)
         if get_origin(hint) is tuple:
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
     except ValueError as err:
-        raise ConfigError(f"{name} ({key}) must be {_TYPE_WORDS[hint]}, got {shown(value)}") from err
+        raise ConfigError(f"{name} ({key}) must be {_TYPE_WORDS[hint]}, got {shown(value)}"
+                          f"{_SPELLINGS.get(hint, '')}") from err
 
 
 def shown(value: object) -> str:

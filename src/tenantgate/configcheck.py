@@ -214,6 +214,7 @@ def validate(s: Settings) -> None:
         raise ConfigError("log.level must be one of debug, info, warning, error")
 
 
+_PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits (a longer string is no port, and int() stops at 4300 digits)
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # a lowercase HTTP token, as Envoy presents names
 _DNS_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 _SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*")
@@ -434,5 +435,7 @@ def _check_distinct_ports(s: Settings) -> None:
 
 def _check_hostport(value: str, where: str) -> None:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    # ASCII digits only: str.isdigit() also takes a superscript two (which int() then refuses with
+    # a traceback instead of this ConfigError) and Arabic-Indic digits (which int() reads).
+    if not sep or not host or not _PORT.fullmatch(port) or not 0 <= int(port) <= 65535:
         raise ConfigError(f"{where} must be HOST:PORT, got {value!r}")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from tenantgate.cli.verdict import settle
 from tenantgate.core.cedar_text import escape_unprintable, first_unprintable
+from tenantgate.numerals import int_option
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -83,7 +84,7 @@ def add_commands(sub: Any) -> None:
                         help="also verify the per-worker chains (<stem>-wN<suffix>) next to each live PATH")
     verify.add_argument("--from-genesis", action="store_true",
                         help="require the chain to start at seq 1 (nothing rotated away or cut off the front)")
-    verify.add_argument("--max-unsigned", type=int, metavar="N",
+    verify.add_argument("--max-unsigned", type=int_option, metavar="N",
                         help="at most N records before each checkpoint and after the last one")
     verify.add_argument("--worker", type=int, metavar="N",
                         help="the chain is worker N's (default: by its file name, <stem>-wN<suffix> or else 0); "
@@ -95,7 +96,7 @@ def add_commands(sub: Any) -> None:
 
     tail = audit_sub.add_parser("tail", help="print the last records (JSON lines)")
     common(tail, "?")
-    tail.add_argument("-n", type=int, default=10, metavar="N", help="how many records (default 10)")
+    tail.add_argument("-n", type=int_option, default=10, metavar="N", help="how many records (default 10)")
     tail.set_defaults(handler=_tail)
 
     query = audit_sub.add_parser("query", help="print matching records (JSON lines), oldest first")

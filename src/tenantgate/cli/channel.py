@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Any
 
 from tenantgate.cli.verdict import settle
 from tenantgate.errors import ConfigError
+from tenantgate.numerals import NUMBER_SPELLING, read_number
 
 MAX_TIMEOUT = 86_400  # gRPC holds a deadline in int64 nanoseconds: about 7.4e9 s overflowed into DEADLINE_EXCEEDED
 
@@ -22,10 +22,10 @@ def add_timeout_arg(cmd: argparse.ArgumentParser, default: float | None, what: s
 
 def _seconds(text: str) -> float:
     try:
-        value = float(text)
+        value = read_number(text)  # float() also read nan, inf, 1_0 and other scripts' digits
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text[:40]!r} ({NUMBER_SPELLING})") from None
+    if not 0 < value <= MAX_TIMEOUT:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds up to {MAX_TIMEOUT}, not {text!r}")
     return value
 

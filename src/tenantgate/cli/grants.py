@@ -18,6 +18,7 @@ from tenantgate.cli.channel import (
 )
 from tenantgate.core.cedar_text import escape_unprintable
 from tenantgate.errors import ConfigError
+from tenantgate.numerals import int_option
 
 STATES = ("pending", "active", "expired", "revoked")
 
@@ -39,7 +40,7 @@ def add_commands(sub: Any) -> None:
     request.add_argument("--actions", required=True, help="comma-separated actions, e.g. read,update")
     request.add_argument("--reason", required=True)
     request.add_argument("--ticket", default="")
-    request.add_argument("--duration", type=int, required=True, metavar="SECONDS")
+    request.add_argument("--duration", type=int_option, required=True, metavar="SECONDS")
     request.set_defaults(handler=_request)
 
     approve = grant_sub.add_parser("approve", help="approve a pending grant (a second person)")

@@ -30,6 +30,7 @@ from tenantgate.cli.channel import (
 from tenantgate.cli.verdict import settle, settled
 from tenantgate.core.strictjson import parse_strict_json
 from tenantgate.errors import ConfigError, PolicyError, TenantGateError
+from tenantgate.numerals import int_option
 
 EXIT_OK, EXIT_ERROR, EXIT_DENY, EXIT_INVALID_POLICIES = 0, 1, 2, 3
 CHECK_TIMEOUT = 5.0  # seconds `check --server` waits for its answer
@@ -114,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
                       "\"\" gives an empty one: no roles, not even from entity data)")
     mint.add_argument("--intents", default=None, help="comma-separated intents to bind")
     mint.add_argument("--act", default=None, metavar="AGENT", help="mint a delegated token for this agent")
-    mint.add_argument("--ttl", type=int, default=900, metavar="SECONDS")
+    mint.add_argument("--ttl", type=int_option, default=900, metavar="SECONDS")
     mint.set_defaults(handler=_mint)
 
     check = sub.add_parser("check", help="ask for a decision (in-process, or --server)")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tenantgate.cli.verdict import settle
 from tenantgate.core.cedar_text import escape_unprintable
 from tenantgate.errors import PolicyError, TenantGateError
+from tenantgate.numerals import NUMBER_SPELLING, read_number
 
 if TYPE_CHECKING:  # the runner pulls in the identity and grant stacks: imported when the command runs
     from collections.abc import Sequence
@@ -126,9 +127,10 @@ def _configured_policies(args: argparse.Namespace) -> PolicyDir:
 
 def _percent(text: str) -> float:
     try:
-        value = float(text.strip().removesuffix("%"))
+        value = read_number(text.removesuffix("%"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a percentage: {text[:40]!r} ({NUMBER_SPELLING}, then "
+                                         "an optional '%')") from None
     if not 0 <= value <= 100:
         raise argparse.ArgumentTypeError("must be between 0 and 100")
     return value

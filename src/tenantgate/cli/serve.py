@@ -19,6 +19,7 @@ from typing import Any
 from tenantgate import __version__
 from tenantgate.cli.main import EXIT_OK, _settings, guarded
 from tenantgate.errors import ConfigError, PolicyError
+from tenantgate.numerals import int_option
 
 EMBEDDED_DEFAULTS = "embedded defaults"  # Settings.source without a config file
 # What the banner's hint asks for: a User reading an Invoice (the bundled example schema declares both).
@@ -29,7 +30,7 @@ def add_command(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None])
     """Register ``serve`` on an argparse subparsers object; its handler returns the exit code."""
     serve = sub.add_parser("serve", help="run the PDP (gRPC)")
     config_arg(serve)
-    serve.add_argument("--workers", type=int, default=None, metavar="N",
+    serve.add_argument("--workers", type=int_option, default=None, metavar="N",
                        help="server processes sharing the ports (default: server.workers, 1)")
     serve.set_defaults(handler=_serve)
 
