@@ -438,4 +438,4 @@ def _check_hostport(value: str, where: str) -> None:
     # ASCII digits only: str.isdigit() also takes a superscript two (which int() then refuses with
     # a traceback instead of this ConfigError) and Arabic-Indic digits (which int() reads).
     if not sep or not host or not _PORT.fullmatch(port) or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{where} must be HOST:PORT, got {value!r}")
+        raise ConfigError(f"{where} must be HOST:PORT, got {shown(value)}")

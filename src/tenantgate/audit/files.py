@@ -21,7 +21,9 @@ from tenantgate.paths import open_regular
 
 HEAD_SIZE = 160  # bytes; the head file is rewritten in place with one pwrite of this fixed size
 TAIL_WINDOW = 1 << 20  # how far back from the end recovery looks for the last intact record
-_ROTATED = re.compile(r"^(?P<live>.+)\.(?P<n>[1-9][0-9]*)$")
+# ASCII digits only, to the very end (``$`` would also take a name ending in a newline).
+_ROTATED = re.compile(r"(?P<live>.+)\.(?P<n>[1-9][0-9]*)")
+_ROTATION_NUMBER = re.compile(r"[1-9][0-9]*")
 _WORKER = re.compile(r".-w([1-9][0-9]*)$")  # the end of a worker's stem (``worker_path``)
 
 
@@ -89,7 +91,7 @@ def unchained_path(live: Path, stamp: str) -> Path:
 
 def split_rotated(path: Path) -> tuple[Path, int]:
     """``(live path, rotation number)``; number 0 means ``path`` is a live file."""
-    match = _ROTATED.match(path.name)
+    match = _ROTATED.fullmatch(path.name)
     if match is None:
         return path, 0
     return path.with_name(match["live"]), int(match["n"])
@@ -100,7 +102,9 @@ def rotated_numbers(live: Path) -> list[int]:
     numbers = []
     prefix = live.name + "."
     for name in os.listdir(live.parent):
-        if name.startswith(prefix) and name[len(prefix):].isdigit() and not name[len(prefix)].startswith("0"):
+        # ASCII digits only: str.isdigit() also takes a superscript two (which int() then refuses: a stray
+        # `audit.jsonl.\u00b2` broke rotation and `audit verify`) and Arabic-Indic digits (which int() reads).
+        if name.startswith(prefix) and _ROTATION_NUMBER.fullmatch(name[len(prefix):]):
             numbers.append(int(name[len(prefix):]))
     return sorted(numbers)
 

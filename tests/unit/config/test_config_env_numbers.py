@@ -69,3 +69,13 @@ def test_a_service_link_port_in_other_digits_is_no_service_link():
     # Kubernetes writes ASCII digits; anything else under such a name is refused like any unknown variable.
     assert config.load(None, env={"TENANTGATE_SERVICE_PORT": "50051"}).server.workers == 1
     assert "unknown" in _refusal({"TENANTGATE_SERVICE_PORT": "\u0665\u0660\u0660\u0665\u0661"})
+
+
+@pytest.mark.parametrize(("name", "key"), [("TENANTGATE_SERVER_LISTEN", "server.listen"),
+                                           ("TENANTGATE_SERVER_METRICS_LISTEN", "server.metrics_listen"),
+                                           ("TENANTGATE_HTTP_LISTEN", "http.listen")])
+def test_a_long_bad_listen_address_is_shown_cut_short(name, key):
+    # Before: the whole value was echoed, however long (a megabyte pasted by mistake filled the log line).
+    message = _refusal({name: "h" * 100_000 + ":x"})
+    assert message.startswith(f"{key} must be HOST:PORT, got 'hhh") and message.endswith("...")
+    assert len(message) < 120
