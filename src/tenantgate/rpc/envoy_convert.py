@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ METHOD_PARAMETER = "_method"
 TOKEN_PARAMETER = "access_token"  # RFC 6750 §2.3: a bearer token in the query
 _PHP_NAME = str.maketrans(" .", "__")  # PHP turns these into '_' in request variable names
 MAX_HEADER_VALUE = 65_536
+MAX_NAME_SHOWN = 64  # characters of a header name quoted in a message (it goes into the audit record)
+# A header name as HTTP allows it (RFC 9110 section 5.6.2, lowercased), or an HTTP/2 pseudo-header (:path).
+_HEADER_NAME = re.compile(r":?[!#$%&'*+.^_`|~0-9a-z-]+")
 MAX_CERTIFICATE = 65_536
 # Reasons about the token itself: HTTP 401 / UNAUTHENTICATED. Every other denial is 403 / PERMISSION_DENIED.
 UNAUTHENTICATED_REASONS = frozenset({Reason.TOKEN_MISSING, Reason.TOKEN_INVALID, Reason.TOKEN_EXPIRED,
@@ -154,6 +158,13 @@ def _query_names(path: str) -> frozenset[str]:
                      .translate(_PHP_NAME).partition("[")[0] for part in query.replace(";", "&").split("&"))
 
 
+def _shown(name: str) -> str:
+    """A header name for a message: quoted, and cut short (a name may be nearly ``max_message_bytes`` long, and
+    the message is kept in the audit record; review finding: one request wrote a 1 MB record)."""
+    text = repr(name)
+    return text if len(text) <= MAX_NAME_SHOWN else text[:MAX_NAME_SHOWN - 3] + "..."
+
+
 def _fold(name: str) -> str:
     """A header name as servers that treat ``_`` like ``-`` read it."""
     return name.replace("_", "-")
@@ -164,7 +175,9 @@ def request_headers(http: Any) -> tuple[dict[str, list[str]], str]:
 
     Envoy sends ``headers`` (a map; repeated headers joined with ``,``) or, newer and with
     ``encode_raw_headers``, ``header_map`` (one entry per header line, values possibly as raw bytes).
-    ``header_map`` wins when it has entries. Non-UTF-8 bytes and NUL/CR/LF in a value are a problem.
+    ``header_map`` wins when it has entries. Non-UTF-8 bytes and NUL/CR/LF in a value are a problem, and so is
+    a name that is not an HTTP token (NUL, space, non-ASCII): it was ignored, so ``authorization `` or
+    ``authorization\\0`` beside the real header reached a backend that trims or cuts names as a second token.
     """
     out: dict[str, list[str]] = {}
     problem = ""
@@ -176,7 +189,7 @@ def request_headers(http: Any) -> tuple[dict[str, list[str]], str]:
                 try:
                     value = entry.raw_value.decode("utf-8")
                 except UnicodeDecodeError:
-                    problem = problem or f"header {entry.key.lower()!r} is not UTF-8"
+                    problem = problem or f"header {_shown(entry.key.lower())} is not UTF-8"
                     # Kept (replaced) so the step that reads it refuses it too (authorization: token_invalid).
                     value = entry.raw_value.decode("utf-8", errors="replace")
             out.setdefault(entry.key.lower(), []).append(value)
@@ -184,8 +197,10 @@ def request_headers(http: Any) -> tuple[dict[str, list[str]], str]:
         for key, value in http.headers.items():
             out.setdefault(key.lower(), []).append(value)
     for name, values in out.items():
+        if not _HEADER_NAME.fullmatch(name):
+            problem = problem or f"header name {_shown(name)} is not an HTTP token"
         if any(ch in value for value in values for ch in "\x00\r\n"):
-            problem = problem or f"header {name!r} holds NUL, CR or LF"
+            problem = problem or f"header {_shown(name)} holds NUL, CR or LF"
     return out, problem
 
 
