@@ -58,6 +58,8 @@ def _ext_authz(bootstrap: bootstrap_pb2.Bootstrap) -> ext_authz_pb2.ExtAuthz:
     assert manager.normalize_path.value and manager.merge_slashes
     config_ = ext_authz_pb2.ExtAuthz()
     assert authz.typed_config.Unpack(config_)
+    # TenantGate must see every request header to refuse duplicate tokens, overrides and other spellings.
+    assert not config_.HasField("allowed_headers") and not config_.HasField("disallowed_headers")
     return config_
 
 
