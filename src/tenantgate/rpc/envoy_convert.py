@@ -29,7 +29,7 @@ from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 
 from tenantgate.core.model import CheckInput, DecisionResult, Reason, Resource
-from tenantgate.rpc.routes import PathRefused, RouteTable
+from tenantgate.rpc.routes import PathRefused, RouteMatch, RouteTable
 from tenantgate.rpc.tls import certificate_sha256
 
 API = "ext_authz"
@@ -136,6 +136,9 @@ def check_input(request: ext.CheckRequest, options: ExtAuthzOptions,
         kind = "method" if _fold(overrides[0]) in METHOD_OVERRIDE_HEADERS else "path"
         check = dataclasses.replace(check, request_problem=f"{kind} override header {overrides[0]} is not allowed")
     named = _query_names(http.path) if not check.request_problem and "?" in http.path else frozenset()
+    # Review finding: /tenants/acme/invoices/inv-1?tenant=globex was decided for acme, and Laravel's
+    # $request->tenant reads query input ahead of the route parameter: the backend served globex's invoice.
+    restated = sorted(named & {name.lower() for name in matched.variables}) if isinstance(matched, RouteMatch) else []
     if METHOD_PARAMETER in named:
         # Review finding: POST .../inv-1?_method=DELETE was decided as the POST route's action, and Laravel,
         # Symfony (httpMethodParameterOverride) and Rails run a DELETE.
@@ -146,6 +149,10 @@ def check_input(request: ext.CheckRequest, options: ExtAuthzOptions,
         # the query's token (RFC 6750 section 2.3) would act for a caller other than the one decided.
         check = dataclasses.replace(check, request_problem=f"a token in the query ({TOKEN_PARAMETER}) is not "
                                                            "allowed: send it in the Authorization header only")
+    elif restated:
+        # INVARIANT: the owning tenant and id a backend acts on are the ones decided, from the path only.
+        check = dataclasses.replace(check, request_problem=f"query parameter {restated[0]} restates the path "
+                                                           f"variable of that name (a backend may read it instead)")
     return Translated(check, reserved)
 
 
