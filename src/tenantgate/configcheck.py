@@ -428,8 +428,8 @@ def _check_distinct_ports(s: Settings) -> None:
         for other_key, other_host, other_port in seen:
             if int(other_port) == int(port) and (host == other_host or host in _WILDCARD_HOSTS
                                                  or other_host in _WILDCARD_HOSTS):
-                raise ConfigError(f"{key} and {other_key} name the same port {int(port)} ({listen!r}, "
-                                  f"{other_host}:{other_port}): each needs a port of its own")
+                raise ConfigError(f"{key} and {other_key} name the same port {int(port)} ({shown(listen)}, "
+                                  f"{shown(other_host + ':' + other_port)}): each needs a port of its own")
         seen.append((key, host, port))
 
 

@@ -79,3 +79,9 @@ def test_a_long_bad_listen_address_is_shown_cut_short(name, key):
     message = _refusal({name: "h" * 100_000 + ":x"})
     assert message.startswith(f"{key} must be HOST:PORT, got 'hhh") and message.endswith("...")
     assert len(message) < 120
+
+
+def test_a_long_listen_host_sharing_a_port_is_shown_cut_short():
+    message = _refusal({"TENANTGATE_SERVER_LISTEN": "h" * 100_000 + ":7001",
+                        "TENANTGATE_HTTP_LISTEN": "h" * 100_000 + ":7001"})
+    assert "name the same port 7001" in message and len(message) < 250, len(message)
