@@ -1,9 +1,14 @@
 """Fixtures shared by the adversarial modules. Module-scoped: each module that asks gets its own."""
 
+import grpc
 import pytest
+from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 
 from support.authzen import authzen_server, entity_policies
+from support.envoy import EXT_AUTHZ_ROUTES
 from support.issuers import NOW, FixedClock, TestIssuer, verifier_for
+from support.server import running_server, write_config
+from tenantgate import config
 from tenantgate.identity import JwtVerifier
 
 # ------------------------------------------------------------------ the AuthZEN intake (test_hostile_authzen_*)
@@ -12,6 +17,17 @@ from tenantgate.identity import JwtVerifier
 @pytest.fixture(scope="module")
 def issuer(tmp_path_factory):
     return TestIssuer(tmp_path_factory.mktemp("issuer"))
+
+
+@pytest.fixture(scope="module")
+def envoy_served(tmp_path_factory, issuer):
+    """A real server with ext_authz on the test routes (test_hostile_envoy_*): (Authorization stub, app). The
+    channel sends messages up to 4 MiB, so a request over the server's 1 MiB limit reaches the server."""
+    tmp = tmp_path_factory.mktemp("ext-authz")
+    settings_ = config.load(write_config(tmp, issuer.settings, extra=EXT_AUTHZ_ROUTES), env={})
+    options = [("grpc.max_send_message_length", 4 << 20)]
+    with running_server(settings_) as (address, app), grpc.insecure_channel(address, options=options) as channel:
+        yield ext_grpc.AuthorizationStub(channel), app
 
 
 @pytest.fixture(scope="module")

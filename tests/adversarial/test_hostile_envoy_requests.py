@@ -1,32 +1,14 @@
 """Hostile Envoy ext_authz requests against a real server: whatever the path, headers, token or certificate,
 no answer leaves with status OK unless the audited decision was ALLOW for the token's own tenant."""
 
-import grpc
 import pytest
-from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 from google.rpc import code_pb2
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from support.audit import audit_lines
 from support.certs import TestCA
-from support.envoy import EXT_AUTHZ_ROUTES, denied_body, envoy_request, http_status, set_headers
-from support.issuers import TestIssuer
-from support.server import running_server, write_config
-from tenantgate import config
-
-
-@pytest.fixture(scope="module")
-def issuer(tmp_path_factory):
-    return TestIssuer(tmp_path_factory.mktemp("issuer"))
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, issuer):
-    tmp = tmp_path_factory.mktemp("server")
-    settings_ = config.load(write_config(tmp, issuer.settings, extra=EXT_AUTHZ_ROUTES), env={})
-    with running_server(settings_) as (address, app), grpc.insecure_channel(address) as channel:
-        yield ext_grpc.AuthorizationStub(channel), app
+from support.envoy import denied_body, envoy_request, http_status, set_headers
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +47,9 @@ FORGED = st.dictionaries(st.sampled_from(["x-tenantgate-tenant", "x-tenantgate-d
        token_names=st.lists(st.sampled_from(["acme-viewer", "acme-admin", "globex-admin", "bound", "garbage"]),
                             max_size=2),
        use_header_map=st.booleans(), forged=FORGED, with_cert=st.booleans())
-def test_ok_leaves_only_for_an_audited_allow_of_the_tokens_own_tenant(served, material, method, segments, token_names,
-                                                                       use_header_map, forged, with_cert):
-    envoy, app = served
+def test_ok_leaves_only_for_an_audited_allow_of_the_tokens_own_tenant(envoy_served, material, method, segments,
+                                                                       token_names, use_header_map, forged, with_cert):
+    envoy, app = envoy_served
     tokens, leaf = material
     path = "/" + "/".join(segments)
     authorization = [("authorization", f"Bearer {tokens[name]}") for name in token_names]

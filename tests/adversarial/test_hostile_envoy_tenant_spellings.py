@@ -2,28 +2,10 @@
 nothing, so each is another tenant (cross_tenant) or no tenant id (invalid_request), never the caller's.
 A backend that folds one of them onto the caller's tenant id is the README's warning, not an allow here."""
 
-import grpc
 import pytest
-from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 
 from support.audit import audit_lines
-from support.envoy import EXT_AUTHZ_ROUTES, envoy_request, http_status
-from support.issuers import TestIssuer
-from support.server import running_server, write_config
-from tenantgate import config
-
-
-@pytest.fixture(scope="module")
-def issuer(tmp_path_factory):
-    return TestIssuer(tmp_path_factory.mktemp("issuer"))
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, issuer):
-    tmp = tmp_path_factory.mktemp("server")
-    settings_ = config.load(write_config(tmp, issuer.settings, extra=EXT_AUTHZ_ROUTES), env={})
-    with running_server(settings_) as (address, app), grpc.insecure_channel(address) as channel:
-        yield ext_grpc.AuthorizationStub(channel), app
+from support.envoy import envoy_request, http_status
 
 
 @pytest.mark.parametrize(("spelling", "reason"), [
@@ -34,17 +16,17 @@ def served(tmp_path_factory, issuer):
     ("acme%E2%80%8B", "invalid_request"),  # zero-width space
     ("acme%EF%BC%8E", "invalid_request"),  # fullwidth full stop
 ])
-def test_another_spelling_of_the_callers_tenant_is_never_the_callers_tenant(served, issuer, spelling, reason):
-    envoy, app = served
+def test_another_spelling_of_the_callers_tenant_is_never_the_callers_tenant(envoy_served, issuer, spelling, reason):
+    envoy, app = envoy_served
     token = issuer.mint(tenant="acme", roles=["admin"])
     response = envoy.Check(envoy_request("GET", f"/tenants/{spelling}/invoices/inv-1", token=token))
     record = audit_lines(app)[response.dynamic_metadata.fields["decision_id"].string_value]
     assert (http_status(response), record["decision"], record["reason"]) == (403, "DENY", reason)
 
 
-def test_the_percent_encoded_spelling_of_the_same_tenant_is_that_tenant(served, issuer):
+def test_the_percent_encoded_spelling_of_the_same_tenant_is_that_tenant(envoy_served, issuer):
     # Decoded exactly once, as the backend decodes it: %61cme is acme for both.
-    envoy, app = served
+    envoy, app = envoy_served
     token = issuer.mint(tenant="acme", roles=["admin"])
     response = envoy.Check(envoy_request("GET", "/tenants/%61cme/invoices/inv-1", token=token))
     record = audit_lines(app)[response.dynamic_metadata.fields["decision_id"].string_value]
