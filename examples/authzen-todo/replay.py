@@ -7,7 +7,8 @@ The file is the interop's format: ``{"evaluation": [{"request": {...}, "expected
 
     python3 replay.py DECISIONS.json http://127.0.0.1:8080 --token "$PEP_TOKEN"
 
-Exit code 0 when every request passed, 1 otherwise.
+Exit code 0 when every request passed, 1 otherwise (also when the file cannot be read or the PDP does not
+answer: a one-line message on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -59,9 +60,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("url", help="the PDP's base URL, e.g. http://127.0.0.1:8080")
     parser.add_argument("--token", required=True, help="the PEP's bearer token")
     args = parser.parse_args(argv)
-    with open(args.decisions, encoding="utf-8") as handle:
-        decisions = json.load(handle)
-    results = replay(decisions, args.url, args.token)
+    try:
+        with open(args.decisions, encoding="utf-8") as handle:
+            decisions = json.load(handle)
+    except (OSError, ValueError) as err:  # a file not downloaded yet, or not JSON: say so, no traceback
+        print(f"replay.py: cannot read the decisions file {args.decisions}: {err}", file=sys.stderr)
+        return 1
+    if not isinstance(decisions, dict):
+        print(f"replay.py: {args.decisions} is not an interop decisions file (a JSON object with "
+              "\"evaluation\" and \"evaluations\" lists)", file=sys.stderr)
+        return 1
+    try:
+        results = replay(decisions, args.url, args.token)
+    except OSError as err:  # URLError (refused, unknown host) or a timeout; HTTPError is answered in post()
+        print(f"replay.py: no answer from {args.url}: {getattr(err, 'reason', err)} (is the PDP running there?)",
+              file=sys.stderr)
+        return 1
     for endpoint, passed, request in results:
         print("PASS" if passed else "FAIL", endpoint, json.dumps(request, separators=(",", ":")))
     failed = sum(1 for _e, passed, _r in results if not passed)

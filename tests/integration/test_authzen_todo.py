@@ -123,6 +123,22 @@ def test_the_replay_script_runs_an_interop_decisions_file(todo, pep_token, tmp_p
     assert f"{len(DECISIONS['evaluation']) + 1} of {len(DECISIONS['evaluation']) + 1}" in capsys.readouterr().out
 
 
+def test_the_replay_script_says_what_is_wrong_without_a_traceback(tmp_path, capsys):
+    """A new user runs it before downloading the interop file, or before starting the server: one line, exit 1."""
+    replay = _load_replay()
+    missing = tmp_path / "decisions-1.0-implementers-draft.json"
+    assert replay.main([str(missing), "http://127.0.0.1:1", "--token", "x"]) == 1
+    assert "cannot read the decisions file" in capsys.readouterr().err
+    not_an_object = tmp_path / "list.json"
+    not_an_object.write_text("[]")
+    assert replay.main([str(not_an_object), "http://127.0.0.1:1", "--token", "x"]) == 1
+    assert "not an interop decisions file" in capsys.readouterr().err
+    decisions = tmp_path / "decisions.json"
+    decisions.write_text(json.dumps(DECISIONS))
+    assert replay.main([str(decisions), "http://127.0.0.1:1", "--token", "x"]) == 1  # nothing listens on port 1
+    assert "no answer from http://127.0.0.1:1" in capsys.readouterr().err
+
+
 def test_the_todo_tenant_is_isolated_from_callers_of_other_tenants(todo, pep_token, tmp_path):
     base, env = todo
     with pytest.MonkeyPatch.context() as patch:
