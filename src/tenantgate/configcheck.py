@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
+from tenantgate.audit.checkpoint import DEPLOYMENT_ID_RULE, is_deployment_id
 from tenantgate.audit.files import worker_of
 from tenantgate.config import (
     HMAC_ALGORITHMS,
@@ -387,9 +388,8 @@ def _check_audit_path(path: str) -> None:
 
 def _check_deployment_id(value: str) -> None:
     """Signed into every checkpoint and printed by ``audit verify``: short printable ASCII."""
-    if len(value) > 128 or not all(" " < c <= "~" for c in value):
-        raise ConfigError(f"audit.deployment_id must be at most 128 printable ASCII characters without spaces, "
-                          f"got {shown(value)}")
+    if not is_deployment_id(value):
+        raise ConfigError(f"audit.deployment_id must be {DEPLOYMENT_ID_RULE}, got {shown(value)}")
 
 
 def _check_files_read_at_start(s: Settings) -> None:

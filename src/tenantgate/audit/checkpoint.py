@@ -34,6 +34,13 @@ from tenantgate.errors import ConfigError
 
 CHECKPOINT = "checkpoint"
 _SIGNED_FIELDS = ("chain_head", "count", "deployment", "key_id", "record_type", "time", "worker")
+DEPLOYMENT_ID_RULE = "at most 128 printable ASCII characters without spaces"
+
+
+def is_deployment_id(value: str) -> bool:
+    """What ``audit.deployment_id`` may be (``DEPLOYMENT_ID_RULE``; "" is "not set"): the config refuses
+    anything else, so no checkpoint can sign another value and ``verify --deployment`` refuses it too."""
+    return len(value) <= 128 and all(" " < c <= "~" for c in value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,7 +86,7 @@ def add_commands(sub: Any) -> None:
                         help="require the chain to start at seq 1 (nothing rotated away or cut off the front)")
     verify.add_argument("--max-unsigned", type=int_option, metavar="N",
                         help="at most N records before each checkpoint and after the last one")
-    verify.add_argument("--worker", type=int, metavar="N",
+    verify.add_argument("--worker", type=int_option, metavar="N",
                         help="the chain is worker N's (default: by its file name, <stem>-wN<suffix> or else 0); "
                              "checkpoints must sign it")
     verify.add_argument("--deployment", metavar="ID",
@@ -113,7 +113,7 @@ def add_commands(sub: Any) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from tenantgate.audit.checkpoint import load_public_key
+    from tenantgate.audit.checkpoint import DEPLOYMENT_ID_RULE, is_deployment_id, load_public_key
     from tenantgate.audit.snapshot import RotatedWhileRead
 
     key = load_public_key(args.public_key) if args.public_key else None
@@ -121,6 +121,10 @@ def _verify(args: argparse.Namespace) -> int:
         return _fail("--max-unsigned must be >= 0")
     if args.worker is not None and (args.worker < 0 or args.all_workers):
         return _fail("--worker must be >= 0, and names one chain's worker: not with --all-workers")
+    if args.deployment is not None and not is_deployment_id(args.deployment):
+        # No server can have written it (the config refuses it), so every checkpoint would be "TAMPERED".
+        return _fail(f"--deployment must be an audit.deployment_id: {DEPLOYMENT_ID_RULE}, "
+                     f"got {args.deployment[:40]!r}")
     paths = _paths(args)
     if directory := next((path for path in paths if path.is_dir()), None):
         return _fail(f"{directory} is a directory: name the log file (e.g. {directory / 'audit.jsonl'})")

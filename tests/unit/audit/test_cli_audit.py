@@ -248,3 +248,16 @@ def test_verify_deployment_requires_checkpoints_to_sign_that_deployment_id(tmp_p
     assert run(["audit", "verify", "--public-key", public, "--deployment", "eu-1", str(log)]) == 0
     assert run(["audit", "verify", "--public-key", public, "--deployment", "us-1", str(log)]) == 4
     assert "not worker 0's chain (deployment 'us-1')" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["eu 1", "eu-1\x1b[2J", "é", "x" * 129], ids=repr)
+def test_verify_refuses_a_deployment_no_server_can_have(tmp_path, event, signing_key, capsys, value):
+    """The config refuses such an audit.deployment_id, so no checkpoint signs it: a usage error saying so, not
+    TAMPERED on every checkpoint of an intact log (what a typo such as a space used to get)."""
+    log = _signed_workers(tmp_path, event, signing_key, workers=1, deployment="eu-1")
+    public = _public_key_file(tmp_path, signing_key)
+    assert run(["audit", "verify", "--public-key", public, "--deployment", value, str(log)]) == 1
+    captured = capsys.readouterr()
+    assert "--deployment must be an audit.deployment_id" in captured.err and "TAMPERED" not in captured.out
+    assert "\x1b" not in captured.err  # escaped, never sent to the terminal
+    assert run(["audit", "verify", "--public-key", public, "--deployment", "", str(log)]) == 4  # "" = no id: valid

@@ -13,6 +13,7 @@ INTEGER_OPTIONS = [
     (["token", "mint", "--tenant", "acme", "--sub", "alice"], "--ttl", "ttl"),
     (GRANT, "--duration", "duration"),
     (["audit", "verify", "x.jsonl"], "--max-unsigned", "max_unsigned"),
+    (["audit", "verify", "x.jsonl"], "--worker", "worker"),
     (["audit", "tail", "x.jsonl"], "-n", "n"),
     (["serve"], "--workers", "workers"),
 ]
