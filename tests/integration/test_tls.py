@@ -288,7 +288,11 @@ def test_cli_talks_tls_and_mtls_with_its_tls_options(mtls_server, pki, issuer, c
     assert cli(["health", "--server", address, *tls]) == 0
     assert capsys.readouterr().out.strip() == "SERVING"
     assert cli(["status", "--server", address, *tls]) == 0
+    capsys.readouterr()
     assert cli(["health", "--server", address, "--timeout", "2"]) == 1  # plaintext against mTLS: not healthy
+    assert "A port with TLS needs --tls-ca" in capsys.readouterr().err  # gRPC alone says "Socket closed"
+    assert cli(["health", "--server", address, "--tls-ca", str(f["ca"]), "--timeout", "2"]) == 1  # no cert
+    assert "mTLS also --tls-cert and --tls-key" in capsys.readouterr().err
     assert cli(["health", "--server", address, "--tls-ca", str(f["ca"]), "--tls-cert", str(f["envoy"][0])]) == 1
 
 

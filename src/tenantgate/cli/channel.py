@@ -127,11 +127,19 @@ def _plain_value(field: Any, value: Any, rendered: Any) -> Any:
     return rendered
 
 
+_NO_CONNECTION = "failed to connect to all addresses"  # gRPC's own details: no call reached a server
+
+
 def rpc_problem(err: Any) -> str:
     """A failed call's status code and details, as one line (``NOT_FOUND``, not ``NOT_FOUND: ``, when the
-    server sent no details)."""
+    server sent no details). When no connection could be made, say what to check: gRPC's own words ("Socket
+    closed") are all a plaintext client gets from a TLS port, or from an mTLS port without a certificate."""
     details = err.details()
-    return f"{err.code().name}: {details}" if details else err.code().name
+    problem = f"{err.code().name}: {details}" if details else err.code().name
+    if details and details.startswith(_NO_CONNECTION):
+        problem += (" (no connection: is the server running at that address? A port with TLS needs --tls-ca, "
+                    "and one with mTLS also --tls-cert and --tls-key)")
+    return problem
 
 
 def add_health_command(sub: Any) -> None:

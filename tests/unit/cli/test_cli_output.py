@@ -80,6 +80,17 @@ def test_a_failed_call_without_details_is_named_by_its_code_alone(health_server)
     assert rpc_problem(failed.value) == "NOT_FOUND"  # was "NOT_FOUND: "
 
 
+def test_no_connection_says_what_to_check(capsys):
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+    assert main.main(["health", "--server", address, "--timeout", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "is the server running at that address?" in err and "--tls-ca" in err, err
+
+
 def test_verify_of_a_log_whose_files_were_deleted_has_no_empty_file_list(tmp_path, capsys):
     path = tmp_path / "audit.jsonl"
     sink = JsonlAuditSink(path)
