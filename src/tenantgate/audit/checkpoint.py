@@ -41,6 +41,8 @@ def is_deployment_id(value: str) -> bool:
     """What ``audit.deployment_id`` may be (``DEPLOYMENT_ID_RULE``; "" is "not set"): the config refuses
     anything else, so no checkpoint can sign another value and ``verify --deployment`` refuses it too."""
     return len(value) <= 128 and all(" " < c <= "~" for c in value)
+# Every field a checkpoint record is written with: the signed ones, the signature and the chain fields.
+_RECORD_FIELDS = frozenset((*_SIGNED_FIELDS, "signature", "seq", "prev_hash", "hash"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +118,8 @@ def check_checkpoint(fields: dict[str, Any], seq: int, prev_hash: str, public: E
     Without a public key only the structure, its agreement with the chain (``count == seq - 1``,
     ``chain_head == prev_hash``) and the chain it names are checked. A checkpoint of the format before
     checkpoints named their chain (no ``worker`` nor ``deployment``) is invalid, with a message saying so:
-    it could be any chain's signed with the same key.
+    it could be any chain's signed with the same key. So is one holding a field no checkpoint is written with:
+    the signature does not cover it, so whatever it says (a forged decision, say) would pass as signed.
     """
     if fields.get("count") != seq - 1 or fields.get("chain_head") != prev_hash:
         return "checkpoint count/chain_head do not match its place in the chain"
@@ -129,6 +132,11 @@ def check_checkpoint(fields: dict[str, Any], seq: int, prev_hash: str, public: E
             not isinstance(named_worker, int) or isinstance(named_worker, bool) or \
             not all(isinstance(fields.get(name), (str, int)) for name in _SIGNED_FIELDS):
         return "checkpoint fields are missing or ill-typed"
+    # Review finding: the last checkpoint, given a "decision": "ALLOW" and re-hashed with the head file, verified
+    # as signed (with --max-unsigned 0) and `audit query --decision ALLOW` listed it.
+    if extra := sorted(set(fields) - _RECORD_FIELDS):
+        shown = ", ".join(repr(name[:40]) for name in extra[:5]) + (", ..." if len(extra) > 5 else "")
+        return f"checkpoint holds field(s) no checkpoint is written with, which its signature does not cover: {shown}"
     if public is not None:
         if fields.get("key_id") != key_id(public):
             return f"checkpoint signed by key {fields.get('key_id')!r}, not by the given public key " \

@@ -135,3 +135,24 @@ def test_the_configured_deployment_id_and_the_worker_are_signed(tmp_path, event,
     sink.close()
     (checkpoint, *_rest) = _checkpoints(tmp_path / "audit-w3.jsonl")
     assert (checkpoint["worker"], checkpoint["deployment"]) == (3, "eu-1")
+
+
+def test_a_signed_checkpoint_carrying_a_field_its_signature_does_not_cover_is_refused(tmp_path, event, signing_key):
+    """Found in review: the closing checkpoint given a forged decision's fields and re-hashed (head file too)
+    verified with --public-key --from-genesis --max-unsigned, no record after the last checkpoint."""
+    path = _write(tmp_path / "audit.jsonl", signing_key, event=event)
+    *lines, last = path.read_bytes().splitlines(keepends=True)
+    closing = parse(last)
+    fields = {k: v for k, v in closing.fields.items() if k not in ("seq", "prev_hash")}
+    fields.update(decision="ALLOW", decision_id="forged", principal_tenant="acme", resource_tenant="acme")
+    forged = seal(fields, closing.seq, closing.prev_hash)
+    path.write_bytes(b"".join(lines) + forged.line)
+    head_path(path).write_text(json.dumps({"hash": forged.hash, "seq": forged.seq}))
+    report = verify_log(path, public_key=signing_key.public_key(), from_genesis=True, max_unsigned=2)
+    assert not report.intact
+    problem = _problems(report)[0]
+    assert (problem.kind, problem.seq) == ("bad_checkpoint", closing.seq)
+    assert "no checkpoint is written with, which its signature does not cover: 'decision', 'decision_id'" in \
+        problem.message
+    fields = checkpoint_fields(signing_key, count=1, chain_head=GENESIS_HASH, time="t", chain=ChainIdentity())
+    assert check_checkpoint(fields, 2, GENESIS_HASH, signing_key.public_key(), worker=0, deployment=None) == ""
