@@ -253,7 +253,9 @@ def _chains(paths: list[Path], *, in_order: bool, all_workers: bool) -> list[_Ch
 
     ``all_workers``: the worker chains beside each live PATH too, every worker from 1 to the highest one
     found; each of them (worker 0, the PATH, included) is ``expected``, reported missing when no file of it
-    is left at all, and is known to be that worker's (the PATH worker 0's, unless it is another PATH's worker).
+    is left at all, and is known to be that worker's. A PATH's worker is the one its name says, as without
+    ``all_workers`` (review finding: it was taken for worker 0's, so ``--all-workers audit-w1.jsonl`` failed
+    worker 1's own chain and passed worker 0's copied in its place).
     """
     from tenantgate.audit.files import head_path, split_rotated
 
@@ -268,7 +270,6 @@ def _chains(paths: list[Path], *, in_order: bool, all_workers: bool) -> list[_Ch
         groups.setdefault(live, []).append((number, path))
         if all_workers and number == 0:
             workers = _worker_files(live)
-            worker_of.setdefault(live, 0)
             for worker, worker_live in enumerate(workers, 1):
                 groups.setdefault(worker_live, [(0, worker_live)])
                 worker_of[worker_live] = worker

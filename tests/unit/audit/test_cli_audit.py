@@ -261,3 +261,17 @@ def test_verify_refuses_a_deployment_no_server_can_have(tmp_path, event, signing
     assert "--deployment must be an audit.deployment_id" in captured.err and "TAMPERED" not in captured.out
     assert "\x1b" not in captured.err  # escaped, never sent to the terminal
     assert run(["audit", "verify", "--public-key", public, "--deployment", "", str(log)]) == 4  # "" = no id: valid
+
+
+def test_verify_all_workers_holds_a_workers_path_to_the_worker_its_name_says(tmp_path, event, signing_key, capsys):
+    """Found in review: a PATH given to --all-workers was taken for worker 0's whatever its name, so
+    `--all-workers audit-w1.jsonl` failed worker 1's own chain and passed worker 0's copied in its place."""
+    _signed_workers(tmp_path, event, signing_key)
+    public = _public_key_file(tmp_path, signing_key)
+    worker1 = tmp_path / "audit-w1.jsonl"
+    assert run(["audit", "verify", "--all-workers", "--public-key", public, str(worker1)]) == 0
+    for name in ("", ".head"):
+        (tmp_path / f"audit-w1.jsonl{name}").write_bytes((tmp_path / f"audit.jsonl{name}").read_bytes())
+    capsys.readouterr()
+    assert run(["audit", "verify", "--all-workers", "--public-key", public, str(worker1)]) == 4
+    assert "checkpoint signs worker 0's chain (no deployment id), not worker 1's" in capsys.readouterr().out
