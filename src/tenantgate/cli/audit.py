@@ -270,14 +270,15 @@ def _chains(paths: list[Path], *, in_order: bool, all_workers: bool) -> list[_Ch
         groups.setdefault(live, []).append((number, path))
         if all_workers and number == 0:
             workers = _worker_files(live)
-            for worker, worker_live in enumerate(workers, 1):
+            highest = workers[-1][0] if workers else 0
+            for worker, worker_live in workers:
                 groups.setdefault(worker_live, [(0, worker_live)])
                 worker_of[worker_live] = worker
                 expected[worker_live] = f"worker {worker}'s chain has no file left (log, rotated file or head " \
-                    f"file), but worker {len(workers)}'s has: it was deleted (every worker writes one from its start)"
+                    f"file), but worker {highest}'s has: it was deleted (every worker writes one from its start)"
             if workers:
                 expected.setdefault(live, f"worker 0's chain has no file left (log, rotated file or head file), but "
-                                    f"worker {len(workers)}'s has: it was deleted (every worker writes one from its "
+                                    f"worker {highest}'s has: it was deleted (every worker writes one from its "
                                     "start)")
     chains: list[_Chain] = []
     for live, members in groups.items():
@@ -291,22 +292,28 @@ def _chains(paths: list[Path], *, in_order: bool, all_workers: bool) -> list[_Ch
     return chains
 
 
-def _worker_files(live: Path) -> list[Path]:
-    """The live paths of the worker chains beside ``live`` (``<stem>-wN<suffix>``): workers 1 to the highest
-    numbered one found, gaps included (a worker in a gap had its chain deleted: verify reports it missing).
+def _worker_files(live: Path) -> list[tuple[int, Path]]:
+    """The worker numbers and live paths of the worker chains beside ``live`` (``<stem>-wN<suffix>``), ascending:
+    every worker found, and every one from 1 to the highest found that a server can run (``MAX_WORKERS - 1``),
+    gaps included (a worker in a gap had its chain deleted: verify reports it missing).
 
     A worker is found by any file of its chain: the live file, a rotated ``.N`` or the head file. Its live
     file may be gone while the others remain, and verify must then report what is missing, not skip it. A
-    deleted highest-numbered worker leaves no trace here.
+    deleted highest-numbered worker leaves no trace here. A worker numbered beyond what a server runs fills no
+    gap (review finding: one empty file named ``audit-w99999999999999.jsonl.head`` made verify build a path
+    for every number below it, until it ran out of memory); its chain is verified all the same.
     """
+    from tenantgate.configcheck import MAX_WORKERS
+
     pattern = re.compile(re.escape(live.stem) + r"-w([1-9][0-9]*)" + re.escape(live.suffix) +
                          r"(?:\.head|\.[1-9][0-9]*)?$")
     try:
         names = os.listdir(live.parent)
     except OSError:
         return []
-    highest = max((int(m[1]) for name in names if (m := pattern.match(name))), default=0)
-    return [live.with_name(f"{live.stem}-w{worker}{live.suffix}") for worker in range(1, highest + 1)]
+    found = {int(m[1]) for name in names if (m := pattern.match(name))}
+    found.update(range(1, max((n for n in found if n < MAX_WORKERS), default=0)))
+    return [(worker, live.with_name(f"{live.stem}-w{worker}{live.suffix}")) for worker in sorted(found)]
 
 
 def _summary(report: Any) -> str:

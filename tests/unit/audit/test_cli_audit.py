@@ -275,3 +275,22 @@ def test_verify_all_workers_holds_a_workers_path_to_the_worker_its_name_says(tmp
     capsys.readouterr()
     assert run(["audit", "verify", "--all-workers", "--public-key", public, str(worker1)]) == 4
     assert "checkpoint signs worker 0's chain (no deployment id), not worker 1's" in capsys.readouterr().out
+
+
+def test_verify_all_workers_fills_no_gap_up_to_a_worker_number_no_server_runs(tmp_path, event, capsys):
+    """Found in review: every worker number below the highest found was verified as a missing chain, so one
+    empty file named audit-w99999999999999.jsonl.head made verify --all-workers run out of memory. Gaps are
+    filled only up to the highest worker a server runs (63); a worker found beyond it is verified itself."""
+    log = tmp_path / "audit.jsonl"
+    _workers(log, event, (0, 1))
+    (tmp_path / "audit-w1000.jsonl.head").write_bytes(b"")
+    assert run(["audit", "verify", "--json", "--all-workers", str(log)]) == 4
+    reports = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    worker1 = str(tmp_path / "audit-w1.jsonl")
+    assert [(r["files"], r["intact"]) for r in reports] == [([str(log)], True), ([worker1], True), ([], False)]
+    assert reports[2]["findings"][0]["kind"] == "head_malformed"
+    (tmp_path / "audit-w1000.jsonl.head").unlink()
+    (tmp_path / "audit-w3.jsonl.head").write_bytes(b"")  # a gap below 63 is still every missing worker's
+    assert run(["audit", "verify", "--json", "--all-workers", str(log)]) == 4
+    kinds = [[f["kind"] for f in json.loads(line)["findings"]] for line in capsys.readouterr().out.splitlines()]
+    assert kinds[2:] == [["missing"], ["head_malformed"]]
