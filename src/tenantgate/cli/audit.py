@@ -125,6 +125,10 @@ def _verify(args: argparse.Namespace) -> int:
         # No server can have written it (the config refuses it), so every checkpoint would be "TAMPERED".
         return _fail(f"--deployment must be an audit.deployment_id: {DEPLOYMENT_ID_RULE}, "
                      f"got {args.deployment[:40]!r}")
+    if args.in_order and args.all_workers:
+        # Review finding: --in-order read the PATHs alone and --all-workers was silently not done (exit 0).
+        return _fail("--in-order reads the PATHs as one chain: not with --all-workers (verify the worker chains "
+                     "without --in-order)")
     paths = _paths(args)
     if directory := next((path for path in paths if path.is_dir()), None):
         return _fail(f"{directory} is a directory: name the log file (e.g. {directory / 'audit.jsonl'})")
@@ -282,7 +286,9 @@ def _chains(paths: list[Path], *, in_order: bool, all_workers: bool) -> list[_Ch
                                     "start)")
     chains: list[_Chain] = []
     for live, members in groups.items():
-        if [number for number, _path in members] == [0]:
+        # A live PATH named twice (or named beside --all-workers, which adds it too) is still its whole chain
+        # (review finding: it was read alone, its rotated files unread, and a record modified in one passed).
+        if {number for number, _path in members} == {0}:
             chains.append(_Chain([], head_path(live), live, expected.get(live, ""), whole=True,
                                  worker=worker_of.get(live)))
         else:

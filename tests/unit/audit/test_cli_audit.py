@@ -294,3 +294,28 @@ def test_verify_all_workers_fills_no_gap_up_to_a_worker_number_no_server_runs(tm
     assert run(["audit", "verify", "--json", "--all-workers", str(log)]) == 4
     kinds = [[f["kind"] for f in json.loads(line)["findings"]] for line in capsys.readouterr().out.splitlines()]
     assert kinds[2:] == [["missing"], ["head_malformed"]]
+
+
+def test_a_live_path_named_twice_is_still_its_whole_chain(tmp_path, event, capsys):
+    """Found in review: a live PATH named twice, or a worker's named beside --all-workers (which adds it too), was
+    read alone, its rotated files unread: a record modified in one of them passed (exit 0, a `start` note)."""
+    log = tmp_path / "audit.jsonl"
+    for worker in (0, 1):
+        sink = JsonlAuditSink(log, worker=worker, rotate_bytes=1500)
+        for i in range(8):
+            sink.write(event(100 * worker + i))
+        sink.close()
+    worker1 = tmp_path / "audit-w1.jsonl"
+    rotated = tmp_path / "audit-w1.jsonl.1"
+    rotated.write_bytes(rotated.read_bytes().replace(b'"DENY"', b'"ALLOW"', 1))
+    assert run(["audit", "verify", str(worker1)]) == 4
+    assert run(["audit", "verify", str(worker1), str(worker1)]) == 4
+    assert run(["audit", "verify", "--all-workers", str(log), str(worker1)]) == 4
+    out = capsys.readouterr().out
+    assert out.count(f"TAMPERED {rotated}:") == 3 and "the chain starts at seq" not in out
+
+
+def test_verify_refuses_in_order_with_all_workers(log, capsys):
+    """Found in review: --in-order read the PATHs alone and --all-workers was silently not done (exit 0)."""
+    assert run(["audit", "verify", "--in-order", "--all-workers", str(log)]) == 1
+    assert "not with --all-workers" in capsys.readouterr().err
