@@ -34,6 +34,8 @@ from tenantgate.errors import ConfigError
 
 CHECKPOINT = "checkpoint"
 _SIGNED_FIELDS = ("chain_head", "count", "deployment", "key_id", "record_type", "time", "worker")
+# Every field a checkpoint record is written with: the signed ones, the signature and the chain fields.
+_RECORD_FIELDS = frozenset((*_SIGNED_FIELDS, "signature", "seq", "prev_hash", "hash"))
 DEPLOYMENT_ID_RULE = "at most 128 printable ASCII characters without spaces"
 
 
@@ -41,8 +43,6 @@ def is_deployment_id(value: str) -> bool:
     """What ``audit.deployment_id`` may be (``DEPLOYMENT_ID_RULE``; "" is "not set"): the config refuses
     anything else, so no checkpoint can sign another value and ``verify --deployment`` refuses it too."""
     return len(value) <= 128 and all(" " < c <= "~" for c in value)
-# Every field a checkpoint record is written with: the signed ones, the signature and the chain fields.
-_RECORD_FIELDS = frozenset((*_SIGNED_FIELDS, "signature", "seq", "prev_hash", "hash"))
 
 
 @dataclass(frozen=True, slots=True)
