@@ -45,8 +45,11 @@ TOKEN_PARAMETER = "access_token"  # RFC 6750 §2.3: a bearer token in the query
 _PHP_NAME = str.maketrans(" .", "__")  # PHP turns these into '_' in request variable names
 MAX_HEADER_VALUE = 65_536
 MAX_NAME_SHOWN = 64  # characters of a header name quoted in a message (it goes into the audit record)
-# A header name as HTTP allows it (RFC 9110 section 5.6.2, lowercased), or an HTTP/2 pseudo-header (:path).
-_HEADER_NAME = re.compile(r":?[!#$%&'*+.^_`|~0-9a-z-]+")
+# A header name as HTTP allows it (RFC 9110 section 5.6.2), or an HTTP/2 pseudo-header (:path); and names as
+# sent, one per line (one match per request, not one per header: about 1 us instead of 3 for 16 headers).
+_TOKEN = r":?[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_HEADER_NAME = re.compile(_TOKEN)
+_HEADER_NAMES = re.compile(rf"{_TOKEN}(?:\n{_TOKEN})*")
 MAX_CERTIFICATE = 65_536
 # Reasons about the token itself: HTTP 401 / UNAUTHENTICATED. Every other denial is 403 / PERMISSION_DENIED.
 UNAUTHENTICATED_REASONS = frozenset({Reason.TOKEN_MISSING, Reason.TOKEN_INVALID, Reason.TOKEN_EXPIRED,
@@ -189,23 +192,31 @@ def request_headers(http: Any) -> tuple[dict[str, list[str]], str]:
     out: dict[str, list[str]] = {}
     problem = ""
     entries = list(http.header_map.headers)
+    names: list[str] = []  # as sent
     if entries:
         for entry in entries:
+            key: str = entry.key
+            names.append(key)
             value: str = entry.value
             if entry.raw_value:
                 try:
                     value = entry.raw_value.decode("utf-8")
                 except UnicodeDecodeError:
-                    problem = problem or f"header {_shown(entry.key.lower())} is not UTF-8"
+                    problem = problem or f"header {_shown(key.lower())} is not UTF-8"
                     # Kept (replaced) so the step that reads it refuses it too (authorization: token_invalid).
                     value = entry.raw_value.decode("utf-8", errors="replace")
-            out.setdefault(entry.key.lower(), []).append(value)
+            out.setdefault(key.lower(), []).append(value)
     else:
+        names = list(http.headers)
         for key, value in http.headers.items():
             out.setdefault(key.lower(), []).append(value)
+    # Names as sent, not lowercased (review finding: str.lower() makes the Kelvin sign U+212A an ASCII 'k', so
+    # "x-api-\u212aey" passed as x-api-key). One name per line: the count catches a line break inside a name.
+    joined = "\n".join(names)
+    if names and not (_HEADER_NAMES.fullmatch(joined) and joined.count("\n") == len(names) - 1):
+        bad = next((name for name in names if not _HEADER_NAME.fullmatch(name)), "")
+        problem = problem or f"header name {_shown(bad)} is not an HTTP token"
     for name, values in out.items():
-        if not _HEADER_NAME.fullmatch(name):
-            problem = problem or f"header name {_shown(name)} is not an HTTP token"
         if any(ch in value for value in values for ch in "\x00\r\n"):
             problem = problem or f"header {_shown(name)} holds NUL, CR or LF"
     return out, problem

@@ -86,6 +86,22 @@ def test_bad_header_values_or_repeated_intent_are_a_request_problem(header_map, 
     assert problem in c.request_problem and c.intent == ""
 
 
+@pytest.mark.parametrize("name", ["x-api-\u212aey", "coo\u212aie", "authorization\nx-note", "x-note\n"], ids=ascii)
+@pytest.mark.parametrize("use_header_map", [True, False])
+def test_a_header_name_is_checked_as_sent_not_as_lowercased(name, use_header_map):
+    # Review finding: the Kelvin sign U+212A lowercases to an ASCII 'k', so "x-api-\u212aey" passed as x-api-key.
+    headers = [("authorization", f"Bearer {TOKEN}"), (name, "v")]
+    request = envoy_request(header_map=headers) if use_header_map else envoy_request(headers=dict(headers))
+    assert "is not an HTTP token" in _translate(request).check.request_problem
+
+
+def test_mixed_case_and_pseudo_header_names_are_http_tokens():
+    headers = [("Authorization", f"Bearer {TOKEN}"), (":authority", "a"), ("X-B3-TraceId", "t"),
+               ("x_y.z~!#$%&'*+^`|", "v")]
+    for request in (envoy_request(header_map=headers), envoy_request(headers=dict(headers))):
+        assert _translate(request).check.request_problem == ""
+
+
 def test_a_custom_intent_header_is_read():
     options = ExtAuthzOptions(OPTIONS.routes, intent_header="x-purpose")
     assert _translate(envoy_request(headers={"x-purpose": "audit"}), options).check.intent == "audit"
