@@ -11,16 +11,18 @@ TOML files are not read here: their numbers are typed by TOML's own grammar.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 
 # str patterns: [0-9] is the ten ASCII digits (unlike \d, which matches digits of every script).
 _UNSIGNED = re.compile(r"[0-9]+")
 _SIGNED = re.compile(r"-?[0-9]+")
-_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+# Digits on at least one side of the '.': ".5" and "5." were always read (float()) and mean one number each.
+_NUMBER = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 # How a refusal says what is accepted (short: messages quote the refused value too).
 INT_SPELLING = "ASCII digits, optionally after a '-'"
-NUMBER_SPELLING = "ASCII digits, e.g. 2, 2.5 or 1e-3"
+NUMBER_SPELLING = "ASCII digits, e.g. 2, 2.5, .5 or 1e-3"
 
 
 def read_int(text: str, *, negative: bool = True) -> int:
@@ -32,11 +34,16 @@ def read_int(text: str, *, negative: bool = True) -> int:
 
 
 def read_number(text: str) -> float:
-    """``text`` as a float when it is ASCII decimal digits with an optional ``.`` fraction and exponent (after
-    one ``-``): never ``nan`` or ``inf``. Raises ``ValueError`` otherwise. Ranges are the caller's."""
+    """``text`` as a float when it is ASCII decimal digits with an optional ``.`` fraction (``2.5``, ``.5``,
+    ``5.``) and exponent (after one ``-``): never ``nan`` or ``inf``. Raises ``ValueError`` otherwise, and for
+    a number too large for a float (``1e999``, 400 digits: float() makes them ``inf``). Ranges are the
+    caller's."""
     if not _NUMBER.fullmatch(text):
         raise ValueError(f"not a plain decimal number: {text[:40]!r}")
-    return float(text)
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {text[:40]!r}")
+    return value
 
 
 def int_option(text: str) -> int:

@@ -39,7 +39,7 @@ def test_an_integer_option_in_plain_digits_is_read(command, option, dest):
     assert getattr(main._parser().parse_args([*command, f"{option}=-1"]), dest) == -1
 
 
-@pytest.mark.parametrize("value", ["1_0", "+5", " 7", "\u0661\u0660", ".5", "nan"], ids=repr)
+@pytest.mark.parametrize("value", ["1_0", "+5", " 7", "\u0661\u0660", ".", "nan", "1e999"], ids=repr)
 def test_a_timeout_takes_only_ascii_decimals(value, capsys):
     with pytest.raises(SystemExit) as exited:
         main.main([*CHECK, f"--timeout={value}"])
@@ -57,4 +57,7 @@ def test_a_minimum_coverage_takes_only_ascii_decimals(value, capsys):
 
 def test_plain_decimal_timeouts_and_percentages_are_read():
     assert main._parser().parse_args([*CHECK, "--timeout", "2.5"]).timeout == 2.5
+    assert main._parser().parse_args([*CHECK, "--timeout", ".5"]).timeout == 0.5
+    assert main._parser().parse_args([*CHECK, "--timeout", "5."]).timeout == 5.0
+    assert main._parser().parse_args(["test", "--min-coverage", "0"]).min_coverage == 0.0
     assert main._parser().parse_args(["test", "--min-coverage", "80%"]).min_coverage == 80.0
