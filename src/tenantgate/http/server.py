@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import HttpVersion10, HttpVersion11, RawRequestMessage
@@ -145,6 +146,13 @@ class _Server(web.Server):
 
     @classmethod
     def replacing(cls, server: web.Server) -> _Server:
+        """``server`` served through ``_Server``, its requests through ``_versions_checked``. Reads aiohttp's
+        internals (``_loop``, ``_kwargs``, ``RawRequestMessage._replace``) here, at start: an aiohttp without
+        them stops ``serve`` with a ``ConfigError`` instead of failing (or passing) HTTP/2.0 requests later."""
+        if not callable(getattr(RawRequestMessage, "_replace", None)) or not hasattr(server, "_kwargs") \
+                or not hasattr(server, "_loop"):
+            raise ConfigError(f"aiohttp {aiohttp.__version__} lacks what the AuthZEN HTTP server relies on "
+                              "(RawRequestMessage._replace, Server._loop, Server._kwargs): install aiohttp>=3.14,<4")
         return cls(server.request_handler, request_factory=_versions_checked(server.request_factory),
                    handler_cancellation=server.handler_cancellation, loop=server._loop, **server._kwargs)
 

@@ -61,3 +61,30 @@ def test_start_and_stop_on_the_running_loop(pdp):
     assert port > 0 and answer.startswith(b"HTTP/1.1 200") and b'"http://pdp.test"' in answer
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1)
+
+
+def test_an_aiohttp_without_the_internals_the_server_wraps_stops_the_start(pdp, monkeypatch):
+    # http/server.py rewrites aiohttp's RawRequestMessage (505 for HTTP/2.0 request lines): an aiohttp without
+    # _replace must stop `serve` at start with what to install, not fail each such request later.
+    from tenantgate.http import server as http_server
+
+    class WithoutReplace:
+        pass
+
+    monkeypatch.setattr(http_server, "RawRequestMessage", WithoutReplace)
+    server = HttpServer(HttpOptions("127.0.0.1:0", "user_token", LIMITS), pdp, _ignore)
+    with pytest.raises(ConfigError, match=r"aiohttp>=3\.14,<4"):
+        asyncio.run(server.start())
+
+
+def test_the_declared_aiohttp_range_starts_where_web_request_key_exists():
+    # intake.SENT_VERSION is a web.RequestKey, new in aiohttp 3.14: "aiohttp>=3.10" let pip keep a 3.13 whose
+    # import of tenantgate.http failed (review finding).
+    import pathlib
+    import re
+    import tomllib
+
+    pyproject = tomllib.loads((pathlib.Path(__file__).parents[3] / "pyproject.toml").read_text())
+    (spec,) = [dep for dep in pyproject["project"]["dependencies"] if dep.startswith("aiohttp")]
+    lowest = tuple(int(part) for part in re.search(r">=([0-9.]+)", spec)[1].split("."))
+    assert lowest >= (3, 14), spec
