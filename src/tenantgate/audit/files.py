@@ -24,7 +24,10 @@ TAIL_WINDOW = 1 << 20  # how far back from the end recovery looks for the last i
 # ASCII digits only, to the very end (``$`` would also take a name ending in a newline).
 _ROTATED = re.compile(r"(?P<live>.+)\.(?P<n>[1-9][0-9]*)")
 _ROTATION_NUMBER = re.compile(r"[1-9][0-9]*")
-_WORKER = re.compile(r".-w([1-9][0-9]*)$")  # the end of a worker's stem (``worker_path``)
+# The end of a worker's stem (``worker_path``): \Z, as $ also matches before a final newline. At most 254
+# digits: no file name is longer (255 bytes), and int() refuses more than 4300 (review finding: an audit.path
+# ending in 5000 digits made `validate` end in a traceback).
+_WORKER = re.compile(r".-w([1-9][0-9]{0,253})\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -312,7 +312,7 @@ def _worker_files(live: Path) -> list[tuple[int, Path]]:
     from tenantgate.configcheck import MAX_WORKERS
 
     pattern = re.compile(re.escape(live.stem) + r"-w([1-9][0-9]*)" + re.escape(live.suffix) +
-                         r"(?:\.head|\.[1-9][0-9]*)?$")
+                         r"(?:\.head|\.[1-9][0-9]*)?\Z")  # \Z: $ also matches before a final newline
     try:
         names = os.listdir(live.parent)
     except OSError:
