@@ -141,7 +141,8 @@ def check_input(request: ext.CheckRequest, options: ExtAuthzOptions,
     named = _query_names(http.path) if not check.request_problem and "?" in http.path else frozenset()
     # Review finding: /tenants/acme/invoices/inv-1?tenant=globex was decided for acme, and Laravel's
     # $request->tenant reads query input ahead of the route parameter: the backend served globex's invoice.
-    restated = sorted(named & {name.lower() for name in matched.variables}) if isinstance(matched, RouteMatch) else []
+    restated = sorted(named & {name.lower() for name in matched.variables}) \
+        if named and isinstance(matched, RouteMatch) else []
     if METHOD_PARAMETER in named:
         # Review finding: POST .../inv-1?_method=DELETE was decided as the POST route's action, and Laravel,
         # Symfony (httpMethodParameterOverride) and Rails run a DELETE.
@@ -207,8 +208,8 @@ def request_headers(http: Any) -> tuple[dict[str, list[str]], str]:
                     value = entry.raw_value.decode("utf-8", errors="replace")
             out.setdefault(key.lower(), []).append(value)
     else:
-        names = list(http.headers)
         for key, value in http.headers.items():
+            names.append(key)
             out.setdefault(key.lower(), []).append(value)
     # Names as sent, not lowercased (review finding: str.lower() makes the Kelvin sign U+212A an ASCII 'k', so
     # "x-api-\u212aey" passed as x-api-key). One name per line: the count catches a line break inside a name.
