@@ -68,7 +68,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         else:  # the suites next to the policies: <policies.dir>/tests
             assert default is not None
             suites = load_suites([default.path / "tests"])
-        if default is None and any(suite.policies is None for suite in suites):
+        if default is None:  # also where tenants' suites are recognised when every suite names `policies:`
             default = _configured_policies(args)
         report = run_suites(suites, default, _decision_settings(args), _tenant_limits(args))
     except SuiteError as problem:

@@ -43,6 +43,7 @@ from tenantgate.policy.suitemodel import (
     PrincipalClaims,
     SuiteError,
 )
+from tenantgate.policy.tenantsuites import confine_tenant_suites
 
 TOKEN_TTL_SECONDS = 300
 TEST_ISSUER = "https://policy-tests.tenantgate.invalid"
@@ -226,13 +227,18 @@ def run_suites(suites: Sequence[PolicySuite], default: PolicyDir | None = None,
     them; the built-in defaults when None. ``limits``: how much a tenant's own policy files may hold, as the
     server loads them (``app.tenant_limits``).
 
+    A suite file inside a tenant's directory (``tenants/<tenant>/`` of its policy set or of ``default``, as
+    written or once links are resolved) is that tenant's: it may decide only about that tenant's resources
+    and may not name ``policies:`` (``confine_tenant_suites``).
+
     Raises ``PolicyError`` (diagnostic paths prefixed with the policy directory) when a policy set is invalid,
-    ``SuiteError`` when a suite needs the default set and there is none, or a principal or grant cannot be
-    set up. Failed expectations are results, not errors.
+    ``SuiteError`` when a suite needs the default set and there is none, a tenant's suite reaches past its
+    tenant, or a principal or grant cannot be set up. Failed expectations are results, not errors.
     """
     started = time.perf_counter()
     settings = settings or DecisionSettings()
     chosen = [PolicyDir(s.policies) if s.policies is not None else default for s in suites]
+    confine_tenant_suites(suites, [[p.path for p in (policies, default) if p is not None] for policies in chosen])
     compiled: dict[PolicyDir, CompiledPolicies] = {}
     by_key: dict[tuple[Path, Path], PolicyDir] = {}
     for suite, policies in zip(suites, chosen, strict=True):
