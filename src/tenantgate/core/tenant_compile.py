@@ -16,6 +16,7 @@ from tenantgate.core.cedar_depth import MAX_ENTITY_DEPTH, deepest_chain
 from tenantgate.core.entities import EntityDirectory, build_directory
 from tenantgate.core.entity_files import EntityFile, read_entity_file
 from tenantgate.core.policy_files import PolicyLocation, PolicySource, admit, duplicate_id_message, parse_file
+from tenantgate.core.policy_ids import folded
 from tenantgate.core.request import MAX_STRING, is_tenant_id
 from tenantgate.core.scoping import like_pattern_chars, tenant_problem
 from tenantgate.errors import PolicyDiagnostic
@@ -92,6 +93,10 @@ def compile_tenant(tenant: str, files: Sequence[PolicySource], schema: Any, sche
     texts: list[str] = []
     ids: list[str] = []
     like_chars = 0
+    # INVARIANT: a tenant's policy id never reads as a global one in its decisions and audit records (review
+    # finding: `Viewer-Can-Read` and `viewer-can-read ` were accepted beside the global `viewer-can-read`): ids
+    # are compared as reserved ids are (case, compatibility forms, invisible characters), blanks around them too.
+    reads_as_global = {_id_reading(pid): location for pid, location in global_ids.items()}
     encoded = [source.text.encode("utf-8") for source in files]
     size = sum(map(len, encoded))
     if size > limits.max_bytes:  # refused unparsed: parsing it is what would stall every tenant
@@ -109,6 +114,9 @@ def compile_tenant(tenant: str, files: Sequence[PolicySource], schema: Any, sche
             problem = None
             if entry.policy_id in global_ids:
                 problem = duplicate_id_message(global_ids[entry.policy_id], ", a global policy")
+            elif (alike := reads_as_global.get(_id_reading(entry.policy_id))) is not None:
+                problem = (f"policy id reads as that of the global policy at {alike.path}:{alike.line} (compared "
+                           "ignoring case, invisible characters and surrounding blanks); rename it")
             elif entry.policy_id in locations:
                 problem = duplicate_id_message(locations[entry.policy_id])
             if problem:
@@ -134,6 +142,11 @@ def compile_tenant(tenant: str, files: Sequence[PolicySource], schema: Any, sche
             f"tenants/{tenant}", 1, f"the tenant has {len(ids):,} policies, more than policies.max_tenant_policies "
             f"({limits.max_policies:,}); Cedar evaluates every one of them on each of its decisions"))
     return TenantPolicies(tenant, "\n".join(texts), tuple(ids), locations)
+
+
+def _id_reading(policy_id: str) -> str:
+    """How a reader takes a policy id: ``policy_ids.folded``, without blanks around it."""
+    return folded(policy_id).strip()
 
 
 def _compile_tenant_file(tenant: str, source: PolicySource, schema: Any) -> _TenantFile:

@@ -91,6 +91,25 @@ def test_a_tenant_policy_reusing_a_global_id_names_the_global_policy(policy_dir)
                             "roles.cedar:4, a global policy, which comes first in path order; rename one of them")
 
 
+@pytest.mark.parametrize("policy_id", ["Viewer-Can-Read", "viewer-can-read ", " viewer-can-read",
+                                       "viewer\u034f-can-read", "\uff56iewer-can-read"])
+def test_a_tenant_policy_id_that_reads_as_a_global_one_is_refused(policy_dir, policy_id):
+    # Review finding: acme's `@id("Viewer-Can-Read")` permit-all was accepted, and acme's audit records then read as
+    # if the global viewer-can-read had allowed its decisions.
+    (policy_dir / "tenants" / "acme" / "dup.cedar").write_text(f'@id("{policy_id}")\n{READ}\n')
+    with pytest.raises(PolicyError) as err:
+        load_policies(policy_dir)
+    (problem,) = err.value.diagnostics
+    assert problem.path == "tenants/acme/dup.cedar"
+    assert "reads as that of the global policy at roles.cedar:4" in problem.message
+
+
+def test_another_tenant_may_still_use_an_id_of_acme(policy_dir):
+    (policy_dir / "tenants" / "globex").mkdir()
+    (policy_dir / "tenants" / "globex" / "same.cedar").write_text(f'@id("Acme-Support-Agents-Comment")\n{READ}\n')
+    assert "globex" in load_policies(policy_dir).tenants
+
+
 def test_a_duplicate_between_two_files_of_a_tenant_is_reported_at_the_later_file(policy_dir):
     for name in ("b.cedar", "a.cedar"):
         (policy_dir / "tenants" / "acme" / name).write_text(f'@id("acme-read")\n{READ}\n')
