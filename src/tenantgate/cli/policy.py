@@ -17,6 +17,7 @@ from typing import Any
 from tenantgate.cli.verdict import settle
 from tenantgate.core.cedar_text import escape_unprintable
 from tenantgate.errors import ConfigError, PolicyError
+from tenantgate.policy.tenantdirs import TENANTS_DIR
 
 EXIT_OK, EXIT_ERROR, EXIT_DENY, EXIT_INVALID_POLICIES = 0, 1, 2, 3
 
@@ -99,6 +100,15 @@ def _fmt(args: argparse.Namespace) -> int:
             files.append(root)
         else:
             raise ConfigError(f"no such file or directory: {root}")
+    # INVARIANT: fmt reads and writes a tenant's file only inside that tenant's directory, as the loader reads it
+    # (review finding: `tenants/acme/zz.cedar -> ../globex/g.cedar` made the operator's fmt rewrite globex's file,
+    # and a link to any other file printed its first unexpected token).
+    linked_out = [path for path in files if _outside_its_tenant(path)]
+    for path in linked_out:
+        print(f"{path}: not formatted: resolves outside its tenant's directory (a tenant's files must be inside "
+              "tenants/<tenant>/)", file=sys.stderr)
+    if linked_out:
+        return EXIT_INVALID_POLICIES
     unformatted = []
     for path in files:
         try:
@@ -124,6 +134,16 @@ def _fmt(args: argparse.Namespace) -> int:
     print(f"{len(files)} file(s), {len(unformatted)} {'not formatted' if args.check else 'reformatted'}",
           file=sys.stderr)
     return code
+
+
+def _outside_its_tenant(path: Path) -> bool:
+    """True when ``path`` lies below a ``tenants/<tenant>/`` directory (as written) but resolves outside it."""
+    parts = path.absolute().parts
+    resolved = path.resolve()
+    for i, part in enumerate(parts[:-2]):
+        if part == TENANTS_DIR and not resolved.is_relative_to(Path(*parts[:i + 2]).resolve()):
+            return True
+    return False
 
 
 def explain(args: argparse.Namespace, *, as_json: bool) -> int:
