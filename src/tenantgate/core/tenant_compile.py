@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,8 @@ from tenantgate.core.request import MAX_STRING, is_tenant_id
 from tenantgate.core.scoping import like_pattern_chars, tenant_problem
 from tenantgate.errors import PolicyDiagnostic
 
+# How a policy without @id is named: ``FILE:LINE`` (``core.policy_files``).
+_LOCATION_ID = re.compile(r".*\.cedar:[0-9]+")
 # Entity files larger than this are parsed by Cedar without the GIL (smaller ones are quicker than getting the
 # GIL back, which can take a switch interval, 5 ms, when another thread is busy).
 RELEASE_GIL_BYTES = 64 * 1024
@@ -144,6 +147,19 @@ def compile_tenant(tenant: str, files: Sequence[PolicySource], schema: Any, sche
     return TenantPolicies(tenant, "\n".join(texts), tuple(ids), locations)
 
 
+def _location_id_problem(policy_id: str, tenant: str) -> str | None:
+    """An ``@id`` written as another file's ``file:line`` (the id a policy without ``@id`` gets) would name a
+    global or another tenant's policy in this tenant's decisions and audit records (review finding:
+    ``@id("roles.cedar:4")``, ``@id("tenants/globex/secret.cedar:1")``). Its own directory's form is allowed."""
+    own = f"tenants/{tenant}/"
+    # A tenant's files lie directly in its directory: `tenants/acme/../globex/x.cedar:1` is not one of them.
+    if _LOCATION_ID.fullmatch(_id_reading(policy_id)) and not (
+            policy_id.startswith(own) and "/" not in policy_id.removeprefix(own)):
+        return (f"an @id of the form FILE.cedar:LINE names a policy by its place, and only places in "
+                f"tenants/{tenant}/ are this tenant's; rename it")
+    return None
+
+
 def _id_reading(policy_id: str) -> str:
     """How a reader takes a policy id: ``policy_ids.folded``, without blanks around it."""
     return folded(policy_id).strip()
@@ -159,7 +175,8 @@ def _compile_tenant_file(tenant: str, source: PolicySource, schema: Any) -> _Ten
         problem = tenant_problem(p.est, dumped, tenant) or (
             "templates are not supported in tenant policy files" if p.template else None) or (
             f"`like` applied to a string literal of {like_subject:,} characters (at most {MAX_STRING:,}, as a request "
-            "string): matching takes time proportional to its length" if like_subject > MAX_STRING else None)
+            "string): matching takes time proportional to its length" if like_subject > MAX_STRING else None) or (
+            _location_id_problem(p.policy_id, tenant) if p.annotated else None)
         if not admit(p, source, problem, seen, diagnostics):
             continue
         # Every tenant policy carries its id in the text, so results can name it after with_added_str.

@@ -104,6 +104,22 @@ def test_a_tenant_policy_id_that_reads_as_a_global_one_is_refused(policy_dir, po
     assert "reads as that of the global policy at roles.cedar:4" in problem.message
 
 
+@pytest.mark.parametrize("policy_id", ["roles.cedar:4", "tenants/globex/secret.cedar:1", "Roles.CEDAR:4 ",
+                                       "tenants/acme/../globex/secret.cedar:1"])
+def test_a_tenant_policy_id_naming_another_files_place_is_refused(policy_dir, policy_id):
+    # Review finding: acme's `@id("roles.cedar:4")` read, in acme's audit records, as the global policy at that place.
+    (policy_dir / "tenants" / "acme" / "place.cedar").write_text(f'@id("{policy_id}")\n{READ}\n')
+    with pytest.raises(PolicyError) as err:
+        load_policies(policy_dir)
+    (problem,) = err.value.diagnostics
+    assert problem.path == "tenants/acme/place.cedar"
+    assert "names a policy by its place" in problem.message
+
+
+def test_a_tenant_policy_id_naming_a_place_of_its_own_directory_stands(policy_dir):
+    (policy_dir / "tenants" / "acme" / "place.cedar").write_text(f'@id("tenants/acme/old.cedar:7")\n{READ}\n')
+    assert "tenants/acme/old.cedar:7" in load_policies(policy_dir).tenants["acme"].locations
+
 def test_another_tenant_may_still_use_an_id_of_acme(policy_dir):
     (policy_dir / "tenants" / "globex").mkdir()
     (policy_dir / "tenants" / "globex" / "same.cedar").write_text(f'@id("Acme-Support-Agents-Comment")\n{READ}\n')
