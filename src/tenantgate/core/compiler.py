@@ -37,6 +37,7 @@ from tenantgate.core.tenant_compile import (  # re-exported: callers import thes
     TenantPolicies,
     compile_entities,
     compile_tenant,
+    id_readings,
 )
 from tenantgate.core.versions import partition_versions, policy_version
 from tenantgate.errors import PolicyDiagnostic, PolicyError
@@ -140,11 +141,12 @@ def compile_policies(schema_source: PolicySource, sources: Sequence[PolicySource
     tenants: dict[str, TenantPolicies] = {}
     schema_key = hashlib.sha256(schema_source.text.encode("utf-8")).hexdigest()
     used: FileCache = {}
+    global_readings = id_readings(locations)
     for tenant, files in sorted(tenant_sources.items()):
         if not is_tenant_id(tenant):
             diagnostics.append(PolicyDiagnostic(f"tenants/{tenant}", 1, "directory name is not a valid tenant id"))
             continue
-        tenants[tenant] = compile_tenant(tenant, files, schema, schema_key, locations,
+        tenants[tenant] = compile_tenant(tenant, files, schema, schema_key, locations, global_readings,
                                           diagnostics, cache, used, limits)
     entity_sources = entity_sources or {}
     directory = compile_entities(entity_sources, schema, schema_key, diagnostics, cache, used, limits)

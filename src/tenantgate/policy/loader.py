@@ -271,10 +271,12 @@ def policy_tree(root: Path, skip: Collection[str] = (), escaping: list[str] | No
         seen.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("..") and (d != "tests" or dirpath != top)
                              and os.path.join(dirpath, d) not in skip)
-        if dirpath.startswith(tenants_prefix):  # inside a tenant's directory: its links stay in the tree
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))] \
+            if dirpath.startswith(tenants_prefix) else []
+        if links:  # inside a tenant's directory: its links stay in the tree (resolved only when there are links)
             tenant = dirpath[len(tenants_prefix):].split(os.sep, 1)[0]
             own = os.path.realpath(tenants_prefix + tenant) + os.sep
-            for d in [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            for d in links:
                 target = os.path.realpath(os.path.join(dirpath, d)) + os.sep
                 if not target.startswith((inside, own)):
                     dirnames.remove(d)

@@ -5,10 +5,12 @@ that read as the guardrail)."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 
 import pytest
 
+from tenantgate.core import policy_ids
 from tenantgate.core.compiler import GUARDRAIL_ID, PolicySource, compile_policies
 from tenantgate.core.policy_ids import folded, is_reserved_id
 from tenantgate.errors import PolicyError
@@ -82,3 +84,14 @@ def test_ids_that_do_not_read_as_reserved_ones_are_accepted(policy_id):
 def test_the_guardrail_id_itself_and_every_look_alike_fold_to_the_same_text():
     assert folded(GUARDRAIL_ID) == GUARDRAIL_ID
     assert {folded(policy_id).lstrip() for policy_id in LOOK_ALIKES.values()} == {GUARDRAIL_ID}
+
+
+def test_folding_an_ascii_id_is_lowercasing_it():
+    # folded() takes a fast path for ASCII ids (a reload folds every tenant policy's id): it must agree with the
+    # Unicode path, which no ASCII character changes but by case.
+    for code in range(128):
+        ch = chr(code)
+        assert folded(ch) == ch.lower()
+        visible = "".join(c for c in ch if not policy_ids._invisible(c))
+        slow = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", visible).casefold())
+        assert slow.translate(policy_ids._TO_PROTOTYPE) == ch.lower()
