@@ -28,6 +28,7 @@ from tenantgate.cli.channel import (
     token_of,
 )
 from tenantgate.cli.verdict import settle, settled
+from tenantgate.config_env import shown
 from tenantgate.core.strictjson import parse_strict_json
 from tenantgate.errors import ConfigError, PolicyError, TenantGateError
 from tenantgate.numerals import int_option
@@ -68,6 +69,12 @@ def guarded(command: Callable[[], int], report: Report | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return settled(EXIT_OK)
+    except OSError as err:
+        # The last resort for a file error no command expected: one line, not a traceback (review finding: a
+        # file name longer than the file system allows ended `audit verify` with ENAMETOOLONG's traceback).
+        where = f": {shown(os.fsdecode(err.filename))}" if isinstance(err.filename, (str, bytes)) else ""
+        _report(report, "", TenantGateError(f"{err.strerror or err}{where}"))
+        return EXIT_ERROR
 
 
 def _report(report: Report | None, prefix: str, err: TenantGateError) -> None:

@@ -149,3 +149,13 @@ def test_check_with_a_token_that_is_not_utf8_is_a_usage_error_not_a_traceback(ca
                       "--resource-type", "Invoice", "--resource-id", "inv-1", "--resource-tenant", "acme"])
     err = capsys.readouterr().err
     assert code == 1 and "the token is not UTF-8 text" in err and "Traceback" not in err and "sig" not in err
+
+
+@pytest.mark.parametrize("command", [["audit", "verify"], ["audit", "tail"], ["audit", "query"],
+                                     ["validate", "--policies"]])
+def test_a_file_name_longer_than_the_file_system_allows_is_one_line_not_a_traceback(tmp_path, capsys, command):
+    # Review finding: `audit verify` on a 300-character name ended in ENAMETOOLONG's traceback (Path.is_dir).
+    name = str(tmp_path / ("a" * 300))
+    assert main.main([*command, name]) in (1, 3, 4)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") <= 1 and err.startswith("tenantgate: "), err
