@@ -104,7 +104,7 @@ def _from_env(name: str, value: str, hint: Any, key: str) -> Any:
                           f"{_SPELLINGS.get(hint, '')}") from err
 
 
-def shown(value: object) -> str:
-    """A value for a one-line message: strings quoted, anything long cut short."""
+def shown(value: object, limit: int = 60) -> str:
+    """A value for a one-line message: strings quoted, anything longer than ``limit`` characters cut short."""
     text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= limit else text[:limit - 3] + "..."

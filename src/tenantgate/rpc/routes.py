@@ -24,7 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 _VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110 §5.6.2)
+HTTP_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # an HTTP token (RFC 9110 §5.6.2): methods, header names
+_METHOD = re.compile(HTTP_TOKEN)
 _RAW_PATH_CHARS = re.compile(r"[!-~]*")  # printable ASCII without space
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 MAX_PATH = 8192
