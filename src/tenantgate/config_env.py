@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, get_origin, get_type_hints
 
 from tenantgate.errors import ConfigError
-from tenantgate.numerals import INT_SPELLING, NUMBER_SPELLING, read_int, read_number
+from tenantgate.numerals import DIGITS, INT_SPELLING, NUMBER_SPELLING, read_int, read_number
 
 
 def apply_env(raw: dict[str, Any], env: Mapping[str, str], sections_by_name: Mapping[str, type],
@@ -58,10 +58,9 @@ _SERVICE_LINK = re.compile(r"TENANTGATE_(?:[A-Z0-9_]+_)?(?:SERVICE_HOST|SERVICE_
 # ... and only with the value Kubernetes gives it, so a typo such as TENANTGATE_SERVER_PORT=9000 is still refused
 # (review finding): an address, a port number, a protocol, or protocol://address:port.
 _ADDRESS = r"[0-9A-Fa-f:.]+"
-_PORT = re.compile(r"[0-9]+")  # ASCII digits: str.isdigit() also takes other scripts' digits
 _LINK_VALUES = ((("_SERVICE_HOST", "_ADDR"), re.compile(_ADDRESS)),
                 (("_PROTO",), re.compile(r"tcp|udp|sctp")),
-                (("_TCP_PORT", "_UDP_PORT", "_SCTP_PORT"), _PORT))
+                (("_TCP_PORT", "_UDP_PORT", "_SCTP_PORT"), DIGITS))
 _LINK_URL = re.compile(rf"(?:tcp|udp|sctp)://(?:{_ADDRESS}|\[{_ADDRESS}\]):[0-9]+")
 
 
@@ -72,7 +71,7 @@ def _is_service_link(name: str, value: str) -> bool:
         if name.endswith(suffixes):
             return shape.fullmatch(value) is not None
     if "_SERVICE_PORT" in name:
-        return _PORT.fullmatch(value) is not None
+        return DIGITS.fullmatch(value) is not None  # not str.isdigit(): it takes other scripts' digits
     return _LINK_URL.fullmatch(value) is not None  # <SERVICE>_PORT, <SERVICE>_PORT_<n>_<PROTO>
 
 

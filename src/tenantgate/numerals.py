@@ -14,8 +14,8 @@ import argparse
 import math
 import re
 
-# str patterns: [0-9] is the ten ASCII digits (unlike \d, which matches digits of every script).
-_UNSIGNED = re.compile(r"[0-9]+")
+# str patterns: [0-9] is the ten ASCII digits (unlike \d or str.isdigit(), which take digits of every script).
+DIGITS = re.compile(r"[0-9]+")  # one or more ASCII digits, for a caller matching a shape (a port) with fullmatch
 _SIGNED = re.compile(r"-?[0-9]+")
 # Digits on at least one side of the '.': ".5" and "5." were always read (float()) and mean one number each.
 _NUMBER = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
@@ -25,10 +25,10 @@ INT_SPELLING = "ASCII digits, optionally after a '-'"
 NUMBER_SPELLING = "ASCII digits, e.g. 2, 2.5, .5 or 1e-3"
 
 
-def read_int(text: str, *, negative: bool = True) -> int:
-    """``text`` as an int when it is ASCII decimal digits (after one ``-`` when ``negative``). Raises
-    ``ValueError`` otherwise, and for more digits than Python converts (4300). Ranges are the caller's."""
-    if not (_SIGNED if negative else _UNSIGNED).fullmatch(text):
+def read_int(text: str) -> int:
+    """``text`` as an int when it is ASCII decimal digits, optionally after one ``-``. Raises ``ValueError``
+    otherwise, and for more digits than Python converts (4300). Ranges are the caller's."""
+    if not _SIGNED.fullmatch(text):
         raise ValueError(f"not a plain decimal integer: {text[:40]!r}")
     return int(text)
 
