@@ -268,7 +268,7 @@ def _chains(paths: list[Path], *, in_order: bool, all_workers: bool) -> list[_Ch
         return [_Chain(paths, head_path(paths[-1]) if last_live else None, paths[-1])]
     groups: dict[Path, list[tuple[int, Path]]] = {}
     expected: dict[Path, str] = {}  # chains that must exist (a higher-numbered worker's does): why
-    worker_of: dict[Path, int] = {}  # with all_workers: whose each chain is
+    known_worker: dict[Path, int] = {}  # with all_workers: whose each chain is
     for path in paths:
         live, number = split_rotated(path)
         groups.setdefault(live, []).append((number, path))
@@ -277,7 +277,7 @@ def _chains(paths: list[Path], *, in_order: bool, all_workers: bool) -> list[_Ch
             highest = workers[-1][0] if workers else 0
             for worker, worker_live in workers:
                 groups.setdefault(worker_live, [(0, worker_live)])
-                worker_of[worker_live] = worker
+                known_worker[worker_live] = worker
                 expected[worker_live] = f"worker {worker}'s chain has no file left (log, rotated file or head " \
                     f"file), but worker {highest}'s has: it was deleted (every worker writes one from its start)"
             if workers:
@@ -290,11 +290,11 @@ def _chains(paths: list[Path], *, in_order: bool, all_workers: bool) -> list[_Ch
         # (review finding: it was read alone, its rotated files unread, and a record modified in one passed).
         if {number for number, _path in members} == {0}:
             chains.append(_Chain([], head_path(live), live, expected.get(live, ""), whole=True,
-                                 worker=worker_of.get(live)))
+                                 worker=known_worker.get(live)))
         else:
             ordered = [path for _number, path in sorted(set(members), key=lambda m: (m[0] == 0, -m[0]))]
             chains.append(_Chain(ordered, head_path(live) if any(n == 0 for n, _p in members) else None, live,
-                                 worker=worker_of.get(live)))
+                                 worker=known_worker.get(live)))
     return chains
 
 

@@ -96,9 +96,6 @@ def compile_tenant(tenant: str, files: Sequence[PolicySource], schema: Any, sche
     texts: list[str] = []
     ids: list[str] = []
     like_chars = 0
-    # INVARIANT: a tenant's policy id never reads as a global one in its decisions and audit records (review
-    # finding: `Viewer-Can-Read` and `viewer-can-read ` were accepted beside the global `viewer-can-read`): ids
-    # are compared as reserved ids are (case, compatibility forms, invisible characters), blanks around them too.
     encoded = [source.text.encode("utf-8") for source in files]
     size = sum(map(len, encoded))
     if size > limits.max_bytes:  # refused unparsed: parsing it is what would stall every tenant
@@ -116,6 +113,10 @@ def compile_tenant(tenant: str, files: Sequence[PolicySource], schema: Any, sche
             problem = None
             if entry.policy_id in global_ids:
                 problem = duplicate_id_message(global_ids[entry.policy_id], ", a global policy")
+            # INVARIANT: a tenant's policy id never reads as a global one in its decisions and audit records
+            # (review finding: `Viewer-Can-Read` and `viewer-can-read ` were accepted beside the global
+            # `viewer-can-read`): ids are compared as reserved ids are (case, compatibility forms, invisible
+            # characters), blanks around them too.
             elif (alike := global_readings.get(_id_reading(entry.policy_id))) is not None:
                 problem = (f"policy id reads as that of the global policy at {alike.path}:{alike.line} (compared "
                            "ignoring case, invisible characters and surrounding blanks); rename it")
