@@ -9,6 +9,10 @@ What is read from Envoy's request, and nothing else:
 - the intent from the configured intent header (at most once);
 - method and path, mapped to action and resource by the route table (the caller's tenant is never read
   from a header or the path: it comes from the verified token in ``decide()``);
+- the query's parameter names, only to refuse those a backend could act on instead of what was decided
+  (``_method``, ``access_token``, the name of a path variable of the matched route);
+- every header's name: one that is not an HTTP token, or another spelling of the intent header or of a
+  method/path override header, is refused; ``x-tenantgate-*`` names are listed for Envoy to strip;
 - the client certificate Envoy forwards (``include_peer_certificate``) for certificate-bound tokens.
 """
 
