@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from collections import defaultdict
@@ -47,6 +48,9 @@ ARCHIVE = "archive.json"  # not *.db: prometheus-client never reads it
 DEAD_SUFFIX = ".dead"
 FOLDED_KINDS = ("counter", "histogram")
 FOLD_SECONDS = 5.0  # how often the /metrics process folds exited workers' files when nothing scrapes
+# Gauges whose 0 means "no live worker uses this label set": a worker cannot remove a series from its file (a
+# replaced policy version is set to 0), so without this each reload would add a series to /metrics for good.
+UNUSED_AT_ZERO = frozenset({"tenantgate_policy_info"})
 
 _identity: list[str] = []  # this process's id once it is a worker (``become_worker``); its pid until then
 
@@ -203,7 +207,17 @@ class ExactCollector:
     # -- reading ------------------------------------------------------------------------------------------
 
     def _names(self) -> list[str]:
-        return os.listdir(self._dir)
+        """The regular files of the directory (not following links). Review finding: a FIFO named like a
+        metrics file blocked the scrape in ``open`` for good, holding the lock, and /metrics never answered
+        again; a link made any file the process can read part of the sums."""
+        names = []
+        for name in os.listdir(self._dir):
+            try:
+                if stat.S_ISREG(os.lstat(os.path.join(self._dir, name)).st_mode):
+                    names.append(name)
+            except OSError:  # removed meanwhile (a fold)
+                continue
+        return names
 
     def _merge(self) -> list[Metric]:
         exact: dict[_Key, Fraction] = dict(self._archive)
@@ -218,12 +232,18 @@ class ExactCollector:
                 for key, value in _read(os.path.join(self._dir, name)):
                     exact[(kind, key)] = exact.get((kind, key), Fraction(0)) + Fraction(value)
         metrics = list(_metrics(exact))
-        metrics += MultiProcessCollector.merge(gauges, accumulate=True)  # type: ignore[no-untyped-call]
+        for gauge in MultiProcessCollector.merge(gauges, accumulate=True):  # type: ignore[no-untyped-call]
+            if gauge.name in UNUSED_AT_ZERO:
+                gauge.samples = [sample for sample in gauge.samples if sample.value != 0]
+            metrics.append(gauge)
         return metrics
 
 
 def _read(path: str) -> Iterator[tuple[str, float]]:
+    """The values of a metrics file; none when it is missing or anything but a regular file (see ``_names``)."""
     try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return
         entries = MmapedDict.read_all_values_from_file(path)  # type: ignore[no-untyped-call]
     except FileNotFoundError:
         return

@@ -188,3 +188,40 @@ def test_a_fold_on_the_timer_never_raises(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="tenantgate.metrics"):
         ExactCollector(str(tmp_path)).fold()
     assert "exited workers' metrics not folded: error(" in caplog.text  # struct.error, from a thread: logged
+
+
+def test_a_fifo_or_a_link_named_like_a_metrics_file_is_skipped_and_scrapes_go_on(tmp_path):
+    # Review finding: a FIFO named counter_<id>.db blocked the scrape in open() for good, holding the collector's
+    # lock, so /metrics never answered again (also after the FIFO was removed); a link put any readable file
+    # into the sums.
+    import threading
+
+    _write(tmp_path, "w1", 2, [0.1])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _write(elsewhere, "w9", 1000, [0.1])
+    os.mkfifo(tmp_path / "counter_w8.db")
+    os.mkfifo(tmp_path / "gauge_livesum_w8.db")
+    os.symlink(elsewhere / "counter_w9.db", tmp_path / "counter_w9.db")
+    (tmp_path / "w8.dead").touch()  # folding an exited worker's files reads them too
+    collector = ExactCollector(str(tmp_path))
+    scraped: list[dict[str, float]] = []
+    scraping = threading.Thread(target=lambda: scraped.append(_scrape(collector)), daemon=True)
+    scraping.start()
+    scraping.join(10)
+    assert scraped, "the scrape is stuck on the FIFO"
+    assert scraped[0]['tg_decisions_total{api="check"}'] == 2
+
+
+def test_a_replaced_policy_version_leaves_no_series_behind(tmp_path):
+    # Review finding: a worker cannot remove a series from its file, so it sets a replaced policy version to 0;
+    # every reload (a tenant changing its own files, every poll) added a tenantgate_policy_info series for good.
+    for identity, versions in (("w1", {"v1": 0.0, "v2": 0.0, "v3": 1.0}), ("w2", {"v2": 0.0, "v4": 1.0})):
+        gauge = MmapedDict(str(tmp_path / f"gauge_livemax_{identity}.db"))
+        for version, value in versions.items():
+            gauge.write_value(mmap_key("tenantgate_policy_info", "tenantgate_policy_info", ["version"], [version],
+                                       "Version."), value, 0.0)
+        gauge.close()
+    scraped = _scrape(ExactCollector(str(tmp_path)))
+    assert {k: v for k, v in scraped.items() if k.startswith("tenantgate_policy_info")} == {
+        'tenantgate_policy_info{version="v3"}': 1.0, 'tenantgate_policy_info{version="v4"}': 1.0}
