@@ -142,6 +142,38 @@ def test_a_channel_idle_past_the_limit_reconnects_on_its_next_call_and_a_stream_
             watch.cancel()
 
 
+
+def test_health_watch_streams_cannot_take_the_slots_probes_and_decisions_need(tmp_path):
+    # Review finding: a Health/Watch stream holds a call slot for as long as the client keeps it (the idle timeout
+    # never fires), so 64 of them on the plaintext health port (its maximum_concurrent_rpcs) made every probe's
+    # Check fail RESOURCE_EXHAUSTED, and 100 on the gRPC port (here its max_concurrent_rpcs) every decision.
+    with _grpc_server(tmp_path, 300.0) as (issuer, server):
+        for port, slots in ((server.health_port, 64), (server.port, 100)):
+            options = [("grpc.use_local_subchannel_pool", 1)]
+            channels = [grpc.insecure_channel(f"127.0.0.1:{port}", options=options) for _ in range(4)]
+            watches = [health_pb2_grpc.HealthStub(channels[i % 4]).Watch(
+                health_pb2.HealthCheckRequest(service=f"s{i}"), timeout=30) for i in range(slots)]
+            opened = refused = 0
+            for watch in watches:
+                try:
+                    next(watch)
+                    opened += 1
+                except grpc.RpcError as err:
+                    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    refused += 1
+            assert opened == slots // 2 and refused == slots - slots // 2, (port, opened, refused)
+            with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as probe:
+                assert health_pb2_grpc.HealthStub(probe).Check(health_pb2.HealthCheckRequest(), timeout=10).status \
+                    == health_pb2.HealthCheckResponse.SERVING
+                if port == server.port:
+                    token = issuer.mint(tenant="acme", sub="vera", roles=["viewer"])
+                    assert pb_grpc.AuthorizerStub(probe).Check(_req(token), timeout=10).decision == pb.ALLOW
+            for watch in watches:
+                watch.cancel()
+            for channel in channels:
+                channel.close()
+
+
 def _accept_lines(stderr: str) -> list[dict]:
     """The JSON log lines about failed accepts (asyncio's own or ours)."""
     lines = []

@@ -41,11 +41,41 @@ MAX_CONNECTION_IDLE_SECONDS = 300.0
 # request, got RESOURCE_EXHAUSTED without a decision on about one call in ten when sent in metadata).
 METADATA_HEADROOM_BYTES = 8 * 1024
 DEFAULT_MAX_METADATA_BYTES = 16 * 1024
+HEALTH_PORT_MAX_CONCURRENT_RPCS = 64
 
 
 def max_metadata_bytes(max_token_bytes: int) -> int:
     """The serving port's metadata limit for tokens of up to ``max_token_bytes``."""
     return max(DEFAULT_MAX_METADATA_BYTES, max_token_bytes + METADATA_HEADROOM_BYTES)
+
+class BoundedWatches:
+    """``health`` on one port, with at most ``limit`` ``Health/Watch`` streams open at once (one more is refused
+    ``RESOURCE_EXHAUSTED``), so that the calls left under the port's ``maximum_concurrent_rpcs`` always serve
+    ``Check`` (probes) and decisions. Review finding: a Watch holds its slot for as long as the client keeps it
+    open (the idle timeout never fires: a call is in flight), so 64 of them on the plaintext health port made
+    every probe's Check fail ``RESOURCE_EXHAUSTED``, and 1,000 on the gRPC port every decision."""
+
+    def __init__(self, health_servicer: health.aio.HealthServicer, limit: int) -> None:
+        self._health = health_servicer
+        self._limit = max(1, limit)
+        self._open = 0  # on the event loop only: no lock
+
+    def __getattr__(self, name: str) -> Any:  # the servicer's other methods (List), as they are
+        return getattr(self._health, name)
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._health.Check(request, context)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+        if self._open >= self._limit:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"at most {self._limit} Health/Watch streams at once on this port")
+        self._open += 1
+        try:
+            await self._health.Watch(request, context)
+        finally:
+            self._open -= 1
+
 
 def _as_is(_service: str, servicer: Any) -> Any:
     return servicer
@@ -164,14 +194,16 @@ class GrpcServer:
             names.append(EXT_AUTHZ)
             self._probes[EXT_AUTHZ] = deciding
         self._health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(wrap(health.SERVICE_NAME, self._health), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(
+            wrap(health.SERVICE_NAME, BoundedWatches(self._health, options.max_concurrent_rpcs // 2)), self._server)
         reflection.enable_server_reflection(names, self._server)
         # Probes (kubelet's gRPC probe cannot do TLS) may get a plaintext port that serves health only.
         self._health_server: grpc.aio.Server | None = None
         if options.health_listen:
             self._health_server = grpc.aio.server(options=_health_port_options(options),
-                                                  maximum_concurrent_rpcs=64)
-            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+                                                  maximum_concurrent_rpcs=HEALTH_PORT_MAX_CONCURRENT_RPCS)
+            health_pb2_grpc.add_HealthServicer_to_server(
+                BoundedWatches(self._health, HEALTH_PORT_MAX_CONCURRENT_RPCS // 2), self._health_server)
         self.port = 0
         self.health_port = 0
         self._monitor: asyncio.Task[None] | None = None
