@@ -174,6 +174,45 @@ def test_health_watch_streams_cannot_take_the_slots_probes_and_decisions_need(tm
                 channel.close()
 
 
+def test_reflection_streams_cannot_take_the_slots_decisions_need(tmp_path):
+    # Review finding: a ServerReflectionInfo stream left open holds a call slot too; 100 of them (here
+    # max_concurrent_rpcs) refused every decision RESOURCE_EXHAUSTED.
+    import queue
+
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    def requests(pending):
+        while (request := pending.get()) is not None:
+            yield request
+
+    with _grpc_server(tmp_path, 300.0) as (issuer, server):
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        channels = [grpc.insecure_channel(f"127.0.0.1:{server.port}", options=options) for _ in range(4)]
+        queues, streams, opened = [], [], 0
+        for i in range(100):
+            pending: queue.Queue = queue.Queue()
+            pending.put(reflection_pb2.ServerReflectionRequest(list_services=""))
+            stream = reflection_pb2_grpc.ServerReflectionStub(channels[i % 4]).ServerReflectionInfo(
+                requests(pending), timeout=30)
+            queues.append(pending)
+            streams.append(stream)
+            try:
+                next(stream)
+                opened += 1
+            except grpc.RpcError as err:
+                assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert opened == 50
+        token = issuer.mint(tenant="acme", sub="vera", roles=["viewer"])
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}", options=options) as probe:
+            assert pb_grpc.AuthorizerStub(probe).Check(_req(token), timeout=10).decision == pb.ALLOW
+        for pending in queues:
+            pending.put(None)
+        for stream in streams:
+            stream.cancel()
+        for channel in channels:
+            channel.close()
+
+
 def _accept_lines(stderr: str) -> list[dict]:
     """The JSON log lines about failed accepts (asyncio's own or ours)."""
     lines = []

@@ -4,15 +4,16 @@ limits, and a graceful stop on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from tenantgate.errors import ConfigError
 from tenantgate.rpc.admin import AdminService
@@ -48,33 +49,57 @@ def max_metadata_bytes(max_token_bytes: int) -> int:
     """The serving port's metadata limit for tokens of up to ``max_token_bytes``."""
     return max(DEFAULT_MAX_METADATA_BYTES, max_token_bytes + METADATA_HEADROOM_BYTES)
 
-class BoundedWatches:
-    """``health`` on one port, with at most ``limit`` ``Health/Watch`` streams open at once (one more is refused
-    ``RESOURCE_EXHAUSTED``), so that the calls left under the port's ``maximum_concurrent_rpcs`` always serve
-    ``Check`` (probes) and decisions. Review finding: a Watch holds its slot for as long as the client keeps it
-    open (the idle timeout never fires: a call is in flight), so 64 of them on the plaintext health port made
-    every probe's Check fail ``RESOURCE_EXHAUSTED``, and 1,000 on the gRPC port every decision."""
+class StreamSlots:
+    """At most ``limit`` long-lived streams (``Health/Watch``, reflection) open at once on one port; one more is
+    refused ``RESOURCE_EXHAUSTED``, so that the calls left under the port's ``maximum_concurrent_rpcs`` always
+    serve ``Check`` (probes) and decisions. Review finding: a stream holds its slot for as long as the client keeps
+    it open (the idle timeout never fires: a call is in flight), so 64 Watch streams on the plaintext health port
+    made every probe's Check fail ``RESOURCE_EXHAUSTED``, and ``max_concurrent_rpcs`` Watch or reflection streams
+    on the gRPC port (no allow-list) every decision."""
 
-    def __init__(self, health_servicer: health.aio.HealthServicer, limit: int) -> None:
-        self._health = health_servicer
-        self._limit = max(1, limit)
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
         self._open = 0  # on the event loop only: no lock
 
-    def __getattr__(self, name: str) -> Any:  # the servicer's other methods (List), as they are
-        return getattr(self._health, name)
-
-    async def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> Any:
-        return await self._health.Check(request, context)
-
-    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
-        if self._open >= self._limit:
+    @contextlib.asynccontextmanager
+    async def taken(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        if self._open >= self.limit:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"at most {self._limit} Health/Watch streams at once on this port")
+                                f"at most {self.limit} streams (Health/Watch, reflection) at once on this port")
         self._open += 1
         try:
-            await self._health.Watch(request, context)
+            yield
         finally:
             self._open -= 1
+
+
+class BoundedWatches:
+    """``health`` whose ``Watch`` streams take one of ``slots`` each (``Check`` is as it is)."""
+
+    def __init__(self, health_servicer: health.aio.HealthServicer, slots: StreamSlots) -> None:
+        self._health = health_servicer
+        self._slots = slots
+
+    def __getattr__(self, name: str) -> Any:  # Check, List: as they are
+        return getattr(self._health, name)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+        async with self._slots.taken(context):
+            await self._health.Watch(request, context)
+
+
+class BoundedReflection:
+    """Server reflection whose streams take one of ``slots`` each."""
+
+    def __init__(self, servicer: Any, slots: StreamSlots) -> None:
+        self._reflection = servicer
+        self._slots = slots
+
+    async def ServerReflectionInfo(self, requests: AsyncIterator[Any],
+                                   context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async with self._slots.taken(context):
+            async for response in self._reflection.ServerReflectionInfo(requests, context):
+                yield response
 
 
 def _as_is(_service: str, servicer: Any) -> Any:
@@ -194,16 +219,18 @@ class GrpcServer:
             names.append(EXT_AUTHZ)
             self._probes[EXT_AUTHZ] = deciding
         self._health = health.aio.HealthServicer()
+        streams = StreamSlots(options.max_concurrent_rpcs // 2)  # Watch and reflection together
         health_pb2_grpc.add_HealthServicer_to_server(
-            wrap(health.SERVICE_NAME, BoundedWatches(self._health, options.max_concurrent_rpcs // 2)), self._server)
-        reflection.enable_server_reflection(names, self._server)
+            wrap(health.SERVICE_NAME, BoundedWatches(self._health, streams)), self._server)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            BoundedReflection(reflection.aio.ReflectionServicer(names), streams), self._server)
         # Probes (kubelet's gRPC probe cannot do TLS) may get a plaintext port that serves health only.
         self._health_server: grpc.aio.Server | None = None
         if options.health_listen:
             self._health_server = grpc.aio.server(options=_health_port_options(options),
                                                   maximum_concurrent_rpcs=HEALTH_PORT_MAX_CONCURRENT_RPCS)
             health_pb2_grpc.add_HealthServicer_to_server(
-                BoundedWatches(self._health, HEALTH_PORT_MAX_CONCURRENT_RPCS // 2), self._health_server)
+                BoundedWatches(self._health, StreamSlots(HEALTH_PORT_MAX_CONCURRENT_RPCS // 2)), self._health_server)
         self.port = 0
         self.health_port = 0
         self._monitor: asyncio.Task[None] | None = None
