@@ -148,10 +148,11 @@ def test_health_watch_streams_cannot_take_the_slots_probes_and_decisions_need(tm
     # never fires), so 64 of them on the plaintext health port (its maximum_concurrent_rpcs) made every probe's
     # Check fail RESOURCE_EXHAUSTED, and 100 on the gRPC port (here its max_concurrent_rpcs) every decision.
     with _grpc_server(tmp_path, 300.0) as (issuer, server):
-        for port, slots in ((server.health_port, 64), (server.port, 100)):
+        # The health port takes 4 calls per connection: 16 connections carry the 64 Watch streams.
+        for port, slots, connections in ((server.health_port, 64, 16), (server.port, 100, 4)):
             options = [("grpc.use_local_subchannel_pool", 1)]
-            channels = [grpc.insecure_channel(f"127.0.0.1:{port}", options=options) for _ in range(4)]
-            watches = [health_pb2_grpc.HealthStub(channels[i % 4]).Watch(
+            channels = [grpc.insecure_channel(f"127.0.0.1:{port}", options=options) for _ in range(connections)]
+            watches = [health_pb2_grpc.HealthStub(channels[i % connections]).Watch(
                 health_pb2.HealthCheckRequest(service=f"s{i}"), timeout=30) for i in range(slots)]
             opened = refused = 0
             for watch in watches:
@@ -173,6 +174,34 @@ def test_health_watch_streams_cannot_take_the_slots_probes_and_decisions_need(tm
             for channel in channels:
                 channel.close()
 
+
+
+def test_calls_whose_request_never_arrives_cannot_keep_probes_out_of_the_health_port(tmp_path):
+    # Review finding: the plaintext health port capped calls at 64 for the whole port, and a call whose request
+    # message never arrives (no deadline) holds its slot for good: 64 of them failed every probe
+    # RESOURCE_EXHAUSTED. Now each connection carries at most 4 calls and nothing is shared between peers.
+    arrived = threading.Event()
+
+    def never_sent():
+        arrived.wait()
+        yield from ()
+
+    with _grpc_server(tmp_path, 300.0) as (_issuer, server):
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        channels = [grpc.insecure_channel(f"127.0.0.1:{server.health_port}", options=options) for _ in range(50)]
+        held = [channels[i % 50].stream_unary("/grpc.health.v1.Health/Check").future(never_sent())
+                for i in range(200)]
+        time.sleep(1)
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{server.health_port}", options=options) as probe:
+                assert health_pb2_grpc.HealthStub(probe).Check(health_pb2.HealthCheckRequest(), timeout=10).status \
+                    == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            arrived.set()
+            for call in held:
+                call.cancel()
+            for channel in channels:
+                channel.close()
 
 def test_reflection_streams_cannot_take_the_slots_decisions_need(tmp_path):
     # Review finding: a ServerReflectionInfo stream left open holds a call slot too; 100 of them (here

@@ -42,7 +42,12 @@ MAX_CONNECTION_IDLE_SECONDS = 300.0
 # request, got RESOURCE_EXHAUSTED without a decision on about one call in ten when sent in metadata).
 METADATA_HEADROOM_BYTES = 8 * 1024
 DEFAULT_MAX_METADATA_BYTES = 16 * 1024
-HEALTH_PORT_MAX_CONCURRENT_RPCS = 64
+# The plaintext health port has no port-wide cap on calls: any peer can reach it, and a call whose request never
+# arrives (no deadline) holds its slot for good, so 64 of them (the cap it had) failed every probe RESOURCE_EXHAUSTED
+# (review finding). A connection may carry this many calls at once instead (a probe makes one): what a peer holds
+# then costs it connections (descriptors, each closed after the idle time), and never keeps another's probe out.
+HEALTH_PORT_STREAMS_PER_CONNECTION = 4
+HEALTH_PORT_MAX_WATCHES = 32
 
 
 def max_metadata_bytes(max_token_bytes: int) -> int:
@@ -157,7 +162,8 @@ def channel_options(max_message_bytes: int, *, reuse_port: bool = False, max_con
 
 def _health_port_options(options: ServerOptions) -> list[tuple[str, int]]:
     """The plaintext health port's: its idle connections are closed as the serving port's are (not aged)."""
-    health_options = [("grpc.so_reuseport", int(options.reuse_port))]
+    health_options = [("grpc.so_reuseport", int(options.reuse_port)),
+                      ("grpc.max_concurrent_streams", HEALTH_PORT_STREAMS_PER_CONNECTION)]
     if options.max_connection_idle_seconds > 0:
         health_options.append(("grpc.max_connection_idle_ms", _milliseconds(options.max_connection_idle_seconds)))
     return health_options
@@ -227,10 +233,9 @@ class GrpcServer:
         # Probes (kubelet's gRPC probe cannot do TLS) may get a plaintext port that serves health only.
         self._health_server: grpc.aio.Server | None = None
         if options.health_listen:
-            self._health_server = grpc.aio.server(options=_health_port_options(options),
-                                                  maximum_concurrent_rpcs=HEALTH_PORT_MAX_CONCURRENT_RPCS)
+            self._health_server = grpc.aio.server(options=_health_port_options(options))
             health_pb2_grpc.add_HealthServicer_to_server(
-                BoundedWatches(self._health, StreamSlots(HEALTH_PORT_MAX_CONCURRENT_RPCS // 2)), self._health_server)
+                BoundedWatches(self._health, StreamSlots(HEALTH_PORT_MAX_WATCHES)), self._health_server)
         self.port = 0
         self.health_port = 0
         self._monitor: asyncio.Task[None] | None = None
