@@ -200,6 +200,7 @@ def test_a_fifo_or_a_link_named_like_a_metrics_file_is_skipped_and_scrapes_go_on
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     _write(elsewhere, "w9", 1000, [0.1])
+    os.mkfifo(tmp_path / "archive.json")
     os.mkfifo(tmp_path / "counter_w8.db")
     os.mkfifo(tmp_path / "gauge_livesum_w8.db")
     os.symlink(elsewhere / "counter_w9.db", tmp_path / "counter_w9.db")
