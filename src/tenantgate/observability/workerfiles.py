@@ -41,6 +41,7 @@ from prometheus_client.utils import floatToGoString
 
 from tenantgate.core.problemlog import ProblemLog
 from tenantgate.observability import valuefiles
+from tenantgate.paths import open_regular
 
 log = logging.getLogger("tenantgate.metrics")
 
@@ -139,10 +140,7 @@ class ExactCollector:
     def _load(self) -> None:
         try:
             # Not following a link, and never blocking on a FIFO (see ``_names``): anything else is unreadable.
-            fd = os.open(os.path.join(self._dir, ARCHIVE), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-            with open(fd, encoding="utf-8") as handle:
-                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                    raise ValueError("not a regular file")
+            with open(open_regular(os.path.join(self._dir, ARCHIVE)), encoding="utf-8") as handle:
                 document = json.load(handle)
             self._archive = {(kind, key): Fraction(value) for kind, key, value in document["series"]}
             self._taken = set(document["taken"])
