@@ -54,6 +54,7 @@ def max_metadata_bytes(max_token_bytes: int) -> int:
     """The serving port's metadata limit for tokens of up to ``max_token_bytes``."""
     return max(DEFAULT_MAX_METADATA_BYTES, max_token_bytes + METADATA_HEADROOM_BYTES)
 
+
 class StreamSlots:
     """At most ``limit`` long-lived streams (``Health/Watch``, reflection) open at once on one port; one more is
     refused ``RESOURCE_EXHAUSTED``, so that the calls left under the port's ``maximum_concurrent_rpcs`` always
